@@ -1,0 +1,1 @@
+"""Central side: datasets, training, export, quantisation and signed model packages."""
