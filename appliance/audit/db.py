@@ -1,0 +1,123 @@
+"""The SQLite database: one file, WAL, ``synchronous=FULL``, numbered migrations.
+
+Every process opens its own connection with :func:`open_database`; each table family has
+one writing process (ingest tables: the listener; jobs once claimed: the worker).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from appliance.errors import StorageError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: durable ingest, the job queue and the audit log.
+    """
+    CREATE TABLE instances (
+        sop_instance_uid TEXT PRIMARY KEY,
+        study_instance_uid TEXT NOT NULL,
+        series_instance_uid TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        path TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        association_id TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE INDEX instances_series ON instances (series_instance_uid);
+    CREATE TABLE instance_replacements (
+        id INTEGER PRIMARY KEY,
+        sop_instance_uid TEXT NOT NULL,
+        old_sha256 TEXT NOT NULL,
+        new_sha256 TEXT NOT NULL,
+        calling_ae TEXT NOT NULL,
+        association_id TEXT NOT NULL,
+        replaced_at REAL NOT NULL
+    );
+    CREATE TABLE series (
+        series_instance_uid TEXT PRIMARY KEY,
+        study_instance_uid TEXT NOT NULL,
+        modality TEXT NOT NULL DEFAULT '',
+        body_part TEXT NOT NULL DEFAULT '',
+        series_description TEXT NOT NULL DEFAULT '',
+        calling_ae TEXT NOT NULL DEFAULT '',
+        instances INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        reason TEXT,
+        generation INTEGER NOT NULL DEFAULT 0,
+        first_received_at REAL NOT NULL,
+        last_received_at REAL NOT NULL,
+        released_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX series_state ON series (state);
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        series_instance_uid TEXT NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'superseded')),
+        priority INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires_at REAL,
+        reason TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX jobs_state ON jobs (state, priority, id);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    """,
+)
+
+
+def open_database(path: Path) -> sqlite_utils.Database:
+    """Open (creating if needed) the appliance database and bring its schema up to date.
+
+    Parameters
+    ----------
+    path : Path
+        The SQLite file.
+
+    Returns
+    -------
+    sqlite_utils.Database
+        In WAL mode with ``synchronous=FULL``, autocommit (use explicit transactions).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        _migrate(conn)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {path}: {exc}") from exc
+    return sqlite_utils.Database(conn)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

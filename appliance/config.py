@@ -1,0 +1,274 @@
+"""The one settings object, loaded once from TOML and the environment, then validated.
+
+Sources, later ones winning:
+
+1. the defaults declared on the models below,
+2. the TOML file: ``$APPLIANCE_CONFIG`` or ``firmware-config/appliance.toml``,
+3. environment variables ``APPLIANCE_<SECTION>_<KEY>`` (``APPLIANCE_DICOM_PORT``) or
+   ``APPLIANCE_<KEY>`` for top-level keys (``APPLIANCE_DATA_DIR``). List values are
+   comma-separated (``APPLIANCE_DICOM_PEERS="PACS@10.0.0.5,*@127.0.0.1"``).
+
+Every error names the key that is wrong and why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "firmware-config" / "appliance.toml"
+ENV_PREFIX = "APPLIANCE_"
+
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
+
+
+def _check_ae_title(value: str) -> str:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ValueError("must be 1-16 printable ASCII characters, not all spaces, no backslash")
+    return value.strip()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Peer(_Section):
+    """A remote AE allowed to associate: ``AE@address``, ``*`` matching anything."""
+
+    ae_title: str
+    address: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Peer":
+        ae, sep, address = text.strip().partition("@")
+        if not sep or not ae or not address:
+            raise ValueError(f"{text!r} is not AE@address")
+        if ae != "*":
+            ae = _check_ae_title(ae)
+        return cls(ae_title=ae, address=address)
+
+    def matches(self, ae_title: str, address: str) -> bool:
+        return self.ae_title in ("*", ae_title.strip()) and self.address in ("*", address)
+
+
+class Destination(_Section):
+    """A remote AE that results are sent to: ``AE@host:port``."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Destination":
+        ae, sep, hostport = text.strip().partition("@")
+        host, colon, port = hostport.rpartition(":")
+        if not sep or not colon or not ae or not host or not port.isdigit():
+            raise ValueError(f"{text!r} is not AE@host:port")
+        return cls(ae_title=_check_ae_title(ae), host=host, port=int(port))
+
+
+class TlsSettings(_Section):
+    """DICOM TLS on the listener (off by default)."""
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+
+    @field_validator("certificate", "private_key", "ca_certificates", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class DicomSettings(_Section):
+    """The DICOM listener: identity, access control, limits and series completion."""
+
+    ae_title: str = "TRIAGE"
+    bind_address: str = "0.0.0.0"
+    port: int = Field(11112, ge=1, le=65535)
+    open_mode: bool = False
+    peers: tuple[Peer, ...] = ()
+    destinations: tuple[Destination, ...] = ()
+    max_associations: int = Field(16, ge=1, le=1000)
+    acse_timeout_s: float = Field(30.0, gt=0)
+    dimse_timeout_s: float = Field(60.0, gt=0)
+    network_timeout_s: float = Field(60.0, gt=0)
+    max_pdu_bytes: int = Field(262_144, ge=4096, le=16 * 1024 * 1024)
+    max_rows: int = Field(16_384, ge=1, le=65_535)
+    max_columns: int = Field(16_384, ge=1, le=65_535)
+    max_frames: int = Field(10_000, ge=1)
+    max_pixel_bytes: int = Field(2 * 1024**3, ge=1024)
+    max_inflated_bytes: int = Field(2 * 1024**3, ge=1024)
+    max_sequence_depth: int = Field(32, ge=1, le=200)
+    min_free_disk_mb: int = Field(1024, ge=0)
+    quiet_period_s: float = Field(5.0, gt=0)
+    release_grace_s: float = Field(1.0, ge=0)
+    tls: TlsSettings = TlsSettings()
+
+    _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _parse_peers(cls, value: Any) -> Any:
+        return tuple(Peer.parse(v) if isinstance(v, str) else v for v in _as_list(value))
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _parse_destinations(cls, value: Any) -> Any:
+        return tuple(Destination.parse(v) if isinstance(v, str) else v for v in _as_list(value))
+
+
+class WebSettings(_Section):
+    """The HTTP server for pages, API and health."""
+
+    bind_address: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class ModelSettings(_Section):
+    """Model packages: which signing keys are trusted."""
+
+    trusted_keys: tuple[Path, ...] = ()
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return tuple(_as_list(value))
+
+
+class Settings(_Section):
+    """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
+
+    data_dir: Path = Path("var/data")
+    log_level: str = "INFO"
+    dicom: DicomSettings = DicomSettings()
+    web: WebSettings = WebSettings()
+    models: ModelSettings = ModelSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "appliance.db"
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    if value is None:
+        return []
+    return list(value)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """Map ``APPLIANCE_*`` variables onto the nested settings keys they name."""
+    sections = {
+        name: model.annotation.model_fields
+        for name, model in Settings.model_fields.items()
+        if isinstance(model.annotation, type) and issubclass(model.annotation, BaseModel)
+    }
+    overrides: dict[str, Any] = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == "APPLIANCE_CONFIG":
+            continue
+        key = var[len(ENV_PREFIX):].lower()
+        if key in Settings.model_fields and key not in sections:
+            overrides[key] = value
+            continue
+        for section, fields in sections.items():
+            prefix = section + "_"
+            if key.startswith(prefix):
+                sub = key[len(prefix):]
+                if sub.startswith("tls_") and "tls" in fields:
+                    overrides.setdefault(section, {}).setdefault("tls", {})[sub[4:]] = value
+                    break
+                if sub in fields:
+                    overrides.setdefault(section, {})[sub] = value
+                    break
+        else:
+            raise ConfigError(f"{var}: no such setting")
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"] if not isinstance(part, int))
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            got = item.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, (dict, list, tuple)) else ""
+            lines.append(f"{key}: {item['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, turning syntax errors into a ConfigError naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load and validate the settings.
+
+    Parameters
+    ----------
+    path : Path, optional
+        TOML file; defaults to ``$APPLIANCE_CONFIG`` or the embedded defaults.
+    environ : dict, optional
+        Environment to read overrides from; defaults to ``os.environ``.
+
+    Raises
+    ------
+    ConfigError
+        With every offending key and the reason.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if path is None:
+        path = Path(environ.get("APPLIANCE_CONFIG", DEFAULT_CONFIG_PATH))
+    raw = _merge(read_toml(path), _env_overrides(environ))
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """A JSON-friendly view of the settings, for ``appliance config show``."""
+    return settings.model_dump(mode="json")

@@ -1,0 +1,290 @@
+"""Check a received dataset before anything trusts it.
+
+:func:`inspect_dataset` walks the encoded data elements without building a pydicom
+Dataset: it reads element headers, seeks over values, tracks sequence nesting without
+recursion, and keeps the handful of top-level attributes the appliance needs. No pixel
+buffer is allocated and a hostile nesting depth cannot exhaust the stack. Every refusal is
+a :class:`~appliance.errors.RejectedInstance` carrying its DIMSE status.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from pydicom.datadict import dictionary_VR
+
+from appliance.errors import RejectedInstance
+
+# DIMSE statuses the listener answers with (documented in docs/conformance.md).
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_SOP_CLASS_MISMATCH = 0xA900
+STATUS_UNDECODABLE = 0xC210
+STATUS_INVALID_UID = 0xC211
+STATUS_IMAGE_TOO_LARGE = 0xC212
+STATUS_NESTED_TOO_DEEP = 0xC213
+STATUS_INFLATE_FAILED = 0xC214
+STATUS_MISSING_ATTRIBUTE = 0xC215
+
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
+
+_WANTED = {
+    0x00080016: "sop_class_uid",
+    0x00080018: "sop_instance_uid",
+    0x0020000D: "study_instance_uid",
+    0x0020000E: "series_instance_uid",
+    0x00080060: "modality",
+    0x00180015: "body_part",
+    0x0008103E: "series_description",
+    0x00280002: "samples_per_pixel",
+    0x00280008: "number_of_frames",
+    0x00280010: "rows",
+    0x00280011: "columns",
+    0x00280100: "bits_allocated",
+}
+_US_TAGS = {0x00280002, 0x00280010, 0x00280011, 0x00280100}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied to every received instance (from ``[dicom]`` settings)."""
+
+    max_rows: int = 16_384
+    max_columns: int = 16_384
+    max_frames: int = 10_000
+    max_pixel_bytes: int = 2 * 1024**3
+    max_inflated_bytes: int = 2 * 1024**3
+    max_sequence_depth: int = 32
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """The attributes of a received instance that ingest relies on."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str = ""
+    body_part: str = ""
+    series_description: str = ""
+    rows: int = 0
+    columns: int = 0
+    number_of_frames: int = 1
+    samples_per_pixel: int = 1
+    bits_allocated: int = 0
+
+
+def check_uid(value: str, name: str) -> str:
+    """Return ``value`` if it is a valid UID (digits and dots, at most 64 characters).
+
+    Raises
+    ------
+    RejectedInstance
+        0xC211, before the value can reach a file path.
+    """
+    if len(value) > 64:
+        raise RejectedInstance(STATUS_INVALID_UID, f"{name} longer than 64 characters")
+    if not _UID.match(value):
+        raise RejectedInstance(STATUS_INVALID_UID, f"{name} is not digits and dots")
+    return value
+
+
+class _Walker:
+    """Element-by-element reader of one encoded dataset (no recursion, no big reads)."""
+
+    def __init__(self, stream: BinaryIO, implicit: bool, little: bool, end: int, max_depth: int):
+        self.stream = stream
+        self.implicit = implicit
+        self.endian = "<" if little else ">"
+        self.end = end
+        self.max_depth = max_depth
+        self.found: dict[str, str | int] = {}
+
+    def _read(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        if len(data) != size:
+            raise RejectedInstance(STATUS_UNDECODABLE, "dataset ends inside an element header")
+        return data
+
+    def _header(self, implicit: bool) -> tuple[int, bytes | None, int]:
+        group, element = struct.unpack(self.endian + "HH", self._read(4))
+        tag = group << 16 | element
+        if group == 0xFFFE or implicit:
+            (length,) = struct.unpack(self.endian + "I", self._read(4))
+            return tag, None, length
+        vr = self._read(2)
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack(self.endian + "2xI", self._read(6))
+        else:
+            (length,) = struct.unpack(self.endian + "H", self._read(2))
+        return tag, vr, length
+
+    def _skip(self, length: int) -> None:
+        position = self.stream.tell() + length
+        if position > self.end:
+            raise RejectedInstance(STATUS_UNDECODABLE, "element value runs past the end of the data")
+        self.stream.seek(position)
+
+    def walk(self) -> dict[str, str | int]:
+        # Each open container: (kind, end position or None when undefined, implicit VR).
+        stack: list[tuple[str, int | None, bool]] = []
+        while True:
+            position = self.stream.tell()
+            while stack and stack[-1][1] is not None and position >= stack[-1][1]:
+                stack.pop()
+            if not stack and position >= self.end:
+                return self.found
+            implicit = stack[-1][2] if stack else self.implicit
+            in_sequence = bool(stack) and stack[-1][0] == "seq"
+            tag, vr, length = self._header(implicit)
+
+            if in_sequence:
+                if tag == _ITEM:
+                    stack.append(("item", None if length == UNDEFINED else self.stream.tell() + length, implicit))
+                elif tag == _SEQ_END and stack[-1][1] is None:
+                    stack.pop()
+                else:
+                    raise RejectedInstance(STATUS_UNDECODABLE, f"unexpected tag {tag:08X} in a sequence")
+                continue
+            if tag == _ITEM_END and stack and stack[-1][1] is None:
+                stack.pop()
+                continue
+            if not stack and tag == _PIXEL_DATA:
+                return self.found
+
+            is_sequence = vr == b"SQ" or (length == UNDEFINED and vr in (None, b"UN"))
+            if vr is None and not is_sequence:
+                is_sequence = _implicit_vr(tag) == "SQ"
+            if is_sequence:
+                depth = sum(1 for kind, _, _ in stack if kind == "seq") + 1
+                if depth > self.max_depth:
+                    raise RejectedInstance(
+                        STATUS_NESTED_TOO_DEEP, f"sequences nested deeper than {self.max_depth}"
+                    )
+                # Undefined-length UN is an implicit VR little endian sequence (PS3.5 6.2.2).
+                content_implicit = implicit or vr == b"UN"
+                stack.append(("seq", None if length == UNDEFINED else self.stream.tell() + length, content_implicit))
+                continue
+            if length == UNDEFINED:
+                raise RejectedInstance(STATUS_UNDECODABLE, f"undefined length on non-sequence {tag:08X}")
+            name = _WANTED.get(tag) if not stack else None
+            if name is None or length > 1024:
+                self._skip(length)
+                continue
+            value = self._read(length)
+            if tag in _US_TAGS:
+                if length < 2:
+                    raise RejectedInstance(STATUS_UNDECODABLE, f"{name} is not a US value")
+                self.found[name] = struct.unpack(self.endian + "H", value[:2])[0]
+            else:
+                self.found[name] = value.decode("ascii", "replace").strip(" \x00")
+
+
+def _implicit_vr(tag: int) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+
+
+def inflate_to(source: BinaryIO, sink: BinaryIO, limit: int) -> int:
+    """Inflate raw-deflate data (Deflated Explicit VR Little Endian) from ``source`` into
+    ``sink`` in chunks, refusing to write more than ``limit`` bytes.
+
+    Returns
+    -------
+    int
+        The inflated size.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    written = 0
+    try:
+        while chunk := source.read(1 << 20):
+            data = inflater.decompress(chunk, limit - written + 1)
+            while True:
+                written += len(data)
+                if written > limit:
+                    raise RejectedInstance(STATUS_INFLATE_FAILED, f"inflates past {limit} bytes")
+                sink.write(data)
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail, limit - written + 1)
+        tail = inflater.flush()
+    except zlib.error as exc:
+        raise RejectedInstance(STATUS_INFLATE_FAILED, f"deflated data is corrupt: {exc}") from None
+    written += len(tail)
+    if written > limit:
+        raise RejectedInstance(STATUS_INFLATE_FAILED, f"inflates past {limit} bytes")
+    sink.write(tail)
+    return written
+
+
+def inspect_dataset(
+    stream: BinaryIO,
+    end: int,
+    implicit: bool,
+    little: bool,
+    limits: Limits,
+) -> InstanceHeader:
+    """Walk an encoded dataset and check it against ``limits``.
+
+    Parameters
+    ----------
+    stream : binary file
+        Positioned at the first data element; read and seeked, never loaded whole.
+    end : int
+        Stream position where the dataset ends.
+    implicit, little : bool
+        The transfer syntax's VR encoding and byte order.
+    limits : Limits
+        Size and nesting bounds.
+
+    Raises
+    ------
+    RejectedInstance
+        With the specific DIMSE status of the first rule broken.
+    """
+    found = _Walker(stream, implicit, little, end, limits.max_sequence_depth).walk()
+    for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+        if not found.get(name):
+            raise RejectedInstance(STATUS_MISSING_ATTRIBUTE, f"{name} is missing")
+        check_uid(str(found[name]), name)
+    frames_text = str(found.get("number_of_frames", "1")) or "1"
+    try:
+        frames = int(frames_text)
+    except ValueError:
+        raise RejectedInstance(STATUS_UNDECODABLE, "NumberOfFrames is not an integer") from None
+    header = InstanceHeader(**{**found, "number_of_frames": frames})  # type: ignore[arg-type]
+    check_image_bounds(header, limits)
+    return header
+
+
+def check_image_bounds(header: InstanceHeader, limits: Limits) -> None:
+    """Refuse declared image sizes beyond ``limits`` (0xC212) before any buffer exists."""
+    checks: list[tuple[str, int, int]] = [
+        ("Rows", header.rows, limits.max_rows),
+        ("Columns", header.columns, limits.max_columns),
+        ("NumberOfFrames", header.number_of_frames, limits.max_frames),
+    ]
+    for name, value, bound in checks:
+        if value > bound:
+            raise RejectedInstance(STATUS_IMAGE_TOO_LARGE, f"{name} {value} exceeds {bound}")
+    if header.number_of_frames < 1:
+        raise RejectedInstance(STATUS_IMAGE_TOO_LARGE, "NumberOfFrames below 1")
+    pixel_bytes = (
+        header.rows * header.columns * header.number_of_frames
+        * max(header.samples_per_pixel, 1) * header.bits_allocated // 8
+    )
+    if pixel_bytes > limits.max_pixel_bytes:
+        raise RejectedInstance(
+            STATUS_IMAGE_TOO_LARGE, f"declared image of {pixel_bytes} bytes exceeds {limits.max_pixel_bytes}"
+        )
+
