@@ -1,58 +1,27 @@
-"""The DICOM listener: C-ECHO and C-STORE SCP, durable spool, series completion.
+"""The DICOM listener: accepts associations, stores what they carry, completes series.
 
-:class:`Listener` owns one pynetdicom server and one completion thread; ``appliance
-listener`` runs it until SIGTERM.
+:class:`Listener` owns the listening socket, one thread per association
+(:class:`~appliance.dicom.association.AssociationSession`) and the completion thread;
+``appliance listener`` runs it until SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
-
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-)
-from pynetdicom import AE, AllStoragePresentationContexts, _config
-from pynetdicom.sop_class import Verification
 
 from appliance.audit.db import open_database
 from appliance.config import Settings, TlsSettings
 from appliance.dicom import spool
+from appliance.dicom.association import AssociationSession
 from appliance.dicom.handlers import StoreService
 from appliance.dicom.index import IngestIndex
-from appliance.dicom.transport import install_receive_path
 from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
-ACCEPTED_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    DeflatedExplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
 COMPLETION_POLL_S = 0.1
 
 
@@ -75,60 +44,100 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-def build_ae(settings: Settings) -> AE:
-    """The application entity with our identity, limits and presentation contexts."""
-    dicom = settings.dicom
-    ae = AE(ae_title=dicom.ae_title)
-    ae.maximum_associations = dicom.max_associations
-    ae.acse_timeout = dicom.acse_timeout_s
-    ae.dimse_timeout = dicom.dimse_timeout_s
-    ae.network_timeout = dicom.network_timeout_s
-    ae.maximum_pdu_size = dicom.max_pdu_bytes
-    ae.add_supported_context(Verification, ACCEPTED_TRANSFER_SYNTAXES[:3])
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
-    # Private and future storage SOP classes are stored too.
-    _config.UNRESTRICTED_STORAGE_SERVICE = True
-    return ae
-
-
 class Listener:
-    """The running listener: server thread(s) plus the completion loop."""
+    """The running listener."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.db = open_database(settings.db_path)
         self.index = IngestIndex(self.db)
         self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
+        self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None
         self._stop = threading.Event()
-        self._server = None
-        self._completion = threading.Thread(target=self._complete_loop, name="completion", daemon=True)
+        self._socket: socket.socket | None = None
+        self._sessions: set[socket.socket] = set()
+        self._admitted = 0
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True),
+            threading.Thread(target=self._complete_loop, name="completion", daemon=True),
+        ]
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        return self._socket.getsockname()[1]
 
     def start(self) -> None:
         dicom = self.settings.dicom
         incoming = spool.incoming_dir(self.settings.spool_dir)
         for leftover in incoming.iterdir():  # never acknowledged: the sender will resend
             leftover.unlink()
-        install_receive_path(incoming, dicom.min_free_disk_mb * 1024 * 1024)
-        ssl_context = tls_context(dicom.tls) if dicom.tls.enabled else None
-        ae = build_ae(self.settings)
-        self._server = ae.start_server(
-            (dicom.bind_address, dicom.port),
-            block=False,
-            evt_handlers=self.service.handlers(),
-            ssl_context=ssl_context,
+        self._socket = socket.create_server(
+            (dicom.bind_address, dicom.port), backlog=64, reuse_port=False
         )
-        self._completion.start()
+        for thread in self._threads:
+            thread.start()
         LOG.info(
-            "listening as %s on %s:%d%s", dicom.ae_title, dicom.bind_address, dicom.port,
-            " (TLS)" if ssl_context else "",
+            "listening as %s on %s:%d%s", dicom.ae_title, dicom.bind_address, self.port,
+            " (TLS)" if self._ssl else "",
         )
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.server_address[1]
+    # Associations ---------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._socket is not None
+        while not self._stop.is_set():
+            try:
+                conn, (address, _port, *_) = self._socket.accept()
+            except OSError:
+                if self._stop.is_set():
+                    return
+                LOG.exception("accept failed")
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._sessions.add(conn)
+            threading.Thread(
+                target=self._serve, args=(conn, address), name=f"assoc-{address}", daemon=True
+            ).start()
 
+    def _serve(self, conn: socket.socket, address: str) -> None:
+        admitted = [False]
+
+        def admit() -> bool:
+            with self._lock:
+                if self._admitted >= self.settings.dicom.max_associations:
+                    return False
+                self._admitted += 1
+                admitted[0] = True
+                return True
+
+        try:
+            sock = conn
+            if self._ssl is not None:
+                sock = self._wrap_tls(conn, address)
+                if sock is None:
+                    return
+            AssociationSession(sock, address, self.settings.dicom, self.service, admit).run()
+        except Exception:
+            LOG.exception("association from %s failed", address)
+        finally:
+            with self._lock:
+                self._sessions.discard(conn)
+                if admitted[0]:
+                    self._admitted -= 1
+            conn.close()
+
+    def _wrap_tls(self, conn: socket.socket, address: str) -> ssl.SSLSocket | None:
+        assert self._ssl is not None
+        conn.settimeout(self.settings.dicom.acse_timeout_s)
+        try:
+            return self._ssl.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.service.audit_rejection("", "", address, f"TLS handshake failed: {exc}")
+            return None
+
+    # Completion -----------------------------------------------------------------------
     def _complete_loop(self) -> None:
         dicom = self.settings.dicom
         while not self._stop.wait(COMPLETION_POLL_S):
@@ -142,17 +151,30 @@ class Listener:
             if queued:
                 LOG.info("queued %d series for triage", len(queued))
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-        if self._completion.is_alive():
-            self._completion.join()
-        self.db.conn.close()
-
+    # Stopping -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
         """Ask :meth:`wait` to return (safe from a signal handler)."""
         self._stop.set()
 
     def wait(self) -> None:
         self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+            self._socket.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for conn in sessions:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        self.db.conn.close()

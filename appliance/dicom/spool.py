@@ -8,8 +8,10 @@ UIDs are validated before they reach this module (:func:`appliance.dicom.validat
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from appliance.errors import StorageError
@@ -54,17 +56,12 @@ def _make_dirs_durably(path: Path) -> None:
 
 
 def commit_file(received: Path, final: Path) -> None:
-    """Move a fully received file into place durably.
+    """Move a received file, already fsynced, into place durably.
 
-    fsync of the data, rename into the final folder (replacing an older copy atomically),
-    then fsync of that folder: once this returns, the file survives a power cut.
+    Rename into the final folder (replacing an older copy atomically), then fsync of that
+    folder: once this returns, the file survives a power cut.
     """
     try:
-        fd = os.open(received, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if not final.parent.is_dir():
             _make_dirs_durably(final.parent)
         os.replace(received, final)
@@ -76,3 +73,48 @@ def commit_file(received: Path, final: Path) -> None:
 def free_bytes(path: Path) -> int:
     """Free space for an unprivileged writer on the file system holding ``path``."""
     return shutil.disk_usage(path).free
+
+
+class IncomingFile:
+    """A file being received: File Meta first, then dataset fragments as they arrive.
+
+    The dataset's sha256 is computed on the way in, so nothing is read back.
+    """
+
+    def __init__(self, directory: Path, file_meta: bytes):
+        self.path = directory / f"{uuid.uuid4().hex}.part"
+        self.dataset_offset = len(file_meta)
+        self.dataset_size = 0
+        self._digest = hashlib.sha256()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        self._write(file_meta)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def append(self, fragment: bytes | memoryview) -> None:
+        self._write(fragment)
+        self._digest.update(fragment)
+        self.dataset_size += len(fragment)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def sync_and_close(self) -> None:
+        """fsync the data and close; the file is then ready for :func:`commit_file`."""
+        try:
+            os.fsync(self._fd)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
