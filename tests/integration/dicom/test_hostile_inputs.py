@@ -1,0 +1,201 @@
+"""Hostile inputs each get their specific rejection, and a normal store right after works."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import sys
+import time
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+from tests.support import ct_dataset
+
+
+def associate(port: int, calling: str = "TESTSCU", contexts=((CTImageStorage, None),), **timeouts):
+    ae = AE(ae_title=calling)
+    for abstract, syntaxes in contexts:
+        ae.add_requested_context(abstract, syntaxes) if syntaxes else ae.add_requested_context(abstract)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeouts.get("timeout", 10)
+    return ae.associate("127.0.0.1", port, ae_title="TRIAGE")
+
+
+def fresh(**changes) -> Dataset:
+    ds = ct_dataset(generate_uid(), generate_uid(), 0)
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def store(assoc, ds) -> tuple[int, str]:
+    response = assoc.send_c_store(ds)
+    return response.Status, str(response.get("ErrorComment", ""))
+
+
+def audit_kinds(data_dir) -> list[str]:
+    with sqlite3.connect(data_dir / "appliance.db") as db:
+        return [row[0] for row in db.execute("SELECT kind FROM audit_log ORDER BY seq")]
+
+
+def instance_count(data_dir) -> int:
+    with sqlite3.connect(data_dir / "appliance.db") as db:
+        return db.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "words"),
+    [
+        ({"StudyInstanceUID": "1.2.3/../../../etc"}, 0xC211, "digits and dots"),
+        ({"SeriesInstanceUID": "1.2." + "3" * 70}, 0xC211, "longer than 64"),
+        ({"Rows": 65535, "Columns": 65535}, 0xC212, "Rows 65535"),
+    ],
+    ids=["path-traversal-uid", "over-long-uid", "huge-image-tiny-pixels"],
+)
+def test_bad_instance_is_refused_and_the_association_carries_on(appliance, changes, status, words):
+    assoc = associate(appliance.port)
+    assert assoc.is_established
+    got, comment = store(assoc, fresh(**changes))
+    assert got == status and words in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+    assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())
+    assert "instance-rejected" in audit_kinds(appliance.data_dir)
+
+
+def test_sequences_nested_300_deep_are_refused(appliance):
+    ds = fresh()
+    item = Dataset()
+    item.CodeValue = "deep"
+    for _ in range(300):
+        outer = Dataset()
+        outer.ContentSequence = Sequence([item])
+        item = outer
+    ds.ContentSequence = Sequence([item])
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # pydicom encodes nested sequences recursively
+    try:
+        assoc = associate(appliance.port)
+        got, comment = store(assoc, ds)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert got == 0xC213 and "nested deeper" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+
+
+def test_a_deflate_bomb_is_refused(make_appliance):
+    appliance = make_appliance(dicom_max_inflated_bytes="1048576")
+    ds = fresh()
+    ds.PixelData = bytes(4 * 1024 * 1024)  # 4 MiB of zeros deflates to a few KiB
+    ds.Rows = ds.Columns = 1448
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),
+                                                (CTImageStorage, [ExplicitVRLittleEndian])))
+    got, comment = store(assoc, ds)
+    assert got == 0xC214 and "inflates past" in comment
+    ok = fresh()
+    assert store(assoc, ok) == (0x0000, "")
+    assoc.release()
+
+
+def test_a_small_deflated_instance_is_stored_as_sent(appliance):
+    ds = fresh()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),))
+    assert store(assoc, ds) == (0x0000, "")
+    assoc.release()
+    with sqlite3.connect(appliance.data_dir / "appliance.db") as db:
+        [(syntax,)] = db.execute("SELECT transfer_syntax_uid FROM instances").fetchall()
+    assert syntax == DeflatedExplicitVRLittleEndian
+
+
+def raw_exchange(port: int, payload: bytes, wait: float = 5.0) -> tuple[bytes, float]:
+    """Send raw bytes; return what came back before the server closed, and how long it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(payload)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    return received, time.monotonic() - started
+
+
+def test_an_http_request_on_the_dicom_port_is_aborted(appliance):
+    reply, _ = raw_exchange(appliance.port, b"GET / HTTP/1.1\r\nHost: appliance\r\n\r\n")
+    assert reply[:1] == b"\x07"  # A-ABORT, unrecognised PDU
+    assoc = associate(appliance.port)
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+
+
+def test_a_pdu_declaring_4_gib_is_aborted_at_once(appliance):
+    reply, took = raw_exchange(appliance.port, b"\x01\x00\xff\xff\xff\xff" + b"\x00" * 64)
+    assert reply[:1] == b"\x07" and took < 2
+
+    assoc = associate(appliance.port)
+    assoc.dul.socket.socket.sendall(b"\x04\x00\xff\xff\xff\xff")  # inside an association
+    deadline = time.monotonic() + 5
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    again = associate(appliance.port)
+    assert store(again, fresh()) == (0x0000, "")
+    again.release()
+
+
+def test_an_unknown_calling_ae_is_rejected_and_audited(make_appliance):
+    appliance = make_appliance(dicom_peers="MODALITY@127.0.0.1")
+    stranger = associate(appliance.port, calling="STRANGER")
+    assert stranger.is_rejected
+    rejection = stranger.acceptor.primitive
+    assert (rejection.result, rejection.result_source, rejection.diagnostic) == (0x01, 0x01, 0x03)
+    assert audit_kinds(appliance.data_dir) == ["association-rejected"]
+    friend = associate(appliance.port, calling="MODALITY")
+    assert store(friend, fresh()) == (0x0000, "")
+    friend.release()
+
+
+def test_a_wrong_called_ae_title_is_rejected(appliance):
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", appliance.port, ae_title="NOTUS")
+    assert assoc.is_rejected and assoc.acceptor.primitive.diagnostic == 0x07
+
+
+def test_a_stalled_sender_times_out_and_frees_its_slot(make_appliance):
+    appliance = make_appliance(
+        dicom_max_associations="1", dicom_acse_timeout_s="1", dicom_network_timeout_s="1.5",
+    )
+    # Connects and never speaks: closed after the ACSE timeout.
+    _, took = raw_exchange(appliance.port, b"", wait=10)
+    assert took < 5
+    # Associates and then stalls, holding the only slot.
+    staller = associate(appliance.port, timeout=30)
+    assert staller.is_established
+    blocked = associate(appliance.port)
+    assert blocked.is_rejected and blocked.acceptor.primitive.diagnostic == 0x02  # limit exceeded
+    deadline = time.monotonic() + 10
+    while staller.is_established and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert staller.is_aborted
+    after = associate(appliance.port)
+    assert store(after, fresh()) == (0x0000, "")
+    after.release()
+
+
+def test_below_the_free_disk_floor_stores_get_a700_and_nothing_is_written(make_appliance):
+    appliance = make_appliance(dicom_min_free_disk_mb=str(1 << 40))
+    assoc = associate(appliance.port)
+    got, comment = store(assoc, fresh())
+    assert got == 0xA700 and "floor" in comment
+    assert assoc.send_c_echo().Status == 0
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 0
+    assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())

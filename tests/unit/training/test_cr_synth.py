@@ -1,0 +1,61 @@
+import csv
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+
+from appliance.inference.preprocess import normalize_radiograph
+from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, CRConfig, generate_cr_dataset, size_bucket
+
+
+@pytest.fixture(scope="module")
+def cr_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cr")
+    return out, generate_cr_dataset(CRConfig(n_patients=9, seed=3, matrix=96), out)
+
+
+def test_one_valid_cr_image_per_study(cr_dir):
+    out, truths = cr_dir
+    files = sorted(out.rglob("*.dcm"))
+    assert len(files) == len(truths) == 9
+    seen = set()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert ds.SOPClassUID == CR_IMAGE_STORAGE and ds.Modality == "CR" and ds.BodyPartExamined == "CHEST"
+        assert int(ds.pixel_array.max()) < 2 ** ds.BitsStored
+        seen.add((ds.ManufacturerModelName, ds.PhotometricInterpretation))
+    assert seen == {(s.model, s.photometric) for s in CR_STYLES}
+
+
+def test_labels_and_monochrome1_lungs_are_dark_after_normalising(cr_dir):
+    out, truths = cr_dir
+    with open(out / "labels.csv") as f:
+        rows = {r["series_instance_uid"]: r for r in csv.DictReader(f)}
+    assert {int(rows[t.series_uid]["label"]) for t in truths} == {0, 1}
+    for f in out.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        img = normalize_radiograph(ds.pixel_array, ds.PhotometricInterpretation)
+        h, w = img.shape
+        lung = img[int(0.35 * h), int(0.25 * w)]
+        spine = img[int(0.35 * h), w // 2 - 4:w // 2 + 4].max()
+        assert lung < spine, ds.PhotometricInterpretation  # dense is bright whatever the vendor stored
+
+
+def test_all_positive_config_gives_sized_nodules(tmp_path):
+    a = generate_cr_dataset(CRConfig(n_patients=6, seed=11, matrix=64, positive_fraction=1.0), tmp_path / "a")
+    assert all(t.label == 1 and t.size_bucket in ("small", "medium", "large") for t in a)
+
+
+def test_dciodvfy_finds_no_errors(cr_dir):
+    out, _ = cr_dir
+    assert shutil.which("dciodvfy")
+    for f in sorted(out.rglob("*.dcm"))[:3]:
+        res = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=30)
+        report = res.stdout + res.stderr
+        assert "CRImage" in report and "Error" not in report, report
+
+
+def test_size_bucket_edges():
+    assert [size_bucket(d) for d in (0, 8, 12, 19.9, 20)] == ["none", "small", "medium", "medium", "large"]

@@ -1,0 +1,102 @@
+import csv
+import filecmp
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+
+from appliance.inference.preprocess import to_hu
+from training.data.ct_synth import CT_IMAGE_STORAGE, CT_STYLES, CTConfig, generate_ct_dataset, size_bucket
+
+CFG = CTConfig(n_patients=6, seed=7, matrix=96, thicknesses_mm=(5.0, 10.0), coverage_mm=(100.0, 120.0), positive_fraction=0.6)
+
+
+@pytest.fixture(scope="module")
+def ct_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ct")
+    truths = generate_ct_dataset(CFG, out)
+    return out, truths
+
+
+def test_files_read_back_as_ct_with_rescale(ct_dir):
+    out, truths = ct_dir
+    files = sorted(out.rglob("*.dcm"))
+    assert len(files) == sum(len(t.slice_uids) for t in truths)
+    series = {}
+    for f in files:
+        ds = pydicom.dcmread(f)
+        assert ds.SOPClassUID == CT_IMAGE_STORAGE and ds.file_meta.MediaStorageSOPClassUID == CT_IMAGE_STORAGE
+        assert ds.Modality == "CT" and ds.PixelRepresentation == 1 and ds.pixel_array.dtype == np.int16
+        assert "RescaleSlope" in ds and "RescaleIntercept" in ds
+        series.setdefault(ds.SeriesInstanceUID, []).append(ds)
+    assert set(series) == {t.series_uid for t in truths}
+    assert {s[0].ManufacturerModelName for s in series.values()} == {st.model for st in CT_STYLES}
+    assert len({float(s[0].PixelSpacing[0]) for s in series.values()}) == len(series)  # spacing (FOV) varies
+    assert len({len(s) for s in series.values()}) > 1  # slice count varies
+    assert len({float(s[0].SliceThickness) for s in series.values()}) == 2
+    for s in series.values():
+        assert len({d.StudyInstanceUID for d in s}) == 1 and len({d.SOPInstanceUID for d in s}) == len(s)
+        assert str(s[0].PatientName).count("^") == 1 and s[0].PatientBirthDate
+
+
+def test_hounsfield_values_are_head_like(ct_dir):
+    out, truths = ct_dir
+    mid = sorted(next(out.rglob("CT")).glob("*.dcm"))
+    ds = pydicom.dcmread(mid[len(mid) // 2])
+    hu = to_hu(ds.pixel_array, ds.RescaleSlope, ds.RescaleIntercept)
+    centre = hu[40:56, 40:56]
+    assert hu[0, 0] < -900  # air
+    assert hu.max() > 900  # skull
+    assert 10 < np.median(centre) < 50  # brain / CSF
+
+
+def test_labels_files_match_truth_and_positive_slices(ct_dir):
+    out, truths = ct_dir
+    with open(out / "labels.csv") as f:
+        rows = {r["series_instance_uid"]: r for r in csv.DictReader(f)}
+    with open(out / "slice_labels.csv") as f:
+        slices = {r["sop_instance_uid"]: int(r["label"]) for r in csv.DictReader(f)}
+    assert any(t.label for t in truths) and not all(t.label for t in truths)
+    for t in truths:
+        assert int(rows[t.series_uid]["label"]) == t.label == int(any(slices[u] for u in t.slice_uids))
+        assert (rows[t.series_uid]["size_bucket"] == "none") == (t.label == 0)
+        assert rows[t.series_uid]["lesion_type"] in (("intraparenchymal", "subdural") if t.label else ("none",))
+
+
+def test_lesion_is_in_haemorrhage_range(ct_dir):
+    out, truths = ct_dir
+    t = next(t for t in truths if t.label)
+    labels = dict(zip(t.slice_uids, t.slice_labels))
+    pos = [ds for ds in (pydicom.dcmread(f) for f in out.rglob("*.dcm")) if labels.get(ds.SOPInstanceUID) == 1]
+    neg = [ds for ds in (pydicom.dcmread(f) for f in out.rglob("*.dcm")) if labels.get(ds.SOPInstanceUID) == 0]
+    count = lambda ds: int(((to_hu(ds.pixel_array, ds.RescaleSlope, ds.RescaleIntercept) > 50) &  # noqa: E731
+                            (to_hu(ds.pixel_array, ds.RescaleSlope, ds.RescaleIntercept) < 95)).sum())
+    assert max(map(count, pos)) > max(map(count, neg[:3]))  # more 50-95 HU pixels where the lesion is
+
+
+def test_deterministic_from_seed(ct_dir, tmp_path):
+    out, truths = ct_dir
+    cfg = CTConfig(n_patients=2, seed=CFG.seed, matrix=CFG.matrix, thicknesses_mm=CFG.thicknesses_mm,
+                   coverage_mm=CFG.coverage_mm, positive_fraction=CFG.positive_fraction)
+    again = generate_ct_dataset(cfg, tmp_path / "again")
+    assert again == truths[:2]
+    f = next((tmp_path / "again").rglob("IM0001.dcm"))
+    assert filecmp.cmp(f, out / f.relative_to(tmp_path / "again"), shallow=False)
+    other = generate_ct_dataset(CTConfig(n_patients=1, seed=8, matrix=32), tmp_path / "other")
+    assert other[0].series_uid != truths[0].series_uid
+
+
+def test_dciodvfy_finds_no_errors(ct_dir):
+    out, _ = ct_dir
+    assert shutil.which("dciodvfy"), "dicom3tools dciodvfy must be installed"
+    for f in sorted(out.rglob("IM0002.dcm"))[:3]:
+        res = subprocess.run(["dciodvfy", str(f)], capture_output=True, text=True, timeout=30)
+        report = res.stdout + res.stderr
+        assert "CTImage" in report
+        assert "Error" not in report, report
+
+
+def test_size_bucket_edges():
+    assert [size_bucket(v) for v in (0, 0.5, 1.0, 4.99, 5.0)] == ["none", "small", "medium", "medium", "large"]

@@ -1,0 +1,72 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+
+from appliance.inference.preprocess import HEAD_CT_WINDOWS
+from training.data.ct_synth import CTConfig, generate_ct_dataset
+from training.data.folder import InputKind, load_folder, read_labels, split_by_patient
+
+SPEC = InputKind("ct_slice", 16, HEAD_CT_WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ct")
+    truths = generate_ct_dataset(CTConfig(n_patients=6, seed=5, matrix=48, thicknesses_mm=(12.0,), positive_fraction=0.5), out)
+    return out, truths
+
+
+def test_loads_series_with_slice_labels_attributes_and_drift(folder):
+    out, truths = folder
+    series = load_folder(out, SPEC)
+    by_uid = {s.series_uid: s for s in series}
+    assert set(by_uid) == {t.series_uid for t in truths}
+    for t in truths:
+        s = by_uid[t.series_uid]
+        assert s.inputs.shape == (len(t.slice_uids), 3, 16, 16) and s.inputs.dtype == np.float32
+        assert s.sop_uids == list(t.slice_uids)  # sorted by position, as generated
+        np.testing.assert_array_equal(s.image_labels, t.slice_labels)
+        assert s.label == t.label and s.attributes["size_bucket"] == t.size_bucket
+        assert s.scanner == t.scanner and s.patient_id == t.patient_id
+        assert sum(s.drift["slice_count"]["counts"]) == 1
+
+
+def test_study_level_labels_without_slice_labels(folder, tmp_path):
+    out, truths = folder
+    work = tmp_path / "real"
+    shutil.copytree(out, work)
+    (work / "slice_labels.csv").unlink()
+    import pydicom
+    study = {t.series_uid: str(pydicom.dcmread(next(p for p in work.rglob("*.dcm") if pydicom.dcmread(p).SeriesInstanceUID == t.series_uid)).StudyInstanceUID) for t in truths[:3]}
+    with open(work / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["study_instance_uid", "label"])
+        for t in truths[:3]:
+            w.writerow([study[t.series_uid], t.label])
+    (work / "notes.txt").write_text("not dicom")
+    series = load_folder(work, SPEC)
+    assert {s.series_uid for s in series} == {t.series_uid for t in truths[:3]}
+    for s in series:
+        assert set(s.image_labels.tolist()) == {s.label}  # weak labels: every slice takes the series label
+
+
+def test_bad_labels_file_is_refused(tmp_path):
+    (tmp_path / "labels.csv").write_text("uid,label\nx,1\n")
+    with pytest.raises(ValueError, match="header"):
+        read_labels(tmp_path / "labels.csv")
+    (tmp_path / "labels.csv").write_text("series_instance_uid,label\n1.2.3,yes\n")
+    with pytest.raises(ValueError, match="label must be 0 or 1"):
+        read_labels(tmp_path / "labels.csv")
+
+
+def test_split_is_by_patient_and_deterministic(folder):
+    out, _ = folder
+    series = load_folder(out, SPEC)
+    a = split_by_patient(series, seed=1, fractions=(0.5, 0.25, 0.25))
+    b = split_by_patient(series, seed=1, fractions=(0.5, 0.25, 0.25))
+    assert {k: [s.series_uid for s in v] for k, v in a.items()} == {k: [s.series_uid for s in v] for k, v in b.items()}
+    patients = [{s.patient_id for s in v} for v in a.values()]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert sum(len(v) for v in a.values()) == len(series) and len(a["train"]) == 3
