@@ -11,6 +11,9 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
     """Read the current state from the database (no writes)."""
     conn = db.conn
     instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
+    without_series = conn.execute(
+        "SELECT COUNT(*) FROM instances WHERE series_instance_uid = ''"
+    ).fetchone()[0]
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     series = [
         {
@@ -26,4 +29,10 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
             "FROM series ORDER BY first_received_at"
         )
     ]
-    return {"instances_received": instances, "jobs": jobs, "series": series}
+    return {
+        "instances_received": instances,
+        # Stored as sent but never triaged: the sender left out the Series Instance UID.
+        "instances_without_series": without_series,
+        "jobs": jobs,
+        "series": series,
+    }

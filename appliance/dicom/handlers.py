@@ -23,9 +23,7 @@ from appliance.config import DicomSettings
 from appliance.dicom import spool
 from appliance.dicom.index import IngestIndex, ReceivedInstance
 from appliance.dicom.validate import (
-    STATUS_MISSING_ATTRIBUTE,
     STATUS_OUT_OF_RESOURCES,
-    STATUS_SOP_CLASS_MISMATCH,
     STATUS_UNDECODABLE,
     Limits,
     inflate_to,
@@ -36,6 +34,9 @@ from appliance.errors import RejectedInstance, StorageError
 LOG = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
+# Stored, with a warning (PS3.4 B.2.3): the dataset disagrees with the C-STORE request.
+WARNING_SOP_CLASS_MISMATCH = 0xB007
+WARNING_INSTANCE_UID_MISMATCH = 0xB000
 
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -141,7 +142,7 @@ class StoreService:
     def store(self, received: ReceivedDataset) -> tuple[int, str]:
         """Check, commit and index one dataset; return ``(status, error comment)``."""
         try:
-            self._store(received)
+            status, comment = self._store(received)
         except RejectedInstance as exc:
             return self.refuse(received.calling_ae, exc.status, exc.reason)
         except StorageError as exc:
@@ -150,7 +151,9 @@ class StoreService:
         except Exception:  # the association must survive whatever one instance does
             LOG.exception("unexpected failure storing an instance")
             return self.refuse(received.calling_ae, STATUS_UNDECODABLE, "instance could not be processed")
-        return SUCCESS, ""
+        if status != SUCCESS:
+            LOG.warning("instance from %s stored with warning 0x%04X: %s", received.calling_ae, status, comment)
+        return status, comment
 
     def refuse(self, calling_ae: str, status: int, reason: str) -> tuple[int, str]:
         LOG.warning("instance refused from %s: 0x%04X %s", calling_ae, status, reason)
@@ -160,7 +163,7 @@ class StoreService:
         )
         return status, reason
 
-    def _store(self, received: ReceivedDataset) -> None:
+    def _store(self, received: ReceivedDataset) -> tuple[int, str]:
         transfer_syntax = UID(received.transfer_syntax_uid)
         end = received.dataset_offset + received.dataset_size
         with open(received.path, "rb") as stream:
@@ -175,16 +178,13 @@ class StoreService:
                     stream, end, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
                     self.limits,
                 )
+        status, comment = SUCCESS, ""
         if header.sop_instance_uid != received.sop_instance_uid:
-            raise RejectedInstance(
-                STATUS_MISSING_ATTRIBUTE, "SOP Instance UID differs from the C-STORE request's"
-            )
+            status, comment = WARNING_INSTANCE_UID_MISMATCH, "dataset SOP Instance UID differs from the request's"
         if header.sop_class_uid != received.sop_class_uid:
-            raise RejectedInstance(
-                STATUS_SOP_CLASS_MISMATCH, "SOP Class UID differs from the C-STORE request's"
-            )
+            status, comment = WARNING_SOP_CLASS_MISMATCH, "dataset SOP Class UID differs from the request's"
         if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
-            return  # an identical resend: already durable and indexed
+            return status, comment  # an identical resend: already durable and indexed
         final = spool.instance_path(
             self.spool_dir, header.study_instance_uid, header.series_instance_uid,
             header.sop_instance_uid,
@@ -201,4 +201,8 @@ class StoreService:
                 association_id=received.association_id,
             )
         )
-        self.tracker.add(received.association_id, header.series_instance_uid)
+        if header.series_instance_uid:
+            self.tracker.add(received.association_id, header.series_instance_uid)
+        else:
+            LOG.warning("instance from %s has no Series Instance UID: stored, not triaged", received.calling_ae)
+        return status, comment

@@ -97,7 +97,8 @@ class IngestIndex:
                         "received_at, sop_instance_uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                         (*values, h.sop_instance_uid),
                     )
-                self._touch_series(h, item.calling_ae, 0 if row else 1, now)
+                if h.series_instance_uid:
+                    self._touch_series(h, item.calling_ae, 0 if row else 1, now)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

@@ -20,8 +20,9 @@ INCOMING = ".incoming"
 
 
 def instance_path(spool: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
-    """Where an instance lives in the spool (pure)."""
-    return spool / study_uid / series_uid / f"{sop_uid}.dcm"
+    """Where an instance lives in the spool (pure). Missing study or series UIDs (which
+    some senders omit) get folder names that no UID can take."""
+    return spool / (study_uid or "no-study") / (series_uid or "no-series") / f"{sop_uid}.dcm"
 
 
 def incoming_dir(spool: Path) -> Path:

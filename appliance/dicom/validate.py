@@ -21,7 +21,6 @@ from appliance.errors import RejectedInstance
 
 # DIMSE statuses the listener answers with (documented in docs/conformance.md).
 STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_SOP_CLASS_MISMATCH = 0xA900
 STATUS_UNDECODABLE = 0xC210
 STATUS_INVALID_UID = 0xC211
 STATUS_IMAGE_TOO_LARGE = 0xC212
@@ -70,8 +69,8 @@ class InstanceHeader:
 
     sop_class_uid: str
     sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
+    study_instance_uid: str = ""  # empty when the sender left it out (stored, never triaged)
+    series_instance_uid: str = ""
     modality: str = ""
     body_part: str = ""
     series_description: str = ""
@@ -253,18 +252,24 @@ def inspect_dataset(
         With the specific DIMSE status of the first rule broken.
     """
     found = _Walker(stream, implicit, little, end, limits.max_sequence_depth).walk()
-    for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+    for name in ("sop_class_uid", "sop_instance_uid"):
         if not found.get(name):
             raise RejectedInstance(STATUS_MISSING_ATTRIBUTE, f"{name} is missing")
-        check_uid(str(found[name]), name)
-    frames_text = str(found.get("number_of_frames", "1")) or "1"
-    try:
-        frames = int(frames_text)
-    except ValueError:
-        raise RejectedInstance(STATUS_UNDECODABLE, "NumberOfFrames is not an integer") from None
+    for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+        if found.get(name):
+            check_uid(str(found[name]), name)
+    frames = _leading_integer(str(found.get("number_of_frames", "")))
     header = InstanceHeader(**{**found, "number_of_frames": frames})  # type: ignore[arg-type]
     check_image_bounds(header, limits)
     return header
+
+
+def _leading_integer(text: str) -> int:
+    """NumberOfFrames (IS) as senders really write it: "", "1", "1.0"; else 1."""
+    try:
+        return int(float(text)) if text.strip() else 1
+    except (ValueError, OverflowError):
+        return 1
 
 
 def check_image_bounds(header: InstanceHeader, limits: Limits) -> None:

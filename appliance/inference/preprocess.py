@@ -1,0 +1,127 @@
+"""What a pixel means: pure functions shared by the trainer and the appliance.
+
+Every model input is built here, so training (``training.data``) and the box's worker
+can never disagree. All functions are pure NumPy, take arrays and numbers, and return
+new ``float32`` arrays.
+
+CT slices: stored values -> Hounsfield units (:func:`to_hu`) -> one channel per window
+(:func:`multi_window`, each in [0, 1]) -> square (:func:`pad_to_square`) -> model size
+(:func:`resize`). :func:`ct_slice_input` chains them.
+
+Radiographs: stored values -> [0, 1] by robust percentiles, MONOCHROME1 inverted
+(:func:`normalize_radiograph`) -> square -> model size. :func:`radiograph_input`
+chains them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+#: The three CT windows of the head model, as (name, centre HU, width HU).
+HEAD_CT_WINDOWS: tuple[tuple[str, float, float], ...] = (
+    ("brain", 40.0, 80.0),
+    ("subdural", 80.0, 200.0),
+    ("bone", 600.0, 2800.0),
+)
+
+
+def to_hu(stored: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
+    """Map stored CT values to Hounsfield units: ``stored * slope + intercept``.
+
+    Parameters
+    ----------
+    stored : ndarray
+        Stored pixel values (any integer or float dtype).
+    slope, intercept : float
+        DICOM RescaleSlope (0028,1053) and RescaleIntercept (0028,1052).
+    """
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Linear window: ``center - width/2`` maps to 0, ``center + width/2`` to 1, clipped."""
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    low = np.float32(center - width / 2.0)
+    out = (hu.astype(np.float32) - low) / np.float32(width)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def multi_window(hu: np.ndarray, windows: Sequence[tuple[str, float, float]]) -> np.ndarray:
+    """Stack one windowed channel per ``(name, center, width)``: shape ``(C, H, W)``."""
+    return np.stack([window(hu, c, w) for _, c, w in windows]).astype(np.float32)
+
+
+def pad_to_square(image: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """Pad the last two axes symmetrically to a square with ``fill``."""
+    h, w = image.shape[-2:]
+    n = max(h, w)
+    if h == w:
+        return image.astype(np.float32)
+    top, left = (n - h) // 2, (n - w) // 2
+    pad = [(0, 0)] * (image.ndim - 2) + [(top, n - h - top), (left, n - w - left)]
+    return np.pad(image.astype(np.float32), pad, constant_values=fill)
+
+
+def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Row-normalised triangle-filter weights mapping ``n_in`` samples to ``n_out``.
+
+    The filter support widens by the scale factor when shrinking (anti-aliasing), so
+    downscaling averages like an area filter and upscaling is bilinear.
+    """
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centers = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
+    src = np.arange(n_in, dtype=np.float64)
+    weights = np.clip(1.0 - np.abs(src[None, :] - centers[:, None]) / support, 0.0, None)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize the last two axes to ``(size, size)`` with an anti-aliased linear filter."""
+    h, w = image.shape[-2:]
+    if (h, w) == (size, size):
+        return image.astype(np.float32)
+    rows, cols = _resample_matrix(h, size), _resample_matrix(w, size)
+    return (rows @ image.astype(np.float32) @ cols.T).astype(np.float32)
+
+
+def ct_slice_input(
+    stored: np.ndarray,
+    slope: float,
+    intercept: float,
+    windows: Sequence[tuple[str, float, float]],
+    size: int,
+) -> np.ndarray:
+    """One CT slice as model input: HU, windows, square, resized. Shape ``(C, size, size)``."""
+    channels = multi_window(to_hu(stored, slope, intercept), windows)
+    return resize(pad_to_square(channels, fill=0.0), size)
+
+
+def normalize_radiograph(
+    stored: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    low_percentile: float = 0.5,
+    high_percentile: float = 99.5,
+) -> np.ndarray:
+    """Radiograph to [0, 1] with bright = dense, whatever the vendor's scaling.
+
+    Values between the two percentiles map linearly to [0, 1] (clipped);
+    ``MONOCHROME1`` images (low values bright) are inverted.
+    """
+    img = stored.astype(np.float32)
+    low, high = np.percentile(img, [low_percentile, high_percentile])
+    out = np.clip((img - low) / max(float(high - low), 1e-6), 0.0, 1.0)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    elif photometric != "MONOCHROME2":
+        raise ValueError(f"unsupported PhotometricInterpretation {photometric!r}")
+    return out.astype(np.float32)
+
+
+def radiograph_input(stored: np.ndarray, photometric: str, size: int) -> np.ndarray:
+    """One radiograph as model input: normalised, square, resized. Shape ``(1, size, size)``."""
+    img = normalize_radiograph(stored, photometric)
+    return resize(pad_to_square(img, fill=0.0), size)[None]
