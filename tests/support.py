@@ -95,6 +95,7 @@ class ApplianceProcess:
             if b"listening as" in self.log.read_bytes():
                 return self
             time.sleep(0.1)
+        self.process.kill()
         raise RuntimeError("listener did not start")
 
     def stop(self) -> None:

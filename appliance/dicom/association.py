@@ -103,6 +103,7 @@ class AssociationSession:
         self.contexts: dict[int, PresentationContext] = {}
         self._command = bytearray()
         self._pending: _PendingStore | None = None
+        self._quickack = hasattr(socket, "TCP_QUICKACK") and sock.family in (socket.AF_INET, socket.AF_INET6)
 
     # Socket I/O -------------------------------------------------------------------
     def _recv_exact(self, size: int) -> bytearray:
@@ -125,7 +126,12 @@ class AssociationSession:
             self._abort(m.ABORT_UNRECOGNIZED_PDU, f"unrecognised PDU type 0x{pdu_type:02X}")
         if length > cap:
             self._abort(m.ABORT_INVALID_PARAMETER, f"PDU declares {length} bytes, more than {cap}")
-        return pdu_type, header + self._recv_exact(length)
+        body = self._recv_exact(length)
+        if self._quickack:
+            # Acknowledge at once: a sender that leaves Nagle on (most do) would otherwise
+            # wait for our delayed ACK, up to 40 ms per message.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return pdu_type, header + body
 
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
