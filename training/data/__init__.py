@@ -1,0 +1,1 @@
+"""Datasets: synthetic DICOM generators and the loader for a labelled DICOM folder."""

@@ -1,0 +1,189 @@
+"""Synthetic PA chest radiographs (Computed Radiography) with a lung-nodule finding.
+
+One CR Image Storage instance per study. The image is a density map (air, soft tissue,
+lungs, heart and mediastinum, spine, ribs, clavicles, diaphragm domes) blurred by the
+detector and given quantum-like noise; a positive image carries one round nodule
+(8-34 mm, a quarter of them low contrast) inside a lung field. Detectors differ in bit
+depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of them
+MONOCHROME1); matrix size and pixel spacing vary.
+
+Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type``), size
+bucket from the nodule diameter (:func:`size_bucket`). Deterministic per (seed, index).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from training.data import dicom_common as dc
+
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+
+
+@dataclass(frozen=True)
+class DetectorStyle:
+    """How one (fictional) CR reader renders and stores an image."""
+
+    manufacturer: str
+    model: str
+    bits: int
+    gamma: float
+    noise: float
+    blur_px: float
+    photometric: str
+
+
+CR_STYLES: tuple[DetectorStyle, ...] = (
+    DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.015, 1.0, "MONOCHROME2"),
+    DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.025, 0.7, "MONOCHROME1"),
+    DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.02, 1.3, "MONOCHROME2"),
+)
+
+
+@dataclass(frozen=True)
+class CRConfig:
+    """Size of a synthetic chest-radiograph dataset."""
+
+    n_patients: int
+    seed: int
+    matrix: int = 320
+    fov_mm: tuple[float, float] = (360.0, 430.0)
+    positive_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class ImageTruth:
+    """Ground truth of one generated radiograph (a one-image series)."""
+
+    patient_id: str
+    series_uid: str
+    label: int
+    size_bucket: str
+    scanner: str
+
+
+def size_bucket(diameter_mm: float) -> str:
+    """Nodule-size bucket: ``small`` < 12 mm <= ``medium`` < 20 mm <= ``large``."""
+    if diameter_mm <= 0:
+        return "none"
+    return "small" if diameter_mm < 12 else "medium" if diameter_mm < 20 else "large"
+
+
+def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None) -> list[ImageTruth]:
+    """Write ``cfg.n_patients`` chest radiographs under ``out_dir`` plus ``labels.csv``.
+
+    Generated in ``workers`` processes (default: one per CPU); output is independent of it.
+    """
+    out_dir = Path(out_dir)
+    with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
+        truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
+    with open(out_dir / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type"])
+        for t in truths:
+            w.writerow([t.series_uid, t.label, t.size_bucket, "nodule" if t.label else "none"])
+    return truths
+
+
+def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, nodule: dict | None) -> np.ndarray:
+    """Density map in [0, 1] (1 = dense) of a PA chest; coordinates in mm, origin at centre."""
+    y = (np.arange(rows) - rows / 2)[:, None] * spacing
+    x = (np.arange(cols) - cols / 2)[None, :] * spacing
+    x = x + rng.uniform(-15, 15)
+    y = y + rng.uniform(-15, 15)
+    half_w = rng.uniform(150, 175)
+    d = np.full((rows, cols), 0.04)
+    d = np.where((x / half_w) ** 2 + ((y - 60) / 320) ** 2 <= 1, 0.45, d)
+    lung_w, lung_h, dome = rng.uniform(55, 70), rng.uniform(105, 125), rng.uniform(25, 40)
+    lungs = np.zeros_like(d, bool)
+    for side in (-1, 1):
+        cx = side * rng.uniform(70, 85)
+        ell = ((x - cx) / lung_w) ** 2 + ((y + 10) / lung_h) ** 2 <= 1
+        below_dome = y > (lung_h - 10 - dome) + dome * ((x - cx) / lung_w) ** 2 - dome
+        lungs |= ell & ~below_dome
+    d = np.where(lungs, 0.16, d)
+    heart = ((x - rng.uniform(10, 25)) / rng.uniform(55, 70)) ** 2 + ((y - 55) / rng.uniform(45, 55)) ** 2 <= 1
+    d = np.where(heart, 0.5, d)
+    d = np.where((np.abs(x) < 22) & (y < 40), np.maximum(d, 0.5), d)
+    d = np.where(np.abs(x) < 12, np.maximum(d, 0.62), d)
+    pitch = rng.uniform(22, 27)
+    for k in range(10):
+        for side in (-1, 1):
+            curve = -110 + k * pitch + 0.006 * (x - side * 20) ** 2 * side * np.sign(x)
+            band = (np.abs(y - curve) < 4.5) & (x * side > 10) & (np.abs(x) < half_w - 5) & (y < 110)
+            d = np.where(band, d + 0.1, d)
+    for side in (-1, 1):
+        clav = (np.abs(y - (-125 + 0.25 * np.abs(x))) < 6) & (x * side > 15) & (np.abs(x) < 120)
+        d = np.where(clav, d + 0.15, d)
+    if nodule is not None:
+        r = np.sqrt((x - nodule["x"]) ** 2 + (y - nodule["y"]) ** 2)
+        d = d + nodule["contrast"] * np.clip(nodule["d"] / 2 - r, 0, 1.5) / 1.5
+    return np.clip(d, 0, 1)
+
+
+def _place_nodule(rng: np.random.Generator, density_no_nodule: np.ndarray, spacing: float) -> dict:
+    rows, cols = density_no_nodule.shape
+    ys, xs = np.nonzero(np.abs(density_no_nodule - 0.16) < 0.005)
+    k = rng.integers(len(ys))
+    diameter = [rng.uniform(8, 12), rng.uniform(12, 20), rng.uniform(20, 34)][rng.integers(3)]
+    contrast = rng.uniform(0.06, 0.09) if rng.random() < 0.25 else rng.uniform(0.09, 0.25)
+    return {"x": (xs[k] - cols / 2) * spacing, "y": (ys[k] - rows / 2) * spacing, "d": diameter, "contrast": contrast}
+
+
+def _detector(density: np.ndarray, style: DetectorStyle, rng: np.random.Generator) -> np.ndarray:
+    img = ndimage.gaussian_filter(density, style.blur_px)
+    img = img + rng.standard_normal(img.shape) * style.noise * np.sqrt(1.05 - img)
+    img = np.clip(img, 0, 1) ** style.gamma
+    top = 2 ** style.bits - 1
+    if style.photometric == "MONOCHROME1":
+        img = 1 - img
+    return np.round(img * top).astype(np.uint16)
+
+
+def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
+    rng = np.random.default_rng([cfg.seed, 2, index])
+    style = CR_STYLES[index % len(CR_STYLES)]
+    patient = dc.synthetic_patient(rng, "CRSYN", index)
+    when = dc.study_datetime(rng)
+    rows = int(cfg.matrix * rng.choice([1.0, 1.1, 1.2]))
+    cols = cfg.matrix
+    spacing = rng.uniform(*cfg.fov_mm) / cols
+    positive = rng.random() < cfg.positive_fraction
+    anatomy_seed = int(rng.integers(2**31))
+    plain = _chest(np.random.default_rng(anatomy_seed), rows, cols, spacing, None)
+    nodule = _place_nodule(rng, plain, spacing) if positive else None
+    density = _chest(np.random.default_rng(anatomy_seed), rows, cols, spacing, nodule) if positive else plain
+    pixels = _detector(density, style, rng)
+    study_uid, series_uid, sop_uid = (dc.uid(cfg.seed, "cr", index, k) for k in ("study", "series", "sop"))
+    ds = dc.new_dataset(CR_IMAGE_STORAGE, sop_uid)
+    dc.add_patient_study(ds, patient, study_uid, when, f"SYNCR{index:07d}")
+    ds.Modality = "CR"
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = "CHEST PA"
+    ds.StudyDescription = "XR CHEST 1 VIEW"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.Manufacturer = style.manufacturer
+    ds.ManufacturerModelName = style.model
+    ds.StationName = "SYNTHCR1"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.InstanceNumber = 1
+    ds.ImagerPixelSpacing = [round(spacing, 6), round(spacing, 6)]
+    ds.PhotometricInterpretation = style.photometric
+    ds.BurnedInAnnotation = "NO"
+    dc.set_pixels(ds, pixels, signed=False, bits_stored=style.bits)
+    dc.write(ds, out_dir / patient["PatientID"] / "CR" / "IM0001.dcm")
+    return ImageTruth(
+        patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
+        size_bucket=size_bucket(nodule["d"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
+    )

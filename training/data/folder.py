@@ -1,0 +1,150 @@
+"""Load a labelled folder of DICOM files into model-ready arrays.
+
+The folder holds DICOM files (any layout, any depth) and ``labels.csv`` whose first
+column is ``series_instance_uid`` or ``study_instance_uid`` and which has a ``label``
+column (0/1). Further columns (e.g. ``size_bucket``) become per-series attributes used
+to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label``) gives
+per-image labels; without it every image takes its series label (weak labels).
+
+Pixels go through ``appliance.inference.preprocess`` exactly as on the appliance, and
+each series' drift histograms are computed with ``appliance.drift.histograms``.
+Splitting is by patient (:func:`split_by_patient`), never by image.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from appliance.drift import histograms
+from appliance.inference import preprocess
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """Which preprocessing chain builds the model input, at which size."""
+
+    kind: str  # "ct_slice" or "radiograph"
+    size: int
+    windows: tuple[tuple[str, float, float], ...] = ()
+
+    @property
+    def channels(self) -> int:
+        return len(self.windows) if self.kind == "ct_slice" else 1
+
+
+@dataclass
+class Series:
+    """One labelled series, its images as model inputs and its drift histograms."""
+
+    patient_id: str
+    study_uid: str
+    series_uid: str
+    scanner: str
+    label: int
+    attributes: dict[str, str]
+    sop_uids: list[str]
+    image_labels: np.ndarray
+    inputs: np.ndarray
+    drift: dict = field(repr=False)
+
+
+def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
+    """Read ``labels.csv``: (key column name, {uid: row}). Checks header and label values."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        key = (reader.fieldnames or [""])[0]
+        if key not in ("series_instance_uid", "study_instance_uid") or "label" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: header must start with series_instance_uid or study_instance_uid and have label")
+        rows = {}
+        for n, row in enumerate(reader, start=2):
+            if row["label"] not in ("0", "1"):
+                raise ValueError(f"{path}:{n}: label must be 0 or 1, got {row['label']!r}")
+            rows[row[key]] = row
+    return key, rows
+
+
+def load_folder(root: Path, spec: InputKind) -> list[Series]:
+    """Read every labelled series under ``root`` (unlabelled series are ignored)."""
+    root = Path(root)
+    key, labels = read_labels(root / "labels.csv")
+    slice_labels: dict[str, int] = {}
+    if (root / "slice_labels.csv").exists():
+        with open(root / "slice_labels.csv", newline="") as f:
+            slice_labels = {r["sop_instance_uid"]: int(r["label"]) for r in csv.DictReader(f)}
+    groups: dict[str, list[Path]] = {}
+    study_of: dict[str, str] = {}
+    known: dict[str, dict[str, int]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".csv")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue
+        uid = ds.SeriesInstanceUID if key == "series_instance_uid" else ds.StudyInstanceUID
+        if uid in labels:
+            groups.setdefault(str(ds.SeriesInstanceUID), []).append(path)
+            study_of[str(ds.SeriesInstanceUID)] = str(ds.StudyInstanceUID)
+            if ds.SOPInstanceUID in slice_labels:
+                known.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
+    uids = sorted(groups)
+    rows = [labels[uid if key == "series_instance_uid" else study_of[uid]] for uid in uids]
+    series = [_load_series(groups[u], row, key, spec, known.get(u, {})) for u, row in zip(uids, rows)]
+    if not series:
+        raise ValueError(f"{root}: no DICOM series matching labels.csv")
+    return series
+
+
+def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputKind,
+                 slice_labels: dict[str, int]) -> Series:
+    items = sorted((pydicom.dcmread(p) for p in paths), key=_position)
+    first = items[0]
+    label = int(row["label"])
+    inputs, drift = _inputs_and_drift(items, spec)
+    sops = [str(d.SOPInstanceUID) for d in items]
+    return Series(
+        patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
+        scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
+        label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
+        sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
+        inputs=inputs, drift=drift,
+    )
+
+
+def _position(ds: pydicom.Dataset) -> tuple[float, int]:
+    ipp = ds.get("ImagePositionPatient")
+    return (float(ipp[2]) if ipp else 0.0, int(ds.get("InstanceNumber", 0) or 0))
+
+
+def _inputs_and_drift(items: list[pydicom.Dataset], spec: InputKind) -> tuple[np.ndarray, dict]:
+    first = items[0]
+    if spec.kind == "ct_slice":
+        slope, intercept = float(first.get("RescaleSlope", 1)), float(first.get("RescaleIntercept", 0))
+        stored = [d.pixel_array for d in items]
+        inputs = np.stack([preprocess.ct_slice_input(s, slope, intercept, spec.windows, spec.size) for s in stored])
+        hu = np.stack([preprocess.to_hu(s, slope, intercept) for s in stored])
+        drift = histograms.ct_series_histograms(hu, float(first.get("SliceThickness", 0) or 0), float(first.PixelSpacing[0]))
+        return inputs, drift
+    if spec.kind == "radiograph":
+        photometric = str(first.PhotometricInterpretation)
+        inputs = np.stack([preprocess.radiograph_input(d.pixel_array, photometric, spec.size) for d in items])
+        spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing") or [0.0]
+        drift = histograms.radiograph_histograms(preprocess.normalize_radiograph(first.pixel_array, photometric), float(spacing[0]))
+        return inputs, drift
+    raise ValueError(f"unknown input kind {spec.kind!r}")
+
+
+def split_by_patient(series: list[Series], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[Series]]:
+    """Deterministic train/val/test split of whole patients (no patient in two splits)."""
+    patients = sorted({s.patient_id for s in series})
+    order = np.random.default_rng(seed).permutation(len(patients))
+    n_train = int(round(fractions[0] * len(patients)))
+    n_val = int(round(fractions[1] * len(patients)))
+    part = {}
+    for rank, idx in enumerate(order):
+        part[patients[idx]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    return {name: [s for s in series if part[s.patient_id] == name] for name in ("train", "val", "test")}
