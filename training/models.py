@@ -1,0 +1,69 @@
+"""Small triage CNNs in plain torch, each giving a score and a class-activation map.
+
+:class:`TriageNet`: a stack of conv-BN-ReLU stages (stride-2 downsampling), then a 1x1
+convolution to one channel: the class-activation map (CAM) in logit units at 1/8 of the
+input size. The image logit pools the CAM with log-sum-exp (a smooth maximum, so small
+findings are not averaged away) and the score is its sigmoid. Outputs, in this order
+(the ONNX export keeps them): ``score`` (N,) probability, ``cam`` (N, S/8, S/8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LSE_SHARPNESS = 4.0
+
+
+def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class TriageNet(nn.Module):
+    """Binary triage CNN with a CAM head.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels (3 CT windows, or 1 for a radiograph).
+    widths : tuple of int
+        Channels of the four stages; the first three downsample by 2.
+    """
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (16, 32, 48, 64)):
+        super().__init__()
+        strides = (2, 2, 2) + (1,) * (len(widths) - 3)
+        layers, c = [], in_channels
+        for w, s in zip(widths, strides):
+            layers.append(_stage(c, w, s))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.cam_head = nn.Conv2d(c, 1, 1)
+        self.config = {"in_channels": in_channels, "widths": list(widths)}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cam = self.cam_head(self.features(x))[:, 0]
+        return torch.sigmoid(pooled_logit(cam)), cam
+
+    def logit(self, x: torch.Tensor) -> torch.Tensor:
+        """Image logit, for training with a logits loss."""
+        return pooled_logit(self.cam_head(self.features(x))[:, 0])
+
+
+def pooled_logit(cam: torch.Tensor) -> torch.Tensor:
+    """Log-sum-exp pooling of a (N, H, W) CAM into (N,) logits: ``log(mean(exp(r*cam))) / r``.
+
+    Written with max/exp/mean/log (numerically stable) rather than ``torch.logsumexp``,
+    whose ONNX ``ReduceLogSumExp`` OpenVINO's ONNX reader reduces over every axis.
+    """
+    z = LSE_SHARPNESS * cam.flatten(1)
+    peak = z.amax(dim=1, keepdim=True)
+    return (peak[:, 0] + torch.log(torch.exp(z - peak).mean(dim=1))) / LSE_SHARPNESS
+
+
+def build_model(config: dict) -> TriageNet:
+    """Rebuild a model from its ``config`` dict (as saved with the weights)."""
+    return TriageNet(config["in_channels"], tuple(config["widths"]))

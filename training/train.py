@@ -1,0 +1,153 @@
+"""Seeded training of a :class:`training.models.TriageNet`, single process or DDP.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group uses the gloo backend; every
+rank builds the same seeded epoch order and takes its shard, with the per-rank batch
+``batch_size / world`` so the global batch matches a single process. Rank 0 decides early
+stopping and broadcasts it. Each epoch samples every positive image and
+``negatives_per_positive`` times as many negatives (fresh each epoch), with flips and
+small shifts. Early stopping watches the validation image loss; the best weights are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from training.backends import torch_runner
+from training.data.folder import Series
+from training.evaluate import roc_auc, series_scores
+from training.models import TriageNet, build_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; everything random derives from ``seed``."""
+
+    seed: int = 0
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 3
+    negatives_per_positive: float = 3.0
+    max_shift: int = 4
+    widths: tuple[int, ...] = (16, 32, 48, 64)
+
+
+def _world() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _epoch_indices(labels: np.ndarray, cfg: TrainConfig, epoch: int) -> np.ndarray:
+    rng = np.random.default_rng([cfg.seed, epoch])
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    n_neg = min(len(neg), max(int(cfg.negatives_per_positive * len(pos)), cfg.batch_size))
+    return rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
+
+
+def _augment(x: torch.Tensor, rng: np.random.Generator, max_shift: int) -> torch.Tensor:
+    if rng.random() < 0.5:
+        x = torch.flip(x, dims=[3])
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, 2))
+    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+
+
+def train(
+    train_set: list[Series], val_set: list[Series], cfg: TrainConfig,
+    aggregate: Callable[[np.ndarray], float], log: Callable[[dict], None] = lambda r: None,
+) -> tuple[TriageNet, list[dict]]:
+    """Train and return the best model (by validation loss) and the per-epoch history."""
+    rank, world = _world()
+    torch.manual_seed(cfg.seed)
+    x_train = torch.from_numpy(np.concatenate([s.inputs for s in train_set]).astype(np.float32))
+    y_train = np.concatenate([s.image_labels for s in train_set])
+    x_val = torch.from_numpy(np.concatenate([s.inputs for s in val_set]).astype(np.float32))
+    y_val = torch.from_numpy(np.concatenate([s.image_labels for s in val_set]).astype(np.float32))
+    model = TriageNet(x_train.shape[1], cfg.widths)
+    net = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    loss_fn = nn.BCEWithLogitsLoss()
+    local_batch = max(1, cfg.batch_size // world)
+    history: list[dict] = []
+    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        order = _epoch_indices(y_train, cfg, epoch)
+        steps = len(order) // (local_batch * world)
+        shard = order[: steps * local_batch * world].reshape(steps, world, local_batch)[:, rank]
+        rng = np.random.default_rng([cfg.seed, epoch, rank])
+        net.train()
+        total = 0.0
+        for idx in shard:
+            xb = _augment(x_train[idx], rng, cfg.max_shift)
+            yb = torch.from_numpy(y_train[idx].astype(np.float32))
+            loss = loss_fn(net(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            val_loss = float(loss_fn(torch.cat([model.logit(x_val[i:i + 128]) for i in range(0, len(x_val), 128)]), y_val))
+        val_auc = roc_auc(np.array([s.label for s in val_set]), series_scores(torch_runner(model), val_set, aggregate))
+        record = {"epoch": epoch, "train_loss": round(total / max(steps, 1), 5), "val_loss": round(val_loss, 5),
+                  "val_series_auc": round(val_auc, 5), "lr": sched.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2),
+                  "rank": rank, "world": world}
+        history.append(record)
+        log(record)
+        if val_loss < best[0]:
+            best = (val_loss, copy.deepcopy(model.state_dict()), epoch)
+        stop = torch.tensor([int(epoch - best[2] >= cfg.patience)])
+        if world > 1:
+            dist.broadcast(stop, src=0)
+        if stop.item():
+            break
+    model.load_state_dict(best[1])
+    model.eval()
+    return model, history
+
+
+class _Logits(nn.Module):
+    """The model's image logit as ``forward``, so DDP's hooks see the training graph."""
+
+    def __init__(self, model: TriageNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logit(x)
+
+
+def save_checkpoint(path: Path, model: TriageNet, meta: dict) -> None:
+    """Weights, model config and metadata (JSON-able) in one torch file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.config, "state_dict": model.state_dict(), "meta": json.loads(json.dumps(meta))}, path)
+
+
+def load_checkpoint(path: Path) -> tuple[TriageNet, dict]:
+    """Model (eval mode) and metadata from :func:`save_checkpoint`."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt["meta"]
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """TrainConfig as a JSON-able dict."""
+    return asdict(cfg)
