@@ -1,0 +1,250 @@
+"""Ingest benchmark behind ``scripts/bench-ingest`` (see that file for usage)."""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ANCHORS = [REPO.parent / "shared" / "anchors", Path("/work/shared/anchors")]
+NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def anchor_script() -> Path:
+    for folder in ANCHORS:
+        if (folder / "make_ct_study.py").is_file():
+            return folder / "make_ct_study.py"
+    sys.exit("bench-ingest: ../shared/anchors/make_ct_study.py not found")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def make_study(folder: Path, slices: int) -> Path:
+    subprocess.run([sys.executable, str(anchor_script()), str(folder), str(slices)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return folder
+
+
+def send(port: int, ae_title: str, study: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(["storescu", "-aec", ae_title, "+sd", "127.0.0.1", str(port), str(study)],
+                   env=NODELAY, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+class Receiver(abc.ABC):
+    """One receiving server, started fresh in its own temporary folder."""
+
+    name = ""
+    ae_title = "ANY"
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @abc.abstractmethod
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment that start this receiver on ``self.port``."""
+
+    def start(self) -> None:
+        argv, env = self.command()
+        self.process = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+class DcmtkStorescp(Receiver):
+    name = "dcmtk storescp"
+
+    def command(self):
+        (self.work / "rx").mkdir()
+        return ["storescp", "-od", str(self.work / "rx"), str(self.port)], NODELAY
+
+
+class Orthanc(Receiver):
+    name = "Orthanc"
+    ae_title = "ORTHANC"
+
+    def command(self):
+        config = {
+            "Name": "bench", "StorageDirectory": str(self.work / "storage"),
+            "IndexDirectory": str(self.work / "index"), "DicomAet": "ORTHANC",
+            "DicomPort": self.port, "HttpPort": free_port(), "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False, "DicomCheckCalledAet": False,
+        }
+        path = self.work / "orthanc.json"
+        path.write_text(json.dumps(config))
+        return ["Orthanc", str(path)], NODELAY
+
+
+class PynetdicomStorescp(Receiver):
+    name = "pynetdicom storescp app"
+
+    def command(self):
+        (self.work / "rx").mkdir()
+        return [sys.executable, "-m", "pynetdicom", "storescp", str(self.port), "-od",
+                str(self.work / "rx")], dict(os.environ)
+
+
+class Appliance(Receiver):
+    name = "appliance (durable, indexed)"
+    ae_title = "TRIAGE"
+
+    def command(self):
+        env = {**os.environ, "APPLIANCE_DATA_DIR": str(self.work / "data"),
+               "APPLIANCE_DICOM_PORT": str(self.port), "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1",
+               "APPLIANCE_DICOM_PEERS": "*@127.0.0.1", "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "256"}
+        return [str(REPO / ".venv" / "bin" / "appliance"), "listener"], env
+
+    def instances(self) -> int:
+        status = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "appliance"), "status", "--json"], capture_output=True,
+            text=True, check=True, env={**os.environ, "APPLIANCE_DATA_DIR": str(self.work / "data")},
+        )
+        return json.loads(status.stdout)["instances_received"]
+
+
+def peak_rss_while(pid: int, action) -> tuple[float, int]:
+    """Run ``action`` while sampling the process's resident set; return (peak MiB, result)."""
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            try:
+                for line in open(f"/proc/{pid}/status"):
+                    if line.startswith("VmRSS:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except FileNotFoundError:
+                return
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    return peak[0] / 1024, result
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=200)
+    parser.add_argument("--memory-slices", type=int, default=2000)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        receivers = [DcmtkStorescp, Orthanc, PynetdicomStorescp, Appliance]
+        times: dict[str, list[float]] = {cls.name: [] for cls in receivers}
+        for run in range(args.repeat):
+            study = make_study(work / f"study{run}", args.slices)  # fresh UIDs each run
+            for cls in receivers:  # side by side: every receiver gets this run's study
+                folder = work / f"{cls.__name__}-{run}"
+                folder.mkdir()
+                receiver = cls(folder)
+                receiver.start()
+                try:
+                    times[cls.name].append(send(receiver.port, receiver.ae_title, study))
+                    if isinstance(receiver, Appliance):
+                        assert receiver.instances() == args.slices, "appliance lost instances"
+                finally:
+                    receiver.stop()
+                    shutil.rmtree(folder)
+            shutil.rmtree(study)
+
+        big = make_study(work / "big", args.memory_slices)
+        receiver = Appliance(work / "memory")
+        receiver.work.mkdir()
+        receiver.start()
+        assert receiver.process is not None
+        peak, seconds = peak_rss_while(receiver.process.pid, lambda: send(receiver.port, "TRIAGE", big))
+        stored = receiver.instances()
+        receiver.stop()
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    ours = median[Appliance.name]
+    lines = [
+        f"Machine: {machine()}.",
+        f"Command: `scripts/bench-ingest --repeat {args.repeat} --slices {args.slices} "
+        f"--memory-slices {args.memory_slices}` ({time.strftime('%Y-%m-%d')}).",
+        "",
+        f"{args.slices} CT slices, 512x512 int16 (anchor `make_ct_study.py`, fresh UIDs per run), one "
+        "association from dcmtk `storescu +sd` over loopback with TCP_NODELAY=1; median of "
+        f"{args.repeat} runs, each receiver started fresh.",
+        "",
+        "| receiver | median s | min s | max s | appliance / this |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, values in times.items():
+        lines.append(f"| {name} | {median[name]:.3f} | {min(values):.3f} | {max(values):.3f} | "
+                     f"{ours / median[name]:.2f} |")
+    lines += [
+        "",
+        f"Peak RSS of the appliance listener while receiving {args.memory_slices} slices "
+        f"({stored} stored, {seconds:.1f} s): **{peak:.0f} MiB** (target < 600 MB).",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        write_section(REPO / "docs" / "benchmarks.md", "## Ingest", report)
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one ``## `` section of a Markdown file."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    section = f"{heading}\n\n{body}\n\n"
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+if __name__ == "__main__":
+    main()
