@@ -11,7 +11,9 @@ import logging
 import socket
 import ssl
 import threading
+import time
 
+from appliance import sd_notify
 from appliance.audit.db import open_database
 from appliance.config import Settings, TlsSettings
 from appliance.dicom import spool
@@ -78,6 +80,7 @@ class Listener:
         )
         for thread in self._threads:
             thread.start()
+        sd_notify.notify("READY=1")
         LOG.info(
             "listening as %s on %s:%d%s", dicom.ae_title, dicom.bind_address, self.port,
             " (TLS)" if self._ssl else "",
@@ -139,7 +142,10 @@ class Listener:
 
     # Completion -----------------------------------------------------------------------
     def _complete_loop(self) -> None:
+        """Queue finished series; each pass that reaches the database feeds the watchdog."""
         dicom = self.settings.dicom
+        watchdog = sd_notify.watchdog_interval_s()
+        last_ping = 0.0
         while not self._stop.wait(COMPLETION_POLL_S):
             try:
                 queued = self.index.queue_complete_series(
@@ -148,6 +154,9 @@ class Listener:
             except Exception:
                 LOG.exception("series completion check failed; retrying")
                 continue
+            if watchdog is not None and time.monotonic() - last_ping >= watchdog:
+                sd_notify.notify("WATCHDOG=1")
+                last_ping = time.monotonic()
             if queued:
                 LOG.info("queued %d series for triage", len(queued))
 
