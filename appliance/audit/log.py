@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,27 +27,34 @@ def row_hash(prev_hash: str, seq: int, at: str, kind: str, payload: str) -> str:
 
 
 def append(db: sqlite_utils.Database, kind: str, payload: dict[str, Any]) -> int:
-    """Append one event and return its sequence number.
+    """Append one event in its own ``IMMEDIATE`` transaction; return its sequence number.
 
-    The read of the chain head and the insert happen in one ``IMMEDIATE`` transaction,
-    so concurrent writers (threads or processes) never fork the chain.
+    Reading the chain head and inserting under one write lock means concurrent writers
+    (threads or processes) never fork the chain.
     """
-    at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     conn = db.conn
     with _append_lock:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
-            seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-            conn.execute(
-                "INSERT INTO audit_log (seq, at, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
-                (seq, at, kind, text, prev, row_hash(prev, seq, at, kind, text)),
-            )
+            seq = append_in(conn, kind, payload)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    return seq
+
+
+def append_in(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> int:
+    """Append one event inside the caller's open write transaction (so the event commits
+    or rolls back with the change it records)."""
+    at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    conn.execute(
+        "INSERT INTO audit_log (seq, at, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
+        (seq, at, kind, text, prev, row_hash(prev, seq, at, kind, text)),
+    )
     return seq
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from appliance.audit import log as audit_log
 from appliance.config import DicomSettings
 from appliance.dicom import spool
 from appliance.dicom.index import IngestIndex, ReceivedInstance
@@ -121,8 +120,7 @@ class StoreService:
     # Associations -----------------------------------------------------------------
     def audit_rejection(self, calling_ae: str, called_ae: str, address: str, reason: str) -> None:
         LOG.warning("association rejected: %s", reason)
-        audit_log.append(
-            self.index.db,
+        self.index.audit(
             "association-rejected",
             {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(),
              "address": address, "reason": reason},
@@ -157,8 +155,8 @@ class StoreService:
 
     def refuse(self, calling_ae: str, status: int, reason: str) -> tuple[int, str]:
         LOG.warning("instance refused from %s: 0x%04X %s", calling_ae, status, reason)
-        audit_log.append(
-            self.index.db, "instance-rejected",
+        self.index.audit(
+            "instance-rejected",
             {"calling_ae": calling_ae, "status": f"0x{status:04X}", "reason": reason},
         )
         return status, reason

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance.audit import log as audit_log
 from appliance.dicom.validate import InstanceHeader
 
 
@@ -50,6 +51,11 @@ class IngestIndex:
     def __init__(self, db: sqlite_utils.Database):
         self.db = db
         self._lock = threading.Lock()
+
+    def audit(self, kind: str, payload: dict) -> None:
+        """Append an audit event on this index's connection, under its lock."""
+        with self._lock:
+            audit_log.append(self.db, kind, payload)
 
     def stored_sha256(self, sop_instance_uid: str) -> str | None:
         """The hash of the copy already stored for this SOP instance, if any."""
