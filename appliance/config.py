@@ -146,6 +146,29 @@ class ModelSettings(_Section):
         return tuple(_as_list(value))
 
 
+class SenderSettings(_Section):
+    """Sending result objects to the destinations: retries, circuit breaker, timeouts."""
+
+    retry_initial_s: float = Field(5.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    retry_jitter: float = Field(0.2, ge=0, le=1)
+    max_attempts: int = Field(10, ge=1)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    acse_timeout_s: float = Field(30.0, gt=0)
+    dimse_timeout_s: float = Field(60.0, gt=0)
+    poll_interval_s: float = Field(0.25, gt=0)
+    batch_size: int = Field(50, ge=1, le=1000)
+
+    @field_validator("retry_max_s")
+    @classmethod
+    def _at_least_initial(cls, value: float, info: Any) -> float:  # info: ValidationInfo
+        if value < info.data.get("retry_initial_s", 0):
+            raise ValueError("must not be below retry_initial_s")
+        return value
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -154,6 +177,7 @@ class Settings(_Section):
     dicom: DicomSettings = DicomSettings()
     web: WebSettings = WebSettings()
     models: ModelSettings = ModelSettings()
+    sender: SenderSettings = SenderSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -80,6 +80,27 @@ MIGRATIONS: tuple[str, ...] = (
         hash TEXT NOT NULL
     );
     """,
+    # 2: the result outbox, one row per (result object file, destination "AE@host:port").
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        sent_at REAL,
+        UNIQUE (sop_instance_uid, destination)
+    );
+    CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
+    """,
 )
 
 
