@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from appliance.config import Settings, load_settings, settings_as_dict
@@ -23,25 +25,49 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
-def _run_listener(settings: Settings) -> int:
+def _until_signalled(stop: threading.Event) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The listener and the worker in one process, each with its own database connection."""
+    from appliance.audit.db import open_database
     from appliance.dicom.listener import Listener
+    from appliance.inference.worker import Worker
 
     listener = Listener(settings)
+    worker = Worker(settings, open_database(settings.db_path))
     listener.start()
-    signal.signal(signal.SIGTERM, listener.request_stop)
-    signal.signal(signal.SIGINT, listener.request_stop)
-    listener.wait()
+    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
+    thread.start()
+    _until_signalled(threading.Event())
+    worker.stop()
+    thread.join(timeout=30)
     listener.stop()
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """Everything in one process tree; today that is the DICOM listener."""
-    return _run_listener(settings)
-
-
 def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
-    return _run_listener(settings)
+    from appliance.dicom.listener import Listener
+
+    listener = Listener(settings)
+    listener.start()
+    _until_signalled(threading.Event())
+    listener.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.audit.db import open_database
+    from appliance.inference.worker import Worker
+
+    worker = Worker(settings, open_database(settings.db_path))
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, lambda *_: worker.stop())
+    worker.run()
+    return 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,6 +95,51 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _registry(settings: Settings):
+    from appliance.audit.db import open_database
+    from appliance.inference.registry import ModelRegistry
+
+    return ModelRegistry(open_database(settings.db_path), settings.models_dir,
+                         list(settings.models.trusted_keys), settings.models.pin_backend)
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
+    models = _registry(settings).list()
+    if args.json:
+        print(json.dumps([{"id": m.id, "version": m.version, "state": m.state,
+                           "package_sha256": m.package_sha256, "finding": m.manifest.finding,
+                           "selection": m.selection} for m in models], indent=2))
+        return 0
+    for m in models:
+        chosen = m.selection["chosen"] if m.selection else "-"
+        print(f"{m.id:<28} {m.version:<10} {m.state:<10} {chosen}")
+    return 0
+
+
+def cmd_models_install(args: argparse.Namespace, settings: Settings) -> int:
+    model = _registry(settings).install(Path(args.package), _actor())
+    print(f"installed {model.label}")
+    return 0
+
+
+def cmd_models_change(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    if args.action == "rollback":
+        model = registry.rollback(args.model_id, _actor())
+    else:
+        model = getattr(registry, args.action)(args.model_id, args.version, _actor())
+    chosen = model.selection["chosen"] if model.selection else "-"
+    print(f"{model.label} is {model.state} on {chosen}")
+    for trial in (model.selection or {}).get("trials", []):
+        speed = f"{trial['ms_per_image']:.2f} ms/image" if trial["ms_per_image"] else trial.get("error") or "failed golden test"
+        print(f"  {trial['backend']}/{trial['device']}/{trial['precision']}: {speed}")
+    return 0
+
+
 def cmd_models_verify(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.inference.package import verify_package
 
@@ -91,11 +162,21 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.audit.db import open_database
+    from appliance.audit.export import export
+
+    count = export(open_database(settings.db_path), sys.stdout, args.format, args.kind)
+    print(f"exported {count} rows", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run every component").set_defaults(func=cmd_serve)
     sub.add_parser("listener", help="run the DICOM listener").set_defaults(func=cmd_listener)
+    sub.add_parser("worker", help="run the inference worker").set_defaults(func=cmd_worker)
     status = sub.add_parser("status", help="counts and series states")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
@@ -113,9 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("package")
     verify.add_argument("--trusted-key", action="append", default=[], help="public key (PEM)")
     verify.set_defaults(func=cmd_models_verify)
+    listing = models.add_parser("list", help="installed models and their states")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_models_list)
+    install = models.add_parser("install", help="verify and install a package (versions only move forward)")
+    install.add_argument("package")
+    install.set_defaults(func=cmd_models_install)
+    for action, text in (("shadow", "run beside the active model, never shown or sent"),
+                         ("activate", "golden-test on every backend, pick the fastest, make active")):
+        change = models.add_parser(action, help=text)
+        change.add_argument("model_id")
+        change.add_argument("version")
+        change.set_defaults(func=cmd_models_change)
+    rollback = models.add_parser("rollback", help="go back to the previous version (explicit)")
+    rollback.add_argument("model_id")
+    rollback.set_defaults(func=cmd_models_change)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=cmd_audit_verify)
+    export_cmd = audit.add_parser("export", help="write the audit log as CSV or JSON to stdout")
+    export_cmd.add_argument("--format", choices=("csv", "json"), default="csv")
+    export_cmd.add_argument("--kind", help="only rows of this kind, e.g. inference")
+    export_cmd.set_defaults(func=cmd_audit_export)
     return parser
 
 

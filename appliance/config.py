@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.errors import ConfigError
 
@@ -136,9 +136,15 @@ class WebSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """Model packages: which signing keys are trusted."""
+    """Model packages: which signing keys are trusted, where they are kept, which backend."""
 
     trusted_keys: tuple[Path, ...] = ()
+    pin_backend: str | None = None
+
+    @field_validator("pin_backend", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     @field_validator("trusted_keys", mode="before")
     @classmethod
@@ -169,6 +175,23 @@ class SenderSettings(_Section):
         return value
 
 
+class WorkerSettings(_Section):
+    """The inference worker: routing, leases, batching and limits."""
+
+    routing_file: Path = Path(__file__).resolve().parent.parent / "firmware-config" / "routing.toml"
+    poll_interval_s: float = Field(0.1, gt=0)
+    lease_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1, le=1024)
+    series_timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_series(self) -> "WorkerSettings":
+        if self.lease_s <= self.series_timeout_s:
+            raise ValueError("lease_s must exceed series_timeout_s, or a slow series is taken twice")
+        return self
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -177,6 +200,7 @@ class Settings(_Section):
     dicom: DicomSettings = DicomSettings()
     web: WebSettings = WebSettings()
     models: ModelSettings = ModelSettings()
+    worker: WorkerSettings = WorkerSettings()
     sender: SenderSettings = SenderSettings()
 
     @field_validator("log_level")
@@ -194,6 +218,14 @@ class Settings(_Section):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "appliance.db"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
 
 
 def _as_list(value: Any) -> list[Any]:

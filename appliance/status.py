@@ -15,20 +15,9 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         "SELECT COUNT(*) FROM instances WHERE series_instance_uid = ''"
     ).fetchone()[0]
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-    series = [
-        {
-            "study_instance_uid": row[0],
-            "series_instance_uid": row[1],
-            "modality": row[2],
-            "instances": row[3],
-            "state": row[4],
-            **({"reason": row[5]} if row[5] else {}),
-        }
-        for row in conn.execute(
-            "SELECT study_instance_uid, series_instance_uid, modality, instances, state, reason "
-            "FROM series ORDER BY first_received_at"
-        )
-    ]
+    series = [_series_entry(*row) for row in conn.execute(
+        "SELECT study_instance_uid, series_instance_uid, modality, instances, state, reason, flag, "
+        "score, model FROM series ORDER BY first_received_at")]
     return {
         "instances_received": instances,
         # Stored as sent but never triaged: the sender left out the Series Instance UID.
@@ -36,3 +25,14 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         "jobs": jobs,
         "series": series,
     }
+
+
+def _series_entry(study: str, series: str, modality: str, instances: int, state: str,
+                  reason: str | None, flag: int | None, score: float | None, model: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"study_instance_uid": study, "series_instance_uid": series,
+                             "modality": modality, "instances": instances, "state": state}
+    if state == "triaged":
+        entry.update(flag=bool(flag), score=round(score, 4), model=model)
+    if reason:
+        entry["reason"] = reason
+    return entry

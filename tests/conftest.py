@@ -28,3 +28,20 @@ def make_appliance(tmp_path: Path):
     yield make
     for process in started:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def quick_packages(tmp_path_factory) -> dict[str, Path]:
+    """Both demo models built by the real pipeline at quick size (seconds, not minutes):
+    signed packages that install and run, not accurate models."""
+    from training.__main__ import main as training_cli
+    from training.demo import DEMOS, build
+
+    root = tmp_path_factory.mktemp("quick-packages")
+    key = root / "keys" / "test.key"
+    assert training_cli(["keygen", "--out", str(key)]) == 0
+    packages = {"public_key": key.with_suffix(".pub"), "private_key": key}
+    for model in ("head-ct", "chest-cr"):
+        info = build(DEMOS[model](quick=True), root / "out", key, root / f"work-{model}", log=lambda line: None)
+        packages[model] = Path(info["package"])
+    return packages

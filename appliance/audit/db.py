@@ -101,6 +101,44 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
     """,
+    # 3: installed models, inference results, and the series' triage outcome.
+    """
+    CREATE TABLE models (
+        id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('installed', 'shadow', 'active', 'retired')),
+        package_sha256 TEXT NOT NULL,
+        path TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        selection TEXT,
+        installed_at REAL NOT NULL,
+        changed_at REAL NOT NULL,
+        PRIMARY KEY (id, version)
+    );
+    CREATE TABLE inference_results (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('active', 'shadow')),
+        series_instance_uid TEXT NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        score REAL NOT NULL,
+        threshold REAL NOT NULL,
+        flag INTEGER NOT NULL,
+        superseded INTEGER NOT NULL DEFAULT 0,
+        audit_seq INTEGER NOT NULL,
+        sr_instance_uid TEXT,
+        sc_instance_uid TEXT,
+        created_at REAL NOT NULL,
+        UNIQUE (job_id, role)
+    );
+    CREATE INDEX inference_results_series ON inference_results (series_instance_uid);
+    ALTER TABLE series ADD COLUMN flag INTEGER;
+    ALTER TABLE series ADD COLUMN score REAL;
+    ALTER TABLE series ADD COLUMN model TEXT
+    """,
 )
 
 

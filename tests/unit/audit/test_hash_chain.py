@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from appliance.audit import log
-from appliance.audit.db import open_database
+from appliance.audit.db import MIGRATIONS, open_database
 
 
 def test_an_intact_chain_verifies_and_each_kind_of_tampering_is_named(tmp_path):
@@ -26,7 +26,7 @@ def test_migrations_are_applied_once_and_reopening_keeps_data(tmp_path):
     log.append(db, "event", {})
     db.conn.close()
     again = open_database(tmp_path / "c.db")
-    assert again.conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert again.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert again.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert again.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert again.conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] == 1

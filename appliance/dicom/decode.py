@@ -1,0 +1,73 @@
+"""Read stored instances back for inference: header facts and decoded pixels.
+
+Every transfer syntax the listener accepts decodes here (pydicom with pylibjpeg,
+openjpeg, libjpeg, jpeg-ls and rle plugins). A failure is a :class:`DecodeError` naming
+the instance and the reason, which ends the series as ``failed`` — never a silent
+negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from appliance.errors import ApplianceError
+
+
+class DecodeError(ApplianceError):
+    """An instance's pixels could not be decoded."""
+
+
+@dataclass(frozen=True)
+class Slice:
+    """One decoded image with what preprocessing needs."""
+
+    dataset: Dataset  # header (pixel data dropped after decoding)
+    pixels: np.ndarray  # stored values, 2-D
+    slope: float
+    intercept: float
+    photometric: str
+    position: float  # along the slice normal when known, else the instance number
+
+
+def read_header(path: Path) -> Dataset:
+    """The dataset without pixel data (cheap)."""
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def _position(ds: Dataset) -> float:
+    try:
+        position = [float(v) for v in ds.ImagePositionPatient]
+        orientation = [float(v) for v in ds.ImageOrientationPatient]
+        normal = np.cross(orientation[:3], orientation[3:])
+        return float(np.dot(normal, position))
+    except (AttributeError, TypeError, ValueError):
+        return float(getattr(ds, "InstanceNumber", 0) or 0)
+
+
+def decode_instance(path: Path) -> list[Slice]:
+    """Decode one stored instance into its frames (one :class:`Slice` per frame)."""
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise DecodeError(f"{path.name}: cannot decode pixels: {type(exc).__name__}: {exc}") from exc
+    frames = pixels if pixels.ndim == 3 and int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 else pixels[None]
+    if frames.ndim != 3:
+        raise DecodeError(f"{path.name}: expected greyscale frames, got shape {pixels.shape}")
+    del ds.PixelData
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    base = _position(ds)
+    return [Slice(ds, frame, slope, intercept, photometric, base + i) for i, frame in enumerate(frames)]
+
+
+def decode_series(paths: list[Path]) -> list[Slice]:
+    """Decode every instance of a series, ordered along the slice normal."""
+    slices = [s for path in paths for s in decode_instance(path)]
+    return sorted(slices, key=lambda s: s.position)

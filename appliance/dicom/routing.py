@@ -1,0 +1,122 @@
+"""Routing rules: which model, if any, a received series goes to, and how urgently.
+
+Rules live in ``firmware-config/routing.toml``. A series goes to the model of the first
+rule whose every condition holds; a series no rule takes is ``not-eligible``, with each
+rule's first failed condition as the reason. Priority rules raise a job's priority
+(the worker takes higher first, then oldest).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.config import read_toml
+from appliance.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What routing looks at, read from a series' first instance and the index."""
+
+    modality: str
+    body_part: str = ""
+    sop_class_uid: str = ""
+    series_description: str = ""
+    image_type: tuple[str, ...] = ()
+    instances: int = 1
+    calling_ae: str = ""
+
+
+class _Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoutingRule(_Rule):
+    """Send matching series to ``model`` (a model id)."""
+
+    name: str
+    model: str
+    modality: tuple[str, ...] = Field(min_length=1)
+    body_part: tuple[str, ...] = ()
+    sop_class: tuple[str, ...] = ()
+    series_description: str | None = None
+    image_type_includes: tuple[str, ...] = ()
+    min_instances: int = Field(1, ge=1)
+    max_instances: int = Field(100_000, ge=1)
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    def first_mismatch(self, facts: SeriesFacts) -> str | None:
+        """The first condition ``facts`` fail, in words, or None when the rule matches."""
+        upper = lambda values: {v.upper() for v in values}  # noqa: E731
+        if facts.modality.upper() not in upper(self.modality):
+            return f"modality {facts.modality or 'missing'} not in {list(self.modality)}"
+        if self.body_part and facts.body_part.upper() not in upper(self.body_part):
+            return f"body part {facts.body_part or 'missing'} not in {list(self.body_part)}"
+        if self.sop_class and facts.sop_class_uid not in self.sop_class:
+            return f"SOP class {facts.sop_class_uid} not routed"
+        if self.series_description and not re.search(self.series_description, facts.series_description):
+            return f"series description does not match /{self.series_description}/"
+        missing = upper(self.image_type_includes) - upper(facts.image_type)
+        if missing:
+            return f"image type lacks {sorted(missing)}"
+        if not self.min_instances <= facts.instances <= self.max_instances:
+            return f"{facts.instances} instances outside {self.min_instances}-{self.max_instances}"
+        return None
+
+
+class PriorityRule(_Rule):
+    """Raise the priority of series from given senders or modalities."""
+
+    name: str
+    priority: int
+    calling_ae: tuple[str, ...] = ()
+    modality: tuple[str, ...] = ()
+
+    def matches(self, facts: SeriesFacts) -> bool:
+        return ((not self.calling_ae or facts.calling_ae in self.calling_ae)
+                and (not self.modality or facts.modality in self.modality))
+
+
+class RoutingTable(_Rule):
+    """The parsed ``routing.toml``."""
+
+    rule: tuple[RoutingRule, ...] = ()
+    priority: tuple[PriorityRule, ...] = ()
+
+    def route(self, facts: SeriesFacts) -> tuple[RoutingRule | None, str]:
+        """The matching rule and ``""``, or ``None`` and why nothing matched."""
+        reasons = []
+        for rule in self.rule:
+            mismatch = rule.first_mismatch(facts)
+            if mismatch is None:
+                return rule, ""
+            reasons.append(f"{rule.name}: {mismatch}")
+        return None, "no routing rule matched (" + "; ".join(reasons) + ")" if reasons else "no routing rules"
+
+    def priority_of(self, facts: SeriesFacts) -> int:
+        return max((p.priority for p in self.priority if p.matches(facts)), default=0)
+
+
+def load_routing(path: Path) -> RoutingTable:
+    """Read and validate a routing file; errors name the rule and key."""
+    raw: dict[str, Any] = read_toml(path)
+    try:
+        return RoutingTable.model_validate(raw)
+    except ValidationError as exc:
+        details = "; ".join(
+            ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {details}") from None

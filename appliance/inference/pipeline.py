@@ -1,0 +1,95 @@
+"""One series through one model: decode, preprocess, batch, infer, aggregate, threshold.
+
+Slices are decoded and turned into model inputs one instance at a time, so memory holds
+model inputs, not decoded series. The key slice (highest score) is decoded again for the
+heat map. NaN or Inf outputs, a decode failure or the deadline passing raise
+:class:`InferenceError`; there is no path to a silent negative.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from appliance.dicom.decode import DecodeError, Slice, decode_instance
+from appliance.errors import ApplianceError
+from appliance.inference import preprocess
+from appliance.inference.backends import Runtime
+from appliance.inference.package import Manifest
+
+
+class InferenceError(ApplianceError):
+    """A series could not be triaged; the message is the reason shown to users."""
+
+
+def model_input(manifest: Manifest, image: Slice) -> np.ndarray:
+    """One decoded image as the model's input, per the manifest (pure)."""
+    spec = manifest.input
+    if spec.kind == "ct_slice":
+        return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
+                                         spec.window_tuples(), spec.size)
+    return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """The model's verdict on one series."""
+
+    score: float
+    flag: bool
+    threshold: float
+    key_path: Path
+    key_frame: int
+    key_cam: np.ndarray
+    image_scores: np.ndarray
+    input_sha256: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str]:
+    """Decode and preprocess a series in slice order.
+
+    Returns
+    -------
+    inputs : ndarray
+        ``(N, C, S, S)`` float32.
+    origins : list of (Path, frame)
+        Where each input came from.
+    input_sha256 : str
+        Hash of the model inputs, for the audit trail.
+    """
+    entries: list[tuple[float, np.ndarray, Path, int]] = []
+    for path in paths:
+        try:
+            frames = decode_instance(path)
+        except DecodeError as exc:
+            raise InferenceError(f"decode failed: {exc}") from exc
+        for frame_number, image in enumerate(frames):
+            entries.append((image.position, model_input(manifest, image), path, frame_number))
+    if not entries:
+        raise InferenceError("series has no images")
+    entries.sort(key=lambda entry: entry[0])
+    inputs = np.stack([entry[1] for entry in entries]).astype(np.float32)
+    digest = hashlib.sha256(inputs.tobytes()).hexdigest()
+    return inputs, [(entry[2], entry[3]) for entry in entries], digest
+
+
+def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model over ``inputs`` in batches, checking the deadline and the outputs."""
+    scores, cams = [], []
+    for start in range(0, len(inputs), batch):
+        if time.monotonic() > deadline:
+            raise InferenceError(f"timed out after {start} of {len(inputs)} images")
+        score, cam = runtime.run(inputs[start:start + batch])
+        scores.append(np.asarray(score, np.float64).reshape(-1))
+        cams.append(np.asarray(cam, np.float32))
+    score, cam = np.concatenate(scores), np.concatenate(cams)
+    if not (np.isfinite(score).all() and np.isfinite(cam).all()):
+        raise InferenceError("model output contains NaN or Inf")
+    if score.shape[0] != len(inputs):
+        raise InferenceError(f"model returned {score.shape[0]} scores for {len(inputs)} images")
+    return score, cam
