@@ -13,6 +13,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from appliance.errors import ApplianceError
+
+
+class LeaseLost(ApplianceError):
+    """Our lease on a job ran out and another worker took the job; record nothing."""
+
 
 @dataclass(frozen=True)
 class Job:

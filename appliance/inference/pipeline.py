@@ -35,6 +35,11 @@ def model_input(manifest: Manifest, image: Slice) -> np.ndarray:
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
 
 
+def heat_map(cam: np.ndarray) -> np.ndarray:
+    """A class-activation map (logit units) as a heat map in [0, 1]: its sigmoid (pure)."""
+    return (1.0 / (1.0 + np.exp(-np.clip(cam.astype(np.float64), -60, 60)))).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class SeriesResult:
     """The model's verdict on one series."""

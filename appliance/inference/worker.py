@@ -33,9 +33,9 @@ from appliance.dicom.routing import RoutingTable, SeriesFacts, load_routing
 from appliance.errors import ApplianceError
 from appliance.inference import backends
 from appliance.inference.package import Manifest
-from appliance.inference.pipeline import InferenceError, SeriesResult, infer, prepare
+from appliance.inference.pipeline import InferenceError, SeriesResult, heat_map, infer, prepare
 from appliance.inference.registry import InstalledModel, ModelRegistry
-from appliance.jobs import Job, claim, complete, transaction
+from appliance.jobs import Job, LeaseLost, claim, complete, transaction
 
 LOG = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Worker:
             return False
         try:
             self.process(job)
-        except _LeaseLost:
+        except LeaseLost:
             LOG.warning("job %d: lease expired before the result was recorded; another worker has it", job.id)
         except Exception as exc:  # whatever went wrong is said, never swallowed into a negative
             LOG.exception("job %d failed", job.id)
@@ -201,7 +201,7 @@ class Worker:
             low, high = np.percentile(hu, [0.5, 99.5])
             center, width = float(low + high) / 2, float(max(high - low, 1.0))
         capture = outputs.build_heatmap_capture(key.dataset, hu, (center, width),
-                                                np.asarray(result.key_cam, np.float32), decision, uids)
+                                                heat_map(result.key_cam), decision, uids)
         folder = self.settings.results_dir / job.study_instance_uid
         folder.mkdir(parents=True, exist_ok=True)
         written = []
@@ -221,7 +221,7 @@ class Worker:
         conn = self.db.conn
         with transaction(conn):
             if not complete(conn, job, self.name, "done", None, now):
-                raise _LeaseLost()
+                raise LeaseLost()
             current = conn.execute("SELECT generation FROM series WHERE series_instance_uid = ?",
                                    (job.series_instance_uid,)).fetchone()[0]
             superseded = current != job.generation
@@ -299,10 +299,6 @@ class Worker:
             audit_log.append_in(conn, f"series-{series_state}", {
                 "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason})
         LOG.info("series %s: %s", series_state, reason)
-
-
-class _LeaseLost(ApplianceError):
-    """Our lease on a job expired and another worker took it."""
 
 
 def _device_uid() -> str:
