@@ -128,3 +128,28 @@ def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
         late.process(vanished)
     assert db.conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'inference'").fetchone()[0] == 1
     assert db.conn.execute("SELECT attempts, state FROM jobs").fetchone() == (2, "done")
+
+
+def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp_path, quick_packages):
+    listener, settings, db = box
+    from inference_packages import rebuilt
+
+    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
+    candidate = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path,
+                                         "1.1.0"), "test")
+    registry.shadow(candidate.id, candidate.version, "test")
+    send(listener, head_ct(tmp_path / "ct", seed=14))
+    queued_series(listener, 1)
+    assert Worker(settings, db).run_once()
+
+    rows = [json.loads(p) for (p,) in db.conn.execute(
+        "SELECT payload FROM audit_log WHERE kind = 'inference' ORDER BY seq")]
+    assert [(r["role"], r["model_version"]) for r in rows] == [("active", "1.0.0"), ("shadow", "1.1.0")]
+    active, shadow = rows
+    assert shadow["input_sha256"] == active["input_sha256"]
+    assert shadow["agrees"] is (shadow["flag"] == active["flag"])
+    assert shadow["score_difference"] == pytest.approx(shadow["score"] - active["score"], abs=1e-5)
+    [entry] = listener.status()["series"]
+    assert entry["model"] == "head-ct-ich-demo 1.0.0"
+    sent = {sop for (sop,) in db.conn.execute("SELECT sop_instance_uid FROM outbox")}
+    assert sent == {active["sr_instance_uid"], active["sc_instance_uid"]}
