@@ -4,6 +4,7 @@ Usage::
 
     appliance = ("TRIAGE", "127.0.0.1", port)
     with Orthanc(tmp_path / "orthanc", modalities={"appliance": appliance}) as pacs:
+        env = {"APPLIANCE_DICOM_DESTINATIONS": pacs.destination}   # results go back here
         pacs.upload(path)                           # POST /instances
         pacs.store_study("appliance", study_uid)    # C-STORE the study to the appliance
         pacs.wait_for_instances(study_uid, 2)       # results came back
@@ -13,7 +14,8 @@ Orthanc listens for DICOM on ``pacs.dicom_port`` as AE ``pacs.ae_title`` (all in
 Orthanc 1.10 has no DICOM bind address) and for HTTP on ``pacs.url`` (loopback only,
 no authentication). It runs in its own folder with TCP_NODELAY=1 in its environment
 (DCMTK inside Orthanc reads it; without it loopback transfers crawl), logs to
-``<folder>/orthanc.log`` and is stopped, with its folder left for post-mortems, on exit.
+``<folder>/orthanc.log`` and is stopped, with its folder left for post-mortems, on exit
+(Orthanc takes about 3 s to shut down; share one instance between tests where you can).
 
 Modalities given at start are known to Orthanc ("DicomModalities"): it accepts stores
 from them and can send to them with :meth:`Orthanc.store`; :meth:`Orthanc.add_modality`
@@ -77,6 +79,11 @@ class Orthanc:
         self.log = folder / "orthanc.log"
         self.process: subprocess.Popen | None = None
         self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    @property
+    def destination(self) -> str:
+        """This Orthanc as an appliance destination: ``AE@127.0.0.1:port``."""
+        return f"{self.ae_title}@127.0.0.1:{self.dicom_port}"
 
     def start(self, timeout: float = 30.0) -> "Orthanc":
         """Start Orthanc and wait until its REST API answers."""

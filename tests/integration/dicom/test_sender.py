@@ -165,8 +165,7 @@ def test_results_reach_orthanc_while_a_dead_destination_waits_then_catches_up(tm
     pacs = Orthanc(tmp_path / "orthanc").start()
     stoppers.append(pacs)
     dead_port = free_port()
-    config = settings(tmp_path, [f"ORTHANC@127.0.0.1:{pacs.dicom_port}",
-                                 f"LATER@127.0.0.1:{dead_port}"])
+    config = settings(tmp_path, [pacs.destination, f"LATER@127.0.0.1:{dead_port}"])
     orthanc_key, later_key = (destination_key(d) for d in config.dicom.destinations)
     sender = Sender(config, open_database(config.db_path))
     study = generate_uid()
@@ -197,7 +196,8 @@ def test_results_reach_orthanc_while_a_dead_destination_waits_then_catches_up(tm
     assert len(pacs.instances_of_study(study)) == 2  # nothing sent twice to Orthanc
 
 
-def test_the_circuit_opens_after_repeated_failures_and_half_opens_with_one_trial(tmp_path, stoppers):
+def test_the_circuit_opens_after_repeated_failures_and_half_opens_with_one_trial(
+        tmp_path, stoppers):
     hangup = HangUp()
     stoppers.append(hangup)
     config = settings(tmp_path, [f"FLAKY@127.0.0.1:{hangup.port}"], retry_initial_s="1",
@@ -269,9 +269,10 @@ def test_failure_statuses_dead_letter_or_retry_and_warnings_count_as_sent(tmp_pa
     [first] = sender.send_due_once(100).values()
     assert (first.sent, first.retried, first.dead) == (2, 1, 1)
     row = {uid: sender.outbox.get(i) for uid, i in ids.items()}
-    assert (row[ok.SOPInstanceUID].state, row[ok.SOPInstanceUID].last_status) == ("sent", 0)
-    assert (row[warn.SOPInstanceUID].state, row[warn.SOPInstanceUID].last_status) == ("sent", 0xB000)
-    assert (row[bad.SOPInstanceUID].state, row[bad.SOPInstanceUID].last_status) == ("dead", 0xA900)
+    state = {uid: (item.state, item.last_status) for uid, item in row.items()}
+    assert state[ok.SOPInstanceUID] == ("sent", 0)
+    assert state[warn.SOPInstanceUID] == ("sent", 0xB000)
+    assert state[bad.SOPInstanceUID] == ("dead", 0xA900)
     retrying = row[busy.SOPInstanceUID]
     assert (retrying.state, retrying.attempts, retrying.next_attempt_at) == ("pending", 1, 110)
 
