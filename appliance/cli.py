@@ -31,20 +31,31 @@ def _until_signalled(stop: threading.Event) -> None:
     stop.wait()
 
 
-def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The listener and the worker in one process, each with its own database connection."""
+def _worker_and_sender(settings: Settings):
+    """A worker and the sender it wakes, each with its own database connection."""
     from appliance.audit.db import open_database
-    from appliance.dicom.listener import Listener
+    from appliance.dicom.sender import Sender
     from appliance.inference.worker import Worker
 
+    sender = Sender(settings, open_database(settings.db_path))
+    worker = Worker(settings, open_database(settings.db_path), on_recorded=sender.wake)
+    return worker, sender
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """The listener, the worker and the sender in one process."""
+    from appliance.dicom.listener import Listener
+
     listener = Listener(settings)
-    worker = Worker(settings, open_database(settings.db_path))
+    worker, sender = _worker_and_sender(settings)
     listener.start()
+    sender.start()
     thread = threading.Thread(target=worker.run, name="worker", daemon=True)
     thread.start()
     _until_signalled(threading.Event())
     worker.stop()
     thread.join(timeout=30)
+    sender.stop(timeout=30)
     listener.stop()
     return 0
 
@@ -60,13 +71,13 @@ def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.audit.db import open_database
-    from appliance.inference.worker import Worker
-
-    worker = Worker(settings, open_database(settings.db_path))
+    """The worker and the result sender (results leave from the process that makes them)."""
+    worker, sender = _worker_and_sender(settings)
+    sender.start()
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
     worker.run()
+    sender.stop(timeout=30)
     return 0
 
 
@@ -174,9 +185,9 @@ def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run every component").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="listener, worker and sender in one process").set_defaults(func=cmd_serve)
     sub.add_parser("listener", help="run the DICOM listener").set_defaults(func=cmd_listener)
-    sub.add_parser("worker", help="run the inference worker").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="run the inference worker and the result sender").set_defaults(func=cmd_worker)
     status = sub.add_parser("status", help="counts and series states")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)

@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pydicom
@@ -66,9 +67,11 @@ class Loaded:
 class Worker:
     """Claims jobs and triages series until stopped."""
 
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, name: str | None = None):
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, name: str | None = None,
+                 on_recorded: Callable[[], None] = lambda: None):
         self.settings = settings
         self.db = db
+        self.on_recorded = on_recorded  # e.g. wake the sender: results are in the outbox
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.registry = ModelRegistry(db, settings.models_dir, list(settings.models.trusted_keys),
                                       settings.models.pin_backend)
@@ -252,6 +255,7 @@ class Worker:
                 for path, ds in objects:
                     enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID),
                                job.study_instance_uid, destinations, now)
+        self.on_recorded()
         LOG.info("series triaged: flag=%s score=%.3f model=%s %s (%s)", result.flag, result.score,
                  model.id, model.version, json.dumps(timings))
 
