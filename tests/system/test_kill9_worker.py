@@ -16,7 +16,9 @@ from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 def series_state(db_path: Path) -> str:
     with sqlite3.connect(db_path) as db:
-        row = db.execute("SELECT state FROM series").fetchone()
+        row = db.execute("SELECT state, reason FROM series").fetchone()
+    if row and row[0] == "failed":
+        raise AssertionError(f"series failed: {row[1]}")
     return row[0] if row else ""
 
 
@@ -36,7 +38,7 @@ def test_worker_killed_mid_series_triages_it_once_after_restart(tmp_path, quick_
         time.sleep(0.1)
 
     env = {**listener.env, "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
-           "APPLIANCE_WORKER_SERIES_TIMEOUT_S": "2", "APPLIANCE_WORKER_LEASE_S": "3"}
+           "APPLIANCE_WORKER_SERIES_TIMEOUT_S": "20", "APPLIANCE_WORKER_LEASE_S": "21"}
 
     def start_worker() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "appliance.cli", "worker"], env=env, cwd=REPO,
@@ -53,7 +55,7 @@ def test_worker_killed_mid_series_triages_it_once_after_restart(tmp_path, quick_
 
     second = start_worker()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while series_state(db_path) != "triaged" and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
