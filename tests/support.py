@@ -78,6 +78,7 @@ class ApplianceProcess:
             **{f"APPLIANCE_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None
+        self.command = "listener"  # or "serve": listener, worker and sender
         self.log = data_dir.parent / f"listener-{self.port}.log"
 
     def start(self, timeout: float = 20.0) -> "ApplianceProcess":
@@ -85,7 +86,7 @@ class ApplianceProcess:
         self.log.unlink(missing_ok=True)
         log = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "listener"],
+            [sys.executable, "-m", "appliance.cli", self.command],
             env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
