@@ -9,10 +9,9 @@ result, so a job is never recorded (or audited) twice.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
+from appliance.audit.db import transaction
 from appliance.errors import ApplianceError
 
 
@@ -30,18 +29,6 @@ class Job:
     generation: int
     attempts: int
     created_at: float
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float) -> Job | None:

@@ -7,7 +7,9 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import sqlite_utils
 
@@ -168,15 +170,26 @@ def open_database(path: Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception.
+
+    IMMEDIATE takes the write lock at the start, so a read-then-write inside cannot be
+    raced by another connection.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

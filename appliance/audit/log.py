@@ -16,6 +16,8 @@ from typing import Any, Iterable
 
 import sqlite_utils
 
+from appliance.audit.db import transaction
+
 GENESIS = "0" * 64
 _append_lock = threading.Lock()
 
@@ -32,16 +34,8 @@ def append(db: sqlite_utils.Database, kind: str, payload: dict[str, Any]) -> int
     Reading the chain head and inserting under one write lock means concurrent writers
     (threads or processes) never fork the chain.
     """
-    conn = db.conn
-    with _append_lock:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            seq = append_in(conn, kind, payload)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return seq
+    with _append_lock, transaction(db.conn) as conn:
+        return append_in(conn, kind, payload)
 
 
 def append_in(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.audit import log as audit_log
+from appliance.audit.db import transaction
 from appliance.dicom.validate import InstanceHeader
 
 
@@ -70,45 +71,38 @@ class IngestIndex:
         now = time.time() if now is None else now
         h = item.header
         conn = self.db.conn
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT sha256 FROM instances WHERE sop_instance_uid = ?", (h.sop_instance_uid,)
-                ).fetchone()
-                if row and row[0] == item.sha256:
-                    conn.execute("COMMIT")
-                    return StoreOutcome.DUPLICATE
-                values = (
-                    h.study_instance_uid, h.series_instance_uid, h.sop_class_uid,
-                    item.transfer_syntax_uid, item.size_bytes, item.sha256, str(item.path),
-                    item.calling_ae, item.association_id, now,
+        with self._lock, transaction(conn):
+            row = conn.execute(
+                "SELECT sha256 FROM instances WHERE sop_instance_uid = ?", (h.sop_instance_uid,)
+            ).fetchone()
+            if row and row[0] == item.sha256:
+                return StoreOutcome.DUPLICATE
+            values = (
+                h.study_instance_uid, h.series_instance_uid, h.sop_class_uid,
+                item.transfer_syntax_uid, item.size_bytes, item.sha256, str(item.path),
+                item.calling_ae, item.association_id, now,
+            )
+            if row:
+                conn.execute(
+                    "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, "
+                    "sop_class_uid=?, transfer_syntax_uid=?, size_bytes=?, sha256=?, path=?, "
+                    "calling_ae=?, association_id=?, received_at=? WHERE sop_instance_uid=?",
+                    (*values, h.sop_instance_uid),
                 )
-                if row:
-                    conn.execute(
-                        "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, "
-                        "sop_class_uid=?, transfer_syntax_uid=?, size_bytes=?, sha256=?, path=?, "
-                        "calling_ae=?, association_id=?, received_at=? WHERE sop_instance_uid=?",
-                        (*values, h.sop_instance_uid),
-                    )
-                    conn.execute(
-                        "INSERT INTO instance_replacements (sop_instance_uid, old_sha256, new_sha256, "
-                        "calling_ae, association_id, replaced_at) VALUES (?,?,?,?,?,?)",
-                        (h.sop_instance_uid, row[0], item.sha256, item.calling_ae, item.association_id, now),
-                    )
-                else:
-                    conn.execute(
-                        "INSERT INTO instances (study_instance_uid, series_instance_uid, sop_class_uid, "
-                        "transfer_syntax_uid, size_bytes, sha256, path, calling_ae, association_id, "
-                        "received_at, sop_instance_uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (*values, h.sop_instance_uid),
-                    )
-                if h.series_instance_uid:
-                    self._touch_series(h, item.calling_ae, 0 if row else 1, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                conn.execute(
+                    "INSERT INTO instance_replacements (sop_instance_uid, old_sha256, new_sha256, "
+                    "calling_ae, association_id, replaced_at) VALUES (?,?,?,?,?,?)",
+                    (h.sop_instance_uid, row[0], item.sha256, item.calling_ae, item.association_id, now),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO instances (study_instance_uid, series_instance_uid, sop_class_uid, "
+                    "transfer_syntax_uid, size_bytes, sha256, path, calling_ae, association_id, "
+                    "received_at, sop_instance_uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (*values, h.sop_instance_uid),
+                )
+            if h.series_instance_uid:
+                self._touch_series(h, item.calling_ae, 0 if row else 1, now)
         return StoreOutcome.REPLACED if row else StoreOutcome.STORED
 
     def _touch_series(self, h: InstanceHeader, calling_ae: str, added: int, now: float) -> None:
@@ -162,34 +156,28 @@ class IngestIndex:
         """
         now = time.time() if now is None else now
         conn = self.db.conn
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = conn.execute(
-                    "SELECT series_instance_uid, last_received_at FROM series "
-                    "WHERE state = 'receiving' AND (last_received_at <= ? OR "
-                    "(released_at IS NOT NULL AND released_at <= ?))",
-                    (now - quiet_period_s, now - release_grace_s),
-                ).fetchall()
-                queued = []
-                for series_uid, last_received_at in rows:
-                    quiet = last_received_at <= now - quiet_period_s
-                    if not quiet and series_uid in still_sending:
-                        continue
-                    conn.execute(
-                        "UPDATE series SET state = 'queued', generation = generation + 1, "
-                        "updated_at = ? WHERE series_instance_uid = ?",
-                        (now, series_uid),
-                    )
-                    conn.execute(
-                        "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
-                        "created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
-                        "generation, 'queued', ?, ? FROM series WHERE series_instance_uid = ?",
-                        (now, now, series_uid),
-                    )
-                    queued.append(series_uid)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(conn):
+            rows = conn.execute(
+                "SELECT series_instance_uid, last_received_at FROM series "
+                "WHERE state = 'receiving' AND (last_received_at <= ? OR "
+                "(released_at IS NOT NULL AND released_at <= ?))",
+                (now - quiet_period_s, now - release_grace_s),
+            ).fetchall()
+            queued = []
+            for series_uid, last_received_at in rows:
+                quiet = last_received_at <= now - quiet_period_s
+                if not quiet and series_uid in still_sending:
+                    continue
+                conn.execute(
+                    "UPDATE series SET state = 'queued', generation = generation + 1, "
+                    "updated_at = ? WHERE series_instance_uid = ?",
+                    (now, series_uid),
+                )
+                conn.execute(
+                    "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
+                    "created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
+                    "generation, 'queued', ?, ? FROM series WHERE series_instance_uid = ?",
+                    (now, now, series_uid),
+                )
+                queued.append(series_uid)
         return queued

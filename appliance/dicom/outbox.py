@@ -21,6 +21,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance.audit.db import transaction
 from appliance.config import Destination
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
@@ -114,15 +115,8 @@ class Outbox:
         self._lock = threading.Lock()
 
     def _write(self, sql: str, params: tuple) -> int:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                count = self._conn.execute(sql, params).rowcount
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return count
+        with self._lock, transaction(self._conn):
+            return self._conn.execute(sql, params).rowcount
 
     def _select(self, where: str, params: tuple) -> list[OutboxItem]:
         with self._lock:
@@ -157,16 +151,9 @@ class Outbox:
             One outbox id per destination; an object already queued keeps its row and id.
         """
         now = time.time() if now is None else now
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid,
-                                 destinations, now)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return ids
+        with self._lock, transaction(self._conn):
+            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid,
+                              destinations, now)
 
     def get(self, item_id: int) -> OutboxItem | None:
         found = self._select("id = ?", (item_id,))

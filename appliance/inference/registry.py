@@ -21,6 +21,7 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.audit import log as audit_log
+from appliance.audit.db import transaction
 from appliance.errors import PackageError
 from appliance.inference.backends import Runtime, available_targets
 from appliance.inference.package import Manifest, extract_package
@@ -121,7 +122,7 @@ class ModelRegistry:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         now = time.time()
-        with self._transaction():
+        with transaction(self.db.conn):
             self.db.conn.execute(
                 "INSERT INTO models (id, version, state, package_sha256, path, manifest, installed_at, "
                 "changed_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -158,7 +159,7 @@ class ModelRegistry:
             return model
         selection, _ = self.qualify(model)  # raises before anything changes
         now = time.time()
-        with self._transaction():
+        with transaction(self.db.conn):
             previous = self.db.conn.execute(
                 "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)).fetchone()
             if previous:
@@ -185,7 +186,7 @@ class ModelRegistry:
         target = older[-1]
         selection, _ = self.qualify(target)
         now = time.time()
-        with self._transaction():
+        with transaction(self.db.conn):
             self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND "
                                  "version = ?", (now, model_id, current.version))
             self.db.conn.execute("UPDATE models SET state = 'active', selection = ?, changed_at = ? "
@@ -195,21 +196,3 @@ class ModelRegistry:
                 "model_id": model_id, "from": current.version, "to": target.version,
                 "backend": selection["chosen"], "actor": actor})
         return self.get(model_id, target.version)
-
-    def _transaction(self):
-        return _Transaction(self.db.conn)
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, kind, value, traceback):
-        self.conn.execute("ROLLBACK" if kind else "COMMIT")
-        return False

@@ -36,7 +36,8 @@ from appliance.inference import backends
 from appliance.inference.package import Manifest
 from appliance.inference.pipeline import InferenceError, SeriesResult, heat_map, infer, prepare
 from appliance.inference.registry import InstalledModel, ModelRegistry
-from appliance.jobs import Job, LeaseLost, claim, complete, transaction
+from appliance.audit.db import transaction
+from appliance.jobs import Job, LeaseLost, claim, complete
 
 LOG = logging.getLogger(__name__)
 
