@@ -132,8 +132,12 @@ def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_install(args: argparse.Namespace, settings: Settings) -> int:
-    model = _registry(settings).install(Path(args.package), _actor())
+    registry = _registry(settings)
+    model = registry.install(Path(args.package), _actor())
     print(f"installed {model.label}")
+    if args.activate:
+        model = registry.activate(model.id, model.version, _actor())
+        print(f"{model.label} is active on {model.selection['chosen']}")
     return 0
 
 
@@ -210,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_models_list)
     install = models.add_parser("install", help="verify and install a package (versions only move forward)")
     install.add_argument("package")
+    install.add_argument("--activate", action="store_true", help="then activate it (golden test first)")
     install.set_defaults(func=cmd_models_install)
     for action, text in (("shadow", "run beside the active model, never shown or sent"),
                          ("activate", "golden-test on every backend, pick the fastest, make active")):

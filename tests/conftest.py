@@ -45,3 +45,16 @@ def quick_packages(tmp_path_factory) -> dict[str, Path]:
         info = build(DEMOS[model](quick=True), root / "out", key, root / f"work-{model}", log=lambda line: None)
         packages[model] = Path(info["package"])
     return packages
+
+
+SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "firmware-config" / "models"
+
+
+@pytest.fixture(scope="session")
+def demo_packages() -> dict[str, Path]:
+    """The demo model packages that ship with the product (trained to full size from
+    their seeds by scripts/build-demo-models) and the public key they are signed with."""
+    packages = {"public_key": SHIPPED_MODELS / "demo-signing.pub"}
+    for model, package_id in (("head-ct", "head-ct-ich-demo"), ("chest-cr", "chest-cr-nodule-demo")):
+        packages[model] = sorted(SHIPPED_MODELS.glob(f"{package_id}-*.tar"))[-1:]
+    return packages

@@ -62,6 +62,22 @@ def write_ct_series(folder: Path, count: int, size: int = 64) -> list[Path]:
     return paths
 
 
+def write_mr_series(folder: Path, count: int) -> tuple[str, list[Path]]:
+    """An MR series (no routing rule takes it); returns (series UID, files)."""
+    from pydicom.uid import MRImageStorage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for i in range(count):
+        ds = ct_dataset(study, series, i)
+        ds.Modality, ds.SOPClassUID = "MR", MRImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        paths.append(folder / f"mr{i:03d}.dcm")
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return series, paths
+
+
 class ApplianceProcess:
     """``appliance listener`` as a real child process."""
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import MRImageStorage, generate_uid
 
 from appliance.audit import log as audit_log
 from appliance.audit.db import open_database
@@ -17,7 +16,7 @@ from appliance.config import load_settings
 from appliance.inference.registry import ModelRegistry
 from appliance.inference.worker import Worker
 from appliance.jobs import LeaseLost, claim
-from tests.support import ApplianceProcess, ct_dataset, tcp_env
+from tests.support import ApplianceProcess, tcp_env, write_mr_series
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 
@@ -62,15 +61,7 @@ def head_ct(folder: Path, seed: int) -> list[Path]:
 def test_ct_is_triaged_mr_is_not_eligible_and_both_are_audited(box, tmp_path):
     listener, settings, db = box
     send(listener, head_ct(tmp_path / "ct", seed=11))
-    study, series = generate_uid(), generate_uid()
-    mr = []
-    for i in range(10):
-        ds = ct_dataset(study, series, i)
-        ds.Modality, ds.SOPClassUID = "MR", MRImageStorage
-        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        mr.append(tmp_path / f"mr{i}.dcm")
-        ds.save_as(mr[-1], enforce_file_format=True)
-    send(listener, mr)
+    send(listener, write_mr_series(tmp_path / "mr", 10)[1])
     queued_series(listener, 2)
 
     worker = Worker(settings, db)
