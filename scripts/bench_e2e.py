@@ -95,7 +95,7 @@ def main() -> None:
         "timed from storescu's exit after its A-RELEASE until the SR is listed in Orthanc's study "
         f"(REST polled every 20 ms). {args.runs} runs, a new study each.",
         "",
-        f"| | p50 s | p95 s | min s | max s |",
+        "| | p50 s | p95 s | min s | max s |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| release -> SR in Orthanc | {p50:.2f} | {p95:.2f} | {min(latencies):.2f} | {max(latencies):.2f} |",
         "",
