@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -142,12 +142,14 @@ class IngestIndex:
         release_grace_s: float,
         still_sending: set[str] = frozenset(),  # type: ignore[assignment]
         now: float | None = None,
+        priority: Callable[[str, str], int] = lambda modality, calling_ae: 0,
     ) -> list[str]:
         """Queue a job for every series that has finished arriving.
 
         A series is complete when nothing arrived for ``quiet_period_s``, or when the
         association that carried it was released ``release_grace_s`` ago and no other
-        open association is still sending to it.
+        open association is still sending to it. ``priority(modality, calling_ae)`` gives
+        the job's priority (higher is taken first).
 
         Returns
         -------
@@ -158,13 +160,13 @@ class IngestIndex:
         conn = self.db.conn
         with self._lock, transaction(conn):
             rows = conn.execute(
-                "SELECT series_instance_uid, last_received_at FROM series "
+                "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
                 "WHERE state = 'receiving' AND (last_received_at <= ? OR "
                 "(released_at IS NOT NULL AND released_at <= ?))",
                 (now - quiet_period_s, now - release_grace_s),
             ).fetchall()
             queued = []
-            for series_uid, last_received_at in rows:
+            for series_uid, last_received_at, modality, calling_ae in rows:
                 quiet = last_received_at <= now - quiet_period_s
                 if not quiet and series_uid in still_sending:
                     continue
@@ -175,9 +177,9 @@ class IngestIndex:
                 )
                 conn.execute(
                     "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
-                    "created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
-                    "generation, 'queued', ?, ? FROM series WHERE series_instance_uid = ?",
-                    (now, now, series_uid),
+                    "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
+                    "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
+                    (priority(modality, calling_ae), now, now, series_uid),
                 )
                 queued.append(series_uid)
         return queued

@@ -20,6 +20,7 @@ from appliance.dicom import spool
 from appliance.dicom.association import AssociationSession
 from appliance.dicom.handlers import StoreService
 from appliance.dicom.index import IngestIndex
+from appliance.dicom.routing import SeriesFacts, load_routing
 from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Listener:
         self.index = IngestIndex(self.db)
         self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
         self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None
+        self._routing = load_routing(settings.worker.routing_file)
         self._stop = threading.Event()
         self._socket: socket.socket | None = None
         self._sessions: set[socket.socket] = set()
@@ -149,7 +151,8 @@ class Listener:
         while not self._stop.wait(COMPLETION_POLL_S):
             try:
                 queued = self.index.queue_complete_series(
-                    dicom.quiet_period_s, dicom.release_grace_s, self.service.tracker.still_sending()
+                    dicom.quiet_period_s, dicom.release_grace_s, self.service.tracker.still_sending(),
+                    priority=self._priority,
                 )
             except Exception:
                 LOG.exception("series completion check failed; retrying")
@@ -159,6 +162,9 @@ class Listener:
                 last_ping = time.monotonic()
             if queued:
                 LOG.info("queued %d series for triage", len(queued))
+
+    def _priority(self, modality: str, calling_ae: str) -> int:
+        return self._routing.priority_of(SeriesFacts(modality=modality, calling_ae=calling_ae))
 
     # Stopping -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:

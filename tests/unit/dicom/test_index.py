@@ -62,3 +62,12 @@ def test_a_late_arrival_reopens_and_supersedes_the_waiting_job(index):
     index.queue_complete_series(5, 1, now=113)
     assert jobs(index) == [(1, "superseded"), (2, "queued")]
     assert index.db.conn.execute("SELECT instances FROM series").fetchone() == (2,)
+
+
+def test_priority_is_set_when_the_job_is_queued(index):
+    emergency = received("1.2.9.1", series="1.2.9")
+    index.record(emergency, now=100)
+    index.record(received("1.2.8.1", series="1.2.8"), now=100)
+    queued = index.queue_complete_series(5, 1, now=106, priority=lambda modality, ae: 10 if ae == "CT" and modality == "CT" else 0)
+    assert sorted(queued) == ["1.2.8", "1.2.9"]
+    assert {p for (p,) in index.db.conn.execute("SELECT priority FROM jobs")} == {10}
