@@ -26,6 +26,8 @@ from appliance.errors import ConfigError
 LOG = logging.getLogger(__name__)
 
 COMPLETION_POLL_S = 0.1
+#: Open TCP connections allowed per association slot (the rest may still be negotiating).
+CONNECTIONS_PER_ASSOCIATION = 4
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -101,7 +103,13 @@ class Listener:
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
-                self._sessions.add(conn)
+                crowded = len(self._sessions) >= CONNECTIONS_PER_ASSOCIATION * self.settings.dicom.max_associations
+                if not crowded:
+                    self._sessions.add(conn)
+            if crowded:  # connections that never negotiate must not pile up threads
+                LOG.warning("too many open connections; closing one from %s", address)
+                conn.close()
+                continue
             threading.Thread(
                 target=self._serve, args=(conn, address), name=f"assoc-{address}", daemon=True
             ).start()

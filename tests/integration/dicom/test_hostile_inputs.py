@@ -199,3 +199,27 @@ def test_below_the_free_disk_floor_stores_get_a700_and_nothing_is_written(make_a
     assoc.release()
     assert instance_count(appliance.data_dir) == 0
     assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())
+
+
+def test_a_flood_of_silent_connections_is_capped_and_real_senders_still_get_in(make_appliance):
+    appliance = make_appliance(dicom_max_associations="2", dicom_acse_timeout_s="30")
+    silent = [socket.create_connection(("127.0.0.1", appliance.port)) for _ in range(20)]
+    try:
+        time.sleep(0.5)
+        closed = 0
+        for sock in silent:
+            sock.settimeout(0.2)
+            try:
+                closed += sock.recv(1) == b""
+            except TimeoutError:
+                pass
+        assert closed >= 20 - 8  # at most 4 per association slot stay open
+        for sock in silent:
+            sock.close()
+        time.sleep(0.3)
+        assoc = associate(appliance.port)
+        assert store(assoc, fresh()) == (0x0000, "")
+        assoc.release()
+    finally:
+        for sock in silent:
+            sock.close()
