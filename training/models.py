@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LSE_SHARPNESS = 4.0
+LSE_SHARPNESS = 12.0
 
 
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -5,7 +5,8 @@ rank builds the same seeded epoch order and takes its shard, with the per-rank b
 ``batch_size / world`` so the global batch matches a single process. Rank 0 decides early
 stopping and broadcasts it. Each epoch samples every positive image and
 ``negatives_per_positive`` times as many negatives (fresh each epoch), with flips and
-small shifts. Early stopping watches the validation image loss; the best weights are kept.
+small shifts. Early stopping watches the validation image loss (not before ``min_epochs``);
+the best weights are kept.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 3
+    min_epochs: int = 1
     negatives_per_positive: float = 3.0
     max_shift: int = 4
     widths: tuple[int, ...] = (16, 32, 48, 64)
@@ -102,6 +104,7 @@ def train(
             opt.step()
             total += loss.item()
         sched.step()
+        _recalibrate_batchnorm(model, x_train, order, cfg.batch_size, rank, world)
         model.eval()
         with torch.no_grad():
             val_loss = float(loss_fn(torch.cat([model.logit(x_val[i:i + 128]) for i in range(0, len(x_val), 128)]), y_val))
@@ -113,7 +116,7 @@ def train(
         log(record)
         if val_loss < best[0]:
             best = (val_loss, copy.deepcopy(model.state_dict()), epoch)
-        stop = torch.tensor([int(epoch - best[2] >= cfg.patience)])
+        stop = torch.tensor([int(epoch >= cfg.min_epochs and epoch - best[2] >= cfg.patience)])
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():
@@ -121,6 +124,31 @@ def train(
     model.load_state_dict(best[1])
     model.eval()
     return model, history
+
+
+def _recalibrate_batchnorm(model: TriageNet, x: torch.Tensor, order: np.ndarray, batch: int, rank: int,
+                           world: int, max_batches: int = 40) -> None:
+    """Precise BatchNorm statistics: exact averages over training batches with the final weights.
+
+    Running averages taken while the weights move lag behind them and make eval-mode
+    outputs disagree with training; each rank measures its share of the epoch's images
+    and the ranks average, so every rank ends with the same statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    chunks = [order[i:i + batch] for i in range(0, len(order), batch)][rank::world][:max_batches]
+    with torch.no_grad():
+        for idx in chunks:
+            model.logit(x[idx])
+    for m in norms:
+        m.momentum = 0.1
+        if world > 1:
+            for buf in (m.running_mean, m.running_var):
+                dist.all_reduce(buf)
+                buf /= world
 
 
 class _Logits(nn.Module):
