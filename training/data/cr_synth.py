@@ -1,14 +1,15 @@
-"""Synthetic PA chest radiographs (Computed Radiography) with a lung-nodule finding.
+"""Synthetic PA chest radiographs (Computed Radiography) with a pneumothorax-like finding.
 
 One CR Image Storage instance per study. The image is a density map (air, soft tissue,
-lungs, heart and mediastinum, spine, ribs, clavicles, diaphragm domes) blurred by the
-detector and given quantum-like noise; a positive image carries one round nodule
-(8-34 mm, a quarter of them low contrast) inside a lung field. Detectors differ in bit
+lungs with vascular markings, heart and mediastinum, spine, ribs, clavicles, diaphragm
+domes) blurred by the detector and given quantum-like noise. A positive image has one
+lung collapsed away from the chest wall: an air rim (8-50 mm) without lung markings and a
+visceral pleural line; a quarter of them subtle (rim barely darker, faint line). Detectors differ in bit
 depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of them
 MONOCHROME1); matrix size and pixel spacing vary.
 
 Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type``), size
-bucket from the nodule diameter (:func:`size_bucket`). Deterministic per (seed, index).
+bucket from the rim width (:func:`size_bucket`). Deterministic per (seed, index).
 """
 
 from __future__ import annotations
@@ -70,11 +71,11 @@ class ImageTruth:
     scanner: str
 
 
-def size_bucket(diameter_mm: float) -> str:
-    """Nodule-size bucket: ``small`` < 12 mm <= ``medium`` < 20 mm <= ``large``."""
-    if diameter_mm <= 0:
+def size_bucket(rim_mm: float) -> str:
+    """Pneumothorax-size bucket by rim width: ``small`` < 15 mm <= ``medium`` < 30 mm <= ``large``."""
+    if rim_mm <= 0:
         return "none"
-    return "small" if diameter_mm < 12 else "medium" if diameter_mm < 20 else "large"
+    return "small" if rim_mm < 15 else "medium" if rim_mm < 30 else "large"
 
 
 def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None) -> list[ImageTruth]:
@@ -89,27 +90,35 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
         w = csv.writer(f)
         w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, "nodule" if t.label else "none"])
+            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none"])
     return truths
 
 
-def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, nodule: dict | None) -> np.ndarray:
-    """Density map in [0, 1] (1 = dense) of a PA chest; coordinates in mm, origin at centre."""
-    y = (np.arange(rows) - rows / 2)[:, None] * spacing
-    x = (np.arange(cols) - cols / 2)[None, :] * spacing
-    x = x + rng.uniform(-15, 15)
-    y = y + rng.uniform(-15, 15)
+def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, ptx: dict | None) -> np.ndarray:
+    """Density map in [0, 1] (1 = dense) of a PA chest; coordinates in mm, origin at centre.
+
+    ``ptx`` (pneumothorax) collapses one lung away from the chest wall by ``rim`` mm: the
+    rim holds only air (darker, no lung markings) and the collapsed lung's edge shows as a
+    thin visceral pleural line.
+    """
+    y = (np.arange(rows) - rows / 2)[:, None] * spacing + rng.uniform(-15, 15)
+    x = (np.arange(cols) - cols / 2)[None, :] * spacing + rng.uniform(-15, 15)
     half_w = rng.uniform(150, 175)
     d = np.full((rows, cols), 0.04)
     d = np.where((x / half_w) ** 2 + ((y - 60) / 320) ** 2 <= 1, 0.45, d)
     lung_w, lung_h, dome = rng.uniform(55, 70), rng.uniform(105, 125), rng.uniform(25, 40)
-    lungs = np.zeros_like(d, bool)
+    markings = ndimage.gaussian_filter(rng.standard_normal((rows, cols)), 2.5 / spacing)
+    markings = 0.035 * markings / (markings.std() + 1e-9)
     for side in (-1, 1):
         cx = side * rng.uniform(70, 85)
-        ell = ((x - cx) / lung_w) ** 2 + ((y + 10) / lung_h) ** 2 <= 1
-        below_dome = y > (lung_h - 10 - dome) + dome * ((x - cx) / lung_w) ** 2 - dome
-        lungs |= ell & ~below_dome
-    d = np.where(lungs, 0.16, d)
+        lung = _lung(x, y, cx, lung_w, lung_h, dome)
+        d = np.where(lung, 0.16 + markings, d)
+        if ptx is not None and ptx["side"] == side:
+            rim = ptx["rim"]
+            collapsed = _lung(x, y, cx - side * rim / 2, lung_w - rim / 2, lung_h - rim / 2, dome)
+            d = np.where(lung & ~collapsed, ptx["air"], d)
+            edge = collapsed & ~_lung(x, y, cx - side * rim / 2, lung_w - rim / 2 - 1.5, lung_h - rim / 2 - 1.5, dome)
+            d = np.where(lung & edge, d + ptx["line"], d)
     heart = ((x - rng.uniform(10, 25)) / rng.uniform(55, 70)) ** 2 + ((y - 55) / rng.uniform(45, 55)) ** 2 <= 1
     d = np.where(heart, 0.5, d)
     d = np.where((np.abs(x) < 22) & (y < 40), np.maximum(d, 0.5), d)
@@ -123,19 +132,22 @@ def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, nodul
     for side in (-1, 1):
         clav = (np.abs(y - (-125 + 0.25 * np.abs(x))) < 6) & (x * side > 15) & (np.abs(x) < 120)
         d = np.where(clav, d + 0.15, d)
-    if nodule is not None:
-        r = np.sqrt((x - nodule["x"]) ** 2 + (y - nodule["y"]) ** 2)
-        d = d + nodule["contrast"] * np.clip(nodule["d"] / 2 - r, 0, 1.5) / 1.5
     return np.clip(d, 0, 1)
 
 
-def _place_nodule(rng: np.random.Generator, density_no_nodule: np.ndarray, spacing: float) -> dict:
-    rows, cols = density_no_nodule.shape
-    ys, xs = np.nonzero(np.abs(density_no_nodule - 0.16) < 0.005)
-    k = rng.integers(len(ys))
-    diameter = [rng.uniform(8, 12), rng.uniform(12, 20), rng.uniform(20, 34)][rng.integers(3)]
-    contrast = rng.uniform(0.06, 0.09) if rng.random() < 0.25 else rng.uniform(0.09, 0.25)
-    return {"x": (xs[k] - cols / 2) * spacing, "y": (ys[k] - rows / 2) * spacing, "d": diameter, "contrast": contrast}
+def _lung(x: np.ndarray, y: np.ndarray, cx: float, w: float, h: float, dome: float) -> np.ndarray:
+    """One lung field: an ellipse cut from below by the diaphragm dome."""
+    ell = ((x - cx) / w) ** 2 + ((y + 10) / h) ** 2 <= 1
+    below_dome = y > (h - 10 - dome) + dome * ((x - cx) / w) ** 2 - dome
+    return ell & ~below_dome
+
+
+def _sample_pneumothorax(rng: np.random.Generator) -> dict:
+    rim = [rng.uniform(8, 15), rng.uniform(15, 30), rng.uniform(30, 50)][rng.integers(3)]
+    subtle = rng.random() < 0.25
+    return {"side": int(rng.choice([-1, 1])), "rim": rim,
+            "air": rng.uniform(0.09, 0.11) if subtle else rng.uniform(0.03, 0.07),
+            "line": rng.uniform(0.04, 0.06) if subtle else rng.uniform(0.06, 0.12)}
 
 
 def _detector(density: np.ndarray, style: DetectorStyle, rng: np.random.Generator) -> np.ndarray:
@@ -157,10 +169,8 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     cols = cfg.matrix
     spacing = rng.uniform(*cfg.fov_mm) / cols
     positive = rng.random() < cfg.positive_fraction
-    anatomy_seed = int(rng.integers(2**31))
-    plain = _chest(np.random.default_rng(anatomy_seed), rows, cols, spacing, None)
-    nodule = _place_nodule(rng, plain, spacing) if positive else None
-    density = _chest(np.random.default_rng(anatomy_seed), rows, cols, spacing, nodule) if positive else plain
+    ptx = _sample_pneumothorax(rng) if positive else None
+    density = _chest(rng, rows, cols, spacing, ptx)
     pixels = _detector(density, style, rng)
     study_uid, series_uid, sop_uid = (dc.uid(cfg.seed, "cr", index, k) for k in ("study", "series", "sop"))
     ds = dc.new_dataset(CR_IMAGE_STORAGE, sop_uid)
@@ -185,5 +195,5 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     dc.write(ds, out_dir / patient["PatientID"] / "CR" / "IM0001.dcm")
     return ImageTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
-        size_bucket=size_bucket(nodule["d"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
+        size_bucket=size_bucket(ptx["rim"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
     )

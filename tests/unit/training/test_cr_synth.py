@@ -43,7 +43,7 @@ def test_labels_and_monochrome1_lungs_are_dark_after_normalising(cr_dir):
         assert lung < spine, ds.PhotometricInterpretation  # dense is bright whatever the vendor stored
 
 
-def test_all_positive_config_gives_sized_nodules(tmp_path):
+def test_all_positive_config_gives_sized_findings(tmp_path):
     a = generate_cr_dataset(CRConfig(n_patients=6, seed=11, matrix=64, positive_fraction=1.0), tmp_path / "a")
     assert all(t.label == 1 and t.size_bucket in ("small", "medium", "large") for t in a)
 
@@ -58,4 +58,4 @@ def test_dciodvfy_finds_no_errors(cr_dir):
 
 
 def test_size_bucket_edges():
-    assert [size_bucket(d) for d in (0, 8, 12, 19.9, 20)] == ["none", "small", "medium", "medium", "large"]
+    assert [size_bucket(r) for r in (0, 8, 15, 29.9, 30)] == ["none", "small", "medium", "medium", "large"]
