@@ -1,0 +1,125 @@
+"""``python -m training COMMAND``: keys, signing, data, training and demo packages.
+
+Commands
+--------
+keygen --out KEY                 new ed25519 key pair (KEY private, KEY with .pub public)
+sign PKG --key KEY [--out OUT]   re-sign a package with KEY (in place by default)
+verify PKG [--trusted-key PUB]   verify a package; print its manifest summary
+generate head-ct|chest-cr --out DIR [--seed N] [--quick]
+                                 write a synthetic labelled DICOM folder
+train head-ct|chest-cr --data DIR --out CKPT [--quick] [--epochs N]
+                                 train on a labelled folder (also under torchrun)
+build-demo head-ct|chest-cr --out DIR --key KEY --work DIR [--card-dir DIR] [--quick]
+                                 rebuild a demo package from its seed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from appliance.errors import PackageError
+from appliance.inference.package import verify_package
+
+
+def _spec(args):
+    from training.demo import DEMOS
+
+    kwargs = {"quick": args.quick}
+    if getattr(args, "seed", None) is not None:
+        kwargs["seed"] = args.seed
+    return DEMOS[args.model](**kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keygen", help="create an ed25519 signing key pair")
+    k.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
+    s = sub.add_parser("sign", help="re-sign a package")
+    s.add_argument("package", type=Path)
+    s.add_argument("--key", type=Path, required=True)
+    s.add_argument("--out", type=Path)
+    v = sub.add_parser("verify", help="verify a package")
+    v.add_argument("package", type=Path)
+    v.add_argument("--trusted-key", type=Path, action="append", dest="keys")
+    for name in ("generate", "train", "build-demo"):
+        c = sub.add_parser(name)
+        c.add_argument("model", choices=["head-ct", "chest-cr"])
+        c.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+        c.add_argument("--seed", type=int)
+        if name == "generate":
+            c.add_argument("--out", type=Path, required=True)
+        if name == "train":
+            c.add_argument("--data", type=Path, required=True)
+            c.add_argument("--out", type=Path, required=True, help="checkpoint file")
+            c.add_argument("--epochs", type=int)
+        if name == "build-demo":
+            c.add_argument("--out", type=Path, required=True, help="package output folder")
+            c.add_argument("--key", type=Path, required=True, help="ed25519 private key")
+            c.add_argument("--work", type=Path, required=True, help="scratch folder (data, model files)")
+            c.add_argument("--card-dir", type=Path, help="also write the model card here")
+            c.add_argument("--command", default="", help="the command line to record in the model card")
+    args = p.parse_args(argv)
+
+    if args.cmd == "keygen":
+        from training.package import generate_keypair
+
+        priv, pub = generate_keypair(args.out)
+        print(f"private key {priv}\npublic key  {pub}")
+    elif args.cmd == "sign":
+        from training.package import load_private_key, resign_package
+
+        m = resign_package(args.package, args.out or args.package, load_private_key(args.key))
+        print(f"signed {args.out or args.package} with key {m.signing_key_id}")
+    elif args.cmd == "verify":
+        try:
+            m = verify_package(args.package, args.keys)
+        except PackageError as e:
+            print(f"REFUSED: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps({"id": m.id, "version": m.version, "signing_key_id": m.signing_key_id,
+                          "variants": [f"{x.backend}/{x.precision}" for x in m.variants],
+                          "trusted": args.keys is not None}, indent=2))
+    elif args.cmd == "generate":
+        from training.demo import generate
+
+        generate(_spec(args), args.out)
+        print(f"wrote {args.out}")
+    elif args.cmd == "train":
+        _train(args)
+    elif args.cmd == "build-demo":
+        from training.demo import build
+
+        build(_spec(args), args.out, args.key, args.work, args.card_dir,
+              command=args.command or shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
+    return 0
+
+
+def _train(args) -> None:
+    import torch.distributed as dist
+
+    from training.demo import load_splits
+    from training.train import save_checkpoint, train
+
+    spec = _spec(args)
+    cfg = replace(spec.train, epochs=args.epochs) if args.epochs else spec.train
+    splits = load_splits(spec, args.data)
+    t0 = time.perf_counter()
+    model, history = train(splits["train"], splits["val"], cfg, spec.aggregation.apply,
+                           log=lambda r: print(json.dumps(r), flush=True))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if rank == 0:
+        save_checkpoint(args.out, model, {"history": history, "seconds": time.perf_counter() - t0, "model": args.model})
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
