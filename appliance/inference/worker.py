@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 #: Coded findings for the result SR, by the words a manifest's finding uses.
 FINDING_CODES = (
     (("haemorrhage", "hemorrhage"), outputs.INTRACRANIAL_HEMORRHAGE),
+    (("pneumothorax",), outputs.PNEUMOTHORAX),
     (("nodule",), outputs.PULMONARY_NODULE),
 )
 
@@ -81,7 +82,30 @@ class Worker:
         self._stop = threading.Event()
 
     # Loop -----------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load every active model and build one throwaway SR and capture, so the first
+        study does not pay for ONNX Runtime's first run or highdicom's table loading."""
+        for model in self.registry.in_state("active"):
+            try:
+                loaded = self._model(model.id, "active")
+                assert loaded is not None
+                golden = np.load(model.path / model.manifest.golden)["input"][:1]
+                loaded.runtime.run(golden)
+            except Exception:
+                LOG.exception("warm-up of %s failed; it will be retried on its first series", model.label)
+        source = pydicom.Dataset()
+        source.SOPClassUID, source.SOPInstanceUID = pydicom.uid.CTImageStorage, pydicom.uid.generate_uid()
+        source.StudyInstanceUID, source.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+        source.Modality, source.Rows, source.Columns = "CT", 8, 8
+        decision = outputs.TriageDecision("warm-up", "warm-up", outputs.INTRACRANIAL_HEMORRHAGE, False, 0.0, 0.5,
+                                          "warm-up", "0.0.0", "0" * 64, dt.datetime.now(dt.timezone.utc))
+        uids = outputs.ResultUids.from_key("warm-up")
+        outputs.build_sr([source], decision, uids, device_uid=_device_uid())
+        outputs.build_heatmap_capture(source, np.zeros((8, 8), np.float32), (40.0, 80.0),
+                                      np.zeros((2, 2), np.float32), decision, uids)
+
     def run(self) -> None:
+        self.warm_up()
         while not self._stop.is_set():
             if not self.run_once():
                 self._stop.wait(self.settings.worker.poll_interval_s)
