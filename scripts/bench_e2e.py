@@ -101,7 +101,8 @@ def main() -> None:
         "",
         "Median phases from the audit rows (seconds): "
         + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.2f}" for k, v in phases.items())
-        + ". The 1 s release grace of series completion comes before the job exists, so it is in\n        "the total but in none of the phases.",
+        + ". The 1 s release grace of series completion comes before the job exists: it is in "
+        "the total but in none of the phases.",
         "",
         "Target: under 3 s. For scale: Orthanc alone waits 60 s (StableAge) before it even "
         "considers a study complete.",
