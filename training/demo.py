@@ -70,7 +70,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         input=InputKind("ct_slice", 128 if not quick else 32, HEAD_CT_WINDOWS),
         modalities=("CT",), body_part="HEAD", sop_class_uids=(CT_IMAGE_STORAGE,),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=25, patience=6, min_epochs=10, negatives_per_positive=1.5)
+        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=1.5)
                if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8))),
         fractions=(0.6, 0.15, 0.25),
         intended_use=("Worklist prioritisation of non-contrast axial head CT in adults: flags series that may "
@@ -93,10 +93,10 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
         input=InputKind("radiograph", 192 if not quick else 32),
         modalities=("CR", "DX"), body_part="CHEST", sop_class_uids=(CR_IMAGE_STORAGE, DX_FOR_PRESENTATION),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=25, patience=6, min_epochs=10, negatives_per_positive=1.0)
+        train=(TrainConfig(seed=seed, epochs=15, patience=4, min_epochs=8, negatives_per_positive=1.0)
                if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8), negatives_per_positive=1.0)),
         fractions=(0.6, 0.15, 0.25),
-        intended_use=("Worklist prioritisation of adult PA chest radiographs: flags images that may show a lung "
+        intended_use=("Worklist prioritisation of adult PA chest radiographs: flags images that may show a "
                       "pneumothorax for earlier reading. Never rules a study out."),
         data_desc=(f"{gen.n_patients} synthetic PA chest radiographs from `training.data.cr_synth` (seed {gen.seed}), "
                    "three fictional CR readers (10/12-bit, one MONOCHROME1); half with a pneumothorax-like collapse of "
@@ -183,7 +183,8 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         drop = fp32_auc - auc
         ok = precision == "fp32" or (np.isfinite(auc) and np.isfinite(fp32_auc) and drop <= INT8_MAX_AUC_DROP)
         status = "kept" if ok else f"left out: test AUC {auc:.4f} is {drop:.4f} below FP32 (limit {INT8_MAX_AUC_DROP})"
-        report_variants.append({"backend": backend, "precision": precision, "test_auc": auc, "auc_drop": -drop, "status": status})
+        report_variants.append({"backend": backend, "precision": precision, "test_auc": auc, "auc_vs_fp32": 0.0 - drop,
+                                "status": status})
         log(f"[{spec.id}] {backend} {precision}: test AUC {auc:.4f} ({status})")
         if ok:
             kept[(backend, precision)] = (paths, runner, auc)
@@ -200,7 +201,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     info = {
         "id": spec.id, "version": spec.version, "seed": spec.train.seed, "parameters": sum(p.numel() for p in model.parameters()),
         "input_desc": _input_desc(spec), "cam_size": cam_size, "aggregation": spec.aggregation.model_dump(exclude_none=True),
-        "aggregation_desc": _aggregation_desc(spec.aggregation),
+        "aggregation_desc": _aggregation_desc(spec),
         "operating_point": {"threshold": threshold, "target_sensitivity": TARGET_SENSITIVITY,
                             "validation_sensitivity": val_sens, "validation_specificity": val_spec},
         "data_desc": spec.data_desc, "intended_use": spec.intended_use, "limits": spec.limits,
@@ -257,6 +258,7 @@ def _input_desc(spec: DemoSpec) -> str:
     return f"one radiograph normalised to [0, 1] (0.5-99.5 percentiles, MONOCHROME1 inverted), {spec.input.size}x{spec.input.size}"
 
 
-def _aggregation_desc(agg: Aggregation) -> str:
-    return "maximum of the slice scores" if agg.method == "max" else f"mean of the top {agg.k} slice scores"
-
+def _aggregation_desc(spec: DemoSpec) -> str:
+    images = "slice scores" if spec.input.kind == "ct_slice" else "scores of the series' images (one per study here)"
+    agg = spec.aggregation
+    return f"maximum of the {images}" if agg.method == "max" else f"mean of the top {agg.k} {images}"

@@ -43,11 +43,20 @@ def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed
 
 
 def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
-    """Highest threshold (score >= t is positive) whose sensitivity is at least ``target``."""
-    pos = np.sort(np.asarray(scores)[np.asarray(labels) == 1])
+    """Operating point (score >= t is positive) with sensitivity >= ``target``.
+
+    Takes the highest threshold reaching the target (best specificity), then lowers it to
+    halfway to the next negative score below, which keeps that specificity and adds any
+    sensitivity it can.
+    """
+    y, s = np.asarray(labels) == 1, np.asarray(scores, dtype=np.float64)
+    pos = np.sort(s[y])
     if len(pos) == 0:
         raise ValueError("no positives to choose an operating point on")
-    return float(pos[int(np.floor((1 - target) * len(pos) + 1e-9))])
+    t = pos[int(np.floor((1 - target) * len(pos) + 1e-9))]
+    below = s[~y][s[~y] < t]
+    lower = float(below.max()) if below.size else 0.0
+    return float((lower + s[s > lower].min()) / 2)
 
 
 def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -114,7 +123,7 @@ def model_card(info: dict) -> str:
         for name, m in groups.items():
             rows.append(f"| {kind}: {name} {_fmt(m)}")
     variants = "\n".join(
-        f"| {v['backend']} | {v['precision']} | {v['test_auc']:.4f} | {v['auc_drop']:+.4f} | {v['status']} |"
+        f"| {v['backend']} | {v['precision']} | {v['test_auc']:.4f} | {v['auc_vs_fp32'] + 0.0:+.4f} | {v['status']} |"
         for v in info["variants"])
     op = info["operating_point"]
     return f"""# Model card: {info['id']} {info['version']}

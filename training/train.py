@@ -90,8 +90,8 @@ def train(
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         order = _epoch_indices(y_train, cfg, epoch)
-        steps = len(order) // (local_batch * world)
-        shard = order[: steps * local_batch * world].reshape(steps, world, local_batch)[:, rank]
+        steps = max(1, len(order) // (local_batch * world))
+        shard = np.resize(order, steps * local_batch * world).reshape(steps, world, local_batch)[:, rank]
         rng = np.random.default_rng([cfg.seed, epoch, rank])
         net.train()
         total = 0.0

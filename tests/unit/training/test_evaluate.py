@@ -30,16 +30,22 @@ def test_bootstrap_interval_brackets_the_auc():
     assert lo < roc_auc(y, s) < hi and hi - lo < 0.2
 
 
-def test_threshold_reaches_target_sensitivity_and_is_the_highest_such():
+def test_threshold_reaches_target_sensitivity_at_the_best_specificity():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 300)
     s = rng.random(300) + 0.3 * y
     t = threshold_for_sensitivity(y, s, 0.95)
     sens, spec = sensitivity_specificity(y, s, t)
-    assert sens >= 0.95
-    higher = np.sort(s[y == 1])[np.searchsorted(np.sort(s[y == 1]), t) + 1]
-    assert sensitivity_specificity(y, s, higher)[0] < 0.95
-    assert 0 < spec < 1
+    assert sens >= 0.95 and 0 < spec < 1
+    strict = np.sort(s[y == 1])[int(np.floor(0.05 * (y == 1).sum()))]  # highest threshold meeting the target
+    assert t <= strict and spec == sensitivity_specificity(y, s, strict)[1]
+    assert sensitivity_specificity(y, s, np.nextafter(strict, 2))[0] < 0.95
+
+
+def test_threshold_sits_between_the_classes_when_they_separate():
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
+    assert threshold_for_sensitivity(y, s, 0.95) == pytest.approx(0.45)
 
 
 def test_ece_zero_when_calibrated_and_known_value_otherwise():
