@@ -2,7 +2,6 @@ import csv
 import shutil
 import subprocess
 
-import numpy as np
 import pydicom
 import pytest
 
