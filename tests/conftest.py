@@ -55,6 +55,6 @@ def demo_packages() -> dict[str, Path]:
     """The demo model packages that ship with the product (trained to full size from
     their seeds by scripts/build-demo-models) and the public key they are signed with."""
     packages = {"public_key": SHIPPED_MODELS / "demo-signing.pub"}
-    for model, package_id in (("head-ct", "head-ct-ich-demo"), ("chest-cr", "chest-cr-nodule-demo")):
+    for model, package_id in (("head-ct", "head-ct-ich-demo"), ("chest-cr", "chest-cr-pneumothorax-demo")):
         packages[model] = sorted(SHIPPED_MODELS.glob(f"{package_id}-*.tar"))[-1:]
     return packages

@@ -14,11 +14,17 @@ Both are in the source study and are labelled not for diagnostic use.
 
 from appliance.dicom.outputs.capture import SC_SERIES_NUMBER, build_heatmap_capture
 from appliance.dicom.outputs.header import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE
-from appliance.dicom.outputs.model import INTRACRANIAL_HEMORRHAGE, PULMONARY_NODULE, ResultUids, TriageDecision
+from appliance.dicom.outputs.model import (
+    INTRACRANIAL_HEMORRHAGE,
+    PNEUMOTHORAX,
+    PULMONARY_NODULE,
+    ResultUids,
+    TriageDecision,
+)
 from appliance.dicom.outputs.sr import FLAGGED, OPERATING_POINT, SCORE, SR_SERIES_NUMBER, build_sr
 
 __all__ = [
     "FLAGGED", "INTRACRANIAL_HEMORRHAGE", "MANUFACTURER", "NOT_FOR_DIAGNOSTIC_USE", "OPERATING_POINT",
-    "PULMONARY_NODULE", "SCORE", "SC_SERIES_NUMBER", "SR_SERIES_NUMBER", "ResultUids", "TriageDecision",
+    "PNEUMOTHORAX", "PULMONARY_NODULE", "SCORE", "SC_SERIES_NUMBER", "SR_SERIES_NUMBER", "ResultUids", "TriageDecision",
     "build_heatmap_capture", "build_sr",
 ]

@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 #: SNOMED CT codes (value, scheme designator, meaning) of the findings the demo models triage.
 INTRACRANIAL_HEMORRHAGE = ("1386000", "SCT", "Intracranial hemorrhage")
 PULMONARY_NODULE = ("786838002", "SCT", "Pulmonary nodule")
+PNEUMOTHORAX = ("36118008", "SCT", "Pneumothorax")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LO_MAX = 64
@@ -24,7 +25,7 @@ class TriageDecision:
     Parameters
     ----------
     task : str
-        Routing task, e.g. ``"head-ct-ich"`` or ``"chest-cr-nodule"``.
+        Routing task, e.g. ``"head-ct-ich"`` or ``"chest-cr-pneumothorax"``.
     finding : str
         Human name of the finding, e.g. ``"Intracranial hemorrhage"``.
     finding_code : tuple of str

@@ -16,7 +16,7 @@ def test_head_ct_and_chest_radiographs_go_to_their_models():
     rule, why = ROUTING.route(SeriesFacts("CT", "HEAD", CT, "Head non-contrast", ("ORIGINAL", "AXIAL"), 200))
     assert (rule.model, why) == ("head-ct-ich-demo", "")
     rule, _ = ROUTING.route(SeriesFacts("DX", "CHEST", "1.2.840.10008.5.1.4.1.1.1.1", instances=1))
-    assert rule.model == "chest-cr-nodule-demo"
+    assert rule.model == "chest-cr-pneumothorax-demo"
 
 
 @pytest.mark.parametrize(
