@@ -9,7 +9,9 @@ heat map. NaN or Inf outputs, a decode failure or the deadline passing raise
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,14 +69,17 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
     input_sha256 : str
         Hash of the model inputs, for the audit trail.
     """
-    entries: list[tuple[float, np.ndarray, Path, int]] = []
-    for path in paths:
+    def one(path: Path) -> list[tuple[float, np.ndarray, Path, int]]:
         try:
             frames = decode_instance(path)
         except DecodeError as exc:
             raise InferenceError(f"decode failed: {exc}") from exc
-        for frame_number, image in enumerate(frames):
-            entries.append((image.position, model_input(manifest, image), path, frame_number))
+        return [(image.position, model_input(manifest, image), path, number)
+                for number, image in enumerate(frames)]
+
+    # Decoding and NumPy release the GIL often enough for threads to use both cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        entries = [entry for entries in pool.map(one, paths) for entry in entries]
     if not entries:
         raise InferenceError("series has no images")
     entries.sort(key=lambda entry: entry[0])

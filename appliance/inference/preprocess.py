@@ -118,8 +118,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[-2:]
     if (h, w) == (size, size):
         return image.astype(np.float32)
-    image = image.astype(np.float32)
-    return _resample_axis(_resample_axis(image, size, -2), size, -1).astype(np.float32)
+    image = np.asarray(image, dtype=np.float32)  # no copy: the filter writes a new array
+    return _resample_axis(_resample_axis(image, size, -2), size, -1).astype(np.float32, copy=False)
 
 
 def ct_slice_input(
@@ -131,7 +131,9 @@ def ct_slice_input(
 ) -> np.ndarray:
     """One CT slice as model input: HU, windows, square, resized. Shape ``(C, size, size)``."""
     channels = multi_window(to_hu(stored, slope, intercept), windows)
-    return resize(pad_to_square(channels, fill=0.0), size)
+    if channels.shape[-2] != channels.shape[-1]:
+        channels = pad_to_square(channels, fill=0.0)
+    return resize(channels, size)
 
 
 def normalize_radiograph(
