@@ -222,7 +222,12 @@ def main() -> None:
     for name, values in times.items():
         lines.append(f"| {name} | {median[name]:.3f} | {min(values):.3f} | {max(values):.3f} | "
                      f"{ours / median[name]:.2f} |")
+    orthanc, storescp = median[Orthanc.name], median[DcmtkStorescp.name]
     lines += [
+        "",
+        f"The appliance, durable and indexed, takes {ours / orthanc:.2f}x Orthanc's time "
+        f"({'faster' if ours < orthanc else 'slower'} than Orthanc; target: faster) and "
+        f"{ours / storescp:.1f}x dcmtk storescp's (stretch target: within 2x).",
         "",
         f"Peak RSS of the appliance listener while receiving {args.memory_slices} slices "
         f"({stored} stored, {seconds:.1f} s): **{peak:.0f} MiB** (target < 600 MB).",
