@@ -109,13 +109,3 @@ def load(target: Target, files: list[Path], precision: str, options: Mapping[str
 
         return Runtime(target, precision, run_ov)
     raise ValueError(f"unknown backend {target.backend!r}")
-
-
-def run_batched(runner: Runner, inputs: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Apply ``runner`` over ``inputs`` in batches; concatenated ``(score, cam)``."""
-    scores, cams = [], []
-    for start in range(0, len(inputs), batch):
-        score, cam = runner(inputs[start:start + batch])
-        scores.append(score.reshape(-1))
-        cams.append(cam)
-    return np.concatenate(scores), np.concatenate(cams)
