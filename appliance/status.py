@@ -6,6 +6,8 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance.dicom.outbox import Outbox
+
 
 def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
     """Read the current state from the database (no writes)."""
@@ -23,6 +25,8 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         # Stored as sent but never triaged: the sender left out the Series Instance UID.
         "instances_without_series": without_series,
         "jobs": jobs,
+        # Result objects per destination and state (pending, sent, dead).
+        "outbox": Outbox(db).counts(),
         "series": series,
     }
 
