@@ -146,7 +146,7 @@ class Worker:
             result = self._run(active, inputs, origins, digest, claimed_at)
             inferred_at = time.time()
             objects = self._build_outputs(job, active.model, result, paths)
-        except (InferenceError, ApplianceError) as exc:
+        except ApplianceError as exc:  # InferenceError, DecodeError, PackageError: said as the reason
             self._fail(job, str(exc))
             return
         output_at = time.time()
