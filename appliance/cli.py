@@ -33,9 +33,9 @@ def _until_signalled(stop: threading.Event) -> None:
 
 def _worker_and_sender(settings: Settings):
     """A worker and the sender it wakes, each with its own database connection."""
-    from appliance.audit.db import open_database
-    from appliance.dicom.sender import Sender
-    from appliance.inference.worker import Worker
+    from appliance.db import open_database
+    from appliance.send.sender import Sender
+    from appliance.triage.worker import Worker
 
     sender = Sender(settings, open_database(settings.db_path))
     worker = Worker(settings, open_database(settings.db_path), on_recorded=sender.wake)
@@ -44,7 +44,7 @@ def _worker_and_sender(settings: Settings):
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The listener, the worker and the sender in one process."""
-    from appliance.dicom.listener import Listener
+    from appliance.receive.listener import Listener
 
     listener = Listener(settings)
     worker, sender = _worker_and_sender(settings)
@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.dicom.listener import Listener
+    from appliance.receive.listener import Listener
 
     listener = Listener(settings)
     listener.start()
@@ -82,7 +82,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.audit.db import open_database
+    from appliance.db import open_database
     from appliance.status import collect_status
 
     status = collect_status(open_database(settings.db_path))
@@ -107,8 +107,8 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from appliance.audit.db import open_database
-    from appliance.inference.registry import ModelRegistry
+    from appliance.db import open_database
+    from appliance.models.registry import ModelRegistry
 
     return ModelRegistry(open_database(settings.db_path), settings.models_dir,
                          list(settings.models.trusted_keys), settings.models.pin_backend)
@@ -156,7 +156,7 @@ def cmd_models_change(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.inference.package import verify_package
+    from appliance.models.package import verify_package
 
     keys = [Path(k) for k in args.trusted_key] or list(settings.models.trusted_keys)
     manifest = verify_package(Path(args.package), keys)
@@ -165,8 +165,8 @@ def cmd_models_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.audit.db import open_database
-    from appliance.audit.log import verify_database
+    from appliance.db import open_database
+    from appliance.audit.chain import verify_database
 
     problems = verify_database(open_database(settings.db_path))
     for problem in problems:
@@ -178,7 +178,7 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.audit.db import open_database
+    from appliance.db import open_database
     from appliance.audit.export import export
 
     count = export(open_database(settings.db_path), sys.stdout, args.format, args.kind)

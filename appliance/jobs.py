@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from appliance.audit.db import transaction
+from appliance.db import transaction
 from appliance.errors import ApplianceError
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance.dicom.outbox import Outbox
+from appliance.send.outbox import Outbox
 
 
 def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:

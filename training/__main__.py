@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from appliance.errors import PackageError
-from appliance.inference.package import verify_package
+from appliance.models.package import verify_package
 
 
 def _spec(args):

@@ -1,6 +1,6 @@
 """Uniform runners over torch, ONNX Runtime and OpenVINO: ``inputs -> (score, cam)``.
 
-ONNX Runtime and OpenVINO are loaded through :mod:`appliance.inference.backends`, so
+ONNX Runtime and OpenVINO are loaded through :mod:`appliance.models.backends`, so
 training measures the models the way the box will run them.
 
 A runner maps a float32 (N, C, H, W) batch to NumPy ``score`` (N,) and ``cam``
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from appliance.inference.backends import Runner, Target, load
+from appliance.models.backends import Runner, Target, load
 
 #: OpenVINO compile options recorded in each OpenVINO variant of a package: without the
 #: precision hint, CPUs with bf16 units silently run "FP32" models in bfloat16.

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from appliance.drift.histograms import merge
-from appliance.inference.package import Aggregation, verify_package
-from appliance.inference.preprocess import HEAD_CT_WINDOWS
+from appliance.models.package import Aggregation, verify_package
+from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training import export, quantize
 from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_runner
 from training.data.cr_synth import CR_IMAGE_STORAGE, CRConfig, generate_cr_dataset

@@ -1,4 +1,4 @@
-"""Build and sign model packages (format: :mod:`appliance.inference.package`).
+"""Build and sign model packages (format: :mod:`appliance.models.package`).
 
 Keys are ed25519: the private key as unencrypted PKCS#8 PEM (mode 0600), the public key
 as SubjectPublicKeyInfo PEM. The tar is written deterministically (sorted members,
@@ -18,7 +18,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.inference.package import MANIFEST_NAME, SIGNATURE_NAME, Manifest, public_key_b64
+from appliance.models.package import MANIFEST_NAME, SIGNATURE_NAME, Manifest, public_key_b64
 from training.backends import Runner
 
 #: Tolerance floors of the golden check per precision: (score, cam).

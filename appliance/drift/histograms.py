@@ -52,7 +52,7 @@ def ct_series_histograms(
     Parameters
     ----------
     hu_slices : ndarray, shape (S, H, W)
-        The series in Hounsfield units (see ``appliance.inference.preprocess.to_hu``).
+        The series in Hounsfield units (see ``appliance.triage.preprocess.to_hu``).
     slice_thickness_mm, pixel_spacing_mm : float
         SliceThickness and the row pixel spacing.
     """

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from appliance.audit.db import open_database
-from appliance.inference.registry import ModelRegistry
+from appliance.db import open_database
+from appliance.models.registry import ModelRegistry
 from tests.support import REPO, ApplianceProcess, tcp_env
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 

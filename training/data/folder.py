@@ -6,7 +6,7 @@ column (0/1). Further columns (e.g. ``size_bucket``) become per-series attribute
 to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label``) gives
 per-image labels; without it every image takes its series label (weak labels).
 
-Pixels go through ``appliance.inference.preprocess`` exactly as on the appliance, and
+Pixels go through ``appliance.triage.preprocess`` exactly as on the appliance, and
 each series' drift histograms are computed with ``appliance.drift.histograms``.
 Splitting is by patient (:func:`split_by_patient`), never by image.
 """
@@ -22,7 +22,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from appliance.drift import histograms
-from appliance.inference import preprocess
+from appliance.triage import preprocess
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 from appliance.drift.histograms import CT_EDGES, RADIOGRAPH_EDGES
 from appliance.errors import PackageError
-from appliance.inference.package import extract_package, verify_package
+from appliance.models.package import extract_package, verify_package
 from training.__main__ import main
 from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_runner
 from training.demo import DEMOS, build

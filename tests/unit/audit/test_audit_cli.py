@@ -8,8 +8,8 @@ import json
 import subprocess
 import sys
 
-from appliance.audit import log
-from appliance.audit.db import open_database
+from appliance.audit import chain
+from appliance.db import open_database
 from tests.support import REPO
 
 
@@ -22,7 +22,7 @@ def run(data_dir, *args):
 def test_verify_then_tamper_in_three_ways(tmp_path):
     db = open_database(tmp_path / "appliance.db")
     for n in range(6):
-        log.append(db, "inference" if n % 2 else "model-active", {"n": n})
+        chain.append(db, "inference" if n % 2 else "model-active", {"n": n})
     assert run(tmp_path, "verify").returncode == 0
 
     conn = db.conn
@@ -42,8 +42,8 @@ def test_verify_then_tamper_in_three_ways(tmp_path):
 def test_export_csv_and_json(tmp_path):
     db = open_database(tmp_path / "appliance.db")
     for n in range(3):
-        log.append(db, "inference", {"n": n})
-    log.append(db, "model-installed", {"id": "x"})
+        chain.append(db, "inference", {"n": n})
+    chain.append(db, "model-installed", {"id": "x"})
     rows = list(csv.DictReader(io.StringIO(run(tmp_path, "export").stdout)))
     assert [r["seq"] for r in rows] == ["1", "2", "3", "4"] and rows[0]["hash"] == rows[1]["prev_hash"]
     exported = json.loads(run(tmp_path, "export", "--format", "json", "--kind", "inference").stdout)

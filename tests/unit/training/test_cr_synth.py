@@ -5,7 +5,7 @@ import subprocess
 import pydicom
 import pytest
 
-from appliance.inference.preprocess import normalize_radiograph
+from appliance.triage.preprocess import normalize_radiograph
 from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, CRConfig, generate_cr_dataset, size_bucket
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from appliance.inference.preprocess import to_hu
+from appliance.triage.preprocess import to_hu
 from training.data.ct_synth import CT_IMAGE_STORAGE, CT_STYLES, CTConfig, generate_ct_dataset, size_bucket
 
 CFG = CTConfig(n_patients=6, seed=7, matrix=96, thicknesses_mm=(5.0, 10.0), coverage_mm=(100.0, 120.0), positive_fraction=0.6)

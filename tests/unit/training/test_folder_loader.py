@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from appliance.inference.preprocess import HEAD_CT_WINDOWS
+from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 from training.data.folder import InputKind, load_folder, read_labels, split_by_patient
 

@@ -1,0 +1,396 @@
+"""Model package format: manifest schema, safe tar reading, hashes, ed25519 signature.
+
+A package is one tar file holding::
+
+    manifest.json        the manifest (schema: :class:`Manifest`), signed
+    manifest.json.sig    detached ed25519 signature (64 raw bytes) over manifest.json
+    <every other file>   listed in ``manifest.files`` with its sha256 and size
+
+:func:`verify_package` checks, in order: the archive is a tar of regular files with
+safe relative names (no links, no ``..``, no absolute paths, no duplicates); the
+signature (against the trusted keys); the manifest schema; then every file's presence,
+size and sha256, and that no unlisted file is present. Any failure raises
+:class:`appliance.errors.PackageError` saying exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from appliance.errors import PackageError
+
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.json.sig"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    """A CT display window turned into one input channel."""
+
+    name: str
+    center: float
+    width: float = Field(gt=0)
+
+
+class InputSpec(_Strict):
+    """What the model eats and how to build it with ``appliance.triage.preprocess``.
+
+    ``kind`` selects the preprocess chain: ``ct_slice`` -> ``ct_slice_input(stored,
+    slope, intercept, windows, size)``, ``radiograph`` -> ``radiograph_input(stored,
+    photometric, size)``.
+    """
+
+    kind: Literal["ct_slice", "radiograph"]
+    modalities: list[str] = Field(min_length=1)
+    body_part: str
+    sop_class_uids: list[str] = Field(min_length=1)
+    name: str = "image"
+    layout: Literal["NCHW"] = "NCHW"
+    dtype: Literal["float32"] = "float32"
+    channels: int = Field(gt=0)
+    size: int = Field(gt=0)
+    windows: list[Window] = []
+
+    @model_validator(mode="after")
+    def _windows_match_channels(self) -> "InputSpec":
+        if self.kind == "ct_slice" and len(self.windows) != self.channels:
+            raise ValueError(f"ct_slice input needs one window per channel ({self.channels}), got {len(self.windows)}")
+        return self
+
+    def window_tuples(self) -> list[tuple[str, float, float]]:
+        """Windows as ``(name, center, width)`` tuples for ``preprocess.multi_window``."""
+        return [(w.name, w.center, w.width) for w in self.windows]
+
+
+class Outputs(_Strict):
+    """Output tensor names. ``score``: shape (N,), sigmoid probability of the finding.
+    ``cam``: shape (N, cam_size, cam_size), class-activation map in logit units."""
+
+    score: str = "score"
+    cam: str = "cam"
+    cam_size: int = Field(gt=0)
+
+
+class Aggregation(_Strict):
+    """How per-image scores of one series combine into the series score."""
+
+    method: Literal["max", "topk_mean"]
+    k: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _k_for_topk(self) -> "Aggregation":
+        if (self.method == "topk_mean") != (self.k is not None):
+            raise ValueError("k is required for topk_mean and only for topk_mean")
+        return self
+
+    def apply(self, scores: np.ndarray) -> float:
+        """Series score from per-image scores (``max``, or mean of the top ``k``)."""
+        s = np.asarray(scores, dtype=np.float64).ravel()
+        if s.size == 0:
+            raise ValueError("cannot aggregate an empty series")
+        if self.method == "max":
+            return float(s.max())
+        return float(np.sort(s)[-min(self.k, s.size):].mean())
+
+
+class OperatingPoint(_Strict):
+    """Decision threshold on the (aggregated) score, chosen on the validation split."""
+
+    threshold: float = Field(ge=0, le=1)
+    target_sensitivity: float = Field(ge=0, le=1)
+    validation_sensitivity: float = Field(ge=0, le=1)
+    validation_specificity: float = Field(ge=0, le=1)
+
+
+class Tolerance(_Strict):
+    """Maximum absolute difference from the golden expected outputs."""
+
+    score_atol: float = Field(gt=0)
+    cam_atol: float = Field(gt=0)
+
+
+class Variant(_Strict):
+    """One runnable model file set: a backend at a precision."""
+
+    backend: Literal["onnxruntime", "openvino"]
+    precision: Literal["fp32", "int8"]
+    files: list[str] = Field(min_length=1)
+    test_auc: float = Field(ge=0, le=1)
+    tolerance: Tolerance
+    options: dict[str, str] = {}
+    """Backend options the golden outputs were produced with (OpenVINO compile config)."""
+
+
+class ExcludedVariant(_Strict):
+    """A variant built but left out of the package, and why."""
+
+    backend: Literal["onnxruntime", "openvino"]
+    precision: Literal["fp32", "int8"]
+    reason: str
+
+
+class FileEntry(_Strict):
+    """A file in the package with its size and sha256 (hex)."""
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        try:
+            _check_name(v)
+        except PackageError as e:
+            raise ValueError(str(e)) from e
+        return v
+
+
+class Manifest(_Strict):
+    """The signed description of a model package (``manifest.json``)."""
+
+    format_version: Literal[1]
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    version: str = Field(pattern=_SEMVER)
+    task: Literal["binary-triage"]
+    finding: str
+    labels: list[str] = Field(min_length=2, max_length=2)
+    input: InputSpec
+    outputs: Outputs
+    aggregation: Aggregation
+    operating_point: OperatingPoint
+    variants: list[Variant] = Field(min_length=1)
+    excluded_variants: list[ExcludedVariant] = []
+    golden: str
+    drift_reference: str
+    model_card: str
+    files: list[FileEntry] = Field(min_length=1)
+    signing_public_key: str
+    created: str
+    provenance: dict[str, Any] = {}
+
+    @field_validator("signing_public_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        _public_key_from_b64(v)
+        return v
+
+    @model_validator(mode="after")
+    def _references_listed(self) -> "Manifest":
+        listed = [f.path for f in self.files]
+        if len(set(listed)) != len(listed):
+            raise ValueError("files: a path is listed twice")
+        refs = {"golden": [self.golden], "drift_reference": [self.drift_reference], "model_card": [self.model_card]}
+        for i, v in enumerate(self.variants):
+            refs[f"variants.{i}.files"] = v.files
+        for field, paths in refs.items():
+            for p in paths:
+                if p not in listed:
+                    raise ValueError(f"{field}: {p!r} is not listed in files")
+        return self
+
+    @property
+    def signing_key_id(self) -> str:
+        """Short id of the signing key (see :func:`key_id`)."""
+        return key_id(_public_key_from_b64(self.signing_public_key))
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """First 16 hex digits of the sha256 of the raw public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_b64(public_key: Ed25519PublicKey) -> str:
+    """Raw public key, base64, as stored in ``Manifest.signing_public_key``."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Read an ed25519 public key (PEM, SubjectPublicKeyInfo); PackageError if it is not one."""
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as e:
+        raise PackageError(f"trusted key {path}: cannot read an ed25519 public key: {e}") from e
+    if not isinstance(key, Ed25519PublicKey):
+        raise PackageError(f"trusted key {path}: not an ed25519 public key")
+    return key
+
+
+def verify_package(path: Path, trusted_public_keys: list[Path] | None) -> Manifest:
+    """Check a package's archive, signature, manifest and files; return its manifest.
+
+    Parameters
+    ----------
+    path : Path
+        The package (``.tar``, optionally gzip-compressed).
+    trusted_public_keys : list of Path or None
+        PEM ed25519 public keys; the manifest must be signed by one of them. ``None``
+        only checks that the signature matches the key the manifest names (proves the
+        package is intact since signing, not who signed it).
+
+    Raises
+    ------
+    PackageError
+        With a message naming the problem (member, field or file).
+    """
+    return _verify(Path(path), trusted_public_keys)[0]
+
+
+def extract_package(path: Path, dest: Path, trusted_public_keys: list[Path] | None) -> Manifest:
+    """Verify a package, then write its files under ``dest`` (created) and return the manifest.
+
+    Every file is hashed again as it is written, so a package swapped between the
+    check and the extraction is still refused.
+    """
+    path, dest = Path(path), Path(dest)
+    manifest, manifest_bytes, signature = _verify(path, trusted_public_keys)
+    expected = {f.path: f.sha256 for f in manifest.files}
+    expected[MANIFEST_NAME] = hashlib.sha256(manifest_bytes).hexdigest()
+    expected[SIGNATURE_NAME] = hashlib.sha256(signature).hexdigest()
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            _check_name(member.name)
+            if not member.isreg():
+                raise PackageError(f"{path.name}: member {member.name!r} changed during extraction")
+            data = tar.extractfile(member).read()
+            if hashlib.sha256(data).hexdigest() != expected.get(member.name):
+                raise PackageError(f"{path.name}: member {member.name!r} changed during extraction")
+            target = dest / member.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    return manifest
+
+
+def _verify(path: Path, trusted_public_keys: list[Path] | None) -> tuple[Manifest, bytes, bytes]:
+    trusted = None if trusted_public_keys is None else [load_public_key(p) for p in trusted_public_keys]
+    digests, manifest_bytes, signature = _scan_archive(path)
+    manifest = _check_signature_and_schema(path, manifest_bytes, signature, trusted)
+    _check_files(path, manifest, digests)
+    return manifest, manifest_bytes, signature
+
+
+def _check_name(name: str) -> None:
+    p = PurePosixPath(name)
+    if not name or name.startswith("/") or "\\" in name or re.match(r"^[A-Za-z]:", name):
+        raise PackageError(f"path traversal: member name {name!r} is not a plain relative path")
+    if any(part in ("..", ".", "") for part in name.split("/")) or p.is_absolute():
+        raise PackageError(f"path traversal: member name {name!r} escapes or is not normalised")
+
+
+def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes]:
+    """Walk the tar once: check members, hash files, keep manifest and signature bytes."""
+    digests: dict[str, tuple[int, str]] = {}
+    special: dict[str, bytes] = {}
+    try:
+        tar = tarfile.open(path, "r:*")
+    except FileNotFoundError as e:
+        raise PackageError(f"{path}: no such package file") from e
+    except (tarfile.TarError, OSError) as e:
+        raise PackageError(f"{path.name}: not a readable tar archive ({e})") from e
+    with tar:
+        try:
+            for m in tar:
+                _check_name(m.name)
+                if m.issym():
+                    raise PackageError(f"{path.name}: member {m.name!r} is a symlink (to {m.linkname!r}); only regular files are allowed")
+                if m.islnk():
+                    raise PackageError(f"{path.name}: member {m.name!r} is a hardlink (to {m.linkname!r}); only regular files are allowed")
+                if not m.isreg():
+                    raise PackageError(f"{path.name}: member {m.name!r} is not a regular file; only regular files are allowed")
+                if m.name in digests or m.name in special:
+                    raise PackageError(f"{path.name}: member {m.name!r} appears more than once")
+                f = tar.extractfile(m)
+                if m.name in (MANIFEST_NAME, SIGNATURE_NAME):
+                    if m.size > MAX_MANIFEST_BYTES:
+                        raise PackageError(f"{path.name}: {m.name} is too large ({m.size} bytes)")
+                    special[m.name] = f.read()
+                    continue
+                h = hashlib.sha256()
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+                digests[m.name] = (m.size, h.hexdigest())
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise PackageError(f"{path.name}: corrupt tar archive ({e})") from e
+    for name in (MANIFEST_NAME, SIGNATURE_NAME):
+        if name not in special:
+            raise PackageError(f"{path.name}: missing file {name!r}" + (" (unsigned package)" if name == SIGNATURE_NAME else ""))
+    return digests, special[MANIFEST_NAME], special[SIGNATURE_NAME]
+
+
+def _public_key_from_b64(v: str) -> Ed25519PublicKey:
+    try:
+        raw = base64.b64decode(v, validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError as e:
+        raise ValueError(f"not a base64 raw ed25519 public key ({e})") from e
+
+
+def _check_signature_and_schema(
+    path: Path, manifest_bytes: bytes, signature: bytes, trusted: list[Ed25519PublicKey] | None
+) -> Manifest:
+    try:
+        raw = json.loads(manifest_bytes)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackageError(f"{path.name}: malformed manifest: manifest.json is not valid JSON ({e})") from e
+    if not isinstance(raw, dict):
+        raise PackageError(f"{path.name}: malformed manifest: top level must be an object")
+    try:
+        signer = _public_key_from_b64(str(raw.get("signing_public_key", "")))
+    except ValueError as e:
+        raise PackageError(f"{path.name}: malformed manifest: field 'signing_public_key': {e}") from e
+    try:
+        signer.verify(signature, manifest_bytes)
+    except InvalidSignature as e:
+        raise PackageError(
+            f"{path.name}: bad signature: manifest.json does not match manifest.json.sig "
+            f"for its signing key {key_id(signer)} (modified after signing, or corrupt signature)"
+        ) from e
+    if trusted is not None:
+        trusted_ids = [key_id(k) for k in trusted]
+        if key_id(signer) not in trusted_ids:
+            raise PackageError(
+                f"{path.name}: untrusted key: signed by key {key_id(signer)}, "
+                f"trusted keys are {', '.join(trusted_ids) or 'none'}"
+            )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"field '{'.'.join(str(x) for x in err['loc']) or '<root>'}': {err['msg']}" for err in e.errors()
+        )
+        raise PackageError(f"{path.name}: malformed manifest: {problems}") from e
+
+
+def _check_files(path: Path, manifest: Manifest, digests: dict[str, tuple[int, str]]) -> None:
+    listed = {f.path: f for f in manifest.files}
+    for name in sorted(set(listed) - set(digests)):
+        raise PackageError(f"{path.name}: missing file {name!r} (listed in manifest, absent from archive)")
+    for name in sorted(set(digests) - set(listed)):
+        raise PackageError(f"{path.name}: extra file {name!r} (in archive, not listed in manifest)")
+    for name, entry in sorted(listed.items()):
+        size, sha = digests[name]
+        if sha != entry.sha256 or size != entry.size:
+            raise PackageError(
+                f"{path.name}: hash mismatch for {name!r}: manifest says sha256 {entry.sha256} "
+                f"({entry.size} bytes), archive has {sha} ({size} bytes)"
+            )
+

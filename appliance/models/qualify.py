@@ -1,0 +1,125 @@
+"""Pick the backend a model runs on: golden test on every target, then the fastest.
+
+On activation (and before shadowing) every variant of the package (backend x precision)
+is loaded on every target of its backend that this box has, run on the package's golden
+inputs and compared with the golden outputs within the variant's tolerance. Those that
+pass are timed; the fastest wins unless settings pin one. If none passes, the model is
+refused and whatever was active stays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from appliance.errors import PackageError
+from appliance.models.backends import Runtime, Target, load
+from appliance.models.package import Manifest, Variant
+
+TIMING_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Golden:
+    """The package's golden inputs and the outputs they must give."""
+
+    inputs: np.ndarray
+    score: np.ndarray
+    cam: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path) -> "Golden":
+        with np.load(path) as data:
+            return cls(data["input"].astype(np.float32), data["score"], data["cam"])
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One variant on one target: did it match the golden outputs, and how fast was it."""
+
+    backend: str
+    device: str
+    precision: str
+    passed: bool
+    score_diff: float | None = None
+    cam_diff: float | None = None
+    ms_per_image: float | None = None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.device}/{self.precision}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def golden_check(runtime: Runtime, variant: Variant, golden: Golden) -> tuple[bool, float, float]:
+    """Run the golden inputs; return (within tolerance, max |score diff|, max |cam diff|)."""
+    score, cam = runtime.run(golden.inputs)
+    score = np.asarray(score, np.float64).reshape(golden.score.shape)
+    cam = np.asarray(cam, np.float64).reshape(golden.cam.shape)
+    if not (np.isfinite(score).all() and np.isfinite(cam).all()):
+        return False, float("inf"), float("inf")
+    score_diff = float(np.max(np.abs(score - golden.score)))
+    cam_diff = float(np.max(np.abs(cam - golden.cam)))
+    tolerance = variant.tolerance
+    return score_diff <= tolerance.score_atol and cam_diff <= tolerance.cam_atol, score_diff, cam_diff
+
+
+def time_per_image(runtime: Runtime, inputs: np.ndarray) -> float:
+    """Best of a few rounds over the golden batch, in milliseconds per image."""
+    runtime.run(inputs)  # warm-up
+    best = float("inf")
+    for _ in range(TIMING_ROUNDS):
+        started = time.perf_counter()
+        runtime.run(inputs)
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best / len(inputs)
+
+
+def try_variants(
+    manifest: Manifest, model_dir: Path, targets: list[Target], golden: Golden
+) -> list[tuple[Trial, Runtime | None]]:
+    """Every (variant, target) pair this box can run, golden-tested and timed."""
+    trials: list[tuple[Trial, Runtime | None]] = []
+    outputs = (manifest.outputs.score, manifest.outputs.cam)
+    for variant in manifest.variants:
+        for target in (t for t in targets if t.backend == variant.backend):
+            base = dict(backend=target.backend, device=target.device, precision=variant.precision)
+            try:
+                runtime = load(target, [model_dir / f for f in variant.files], variant.precision,
+                               variant.options, outputs)
+                passed, score_diff, cam_diff = golden_check(runtime, variant, golden)
+            except Exception as exc:  # a variant that cannot load is a failed trial, not a crash
+                trials.append((Trial(**base, passed=False, error=f"{type(exc).__name__}: {exc}"[:300]), None))
+                continue
+            speed = time_per_image(runtime, golden.inputs) if passed else None
+            trials.append((Trial(**base, passed=passed, score_diff=score_diff, cam_diff=cam_diff,
+                                 ms_per_image=speed), runtime if passed else None))
+    return trials
+
+
+def choose(trials: list[tuple[Trial, Runtime | None]], pin: str | None = None) -> tuple[Trial, Runtime]:
+    """The fastest passing trial, or the pinned one (``backend/device/precision``).
+
+    Raises
+    ------
+    PackageError
+        When no variant passes its golden test, or the pinned one did not.
+    """
+    passing = [(trial, runtime) for trial, runtime in trials if trial.passed and runtime is not None]
+    if pin:
+        for trial, runtime in passing:
+            if trial.label == pin:
+                return trial, runtime
+        raise PackageError(f"pinned backend {pin!r} is not available or failed its golden test; "
+                           f"passing: {[t.label for t, _ in passing]}")
+    if not passing:
+        reasons = "; ".join(f"{t.label}: {t.error or f'score diff {t.score_diff:.3g}, cam diff {t.cam_diff:.3g}'}"
+                            for t, _ in trials) or "no variant runs on this box"
+        raise PackageError(f"no variant passed its golden test ({reasons})")
+    return min(passing, key=lambda pair: pair[0].ms_per_image or float("inf"))

@@ -1,0 +1,198 @@
+"""Installed model packages and their states: installed, shadow, active, retired.
+
+Versions of a model id only move forward: a package older than one already installed is
+refused; going back is an explicit :meth:`ModelRegistry.rollback` by a biomed user. One
+model is active per id (the id is what routing rules name), at most one shadows it.
+Every change is an audit event. Activating or shadowing runs the golden test on every
+backend this box has (:mod:`appliance.models.qualify`); a model that fails it is
+refused and the active one stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from appliance.audit import chain as audit_log
+from appliance.db import transaction
+from appliance.errors import PackageError
+from appliance.models.backends import Runtime, available_targets
+from appliance.models.package import Manifest, extract_package
+from appliance.models.qualify import Golden, choose, try_variants
+
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?")
+
+
+def version_key(version: str) -> tuple:
+    """Semantic-version order: 1.2.0-rc1 < 1.2.0 < 1.10.0 (pure)."""
+    match = _SEMVER.match(version)
+    if not match:
+        raise PackageError(f"version {version!r} is not semantic")
+    major, minor, patch, pre = match.groups()
+    pre_key = (0, tuple(int(p) if p.isdigit() else p for p in pre.split("."))) if pre else (1, ())
+    return int(major), int(minor), int(patch), pre_key
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A row of the registry."""
+
+    id: str
+    version: str
+    state: str
+    package_sha256: str
+    path: Path
+    manifest: Manifest
+    selection: dict | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.id} {self.version}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelRegistry:
+    """The models table plus the extracted packages under ``models_dir``."""
+
+    def __init__(self, db: sqlite_utils.Database, models_dir: Path, trusted_keys: list[Path],
+                 pin_backend: str | None = None):
+        self.db = db
+        self.models_dir = models_dir
+        self.trusted_keys = trusted_keys
+        self.pin_backend = pin_backend
+
+    # Reading ------------------------------------------------------------------------
+    def _row(self, row: tuple) -> InstalledModel:
+        model_id, version, state, sha, path, manifest, selection = row
+        return InstalledModel(model_id, version, state, sha, Path(path),
+                              Manifest.model_validate_json(manifest),
+                              json.loads(selection) if selection else None)
+
+    def list(self) -> list[InstalledModel]:
+        rows = self.db.conn.execute(
+            "SELECT id, version, state, package_sha256, path, manifest, selection FROM models")
+        return sorted((self._row(r) for r in rows), key=lambda m: (m.id, version_key(m.version)))
+
+    def get(self, model_id: str, version: str) -> InstalledModel:
+        row = self.db.conn.execute(
+            "SELECT id, version, state, package_sha256, path, manifest, selection FROM models "
+            "WHERE id = ? AND version = ?", (model_id, version)).fetchone()
+        if row is None:
+            raise PackageError(f"model {model_id} {version} is not installed")
+        return self._row(row)
+
+    def in_state(self, state: str) -> list[InstalledModel]:
+        return [m for m in self.list() if m.state == state]
+
+    # Changes ------------------------------------------------------------------------
+    def install(self, package: Path, actor: str) -> InstalledModel:
+        """Verify and unpack a package; refuse one older than what is installed."""
+        manifest = self._verify_only(package)
+        installed = [m for m in self.list() if m.id == manifest.id]
+        sha = _sha256(package)
+        for model in installed:
+            if model.version == manifest.version:
+                if model.package_sha256 == sha:
+                    return model
+                raise PackageError(f"{manifest.id} {manifest.version} is already installed with "
+                                   "different contents; a new build needs a new version")
+        newest = max((m.version for m in installed), key=version_key, default=None)
+        if newest is not None and version_key(manifest.version) < version_key(newest):
+            raise PackageError(f"{manifest.id} {manifest.version} is older than installed {newest}; "
+                               "versions only move forward (use rollback to go back)")
+        target = self.models_dir / manifest.id / manifest.version
+        staging = target.with_name(target.name + ".staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        extract_package(package, staging, self.trusted_keys)
+        shutil.copy2(package, staging / "package.tar")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        now = time.time()
+        with transaction(self.db.conn):
+            self.db.conn.execute(
+                "INSERT INTO models (id, version, state, package_sha256, path, manifest, installed_at, "
+                "changed_at) VALUES (?,?,?,?,?,?,?,?)",
+                (manifest.id, manifest.version, "installed", sha, str(target),
+                 manifest.model_dump_json(), now, now))
+            audit_log.append_in(self.db.conn, "model-installed", {
+                "model_id": manifest.id, "version": manifest.version, "package_sha256": sha,
+                "signing_key": manifest.signing_key_id, "actor": actor})
+        return self.get(manifest.id, manifest.version)
+
+    def _verify_only(self, package: Path) -> Manifest:
+        from appliance.models.package import verify_package
+
+        return verify_package(package, self.trusted_keys)
+
+    def qualify(self, model: InstalledModel) -> tuple[dict, Runtime]:
+        """Golden-test every variant on every target and choose one (PackageError if none)."""
+        golden = Golden.read(model.path / model.manifest.golden)
+        trials = try_variants(model.manifest, model.path, available_targets(), golden)
+        chosen, runtime = choose(trials, self.pin_backend)
+        return {"chosen": chosen.label, "trials": [t.as_dict() for t, _ in trials]}, runtime
+
+    def activate(self, model_id: str, version: str, actor: str) -> InstalledModel:
+        """Make a model the active one for its id; the previous active one is retired."""
+        return self._promote(model_id, version, "active", actor)
+
+    def shadow(self, model_id: str, version: str, actor: str) -> InstalledModel:
+        """Run a model beside the active one, audited and compared, never shown or sent."""
+        return self._promote(model_id, version, "shadow", actor)
+
+    def _promote(self, model_id: str, version: str, state: str, actor: str) -> InstalledModel:
+        model = self.get(model_id, version)
+        if model.state == state:
+            return model
+        selection, _ = self.qualify(model)  # raises before anything changes
+        now = time.time()
+        with transaction(self.db.conn):
+            previous = self.db.conn.execute(
+                "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)).fetchone()
+            if previous:
+                self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? "
+                                     "AND version = ?", (now, model_id, previous[0]))
+            self.db.conn.execute(
+                "UPDATE models SET state = ?, selection = ?, changed_at = ? WHERE id = ? AND version = ?",
+                (state, json.dumps(selection), now, model_id, version))
+            audit_log.append_in(self.db.conn, f"model-{state}", {
+                "model_id": model_id, "version": version, "replaces": previous[0] if previous else None,
+                "backend": selection["chosen"], "trials": selection["trials"], "actor": actor})
+        return self.get(model_id, version)
+
+    def rollback(self, model_id: str, actor: str) -> InstalledModel:
+        """Retire the active version and activate the newest older one that was installed."""
+        active = [m for m in self.list() if m.id == model_id and m.state == "active"]
+        if not active:
+            raise PackageError(f"no active version of {model_id} to roll back")
+        current = active[0]
+        older = [m for m in self.list() if m.id == model_id
+                 and version_key(m.version) < version_key(current.version)]
+        if not older:
+            raise PackageError(f"{model_id} {current.version} has no earlier version to roll back to")
+        target = older[-1]
+        selection, _ = self.qualify(target)
+        now = time.time()
+        with transaction(self.db.conn):
+            self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND "
+                                 "version = ?", (now, model_id, current.version))
+            self.db.conn.execute("UPDATE models SET state = 'active', selection = ?, changed_at = ? "
+                                 "WHERE id = ? AND version = ?",
+                                 (json.dumps(selection), now, model_id, target.version))
+            audit_log.append_in(self.db.conn, "model-rolled-back", {
+                "model_id": model_id, "from": current.version, "to": target.version,
+                "backend": selection["chosen"], "actor": actor})
+        return self.get(model_id, target.version)

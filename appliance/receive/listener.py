@@ -1,0 +1,203 @@
+"""The DICOM listener: accepts associations, stores what they carry, completes series.
+
+:class:`Listener` owns the listening socket, one thread per association
+(:class:`~appliance.receive.association.AssociationSession`) and the completion thread;
+``appliance listener`` runs it until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+
+from appliance import sd_notify
+from appliance.db import open_database
+from appliance.config import Settings, TlsSettings
+from appliance.receive import spool
+from appliance.receive.association import AssociationSession
+from appliance.receive.store import StoreService
+from appliance.receive.index import IngestIndex
+from appliance.triage.routing import SeriesFacts, load_routing
+from appliance.errors import ConfigError
+
+LOG = logging.getLogger(__name__)
+
+COMPLETION_POLL_S = 0.1
+#: Open TCP connections allowed per association slot (the rest may still be negotiating).
+CONNECTIONS_PER_ASSOCIATION = 4
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or later, client certificates required when configured."""
+    if tls.certificate is None or tls.private_key is None:
+        raise ConfigError("dicom.tls.certificate and dicom.tls.private_key are required when TLS is enabled")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+        if tls.ca_certificates is not None:
+            context.load_verify_locations(tls.ca_certificates)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"dicom.tls: cannot load certificates: {exc}") from None
+    if tls.require_client_certificate:
+        if tls.ca_certificates is None:
+            raise ConfigError("dicom.tls.ca_certificates is required to check client certificates")
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class Listener:
+    """The running listener."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = open_database(settings.db_path)
+        self.index = IngestIndex(self.db)
+        self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
+        self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None
+        self._routing = load_routing(settings.worker.routing_file)
+        self._stop = threading.Event()
+        self._socket: socket.socket | None = None
+        self._sessions: set[socket.socket] = set()
+        self._admitted = 0
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True),
+            threading.Thread(target=self._complete_loop, name="completion", daemon=True),
+        ]
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None
+        return self._socket.getsockname()[1]
+
+    def start(self) -> None:
+        dicom = self.settings.dicom
+        incoming = spool.incoming_dir(self.settings.spool_dir)
+        for leftover in incoming.iterdir():  # never acknowledged: the sender will resend
+            leftover.unlink()
+        self._socket = socket.create_server(
+            (dicom.bind_address, dicom.port), backlog=64, reuse_port=False
+        )
+        for thread in self._threads:
+            thread.start()
+        sd_notify.notify("READY=1")
+        LOG.info(
+            "listening as %s on %s:%d%s", dicom.ae_title, dicom.bind_address, self.port,
+            " (TLS)" if self._ssl else "",
+        )
+
+    # Associations ---------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._socket is not None
+        while not self._stop.is_set():
+            try:
+                conn, (address, _port, *_) = self._socket.accept()
+            except OSError:
+                if self._stop.is_set():
+                    return
+                LOG.exception("accept failed")
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                crowded = len(self._sessions) >= CONNECTIONS_PER_ASSOCIATION * self.settings.dicom.max_associations
+                if not crowded:
+                    self._sessions.add(conn)
+            if crowded:  # connections that never negotiate must not pile up threads
+                LOG.warning("too many open connections; closing one from %s", address)
+                conn.close()
+                continue
+            threading.Thread(
+                target=self._serve, args=(conn, address), name=f"assoc-{address}", daemon=True
+            ).start()
+
+    def _serve(self, conn: socket.socket, address: str) -> None:
+        admitted = [False]
+
+        def admit() -> bool:
+            with self._lock:
+                if self._admitted >= self.settings.dicom.max_associations:
+                    return False
+                self._admitted += 1
+                admitted[0] = True
+                return True
+
+        try:
+            sock = conn
+            if self._ssl is not None:
+                sock = self._wrap_tls(conn, address)
+                if sock is None:
+                    return
+            AssociationSession(sock, address, self.settings.dicom, self.service, admit).run()
+        except Exception:
+            LOG.exception("association from %s failed", address)
+        finally:
+            with self._lock:
+                self._sessions.discard(conn)
+                if admitted[0]:
+                    self._admitted -= 1
+            conn.close()
+
+    def _wrap_tls(self, conn: socket.socket, address: str) -> ssl.SSLSocket | None:
+        assert self._ssl is not None
+        conn.settimeout(self.settings.dicom.acse_timeout_s)
+        try:
+            return self._ssl.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.service.audit_rejection("", "", address, f"TLS handshake failed: {exc}")
+            return None
+
+    # Completion -----------------------------------------------------------------------
+    def _complete_loop(self) -> None:
+        """Queue finished series; each pass that reaches the database feeds the watchdog."""
+        dicom = self.settings.dicom
+        watchdog = sd_notify.watchdog_interval_s()
+        last_ping = 0.0
+        while not self._stop.wait(COMPLETION_POLL_S):
+            try:
+                queued = self.index.queue_complete_series(
+                    dicom.quiet_period_s, dicom.release_grace_s, self.service.tracker.still_sending(),
+                    priority=self._priority,
+                )
+            except Exception:
+                LOG.exception("series completion check failed; retrying")
+                continue
+            if watchdog is not None and time.monotonic() - last_ping >= watchdog:
+                sd_notify.notify("WATCHDOG=1")
+                last_ping = time.monotonic()
+            if queued:
+                LOG.info("queued %d series for triage", len(queued))
+
+    def _priority(self, modality: str, calling_ae: str) -> int:
+        return self._routing.priority_of(SeriesFacts(modality=modality, calling_ae=calling_ae))
+
+    # Stopping -------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+            self._socket.close()
+        with self._lock:
+            sessions = list(self._sessions)
+        for conn in sessions:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        self.db.conn.close()

@@ -1,0 +1,206 @@
+"""What the listener does with what it receives: access control, storing, tracking.
+
+:class:`StoreService` knows nothing of sockets; :mod:`appliance.receive.association` calls
+it. A received dataset is already in a file in the spool's incoming folder, fsynced, with
+its sha256. :meth:`StoreService.store` checks its elements (:mod:`appliance.receive.validate`)
+before any UID reaches a path, acknowledges a resend of identical bytes as is, otherwise
+renames the file into place, fsyncs the folder and commits the row with
+``synchronous=FULL``; only then may the caller answer 0x0000.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from appliance.config import DicomSettings
+from appliance.receive import spool
+from appliance.receive.index import IngestIndex, ReceivedInstance
+from appliance.receive.validate import (
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_UNDECODABLE,
+    Limits,
+    inflate_to,
+    inspect_dataset,
+)
+from appliance.errors import RejectedInstance, StorageError
+
+LOG = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+# Stored, with a warning (PS3.4 B.2.3): the dataset disagrees with the C-STORE request.
+WARNING_SOP_CLASS_MISMATCH = 0xB007
+WARNING_INSTANCE_UID_MISMATCH = 0xB000
+
+# A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)
+
+
+def refusal_reason(
+    called_ae: str, calling_ae: str, address: str, settings: DicomSettings
+) -> tuple[tuple[int, int, int], str] | None:
+    """Why an association request must be rejected, or ``None`` to accept it (pure)."""
+    if called_ae.strip() != settings.ae_title:
+        return REJECT_CALLED_AE, f"called AE title {called_ae.strip()!r} is not ours"
+    if settings.open_mode:
+        return None
+    if any(peer.matches(calling_ae, address) for peer in settings.peers):
+        return None
+    return REJECT_CALLING_AE, f"calling AE {calling_ae.strip()!r} from {address} is not a configured peer"
+
+
+@dataclass(frozen=True)
+class ReceivedDataset:
+    """A C-STORE dataset received into a file, with what the command said about it."""
+
+    path: Path
+    dataset_offset: int
+    dataset_size: int
+    sha256: str
+    transfer_syntax_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str
+    association_id: str
+
+
+class SeriesTracker:
+    """Which series each open association has carried, for release-based completion."""
+
+    def __init__(self) -> None:
+        self._series: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def open(self, association_id: str) -> None:
+        with self._lock:
+            self._series[association_id] = set()
+
+    def add(self, association_id: str, series_uid: str) -> None:
+        with self._lock:
+            self._series.setdefault(association_id, set()).add(series_uid)
+
+    def close(self, association_id: str) -> set[str]:
+        """Forget an association; return its series that no other open one carries."""
+        with self._lock:
+            carried = self._series.pop(association_id, set())
+            return carried - self._all()
+
+    def still_sending(self) -> set[str]:
+        with self._lock:
+            return self._all()
+
+    def _all(self) -> set[str]:
+        return set().union(*self._series.values()) if self._series else set()
+
+
+class StoreService:
+    """The listener's services, bound to one index, spool and settings."""
+
+    def __init__(self, settings: DicomSettings, index: IngestIndex, spool_dir: Path):
+        self.settings = settings
+        self.index = index
+        self.spool_dir = spool_dir
+        self.tracker = SeriesTracker()
+        self.limits = Limits(
+            max_rows=settings.max_rows,
+            max_columns=settings.max_columns,
+            max_frames=settings.max_frames,
+            max_pixel_bytes=settings.max_pixel_bytes,
+            max_inflated_bytes=settings.max_inflated_bytes,
+            max_sequence_depth=settings.max_sequence_depth,
+        )
+
+    # Associations -----------------------------------------------------------------
+    def audit_rejection(self, calling_ae: str, called_ae: str, address: str, reason: str) -> None:
+        LOG.warning("association rejected: %s", reason)
+        self.index.audit(
+            "association-rejected",
+            {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(),
+             "address": address, "reason": reason},
+        )
+
+    def association_opened(self, association_id: str) -> None:
+        self.tracker.open(association_id)
+
+    def association_released(self, association_id: str) -> None:
+        self.index.mark_released(self.tracker.close(association_id))
+
+    def association_closed(self, association_id: str) -> None:
+        """Aborted or dropped: its series complete by the quiet period alone."""
+        self.tracker.close(association_id)
+
+    # C-STORE ----------------------------------------------------------------------
+    def store(self, received: ReceivedDataset) -> tuple[int, str]:
+        """Check, commit and index one dataset; return ``(status, error comment)``."""
+        try:
+            status, comment = self._store(received)
+        except RejectedInstance as exc:
+            return self.refuse(received.calling_ae, exc.status, exc.reason)
+        except StorageError as exc:
+            LOG.error("store failed: %s", exc)
+            return self.refuse(received.calling_ae, STATUS_OUT_OF_RESOURCES, str(exc))
+        except Exception:  # the association must survive whatever one instance does
+            LOG.exception("unexpected failure storing an instance")
+            return self.refuse(received.calling_ae, STATUS_UNDECODABLE, "instance could not be processed")
+        if status != SUCCESS:
+            LOG.warning("instance from %s stored with warning 0x%04X: %s", received.calling_ae, status, comment)
+        return status, comment
+
+    def refuse(self, calling_ae: str, status: int, reason: str) -> tuple[int, str]:
+        LOG.warning("instance refused from %s: 0x%04X %s", calling_ae, status, reason)
+        self.index.audit(
+            "instance-rejected",
+            {"calling_ae": calling_ae, "status": f"0x{status:04X}", "reason": reason},
+        )
+        return status, reason
+
+    def _store(self, received: ReceivedDataset) -> tuple[int, str]:
+        transfer_syntax = UID(received.transfer_syntax_uid)
+        end = received.dataset_offset + received.dataset_size
+        with open(received.path, "rb") as stream:
+            stream.seek(received.dataset_offset)
+            if transfer_syntax == DeflatedExplicitVRLittleEndian:
+                with tempfile.TemporaryFile(dir=received.path.parent) as inflated:
+                    size = inflate_to(stream, inflated, self.limits.max_inflated_bytes)
+                    inflated.seek(0)
+                    header = inspect_dataset(inflated, size, False, True, self.limits)
+            else:
+                header = inspect_dataset(
+                    stream, end, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                    self.limits,
+                )
+        status, comment = SUCCESS, ""
+        if header.sop_instance_uid != received.sop_instance_uid:
+            status, comment = WARNING_INSTANCE_UID_MISMATCH, "dataset SOP Instance UID differs from the request's"
+        if header.sop_class_uid != received.sop_class_uid:
+            status, comment = WARNING_SOP_CLASS_MISMATCH, "dataset SOP Class UID differs from the request's"
+        if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
+            return status, comment  # an identical resend: already durable and indexed
+        final = spool.instance_path(
+            self.spool_dir, header.study_instance_uid, header.series_instance_uid,
+            header.sop_instance_uid,
+        )
+        spool.commit_file(received.path, final)
+        self.index.record(
+            ReceivedInstance(
+                header=header,
+                transfer_syntax_uid=str(transfer_syntax),
+                size_bytes=received.dataset_size,
+                sha256=received.sha256,
+                path=final,
+                calling_ae=received.calling_ae,
+                association_id=received.association_id,
+            )
+        )
+        if header.series_instance_uid:
+            self.tracker.add(received.association_id, header.series_instance_uid)
+        else:
+            LOG.warning("instance from %s has no Series Instance UID: stored, not triaged", received.calling_ae)
+        return status, comment

@@ -1,0 +1,164 @@
+"""The heat map over the key slice as an RGB Secondary Capture."""
+
+from __future__ import annotations
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DA, TM
+
+from appliance.report import render
+from appliance.report.headers import NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
+from appliance.report.records import ResultUids, TriageDecision
+
+SC_SERIES_NUMBER = 991
+SC_SERIES_DESCRIPTION = f"AI TRIAGE HEAT MAP - {NOT_FOR_DIAGNOSTIC_USE}"
+_OBLIQUE = 0.01  # direction cosines below this are rounding noise, not obliquity
+
+
+def build_heatmap_capture(
+    key_slice: Dataset,
+    key_pixels: np.ndarray,
+    window: tuple[float, float],
+    heatmap: np.ndarray,
+    decision: TriageDecision,
+    uids: ResultUids,
+) -> hd.sc.SCImage:
+    """Build the Secondary Capture of the key slice with the heat map overlaid.
+
+    The slice is windowed to grey, brought to a readable size (long side 512 to 1024
+    pixels, aspect kept), tinted red to yellow where the heat map is at least
+    :data:`render.HEAT_FLOOR`, and "NOT FOR DIAGNOSTIC USE" plus a line with the model,
+    score, threshold and flag are burned in (Burned In Annotation YES).
+
+    Parameters
+    ----------
+    key_slice : pydicom.Dataset
+        Header of the key slice (pixel data not needed).
+    key_pixels : numpy.ndarray
+        Its pixels after the modality rescale (e.g. HU), shape ``(Rows, Columns)``.
+    window : tuple of float
+        ``(center, width)`` in the units of ``key_pixels``.
+    heatmap : numpy.ndarray
+        2-D activation map in [0, 1], any size: either of the slice's aspect ratio or
+        square over the slice padded to a square (see :func:`render.heatmap_over`).
+    decision : TriageDecision
+        What the burned-in line and the header say.
+    uids : ResultUids
+        ``sc_series_uid`` and ``sc_instance_uid`` are used.
+
+    Returns
+    -------
+    highdicom.sc.SCImage
+        RGB, 8 bits, in the source study, referencing the key slice as its source.
+
+    Raises
+    ------
+    ValueError
+        If the pixels do not match the header, the window width is not positive, or
+        the heat map is not a finite 2-D array in [0, 1].
+    """
+    shape = (int(key_slice.Rows), int(key_slice.Columns))
+    if key_pixels.shape != shape:
+        raise ValueError(f"key_pixels has shape {key_pixels.shape}, the key slice is {shape}")
+    if heatmap.ndim != 2 or not np.all(np.isfinite(heatmap)) or heatmap.min() < 0 or heatmap.max() > 1:
+        raise ValueError("heatmap must be a finite 2-D array with values in [0, 1]")
+    head = source_header(key_slice)
+    out_shape = render.display_shape(shape)
+    grey = render.resample(render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape)
+    rgb = render.burn_in(
+        render.overlay(np.clip(grey, 0.0, 1.0), render.heatmap_over(heatmap, out_shape)),
+        NOT_FOR_DIAGNOSTIC_USE,
+        [_summary(decision)],
+    )
+    sc = hd.sc.SCImage.from_ref_dataset(
+        head,
+        pixel_array=rgb,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        series_instance_uid=uids.sc_series_uid,
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=uids.sc_instance_uid,
+        instance_number=1,
+        pixel_spacing=_pixel_spacing(head, shape, out_shape),
+        # highdicom takes single letters only; the real (maybe oblique or empty) value is set below.
+        patient_orientation=("L", "P"),
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        series_description=SC_SERIES_DESCRIPTION,
+        **equipment(decision),
+        **content_datetime(decision),
+    )
+    sc.copy_patient_and_study_information(head)
+    sc.PatientOrientation = _patient_orientation(head)
+    body_part, laterality = head.get("BodyPartExamined"), _laterality(head)
+    if body_part:
+        sc.BodyPartExamined = body_part
+    if laterality or not body_part:
+        sc.Laterality = laterality  # empty if unknown: Type 2C, needed when the body part is unknown
+    sc.ConversionType = "SYN"
+    sc.BurnedInAnnotation = "YES"
+    sc.RecognizableVisualFeatures = "NO"
+    sc.LossyImageCompression = "01" if head.get("LossyImageCompression") == "01" else "00"
+    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {_summary(decision)}"
+    sc.DerivationDescription = (
+        f"Key slice windowed (center {window[0]:g}, width {window[1]:g}), resampled to {out_shape[0]}x{out_shape[1]}; "
+        f"model activation map overlaid where >= {render.HEAT_FLOOR:g}; text burned in"
+    )
+    sc.SourceImageSequence = [_source_reference(head)]
+    local = decision.decided_at.replace(tzinfo=None)
+    sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = DA(local.date()), TM(local.time())
+    stamp(sc, decision)
+    return sc
+
+
+def _summary(decision: TriageDecision) -> str:
+    verdict = "FLAGGED" if decision.flag else "not flagged"
+    return (
+        f"{decision.model_id} {decision.model_version}: {decision.finding} "
+        f"score {decision.score:.3f} (threshold {decision.threshold:.3f}) {verdict}"
+    )
+
+
+def _pixel_spacing(head: Dataset, shape: tuple[int, int], out_shape: tuple[int, int]) -> tuple[float, float] | None:
+    spacing = head.get("PixelSpacing")
+    if not spacing or len(spacing) != 2:
+        return None
+    return tuple(float(s) * n / m for s, n, m in zip(spacing, shape, out_shape))
+
+
+def _patient_orientation(head: Dataset) -> list[str] | None:
+    """Patient Orientation of the slice: its own, else from Image Orientation (Patient)."""
+    own = head.get("PatientOrientation")
+    if own and len(own) == 2 and all(own):
+        return list(own)
+    cosines = head.get("ImageOrientationPatient")
+    if not cosines or len(cosines) != 6:
+        return None
+    return [_direction(list(map(float, cosines[:3]))), _direction(list(map(float, cosines[3:])))]
+
+
+def _direction(vector: list[float]) -> str:
+    # Letters of the patient axes a row/column runs towards, strongest first (PS3.3 C.7.6.1.1.1).
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))
+    order = sorted(range(3), key=lambda i: -abs(vector[i]))
+    return "".join(letters[i][0 if vector[i] > 0 else 1] for i in order if abs(vector[i]) >= _OBLIQUE)
+
+
+def _laterality(head: Dataset) -> str | None:
+    """The series' Laterality (R or L) from the source, empty when none or unpaired."""
+    for keyword in ("Laterality", "ImageLaterality"):
+        if head.get(keyword) in ("R", "L"):
+            return head.get(keyword)
+    return None
+
+
+def _source_reference(head: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = head.SOPClassUID
+    item.ReferencedSOPInstanceUID = head.SOPInstanceUID
+    purpose = hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+    item.PurposeOfReferenceCodeSequence = [purpose]
+    return item

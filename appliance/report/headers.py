@@ -1,0 +1,79 @@
+"""Header parts both result objects share: equipment, source copy, timestamps."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, DT, TM
+
+from appliance import __version__
+from appliance.report.records import TriageDecision
+
+MANUFACTURER = "Triage Appliance"
+NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
+
+# Patient and study attributes highdicom reads from the source: Type 2, so they may be
+# empty but must exist; real archives sometimes drop them.
+_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+)
+_PATIENT_SEX = {"M", "F", "O", ""}
+
+
+def equipment(decision: TriageDecision) -> dict[str, Any]:
+    """General Equipment keyword arguments for highdicom: the appliance and the model."""
+    return {
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": MANUFACTURER,
+        "software_versions": [__version__, f"{decision.model_id} {decision.model_version}"],
+    }
+
+
+def source_header(source: Dataset) -> Dataset:
+    """A pixel-free copy of ``source`` with the Type 2 patient/study attributes present.
+
+    A missing attribute becomes empty; a Patient's Sex outside M/F/O (which highdicom
+    refuses) becomes empty too. ``source`` itself is not changed.
+    """
+    head = Dataset()
+    for elem in source:
+        if elem.keyword != "PixelData":
+            head.add(copy.deepcopy(elem))
+    for keyword in _TYPE2:
+        if keyword not in head:
+            setattr(head, keyword, None)
+    if head.PatientSex not in _PATIENT_SEX:
+        head.PatientSex = None
+    return head
+
+
+def content_datetime(decision: TriageDecision) -> dict[str, Any]:
+    """Content and series date/time keyword arguments for highdicom."""
+    when = decision.decided_at.replace(tzinfo=None)
+    return {
+        "content_date": when.date(), "content_time": when.time(),
+        "series_date": when.date(), "series_time": when.time(),
+    }
+
+
+def stamp(ds: Dataset, decision: TriageDecision) -> None:
+    """Replace the wall-clock times highdicom writes with the decision's time.
+
+    Sets the instance creation date/time, the contribution date/time of highdicom's
+    own contributing equipment item, and, for an aware ``decided_at``, the Timezone
+    Offset From UTC.
+    """
+    when = decision.decided_at
+    local = when.replace(tzinfo=None)
+    ds.InstanceCreationDate, ds.InstanceCreationTime = DA(local.date()), TM(local.time())
+    for item in ds.get("ContributingEquipmentSequence", []):
+        if item.get("ManufacturerModelName") == "highdicom":
+            item.ContributionDateTime = DT(local)
+    offset = when.utcoffset()
+    if offset is not None:
+        minutes = int(offset.total_seconds()) // 60
+        sign = "+" if minutes >= 0 else "-"
+        ds.TimezoneOffsetFromUTC = f"{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"

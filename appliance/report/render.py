@@ -1,0 +1,128 @@
+"""Pixels of the heat-map capture: grey key slice, coloured heat map, burned-in text.
+
+Pure NumPy and Pillow; arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from appliance.triage.preprocess import window
+
+#: Heat below this level is not drawn; above it the colour runs red -> yellow.
+HEAT_FLOOR = 0.5
+_ALPHA = (0.35, 0.65)  # overlay opacity at the floor and at 1.0
+#: The long side of the capture is brought into this range (pixels), aspect kept.
+DISPLAY_LONG_SIDE = (512, 1024)
+_BANNER = (255, 255, 0)
+_TEXT = (255, 255, 255)
+
+
+def display_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """Capture size for a slice of ``shape``: small ones enlarged, large ones reduced."""
+    low, high = DISPLAY_LONG_SIDE
+    long_side = max(shape)
+    target = min(max(long_side, low), high)
+    return tuple(max(1, round(n * target / long_side)) for n in shape)
+
+
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights, each ``(n_out, taps)``, of a triangle filter.
+
+    The support widens by the scale factor when shrinking, so reduction averages like
+    an area filter (no aliasing) and enlargement is linear interpolation.
+    """
+    scale = n_in / n_out
+    support = max(scale, 1.0)
+    centers = (np.arange(n_out) + 0.5) * scale - 0.5
+    index = np.floor(centers - support).astype(int)[:, None] + 1 + np.arange(int(np.ceil(2 * support)) + 1)
+    weight = np.clip(1.0 - np.abs(index - centers[:, None]) / support, 0.0, None)
+    weight[(index < 0) | (index >= n_in)] = 0.0
+    return np.clip(index, 0, n_in - 1), weight / weight.sum(axis=1, keepdims=True)
+
+
+def _resample_rows(image: np.ndarray, n_out: int) -> np.ndarray:
+    index, weight = _taps(image.shape[0], n_out)
+    out = np.zeros((n_out, image.shape[1]))
+    for tap in range(index.shape[1]):
+        out += weight[:, tap, None] * image[index[:, tap]]
+    return out
+
+
+def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D array to ``shape`` (anti-aliased linear filter), as float64."""
+    return _resample_rows(_resample_rows(image.astype(np.float64), shape[0]).T, shape[1]).T
+
+
+def heatmap_over(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The heat map resampled onto an image of ``shape``.
+
+    A heat map with the image's aspect ratio is stretched over it. A square heat map
+    over a non-square image is taken to cover the image padded symmetrically to a
+    square (what the model saw, see ``preprocess.pad_to_square``): it is resampled to
+    that square and the padding cropped away.
+
+    Raises
+    ------
+    ValueError
+        If the heat map is neither square nor of the image's aspect ratio.
+    """
+    h, w = shape
+    hh, hw = heatmap.shape
+    if abs(hh / hw - h / w) <= max(1.0 / hh, 1.0 / hw, 1.0 / h, 1.0 / w):
+        return resample(heatmap, shape)
+    if hh != hw:
+        raise ValueError(f"heat map {hh}x{hw} fits neither the {h}x{w} image nor its padded square")
+    n = max(h, w)
+    top, left = (n - h) // 2, (n - w) // 2
+    return resample(heatmap, (n, n))[top:top + h, left:left + w]
+
+
+def grey(pixels: np.ndarray, center: float, width: float, photometric: str) -> np.ndarray:
+    """Rescaled pixels through the window to [0, 1], bright = high unless MONOCHROME1."""
+    out = window(pixels, center, width).astype(np.float64)
+    return 1.0 - out if photometric == "MONOCHROME1" else out
+
+
+def overlay(grey_image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """RGB uint8: the grey image, tinted red (at :data:`HEAT_FLOOR`) to yellow (at 1) where heat is high."""
+    level = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    alpha = np.where(heat >= HEAT_FLOOR, _ALPHA[0] + (_ALPHA[1] - _ALPHA[0]) * level, 0.0)[..., None]
+    colour = np.stack([np.ones_like(level), level, np.zeros_like(level)], axis=-1)
+    rgb = (1.0 - alpha) * grey_image[..., None] + alpha * colour
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def _font(draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    # The largest size up to ``size`` at which ``text`` fits in ``max_width``, at least 8.
+    font = ImageFont.load_default(size=size)
+    length = draw.textlength(text, font=font)
+    while size > 8 and length > max_width:
+        size = max(8, min(size - 1, int(size * max_width / length)))
+        font = ImageFont.load_default(size=size)
+        length = draw.textlength(text, font=font)
+    return font
+
+
+def burn_in(rgb: np.ndarray, banner: str, lines: Sequence[str]) -> np.ndarray:
+    """Write ``banner`` large and yellow across the top and ``lines`` in white at the bottom.
+
+    Text has a black outline so it reads on any background; sizes follow the image
+    width and shrink until each line fits.
+    """
+    image = Image.fromarray(rgb, "RGB")
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    margin = max(2, width // 64)
+    font = _font(draw, banner, max(10, width // 14), width - 2 * margin)
+    x = (width - draw.textlength(banner, font=font)) / 2
+    draw.text((x, margin), banner, font=font, fill=_BANNER, stroke_width=max(1, width // 256), stroke_fill=(0, 0, 0))
+    y = height - margin
+    for line in reversed(lines):
+        font = _font(draw, line, max(8, width // 32), width - 2 * margin)
+        y -= font.getbbox(line)[3] + 1
+        draw.text((margin, y), line, font=font, fill=_TEXT, stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -1,0 +1,1 @@
+"""Send: the durable result outbox and the sender that delivers it to PACS."""

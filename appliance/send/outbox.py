@@ -1,0 +1,239 @@
+"""The durable result outbox: one row per (result object file, destination).
+
+A row is ``pending`` until its destination acknowledges it (``sent``, warnings included) or
+it is given up on (``dead``: a permanent failure status, an unreadable file, or
+``sender.max_attempts`` failed tries). Rows live in the ``outbox`` table (migration 2 of
+:mod:`appliance.db`), so a restarted sender resumes where the last one stopped.
+
+Times are wall-clock seconds (``time.time()``) because they outlive the process. The table
+is written by the process that runs the :class:`~appliance.send.sender.Sender`, plus
+whoever enqueues results (the inference worker); each write is one short transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from appliance.db import transaction
+from appliance.config import Destination
+
+PENDING, SENT, DEAD = "pending", "sent", "dead"
+
+_COLUMNS = (
+    "id, path, sop_class_uid, sop_instance_uid, study_instance_uid, destination, state, "
+    "attempts, next_attempt_at, last_status, last_error, created_at, updated_at, sent_at"
+)
+
+
+def destination_key(destination: Destination | str) -> str:
+    """The outbox's name for a destination: ``AE@host:port``."""
+    if isinstance(destination, str):
+        destination = Destination.parse(destination)
+    return f"{destination.ae_title}@{destination.host}:{destination.port}"
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One result object on its way to one destination."""
+
+    id: int
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    destination: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_status: int | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "OutboxItem":
+        return cls(row[0], Path(row[1]), *row[2:])
+
+
+def enqueue_in(
+    conn: sqlite3.Connection,
+    path: Path,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    study_uid: str,
+    destinations: Iterable[Destination | str],
+    now: float,
+) -> list[int]:
+    """Queue one result object for each destination inside the caller's open transaction.
+
+    Use this to commit results and their outbox rows together (e.g. with the job that made
+    them). Queuing the same SOP Instance UID for the same destination again is a no-op.
+
+    Returns
+    -------
+    list of int
+        The outbox ids, one per destination, in the order given.
+    """
+    ids = []
+    for destination in destinations:
+        key = destination_key(destination)
+        conn.execute(
+            "INSERT INTO outbox (path, sop_class_uid, sop_instance_uid, study_instance_uid,"
+            " destination, state, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+            " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
+            (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now),
+        )
+        ids.append(conn.execute(
+            "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
+            (sop_instance_uid, key),
+        ).fetchone()[0])
+    return ids
+
+
+class Outbox:
+    """The outbox table, safe to share between the threads of one process.
+
+    Parameters
+    ----------
+    db : sqlite_utils.Database
+        From :func:`appliance.db.open_database`. Every statement the outbox runs on
+        this connection holds the outbox's lock, so give it a connection that no thread
+        outside this outbox opens transactions on.
+    """
+
+    def __init__(self, db: sqlite_utils.Database):
+        self._conn = db.conn
+        self._lock = threading.Lock()
+
+    def _write(self, sql: str, params: tuple) -> int:
+        with self._lock, transaction(self._conn):
+            return self._conn.execute(sql, params).rowcount
+
+    def _select(self, where: str, params: tuple) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM outbox WHERE {where}", params)
+            return [OutboxItem.from_row(row) for row in rows.fetchall()]
+
+    def enqueue(
+        self,
+        path: Path,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        study_uid: str,
+        destinations: Iterable[Destination | str],
+        now: float | None = None,
+    ) -> list[int]:
+        """Queue one result object file for each destination, in one transaction.
+
+        Parameters
+        ----------
+        path : Path
+            The DICOM file (Part 10, with file meta). The outbox never deletes it.
+        sop_class_uid, sop_instance_uid, study_uid : str
+            The object's identity, for the peers' presentation contexts and for finding it.
+        destinations : iterable of Destination or "AE@host:port"
+            Usually ``settings.dicom.destinations``.
+        now : float, optional
+            Enqueue time (due at once); defaults to ``time.time()``.
+
+        Returns
+        -------
+        list of int
+            One outbox id per destination; an object already queued keeps its row and id.
+        """
+        now = time.time() if now is None else now
+        with self._lock, transaction(self._conn):
+            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid,
+                              destinations, now)
+
+    def get(self, item_id: int) -> OutboxItem | None:
+        found = self._select("id = ?", (item_id,))
+        return found[0] if found else None
+
+    def items(self, destination: str | None = None, state: str | None = None) -> list[OutboxItem]:
+        """Rows, oldest first, optionally of one destination key and/or one state."""
+        where, params = ["1"], []
+        if destination is not None:
+            where.append("destination = ?")
+            params.append(destination)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        return self._select(" AND ".join(where) + " ORDER BY id", tuple(params))
+
+    def due(self, destination: str, now: float, limit: int) -> list[OutboxItem]:
+        """Pending rows of one destination whose time has come, longest waiting first."""
+        return self._select(
+            "destination = ? AND state = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT ?", (destination, now, limit))
+
+    def next_due_at(self, destination: str) -> float | None:
+        """When the next pending row of this destination falls due; None if none is pending."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT min(next_attempt_at) FROM outbox"
+                " WHERE destination = ? AND state = 'pending'", (destination,)).fetchone()[0]
+
+    def mark_sent(self, item_id: int, status: int, warning: str | None, now: float) -> None:
+        """The destination acknowledged the object (status 0x0000 or a warning)."""
+        self._write(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_status = ?,"
+            " last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?",
+            (status, warning, now, now, item_id))
+
+    def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None,
+                    now: float) -> None:
+        """One failed try: pending again at ``retry_at``, or dead when ``retry_at`` is None."""
+        state = PENDING if retry_at is not None else DEAD
+        self._write(
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
+            " last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ?"
+            " WHERE id = ?",
+            (state, status, error, retry_at, now, item_id))
+
+    def postpone(self, destination: str, until: float, error: str, now: float) -> int:
+        """The destination is unreachable: hold every pending row until ``until``.
+
+        No try is counted: a destination that is down never dead-letters its objects.
+        Returns how many rows were held.
+        """
+        return self._write(
+            "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ?,"
+            " updated_at = ? WHERE destination = ? AND state = 'pending'",
+            (until, error, now, destination))
+
+    def dead_letters(self, destination: str | None = None) -> list[OutboxItem]:
+        """The objects given up on, for the admin page and ``retry``."""
+        return self.items(destination, DEAD)
+
+    def retry(self, item_id: int, now: float | None = None) -> bool:
+        """Put a dead-lettered object back in its queue, due now, with a fresh try count.
+
+        Returns
+        -------
+        bool
+            False when no dead-lettered row has this id.
+        """
+        now = time.time() if now is None else now
+        return self._write(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id)) == 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{destination: {state: rows}}``, for status pages and metrics."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT destination, state, count(*) FROM outbox GROUP BY destination, state")
+            counts: dict[str, dict[str, int]] = {}
+            for destination, state, count in rows.fetchall():
+                counts.setdefault(destination, {})[state] = count
+            return counts

@@ -1,0 +1,461 @@
+"""C-STORE of result objects to every destination: retries, circuit breaker, dead letters.
+
+Each configured destination gets a lane: one worker thread, its queue in the
+:class:`~appliance.send.outbox.Outbox`, and its own circuit breaker, so a destination
+that is down delays nothing bound elsewhere.
+
+Policy (pure, at the top of this module):
+
+- an object's failed try waits :func:`backoff_delay` (exponential, jittered, capped) and
+  is dead-lettered after ``max_attempts`` tries or at once on a permanent failure status
+  (:func:`classify_status`);
+- association failures are the destination's, not the object's: they consume no tries.
+  The :class:`Breaker` counts them; below ``breaker_failures`` in a row the lane waits
+  :func:`backoff_delay` between associations, at the threshold it opens for
+  ``breaker_cooldown_s`` and then lets one trial object through (half-open);
+- for every object we propose its own transfer syntax, Explicit VR Little Endian and
+  Implicit VR Little Endian as separate presentation contexts and send on the best one
+  the peer accepted (:func:`choose_transfer_syntax`), decompressing when we must.
+
+Nothing here logs patient identifiers: log lines name outbox ids and destinations only.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import sqlite_utils
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+
+from appliance.config import Destination, SenderSettings, Settings
+from appliance.send.outbox import DEAD, PENDING, SENT, Outbox, OutboxItem, destination_key
+
+log = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 128  # presentation context ids are odd numbers 1..255
+FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+
+# ---------------------------------------------------------------------------------------
+# Policy: pure functions and values
+
+
+class Outcome(enum.Enum):
+    """What a C-STORE response status means for the object."""
+
+    SENT = "sent"        # success or warning: the peer has it
+    RETRY = "retry"      # a failure that may pass: try again later
+    DEAD = "dead"        # a failure that will not pass: dead-letter
+
+
+def classify_status(status: int) -> Outcome:
+    """Map a C-STORE response status to what happens to the object.
+
+    Success (0x0000) and warnings (0xB0xx and the general warnings 0x0001, 0x0107, 0x0116)
+    count as sent. Out of resources (0xA7xx), data set does not match SOP class (0xA9xx)
+    and cannot understand (0xCxxx) are permanent. Any other failure is retried.
+    """
+    if status == 0x0000 or status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000:
+        return Outcome.SENT
+    if status & 0xFF00 in (0xA700, 0xA900) or status & 0xF000 == 0xC000:
+        return Outcome.DEAD
+    return Outcome.RETRY
+
+
+def backoff_delay(failures: int, initial_s: float, max_s: float, jitter: float,
+                  draw: float) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row.
+
+    ``initial_s`` doubled per failure, capped at ``max_s``, then shortened by up to the
+    fraction ``jitter`` (``draw`` in [0, 1) picks how much) so that queues which failed
+    together do not retry in lockstep.
+    """
+    if failures < 1:
+        return 0.0
+    base = min(max_s, math.ldexp(initial_s, min(failures - 1, 64)))
+    return base * (1.0 - jitter * draw)
+
+
+class BreakerMode(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True)
+class Breaker:
+    """A destination's circuit breaker as an immutable value; transitions return new ones.
+
+    Parameters
+    ----------
+    threshold : int
+        Association failures in a row that open the circuit.
+    cooldown_s : float
+        How long it stays open before one trial (half-open).
+    failures : int
+        Association failures in a row so far.
+    opened_at : float or None
+        When it (re)opened; None while closed.
+    """
+
+    threshold: int
+    cooldown_s: float
+    failures: int = 0
+    opened_at: float | None = None
+
+    def mode(self, now: float) -> BreakerMode:
+        if self.opened_at is None:
+            return BreakerMode.CLOSED
+        return BreakerMode.OPEN if now < self.opened_at + self.cooldown_s else BreakerMode.HALF_OPEN
+
+    def closes_trial_at(self) -> float | None:
+        """When an open circuit lets its trial through; None while closed."""
+        return None if self.opened_at is None else self.opened_at + self.cooldown_s
+
+    def after_success(self) -> "Breaker":
+        return replace(self, failures=0, opened_at=None)
+
+    def after_failure(self, now: float) -> "Breaker":
+        failures = self.failures + 1
+        opened_at = now if failures >= self.threshold else None
+        return replace(self, failures=failures, opened_at=opened_at)
+
+
+def next_association_at(breaker: Breaker, now: float, policy: SenderSettings, draw: float) -> float:
+    """After an association failure: when the lane may try the destination again."""
+    trial = breaker.closes_trial_at()
+    if trial is not None:
+        return trial
+    return now + backoff_delay(breaker.failures, policy.retry_initial_s, policy.retry_max_s,
+                               policy.retry_jitter, draw)
+
+
+def retry_at(attempts: int, now: float, policy: SenderSettings, draw: float) -> float | None:
+    """After an object's ``attempts``-th failed try: when to try again, or None to give up."""
+    if attempts >= policy.max_attempts:
+        return None
+    return now + backoff_delay(attempts, policy.retry_initial_s, policy.retry_max_s,
+                               policy.retry_jitter, draw)
+
+
+def proposed_syntaxes(own: UID) -> tuple[UID, ...]:
+    """The transfer syntaxes proposed for an object, one presentation context each."""
+    return tuple(dict.fromkeys((UID(own), *FALLBACK_SYNTAXES)))
+
+
+def choose_transfer_syntax(own: UID, accepted: Sequence[UID]) -> UID | None:
+    """The accepted transfer syntax to send on: the object's own, else Explicit, else
+    Implicit VR Little Endian; None when the peer accepted none of them."""
+    for syntax in proposed_syntaxes(own):
+        if syntax in accepted:
+            return syntax
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# One association: send a batch of objects to one destination
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one object fared on an established association."""
+
+    item: OutboxItem
+    outcome: Outcome
+    status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One association's worth of work.
+
+    ``reached`` says whether the peer took part in the association: it accepted it, or
+    negotiated and refused every presentation context (the objects' fault, not the
+    destination's). ``association_error`` says why not when an association was tried and
+    failed. ``results`` cover the objects tried plus any whose file could not be read
+    (those never need an association).
+    """
+
+    reached: bool
+    association_error: str | None
+    results: tuple[Result, ...]
+
+
+def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]], list[Result]]:
+    """Read the batch's files; an unreadable one is dead at once (it cannot get better)."""
+    loaded, failed = [], []
+    for item in items:
+        try:
+            dataset = dcmread(item.path)
+            UID(dataset.file_meta.TransferSyntaxUID), UID(dataset.SOPClassUID)
+            loaded.append((item, dataset))
+        except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
+            failed.append(Result(item, Outcome.DEAD, None,
+                                 f"cannot read result file: {type(exc).__name__}: {exc}"))
+    return loaded, failed
+
+
+def _contexts(loaded: list[tuple[OutboxItem, Dataset]]) -> tuple[list[PresentationContext], int]:
+    """Presentation contexts for as many objects as fit in one association, and how many."""
+    pairs: dict[tuple[str, str], None] = {}
+    fitted = 0
+    for _, dataset in loaded:
+        own = dataset.file_meta.TransferSyntaxUID
+        wanted = [(dataset.SOPClassUID, ts) for ts in proposed_syntaxes(own)]
+        new = [pair for pair in wanted if pair not in pairs]
+        if len(pairs) + len(new) > MAX_CONTEXTS:
+            break
+        pairs.update(dict.fromkeys(new))
+        fitted += 1
+    return [build_context(sop_class, ts) for sop_class, ts in pairs], fitted
+
+
+def _association_error(assoc: Association, connected: bool) -> str:
+    if not connected:
+        return "no connection: refused, unreachable or timed out"
+    if assoc.is_rejected:
+        rsp = assoc.acceptor.primitive
+        return (f"association rejected ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
+                if rsp is not None else "association rejected")
+    if assoc.is_aborted:
+        return "association aborted by the peer"
+    return "no answer to the association request (ACSE timeout)"
+
+
+def _no_context(item: OutboxItem, dataset: Dataset) -> Result:
+    return Result(item, Outcome.RETRY, None,
+                  f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}")
+
+
+def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result:
+    own = UID(dataset.file_meta.TransferSyntaxUID)
+    accepted = [UID(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
+                if cx.abstract_syntax == dataset.SOPClassUID and cx.as_scu]
+    chosen = choose_transfer_syntax(own, accepted)
+    if chosen is None:
+        return _no_context(item, dataset)
+    try:
+        if chosen != own and own.is_compressed:
+            # Same object in another encoding: it keeps its SOP Instance UID. pynetdicom
+            # then converts between Explicit and Implicit VR Little Endian itself.
+            dataset.decompress(generate_instance_uid=False)
+        response = assoc.send_c_store(dataset)
+    except (ValueError, RuntimeError, AttributeError, NotImplementedError) as exc:
+        return Result(item, Outcome.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
+    if "Status" not in response:
+        return Result(item, Outcome.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
+    status = int(response.Status)
+    comment = str(response.get("ErrorComment", "")).strip()
+    outcome = classify_status(status)
+    text = None if status == 0 else f"status 0x{status:04X}" + (f": {comment}" if comment else "")
+    return Result(item, outcome, status, text)
+
+
+def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem],
+            policy: SenderSettings) -> Delivery:
+    """Send ``items`` over one association; results only for the objects tried.
+
+    Objects after one whose association broke, or beyond the presentation context limit,
+    are left untried (they stay due).
+    """
+    loaded, unreadable = _load(items)
+    if not loaded:
+        return Delivery(False, None, tuple(unreadable))
+    contexts, fitted = _contexts(loaded)
+    ae = AE(ae_title=ae_title)
+    ae.connection_timeout = policy.connect_timeout_s
+    ae.acse_timeout = policy.acse_timeout_s
+    ae.dimse_timeout = policy.dimse_timeout_s
+    ae.network_timeout = max(policy.acse_timeout_s, policy.dimse_timeout_s)
+    connected = threading.Event()
+    assoc = ae.associate(destination.host, destination.port, contexts=contexts,
+                         ae_title=destination.ae_title,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.set())])
+    if assoc.rejected_contexts and not assoc.accepted_contexts:  # pynetdicom aborted it
+        refused = [_no_context(item, dataset) for item, dataset in loaded[:fitted]]
+        return Delivery(True, None, (*unreadable, *refused))
+    if not assoc.is_established:
+        error = _association_error(assoc, connected.is_set())
+        return Delivery(False, error, tuple(unreadable))
+    results = list(unreadable)
+    try:
+        for item, dataset in loaded[:fitted]:
+            results.append(_store_one(assoc, item, dataset))
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        else:
+            assoc.abort()
+    return Delivery(True, None, tuple(results))
+
+
+# ---------------------------------------------------------------------------------------
+# The sender: a lane per destination
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round of one lane did (returned by :meth:`Sender.send_due_once`)."""
+
+    destination: str
+    associated: bool          # an association was attempted
+    association_error: str | None
+    sent: int                 # objects the peer acknowledged
+    retried: int              # objects that failed and wait for another try
+    dead: int                 # objects dead-lettered
+    next_at: float            # when this lane has work next (or should look again)
+
+
+class _Lane:
+    def __init__(self, destination: Destination, policy: SenderSettings):
+        self.destination = destination
+        self.key = destination_key(destination)
+        self.breaker = Breaker(policy.breaker_failures, policy.breaker_cooldown_s)
+        self.not_before = 0.0
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+
+class Sender:
+    """Sends queued result objects to every configured destination.
+
+    Parameters
+    ----------
+    settings : Settings
+        ``dicom.ae_title`` is the calling AE title, ``dicom.destinations`` the lanes and
+        ``sender`` the policy.
+    db : sqlite_utils.Database
+        The appliance database; wrapped in an :class:`Outbox`, see its note on threads.
+    rng : callable, optional
+        Returns a float in [0, 1) for jitter; ``random.random`` by default.
+
+    Notes
+    -----
+    Use either the threads (:meth:`start` / :meth:`stop`) or :meth:`send_due_once`, not
+    both at the same time.
+    """
+
+    def __init__(self, settings: Settings, db: sqlite_utils.Database,
+                 rng: Callable[[], float] = random.random):
+        self.ae_title = settings.dicom.ae_title
+        self.policy = settings.sender
+        self.outbox = Outbox(db)
+        self._rng = rng
+        self._lanes = {lane.key: lane for lane in
+                       (_Lane(d, self.policy) for d in settings.dicom.destinations)}
+        self._stopping = threading.Event()
+
+    def breaker(self, destination: str) -> Breaker:
+        """The circuit breaker of one destination (by ``AE@host:port`` key)."""
+        return self._lanes[destination].breaker
+
+    def send_due_once(self, now: float) -> dict[str, Round]:
+        """Run one round of every lane, one after the other, as if the time were ``now``."""
+        return {key: self._round(lane, now) for key, lane in self._lanes.items()}
+
+    def start(self) -> None:
+        """Start one worker thread per destination."""
+        self._stopping.clear()
+        for lane in self._lanes.values():
+            lane.thread = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                                           name=f"sender {lane.key}")
+            lane.thread.start()
+
+    def wake(self) -> None:
+        """Look at the outbox now (after an enqueue in this process) instead of next poll."""
+        for lane in self._lanes.values():
+            lane.wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the workers; an association in progress finishes its current object."""
+        self._stopping.set()
+        self.wake()
+        for lane in self._lanes.values():
+            if lane.thread is not None:
+                lane.thread.join(timeout)
+                lane.thread = None
+
+    def _run(self, lane: _Lane) -> None:
+        while not self._stopping.is_set():
+            lane.wake.clear()
+            try:
+                next_at = self._round(lane, time.time()).next_at
+            except Exception:  # a bug or a database error must not kill the lane
+                log.exception("sender %s: round failed", lane.key)
+                next_at = time.time() + self.policy.poll_interval_s
+            lane.wake.wait(min(max(0.0, next_at - time.time()), self.policy.poll_interval_s))
+
+    def _round(self, lane: _Lane, now: float) -> Round:
+        # not_before covers both the backoff between failed associations and an open circuit.
+        if now < lane.not_before:
+            return Round(lane.key, False, None, 0, 0, 0, lane.not_before)
+        half_open = lane.breaker.mode(now) is BreakerMode.HALF_OPEN
+        limit = 1 if half_open else self.policy.batch_size
+        items = self.outbox.due(lane.key, now, limit)
+        if items:
+            delivery = deliver(self.ae_title, lane.destination, items, self.policy)
+            self._account(lane, delivery, now)
+        else:
+            delivery = Delivery(False, None, ())
+        counts = {SENT: 0, PENDING: 0, DEAD: 0}
+        for result in delivery.results:
+            counts[self._record(lane, result, now)] += 1
+        if len(items) == limit and delivery.association_error is None:
+            next_at = now  # a full batch went: there may be more
+        else:
+            poll_at = now + self.policy.poll_interval_s
+            next_due = self.outbox.next_due_at(lane.key) or poll_at
+            next_at = max(lane.not_before, min(poll_at, next_due))
+        return Round(lane.key, delivery.reached or delivery.association_error is not None,
+                     delivery.association_error, counts[SENT], counts[PENDING], counts[DEAD],
+                     next_at)
+
+    def _account(self, lane: _Lane, delivery: Delivery, now: float) -> None:
+        """Feed the association's fate to the breaker; hold the queue when it failed."""
+        if delivery.reached:
+            lane.breaker = lane.breaker.after_success()
+            lane.not_before = 0.0
+        elif delivery.association_error is not None:
+            lane.breaker = lane.breaker.after_failure(now)
+            lane.not_before = next_association_at(lane.breaker, now, self.policy, self._rng())
+            held = self.outbox.postpone(lane.key, lane.not_before, delivery.association_error, now)
+            log.warning("sender %s: %s; %d object(s) wait %.1f s (circuit %s after %d failure(s))",
+                        lane.key, delivery.association_error, held, lane.not_before - now,
+                        lane.breaker.mode(now).value, lane.breaker.failures)
+
+    def _record(self, lane: _Lane, result: Result, now: float) -> str:
+        """Write one object's result to the outbox; returns its new state."""
+        item, tries = result.item, result.item.attempts + 1
+        # Peer error comments stay in the database; the log gets the status code only.
+        reason = f"status 0x{result.status:04X}" if result.status is not None else result.error
+        if result.outcome is Outcome.SENT:
+            self.outbox.mark_sent(item.id, result.status or 0, result.error, now)
+            if result.status:
+                log.info("sender %s: outbox %d stored with warning %s", lane.key, item.id, reason)
+            return SENT
+        when = None
+        if result.outcome is Outcome.RETRY:
+            when = retry_at(tries, now, self.policy, self._rng())
+        self.outbox.mark_failed(item.id, result.status, result.error or "failed", when, now)
+        if when is None:
+            log.warning("sender %s: outbox %d dead-lettered after %d tries: %s", lane.key, item.id,
+                        tries, reason)
+            return DEAD
+        log.info("sender %s: outbox %d try %d failed (%s), next in %.1f s", lane.key, item.id,
+                 tries, reason, when - now)
+        return PENDING

@@ -1,0 +1,86 @@
+"""Installing, shadowing, activating and rolling back real signed packages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from appliance.audit import chain as audit_log
+from appliance.db import open_database
+from appliance.errors import PackageError
+from appliance.models.registry import ModelRegistry, version_key
+from tests.inference_packages import rebuilt
+
+
+@pytest.fixture
+def registry(tmp_path, quick_packages):
+    db = open_database(tmp_path / "a.db")
+    return ModelRegistry(db, tmp_path / "models", [quick_packages["public_key"]])
+
+
+def audit_kinds(registry) -> list[str]:
+    return [row[0] for row in registry.db.conn.execute("SELECT kind FROM audit_log ORDER BY seq")]
+
+
+def test_semantic_versions_order_numerically_with_prereleases_first():
+    assert sorted(["1.10.0", "1.2.0", "1.2.0-rc.1", "0.9.9"], key=version_key) == [
+        "0.9.9", "1.2.0-rc.1", "1.2.0", "1.10.0"]
+
+
+def test_activation_golden_tests_every_backend_and_records_the_fastest(registry, quick_packages):
+    model = registry.install(quick_packages["head-ct"], "test")
+    assert model.state == "installed" and (model.path / "package.tar").is_file()
+    active = registry.activate(model.id, model.version, "test")
+    assert active.state == "active"
+    trials = active.selection["trials"]
+    assert {(t["backend"], t["precision"]) for t in trials} == {
+        (v.backend, v.precision) for v in model.manifest.variants}
+    passing = [t for t in trials if t["passed"]]
+    fastest = min(passing, key=lambda t: t["ms_per_image"])
+    assert active.selection["chosen"] == f"{fastest['backend']}/{fastest['device']}/{fastest['precision']}"
+    assert audit_kinds(registry) == ["model-installed", "model-active"]
+    assert audit_log.verify_database(registry.db) == []
+
+
+def test_untrusted_tampered_and_older_packages_are_refused(registry, quick_packages, tmp_path):
+    other = ModelRegistry(registry.db, registry.models_dir, [quick_packages["public_key"].with_name("nope.pub")])
+    with pytest.raises(PackageError, match="trusted key"):
+        other.install(quick_packages["head-ct"], "test")
+
+    key = quick_packages["private_key"]
+    newer = rebuilt(quick_packages["head-ct"], key, tmp_path, "1.1.0")
+    registry.install(newer, "test")
+    with pytest.raises(PackageError, match="older than installed 1.1.0"):
+        registry.install(quick_packages["head-ct"], "test")
+    (tmp_path / "rebuild").mkdir()
+    same_version = rebuilt(quick_packages["head-ct"], key, tmp_path / "rebuild", "1.1.0", break_golden=True)
+    with pytest.raises(PackageError, match="already installed with different contents"):
+        registry.install(same_version, "test")
+
+
+def test_a_model_failing_its_golden_test_is_refused_and_the_active_one_stays(registry, quick_packages, tmp_path):
+    good = registry.install(quick_packages["head-ct"], "test")
+    registry.activate(good.id, good.version, "test")
+    broken = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path,
+                                      "1.0.1", break_golden=True), "test")
+    with pytest.raises(PackageError, match="no variant passed its golden test"):
+        registry.activate(broken.id, broken.version, "test")
+    assert [(m.version, m.state) for m in registry.list()] == [("1.0.0", "active"), ("1.0.1", "installed")]
+
+
+def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, tmp_path):
+    first = registry.install(quick_packages["head-ct"], "test")
+    registry.activate(first.id, first.version, "test")
+    second = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path, "1.1.0"), "test")
+    registry.shadow(second.id, second.version, "test")
+    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "active", "1.1.0": "shadow"}
+    registry.activate(second.id, second.version, "test")
+    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "retired", "1.1.0": "active"}
+    back = registry.rollback(first.id, "biomed:alice")
+    assert back.version == "1.0.0" and back.state == "active"
+    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "active", "1.1.0": "retired"}
+    last = json.loads(registry.db.conn.execute(
+        "SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0])
+    assert last["from"] == "1.1.0" and last["to"] == "1.0.0" and last["actor"] == "biomed:alice"
+    assert audit_kinds(registry)[-1] == "model-rolled-back"

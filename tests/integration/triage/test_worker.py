@@ -1,0 +1,146 @@
+"""The worker on real ingested series: triaged, not-eligible, failed; leases; audit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from appliance.audit import chain as audit_log
+from appliance.db import open_database
+from appliance.config import load_settings
+from appliance.models.registry import ModelRegistry
+from appliance.triage.worker import Worker
+from appliance.jobs import LeaseLost, claim
+from tests.support import ApplianceProcess, tcp_env, write_mr_series
+from training.data.ct_synth import CTConfig, generate_ct_dataset
+
+
+@pytest.fixture
+def box(tmp_path, quick_packages):
+    """A running listener, the quick head-CT model active, and worker settings for its data."""
+    listener = ApplianceProcess(tmp_path / "data", dicom_quiet_period_s="30").start()
+    settings = load_settings(environ={
+        "APPLIANCE_DATA_DIR": str(listener.data_dir),
+        "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
+        "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
+        "APPLIANCE_WORKER_LEASE_S": "200",
+    })
+    db = open_database(settings.db_path)
+    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
+    model = registry.install(quick_packages["head-ct"], "test")
+    registry.activate(model.id, model.version, "test")
+    yield listener, settings, db
+    listener.stop()
+
+
+def send(listener: ApplianceProcess, files: list[Path]) -> None:
+    subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(listener.port), *map(str, files)],
+                   env=tcp_env(), check=True, timeout=120, capture_output=True)
+
+
+def queued_series(listener: ApplianceProcess, count: int) -> list[dict]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        series = listener.status()["series"]
+        if len(series) >= count and all(s["state"] == "queued" for s in series):
+            return series
+        time.sleep(0.2)
+    raise AssertionError(listener.status())
+
+
+def head_ct(folder: Path, seed: int) -> list[Path]:
+    generate_ct_dataset(CTConfig(n_patients=1, seed=seed), folder, workers=1)
+    return sorted(folder.glob("*/CT/*.dcm"))
+
+
+def test_ct_is_triaged_mr_is_not_eligible_and_both_are_audited(box, tmp_path):
+    listener, settings, db = box
+    send(listener, head_ct(tmp_path / "ct", seed=11))
+    send(listener, write_mr_series(tmp_path / "mr", 10)[1])
+    queued_series(listener, 2)
+
+    worker = Worker(settings, db)
+    assert worker.run_once() and worker.run_once() and not worker.run_once()
+
+    states = {s["modality"]: s for s in listener.status()["series"]}
+    ct, mr_entry = states["CT"], states["MR"]
+    assert ct["state"] == "triaged" and isinstance(ct["flag"], bool) and 0 <= ct["score"] <= 1
+    assert ct["model"] == "head-ct-ich-demo 1.0.0"
+    assert mr_entry["state"] == "not-eligible" and "modality MR not in ['CT']" in mr_entry["reason"]
+
+    [(payload,)] = db.conn.execute("SELECT payload FROM audit_log WHERE kind = 'inference'").fetchall()
+    row = json.loads(payload)
+    assert row["series_instance_uid"] == ct["series_instance_uid"] and row["role"] == "active"
+    assert set(row["latency"]) == {"queue_wait_s", "decode_s", "inference_s", "output_s"}
+    assert row["backend"].startswith(("onnxruntime/", "openvino/")) and len(row["input_sha256"]) == 64
+    assert audit_log.verify_database(db) == []
+
+    outbox = db.conn.execute("SELECT path, sop_instance_uid, destination, state FROM outbox").fetchall()
+    assert {r[1] for r in outbox} == {row["sr_instance_uid"], row["sc_instance_uid"]}
+    assert {r[2] for r in outbox} == {"PACS@127.0.0.1:9"} and {r[3] for r in outbox} == {"pending"}
+    sr = pydicom.dcmread(next(r[0] for r in outbox if r[1] == row["sr_instance_uid"]))
+    assert sr.StudyInstanceUID == ct["study_instance_uid"] and sr.Modality == "SR"
+
+
+def test_an_undecodable_series_fails_with_the_reason(box, tmp_path):
+    listener, settings, db = box
+    files = head_ct(tmp_path / "ct", seed=12)
+    broken = pydicom.dcmread(files[3])
+    broken.PixelData = broken.PixelData[: len(broken.PixelData) // 3]  # truncated pixels
+    broken.save_as(files[3])
+    send(listener, files)
+    queued_series(listener, 1)
+    assert Worker(settings, db).run_once()
+    [entry] = listener.status()["series"]
+    assert entry["state"] == "failed" and "decode failed" in entry["reason"]
+    assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+
+
+def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
+    listener, settings, db = box
+    send(listener, head_ct(tmp_path / "ct", seed=13))
+    queued_series(listener, 1)
+    vanished = claim(db.conn, "worker-that-died", lease_s=0.5, max_attempts=3, now=time.time())
+    assert vanished is not None
+    assert listener.status()["series"][0]["state"] == "running"
+    survivor = Worker(settings, db, name="survivor")
+    assert not survivor.run_once()  # the lease has not run out yet
+    time.sleep(0.6)
+    assert survivor.run_once()
+    assert listener.status()["series"][0]["state"] == "triaged"
+    # The dead worker coming back cannot record the same job again.
+    late = Worker(settings, db, name="worker-that-died")
+    with pytest.raises(LeaseLost):
+        late.process(vanished)
+    assert db.conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'inference'").fetchone()[0] == 1
+    assert db.conn.execute("SELECT attempts, state FROM jobs").fetchone() == (2, "done")
+
+
+def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp_path, quick_packages):
+    listener, settings, db = box
+    from tests.inference_packages import rebuilt
+
+    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
+    candidate = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path,
+                                         "1.1.0"), "test")
+    registry.shadow(candidate.id, candidate.version, "test")
+    send(listener, head_ct(tmp_path / "ct", seed=14))
+    queued_series(listener, 1)
+    assert Worker(settings, db).run_once()
+
+    rows = [json.loads(p) for (p,) in db.conn.execute(
+        "SELECT payload FROM audit_log WHERE kind = 'inference' ORDER BY seq")]
+    assert [(r["role"], r["model_version"]) for r in rows] == [("active", "1.0.0"), ("shadow", "1.1.0")]
+    active, shadow = rows
+    assert shadow["input_sha256"] == active["input_sha256"]
+    assert shadow["agrees"] is (shadow["flag"] == active["flag"])
+    assert shadow["score_difference"] == pytest.approx(shadow["score"] - active["score"], abs=1e-5)
+    [entry] = listener.status()["series"]
+    assert entry["model"] == "head-ct-ich-demo 1.0.0"
+    sent = {sop for (sop,) in db.conn.execute("SELECT sop_instance_uid FROM outbox")}
+    assert sent == {active["sr_instance_uid"], active["sc_instance_uid"]}

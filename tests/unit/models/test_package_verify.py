@@ -1,0 +1,188 @@
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from appliance.errors import PackageError
+from appliance.models.package import Aggregation, extract_package, verify_package
+from training.package import load_private_key, resign_package, write_package
+
+from package_helpers import FILES, manifest_fields, members, rewrite
+
+
+def test_valid_package_verifies_and_returns_manifest(package, keys):
+    m = verify_package(package, [keys["public"]])
+    assert (m.id, m.version, m.input.size, m.input.channels) == ("test-model", "1.2.3", 32, 3)
+    assert m.input.window_tuples()[0] == ("brain", 40.0, 80.0)
+    assert m.aggregation.method == "topk_mean" and m.aggregation.k == 2
+    assert sorted(f.path for f in m.files) == sorted(FILES)
+    assert len(m.signing_key_id) == 16
+
+
+def test_trust_check_accepts_any_of_several_keys(package, keys):
+    assert verify_package(package, [keys["other_public"], keys["public"]]).id == "test-model"
+
+
+def test_none_checks_integrity_against_the_named_key(package):
+    assert verify_package(package, None).id == "test-model"
+
+
+def test_one_byte_changed_in_a_file_names_the_file(package, tmp_path, keys):
+    files = members(package)
+    data = bytearray(files["model/fp32.onnx"])
+    data[17] ^= 0x01
+    files["model/fp32.onnx"] = bytes(data)
+    bad = rewrite(package, tmp_path / "bad.tar", files)
+    with pytest.raises(PackageError, match=r"hash mismatch for 'model/fp32.onnx'"):
+        verify_package(bad, [keys["public"]])
+
+
+def test_one_byte_changed_in_manifest_is_a_bad_signature(package, tmp_path, keys):
+    files = members(package)
+    files["manifest.json"] = files["manifest.json"].replace(b'"1.2.3"', b'"1.2.4"')
+    bad = rewrite(package, tmp_path / "bad.tar", files)
+    with pytest.raises(PackageError, match="bad signature"):
+        verify_package(bad, [keys["public"]])
+    with pytest.raises(PackageError, match="bad signature"):
+        verify_package(bad, None)
+
+
+def test_wrong_key_is_untrusted_and_names_both_keys(package, keys):
+    with pytest.raises(PackageError, match=r"untrusted key: signed by key [0-9a-f]{16}, trusted keys are [0-9a-f]{16}"):
+        verify_package(package, [keys["other_public"]])
+
+
+def test_missing_file(package, tmp_path, keys):
+    files = members(package)
+    del files["golden/golden.npz"]
+    with pytest.raises(PackageError, match=r"missing file 'golden/golden.npz'"):
+        verify_package(rewrite(package, tmp_path / "bad.tar", files), [keys["public"]])
+
+
+def test_missing_signature_is_unsigned(package, tmp_path, keys):
+    files = members(package)
+    del files["manifest.json.sig"]
+    with pytest.raises(PackageError, match=r"missing file 'manifest.json.sig' \(unsigned package\)"):
+        verify_package(rewrite(package, tmp_path / "bad.tar", files), [keys["public"]])
+
+
+def test_extra_file(package, tmp_path, keys):
+    files = members(package) | {"model/backdoor.onnx": b"x"}
+    with pytest.raises(PackageError, match=r"extra file 'model/backdoor.onnx'"):
+        verify_package(rewrite(package, tmp_path / "bad.tar", files), [keys["public"]])
+
+
+@pytest.mark.parametrize("name", ["../evil.onnx", "/etc/cron.d/evil", "model/../../evil", "./model/x", "C:/evil"])
+def test_path_traversal_member_is_refused(package, tmp_path, keys, name):
+    files = members(package) | {name: b"x"}
+    with pytest.raises(PackageError, match="path traversal"):
+        verify_package(rewrite(package, tmp_path / "bad.tar", files), [keys["public"]])
+
+
+def test_symlink_member_is_refused(package, tmp_path, keys):
+    bad = rewrite(package, tmp_path / "bad.tar", members(package), {"model/link": (tarfile.SYMTYPE, "/etc/passwd")})
+    with pytest.raises(PackageError, match=r"member 'model/link' is a symlink \(to '/etc/passwd'\)"):
+        verify_package(bad, [keys["public"]])
+
+
+def test_hardlink_member_is_refused(package, tmp_path, keys):
+    bad = rewrite(package, tmp_path / "bad.tar", members(package), {"model/hl": (tarfile.LNKTYPE, "MODEL_CARD.md")})
+    with pytest.raises(PackageError, match="is a hardlink"):
+        verify_package(bad, [keys["public"]])
+
+
+def test_duplicate_member_is_refused(package, tmp_path, keys):
+    files = members(package)
+    with tarfile.open(tmp_path / "dup.tar", "w") as tar:
+        for name in [*files, "MODEL_CARD.md"]:
+            info = tarfile.TarInfo(name)
+            info.size = len(files[name])
+            tar.addfile(info, io.BytesIO(files[name]))
+    with pytest.raises(PackageError, match="appears more than once"):
+        verify_package(tmp_path / "dup.tar", [keys["public"]])
+
+
+def test_not_a_tar_and_absent_file(tmp_path, keys):
+    (tmp_path / "junk.tar").write_bytes(b"\x00garbage" * 200)
+    with pytest.raises(PackageError, match="not a readable tar archive"):
+        verify_package(tmp_path / "junk.tar", [keys["public"]])
+    with pytest.raises(PackageError, match="no such package file"):
+        verify_package(tmp_path / "absent.tar", [keys["public"]])
+
+
+def test_bad_trusted_key_file(package, tmp_path):
+    (tmp_path / "k.pub").write_text("not a key")
+    with pytest.raises(PackageError, match="cannot read an ed25519 public key"):
+        verify_package(package, [tmp_path / "k.pub"])
+
+
+def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
+    """A package whose manifest was edited and then properly signed (so only the schema is wrong)."""
+    files = members(package)
+    manifest = json.loads(files.pop("manifest.json"))
+    files.pop("manifest.json.sig")
+    edit(manifest)
+    raw = json.dumps(manifest).encode()
+    key = load_private_key(keys["private"])
+    files = {"manifest.json": raw, "manifest.json.sig": key.sign(raw), **files}
+    return rewrite(package, tmp_path / "schema.tar", files)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda m: m["input"].update(size=-1), "input.size"),
+    (lambda m: m.pop("operating_point"), "operating_point"),
+    (lambda m: m.update(version="one"), "version"),
+    (lambda m: m["variants"][0].update(backend="tensorrt"), "variants.0.backend"),
+    (lambda m: m["aggregation"].pop("k"), "aggregation"),
+    (lambda m: m.update(surprise=1), "surprise"),
+])
+def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field):
+    bad = _signed_raw_manifest(package, tmp_path, keys, edit)
+    with pytest.raises(PackageError, match=rf"malformed manifest: field '{field}'"):
+        verify_package(bad, [keys["public"]])
+
+
+def test_manifest_referencing_unlisted_file_is_malformed(tmp_path, keys):
+    fields = manifest_fields()
+    fields["golden"] = "golden/other.npz"
+    with pytest.raises(ValidationError, match="golden/other.npz' is not listed in files"):
+        write_package(tmp_path / "x.tar", fields, dict(FILES), load_private_key(keys["private"]))
+
+
+def test_resign_moves_trust_to_the_new_key(package, tmp_path, keys):
+    out = tmp_path / "resigned.tar"
+    resign_package(package, out, load_private_key(keys["other_private"]))
+    assert verify_package(out, [keys["other_public"]]).id == "test-model"
+    with pytest.raises(PackageError, match="untrusted key"):
+        verify_package(out, [keys["public"]])
+
+
+def test_extract_package_writes_verified_files(package, tmp_path, keys):
+    dest = tmp_path / "installed"
+    m = extract_package(package, dest, [keys["public"]])
+    for f in m.files:
+        assert (dest / f.path).read_bytes() == FILES[f.path]
+    assert (dest / "manifest.json").exists() and (dest / "manifest.json.sig").stat().st_size == 64
+
+
+def test_extract_refuses_a_tampered_package_before_writing(package, tmp_path, keys):
+    files = members(package)
+    files["MODEL_CARD.md"] = b"changed"
+    bad = rewrite(package, tmp_path / "bad.tar", files)
+    with pytest.raises(PackageError, match="hash mismatch for 'MODEL_CARD.md'"):
+        extract_package(bad, tmp_path / "dest", [keys["public"]])
+    assert not (tmp_path / "dest").exists()
+
+
+def test_aggregation():
+    scores = np.array([0.1, 0.9, 0.5, 0.7])
+    assert Aggregation(method="max").apply(scores) == pytest.approx(0.9)
+    assert Aggregation(method="topk_mean", k=2).apply(scores) == pytest.approx(0.8)
+    assert Aggregation(method="topk_mean", k=9).apply(scores) == pytest.approx(0.55)
+    with pytest.raises(ValidationError):
+        Aggregation(method="topk_mean")
+    with pytest.raises(ValueError, match="empty"):
+        Aggregation(method="max").apply(np.array([]))

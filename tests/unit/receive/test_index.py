@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.db import open_database
+from appliance.receive.index import IngestIndex, ReceivedInstance, StoreOutcome
+from appliance.receive.validate import InstanceHeader
+
+
+@pytest.fixture
+def index(tmp_path):
+    return IngestIndex(open_database(tmp_path / "i.db"))
+
+
+def received(sop: str, series: str = "1.2.3", sha: str = "aa") -> ReceivedInstance:
+    header = InstanceHeader("1.2.840.10008.5.1.4.1.1.2", sop, "1.2", series, modality="CT")
+    return ReceivedInstance(header, "1.2.840.10008.1.2.1", 10, sha, Path("/x"), "CT", "assoc-1")
+
+
+def states(index):
+    return index.db.conn.execute("SELECT state FROM series").fetchall()
+
+
+def jobs(index):
+    return index.db.conn.execute("SELECT generation, state FROM jobs ORDER BY id").fetchall()
+
+
+def test_identical_resend_adds_nothing_and_changed_bytes_replace(index):
+    assert index.record(received("1.2.3.1"), now=1) == StoreOutcome.STORED
+    assert index.record(received("1.2.3.1"), now=2) == StoreOutcome.DUPLICATE
+    assert index.record(received("1.2.3.1", sha="bb"), now=3) == StoreOutcome.REPLACED
+    conn = index.db.conn
+    assert conn.execute("SELECT COUNT(*), MAX(sha256) FROM instances").fetchone() == (1, "bb")
+    assert conn.execute("SELECT instances FROM series").fetchone() == (1,)
+    assert conn.execute("SELECT old_sha256, new_sha256 FROM instance_replacements").fetchall() == [("aa", "bb")]
+
+
+def test_quiet_period_and_release_grace_queue_the_series_once(index):
+    index.record(received("1.2.3.1"), now=100)
+    assert index.queue_complete_series(5, 1, now=104) == []
+    index.mark_released(["1.2.3"], now=104)
+    assert index.queue_complete_series(5, 1, still_sending={"1.2.3"}, now=104.5) == []
+    assert index.queue_complete_series(5, 1, still_sending={"1.2.3"}, now=105.1) == ["1.2.3"]  # quiet wins
+    assert index.queue_complete_series(5, 1, now=200) == []
+    assert states(index) == [("queued",)] and jobs(index) == [(1, "queued")]
+
+
+def test_release_completes_before_the_quiet_period(index):
+    index.record(received("1.2.3.1"), now=100)
+    index.mark_released(["1.2.3"], now=100.2)
+    assert index.queue_complete_series(5, 1, now=101.3) == ["1.2.3"]
+
+
+def test_a_late_arrival_reopens_and_supersedes_the_waiting_job(index):
+    index.record(received("1.2.3.1"), now=100)
+    index.queue_complete_series(5, 1, now=106)
+    index.record(received("1.2.3.2"), now=107)
+    assert states(index) == [("receiving",)]
+    assert jobs(index) == [(1, "superseded")]
+    index.queue_complete_series(5, 1, now=113)
+    assert jobs(index) == [(1, "superseded"), (2, "queued")]
+    assert index.db.conn.execute("SELECT instances FROM series").fetchone() == (2,)
+
+
+def test_priority_is_set_when_the_job_is_queued(index):
+    emergency = received("1.2.9.1", series="1.2.9")
+    index.record(emergency, now=100)
+    index.record(received("1.2.8.1", series="1.2.8"), now=100)
+    queued = index.queue_complete_series(5, 1, now=106, priority=lambda modality, ae: 10 if ae == "CT" and modality == "CT" else 0)
+    assert sorted(queued) == ["1.2.8", "1.2.9"]
+    assert {p for (p,) in index.db.conn.execute("SELECT priority FROM jobs")} == {10}

@@ -1,0 +1,447 @@
+"""Result objects: the SR and the heat-map secondary capture built from synthetic sources."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from io import BytesIO
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, generate_uid
+
+from appliance import __version__
+from appliance.report import (
+    INTRACRANIAL_HEMORRHAGE,
+    NOT_FOR_DIAGNOSTIC_USE,
+    PULMONARY_NODULE,
+    ResultUids,
+    TriageDecision,
+    build_heatmap_capture,
+    build_sr,
+)
+from appliance.report import render
+from appliance.errors import DicomError
+
+WHEN = dt.datetime(2025, 3, 14, 10, 20, 5)
+DEVICE_UID = "1.2.826.0.1.3680043.8.498.1"
+SHA = "0123456789abcdef" * 4
+
+
+# --- synthetic sources -------------------------------------------------------------------
+
+def _patient_study(ds: Dataset, study: str) -> None:
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName, ds.PatientID = "PHANTOM^ALEX", "SYN00042"
+    ds.PatientBirthDate, ds.PatientSex, ds.PatientAge = "19580607", "F", "066Y"
+    ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber = study, "4711", "ACC000042"
+    ds.StudyDate, ds.StudyTime = "20250314", "101500"
+    ds.StudyDescription, ds.ReferringPhysicianName = "Emergency study", "REFERRER^SYNTHETIC"
+    ds.InstitutionName, ds.Manufacturer = "Synthetic Data Hospital", "Synthetic Modality Co"
+
+
+def ct_series(count: int = 5, size: int = 64, seed: int = 0) -> list[Dataset]:
+    """A head CT series: int16 slices with rescale, axial, 0.5 mm pixels."""
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    rng = np.random.default_rng(seed)
+    slices = []
+    for i in range(count):
+        ds = Dataset()
+        _patient_study(ds, study)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series, 2, i + 1
+        ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "CT", "HEAD", "Head non-contrast"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SeriesDate = ds.ContentDate = ds.StudyDate
+        ds.SeriesTime = ds.ContentTime = ds.StudyTime
+        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame, ""
+        ds.ImagePositionPatient = [-16.0, -16.0, 5.0 * i]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness, ds.KVP = [0.5, 0.5], 5.0, 120
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows = ds.Columns = size
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
+        ds.WindowCenter, ds.WindowWidth = 40, 80
+        ds.PixelData = (rng.normal(1064, 15, (size, size))).astype(np.int16).tobytes()
+        slices.append(ds)
+    return slices
+
+
+def dx_image(rows: int = 96, columns: int = 64) -> Dataset:
+    """A PA chest radiograph, MONOCHROME1 (low values bright), not square."""
+    ds = Dataset()
+    _patient_study(ds, generate_uid())
+    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, generate_uid()
+    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), 1, 1
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PatientOrientation, ds.ImageLaterality = ["L", "F"], "U"
+    ds.ImagerPixelSpacing = [0.2, 0.2]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+    ds.PixelData = np.full((rows, columns), 1000, np.uint16).tobytes()
+    return ds
+
+
+def header_only(ds: Dataset) -> Dataset:
+    """What ``dcmread(..., stop_before_pixels=True)`` gives: the dataset without pixels."""
+    head = copy.deepcopy(ds)
+    del head.PixelData
+    return head
+
+
+def pixels(ds: Dataset) -> np.ndarray:
+    """Rescaled pixel values of a synthetic source."""
+    dtype = np.int16 if ds.PixelRepresentation else np.uint16
+    stored = np.frombuffer(ds.PixelData, dtype).reshape(ds.Rows, ds.Columns)
+    return stored * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+def decision(flag: bool = True, score: float | None = None, **overrides) -> TriageDecision:
+    fields = dict(
+        task="head-ct-ich", finding="Intracranial hemorrhage", finding_code=INTRACRANIAL_HEMORRHAGE,
+        flag=flag, score=(0.87 if flag else 0.12) if score is None else score, threshold=0.5,
+        model_id="head-ct-ich", model_version="1.2.0", model_sha256=SHA, decided_at=WHEN,
+    )
+    fields.update(overrides)
+    return TriageDecision(**fields)
+
+
+def nodule_decision(flag: bool) -> TriageDecision:
+    return decision(
+        flag, task="chest-cr-nodule", finding="Pulmonary nodule", finding_code=PULMONARY_NODULE,
+        model_id="chest-cr-nodule", model_version="0.3.1",
+    )
+
+
+# --- reading an SR content tree with plain pydicom -----------------------------------------
+
+def content_items(item: Dataset) -> Iterator[Dataset]:
+    """Every content item below ``item``, depth first."""
+    for child in item.get("ContentSequence", []):
+        yield child
+        yield from content_items(child)
+
+
+def concept(item: Dataset) -> tuple[str, str]:
+    code = item.ConceptNameCodeSequence[0]
+    return code.CodeValue, code.CodingSchemeDesignator
+
+
+def find(sr: Dataset, value: str, scheme: str) -> list[Dataset]:
+    return [i for i in content_items(sr) if concept(i) == (value, scheme)]
+
+
+def only(sr: Dataset, value: str, scheme: str) -> Dataset:
+    items = find(sr, value, scheme)
+    assert len(items) == 1, (value, scheme, len(items))
+    return items[0]
+
+
+def coded_value(item: Dataset) -> tuple[str, str]:
+    code = item.ConceptCodeSequence[0]
+    return code.CodeValue, code.CodingSchemeDesignator
+
+
+def num_value(item: Dataset) -> float:
+    return float(item.MeasuredValueSequence[0].NumericValue)
+
+
+def encoded(ds: Dataset) -> bytes:
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# --- decision and UIDs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides", [
+    dict(flag=True, score=0.4),
+    dict(flag=False, score=0.5),
+    dict(score=1.5),
+    dict(score=float("nan")),
+    dict(threshold=-0.1),
+    dict(model_sha256="ABC"),
+    dict(model_sha256=SHA.upper()),
+    dict(finding_code=("1386000", "SCT")),
+    dict(finding_code=("", "SCT", "Intracranial hemorrhage")),
+    dict(model_id=""),
+    dict(model_version="1\\2"),
+    dict(task="x" * 65),
+])
+def test_decision_refuses_inconsistent_or_malformed_fields(overrides):
+    fields = dict(flag=True, score=0.87)
+    fields.update(overrides)
+    with pytest.raises(ValueError):
+        decision(**fields)
+
+
+def test_flag_at_exactly_the_threshold_is_valid():
+    assert decision(flag=True, score=0.5).flag
+
+
+def test_result_uids_from_key_are_stable_distinct_and_valid():
+    first, again, other = ResultUids.from_key("job-7"), ResultUids.from_key("job-7"), ResultUids.from_key("job-8")
+    assert first == again
+    values = list(vars(first).values())
+    assert len(set(values)) == 4
+    assert set(values).isdisjoint(vars(other).values())
+    assert all(pydicom.uid.UID(v).is_valid for v in values)
+
+
+# --- SR ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, present, yes_no", [(True, "52101004", "373066001"), (False, "272519000", "373067005")])
+def test_sr_states_finding_flag_score_and_threshold(flag, present, yes_no):
+    source = [header_only(ds) for ds in ct_series()]
+    d = decision(flag)
+    sr = build_sr(source, d, ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert coded_value(only(sr, "1386000", "SCT")) == (present, "SCT")
+    assert coded_value(only(sr, "FLAG", "99TRIAGE")) == (yes_no, "SCT")
+    assert num_value(only(sr, "SCORE", "99TRIAGE")) == pytest.approx(d.score)
+    assert num_value(only(sr, "THRESHOLD", "99TRIAGE")) == pytest.approx(0.5)
+    assert coded_value(only(sr, "121071", "DCM")) == ("1386000", "SCT")  # Finding
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+
+
+def test_sr_keeps_a_score_with_many_digits_within_ds_limits():
+    sr = build_sr([header_only(ct_series(1)[0])], decision(score=0.876543219876), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert num_value(only(sr, "SCORE", "99TRIAGE")) == pytest.approx(0.876543219876, abs=1e-9)
+
+
+def test_sr_identifies_the_algorithm_and_the_device():
+    sr = build_sr([header_only(ct_series(1)[0])], decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert only(sr, "111001", "DCM").TextValue == "head-ct-ich"
+    assert only(sr, "111003", "DCM").TextValue == "1.2.0"
+    parameters = {i.TextValue for i in find(sr, "111002", "DCM")}
+    assert parameters == {f"sha256={SHA}", "threshold=0.5"}
+    assert only(sr, "121012", "DCM").UID == DEVICE_UID
+    assert sr.Manufacturer == "Triage Appliance"
+    assert list(sr.SoftwareVersions) == [__version__, "head-ct-ich 1.2.0"]
+    assert sr.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == "99TRIAGE"
+
+
+def test_sr_is_in_the_source_study_and_references_every_source_instance():
+    source = [header_only(ds) for ds in ct_series()]
+    uids = ResultUids.from_key("k")
+    sr = build_sr(source, decision(), uids, device_uid=DEVICE_UID)
+    first = source[0]
+    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge",
+                    "AccessionNumber", "StudyID", "StudyDate", "StudyTime", "StudyDescription"):
+        assert sr[keyword].value == first[keyword].value, keyword
+    assert (sr.SeriesInstanceUID, sr.SOPInstanceUID) == (uids.sr_series_uid, uids.sr_instance_uid)
+    assert sr.SeriesInstanceUID != first.SeriesInstanceUID
+    sop_uids = {ds.SOPInstanceUID for ds in source}
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence
+    assert len(evidence) == 1 and evidence[0].StudyInstanceUID == first.StudyInstanceUID
+    series = evidence[0].ReferencedSeriesSequence
+    assert [s.SeriesInstanceUID for s in series] == [first.SeriesInstanceUID]
+    assert {r.ReferencedSOPInstanceUID for r in series[0].ReferencedSOPSequence} == sop_uids
+    assert "PixelData" not in sr
+
+
+def test_sr_says_not_for_diagnostic_use():
+    sr = build_sr([header_only(ct_series(1)[0])], decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert NOT_FOR_DIAGNOSTIC_USE in sr.SeriesDescription
+    assert NOT_FOR_DIAGNOSTIC_USE in only(sr, "121106", "DCM").TextValue
+    assert sr.PreliminaryFlag == "PRELIMINARY" and sr.VerificationFlag == "UNVERIFIED"
+
+
+def test_sr_for_a_radiograph_reports_a_radiograph_procedure():
+    sr = build_sr([header_only(dx_image())], nodule_decision(True), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert coded_value(only(sr, "121058", "DCM")) == ("43468-8", "LN")  # Procedure reported
+    assert coded_value(only(sr, "786838002", "SCT")) == ("52101004", "SCT")
+
+
+def test_sr_rebuilt_with_the_same_inputs_is_byte_identical():
+    source = [header_only(ds) for ds in ct_series()]
+    first = encoded(build_sr(source, decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID))
+    second = encoded(build_sr(source, decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID))
+    assert first == second
+
+
+def test_sr_times_are_the_decision_time():
+    aware = WHEN.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5, minutes=-30)))
+    sr = build_sr([header_only(ct_series(1)[0])], decision(decided_at=aware), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    for date, time in (("ContentDate", "ContentTime"), ("InstanceCreationDate", "InstanceCreationTime"), ("SeriesDate", "SeriesTime")):
+        assert (str(sr[date].value), str(sr[time].value)) == ("20250314", "102005"), date
+    assert sr.TimezoneOffsetFromUTC == "-0530"
+    stamped = [str(i.ContributionDateTime) for i in sr.ContributingEquipmentSequence if "ContributionDateTime" in i]
+    assert stamped == ["20250314102005"]
+
+
+def test_sr_tolerates_missing_type2_attributes_without_touching_the_source():
+    source = [header_only(ds) for ds in ct_series(2)]
+    for keyword in ("PatientBirthDate", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+        delattr(source[0], keyword)
+    source[0].PatientSex = "U"
+    before = copy.deepcopy(source[0])
+    sr = build_sr(source, decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    for keyword in ("PatientBirthDate", "AccessionNumber", "StudyID", "ReferringPhysicianName", "PatientSex"):
+        assert keyword in sr and not sr[keyword].value, keyword
+    assert source[0] == before
+
+
+def test_sr_refuses_no_source_and_mixed_series():
+    with pytest.raises(ValueError):
+        build_sr([], decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    mixed = [header_only(ct_series(1)[0]), header_only(ct_series(1)[0])]
+    with pytest.raises(DicomError):
+        build_sr(mixed, decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape, expected", [((64, 64), (512, 512)), ((512, 512), (512, 512)),
+                                             ((700, 900), (700, 900)), ((3000, 2500), (1024, 853)), ((96, 64), (512, 341))])
+def test_display_shape_keeps_aspect_within_the_readable_range(shape, expected):
+    assert render.display_shape(shape) == expected
+
+
+def test_resample_keeps_constants_and_averages_when_shrinking():
+    assert np.allclose(render.resample(np.full((7, 5), 0.25), (31, 3)), 0.25)
+    stripes = np.tile([0.0, 1.0], (8, 8))  # 8 x 16, alternating columns
+    assert np.allclose(render.resample(stripes, (8, 4))[:, 1:-1], 0.5)  # no aliasing away from the borders
+    assert np.allclose(render.resample(np.array([[0.0, 1.0]]), (1, 4)), [[0.0, 0.25, 0.75, 1.0]])  # linear between centres
+    big = np.random.default_rng(0).random((300, 250))
+    assert np.allclose(render.resample(big, (100, 50)).mean(), big.mean(), atol=1e-3)
+
+
+def test_heatmap_over_a_non_square_image_crops_the_padding():
+    heat = np.zeros((8, 8))
+    heat[:, :1] = 1.0  # within the left padding (24 of 96 columns) of a 96 x 48 image
+    heat[:, 3:5] = 0.5  # padded-square columns 36..59, image columns 12..35
+    on_image = render.heatmap_over(heat, (96, 48))
+    assert on_image.shape == (96, 48)
+    assert on_image.max() <= 0.5 + 1e-9
+    assert on_image[:, 20:28].min() > 0.49
+    assert on_image[:, 44:].max() < 1e-9
+
+
+def test_heatmap_with_the_image_aspect_is_stretched_and_others_refused():
+    heat = np.zeros((4, 2))
+    heat[0, 0] = 1.0
+    out = render.heatmap_over(heat, (96, 48))
+    assert out[0, 0] > 0.9 and out[-1, -1] == 0
+    with pytest.raises(ValueError):
+        render.heatmap_over(np.zeros((4, 3)), (96, 48))
+
+
+def test_grey_windows_and_inverts_monochrome1():
+    values = np.array([[0.0, 40.0, 80.0]])
+    assert np.allclose(render.grey(values, 40, 80, "MONOCHROME2"), [[0.0, 0.5, 1.0]])
+    assert np.allclose(render.grey(values, 40, 80, "MONOCHROME1"), [[1.0, 0.5, 0.0]])
+
+
+def test_overlay_leaves_cool_pixels_grey_and_tints_hot_ones():
+    grey = np.full((1, 3), 0.5)
+    rgb = render.overlay(grey, np.array([[0.49, 0.5, 1.0]]))
+    assert tuple(rgb[0, 0]) == (128, 128, 128)
+    r, g, b = (int(v) for v in rgb[0, 1])
+    assert r > 128 > g >= b  # red at the floor
+    r, g, b = (int(v) for v in rgb[0, 2])
+    assert r > 200 and g > 200 and b < 64  # yellow at the top
+
+
+def test_burn_in_writes_the_banner_in_yellow_at_the_top_and_the_line_at_the_bottom():
+    plain = np.zeros((512, 512, 3), np.uint8)
+    out = render.burn_in(plain, NOT_FOR_DIAGNOSTIC_USE, ["model 1.0 score 0.90"])
+    top, middle, bottom = out[:64], out[200:300], out[-40:]
+    yellow = (top[..., 0] > 200) & (top[..., 1] > 200) & (top[..., 2] < 80)
+    assert yellow.sum() > 500
+    assert not middle.any()
+    assert (bottom > 200).all(axis=-1).sum() > 50
+    assert not plain.any()
+
+
+# --- secondary capture ---------------------------------------------------------------------
+
+def _hot_spot(size: int = 16) -> np.ndarray:
+    heat = np.zeros((size, size))
+    heat[size // 4:size // 2, size // 4:size // 2] = 1.0
+    return heat
+
+
+def test_capture_is_an_rgb_secondary_capture_in_the_source_study():
+    series = ct_series()
+    key = series[2]
+    uids = ResultUids.from_key("k")
+    sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), uids)
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert (sc.SamplesPerPixel, sc.PhotometricInterpretation, sc.BitsAllocated) == (3, "RGB", 8)
+    assert (sc.Rows, sc.Columns) == (512, 512)
+    assert sc.BurnedInAnnotation == "YES"
+    assert NOT_FOR_DIAGNOSTIC_USE in sc.SeriesDescription and NOT_FOR_DIAGNOSTIC_USE in sc.ImageComments
+    for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "AccessionNumber", "StudyDescription", "PatientAge"):
+        assert sc[keyword].value == key[keyword].value, keyword
+    assert (sc.SeriesInstanceUID, sc.SOPInstanceUID) == (uids.sc_series_uid, uids.sc_instance_uid)
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == key.SOPInstanceUID
+    assert [float(v) for v in sc.PixelSpacing] == [0.0625, 0.0625]
+    assert list(sc.PatientOrientation) == ["L", "P"]
+    assert sc.Manufacturer == "Triage Appliance"
+
+
+def test_capture_shows_the_heat_where_it_is_and_grey_elsewhere():
+    key = ct_series(1)[0]
+    sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), ResultUids.from_key("k"))
+    image = sc.pixel_array.astype(int)
+    spot = image[150:230, 150:230]  # inside rows/columns 128..255
+    assert (spot[..., 0] - spot[..., 2] > 100).all() and (spot[..., 1] - spot[..., 2] > 100).all()  # yellow
+    cold = image[300:400, 300:400]
+    assert (cold[..., 0] == cold[..., 1]).all() and (cold[..., 1] == cold[..., 2]).all()
+
+
+def test_capture_of_a_non_square_monochrome1_radiograph():
+    dx = dx_image(rows=96, columns=64)
+    heat = np.zeros((32, 32))
+    heat[:, 20:24] = 1.0  # padded-square columns 320..383 of 512, minus 85 of padding
+    sc = build_heatmap_capture(header_only(dx), pixels(dx), (2048, 4096), heat, nodule_decision(True), ResultUids.from_key("k"))
+    assert (sc.Rows, sc.Columns) == (512, 341)
+    assert list(sc.PatientOrientation) == ["L", "F"]
+    assert "PixelSpacing" not in sc
+    image = sc.pixel_array.astype(int)
+    middle = image[200:300]
+    tinted = (middle[..., 0] - middle[..., 2]) > 60
+    columns = np.flatnonzero(tinted.all(axis=0))
+    assert 225 < columns.min() and columns.max() < 305  # stretched, it would be at 213..255
+    grey = middle[:, :100]
+    assert (grey[..., 0] == grey[..., 2]).all() and (grey[..., 0] == 193).all()  # 1 - 1000/4096: MONOCHROME1, light
+
+
+def test_capture_rebuilt_with_the_same_inputs_is_byte_identical():
+    key = ct_series(1)[0]
+    build = lambda: encoded(build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), ResultUids.from_key("k")))
+    assert build() == build()
+
+
+def test_capture_of_an_oblique_slice_writes_oblique_orientation():
+    key = ct_series(1)[0]
+    key.ImageOrientationPatient = [0.98, 0.0, -0.2, 0.0, 1.0, 0.0]
+    sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), ResultUids.from_key("k"))
+    assert list(sc.PatientOrientation) == ["LF", "P"]
+
+
+@pytest.mark.parametrize("bad", ["pixels", "heat_range", "heat_nan", "heat_3d", "window"])
+def test_capture_refuses_bad_inputs(bad):
+    key = ct_series(1)[0]
+    values, heat, window = pixels(key), _hot_spot(), (40, 80)
+    if bad == "pixels":
+        values = values[:-1]
+    elif bad == "heat_range":
+        heat = heat * 1.5
+    elif bad == "heat_nan":
+        heat[0, 0] = np.nan
+    elif bad == "heat_3d":
+        heat = heat[None]
+    else:
+        window = (40, 0)
+    with pytest.raises(ValueError):
+        build_heatmap_capture(header_only(key), values, window, heat, decision(), ResultUids.from_key("k"))
