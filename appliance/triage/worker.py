@@ -43,9 +43,9 @@ LOG = logging.getLogger(__name__)
 
 #: Coded findings for the result SR, by the words a manifest's finding uses.
 FINDING_CODES = (
-    (("haemorrhage", "hemorrhage"), outputs.INTRACRANIAL_HEMORRHAGE),
-    (("pneumothorax",), outputs.PNEUMOTHORAX),
-    (("nodule",), outputs.PULMONARY_NODULE),
+    (("haemorrhage", "hemorrhage"), report.INTRACRANIAL_HEMORRHAGE),
+    (("pneumothorax",), report.PNEUMOTHORAX),
+    (("nodule",), report.PULMONARY_NODULE),
 )
 
 
@@ -97,11 +97,11 @@ class Worker:
         source.SOPClassUID, source.SOPInstanceUID = pydicom.uid.CTImageStorage, pydicom.uid.generate_uid()
         source.StudyInstanceUID, source.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
         source.Modality, source.Rows, source.Columns = "CT", 8, 8
-        decision = outputs.TriageDecision("warm-up", "warm-up", outputs.INTRACRANIAL_HEMORRHAGE, False, 0.0, 0.5,
+        decision = report.TriageDecision("warm-up", "warm-up", report.INTRACRANIAL_HEMORRHAGE, False, 0.0, 0.5,
                                           "warm-up", "0.0.0", "0" * 64, dt.datetime.now(dt.timezone.utc))
-        uids = outputs.ResultUids.from_key("warm-up")
-        outputs.build_sr([source], decision, uids, device_uid=_device_uid())
-        outputs.build_heatmap_capture(source, np.zeros((8, 8), np.float32), (40.0, 80.0),
+        uids = report.ResultUids.from_key("warm-up")
+        report.build_sr([source], decision, uids, device_uid=_device_uid())
+        report.build_heatmap_capture(source, np.zeros((8, 8), np.float32), (40.0, 80.0),
                                       np.zeros((2, 2), np.float32), decision, uids)
 
     def run(self) -> None:
@@ -206,8 +206,8 @@ class Worker:
         return SeriesResult(series_score, series_score >= threshold, threshold, origins[key][0],
                             origins[key][1], cams[key], scores, digest)
 
-    def _decision(self, model: InstalledModel, result: SeriesResult) -> outputs.TriageDecision:
-        return outputs.TriageDecision(
+    def _decision(self, model: InstalledModel, result: SeriesResult) -> report.TriageDecision:
+        return report.TriageDecision(
             task=model.id, finding=model.manifest.finding[:64], finding_code=finding_code(model.manifest),
             flag=result.flag, score=result.score, threshold=result.threshold, model_id=model.id,
             model_version=model.version, model_sha256=model.package_sha256,
@@ -217,9 +217,9 @@ class Worker:
                        paths: list[Path]) -> list[tuple[Path, pydicom.Dataset]]:
         """The SR and the secondary capture, written under the results folder."""
         decision = self._decision(model, result)
-        uids = outputs.ResultUids.from_key(f"job-{job.id}-gen-{job.generation}")
+        uids = report.ResultUids.from_key(f"job-{job.id}-gen-{job.generation}")
         headers = [read_header(path) for path in paths]
-        sr = outputs.build_sr(headers, decision, uids, device_uid=_device_uid())
+        sr = report.build_sr(headers, decision, uids, device_uid=_device_uid())
         key = decode_instance(result.key_path)[result.key_frame]
         hu = key.pixels.astype(np.float32) * key.slope + key.intercept
         if model.manifest.input.windows:
@@ -228,7 +228,7 @@ class Worker:
         else:
             low, high = np.percentile(hu, [0.5, 99.5])
             center, width = float(low + high) / 2, float(max(high - low, 1.0))
-        capture = outputs.build_heatmap_capture(key.dataset, hu, (center, width),
+        capture = report.build_heatmap_capture(key.dataset, hu, (center, width),
                                                 heat_map(result.key_cam), decision, uids)
         folder = self.settings.results_dir / job.study_instance_uid
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 
 from appliance.report import ResultUids, build_heatmap_capture, build_sr
-from tests.unit.dicom.test_outputs import (
+from tests.unit.report.test_result_objects import (
     DEVICE_UID, coded_value, ct_series, decision, dx_image, nodule_decision, num_value, only,
 )
 
