@@ -1,6 +1,7 @@
 """Pixels of the heat-map capture: grey key slice, coloured heat map, burned-in text.
 
-Pure NumPy and Pillow; arrays in, arrays out.
+Pure NumPy and Pillow; arrays in, arrays out. Resampling and windows are
+:mod:`appliance.pixels`, the same arithmetic the model inputs use.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from appliance.triage.preprocess import window
+from appliance.pixels import resample, window
 
 #: Heat below this level is not drawn; above it the colour runs red -> yellow.
 HEAT_FLOOR = 0.5
@@ -29,40 +30,12 @@ def display_shape(shape: tuple[int, int]) -> tuple[int, int]:
     return tuple(max(1, round(n * target / long_side)) for n in shape)
 
 
-def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Source indices and weights, each ``(n_out, taps)``, of a triangle filter.
-
-    The support widens by the scale factor when shrinking, so reduction averages like
-    an area filter (no aliasing) and enlargement is linear interpolation.
-    """
-    scale = n_in / n_out
-    support = max(scale, 1.0)
-    centers = (np.arange(n_out) + 0.5) * scale - 0.5
-    index = np.floor(centers - support).astype(int)[:, None] + 1 + np.arange(int(np.ceil(2 * support)) + 1)
-    weight = np.clip(1.0 - np.abs(index - centers[:, None]) / support, 0.0, None)
-    weight[(index < 0) | (index >= n_in)] = 0.0
-    return np.clip(index, 0, n_in - 1), weight / weight.sum(axis=1, keepdims=True)
-
-
-def _resample_rows(image: np.ndarray, n_out: int) -> np.ndarray:
-    index, weight = _taps(image.shape[0], n_out)
-    out = np.zeros((n_out, image.shape[1]))
-    for tap in range(index.shape[1]):
-        out += weight[:, tap, None] * image[index[:, tap]]
-    return out
-
-
-def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D array to ``shape`` (anti-aliased linear filter), as float64."""
-    return _resample_rows(_resample_rows(image.astype(np.float64), shape[0]).T, shape[1]).T
-
-
 def heatmap_over(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """The heat map resampled onto an image of ``shape``.
 
     A heat map with the image's aspect ratio is stretched over it. A square heat map
     over a non-square image is taken to cover the image padded symmetrically to a
-    square (what the model saw, see ``preprocess.pad_to_square``): it is resampled to
+    square (what the model saw, see ``appliance.pixels.pad_to_square``): it is resampled to
     that square and the padding cropped away.
 
     Raises

@@ -23,6 +23,7 @@ from appliance.report import (
     build_heatmap_capture,
     build_sr,
 )
+from appliance.pixels import resample
 from appliance.report import render
 from appliance.errors import DicomError
 
@@ -307,12 +308,12 @@ def test_display_shape_keeps_aspect_within_the_readable_range(shape, expected):
 
 
 def test_resample_keeps_constants_and_averages_when_shrinking():
-    assert np.allclose(render.resample(np.full((7, 5), 0.25), (31, 3)), 0.25)
+    assert np.allclose(resample(np.full((7, 5), 0.25), (31, 3)), 0.25)
     stripes = np.tile([0.0, 1.0], (8, 8))  # 8 x 16, alternating columns
-    assert np.allclose(render.resample(stripes, (8, 4))[:, 1:-1], 0.5)  # no aliasing away from the borders
-    assert np.allclose(render.resample(np.array([[0.0, 1.0]]), (1, 4)), [[0.0, 0.25, 0.75, 1.0]])  # linear between centres
+    assert np.allclose(resample(stripes, (8, 4))[:, 1:-1], 0.5)  # no aliasing away from the borders
+    assert np.allclose(resample(np.array([[0.0, 1.0]]), (1, 4)), [[0.0, 0.25, 0.75, 1.0]])  # linear between centres
     big = np.random.default_rng(0).random((300, 250))
-    assert np.allclose(render.resample(big, (100, 50)).mean(), big.mean(), atol=1e-3)
+    assert np.allclose(resample(big, (100, 50)).mean(), big.mean(), atol=1e-3)
 
 
 def test_heatmap_over_a_non_square_image_crops_the_padding():

@@ -1,49 +1,50 @@
 import numpy as np
 import pytest
 
+from appliance import pixels
 from appliance.triage import preprocess as pp
 
 
 def test_to_hu_applies_slope_and_intercept():
     stored = np.array([[0, 1024], [2048, -1]], dtype=np.int16)
-    hu = pp.to_hu(stored, slope=0.5, intercept=-1024)
+    hu = pixels.to_hu(stored, slope=0.5, intercept=-1024)
     assert hu.dtype == np.float32
     np.testing.assert_array_equal(hu, [[-1024, -512], [0, -1024.5]])
 
 
 def test_window_maps_edges_to_zero_and_one_and_clips():
     hu = np.array([-1000.0, 0.0, 40.0, 80.0, 3000.0])
-    np.testing.assert_allclose(pp.window(hu, 40, 80), [0.0, 0.0, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(pixels.window(hu, 40, 80), [0.0, 0.0, 0.5, 1.0, 1.0])
     with pytest.raises(ValueError, match="width"):
-        pp.window(hu, 40, 0)
+        pixels.window(hu, 40, 0)
 
 
 def test_multi_window_stacks_channels_in_order():
     hu = np.full((4, 4), 60.0)
-    out = pp.multi_window(hu, pp.HEAD_CT_WINDOWS)
+    out = pixels.multi_window(hu, pp.HEAD_CT_WINDOWS)
     assert out.shape == (3, 4, 4)
     np.testing.assert_allclose(out[:, 0, 0], [0.75, 0.4, (60 - (600 - 1400)) / 2800], rtol=1e-6)
 
 
 def test_pad_to_square_centres_and_fills():
     img = np.ones((2, 4))
-    out = pp.pad_to_square(img, fill=-1)
+    out = pixels.pad_to_square(img, fill=-1)
     assert out.shape == (4, 4)
     np.testing.assert_array_equal(out[0], -1)
     np.testing.assert_array_equal(out[1:3], 1)
 
 
 def test_resize_keeps_constants_and_antialiases():
-    np.testing.assert_allclose(pp.resize(np.full((3, 50, 70), 0.25), 16), 0.25, rtol=1e-6)
+    np.testing.assert_allclose(pixels.resize(np.full((3, 50, 70), 0.25), 16), 0.25, rtol=1e-6)
     checker = (np.indices((64, 64)).sum(0) % 2).astype(np.float32)
-    small = pp.resize(checker, 16)
+    small = pixels.resize(checker, 16)
     assert small.shape == (16, 16)
     np.testing.assert_allclose(small, 0.5, atol=0.02)  # no aliasing: 4x shrink averages the checkerboard
 
 
 def test_resize_upscale_is_monotonic_on_a_ramp():
     ramp = np.tile(np.arange(8, dtype=np.float32), (8, 1))
-    up = pp.resize(ramp, 32)
+    up = pixels.resize(ramp, 32)
     assert np.all(np.diff(up[5]) >= -1e-6) and up[5, 0] < 0.5 and up[5, -1] > 6.5
 
 
