@@ -33,19 +33,19 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
+from appliance import dimse
 from appliance.config import DicomSettings
 from appliance.receive import messages as m
 from appliance.receive import spool
 from appliance.receive.store import REJECT_LIMIT_EXCEEDED, ReceivedDataset, StoreService, refusal_reason
 from appliance.receive.negotiation import negotiate_contexts
-from appliance.receive.validate import STATUS_OUT_OF_RESOURCES, check_uid
+from appliance.receive.validate import check_uid
 from appliance.errors import RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 NEGOTIATION_PDU_CAP = 1 << 20
-STATUS_UNRECOGNIZED_OPERATION = 0x0211
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
 REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 
@@ -262,10 +262,10 @@ class AssociationSession:
             if command.has_dataset:  # its dataset is read and dropped before answering
                 self._pending = _PendingStore(
                     context, command.message_id, command.affected_sop_class_uid, "", None,
-                    (STATUS_UNRECOGNIZED_OPERATION, "operation not supported"), response_field,
+                    (dimse.UNRECOGNIZED_OPERATION, "operation not supported"), response_field,
                 )
                 return
-            self._respond(context, response_field, command.message_id, STATUS_UNRECOGNIZED_OPERATION,
+            self._respond(context, response_field, command.message_id, dimse.UNRECOGNIZED_OPERATION,
                           command.affected_sop_class_uid, error="operation not supported")
 
     def _begin_store(self, context: PresentationContext, command: m.Command) -> _PendingStore:
@@ -277,7 +277,7 @@ class AssociationSession:
             directory = spool.incoming_dir(self.service.spool_dir)
             if spool.free_bytes(directory) < self.settings.min_free_disk_mb * 1024 * 1024:
                 raise RejectedInstance(
-                    STATUS_OUT_OF_RESOURCES,
+                    dimse.OUT_OF_RESOURCES,
                     f"free disk below the {self.settings.min_free_disk_mb} MiB floor",
                 )
             meta = m.file_meta(sop_class, sop_instance, str(context.transfer_syntax[0]), self.calling_ae)
@@ -285,7 +285,7 @@ class AssociationSession:
         except RejectedInstance as exc:
             pending.refusal = (exc.status, exc.reason)
         except (OSError, StorageError) as exc:
-            pending.refusal = (STATUS_OUT_OF_RESOURCES, f"cannot write to the spool: {exc}")
+            pending.refusal = (dimse.OUT_OF_RESOURCES, f"cannot write to the spool: {exc}")
         return pending
 
     def _finish_store(self, pending: _PendingStore) -> None:
@@ -294,7 +294,7 @@ class AssociationSession:
         try:
             if pending.refusal is not None:
                 status, comment = pending.refusal
-                if pending.refusal[0] != STATUS_UNRECOGNIZED_OPERATION:
+                if pending.refusal[0] != dimse.UNRECOGNIZED_OPERATION:
                     self.service.refuse(self.calling_ae, status, comment)
             else:
                 assert incoming is not None
@@ -302,7 +302,7 @@ class AssociationSession:
                     incoming.sync_and_close()
                 except OSError as exc:
                     status, comment = self.service.refuse(
-                        self.calling_ae, STATUS_OUT_OF_RESOURCES, f"cannot write to the spool: {exc}"
+                        self.calling_ae, dimse.OUT_OF_RESOURCES, f"cannot write to the spool: {exc}"
                     )
                 else:
                     status, comment = self.service.store(

@@ -18,24 +18,15 @@ from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from appliance import dimse
 from appliance.config import DicomSettings
 from appliance.receive import spool
 from appliance.receive.index import IngestIndex, ReceivedInstance
-from appliance.receive.validate import (
-    STATUS_OUT_OF_RESOURCES,
-    STATUS_UNDECODABLE,
-    Limits,
-    inflate_to,
-    inspect_dataset,
-)
+from appliance.receive.validate import Limits, inflate_to, inspect_dataset
 from appliance.errors import RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
-# Stored, with a warning (PS3.4 B.2.3): the dataset disagrees with the C-STORE request.
-WARNING_SOP_CLASS_MISMATCH = 0xB007
-WARNING_INSTANCE_UID_MISMATCH = 0xB000
 
 # A-ASSOCIATE-RJ (result, source, diagnostic), PS3.8 9.3.4.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -145,11 +136,11 @@ class StoreService:
             return self.refuse(received.calling_ae, exc.status, exc.reason)
         except StorageError as exc:
             LOG.error("store failed: %s", exc)
-            return self.refuse(received.calling_ae, STATUS_OUT_OF_RESOURCES, str(exc))
+            return self.refuse(received.calling_ae, dimse.OUT_OF_RESOURCES, str(exc))
         except Exception:  # the association must survive whatever one instance does
             LOG.exception("unexpected failure storing an instance")
-            return self.refuse(received.calling_ae, STATUS_UNDECODABLE, "instance could not be processed")
-        if status != SUCCESS:
+            return self.refuse(received.calling_ae, dimse.UNDECODABLE, "instance could not be processed")
+        if status != dimse.SUCCESS:
             LOG.warning("instance from %s stored with warning 0x%04X: %s", received.calling_ae, status, comment)
         return status, comment
 
@@ -176,11 +167,11 @@ class StoreService:
                     stream, end, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
                     self.limits,
                 )
-        status, comment = SUCCESS, ""
+        status, comment = dimse.SUCCESS, ""
         if header.sop_instance_uid != received.sop_instance_uid:
-            status, comment = WARNING_INSTANCE_UID_MISMATCH, "dataset SOP Instance UID differs from the request's"
+            status, comment = dimse.WARNING_INSTANCE_UID_MISMATCH, "dataset SOP Instance UID differs from the request's"
         if header.sop_class_uid != received.sop_class_uid:
-            status, comment = WARNING_SOP_CLASS_MISMATCH, "dataset SOP Class UID differs from the request's"
+            status, comment = dimse.WARNING_SOP_CLASS_MISMATCH, "dataset SOP Class UID differs from the request's"
         if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
             return status, comment  # an identical resend: already durable and indexed
         final = spool.instance_path(

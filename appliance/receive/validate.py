@@ -17,16 +17,9 @@ from typing import BinaryIO
 
 from pydicom.datadict import dictionary_VR
 
+from appliance import dimse
 from appliance.errors import RejectedInstance
 
-# DIMSE statuses the listener answers with (documented in docs/conformance.md).
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_UNDECODABLE = 0xC210
-STATUS_INVALID_UID = 0xC211
-STATUS_IMAGE_TOO_LARGE = 0xC212
-STATUS_NESTED_TOO_DEEP = 0xC213
-STATUS_INFLATE_FAILED = 0xC214
-STATUS_MISSING_ATTRIBUTE = 0xC215
 
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED = 0xFFFFFFFF
@@ -90,9 +83,9 @@ def check_uid(value: str, name: str) -> str:
         0xC211, before the value can reach a file path.
     """
     if len(value) > 64:
-        raise RejectedInstance(STATUS_INVALID_UID, f"{name} longer than 64 characters")
+        raise RejectedInstance(dimse.INVALID_UID, f"{name} longer than 64 characters")
     if not _UID.match(value):
-        raise RejectedInstance(STATUS_INVALID_UID, f"{name} is not digits and dots")
+        raise RejectedInstance(dimse.INVALID_UID, f"{name} is not digits and dots")
     return value
 
 
@@ -110,7 +103,7 @@ class _Walker:
     def _read(self, size: int) -> bytes:
         data = self.stream.read(size)
         if len(data) != size:
-            raise RejectedInstance(STATUS_UNDECODABLE, "dataset ends inside an element header")
+            raise RejectedInstance(dimse.UNDECODABLE, "dataset ends inside an element header")
         return data
 
     def _header(self, implicit: bool) -> tuple[int, bytes | None, int]:
@@ -129,7 +122,7 @@ class _Walker:
     def _skip(self, length: int) -> None:
         position = self.stream.tell() + length
         if position > self.end:
-            raise RejectedInstance(STATUS_UNDECODABLE, "element value runs past the end of the data")
+            raise RejectedInstance(dimse.UNDECODABLE, "element value runs past the end of the data")
         self.stream.seek(position)
 
     def walk(self) -> dict[str, str | int]:
@@ -151,7 +144,7 @@ class _Walker:
                 elif tag == _SEQ_END and stack[-1][1] is None:
                     stack.pop()
                 else:
-                    raise RejectedInstance(STATUS_UNDECODABLE, f"unexpected tag {tag:08X} in a sequence")
+                    raise RejectedInstance(dimse.UNDECODABLE, f"unexpected tag {tag:08X} in a sequence")
                 continue
             if tag == _ITEM_END and stack and stack[-1][1] is None:
                 stack.pop()
@@ -166,14 +159,14 @@ class _Walker:
                 depth = sum(1 for kind, _, _ in stack if kind == "seq") + 1
                 if depth > self.max_depth:
                     raise RejectedInstance(
-                        STATUS_NESTED_TOO_DEEP, f"sequences nested deeper than {self.max_depth}"
+                        dimse.NESTED_TOO_DEEP, f"sequences nested deeper than {self.max_depth}"
                     )
                 # Undefined-length UN is an implicit VR little endian sequence (PS3.5 6.2.2).
                 content_implicit = implicit or vr == b"UN"
                 stack.append(("seq", None if length == UNDEFINED else self.stream.tell() + length, content_implicit))
                 continue
             if length == UNDEFINED:
-                raise RejectedInstance(STATUS_UNDECODABLE, f"undefined length on non-sequence {tag:08X}")
+                raise RejectedInstance(dimse.UNDECODABLE, f"undefined length on non-sequence {tag:08X}")
             name = _WANTED.get(tag) if not stack else None
             if name is None or length > 1024:
                 self._skip(length)
@@ -181,7 +174,7 @@ class _Walker:
             value = self._read(length)
             if tag in _US_TAGS:
                 if length < 2:
-                    raise RejectedInstance(STATUS_UNDECODABLE, f"{name} is not a US value")
+                    raise RejectedInstance(dimse.UNDECODABLE, f"{name} is not a US value")
                 self.found[name] = struct.unpack(self.endian + "H", value[:2])[0]
             else:
                 self.found[name] = value.decode("ascii", "replace").strip(" \x00")
@@ -211,17 +204,17 @@ def inflate_to(source: BinaryIO, sink: BinaryIO, limit: int) -> int:
             while True:
                 written += len(data)
                 if written > limit:
-                    raise RejectedInstance(STATUS_INFLATE_FAILED, f"inflates past {limit} bytes")
+                    raise RejectedInstance(dimse.INFLATE_FAILED, f"inflates past {limit} bytes")
                 sink.write(data)
                 if not inflater.unconsumed_tail:
                     break
                 data = inflater.decompress(inflater.unconsumed_tail, limit - written + 1)
         tail = inflater.flush()
     except zlib.error as exc:
-        raise RejectedInstance(STATUS_INFLATE_FAILED, f"deflated data is corrupt: {exc}") from None
+        raise RejectedInstance(dimse.INFLATE_FAILED, f"deflated data is corrupt: {exc}") from None
     written += len(tail)
     if written > limit:
-        raise RejectedInstance(STATUS_INFLATE_FAILED, f"inflates past {limit} bytes")
+        raise RejectedInstance(dimse.INFLATE_FAILED, f"inflates past {limit} bytes")
     sink.write(tail)
     return written
 
@@ -254,7 +247,7 @@ def inspect_dataset(
     found = _Walker(stream, implicit, little, end, limits.max_sequence_depth).walk()
     for name in ("sop_class_uid", "sop_instance_uid"):
         if not found.get(name):
-            raise RejectedInstance(STATUS_MISSING_ATTRIBUTE, f"{name} is missing")
+            raise RejectedInstance(dimse.MISSING_ATTRIBUTE, f"{name} is missing")
     for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
         if found.get(name):
             check_uid(str(found[name]), name)
@@ -281,15 +274,15 @@ def check_image_bounds(header: InstanceHeader, limits: Limits) -> None:
     ]
     for name, value, bound in checks:
         if value > bound:
-            raise RejectedInstance(STATUS_IMAGE_TOO_LARGE, f"{name} {value} exceeds {bound}")
+            raise RejectedInstance(dimse.IMAGE_TOO_LARGE, f"{name} {value} exceeds {bound}")
     if header.number_of_frames < 1:
-        raise RejectedInstance(STATUS_IMAGE_TOO_LARGE, "NumberOfFrames below 1")
+        raise RejectedInstance(dimse.IMAGE_TOO_LARGE, "NumberOfFrames below 1")
     pixel_bytes = (
         header.rows * header.columns * header.number_of_frames
         * max(header.samples_per_pixel, 1) * header.bits_allocated // 8
     )
     if pixel_bytes > limits.max_pixel_bytes:
         raise RejectedInstance(
-            STATUS_IMAGE_TOO_LARGE, f"declared image of {pixel_bytes} bytes exceeds {limits.max_pixel_bytes}"
+            dimse.IMAGE_TOO_LARGE, f"declared image of {pixel_bytes} bytes exceeds {limits.max_pixel_bytes}"
         )
 

@@ -40,6 +40,7 @@ from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from appliance import dimse
 from appliance.config import Destination, SenderSettings, Settings
 from appliance.send.outbox import DEAD, PENDING, SENT, Outbox, OutboxItem, destination_key
 
@@ -67,9 +68,9 @@ def classify_status(status: int) -> Outcome:
     count as sent. Out of resources (0xA7xx), data set does not match SOP class (0xA9xx)
     and cannot understand (0xCxxx) are permanent. Any other failure is retried.
     """
-    if status == 0x0000 or status in (0x0001, 0x0107, 0x0116) or status & 0xF000 == 0xB000:
+    if dimse.is_success_or_warning(status):
         return Outcome.SENT
-    if status & 0xFF00 in (0xA700, 0xA900) or status & 0xF000 == 0xC000:
+    if dimse.is_permanent_failure(status):
         return Outcome.DEAD
     return Outcome.RETRY
 
