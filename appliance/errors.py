@@ -7,7 +7,12 @@ ApplianceError
     StorageError           the spool or the SQLite index could not be written or read
     DicomError             a DICOM object or association broke a rule
         RejectedInstance   an instance refused with a specific DIMSE status
+        MalformedMessage   a DIMSE message that cannot be parsed (the association aborts)
     PackageError           a model package is malformed, tampered with or untrusted
+    InferenceError         a series could not be triaged; the message is the reason users see
+        DecodeError        an instance's pixels could not be decoded
+    LeaseLost              a worker's lease on a job ran out; another worker records the job
+    IllegalTransition      a series or job state change the state machine does not allow (a bug)
 """
 
 
@@ -46,3 +51,23 @@ class RejectedInstance(DicomError):
 
 class PackageError(ApplianceError):
     """A model package failed verification; the message says exactly what is wrong."""
+
+
+class MalformedMessage(DicomError):
+    """A PDU or DIMSE command set that cannot be parsed (the association aborts)."""
+
+
+class InferenceError(ApplianceError):
+    """A series could not be triaged; the message is the reason shown to users."""
+
+
+class DecodeError(InferenceError):
+    """An instance's pixels could not be decoded."""
+
+
+class LeaseLost(ApplianceError):
+    """Our lease on a job ran out and another worker took the job; record nothing."""
+
+
+class IllegalTransition(ApplianceError):
+    """A series or job state change that :mod:`appliance.jobs` does not allow."""

@@ -12,11 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from appliance.db import transaction
-from appliance.errors import ApplianceError
-
-
-class LeaseLost(ApplianceError):
-    """Our lease on a job ran out and another worker took the job; record nothing."""
+from appliance.errors import LeaseLost
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from appliance.errors import PackageError
+
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -108,4 +110,4 @@ def load(target: Target, files: list[Path], precision: str, options: Mapping[str
             return np.asarray(result[score_out]), np.asarray(result[cam_out])
 
         return Runtime(target, precision, run_ov)
-    raise ValueError(f"unknown backend {target.backend!r}")
+    raise PackageError(f"unknown backend {target.backend!r}")

@@ -40,7 +40,7 @@ from appliance.receive import spool
 from appliance.receive.store import REJECT_LIMIT_EXCEEDED, ReceivedDataset, StoreService, refusal_reason
 from appliance.receive.negotiation import negotiate_contexts
 from appliance.receive.validate import check_uid
-from appliance.errors import RejectedInstance, StorageError
+from appliance.errors import MalformedMessage, RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class AssociationSession:
     def _on_p_data(self, body: memoryview) -> None:
         try:
             items = list(m.iter_pdvs(body))
-        except m.MalformedMessage as exc:
+        except MalformedMessage as exc:
             self._abort(m.ABORT_INVALID_PARAMETER, str(exc))
         for context_id, is_command, is_last, fragment in items:
             context = self.contexts.get(context_id)
@@ -251,7 +251,7 @@ class AssociationSession:
     def _on_command(self, context: PresentationContext, data: bytes) -> None:
         try:
             command = m.decode_command(data)
-        except m.MalformedMessage as exc:
+        except MalformedMessage as exc:
             self._abort(m.ABORT_INVALID_PARAMETER, str(exc))
         if command.command_field == m.C_ECHO_RQ:
             self._respond(context, m.C_ECHO_RSP, command.message_id, 0x0000, str(context.abstract_syntax))

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
 
+from appliance.errors import MalformedMessage
+
 # PDU types (PS3.8 9.3.1)
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
@@ -27,10 +29,6 @@ ABORT_INVALID_PARAMETER = 0x06
 
 IMPLEMENTATION_CLASS_UID = generate_uid(entropy_srcs=["triage-appliance DICOM implementation"])
 IMPLEMENTATION_VERSION = "TRIAGE_0_1"
-
-
-class MalformedMessage(ValueError):
-    """A PDU or command set that cannot be parsed."""
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from appliance.errors import ApplianceError
-
-
-class DecodeError(ApplianceError):
-    """An instance's pixels could not be decoded."""
+from appliance.errors import DecodeError
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.triage.decode import DecodeError, Slice, decode_instance
-from appliance.errors import ApplianceError
+from appliance.triage.decode import Slice, decode_instance
+from appliance.errors import DecodeError, InferenceError
 from appliance.triage import preprocess
 from appliance.models.backends import Runtime
 from appliance.models.package import Manifest
-
-
-class InferenceError(ApplianceError):
-    """A series could not be triaged; the message is the reason shown to users."""
 
 
 def model_input(manifest: Manifest, image: Slice) -> np.ndarray:

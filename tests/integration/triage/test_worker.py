@@ -15,7 +15,8 @@ from appliance.db import open_database
 from appliance.config import load_settings
 from appliance.models.registry import ModelRegistry
 from appliance.triage.worker import Worker
-from appliance.jobs import LeaseLost, claim
+from appliance.errors import LeaseLost
+from appliance.jobs import claim
 from tests.support import ApplianceProcess, tcp_env, write_mr_series
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 

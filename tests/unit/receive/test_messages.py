@@ -7,6 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom.dsutils import decode, encode
 
+from appliance.errors import MalformedMessage
 from appliance.receive import messages as m
 
 
@@ -46,7 +47,7 @@ def test_pdv_round_trip_and_malformed_items():
     assert [(c, cmd, last, bytes(f)) for c, cmd, last, f in m.iter_pdvs(pdu[6:])] == [(3, True, True, b"abcd")]
     try:
         list(m.iter_pdvs(pdu[6:-1]))
-    except m.MalformedMessage:
+    except MalformedMessage:
         pass
     else:
         raise AssertionError("a truncated PDV was accepted")

@@ -13,7 +13,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from appliance.triage.decode import DecodeError, decode_instance
+from appliance.errors import DecodeError
+from appliance.triage.decode import decode_instance
 from appliance.receive.negotiation import ACCEPTED_TRANSFER_SYNTAXES
 from tests.support import ct_dataset
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from appliance.models.backends import Runtime, Target
-from appliance.triage.pipeline import InferenceError, heat_map, infer
+from appliance.errors import InferenceError
+from appliance.triage.pipeline import heat_map, infer
 
 INPUTS = np.zeros((5, 3, 8, 8), np.float32)
 
