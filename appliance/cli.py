@@ -42,11 +42,19 @@ def _worker_and_sender(settings: Settings):
     return worker, sender
 
 
+def _listener(settings: Settings):
+    """The listener, ranking completed series by the routing table's priority rules."""
+    from appliance.receive.listener import Listener
+    from appliance.triage.routing import SeriesFacts, load_routing
+
+    routing = load_routing(settings.worker.routing_file)
+    return Listener(settings, priority=lambda modality, calling_ae: routing.priority_of(
+        SeriesFacts(modality=modality, calling_ae=calling_ae)))
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """The listener, the worker and the sender in one process."""
-    from appliance.receive.listener import Listener
-
-    listener = Listener(settings)
+    listener = _listener(settings)
     worker, sender = _worker_and_sender(settings)
     listener.start()
     sender.start()
@@ -61,9 +69,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.receive.listener import Listener
-
-    listener = Listener(settings)
+    listener = _listener(settings)
     listener.start()
     _until_signalled(threading.Event())
     listener.stop()

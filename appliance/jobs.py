@@ -1,18 +1,63 @@
-"""The jobs table as a durable queue between the listener and the worker(s).
+"""The series state machine and the durable job queue between listener and worker.
+
+This module is the only writer of the ``series`` and ``jobs`` tables. The listener calls
+it while indexing instances and completing series; the worker calls it to claim jobs and
+to record how each ended. Every function runs inside the caller's transaction (see
+:func:`appliance.db.transaction`) unless it says otherwise, so a state change commits
+together with whatever caused it (an instance row, a result, an audit row).
+
+Series states
+-------------
+::
+
+    (new) ------------------------------------------> receiving
+    receiving --complete (quiet period, or release + grace)--> queued
+    queued ----a worker claims its job-----------------> running
+    running ---result recorded-------------------------> triaged | not-eligible | failed
+    queued, running --job abandoned after max attempts--> failed
+    any state --an instance arrives--------------------> receiving  (a late arrival)
+
+Each completion bumps the series' ``generation``; a job belongs to one generation. A
+result for an older generation, or for a series that reopened meanwhile, is recorded as
+superseded and never changes the series.
+
+Job states
+----------
+::
+
+    queued --claim--> running --finish--> done | failed
+    queued --its series reopened--> superseded
+    running --lease expired, claimed again--> running
+    queued, running --past max attempts--> failed
 
 A worker claims the highest-priority, oldest job with a lease; a job whose lease ran out
-(its worker died) can be claimed again, up to ``max_attempts``, after which it fails.
-Finishing checks the lease is still ours in the same transaction that records the
-result, so a job is never recorded (or audited) twice.
+(its worker died) can be claimed again. Finishing checks the lease is still ours in the
+same transaction that records the result, so a job is never recorded twice. Any other
+change raises :class:`~appliance.errors.IllegalTransition`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from appliance.db import transaction
-from appliance.errors import LeaseLost
+from appliance.errors import IllegalTransition, LeaseLost
+
+RECEIVING, QUEUED, RUNNING = "receiving", "queued", "running"
+TRIAGED, NOT_ELIGIBLE, FAILED = "triaged", "not-eligible", "failed"
+
+#: Allowed series transitions (``receiving`` is reachable from every state: a late arrival).
+SERIES_TRANSITIONS: dict[str, frozenset[str]] = {
+    RECEIVING: frozenset({QUEUED}),
+    QUEUED: frozenset({RUNNING, FAILED, RECEIVING}),
+    RUNNING: frozenset({TRIAGED, NOT_ELIGIBLE, FAILED, RECEIVING}),
+    TRIAGED: frozenset({RECEIVING}),
+    NOT_ELIGIBLE: frozenset({RECEIVING}),
+    FAILED: frozenset({RECEIVING}),
+}
+#: How a finished job ends, by the series state it leads to.
+JOB_OUTCOME = {TRIAGED: "done", NOT_ELIGIBLE: "done", FAILED: "failed"}
 
 
 @dataclass(frozen=True)
@@ -27,41 +72,188 @@ class Job:
     created_at: float
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """The series facts an arriving instance carries."""
+
+    series_instance_uid: str
+    study_instance_uid: str
+    modality: str
+    body_part: str
+    series_description: str
+    calling_ae: str
+
+
+@dataclass(frozen=True)
+class Triaged:
+    """What a triaged series shows: the active model's flag and score."""
+
+    flag: bool
+    score: float
+    model: str  # "id version"
+
+
+def check_series_transition(current: str, new: str) -> None:
+    """Raise :class:`IllegalTransition` unless ``current -> new`` is allowed (pure)."""
+    if new not in SERIES_TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(f"series cannot go from {current!r} to {new!r}")
+
+
+# Listener side --------------------------------------------------------------------------
+def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now: float) -> None:
+    """An instance of this series was stored (``added`` new instances: 0 or 1).
+
+    Creates the series or reopens it (``receiving``), and supersedes the job still
+    waiting for the earlier generation: completion queues a new one.
+    """
+    conn.execute(
+        "INSERT INTO series (series_instance_uid, study_instance_uid, modality, body_part, "
+        "series_description, calling_ae, instances, state, first_received_at, "
+        "last_received_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (series_instance_uid) DO UPDATE SET "
+        "instances = instances + excluded.instances, last_received_at = excluded.last_received_at, "
+        "updated_at = excluded.updated_at, released_at = NULL, state = excluded.state, reason = NULL",
+        (arrival.series_instance_uid, arrival.study_instance_uid, arrival.modality, arrival.body_part,
+         arrival.series_description, arrival.calling_ae, added, RECEIVING, now, now, now),
+    )
+    conn.execute(
+        "UPDATE jobs SET state = 'superseded', reason = 'new instances arrived', updated_at = ? "
+        "WHERE series_instance_uid = ? AND state = 'queued'",
+        (now, arrival.series_instance_uid),
+    )
+
+
+def mark_released(conn: sqlite3.Connection, series_uids: Iterable[str], now: float) -> None:
+    """The association that carried these series was released normally."""
+    conn.executemany(
+        "UPDATE series SET released_at = ? WHERE series_instance_uid = ? AND state = ?",
+        [(now, uid, RECEIVING) for uid in series_uids],
+    )
+
+
+def queue_complete_series(
+    conn: sqlite3.Connection,
+    quiet_period_s: float,
+    release_grace_s: float,
+    still_sending: set[str],
+    now: float,
+    priority: Callable[[str, str], int],
+) -> list[str]:
+    """Queue a job for every series that has finished arriving.
+
+    A series is complete when nothing arrived for ``quiet_period_s``, or when the
+    association that carried it was released ``release_grace_s`` ago and no other open
+    association is still sending to it. ``priority(modality, calling_ae)`` gives the
+    job's priority (higher is taken first).
+
+    Returns
+    -------
+    list of str
+        The series instance UIDs queued by this call.
+    """
+    rows = conn.execute(
+        "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
+        "WHERE state = ? AND (last_received_at <= ? OR (released_at IS NOT NULL AND released_at <= ?))",
+        (RECEIVING, now - quiet_period_s, now - release_grace_s),
+    ).fetchall()
+    queued = []
+    for series_uid, last_received_at, modality, calling_ae in rows:
+        quiet = last_received_at <= now - quiet_period_s
+        if not quiet and series_uid in still_sending:
+            continue
+        conn.execute(
+            "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? "
+            "WHERE series_instance_uid = ?", (QUEUED, now, series_uid))
+        conn.execute(
+            "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
+            "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
+            "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
+            (priority(modality, calling_ae), now, now, series_uid))
+        queued.append(series_uid)
+    return queued
+
+
+# Worker side ----------------------------------------------------------------------------
 def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float) -> Job | None:
-    """Take the next job, or None. Jobs past ``max_attempts`` fail on the way."""
-    with transaction(conn):
-        while True:
-            row = conn.execute(
-                "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-                "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at < ?) "
-                "ORDER BY priority DESC, id LIMIT 1", (now,)).fetchone()
-            if row is None:
-                return None
-            job = Job(*row)
-            if job.attempts >= max_attempts:
-                reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
-                conn.execute("UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
-                             (reason, now, job.id))
-                conn.execute("UPDATE series SET state = 'failed', reason = ?, updated_at = ? "
-                             "WHERE series_instance_uid = ? AND generation = ?",
-                             (reason, now, job.series_instance_uid, job.generation))
-                continue
-            conn.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (owner, now + lease_s, now, job.id))
-            conn.execute(
-                "UPDATE series SET state = 'running', updated_at = ? WHERE series_instance_uid = ? "
-                "AND generation = ? AND state IN ('queued', 'running')",
-                (now, job.series_instance_uid, job.generation))
-            return Job(job.id, job.series_instance_uid, job.study_instance_uid, job.generation,
-                       job.attempts + 1, job.created_at)
+    """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way.
+
+    Runs in the caller's ``BEGIN IMMEDIATE`` transaction.
+    """
+    while True:
+        row = conn.execute(
+            "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
+            "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at < ?) "
+            "ORDER BY priority DESC, id LIMIT 1", (now,)).fetchone()
+        if row is None:
+            return None
+        job = Job(*row)
+        if job.attempts >= max_attempts:
+            reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
+            conn.execute("UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
+                         (reason, now, job.id))
+            _set_series_state(conn, job, FAILED, reason, now)
+            continue
+        conn.execute(
+            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
+            "attempts = attempts + 1, updated_at = ? WHERE id = ?",
+            (owner, now + lease_s, now, job.id))
+        _set_series_state(conn, job, RUNNING, None, now)
+        return Job(job.id, job.series_instance_uid, job.study_instance_uid, job.generation,
+                   job.attempts + 1, job.created_at)
 
 
-def complete(conn: sqlite3.Connection, job: Job, owner: str, state: str, reason: str | None, now: float) -> bool:
-    """Mark a job done or failed inside the caller's transaction; False if the lease was lost."""
+def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str | None,
+           now: float, triaged: Triaged | None = None) -> bool:
+    """End a claimed job and, if its series still waits for it, set the series' state.
+
+    Runs in the caller's transaction, which also records the result.
+
+    Parameters
+    ----------
+    series_state : str
+        ``triaged`` (with ``triaged``), ``not-eligible`` or ``failed`` (with ``reason``).
+
+    Returns
+    -------
+    bool
+        True when the series took the outcome; False when the result is superseded (the
+        series reopened or moved to a newer generation meanwhile).
+
+    Raises
+    ------
+    LeaseLost
+        The lease ran out and another worker took the job: record nothing.
+    """
+    if series_state not in JOB_OUTCOME or (series_state == TRIAGED) != (triaged is not None):
+        raise IllegalTransition(f"a job cannot finish with series state {series_state!r}")
     cursor = conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, lease_expires_at = NULL, updated_at = ? "
         "WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        (state, reason, now, job.id, owner))
-    return cursor.rowcount == 1
+        (JOB_OUTCOME[series_state], reason, now, job.id, owner))
+    if cursor.rowcount != 1:
+        raise LeaseLost(f"job {job.id}")
+    return _set_series_state(conn, job, series_state, reason, now, triaged)
+
+
+def _set_series_state(conn: sqlite3.Connection, job: Job, new: str, reason: str | None, now: float,
+                      triaged: Triaged | None = None) -> bool:
+    """Move the job's series to ``new`` if it is still at the job's generation; the one
+    place a worker changes ``series.state``. False when the series has moved on."""
+    row = conn.execute("SELECT state, generation FROM series WHERE series_instance_uid = ?",
+                       (job.series_instance_uid,)).fetchone()
+    if row is None:
+        raise IllegalTransition(f"job {job.id}: series {job.series_instance_uid} does not exist")
+    current, generation = row
+    if generation != job.generation or current == RECEIVING:
+        return False  # a late arrival reopened the series: this job's outcome is superseded
+    if current == new:
+        return True  # claimed again after a lease ran out: still running
+    check_series_transition(current, new)
+    flag, score, model = (int(triaged.flag), triaged.score, triaged.model) if triaged else (None, None, None)
+    if new == RUNNING:
+        conn.execute("UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
+                     (new, now, job.series_instance_uid))
+    else:
+        conn.execute("UPDATE series SET state = ?, reason = ?, flag = ?, score = ?, model = ?, updated_at = ? "
+                     "WHERE series_instance_uid = ?", (new, reason, flag, score, model, now, job.series_instance_uid))
+    return True

@@ -23,7 +23,7 @@ import sqlite_utils
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.errors import PackageError
-from appliance.models.backends import Runtime, available_targets
+from appliance.models.backends import Runtime, Target, available_targets, load
 from appliance.models.package import Manifest, extract_package
 from appliance.models.qualify import Golden, choose, try_variants
 
@@ -55,6 +55,15 @@ class InstalledModel:
     @property
     def label(self) -> str:
         return f"{self.id} {self.version}"
+
+    def load_chosen(self) -> Runtime:
+        """Load the variant chosen at activation on its target again (no new trials)."""
+        if not self.selection:
+            raise PackageError(f"{self.label} has no chosen backend: shadow or activate it first")
+        backend, device, precision = self.selection["chosen"].split("/")
+        variant = next(v for v in self.manifest.variants if v.backend == backend and v.precision == precision)
+        return load(Target(backend, device), [self.path / f for f in variant.files], precision,
+                    variant.options, (self.manifest.outputs.score, self.manifest.outputs.cam))
 
 
 def _sha256(path: Path) -> str:

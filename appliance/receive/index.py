@@ -1,12 +1,9 @@
-"""The ingest index: instance rows, series state and the jobs they queue.
+"""The ingest index: the one writer of ``instances`` and ``instance_replacements``.
 
-The listener process is the one writer of ``instances``, ``instance_replacements`` and
-``series`` while a series is receiving, and the one that queues jobs. Calls are
-thread-safe (associations run in threads) and each is one SQLite transaction.
-
-Series states written here: ``receiving`` then ``queued``. An instance that arrives after
-its series was queued reopens it (``receiving`` again) and marks any still-queued job of
-the earlier generation ``superseded``; completion then queues a job for the next one.
+The listener process owns one connection; calls are thread-safe (associations run in
+threads) and each is one SQLite transaction. Series rows and jobs change only through
+:mod:`appliance.jobs`, called here inside the same transaction as the instance row, so
+an acknowledged instance and its series state commit together.
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance import jobs
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.receive.validate import InstanceHeader
@@ -102,27 +100,10 @@ class IngestIndex:
                     (*values, h.sop_instance_uid),
                 )
             if h.series_instance_uid:
-                self._touch_series(h, item.calling_ae, 0 if row else 1, now)
+                arrival = jobs.Arrival(h.series_instance_uid, h.study_instance_uid, h.modality,
+                                       h.body_part, h.series_description, item.calling_ae)
+                jobs.instance_arrived(conn, arrival, 0 if row else 1, now)
         return StoreOutcome.REPLACED if row else StoreOutcome.STORED
-
-    def _touch_series(self, h: InstanceHeader, calling_ae: str, added: int, now: float) -> None:
-        conn = self.db.conn
-        conn.execute(
-            "INSERT INTO series (series_instance_uid, study_instance_uid, modality, body_part, "
-            "series_description, calling_ae, instances, state, first_received_at, "
-            "last_received_at, updated_at) VALUES (?,?,?,?,?,?,?, 'receiving', ?,?,?) "
-            "ON CONFLICT (series_instance_uid) DO UPDATE SET "
-            "instances = instances + excluded.instances, last_received_at = excluded.last_received_at, "
-            "updated_at = excluded.updated_at, released_at = NULL, state = 'receiving', reason = NULL",
-            (h.series_instance_uid, h.study_instance_uid, h.modality, h.body_part,
-             h.series_description, calling_ae, added, now, now, now),
-        )
-        # A late arrival: the job not yet started for the earlier generation is superseded.
-        conn.execute(
-            "UPDATE jobs SET state = 'superseded', reason = 'new instances arrived', updated_at = ? "
-            "WHERE series_instance_uid = ? AND state = 'queued'",
-            (now, h.series_instance_uid),
-        )
 
     def mark_released(self, series_uids: Iterable[str], now: float | None = None) -> None:
         """The association that carried these series was released normally."""
@@ -130,11 +111,8 @@ class IngestIndex:
         if not uids:
             return
         now = time.time() if now is None else now
-        with self._lock:
-            self.db.conn.executemany(
-                "UPDATE series SET released_at = ? WHERE series_instance_uid = ? AND state = 'receiving'",
-                [(now, uid) for uid in uids],
-            )
+        with self._lock, transaction(self.db.conn) as conn:
+            jobs.mark_released(conn, uids, now)
 
     def queue_complete_series(
         self,
@@ -144,42 +122,8 @@ class IngestIndex:
         now: float | None = None,
         priority: Callable[[str, str], int] = lambda modality, calling_ae: 0,
     ) -> list[str]:
-        """Queue a job for every series that has finished arriving.
-
-        A series is complete when nothing arrived for ``quiet_period_s``, or when the
-        association that carried it was released ``release_grace_s`` ago and no other
-        open association is still sending to it. ``priority(modality, calling_ae)`` gives
-        the job's priority (higher is taken first).
-
-        Returns
-        -------
-        list of str
-            The series instance UIDs queued by this call.
-        """
+        """Queue every series that has finished arriving: :func:`appliance.jobs.queue_complete_series`."""
         now = time.time() if now is None else now
-        conn = self.db.conn
-        with self._lock, transaction(conn):
-            rows = conn.execute(
-                "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
-                "WHERE state = 'receiving' AND (last_received_at <= ? OR "
-                "(released_at IS NOT NULL AND released_at <= ?))",
-                (now - quiet_period_s, now - release_grace_s),
-            ).fetchall()
-            queued = []
-            for series_uid, last_received_at, modality, calling_ae in rows:
-                quiet = last_received_at <= now - quiet_period_s
-                if not quiet and series_uid in still_sending:
-                    continue
-                conn.execute(
-                    "UPDATE series SET state = 'queued', generation = generation + 1, "
-                    "updated_at = ? WHERE series_instance_uid = ?",
-                    (now, series_uid),
-                )
-                conn.execute(
-                    "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
-                    "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
-                    "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
-                    (priority(modality, calling_ae), now, now, series_uid),
-                )
-                queued.append(series_uid)
-        return queued
+        with self._lock, transaction(self.db.conn) as conn:
+            return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending),
+                                              now, priority)

@@ -12,6 +12,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
 from appliance import sd_notify
 from appliance.db import open_database
@@ -20,7 +21,6 @@ from appliance.receive import spool
 from appliance.receive.association import AssociationSession
 from appliance.receive.store import StoreService
 from appliance.receive.index import IngestIndex
-from appliance.triage.routing import SeriesFacts, load_routing
 from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
@@ -52,13 +52,15 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
 class Listener:
     """The running listener."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, priority: Callable[[str, str], int] = lambda modality, calling_ae: 0):
+        """``priority(modality, calling_ae)`` ranks the jobs of completed series (the
+        routing table's priority rules, wired by the CLI)."""
         self.settings = settings
         self.db = open_database(settings.db_path)
         self.index = IngestIndex(self.db)
         self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
         self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None
-        self._routing = load_routing(settings.worker.routing_file)
+        self._priority = priority
         self._stop = threading.Event()
         self._socket: socket.socket | None = None
         self._sessions: set[socket.socket] = set()
@@ -171,17 +173,7 @@ class Listener:
             if queued:
                 LOG.info("queued %d series for triage", len(queued))
 
-    def _priority(self, modality: str, calling_ae: str) -> int:
-        return self._routing.priority_of(SeriesFacts(modality=modality, calling_ae=calling_ae))
-
     # Stopping -------------------------------------------------------------------------
-    def request_stop(self, *_: object) -> None:
-        """Ask :meth:`wait` to return (safe from a signal handler)."""
-        self._stop.set()
-
-    def wait(self) -> None:
-        self._stop.wait()
-
     def stop(self) -> None:
         self._stop.set()
         if self._socket is not None:

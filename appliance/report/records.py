@@ -92,3 +92,20 @@ class ResultUids:
     def from_key(cls, key: str) -> ResultUids:
         """Four distinct UIDs, the same for the same ``key`` (e.g. a job id) every time."""
         return cls(*(str(generate_uid(entropy_srcs=[key, part])) for part in ("sr-series", "sr", "sc-series", "sc")))
+
+
+#: The coded finding for the words a manifest's finding uses.
+_FINDING_CODES = (
+    (("haemorrhage", "hemorrhage"), INTRACRANIAL_HEMORRHAGE),
+    (("pneumothorax",), PNEUMOTHORAX),
+    (("nodule",), PULMONARY_NODULE),
+)
+
+
+def finding_code(finding: str) -> tuple[str, str, str] | None:
+    """The SNOMED CT code of a model's finding, by its words; None if none fits (pure)."""
+    text = finding.lower()
+    for words, code in _FINDING_CODES:
+        if any(word in text for word in words):
+            return code
+    return None

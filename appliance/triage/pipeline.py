@@ -1,4 +1,5 @@
-"""One series through one model: decode, preprocess, batch, infer, aggregate, threshold.
+"""One series through one model: decode, preprocess (:func:`prepare`), batch and infer
+(:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
 model inputs, not decoded series. The key slice (highest score) is decoded again for the
@@ -12,7 +13,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,6 @@ class SeriesResult:
     key_cam: np.ndarray
     image_scores: np.ndarray
     input_sha256: str
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str]:
@@ -99,3 +99,22 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     if score.shape[0] != len(inputs):
         raise InferenceError(f"model returned {score.shape[0]} scores for {len(inputs)} images")
     return score, cam
+
+
+def decide(manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]],
+           input_sha256: str) -> SeriesResult:
+    """Aggregate per-image scores into the series score and threshold it at the package's
+    operating point; the highest-scoring image is the key slice (pure)."""
+    series_score = min(max(manifest.aggregation.apply(scores), 0.0), 1.0)
+    key = int(np.argmax(scores))
+    threshold = manifest.operating_point.threshold
+    return SeriesResult(series_score, series_score >= threshold, threshold, origins[key][0], origins[key][1],
+                        cams[key], scores, input_sha256)
+
+
+def run(runtime: Runtime, manifest: Manifest, prepared: tuple[np.ndarray, list[tuple[Path, int]], str],
+        batch: int, deadline: float) -> SeriesResult:
+    """Infer over prepared inputs (see :func:`prepare`) and decide."""
+    inputs, origins, digest = prepared
+    scores, cams = infer(runtime, inputs, batch, deadline)
+    return decide(manifest, scores, cams, origins, digest)

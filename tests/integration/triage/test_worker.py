@@ -16,6 +16,7 @@ from appliance.config import load_settings
 from appliance.models.registry import ModelRegistry
 from appliance.triage.worker import Worker
 from appliance.errors import LeaseLost
+from appliance.db import transaction
 from appliance.jobs import claim
 from tests.support import ApplianceProcess, tcp_env, write_mr_series
 from training.data.ct_synth import CTConfig, generate_ct_dataset
@@ -106,13 +107,14 @@ def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
     listener, settings, db = box
     send(listener, head_ct(tmp_path / "ct", seed=13))
     queued_series(listener, 1)
-    vanished = claim(db.conn, "worker-that-died", lease_s=0.5, max_attempts=3, now=time.time())
+    claimed_at = time.time()  # the clock is injected: no assumption about how long anything takes
+    with transaction(db.conn) as conn:
+        vanished = claim(conn, "worker-that-died", lease_s=300, max_attempts=3, now=claimed_at)
     assert vanished is not None
     assert listener.status()["series"][0]["state"] == "running"
     survivor = Worker(settings, db, name="survivor")
-    assert not survivor.run_once()  # the lease has not run out yet
-    time.sleep(0.6)
-    assert survivor.run_once()
+    assert not survivor.run_once(now=claimed_at + 299)  # the lease has not run out yet
+    assert survivor.run_once(now=claimed_at + 301)
     assert listener.status()["series"][0]["state"] == "triaged"
     # The dead worker coming back cannot record the same job again.
     late = Worker(settings, db, name="worker-that-died")

@@ -1,0 +1,116 @@
+"""Recording how a job ended: the one writer of ``inference_results``.
+
+Each function is one transaction that commits together: the job's end and its series'
+state (through :mod:`appliance.jobs`, which checks the lease is still ours), the
+hash-chained audit row, the inference row and, for a current result, the outbox rows
+that send the result objects to every destination.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from appliance import jobs
+from appliance.audit import chain as audit_log
+from appliance.config import Destination
+from appliance.db import transaction
+from appliance.jobs import Job
+from appliance.models.backends import Runtime
+from appliance.models.registry import InstalledModel
+from appliance.send.outbox import enqueue_in
+from appliance.triage.pipeline import SeriesResult
+
+
+@dataclass(frozen=True)
+class Ran:
+    """Which model ran, on what, and what it decided."""
+
+    model: InstalledModel
+    runtime: Runtime
+    result: SeriesResult
+
+
+def _model_fields(ran: Ran) -> dict:
+    return {"model_id": ran.model.id, "model_version": ran.model.version,
+            "model_sha256": ran.model.package_sha256, "backend": ran.runtime.target.label,
+            "precision": ran.runtime.precision, "input_sha256": ran.result.input_sha256}
+
+
+def _insert_result(conn: sqlite3.Connection, job: Job, role: str, ran: Ran, superseded: bool, seq: int,
+                   objects: list[tuple[Path, Dataset]], now: float) -> None:
+    sr, sc = (str(objects[0][1].SOPInstanceUID), str(objects[1][1].SOPInstanceUID)) if objects else (None, None)
+    conn.execute(
+        "INSERT OR IGNORE INTO inference_results (job_id, role, series_instance_uid, study_instance_uid, "
+        "generation, model_id, model_version, score, threshold, flag, superseded, audit_seq, "
+        "sr_instance_uid, sc_instance_uid, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job.id, role, job.series_instance_uid, job.study_instance_uid, job.generation, ran.model.id,
+         ran.model.version, ran.result.score, ran.result.threshold, int(ran.result.flag), int(superseded),
+         seq, sr, sc, now))
+
+
+def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: dict,
+            objects: list[tuple[Path, Dataset]], destinations: list[Destination], now: float) -> bool:
+    """The active model's result; False when it is superseded (recorded, never sent).
+
+    Raises
+    ------
+    LeaseLost
+        Another worker has the job; nothing was recorded.
+    """
+    result = ran.result
+    sr, sc = objects[0][1], objects[1][1]
+    with transaction(conn):
+        current = jobs.finish(conn, job, owner, jobs.TRIAGED, None, now,
+                              jobs.Triaged(bool(result.flag), result.score, ran.model.label))
+        seq = audit_log.append_in(conn, "inference", {
+            "role": "active", "job_id": job.id, "study_instance_uid": job.study_instance_uid,
+            "series_instance_uid": job.series_instance_uid, "generation": job.generation,
+            **_model_fields(ran), "images": int(len(result.image_scores)), "score": round(result.score, 6),
+            "threshold": result.threshold, "flag": bool(result.flag), "latency": timings,
+            "sr_instance_uid": str(sr.SOPInstanceUID), "sc_instance_uid": str(sc.SOPInstanceUID),
+            "superseded": not current,
+        })
+        _insert_result(conn, job, "active", ran, not current, seq, objects, now)
+        if current:
+            for path, ds in objects:
+                enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
+                           destinations, now)
+    return current
+
+
+def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str, now: float) -> None:
+    """A job that ended without a result: ``not-eligible`` or ``failed``, with the reason.
+
+    Raises
+    ------
+    LeaseLost
+        Another worker has the job; nothing was recorded.
+    """
+    with transaction(conn):
+        jobs.finish(conn, job, owner, series_state, reason, now)
+        audit_log.append_in(conn, f"series-{series_state}", {
+            "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason})
+
+
+def shadow(conn: sqlite3.Connection, job: Job, model: InstalledModel, runtime: Runtime,
+           result: SeriesResult | None, error: str | None, active: SeriesResult, now: float) -> None:
+    """A shadow model's result on the same inputs: audited and compared, never sent or shown."""
+    if result is None:
+        outcome: dict = {"error": error}
+    else:
+        outcome = {"score": round(result.score, 6), "threshold": result.threshold, "flag": bool(result.flag),
+                   "agrees": bool(result.flag) == bool(active.flag),
+                   "score_difference": round(result.score - active.score, 6)}
+    with transaction(conn):
+        seq = audit_log.append_in(conn, "inference", {
+            "role": "shadow", "job_id": job.id, "series_instance_uid": job.series_instance_uid,
+            "study_instance_uid": job.study_instance_uid, "model_id": model.id,
+            "model_version": model.version, "model_sha256": model.package_sha256,
+            "backend": runtime.target.label, "precision": runtime.precision,
+            "input_sha256": active.input_sha256, **outcome})
+        if result is not None:
+            _insert_result(conn, job, "shadow", Ran(model, runtime, result), False, seq, [], now)
