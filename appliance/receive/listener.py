@@ -11,7 +11,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 
 from appliance import sd_notify
@@ -19,13 +18,13 @@ from appliance.db import open_database
 from appliance.config import Settings, TlsSettings
 from appliance.receive import spool
 from appliance.receive.association import AssociationSession
+from appliance.receive.completion import run_completion
 from appliance.receive.store import StoreService
 from appliance.receive.index import IngestIndex
 from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
-COMPLETION_POLL_S = 0.1
 #: Open TCP connections allowed per association slot (the rest may still be negotiating).
 CONNECTIONS_PER_ASSOCIATION = 4
 
@@ -60,7 +59,6 @@ class Listener:
         self.index = IngestIndex(self.db)
         self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
         self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None
-        self._priority = priority
         self._stop = threading.Event()
         self._socket: socket.socket | None = None
         self._sessions: set[socket.socket] = set()
@@ -68,7 +66,8 @@ class Listener:
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True),
-            threading.Thread(target=self._complete_loop, name="completion", daemon=True),
+            threading.Thread(target=run_completion, name="completion", daemon=True,
+                             args=(settings.dicom, self.index, self.service.tracker, priority, self._stop)),
         ]
 
     @property
@@ -151,27 +150,6 @@ class Listener:
         except (ssl.SSLError, OSError) as exc:
             self.service.audit_rejection("", "", address, f"TLS handshake failed: {exc}")
             return None
-
-    # Completion -----------------------------------------------------------------------
-    def _complete_loop(self) -> None:
-        """Queue finished series; each pass that reaches the database feeds the watchdog."""
-        dicom = self.settings.dicom
-        watchdog = sd_notify.watchdog_interval_s()
-        last_ping = 0.0
-        while not self._stop.wait(COMPLETION_POLL_S):
-            try:
-                queued = self.index.queue_complete_series(
-                    dicom.quiet_period_s, dicom.release_grace_s, self.service.tracker.still_sending(),
-                    priority=self._priority,
-                )
-            except Exception:
-                LOG.exception("series completion check failed; retrying")
-                continue
-            if watchdog is not None and time.monotonic() - last_ping >= watchdog:
-                sd_notify.notify("WATCHDOG=1")
-                last_ping = time.monotonic()
-            if queued:
-                LOG.info("queued %d series for triage", len(queued))
 
     # Stopping -------------------------------------------------------------------------
     def stop(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from appliance import dimse
 from appliance.config import DicomSettings
 from appliance.receive import spool
+from appliance.receive.completion import SeriesTracker
 from appliance.receive.index import IngestIndex, ReceivedInstance
 from appliance.receive.validate import Limits, inflate_to, inspect_dataset
 from appliance.errors import RejectedInstance, StorageError
@@ -60,35 +60,6 @@ class ReceivedDataset:
     sop_instance_uid: str
     calling_ae: str
     association_id: str
-
-
-class SeriesTracker:
-    """Which series each open association has carried, for release-based completion."""
-
-    def __init__(self) -> None:
-        self._series: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
-
-    def open(self, association_id: str) -> None:
-        with self._lock:
-            self._series[association_id] = set()
-
-    def add(self, association_id: str, series_uid: str) -> None:
-        with self._lock:
-            self._series.setdefault(association_id, set()).add(series_uid)
-
-    def close(self, association_id: str) -> set[str]:
-        """Forget an association; return its series that no other open one carries."""
-        with self._lock:
-            carried = self._series.pop(association_id, set())
-            return carried - self._all()
-
-    def still_sending(self) -> set[str]:
-        with self._lock:
-            return self._all()
-
-    def _all(self) -> set[str]:
-        return set().union(*self._series.values()) if self._series else set()
 
 
 class StoreService:

@@ -26,7 +26,7 @@ def encoded_sha256(ds) -> str:
 def send(port: int, datasets, acknowledged: dict[str, str], after_each=None) -> None:
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(CTImageStorage, "1.2.840.10008.1.2.1")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 120  # a loaded machine is slow, never lossy
     assoc = ae.associate("127.0.0.1", port, ae_title="TRIAGE")
     assert assoc.is_established
     for ds in datasets:

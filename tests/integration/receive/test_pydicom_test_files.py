@@ -28,7 +28,7 @@ def accepted(port: int, ae_title: str, path: Path) -> bool:
         env=tcp_env(), capture_output=True, text=True, timeout=60,
     )
     text = out.stdout + out.stderr
-    return "with status dimse.SUCCESS  : 1" in text or "with status WARNING  : 1" in text
+    return "with status SUCCESS  : 1" in text or "with status WARNING  : 1" in text
 
 
 def file_dataset(path: Path) -> tuple[str, bytes]:

@@ -26,7 +26,8 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from appliance.db import open_database
 from appliance.config import Settings, load_settings
 from appliance.send.outbox import Outbox, OutboxItem, destination_key
-from appliance.send.sender import BreakerMode, Sender
+from appliance.send.policy import BreakerMode
+from appliance.send.sender import Sender
 from tests.orthanc import Orthanc
 from tests.support import ct_dataset, echo, free_port, tcp_env
 

@@ -11,7 +11,7 @@ from pydicom.uid import (
 )
 
 from appliance.config import SenderSettings
-from appliance.send.sender import (
+from appliance.send.policy import (
     Breaker,
     BreakerMode,
     Outcome,
