@@ -94,17 +94,18 @@ def load_folder(root: Path, spec: InputSpec) -> list[Series]:
 
 def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSpec,
                  slice_labels: dict[str, int]) -> Series:
-    images = [entry[2] for entry in decode_in_order(paths, lambda image: (image, model_input(spec, image)))]
-    first = images[0][0].dataset
+    pairs = [pair for _, _, pair in decode_in_order(paths, lambda image: (image, model_input(spec, image)))]
+    slices = [image for image, _ in pairs]
+    first = slices[0].dataset
     label = int(row["label"])
-    sops = [str(image.dataset.SOPInstanceUID) for image, _ in images]
+    sops = [str(image.dataset.SOPInstanceUID) for image in slices]
     return Series(
         patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=np.stack([model for _, model in images]).astype(np.float32),
-        drift=_drift(spec, [image for image, _ in images]),
+        inputs=np.stack([model for _, model in pairs]).astype(np.float32),
+        drift=_drift(spec, slices),
     )
 
 
@@ -113,7 +114,8 @@ def _drift(spec: InputSpec, images: list[Slice]) -> dict:
     first = images[0].dataset
     if spec.kind == "ct_slice":
         hu = np.stack([preprocess.to_hu(s.pixels, s.slope, s.intercept) for s in images])
-        return histograms.ct_series_histograms(hu, float(first.get("SliceThickness", 0) or 0), float(first.PixelSpacing[0]))
+        thickness = float(first.get("SliceThickness", 0) or 0)
+        return histograms.ct_series_histograms(hu, thickness, float(first.PixelSpacing[0]))
     spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing") or [0.0]
     return histograms.radiograph_histograms(preprocess.normalize_radiograph(images[0].pixels, images[0].photometric),
                                             float(spacing[0]))

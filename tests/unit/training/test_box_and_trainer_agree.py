@@ -72,7 +72,8 @@ def image(sop_class: str, series: str, pixels: np.ndarray) -> Dataset:
     return ds
 
 
-def save(folder: Path, datasets: list[Dataset], label: int = 1, slice_labels: dict[str, int] | None = None) -> list[Path]:
+def save(folder: Path, datasets: list[Dataset], label: int = 1,
+         slice_labels: dict[str, int] | None = None) -> list[Path]:
     """Write the instances (in the given order) and a labels.csv for their series."""
     paths = []
     for n, ds in enumerate(datasets):
@@ -132,14 +133,16 @@ def test_oblique_series_is_ordered_along_the_normal_and_rescaled_per_instance(tm
 
 def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
     series = generate_uid()
-    frames = {name: np.stack([hu_image(100 * base + 10 * f) for f in range(3)]) for name, base in (("upper", 2), ("lower", 1))}
+    frames = {name: np.stack([hu_image(100 * base + 10 * f) for f in range(3)])
+              for name, base in (("upper", 2), ("lower", 1))}
     upper = image(CT_IMAGE_STORAGE, series, (frames["upper"] + 1024) // 2)
     upper.RescaleSlope, upper.RescaleIntercept, upper.ImagePositionPatient = 2.0, -1024.0, [0.0, 0.0, 10.0]
     lower = image(CT_IMAGE_STORAGE, series, frames["lower"])
     lower.RescaleSlope, lower.RescaleIntercept, lower.ImagePositionPatient = 1.0, 0.0, [0.0, 0.0, 0.0]
     for ds in (upper, lower):
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    paths = save(tmp_path, [upper, lower], label=1, slice_labels={str(upper.SOPInstanceUID): 1, str(lower.SOPInstanceUID): 0})
+    paths = save(tmp_path, [upper, lower], label=1,
+                 slice_labels={str(upper.SOPInstanceUID): 1, str(lower.SOPInstanceUID): 0})
 
     inputs, trainer = both(tmp_path, paths, CT)
 
@@ -148,7 +151,8 @@ def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
     assert np.array_equal(inputs, expected)
     assert trainer.sop_uids == [str(lower.SOPInstanceUID)] * 3 + [str(upper.SOPInstanceUID)] * 3
     assert trainer.image_labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert trainer.drift["slice_count"]["counts"] == np.histogram([6], trainer.drift["slice_count"]["edges"])[0].tolist()
+    slice_count = trainer.drift["slice_count"]
+    assert slice_count["counts"] == np.histogram([6], slice_count["edges"])[0].tolist()
 
 
 @pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
@@ -166,7 +170,8 @@ def test_radiograph(tmp_path, photometric):
 
 
 def test_compressed_instance_from_pydicom_test_files(tmp_path):
-    compressed, plain = (Path(pydicom.data.get_testdata_file(name)) for name in ("MR_small_jp2klossless.dcm", "MR_small.dcm"))
+    compressed, plain = (Path(pydicom.data.get_testdata_file(name))
+                         for name in ("MR_small_jp2klossless.dcm", "MR_small.dcm"))
     assert pydicom.dcmread(compressed, stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
     shutil.copy(compressed, tmp_path / "mr.dcm")
     series = pydicom.dcmread(compressed, stop_before_pixels=True).SeriesInstanceUID
