@@ -26,6 +26,7 @@ from pydicom.errors import InvalidDicomError
 
 from appliance.drift import histograms
 from appliance.models.package import InputSpec
+from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
 from appliance.triage.pipeline import decode_in_order, model_input
@@ -113,7 +114,7 @@ def _drift(spec: InputSpec, images: list[Slice]) -> dict:
     """The series' drift histograms, from the same decoded images as its inputs."""
     first = images[0].dataset
     if spec.kind == "ct_slice":
-        hu = np.stack([preprocess.to_hu(s.pixels, s.slope, s.intercept) for s in images])
+        hu = np.stack([to_hu(s.pixels, s.slope, s.intercept) for s in images])
         thickness = float(first.get("SliceThickness", 0) or 0)
         return histograms.ct_series_histograms(hu, thickness, float(first.PixelSpacing[0]))
     spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing") or [0.0]
