@@ -36,72 +36,43 @@ def _spec(args):
     return DEMOS[args.model](**kwargs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    k = sub.add_parser("keygen", help="create an ed25519 signing key pair")
-    k.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
-    s = sub.add_parser("sign", help="re-sign a package")
-    s.add_argument("package", type=Path)
-    s.add_argument("--key", type=Path, required=True)
-    s.add_argument("--out", type=Path)
-    v = sub.add_parser("verify", help="verify a package")
-    v.add_argument("package", type=Path)
-    v.add_argument("--trusted-key", type=Path, action="append", dest="keys")
-    for name in ("generate", "train", "build-demo"):
-        c = sub.add_parser(name)
-        c.add_argument("model", choices=["head-ct", "chest-cr"])
-        c.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
-        c.add_argument("--seed", type=int)
-        if name == "generate":
-            c.add_argument("--out", type=Path, required=True)
-        if name == "train":
-            c.add_argument("--data", type=Path, required=True)
-            c.add_argument("--out", type=Path, required=True, help="checkpoint file")
-            c.add_argument("--epochs", type=int)
-        if name == "build-demo":
-            c.add_argument("--out", type=Path, required=True, help="package output folder")
-            c.add_argument("--key", type=Path, required=True, help="ed25519 private key")
-            c.add_argument("--work", type=Path, required=True, help="scratch folder (data, model files)")
-            c.add_argument("--card-dir", type=Path, help="also write the model card here")
-            c.add_argument("--command", default="", help="the command line to record in the model card")
-    args = p.parse_args(argv)
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from training.package import generate_keypair
 
-    if args.cmd == "keygen":
-        from training.package import generate_keypair
-
-        priv, pub = generate_keypair(args.out)
-        print(f"private key {priv}\npublic key  {pub}")
-    elif args.cmd == "sign":
-        from training.package import load_private_key, resign_package
-
-        m = resign_package(args.package, args.out or args.package, load_private_key(args.key))
-        print(f"signed {args.out or args.package} with key {m.signing_key_id}")
-    elif args.cmd == "verify":
-        try:
-            m = verify_package(args.package, args.keys)
-        except PackageError as e:
-            print(f"REFUSED: {e}", file=sys.stderr)
-            return 1
-        print(json.dumps({"id": m.id, "version": m.version, "signing_key_id": m.signing_key_id,
-                          "variants": [f"{x.backend}/{x.precision}" for x in m.variants],
-                          "trusted": args.keys is not None}, indent=2))
-    elif args.cmd == "generate":
-        from training.demo import generate
-
-        generate(_spec(args), args.out)
-        print(f"wrote {args.out}")
-    elif args.cmd == "train":
-        _train(args)
-    elif args.cmd == "build-demo":
-        from training.demo import build
-
-        build(_spec(args), args.out, args.key, args.work, args.card_dir,
-              command=args.command or shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
+    priv, pub = generate_keypair(args.out)
+    print(f"private key {priv}\npublic key  {pub}")
     return 0
 
 
-def _train(args) -> None:
+def cmd_sign(args: argparse.Namespace) -> int:
+    from training.package import load_private_key, resign_package
+
+    m = resign_package(args.package, args.out or args.package, load_private_key(args.key))
+    print(f"signed {args.out or args.package} with key {m.signing_key_id}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        m = verify_package(args.package, args.keys)
+    except PackageError as e:
+        print(f"REFUSED: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"id": m.id, "version": m.version, "signing_key_id": m.signing_key_id,
+                      "variants": [f"{x.backend}/{x.precision}" for x in m.variants],
+                      "trusted": args.keys is not None}, indent=2))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from training.demo import generate
+
+    generate(_spec(args), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from training.demo import load_splits
@@ -119,6 +90,57 @@ def _train(args) -> None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    return 0
+
+
+def cmd_build_demo(args: argparse.Namespace) -> int:
+    from training.demo import build
+
+    build(_spec(args), args.out, args.key, args.work, args.card_dir,
+          command=args.command or shlex.join(["python", "-m", "training", *args.argv]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keygen", help="create an ed25519 signing key pair")
+    k.add_argument("--out", type=Path, required=True, help="private key path; the public key gets .pub")
+    k.set_defaults(func=cmd_keygen)
+    s = sub.add_parser("sign", help="re-sign a package")
+    s.add_argument("package", type=Path)
+    s.add_argument("--key", type=Path, required=True)
+    s.add_argument("--out", type=Path)
+    s.set_defaults(func=cmd_sign)
+    v = sub.add_parser("verify", help="verify a package")
+    v.add_argument("package", type=Path)
+    v.add_argument("--trusted-key", type=Path, action="append", dest="keys")
+    v.set_defaults(func=cmd_verify)
+    for name, func in (("generate", cmd_generate), ("train", cmd_train), ("build-demo", cmd_build_demo)):
+        c = sub.add_parser(name)
+        c.add_argument("model", choices=["head-ct", "chest-cr"])
+        c.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+        c.add_argument("--seed", type=int)
+        c.set_defaults(func=func)
+        if name == "generate":
+            c.add_argument("--out", type=Path, required=True)
+        if name == "train":
+            c.add_argument("--data", type=Path, required=True)
+            c.add_argument("--out", type=Path, required=True, help="checkpoint file")
+            c.add_argument("--epochs", type=int)
+        if name == "build-demo":
+            c.add_argument("--out", type=Path, required=True, help="package output folder")
+            c.add_argument("--key", type=Path, required=True, help="ed25519 private key")
+            c.add_argument("--work", type=Path, required=True, help="scratch folder (data, model files)")
+            c.add_argument("--card-dir", type=Path, help="also write the model card here")
+            c.add_argument("--command", default="", help="the command line to record in the model card")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(argv or sys.argv[1:])
+    return args.func(args)
 
 
 if __name__ == "__main__":

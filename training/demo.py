@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from appliance.drift.histograms import merge
-from appliance.models.package import Aggregation, verify_package
+from appliance.models.package import Aggregation, InputSpec, Window, verify_package
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training import export, quantize
 from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_runner
 from training.data.cr_synth import CR_IMAGE_STORAGE, CRConfig, generate_cr_dataset
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
-from training.data.folder import InputKind, Series, load_folder, split_by_patient
+from training.data.folder import Series, load_folder, split_by_patient
 from training.evaluate import metrics, model_card, roc_auc, sensitivity_specificity, series_scores, subgroup_metrics, threshold_for_sensitivity
 from training.package import golden, load_private_key, write_package
 from training.train import TrainConfig, config_dict, save_checkpoint, train
@@ -45,10 +45,7 @@ class DemoSpec:
     version: str
     finding: str
     labels: tuple[str, str]
-    input: InputKind
-    modalities: tuple[str, ...]
-    body_part: str
-    sop_class_uids: tuple[str, ...]
+    input: InputSpec
     aggregation: Aggregation
     generator: CTConfig | CRConfig
     train: TrainConfig
@@ -67,8 +64,9 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         id="head-ct-ich-demo", version="1.0.0",
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
-        input=InputKind("ct_slice", 128 if not quick else 32, HEAD_CT_WINDOWS),
-        modalities=("CT",), body_part="HEAD", sop_class_uids=(CT_IMAGE_STORAGE,),
+        input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
+                        channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
+                        windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS]),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=1.5)
                if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8))),
@@ -90,8 +88,8 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
     return DemoSpec(
         id="chest-cr-pneumothorax-demo", version="1.0.0", finding="pneumothorax",
         labels=("no-pneumothorax", "pneumothorax"),
-        input=InputKind("radiograph", 192 if not quick else 32),
-        modalities=("CR", "DX"), body_part="CHEST", sop_class_uids=(CR_IMAGE_STORAGE, DX_FOR_PRESENTATION),
+        input=InputSpec(kind="radiograph", modalities=["CR", "DX"], body_part="CHEST",
+                        sop_class_uids=[CR_IMAGE_STORAGE, DX_FOR_PRESENTATION], channels=1, size=192 if not quick else 32),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=15, patience=4, min_epochs=8, negatives_per_positive=1.0)
                if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8), negatives_per_positive=1.0)),
@@ -228,10 +226,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     manifest = {
         "format_version": 1, "id": spec.id, "version": spec.version, "task": "binary-triage", "finding": spec.finding,
         "labels": list(spec.labels),
-        "input": {"kind": spec.input.kind, "modalities": list(spec.modalities), "body_part": spec.body_part,
-                  "sop_class_uids": list(spec.sop_class_uids), "name": "image", "layout": "NCHW", "dtype": "float32",
-                  "channels": spec.input.channels, "size": spec.input.size,
-                  "windows": [{"name": n, "center": c, "width": w} for n, c, w in spec.input.windows]},
+        "input": spec.input.model_dump(),
         "outputs": {"score": "score", "cam": "cam", "cam_size": cam_size},
         "aggregation": spec.aggregation.model_dump(exclude_none=True),
         "operating_point": info["operating_point"], "variants": variants, "excluded_variants": excluded,
@@ -253,7 +248,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
 
 def _input_desc(spec: DemoSpec) -> str:
     if spec.input.kind == "ct_slice":
-        wins = ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in spec.input.windows)
+        wins = ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in spec.input.window_tuples())
         return f"one axial slice, {spec.input.channels} HU windows (centre/width: {wins}), {spec.input.size}x{spec.input.size}"
     return f"one radiograph normalised to [0, 1] (0.5-99.5 percentiles, MONOCHROME1 inverted), {spec.input.size}x{spec.input.size}"
 

@@ -62,8 +62,3 @@ def decode_instance(path: Path) -> list[Slice]:
     base = _position(ds)
     return [Slice(ds, frame, slope, intercept, photometric, base + i) for i, frame in enumerate(frames)]
 
-
-def decode_series(paths: list[Path]) -> list[Slice]:
-    """Decode every instance of a series, ordered along the slice normal."""
-    slices = [s for path in paths for s in decode_instance(path)]
-    return sorted(slices, key=lambda s: s.position)

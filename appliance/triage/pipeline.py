@@ -2,9 +2,11 @@
 (:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
-model inputs, not decoded series. The key slice (highest score) is decoded again for the
-heat map. NaN or Inf outputs, a decode failure or the deadline passing raise
-:class:`InferenceError`; there is no path to a silent negative.
+model inputs, not decoded series. The trainer (``training.data.folder``) builds its
+inputs with :func:`decode_in_order` and :func:`model_input` too, so the box and the
+trainer see the same tensor for the same series. The key slice (highest score) is
+decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
+passing raise :class:`InferenceError`; there is no path to a silent negative.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -22,12 +25,13 @@ from appliance.triage.decode import Slice, decode_instance
 from appliance.errors import DecodeError, InferenceError
 from appliance.triage import preprocess
 from appliance.models.backends import Runtime
-from appliance.models.package import Manifest
+from appliance.models.package import InputSpec, Manifest
+
+T = TypeVar("T")
 
 
-def model_input(manifest: Manifest, image: Slice) -> np.ndarray:
-    """One decoded image as the model's input, per the manifest (pure)."""
-    spec = manifest.input
+def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
+    """One decoded image as the model's input, per the package's input spec (pure)."""
     if spec.kind == "ct_slice":
         return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
                                          spec.window_tuples(), spec.size)
@@ -53,6 +57,29 @@ class SeriesResult:
     input_sha256: str
 
 
+def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tuple[Path, int, T]]:
+    """Decode every instance, ``convert`` each frame, and order the results along the slice normal.
+
+    ``convert`` runs as soon as an instance is decoded, so only what it returns is kept.
+    Each decoded frame keeps its own rescale and photometric interpretation; the sort
+    is stable (ties keep path order, then frame order). A :class:`DecodeError`
+    propagates.
+
+    Returns
+    -------
+    list of (Path, frame, converted)
+        In slice order.
+    """
+    def one(path: Path) -> list[tuple[float, Path, int, T]]:
+        return [(image.position, path, number, convert(image)) for number, image in enumerate(decode_instance(path))]
+
+    # Decoding and NumPy release the GIL often enough for threads to use both cores.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        entries = [entry for entries in pool.map(one, paths) for entry in entries]
+    entries.sort(key=lambda entry: entry[0])
+    return [(path, number, converted) for _, path, number, converted in entries]
+
+
 def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str]:
     """Decode and preprocess a series in slice order.
 
@@ -65,23 +92,15 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
     input_sha256 : str
         Hash of the model inputs, for the audit trail.
     """
-    def one(path: Path) -> list[tuple[float, np.ndarray, Path, int]]:
-        try:
-            frames = decode_instance(path)
-        except DecodeError as exc:
-            raise InferenceError(f"decode failed: {exc}") from exc
-        return [(image.position, model_input(manifest, image), path, number)
-                for number, image in enumerate(frames)]
-
-    # Decoding and NumPy release the GIL often enough for threads to use both cores.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        entries = [entry for entries in pool.map(one, paths) for entry in entries]
+    try:
+        entries = decode_in_order(paths, lambda image: model_input(manifest.input, image))
+    except DecodeError as exc:
+        raise InferenceError(f"decode failed: {exc}") from exc
     if not entries:
         raise InferenceError("series has no images")
-    entries.sort(key=lambda entry: entry[0])
-    inputs = np.stack([entry[1] for entry in entries]).astype(np.float32)
+    inputs = np.stack([entry[2] for entry in entries]).astype(np.float32)
     digest = hashlib.sha256(inputs.tobytes()).hexdigest()
-    return inputs, [(entry[2], entry[3]) for entry in entries], digest
+    return inputs, [(path, number) for path, number, _ in entries], digest
 
 
 def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:

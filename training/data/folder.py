@@ -6,9 +6,13 @@ column (0/1). Further columns (e.g. ``size_bucket``) become per-series attribute
 to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label``) gives
 per-image labels; without it every image takes its series label (weak labels).
 
-Pixels go through ``appliance.triage.preprocess`` exactly as on the appliance, and
-each series' drift histograms are computed with ``appliance.drift.histograms``.
-Splitting is by patient (:func:`split_by_patient`), never by image.
+Pixels go through the appliance's own decode, slice order and preprocessing
+(``appliance.triage.pipeline.decode_in_order`` and ``model_input``, per the package's
+:class:`~appliance.models.package.InputSpec`), so a series gives the trainer the tensor
+it gives the box: slices ordered along the slice normal, rescaled per instance, every
+frame of a multi-frame instance. Each series' drift histograms are computed with
+``appliance.drift.histograms``. Splitting is by patient (:func:`split_by_patient`),
+never by image.
 """
 
 from __future__ import annotations
@@ -18,24 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.errors import InvalidDicomError
 
 from appliance.drift import histograms
+from appliance.models.package import InputSpec
+from appliance.pixels import to_hu
 from appliance.triage import preprocess
-
-
-@dataclass(frozen=True)
-class InputKind:
-    """Which preprocessing chain builds the model input, at which size."""
-
-    kind: str  # "ct_slice" or "radiograph"
-    size: int
-    windows: tuple[tuple[str, float, float], ...] = ()
-
-    @property
-    def channels(self) -> int:
-        return len(self.windows) if self.kind == "ct_slice" else 1
+from appliance.triage.decode import Slice, read_header
+from appliance.triage.pipeline import decode_in_order, model_input
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Series:
     scanner: str
     label: int
     attributes: dict[str, str]
-    sop_uids: list[str]
+    sop_uids: list[str]  # one per image: a multi-frame instance's UID repeats per frame
     image_labels: np.ndarray
     inputs: np.ndarray
     drift: dict = field(repr=False)
@@ -69,7 +63,7 @@ def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
     return key, rows
 
 
-def load_folder(root: Path, spec: InputKind) -> list[Series]:
+def load_folder(root: Path, spec: InputSpec) -> list[Series]:
     """Read every labelled series under ``root`` (unlabelled series are ignored)."""
     root = Path(root)
     key, labels = read_labels(root / "labels.csv")
@@ -82,7 +76,7 @@ def load_folder(root: Path, spec: InputKind) -> list[Series]:
     known: dict[str, dict[str, int]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".csv")):
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_header(path)
         except InvalidDicomError:
             continue
         uid = ds.SeriesInstanceUID if key == "series_instance_uid" else ds.StudyInstanceUID
@@ -99,43 +93,33 @@ def load_folder(root: Path, spec: InputKind) -> list[Series]:
     return series
 
 
-def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputKind,
+def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSpec,
                  slice_labels: dict[str, int]) -> Series:
-    items = sorted((pydicom.dcmread(p) for p in paths), key=_position)
-    first = items[0]
+    pairs = [pair for _, _, pair in decode_in_order(paths, lambda image: (image, model_input(spec, image)))]
+    slices = [image for image, _ in pairs]
+    first = slices[0].dataset
     label = int(row["label"])
-    inputs, drift = _inputs_and_drift(items, spec)
-    sops = [str(d.SOPInstanceUID) for d in items]
+    sops = [str(image.dataset.SOPInstanceUID) for image in slices]
     return Series(
         patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=inputs, drift=drift,
+        inputs=np.stack([model for _, model in pairs]).astype(np.float32),
+        drift=_drift(spec, slices),
     )
 
 
-def _position(ds: pydicom.Dataset) -> tuple[float, int]:
-    ipp = ds.get("ImagePositionPatient")
-    return (float(ipp[2]) if ipp else 0.0, int(ds.get("InstanceNumber", 0) or 0))
-
-
-def _inputs_and_drift(items: list[pydicom.Dataset], spec: InputKind) -> tuple[np.ndarray, dict]:
-    first = items[0]
+def _drift(spec: InputSpec, images: list[Slice]) -> dict:
+    """The series' drift histograms, from the same decoded images as its inputs."""
+    first = images[0].dataset
     if spec.kind == "ct_slice":
-        slope, intercept = float(first.get("RescaleSlope", 1)), float(first.get("RescaleIntercept", 0))
-        stored = [d.pixel_array for d in items]
-        inputs = np.stack([preprocess.ct_slice_input(s, slope, intercept, spec.windows, spec.size) for s in stored])
-        hu = np.stack([preprocess.to_hu(s, slope, intercept) for s in stored])
-        drift = histograms.ct_series_histograms(hu, float(first.get("SliceThickness", 0) or 0), float(first.PixelSpacing[0]))
-        return inputs, drift
-    if spec.kind == "radiograph":
-        photometric = str(first.PhotometricInterpretation)
-        inputs = np.stack([preprocess.radiograph_input(d.pixel_array, photometric, spec.size) for d in items])
-        spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing") or [0.0]
-        drift = histograms.radiograph_histograms(preprocess.normalize_radiograph(first.pixel_array, photometric), float(spacing[0]))
-        return inputs, drift
-    raise ValueError(f"unknown input kind {spec.kind!r}")
+        hu = np.stack([to_hu(s.pixels, s.slope, s.intercept) for s in images])
+        thickness = float(first.get("SliceThickness", 0) or 0)
+        return histograms.ct_series_histograms(hu, thickness, float(first.PixelSpacing[0]))
+    spacing = first.get("PixelSpacing") or first.get("ImagerPixelSpacing") or [0.0]
+    return histograms.radiograph_histograms(preprocess.normalize_radiograph(images[0].pixels, images[0].photometric),
+                                            float(spacing[0]))
 
 
 def split_by_patient(series: list[Series], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[Series]]:

@@ -4,11 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
+from appliance.models.package import InputSpec, Window
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
-from training.data.ct_synth import CTConfig, generate_ct_dataset
-from training.data.folder import InputKind, load_folder, read_labels, split_by_patient
+from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
+from training.data.folder import load_folder, read_labels, split_by_patient
 
-SPEC = InputKind("ct_slice", 16, HEAD_CT_WINDOWS)
+SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=3,
+                 size=16, windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS])
 
 
 @pytest.fixture(scope="module")
