@@ -27,11 +27,12 @@ Job states
 
     queued --claim--> running --finish--> done | failed
     queued --its series reopened--> superseded
-    running --lease expired, claimed again--> running
+    running --lease expired (or its worker is known dead), claimed again--> running
     queued, running --past max attempts--> failed
 
 A worker claims the highest-priority, oldest job with a lease; a job whose lease ran out
-(its worker died) can be claimed again. Finishing checks the lease is still ours in the
+(its worker died) can be claimed again. A restarted worker ends the leases of its own dead
+incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out. Finishing checks the lease is still ours in the
 same transaction that records the result, so a job is never recorded twice. Any other
 change raises :class:`~appliance.errors.IllegalTransition`.
 """
@@ -182,7 +183,7 @@ def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: in
     while True:
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-            "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at < ?) "
+            "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= ?) "
             "ORDER BY priority DESC, id LIMIT 1", (now,)).fetchone()
         if row is None:
             return None
@@ -200,6 +201,19 @@ def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: in
         _set_series_state(conn, job, RUNNING, None, now)
         return Job(job.id, job.series_instance_uid, job.study_instance_uid, job.generation,
                    job.attempts + 1, job.created_at)
+
+
+def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], now: float) -> list[int]:
+    """End now the leases of running jobs whose owner ``is_dead(owner)``; returns their ids.
+
+    A claim then takes them at once (and counts the attempt), rather than after the lease.
+    """
+    dead = [job_id for job_id, owner in conn.execute(
+        "SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > ?", (now,))
+        if owner and is_dead(owner)]
+    conn.executemany("UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?",
+                     [(now, now, job_id) for job_id in dead])
+    return dead
 
 
 def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str | None,

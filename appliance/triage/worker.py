@@ -38,6 +38,22 @@ from appliance.triage.routing import RoutingTable, SeriesFacts, load_routing
 LOG = logging.getLogger(__name__)
 
 
+def dead_on_this_host(owner: str, me: str) -> bool:
+    """Whether a lease owner ``host:pid:thread`` is a process of this host that no longer
+    runs (never ourselves; owners named otherwise are left to their lease)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != me.partition(":")[0] or not pid.isdigit() or owner.split(":")[:2] == me.split(":")[:2]:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 class Worker:
     """Claims jobs and triages series until stopped."""
 
@@ -66,6 +82,7 @@ class Worker:
         report.warm_up()
 
     def run(self) -> None:
+        self.expire_dead_incarnations()
         self.warm_up()
         while not self._stop.is_set():
             if not self.run_once():
@@ -73,6 +90,15 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def expire_dead_incarnations(self, now: float | None = None) -> None:
+        """End the leases held by workers of this host whose process is gone (a worker
+        killed mid-series and restarted): their series are taken again at once."""
+        with transaction(self.db.conn) as conn:
+            expired = jobs.expire_leases_of(conn, lambda owner: dead_on_this_host(owner, self.name),
+                                            time.time() if now is None else now)
+        if expired:
+            LOG.warning("took back %d job(s) from a worker process that died: %s", len(expired), expired)
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim and process one job; False when there was none."""
