@@ -53,17 +53,15 @@ def _listener(settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The listener, the worker and the sender in one process."""
+    """The listener here; the worker and the sender in a child process with a memory limit."""
+    from appliance.triage.process import WorkerProcess
+
     listener = _listener(settings)
-    worker, sender = _worker_and_sender(settings)
+    worker = WorkerProcess(settings.worker.memory_limit_mb)
     listener.start()
-    sender.start()
-    thread = threading.Thread(target=worker.run, name="worker", daemon=True)
-    thread.start()
+    worker.start()
     _until_signalled(threading.Event())
-    worker.stop()
-    thread.join(timeout=30)
-    sender.stop(timeout=30)
+    worker.stop(timeout=30)
     listener.stop()
     return 0
 
@@ -195,7 +193,7 @@ def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="listener, worker and sender in one process").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="the listener, and the worker with the sender in a child process").set_defaults(func=cmd_serve)
     sub.add_parser("listener", help="run the DICOM listener").set_defaults(func=cmd_listener)
     sub.add_parser("worker", help="run the inference worker and the result sender").set_defaults(func=cmd_worker)
     status = sub.add_parser("status", help="counts and series states")

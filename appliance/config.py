@@ -184,6 +184,7 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(3, ge=1)
     batch_size: int = Field(16, ge=1, le=1024)
     series_timeout_s: float = Field(120.0, gt=0)
+    memory_limit_mb: int = Field(4096, ge=256)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_series(self) -> "WorkerSettings":

@@ -112,6 +112,10 @@ class Worker:
             self.process(job)
         except LeaseLost:
             LOG.warning("job %d: lease expired before the result was recorded; another worker has it", job.id)
+        except MemoryError:
+            LOG.error("job %d: out of memory", job.id)
+            self._end(job, jobs.FAILED, "out of memory: the series needs more than the worker's memory "
+                                        "limit (worker.memory_limit_mb)")
         except Exception as exc:  # whatever went wrong is said, never swallowed into a negative
             LOG.exception("job %d failed", job.id)
             self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,96 @@
+"""The worker as a child process of ``appliance serve``, with a memory limit, restarted
+when it dies.
+
+A series that costs more memory than the box can give must fail alone: the worker runs
+in its own process under ``RLIMIT_DATA`` (heap and private mappings, so a NumPy buffer
+past the limit raises ``MemoryError`` in the worker and the series fails with that
+reason), and if the worker dies anyway (the kernel's OOM killer, a crash in a native
+library) the supervisor starts a new one, which takes its dead predecessor's jobs back
+at once. The listener, in the parent, never stops receiving.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds between restarts of a worker that keeps dying, doubling up to the maximum.
+RESTART_DELAY_S = (1.0, 60.0)
+
+
+def limit_memory(limit_bytes: int) -> None:
+    """Cap this process's data segment and private mappings (call in the child)."""
+    resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
+class WorkerProcess:
+    """Runs ``appliance worker`` as a child and restarts it until stopped.
+
+    Parameters
+    ----------
+    memory_limit_mb : int
+        ``RLIMIT_DATA`` of the child, in MiB.
+    command : list of str
+        The child's command line (default: this interpreter running ``appliance worker``).
+    """
+
+    def __init__(self, memory_limit_mb: int, command: list[str] | None = None):
+        self.limit_bytes = memory_limit_mb * 1024 * 1024
+        self.command = command or [sys.executable, "-m", "appliance.cli", "worker"]
+        self.restarts = 0
+        self._child: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._child.pid if self._child else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(self.command, preexec_fn=lambda: limit_memory(self.limit_bytes))
+
+    def _supervise(self) -> None:
+        delay = RESTART_DELAY_S[0]
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self._child = self._spawn()
+                child = self._child
+            LOG.info("worker process %d started (memory limit %d MiB)", child.pid, self.limit_bytes >> 20)
+            started = time.monotonic()
+            code = child.wait()
+            if self._stop.is_set():
+                return
+            self.restarts += 1
+            if time.monotonic() - started > RESTART_DELAY_S[1]:
+                delay = RESTART_DELAY_S[0]  # it ran a good while: not a crash loop
+            LOG.error("worker process %d exited with %s; restarting in %.0f s", child.pid, code, delay)
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_DELAY_S[1])
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the child to finish its series and exit (SIGTERM); kill it after ``timeout``."""
+        with self._lock:
+            self._stop.set()
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self._thread.join(timeout=5)

@@ -1,0 +1,76 @@
+"""``appliance serve`` runs the worker in a child process with a memory limit (issue 13,
+finding 3): a worker that dies does not take reception with it, and is restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from appliance.triage.process import limit_memory
+from tests.support import ApplianceProcess, echo, tcp_env, write_mr_series
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended while we looked
+            continue
+    return found
+
+
+def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def data_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max data size"):
+            return int(line.split()[3])
+    raise AssertionError("no data limit line")
+
+
+def test_a_killed_worker_is_restarted_and_reception_never_stops(tmp_path):
+    box = ApplianceProcess(tmp_path / "data", worker_memory_limit_mb="1024")
+    box.command = "serve"
+    box.start()
+    try:
+        first = wait_for(lambda: children(box.process.pid), what="the worker process")[0]
+        assert data_limit(first) == 1024 * 1024 * 1024
+        os.kill(first, signal.SIGKILL)
+        # The listener lives in the parent: it answers while the worker is gone.
+        assert echo(box.port)
+        series, files = write_mr_series(tmp_path / "mr", 3)
+        subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(box.port), *map(str, files)],
+                       env=tcp_env(), check=True, timeout=120, capture_output=True)
+        second = wait_for(lambda: [p for p in children(box.process.pid) if p != first],
+                          what="a new worker process")[0]
+        assert data_limit(second) == 1024 * 1024 * 1024
+        # The new worker does the work: the MR series ends not-eligible, with the reason.
+        entry = wait_for(lambda: [s for s in box.status()["series"]
+                                  if s["series_instance_uid"] == series and s["state"] == "not-eligible"],
+                         what="the series to be routed")[0]
+        assert "no routing rule matched" in entry["reason"]
+    finally:
+        box.stop()
+    assert not [p for p in (first, second) if Path(f"/proc/{p}").exists()]
+
+
+def test_the_memory_limit_turns_an_oversized_allocation_into_a_memory_error():
+    grab = [sys.executable, "-c", "import numpy; numpy.ones(400 * 2**20, numpy.uint8)"]
+    for limit_mb, expected in ((200, 1), (2048, 0)):
+        child = subprocess.run(grab, preexec_fn=lambda: limit_memory(limit_mb * 2**20),
+                               capture_output=True, timeout=120)
+        assert child.returncode == expected, child.stderr
+        assert (b"MemoryError" in child.stderr) == bool(expected)
