@@ -13,6 +13,7 @@ ApplianceError
         DecodeError        an instance's pixels could not be decoded
     LeaseLost              a worker's lease on a job ran out; another worker records the job
     IllegalTransition      a series or job state change the state machine does not allow (a bug)
+    ReportError            an anonymised drift report broke its schema (names the field path)
 """
 
 
@@ -71,3 +72,7 @@ class LeaseLost(ApplianceError):
 
 class IllegalTransition(ApplianceError):
     """A series or job state change that :mod:`appliance.jobs` does not allow."""
+
+
+class ReportError(ApplianceError):
+    """An anonymised drift report does not fit its schema; the message names the field path."""
