@@ -55,11 +55,12 @@ def refusal_reason(exc: Exception) -> str:
     if isinstance(exc, tuf_errors.ExpiredMetadataError):
         return f"expired metadata: {text}"
     if isinstance(exc, tuf_errors.BadVersionNumberError):
-        if "Expected" in text:  # snapshot lists another targets/snapshot version than served
-            return f"mixed-and-matched metadata: {text}"
-        return f"rolled-back metadata: {text}"
+        if "must be >=" in text or ".json version" in text:  # older than what this box trusts
+            return f"rolled-back metadata: {text}"
+        # timestamp and snapshot, or snapshot and targets, from different repository states
+        return f"mixed-and-matched metadata: {text}"
     if isinstance(exc, tuf_errors.UnsignedMetadataError):
-        return f"unsigned metadata (signature threshold not met): {text}"
+        return f"unsigned or tampered metadata (signatures do not verify): {text}"
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
         return f"tampered data (length or hash mismatch): {text}"
     if isinstance(exc, tuf_errors.DownloadError):
