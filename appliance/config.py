@@ -200,6 +200,7 @@ class SyncSettings(_Section):
     retry_max_s: float = Field(60.0, gt=0)
     round_attempts: int = Field(4, ge=1)
     download_attempts: int = Field(3, ge=1)
+    retry_refused_s: float = Field(86400.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
     ca_certificates: Path | None = None
     client_certificate: Path | None = None

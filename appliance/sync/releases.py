@@ -173,8 +173,11 @@ def _record(conn: sqlite3.Connection, info: TargetFile, candidate: Candidate, st
 
 def refresh_and_stage(conn: sqlite3.Connection, registry: ModelRegistry, client: httpx.Client,
                       sync_dir: Path, pinned_root: bytes, ring: str, appliance_version: str,
-                      download_attempts: int) -> ReleaseRound:
-    """Refresh the TUF metadata and stage every release meant for this box in shadow."""
+                      download_attempts: int, retry_refused_s: float) -> ReleaseRound:
+    """Refresh the TUF metadata and stage every release meant for this box in shadow.
+
+    A package the appliance's check refused is not fetched again for ``retry_refused_s``
+    (a fixed trusted-key setting gets it in at the latest then)."""
     metadata_dir = sync_dir / "tuf"
     downloads = sync_dir / "downloads"
     metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,7 @@ def refresh_and_stage(conn: sqlite3.Connection, registry: ModelRegistry, client:
         raise ReleaseRefused(f"release metadata refused, updates blocked: {refusal_reason(exc)}") from exc
     listed = Metadata.from_bytes((metadata_dir / "targets.json").read_bytes()).signed.targets
     refused = {path for path, in conn.execute(
-        "SELECT target FROM sync_releases WHERE state = 'refused'")}
+        "SELECT target FROM sync_releases WHERE state = 'refused' AND at > ?", (time.time() - retry_refused_s,))}
     installed: dict[str, list[str]] = {}
     for model in registry.list():
         installed.setdefault(model.id, []).append(model.version)

@@ -108,7 +108,8 @@ def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep) -
         push_reports(conn, client, settings, result, sleep)
         try:
             staged = releases.refresh_and_stage(conn, registry, http, sync_dir(data_dir), pinned_root,
-                                                enrolment.ring, __version__, settings.sync.download_attempts)
+                                                enrolment.ring, __version__, settings.sync.download_attempts,
+                                                settings.sync.retry_refused_s)
             result.metadata_refreshed = True
             result.staged, result.release_error = staged.staged, staged.error
         except SyncError as exc:
