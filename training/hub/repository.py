@@ -21,8 +21,10 @@ reading mid-publish sees the old state or the new, never a mix.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -75,6 +77,14 @@ class Repository:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         return CryptoSigner(key)
 
+    @contextmanager
+    def _locked(self):
+        """One writer at a time: the serving hub's re-signing and a ``publish`` command."""
+        self.root_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.root_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     # Reading -------------------------------------------------------------------------
     @property
     def initialised(self) -> bool:
@@ -99,6 +109,10 @@ class Repository:
 
     def init(self, offline_keys: Path, now: datetime | None = None) -> bool:
         """Create keys and version 1 of every role; False if the repository exists."""
+        with self._locked():
+            return self._init(offline_keys, now)
+
+    def _init(self, offline_keys: Path, now: datetime | None) -> bool:
         if self.initialised:
             return False
         now = _utc(now)
@@ -116,13 +130,18 @@ class Repository:
         self._write("targets.json", targets_md)
         self._write("1.root.json", root_md)
         self._write("root.json", root_md)
-        self.refresh_online(now, force=True)
+        self._refresh_online(now, force=True)
         return True
 
     def publish(self, package: Path, offline_keys: Path, *, model_id: str, version: str, ring: str,
                 min_appliance_version: str, now: datetime | None = None) -> TargetFile:
         """Add a package as a target (signed with the offline targets key), then re-sign
         snapshot and timestamp."""
+        with self._locked():
+            return self._publish(package, offline_keys, model_id, version, ring, min_appliance_version, now)
+
+    def _publish(self, package: Path, offline_keys: Path, model_id: str, version: str, ring: str,
+                 min_appliance_version: str, now: datetime | None) -> TargetFile:
         if ring not in RINGS:
             raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
         now = _utc(now)
@@ -151,12 +170,16 @@ class Repository:
         targets_md.signatures.clear()
         targets_md.sign(self._signer(offline_keys, "targets", create=False))
         self._write("targets.json", targets_md)
-        self.refresh_online(now, force=True)
+        self._refresh_online(now, force=True)
         return target
 
     def refresh_online(self, now: datetime | None = None, force: bool = False) -> bool:
         """Re-sign snapshot and timestamp with the online keys when they near expiry (or
         targets changed, or ``force``). Returns True when anything was signed."""
+        with self._locked():
+            return self._refresh_online(now, force)
+
+    def _refresh_online(self, now: datetime | None, force: bool) -> bool:
         now = _utc(now)
         targets = self.load("targets").signed
         try:

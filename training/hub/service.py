@@ -85,8 +85,10 @@ def enrol(db: HubDatabase, body: dict, now: float) -> tuple[str, str]:
             raise Refused(409, "public_key: already enrolled as another device")
         db.execute("UPDATE tokens SET used_at = ?, device_id = ? WHERE token_hash = ? AND used_at IS NULL",
                    (now, device_id, _token_hash(token)))
-        db.execute("INSERT INTO devices (device_id, public_key, site, ring, enrolled_at) VALUES (?,?,?,?,?)",
-                   (device_id, key_b64, site, ring, now))
+        version = body.get("appliance_version")
+        db.execute("INSERT INTO devices (device_id, public_key, site, ring, enrolled_at, appliance_version) "
+                   "VALUES (?,?,?,?,?,?)", (device_id, key_b64, site, ring, now,
+                                            version[:64] if isinstance(version, str) else None))
     return device_id, ring
 
 
