@@ -44,6 +44,27 @@ def _counts(feature: dict) -> list:
     return list(counts.values()) if isinstance(counts, dict) else list(counts or [])
 
 
+def merge_features(a: dict, b: dict) -> dict:
+    """Two reports' ``features`` of one day added cell by cell (pure); a feature whose bins
+    differ keeps the later report's."""
+    merged = dict(a)
+    for name, feature in b.items():
+        earlier = merged.get(name)
+        if earlier is None or earlier.get("kind") != feature.get("kind"):
+            merged[name] = feature
+        elif feature.get("kind") == "histogram" and earlier.get("edges") == feature.get("edges"):
+            merged[name] = {**feature, "counts": [(x or 0) + (y or 0) for x, y in
+                                                  zip(earlier["counts"], feature["counts"])]}
+        elif feature.get("kind") == "categorical":
+            counts = dict(earlier["counts"])
+            for label, value in feature["counts"].items():
+                counts[label] = (counts.get(label) or 0) + (value or 0)
+            merged[name] = {**feature, "counts": counts}
+        else:
+            merged[name] = feature
+    return merged
+
+
 def drifting_features(days: list[dict]) -> list[str]:
     """Names of features whose last day drifts from the sum of the earlier days (pure).
 
@@ -63,6 +84,26 @@ def drifting_features(days: list[dict]) -> list[str]:
         if baseline is not None and psi(baseline, _counts(latest)) > PSI_ALERT:
             alerts.append(name)
     return sorted(alerts)
+
+
+def psi_by_day(days: list[dict]) -> dict[str, list[float | None]]:
+    """Per feature, each day's PSI against all the days before it (pure); ``None`` where
+    there is no earlier day to compare with. ``days`` are ``features`` objects, oldest first."""
+    names = sorted({name for day in days for name in day})
+    series: dict[str, list[float | None]] = {}
+    for name in names:
+        values: list[float | None] = []
+        baseline: list[int] | None = None
+        for day in days:
+            feature = day.get(name)
+            counts = [c or 0 for c in _counts(feature)] if feature else None
+            values.append(psi(baseline, counts) if baseline is not None and counts is not None
+                          and len(baseline) == len(counts) else None)
+            if counts is not None:
+                baseline = counts if baseline is None or len(baseline) != len(counts) else [
+                    x + y for x, y in zip(baseline, counts)]
+        series[name] = values
+    return series
 
 
 def sparkline(values: list[float | None], width: int = 80, height: int = 18) -> str:
@@ -86,6 +127,7 @@ class SiteRow:
     flag_rate: float | None = None
     not_analysed_rate: float | None = None
     flag_sparkline: str = ""
+    feature_sparklines: list[tuple[str, str]] = field(default_factory=list)
     metadata_age_s: float | None = None
     release_error: str | None = None
     reports: int = 0
@@ -108,7 +150,7 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
                       metadata_age_s=now - refreshed if refreshed else None, release_error=error,
                       audit_seq=audit_seq)
         per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        history: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        history: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
         for day, model_id, model_version, series, flagged, not_analysed, features in db.rows(
                 "SELECT day, model_id, model_version, series, flagged, not_analysed, features "
                 "FROM report_models WHERE device_id = ? ORDER BY day", (device_id,)):
@@ -116,16 +158,21 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
             totals[0] += series or 0
             totals[1] += flagged or 0
             totals[2] += not_analysed or 0
-            history[(model_id, model_version)].append(json.loads(features))
+            days_seen = history[(model_id, model_version)]
+            days_seen[day] = merge_features(days_seen.get(day, {}), json.loads(features))
         days = sorted(per_day)[-HISTORY_DAYS:]
         series = sum(per_day[d][0] for d in days)
         row.flag_rate = _rate(sum(per_day[d][1] for d in days), series)
         row.not_analysed_rate = _rate(sum(per_day[d][2] for d in days),
                                       series + sum(per_day[d][2] for d in days))
         row.flag_sparkline = sparkline([_rate(per_day[d][1], per_day[d][0]) for d in days])
-        for (model_id, _), feature_days in sorted(history.items()):
-            row.drift_alerts += [f"{model_id}: {name}" for name in
-                                 drifting_features(feature_days[-HISTORY_DAYS:])]
+        for (model_id, _), by_day in sorted(history.items()):
+            recent = [by_day[d] for d in sorted(by_day)][-HISTORY_DAYS:]
+            row.drift_alerts += [f"{model_id}: {name}" for name in drifting_features(recent)]
+            for name, values in psi_by_day(recent).items():
+                scaled = [None if v is None else min(v / (2 * PSI_ALERT), 1.0) for v in values]
+                if points := sparkline(scaled):
+                    row.feature_sparklines.append((f"{model_id}: {name}", points))
         row.reports = db.one("SELECT COUNT(*) FROM reports WHERE device_id = ?", (device_id,))[0]
         rows.append(row)
     return rows

@@ -142,6 +142,15 @@ def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, 
                                        (anchors[0][0],)).fetchone()[0])["report_id"] == sent[0][-1]
     page = httpx.get(f"{hub.url}/fleet").text
     assert "box-a" in page and "box-b" in page and "30.0 %" in page  # 12 flagged of 40
+    assert '<span class="alert">' not in page
+
+    # a later day whose histogram moved shows as a drift alert for that site only
+    shifted = {"hu_mean": {"kind": "histogram", "edges": [0.0, 40.0, 80.0], "counts": [10, 30]}}
+    _queue(boxes[1], 1, day="2026-11-21", features=shifted)
+    assert run_round(boxes[1], sleep=_no_sleep).pushed == 1
+    page = httpx.get(f"{hub.url}/fleet").text
+    assert page.count('<span class="alert">head-ct-ich-demo: hu_mean</span>') == 1
+    assert page.index("box-b") < page.index('<span class="alert">head-ct-ich-demo: hu_mean</span>')
 
 
 def test_killing_the_hub_mid_upload_loses_and_duplicates_nothing(hub, tmp_path):

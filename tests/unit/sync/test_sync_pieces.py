@@ -15,7 +15,7 @@ from appliance.sync import outbox, signing
 from appliance.sync.identity import key_path, load_or_create_key, public_bytes
 from appliance.sync.releases import Candidate, choose
 from tests.hub_support import make_report
-from training.hub.fleet import SiteRow, drifting_features, psi, render, sparkline
+from training.hub.fleet import SiteRow, drifting_features, merge_features, psi, psi_by_day, render, sparkline
 
 
 def test_a_signature_binds_method_path_body_time_nonce_and_device():
@@ -99,6 +99,10 @@ def test_population_stability_flags_a_shifted_feature_only():
                "kv": {"kind": "categorical", "counts": {"120": 62, "100": None}}}
     assert drifting_features([steady, steady, shifted]) == ["hu"]
     assert drifting_features([shifted]) == []
+    merged = merge_features(steady, shifted)
+    assert merged["hu"]["counts"] == [110, 90] and merged["kv"]["counts"] == {"120": 122, "100": 0}
+    by_day = psi_by_day([steady, steady, shifted])
+    assert by_day["hu"][:2] == [None, 0] and by_day["hu"][2] > 0.25 and by_day["kv"][2] < 0.01
     assert sparkline([0.5]) == "" and sparkline([0.0, None, 1.0], width=20, height=10) == "0.0,10.0 20.0,0.0"
 
 
