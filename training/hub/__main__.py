@@ -10,6 +10,8 @@ python -m training.hub publish PACKAGE --data-dir DIR [--ring pilot|all]
     verify a signed model package and publish it as a TUF target
 python -m training.hub devices --data-dir DIR
     the enrolled devices
+python -m training.hub revoke DEVICE_ID --data-dir DIR
+    forget a device's pinned key (lost or leaked); its requests are refused from now on
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "publish", "devices")
+COMMANDS = ("token", "publish", "devices", "revoke")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +114,9 @@ def admin(argv: list[str]) -> int:
                               "only check it is intact")
     devices = sub.add_parser("devices", help="list enrolled devices")
     _common(devices)
+    revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
+    _common(revoke)
+    revoke.add_argument("device_id")
     args = parser.parse_args(argv)
     db, repository = _open(args)
     now = time.time()
@@ -136,6 +141,11 @@ def admin(argv: list[str]) -> int:
                    (target.path, manifest.id, manifest.version, args.ring, args.min_appliance_version,
                     target.hashes["sha256"], target.length, now))
         print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
+    elif args.command == "revoke":
+        if not db.execute("DELETE FROM devices WHERE device_id = ?", (args.device_id,)):
+            print(f"error: no device {args.device_id}", file=sys.stderr)
+            return 2
+        print(f"revoked {args.device_id}; its reports stay, its requests are refused")
     else:
         for device_id, site, ring, enrolled, last, version in db.rows(
                 "SELECT device_id, site, ring, enrolled_at, last_checkin, appliance_version FROM devices "

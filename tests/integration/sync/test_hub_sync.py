@@ -101,6 +101,11 @@ def test_unknown_key_stale_timestamp_and_replayed_request_are_refused(hub, tmp_p
         assert moved.status_code == 401 and "does not verify" in moved.json()["error"]
         assert http.post("/v1/reports", json={"reports": []}).status_code == 401
 
+        # a revoked device (its key lost) is refused from then on
+        assert "revoked" in hub.admin("revoke", enrolment.device_id).stdout
+        with pytest.raises(HubError, match="unknown device"):
+            good.post("/v1/checkin", body)
+
 
 def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, tmp_path):
     boxes = [_enrolled(hub, tmp_path, name, sync_batch_size="7") for name in ("box-a", "box-b")]
