@@ -22,11 +22,3 @@ def hub(request, tmp_path):
     process = HubProcess(tmp_path / "hub", url).start()
     yield process
     process.stop()
-
-
-@pytest.fixture
-def sqlite_hub(tmp_path):
-    """A hub on SQLite only, for what depends on the TUF files rather than the database."""
-    process = HubProcess(tmp_path / "hub", None).start()
-    yield process
-    process.stop()

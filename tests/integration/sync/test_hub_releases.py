@@ -1,8 +1,7 @@
 """Releases through TUF against a real hub process: expired, rolled-back, mixed-and-matched,
 unsigned, tampered metadata and a tampered package are each refused with the reason while
 the installed models stay as they are; a download cut in the middle resumes and verifies.
-
-These depend on the TUF files the hub serves, not on its database, so they run on SQLite.
+Each runs on SQLite and on PostgreSQL like the rest of the suite.
 """
 
 from __future__ import annotations
@@ -33,8 +32,7 @@ def _round(settings):
     return run_round(settings, sleep=lambda _: None)
 
 
-def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(sqlite_hub, tmp_path):
-    hub = sqlite_hub
+def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tmp_path):
     box = box_settings(tmp_path / "box")
     enrol(box, hub.url, hub.token())
     hub.publish(CHEST)
@@ -165,12 +163,12 @@ class CuttingProxy:
         self.listener.close()
 
 
-def test_a_download_cut_in_the_middle_resumes_with_range_and_verifies(sqlite_hub, tmp_path):
-    proxy = CuttingProxy(sqlite_hub.port, cut_after=1_000_000)
+def test_a_download_cut_in_the_middle_resumes_with_range_and_verifies(hub, tmp_path):
+    proxy = CuttingProxy(hub.port, cut_after=1_000_000)
     try:
         box = box_settings(tmp_path / "box")
-        enrol(box, proxy.url, sqlite_hub.token())
-        sqlite_hub.publish(CHEST)
+        enrol(box, proxy.url, hub.token())
+        hub.publish(CHEST)
         result = _round(box)
         assert proxy.cut.is_set(), "the proxy never cut the download"
         assert result.staged == ["chest-cr-pneumothorax-demo 1.0.0"], result
