@@ -23,7 +23,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 TAG = "triage-hub-request/1"
-HEADERS = ("X-Device-Id", "X-Timestamp", "X-Nonce", "X-Signature")
 
 
 def signing_string(method: str, path: str, body: bytes, timestamp: int, nonce: str,

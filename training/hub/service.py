@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from appliance.drift.schema import check_report
 from appliance.errors import ReportError
 from appliance.sync import signing
+from training.hub.repository import RINGS
 from training.hub.store import HubDatabase
 
 #: A signed request's timestamp may differ from the hub's clock by at most this much.
 CLOCK_WINDOW_S = 300
-RINGS = ("pilot", "all")
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,'()-]{0,63}$")
