@@ -23,6 +23,7 @@ def _configure_logging(level: str) -> None:
     )
     # pynetdicom's INFO/DEBUG output echoes request identifiers; keep it to problems.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
 
 
 def _until_signalled(stop: threading.Event) -> None:
@@ -190,6 +191,57 @@ def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# sync (issue 12) ----------------------------------------------------------------------
+def cmd_sync_enrol(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.sync.round import enrol
+
+    enrolment = enrol(settings, args.hub, args.token)
+    print(f"enrolled as device {enrolment.device_id} (ring {enrolment.ring}) at {enrolment.hub_url}")
+    return 0
+
+
+def cmd_sync_round(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
+    from appliance.sync.round import run_round
+
+    result = run_round(settings)
+    print(json.dumps(asdict(result), indent=2))
+    return 0 if not (result.push_error or result.release_error or result.checkin_error) else 1
+
+
+def cmd_sync_status(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.sync.round import status
+
+    print(json.dumps(status(settings), indent=2))
+    return 0
+
+
+def cmd_sync_queue(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.db import open_database
+    from appliance.sync.outbox import enqueue_report
+
+    conn = open_database(settings.db_path).conn
+    queued = sum(enqueue_report(conn, json.loads(Path(p).read_text())) for p in args.report)
+    print(f"queued {queued} report(s) for the hub")
+    return 0
+
+
+def _add_sync_parser(sub) -> None:
+    sync = sub.add_parser("sync", help="one round with the central hub (push reports, stage releases)")
+    sync.set_defaults(func=cmd_sync_round)
+    actions = sync.add_subparsers(dest="sync_action")
+    enrol = actions.add_parser("enrol", help="once: make the device key, spend a one-time token at the hub")
+    enrol.add_argument("--hub", required=True, help="the hub's base URL, e.g. https://hub.example:8443")
+    enrol.add_argument("--token", required=True, help="from `python -m training.hub token`")
+    enrol.set_defaults(func=cmd_sync_enrol)
+    actions.add_parser("status", help="enrolment, queued reports, last round, metadata age").set_defaults(
+        func=cmd_sync_status)
+    queue = actions.add_parser("queue", help="queue anonymised report JSON files for the hub")
+    queue.add_argument("report", nargs="+")
+    queue.set_defaults(func=cmd_sync_queue)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -236,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--format", choices=("csv", "json"), default="csv")
     export_cmd.add_argument("--kind", help="only rows of this kind, e.g. inference")
     export_cmd.set_defaults(func=cmd_audit_export)
+    _add_sync_parser(sub)
     return parser
 
 

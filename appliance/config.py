@@ -193,6 +193,26 @@ class WorkerSettings(_Section):
         return self
 
 
+class SyncSettings(_Section):
+    """Talking to the central hub: report upload, retries, release downloads, HTTPS."""
+
+    batch_size: int = Field(100, ge=1, le=200)
+    retry_initial_s: float = Field(2.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+    round_attempts: int = Field(4, ge=1)
+    download_attempts: int = Field(3, ge=1)
+    retry_refused_s: float = Field(86400.0, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+    ca_certificates: Path | None = None
+    client_certificate: Path | None = None
+    client_private_key: Path | None = None
+
+    @field_validator("ca_certificates", "client_certificate", "client_private_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -203,6 +223,7 @@ class Settings(_Section):
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     sender: SenderSettings = SenderSettings()
+    sync: SyncSettings = SyncSettings()
 
     @field_validator("log_level")
     @classmethod

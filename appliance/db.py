@@ -141,6 +141,45 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE series ADD COLUMN score REAL;
     ALTER TABLE series ADD COLUMN model TEXT
     """,
+    # 4: the hub sync: the report outbox (written only by appliance.sync.outbox), the
+    # releases the box has acted on (appliance.sync.releases) and each sync round
+    # (appliance.sync.round).
+    """
+    CREATE TABLE sync_reports (
+        seq INTEGER PRIMARY KEY,
+        report_id TEXT NOT NULL UNIQUE,
+        day TEXT NOT NULL,
+        body TEXT NOT NULL,
+        audit_seq INTEGER NOT NULL,
+        audit_hash TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'rejected')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        queued_at REAL NOT NULL,
+        done_at REAL
+    );
+    CREATE INDEX sync_reports_state ON sync_reports (state, seq);
+    CREATE TABLE sync_releases (
+        target TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('shadow', 'refused')),
+        reason TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (target, sha256)
+    );
+    CREATE TABLE sync_rounds (
+        id INTEGER PRIMARY KEY,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        pushed INTEGER NOT NULL,
+        push_error TEXT,
+        metadata_refreshed INTEGER NOT NULL,
+        release_error TEXT,
+        staged TEXT NOT NULL
+    )
+    """,
 )
 
 

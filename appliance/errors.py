@@ -13,6 +13,9 @@ ApplianceError
         DecodeError        an instance's pixels could not be decoded
     LeaseLost              a worker's lease on a job ran out; another worker records the job
     IllegalTransition      a series or job state change the state machine does not allow (a bug)
+    ReportError            an anonymised drift report broke its schema (names the field path)
+    SyncError              talking to the central hub failed or was refused (says why)
+        ReleaseRefused     a release's TUF metadata or package failed verification (says why)
 """
 
 
@@ -71,3 +74,16 @@ class LeaseLost(ApplianceError):
 
 class IllegalTransition(ApplianceError):
     """A series or job state change that :mod:`appliance.jobs` does not allow."""
+
+
+class ReportError(ApplianceError):
+    """An anonymised drift report does not fit its schema; the message names the field path."""
+
+
+class SyncError(ApplianceError):
+    """Enrolment, report upload or release refresh with the hub failed; the message says why."""
+
+
+class ReleaseRefused(SyncError):
+    """A release was refused: expired, rolled-back, mixed-and-matched or unsigned metadata,
+    a package whose hash, signature or golden test fails. The message gives the reason."""

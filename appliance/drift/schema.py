@@ -1,0 +1,172 @@
+"""The anonymised daily drift report: its envelope and the check that guards it.
+
+The report is what leaves the box for the central hub, so its shape is closed:
+:func:`check_report` refuses unknown keys anywhere, any free-text string, and any count
+cell below ``k``. A suppressed cell is ``null``. Strings are limited to the controlled
+vocabulary (ids, versions, reason codes, feature names, category labels), all of which
+must match :data:`LABEL_RE`; identifiers such as names, UIDs, serial numbers or times
+cannot fit that pattern's role because nothing in the envelope accepts them.
+
+Envelope (``schema`` = :data:`SCHEMA`)::
+
+    {"schema": "triage-drift-report/1", "report_id": "<uuid4 hex>", "day": "YYYY-MM-DD",
+     "appliance_version": "x.y.z", "k": 10, "noise_epsilon": null | float,
+     "models": [{"model_id": str, "model_version": str,
+                 "series": int|null, "flagged": int|null,
+                 "not_analysed": {"<reason code>": int|null},
+                 "features": {"<name>": {"kind": "histogram", "edges": [float...],
+                                         "counts": [int|null...]}
+                                      | {"kind": "categorical",
+                                         "counts": {"<category>": int|null}}}}]}
+
+This module is pure (no I/O) so the hub can copy it verbatim.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import Any
+
+from appliance.errors import ReportError
+
+#: Schema tag of this envelope version.
+SCHEMA = "triage-drift-report/1"
+
+#: Controlled labels: ids, reason codes, feature names, category labels.
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
+_UUID_HEX_RE = re.compile(r"^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}$")
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_VERSION_RE = re.compile(
+    r"^(?=.{5,64}$)(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+)
+
+_TOP_KEYS = {"schema", "report_id", "day", "appliance_version", "k", "noise_epsilon", "models"}
+_MODEL_KEYS = {"model_id", "model_version", "series", "flagged", "not_analysed", "features"}
+_HIST_KEYS = {"kind", "edges", "counts"}
+_CAT_KEYS = {"kind", "counts"}
+_MAX_BINS = 512
+
+
+def check_report(obj: dict) -> None:
+    """Raise :class:`ReportError` naming the offending field path unless ``obj`` is a valid report.
+
+    Parameters
+    ----------
+    obj : dict
+        A decoded report (e.g. ``json.loads`` of what the box sent).
+
+    Raises
+    ------
+    ReportError
+        The first rule broken, with the field path (e.g. ``models[0].features.hu.counts[3]``).
+    """
+    _require_dict(obj, "report")
+    _keys(obj, _TOP_KEYS, _TOP_KEYS, "report")
+    if obj["schema"] != SCHEMA:
+        raise ReportError(f"schema: expected {SCHEMA!r}")
+    _match(obj["report_id"], _UUID_HEX_RE, "report_id", "a uuid4 in lowercase hex (32 digits)")
+    _day(obj["day"], "day")
+    _match(obj["appliance_version"], _VERSION_RE, "appliance_version", "a version x.y.z")
+    k = obj["k"]
+    if not _is_int(k) or k < 1:
+        raise ReportError("k: must be an integer >= 1")
+    eps = obj["noise_epsilon"]
+    if eps is not None and (not isinstance(eps, (int, float)) or isinstance(eps, bool)
+                            or not math.isfinite(eps) or eps <= 0):
+        raise ReportError("noise_epsilon: must be null or a finite number > 0")
+    models = obj["models"]
+    if not isinstance(models, list):
+        raise ReportError("models: must be a list")
+    for i, model in enumerate(models):
+        _check_model(model, k, f"models[{i}]")
+
+
+def _check_model(m: Any, k: int, path: str) -> None:
+    _require_dict(m, path)
+    _keys(m, _MODEL_KEYS, _MODEL_KEYS, path)
+    _match(m["model_id"], LABEL_RE, f"{path}.model_id", "a controlled label")
+    _match(m["model_version"], _VERSION_RE, f"{path}.model_version", "a version x.y.z")
+    _cell(m["series"], k, f"{path}.series")
+    _cell(m["flagged"], k, f"{path}.flagged")
+    _label_counts(m["not_analysed"], k, f"{path}.not_analysed")
+    features = m["features"]
+    _require_dict(features, f"{path}.features")
+    for name, feat in features.items():
+        fpath = f"{path}.features.{name}"
+        if not isinstance(name, str) or not LABEL_RE.match(name):
+            raise ReportError(f"{path}.features: key {name!r} is not a controlled feature name")
+        _require_dict(feat, fpath)
+        kind = feat.get("kind")
+        if kind == "histogram":
+            _keys(feat, _HIST_KEYS, _HIST_KEYS, fpath)
+            _histogram(feat, k, fpath)
+        elif kind == "categorical":
+            _keys(feat, _CAT_KEYS, _CAT_KEYS, fpath)
+            _label_counts(feat["counts"], k, f"{fpath}.counts")
+        else:
+            raise ReportError(f"{fpath}.kind: must be 'histogram' or 'categorical'")
+
+
+def _histogram(feat: dict, k: int, path: str) -> None:
+    edges, counts = feat["edges"], feat["counts"]
+    if not isinstance(edges, list) or not 2 <= len(edges) <= _MAX_BINS + 1:
+        raise ReportError(f"{path}.edges: must be a list of 2..{_MAX_BINS + 1} numbers")
+    for j, e in enumerate(edges):
+        if not isinstance(e, (int, float)) or isinstance(e, bool) or not math.isfinite(e):
+            raise ReportError(f"{path}.edges[{j}]: must be a finite number")
+        if j and e <= edges[j - 1]:
+            raise ReportError(f"{path}.edges[{j}]: edges must increase strictly")
+    if not isinstance(counts, list) or len(counts) != len(edges) - 1:
+        raise ReportError(f"{path}.counts: must be a list of len(edges) - 1 = {len(edges) - 1} cells")
+    for j, c in enumerate(counts):
+        _cell(c, k, f"{path}.counts[{j}]")
+
+
+def _label_counts(d: Any, k: int, path: str) -> None:
+    _require_dict(d, path)
+    for label, c in d.items():
+        if not isinstance(label, str) or not LABEL_RE.match(label):
+            raise ReportError(f"{path}: key {label!r} is not a controlled label")
+        _cell(c, k, f"{path}.{label}")
+
+
+def _cell(c: Any, k: int, path: str) -> None:
+    if c is None:
+        return
+    if not _is_int(c):
+        raise ReportError(f"{path}: must be an integer or null")
+    if c < k:
+        raise ReportError(f"{path}: {c} is below k={k}; it must be suppressed (null)")
+
+
+def _keys(d: dict, required: set, allowed: set, path: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise ReportError(f"{path}.{key}: unknown key")
+    for key in sorted(required):
+        if key not in d:
+            raise ReportError(f"{path}.{key}: missing")
+
+
+def _require_dict(d: Any, path: str) -> None:
+    if not isinstance(d, dict):
+        raise ReportError(f"{path}: must be an object")
+
+
+def _match(s: Any, pattern: re.Pattern, path: str, what: str) -> None:
+    if not isinstance(s, str) or not pattern.match(s):
+        raise ReportError(f"{path}: must be {what}")
+
+
+def _day(s: Any, path: str) -> None:
+    _match(s, _DAY_RE, path, "a day YYYY-MM-DD")
+    try:
+        _dt.date.fromisoformat(s)
+    except ValueError:
+        raise ReportError(f"{path}: {s!r} is not a calendar day") from None
+
+
+def _is_int(c: Any) -> bool:
+    return isinstance(c, int) and not isinstance(c, bool)

@@ -1,0 +1,1 @@
+"""Sync with the central hub: device identity, signed requests, report outbox, releases."""

@@ -1,0 +1,107 @@
+"""The durable report outbox: drift reports wait here, in order, until the hub holds them.
+
+This module is the only writer of ``sync_reports``. A report is checked against the
+anonymisation schema before it is queued (what the hub would refuse never waits here),
+and it carries the audit chain head taken in the same transaction as its own
+``drift-report-queued`` audit event, so the hub holds an anchor of this box's chain that
+the box cannot rewrite later.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from appliance.audit import chain as audit_log
+from appliance.db import transaction
+from appliance.drift.schema import check_report
+
+
+@dataclass(frozen=True)
+class QueuedReport:
+    seq: int
+    report_id: str
+    report: dict
+    audit_seq: int
+    audit_hash: str
+
+    def as_upload(self) -> dict:
+        return {"report": self.report, "audit_head": {"seq": self.audit_seq, "hash": self.audit_hash}}
+
+
+def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = None) -> bool:
+    """Queue one anonymised report for the hub; False if its report id is already queued.
+
+    Raises
+    ------
+    ReportError
+        The report breaks the anonymisation schema (the message names the field).
+    """
+    check_report(report)
+    now = time.time() if now is None else now
+    with transaction(conn):
+        if conn.execute("SELECT 1 FROM sync_reports WHERE report_id = ?", (report["report_id"],)).fetchone():
+            return False
+        audit_seq = audit_log.append_in(conn, "drift-report-queued",
+                                        {"report_id": report["report_id"], "day": report["day"]})
+        audit_hash = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (audit_seq,)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO sync_reports (report_id, day, body, audit_seq, audit_hash, state, queued_at) "
+            "VALUES (?,?,?,?,?, 'pending', ?)",
+            (report["report_id"], report["day"], json.dumps(report, sort_keys=True), audit_seq, audit_hash, now))
+    return True
+
+
+def pending(conn: sqlite3.Connection, limit: int) -> list[QueuedReport]:
+    """The oldest ``limit`` reports not yet held by the hub, in queue order."""
+    rows = conn.execute("SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports "
+                        "WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,))
+    return [QueuedReport(seq, rid, json.loads(body), a_seq, a_hash) for seq, rid, body, a_seq, a_hash in rows]
+
+
+def record_failure(conn: sqlite3.Connection, batch: list[QueuedReport], error: str) -> None:
+    """The hub did not answer for this batch: count the try, keep the reports pending."""
+    with transaction(conn):
+        conn.executemany("UPDATE sync_reports SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                         [(error[:500], r.seq) for r in batch])
+
+
+def record_results(conn: sqlite3.Connection, batch: list[QueuedReport], results: list[dict],
+                   now: float | None = None) -> tuple[int, int]:
+    """Apply the hub's answer: accepted or duplicate -> delivered; rejected -> rejected
+    with the hub's reason (never retried: it would be refused again).
+
+    Returns
+    -------
+    (delivered, rejected)
+    """
+    now = time.time() if now is None else now
+    if len(results) != len(batch) or any(
+            r.get("report_id") not in (q.report_id, None) for q, r in zip(batch, results)):
+        raise ValueError("the hub's answer does not match the batch sent")
+    delivered = rejected = 0
+    with transaction(conn):
+        for queued, result in zip(batch, results):
+            if result.get("status") in ("accepted", "duplicate"):
+                conn.execute("UPDATE sync_reports SET state = 'delivered', attempts = attempts + 1, "
+                             "last_error = NULL, done_at = ? WHERE seq = ?", (now, queued.seq))
+                delivered += 1
+            else:
+                conn.execute("UPDATE sync_reports SET state = 'rejected', attempts = attempts + 1, "
+                             "last_error = ?, done_at = ? WHERE seq = ?",
+                             (str(result.get("reason", "rejected"))[:500], now, queued.seq))
+                rejected += 1
+    return delivered, rejected
+
+
+def counts(conn: sqlite3.Connection) -> dict:
+    """Reports per state, the oldest pending one's queue time and the last rejections."""
+    by_state = dict(conn.execute("SELECT state, COUNT(*) FROM sync_reports GROUP BY state").fetchall())
+    oldest = conn.execute("SELECT MIN(queued_at) FROM sync_reports WHERE state = 'pending'").fetchone()[0]
+    rejections = [{"report_id": rid, "reason": reason} for rid, reason in conn.execute(
+        "SELECT report_id, last_error FROM sync_reports WHERE state = 'rejected' ORDER BY seq DESC LIMIT 5")]
+    return {"pending": by_state.get("pending", 0), "delivered": by_state.get("delivered", 0),
+            "rejected": by_state.get("rejected", 0), "oldest_pending_queued_at": oldest,
+            "recent_rejections": rejections}

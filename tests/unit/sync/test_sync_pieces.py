@@ -1,0 +1,113 @@
+"""The sync's pure pieces and its tables: request signatures, the device key, the report
+outbox, which releases a box takes, and the fleet page's drift statistic."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appliance.audit import chain as audit_log
+from appliance.db import open_database
+from appliance.errors import ReportError, SyncError
+from appliance.sync import outbox, signing
+from appliance.sync.identity import key_path, load_or_create_key, public_bytes
+from appliance.sync.releases import Candidate, choose
+from tests.hub_support import make_report
+from training.hub.fleet import SiteRow, drifting_features, merge_features, psi, psi_by_day, render, sparkline
+
+
+def test_a_signature_binds_method_path_body_time_nonce_and_device():
+    key = Ed25519PrivateKey.generate()
+    parts = ("POST", "/v1/reports", b'{"a":1}', 1_700_000_000, "ab" * 16, "dev1")
+    signature = signing.sign(key, signing.signing_string(*parts))
+    assert signing.verify(public_bytes(key), signing.signing_string(*parts), signature)
+    for index, other in enumerate(("GET", "/v1/checkin", b'{"a":2}', 1_700_000_001, "cd" * 16, "dev2")):
+        changed = list(parts)
+        changed[index] = other
+        assert not signing.verify(public_bytes(key), signing.signing_string(*changed), signature), index
+    assert not signing.verify(public_bytes(Ed25519PrivateKey.generate()), signing.signing_string(*parts), signature)
+    assert not signing.verify(public_bytes(key), signing.signing_string(*parts), "not base64!")
+
+
+def test_the_device_key_is_made_once_private_to_its_owner(tmp_path):
+    key = load_or_create_key(tmp_path)
+    assert key_path(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert public_bytes(load_or_create_key(tmp_path)) == public_bytes(key)
+    os.chmod(key_path(tmp_path), 0o644)
+    with pytest.raises(SyncError, match="readable by others"):
+        load_or_create_key(tmp_path)
+
+
+def test_the_outbox_refuses_what_the_hub_would_and_anchors_each_report_in_the_audit_chain(tmp_path):
+    conn = open_database(tmp_path / "a.db").conn
+    report = make_report()
+    assert outbox.enqueue_report(conn, report, now=1.0)
+    assert not outbox.enqueue_report(conn, report, now=2.0)  # once per report id
+    bad = make_report()
+    bad["models"][0]["series"] = 4
+    with pytest.raises(ReportError, match=r"models\[0\]\.series: 4 is below k=10"):
+        outbox.enqueue_report(conn, bad)
+    [queued] = outbox.pending(conn, 10)
+    assert queued.report == report
+    head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    assert queued.as_upload()["audit_head"] == {"seq": head[0], "hash": head[1]}
+    assert audit_log.verify_database(open_database(tmp_path / "a.db")) == []
+
+    second = make_report()
+    outbox.enqueue_report(conn, second)
+    batch = outbox.pending(conn, 10)
+    assert [q.report_id for q in batch] == [report["report_id"], second["report_id"]]
+    outbox.record_failure(conn, batch, "hub unreachable")
+    assert outbox.counts(conn)["pending"] == 2
+    with pytest.raises(ValueError, match="does not match"):
+        outbox.record_results(conn, batch, [{"report_id": second["report_id"], "status": "accepted"}] * 2)
+    assert outbox.record_results(conn, batch, [
+        {"report_id": report["report_id"], "status": "duplicate"},
+        {"report_id": second["report_id"], "status": "rejected", "reason": "day: must be a day"}]) == (1, 1)
+    counts = outbox.counts(conn)
+    assert (counts["pending"], counts["delivered"], counts["rejected"]) == (0, 1, 1)
+    assert counts["recent_rejections"][0]["reason"] == "day: must be a day"
+
+
+def _custom(model_id, version, ring="all", minimum="0.1.0"):
+    return {"model_id": model_id, "version": version, "ring": ring, "min_appliance_version": minimum}
+
+
+def test_a_box_takes_the_newest_release_for_its_ring_and_version_only():
+    targets = {
+        "a-1.1.0.tar": _custom("a", "1.1.0"),
+        "a-1.2.0.tar": _custom("a", "1.2.0"),
+        "a-2.0.0.tar": _custom("a", "2.0.0", minimum="9.0.0"),     # needs a newer appliance
+        "b-1.0.0.tar": _custom("b", "1.0.0", ring="pilot"),       # pilot sites only
+        "c-0.9.0.tar": _custom("c", "0.9.0"),                     # older than installed
+        "d-1.0.0.tar": _custom("d", "1.0.0"),                     # refused before
+        "e-1.0.0.tar": {"model_id": "e"},                          # not a release
+    }
+    installed = {"a": ["1.0.0"], "c": ["1.0.0"]}
+    assert choose(targets, installed, "all", "0.1.0", {"d-1.0.0.tar"}) == [Candidate("a-1.2.0.tar", "a", "1.2.0")]
+    assert [c.model_id for c in choose(targets, installed, "pilot", "0.1.0", set())] == ["a", "b", "d"]
+
+
+def test_population_stability_flags_a_shifted_feature_only():
+    assert psi([50, 50], [50, 50]) == 0
+    assert psi([90, 10], [10, 90]) > 1
+    steady = {"hu": {"kind": "histogram", "edges": [0, 1, 2], "counts": [30, 70]},
+              "kv": {"kind": "categorical", "counts": {"120": 60, "100": None}}}
+    shifted = {"hu": {"kind": "histogram", "edges": [0, 1, 2], "counts": [80, 20]},
+               "kv": {"kind": "categorical", "counts": {"120": 62, "100": None}}}
+    assert drifting_features([steady, steady, shifted]) == ["hu"]
+    assert drifting_features([shifted]) == []
+    merged = merge_features(steady, shifted)
+    assert merged["hu"]["counts"] == [110, 90] and merged["kv"]["counts"] == {"120": 122, "100": 0}
+    by_day = psi_by_day([steady, steady, shifted])
+    assert by_day["hu"][:2] == [None, 0] and by_day["hu"][2] > 0.25 and by_day["kv"][2] < 0.01
+    assert sparkline([0.5]) == "" and sparkline([0.0, None, 1.0], width=20, height=10) == "0.0,10.0 20.0,0.0"
+
+
+def test_the_fleet_page_escapes_what_it_shows():
+    row = SiteRow("dev1", "<script>alert(1)</script>", "all", 5.0, "0.1.0",
+                  [{"model_id": "m", "version": "1.0.0", "state": "shadow"}])
+    page = render([row])
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page

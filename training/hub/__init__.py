@@ -1,0 +1,1 @@
+"""The central hub: enrolment, anonymised drift reports in, signed model releases (TUF) out."""

@@ -1,0 +1,167 @@
+"""``python -m training.hub``: serve the hub, or administer it.
+
+Usage
+-----
+python -m training.hub --port PORT --data-dir DIR [--database-url postgresql://...]
+    serve (creates the TUF repository on first start, keys in --offline-keys)
+python -m training.hub token --data-dir DIR [--site NAME] [--ring pilot|all]
+    a one-time enrolment token, on the last line
+python -m training.hub publish PACKAGE --data-dir DIR [--ring pilot|all]
+    verify a signed model package and publish it as a TUF target
+python -m training.hub devices --data-dir DIR
+    the enrolled devices
+python -m training.hub revoke DEVICE_ID --data-dir DIR
+    forget a device's pinned key (lost or leaked); its requests are refused from now on
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+from appliance import __version__ as appliance_version
+from appliance.errors import PackageError
+
+COMMANDS = ("token", "publish", "devices", "revoke")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, required=True, help="hub data (SQLite, TUF repository)")
+    parser.add_argument("--database-url", help="postgresql://... instead of SQLite in the data dir")
+    parser.add_argument("--offline-keys", type=Path,
+                        help="folder with the root and targets keys (default DATA_DIR/offline-keys; "
+                             "keep it on removable media in production)")
+
+
+def _offline_keys(args: argparse.Namespace) -> Path:
+    return args.offline_keys or args.data_dir / "offline-keys"
+
+
+def _open(args: argparse.Namespace):
+    from training.hub.repository import Repository
+    from training.hub.store import open_hub_database
+
+    repository = Repository(args.data_dir)
+    if repository.init(_offline_keys(args)):
+        print(f"created the TUF repository in {repository.root_dir}; root and targets keys in "
+              f"{_offline_keys(args)}", file=sys.stderr)
+    return open_hub_database(args.data_dir, args.database_url), repository
+
+
+def serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.hub", description=__doc__.split("\n")[0])
+    _common(parser)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="interface (default loopback)")
+    parser.add_argument("--refresh-interval-s", type=float, default=300.0,
+                        help="how often snapshot/timestamp are re-signed when near expiry (0: never)")
+    parser.add_argument("--tls-certificate", type=Path, help="PEM certificate chain (HTTPS)")
+    parser.add_argument("--tls-private-key", type=Path, help="PEM private key (HTTPS)")
+    parser.add_argument("--tls-client-ca", type=Path,
+                        help="PEM CAs a box's client certificate must chain to (mutual TLS)")
+    args = parser.parse_args(argv)
+
+    import ssl
+
+    import uvicorn
+
+    from training.hub.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    db, repository = _open(args)
+    stop = threading.Event()
+
+    def refresh() -> None:
+        while not stop.wait(args.refresh_interval_s):
+            try:
+                repository.refresh_online()
+            except Exception:  # keep serving; the next round tries again
+                logging.getLogger("training.hub").exception("re-signing snapshot/timestamp failed")
+
+    if args.refresh_interval_s > 0:
+        repository.refresh_online()
+        threading.Thread(target=refresh, name="tuf-refresh", daemon=True).start()
+    tls = {}
+    if args.tls_certificate:
+        tls = {"ssl_certfile": str(args.tls_certificate), "ssl_keyfile": str(args.tls_private_key)}
+        if args.tls_client_ca:
+            tls.update(ssl_ca_certs=str(args.tls_client_ca), ssl_cert_reqs=ssl.CERT_REQUIRED)
+    uvicorn.run(create_app(db, repository), host=args.host, port=args.port, log_level="info",
+                access_log=False, **tls)
+    stop.set()
+    return 0
+
+
+def admin(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    token = sub.add_parser("token", help="print a one-time enrolment token (last line)")
+    _common(token)
+    token.add_argument("--site", default="site", help="the site's name on the fleet page")
+    token.add_argument("--ring", choices=("pilot", "all"), default="all")
+    token.add_argument("--ttl-h", type=float, default=72.0, help="hours until the token expires")
+    publish = sub.add_parser("publish", help="publish a signed model package as a release")
+    _common(publish)
+    publish.add_argument("package", type=Path)
+    publish.add_argument("--ring", choices=("pilot", "all"), default="all")
+    publish.add_argument("--min-appliance-version", default=appliance_version)
+    publish.add_argument("--trusted-key", type=Path, action="append", default=[],
+                         help="the package must be signed by one of these (PEM); default: "
+                              "only check it is intact")
+    devices = sub.add_parser("devices", help="list enrolled devices")
+    _common(devices)
+    revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
+    _common(revoke)
+    revoke.add_argument("device_id")
+    args = parser.parse_args(argv)
+    db, repository = _open(args)
+    now = time.time()
+    if args.command == "token":
+        from training.hub.service import create_token
+
+        print(f"enrolment token for site {args.site!r}, ring {args.ring}, valid {args.ttl_h:g} h:")
+        print(create_token(db, args.site, args.ring, args.ttl_h * 3600, now))
+    elif args.command == "publish":
+        from appliance.models.package import verify_package
+
+        try:
+            manifest = verify_package(args.package, args.trusted_key or None)
+            target = repository.publish(args.package, _offline_keys(args), model_id=manifest.id,
+                                        version=manifest.version, ring=args.ring,
+                                        min_appliance_version=args.min_appliance_version)
+        except (PackageError, ValueError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        db.execute("INSERT INTO releases (target, model_id, version, ring, min_appliance_version, sha256, "
+                   "length, published_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (target) DO NOTHING",
+                   (target.path, manifest.id, manifest.version, args.ring, args.min_appliance_version,
+                    target.hashes["sha256"], target.length, now))
+        print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
+    elif args.command == "revoke":
+        if not db.execute("DELETE FROM devices WHERE device_id = ?", (args.device_id,)):
+            print(f"error: no device {args.device_id}", file=sys.stderr)
+            return 2
+        print(f"revoked {args.device_id}; its reports stay, its requests are refused")
+    else:
+        for device_id, site, ring, enrolled, last, version in db.rows(
+                "SELECT device_id, site, ring, enrolled_at, last_checkin, appliance_version FROM devices "
+                "ORDER BY enrolled_at"):
+            seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last)) if last else "never"
+            print(f"{device_id}  {site:<24} {ring:<6} {version or '-':<10} last check-in {seen}")
+    db.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return admin(argv)
+    return serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

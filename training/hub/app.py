@@ -1,0 +1,109 @@
+"""The hub's HTTP surface (FastAPI).
+
+Box-facing (JSON; every request but enrolment signed, see :mod:`appliance.sync.signing`)::
+
+    POST /v1/enrol      token + public key + proof of possession -> device id, ring, TUF root
+    POST /v1/reports    a batch of drift reports, each stored once by report id
+    POST /v1/checkin    versions, models, release-metadata age
+
+Public, integrity from TUF signatures rather than the channel::
+
+    GET /tuf/metadata/{role}.json    TUF metadata (root versions, targets, snapshot, timestamp)
+    GET /tuf/targets/{name}          model packages, with HTTP range requests
+
+Operators: ``GET /fleet`` (one row per site), ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Callable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from training.hub import fleet, service
+from training.hub.repository import Repository
+from training.hub.store import HubDatabase
+
+log = logging.getLogger("training.hub")
+_METADATA_NAME = re.compile(r"^(\d+\.root|root|targets|snapshot|timestamp)\.json$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.tar$")
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], float] = time.time,
+               window_s: float = service.CLOCK_WINDOW_S) -> FastAPI:
+    app = FastAPI(title="Triage hub", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(service.Refused)
+    async def _refused(request: Request, exc: service.Refused) -> JSONResponse:
+        log.warning("refused %s %s: %s", request.method, request.url.path, exc.reason)
+        return JSONResponse({"error": exc.reason}, status_code=exc.status)
+
+    async def _json_body(request: Request) -> tuple[bytes, dict]:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+        try:
+            decoded = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise service.Refused(400, "body is not JSON") from None
+        if not isinstance(decoded, dict):
+            raise service.Refused(400, "body must be a JSON object")
+        return body, decoded
+
+    async def _signed(request: Request) -> tuple[service.Device, dict]:
+        body, decoded = await _json_body(request)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        device = await run_in_threadpool(service.authenticate, db, request.method, path, body,
+                                         {k.lower(): v for k, v in request.headers.items()},
+                                         clock(), window_s)
+        return device, decoded
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/v1/enrol")
+    async def enrol(request: Request) -> dict:
+        _, body = await _json_body(request)
+        device_id, ring = await run_in_threadpool(service.enrol, db, body, clock())
+        log.info("enrolled device %s (ring %s)", device_id, ring)
+        return {"device_id": device_id, "ring": ring, "root": repository.root_bytes().decode()}
+
+    @app.post("/v1/reports")
+    async def reports(request: Request) -> dict:
+        device, body = await _signed(request)
+        results = await run_in_threadpool(service.take_reports, db, device, body, clock())
+        return {"results": results}
+
+    @app.post("/v1/checkin")
+    async def checkin(request: Request) -> dict:
+        device, body = await _signed(request)
+        return await run_in_threadpool(service.check_in, db, device, body, clock())
+
+    @app.get("/tuf/metadata/{name}")
+    def metadata(name: str) -> FileResponse:
+        path = repository.metadata_dir / name
+        if not _METADATA_NAME.match(name) or not path.is_file():
+            raise HTTPException(404, f"no metadata {name}")
+        return FileResponse(path, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    @app.get("/tuf/targets/{name}")
+    def target(name: str) -> FileResponse:
+        path = repository.targets_dir / name
+        if not _TARGET_NAME.match(name) or not path.is_file():
+            raise HTTPException(404, f"no target {name}")
+        return FileResponse(path, media_type="application/x-tar")
+
+    @app.get("/fleet", response_class=HTMLResponse)
+    def fleet_page() -> HTMLResponse:
+        return HTMLResponse(fleet.render(fleet.collect(db, clock())))
+
+    return app
+

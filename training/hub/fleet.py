@@ -1,0 +1,195 @@
+"""The fleet page: one row per site, from the devices table and the reports they sent.
+
+Drift alerts are computed here from the reports themselves: a feature alerts when the
+population stability index between a device's latest day and its earlier days (same
+model version) exceeds :data:`PSI_ALERT`. Suppressed cells (``null``, under k) count as
+empty on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from training.hub.store import HubDatabase
+
+PSI_ALERT = 0.25
+HISTORY_DAYS = 14
+_TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                         autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def psi(expected: list, actual: list) -> float:
+    """Population stability index of two count vectors (pure); 0 for identical shapes."""
+    e = [c or 0 for c in expected]
+    a = [c or 0 for c in actual]
+    te, ta = sum(e), sum(a)
+    if te == 0 or ta == 0 or len(e) != len(a):
+        return 0.0
+    eps = 1e-4
+    total = 0.0
+    for ce, ca in zip(e, a):
+        pe, pa = max(ce / te, eps), max(ca / ta, eps)
+        total += (pa - pe) * math.log(pa / pe)
+    return total
+
+
+def _counts(feature: dict) -> list:
+    counts = feature.get("counts")
+    return list(counts.values()) if isinstance(counts, dict) else list(counts or [])
+
+
+def merge_features(a: dict, b: dict) -> dict:
+    """Two reports' ``features`` of one day added cell by cell (pure); a feature whose bins
+    differ keeps the later report's."""
+    merged = dict(a)
+    for name, feature in b.items():
+        earlier = merged.get(name)
+        if earlier is None or earlier.get("kind") != feature.get("kind"):
+            merged[name] = feature
+        elif feature.get("kind") == "histogram" and earlier.get("edges") == feature.get("edges"):
+            merged[name] = {**feature, "counts": [(x or 0) + (y or 0) for x, y in
+                                                  zip(earlier["counts"], feature["counts"])]}
+        elif feature.get("kind") == "categorical":
+            counts = dict(earlier["counts"])
+            for label, value in feature["counts"].items():
+                counts[label] = (counts.get(label) or 0) + (value or 0)
+            merged[name] = {**feature, "counts": counts}
+        else:
+            merged[name] = feature
+    return merged
+
+
+def drifting_features(days: list[dict]) -> list[str]:
+    """Names of features whose last day drifts from the sum of the earlier days (pure).
+
+    ``days`` is a list of ``features`` objects, oldest first.
+    """
+    if len(days) < 2:
+        return []
+    alerts = []
+    for name, latest in days[-1].items():
+        baseline: list[int] | None = None
+        for earlier in days[:-1]:
+            feature = earlier.get(name)
+            if feature is None or feature.get("kind") != latest.get("kind"):
+                continue
+            counts = [c or 0 for c in _counts(feature)]
+            baseline = counts if baseline is None else [x + y for x, y in zip(baseline, counts)]
+        if baseline is not None and psi(baseline, _counts(latest)) > PSI_ALERT:
+            alerts.append(name)
+    return sorted(alerts)
+
+
+def psi_by_day(days: list[dict]) -> dict[str, list[float | None]]:
+    """Per feature, each day's PSI against all the days before it (pure); ``None`` where
+    there is no earlier day to compare with. ``days`` are ``features`` objects, oldest first."""
+    names = sorted({name for day in days for name in day})
+    series: dict[str, list[float | None]] = {}
+    for name in names:
+        values: list[float | None] = []
+        baseline: list[int] | None = None
+        for day in days:
+            feature = day.get(name)
+            counts = [c or 0 for c in _counts(feature)] if feature else None
+            values.append(psi(baseline, counts) if baseline is not None and counts is not None
+                          and len(baseline) == len(counts) else None)
+            if counts is not None:
+                baseline = counts if baseline is None or len(baseline) != len(counts) else [
+                    x + y for x, y in zip(baseline, counts)]
+        series[name] = values
+    return series
+
+
+def sparkline(values: list[float | None], width: int = 80, height: int = 18) -> str:
+    """SVG polyline points for a series of rates in [0, 1] (pure); gaps skipped."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(points) < 2:
+        return ""
+    step = width / max(len(values) - 1, 1)
+    return " ".join(f"{i * step:.1f},{height - v * height:.1f}" for i, v in points)
+
+
+@dataclass
+class SiteRow:
+    device_id: str
+    site: str
+    ring: str
+    last_checkin_age_s: float | None
+    appliance_version: str
+    models: list[dict]
+    drift_alerts: list[str] = field(default_factory=list)
+    flag_rate: float | None = None
+    not_analysed_rate: float | None = None
+    flag_sparkline: str = ""
+    feature_sparklines: list[tuple[str, str]] = field(default_factory=list)
+    metadata_age_s: float | None = None
+    release_error: str | None = None
+    reports: int = 0
+    audit_seq: int | None = None
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def collect(db: HubDatabase, now: float) -> list[SiteRow]:
+    """Everything the fleet page shows, one row per enrolled device."""
+    rows = []
+    for (device_id, site, ring, last_checkin, version, models, refreshed, error,
+         audit_seq) in db.rows(
+            "SELECT device_id, site, ring, last_checkin, appliance_version, models, "
+            "metadata_refreshed_at, release_error, audit_seq FROM devices ORDER BY site, device_id"):
+        row = SiteRow(device_id, site, ring, now - last_checkin if last_checkin else None,
+                      version or "-", json.loads(models) if models else [],
+                      metadata_age_s=now - refreshed if refreshed else None, release_error=error,
+                      audit_seq=audit_seq)
+        per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        history: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+        for day, model_id, model_version, series, flagged, not_analysed, features in db.rows(
+                "SELECT day, model_id, model_version, series, flagged, not_analysed, features "
+                "FROM report_models WHERE device_id = ? ORDER BY day", (device_id,)):
+            totals = per_day[day]
+            totals[0] += series or 0
+            totals[1] += flagged or 0
+            totals[2] += not_analysed or 0
+            days_seen = history[(model_id, model_version)]
+            days_seen[day] = merge_features(days_seen.get(day, {}), json.loads(features))
+        days = sorted(per_day)[-HISTORY_DAYS:]
+        series = sum(per_day[d][0] for d in days)
+        row.flag_rate = _rate(sum(per_day[d][1] for d in days), series)
+        row.not_analysed_rate = _rate(sum(per_day[d][2] for d in days),
+                                      series + sum(per_day[d][2] for d in days))
+        row.flag_sparkline = sparkline([_rate(per_day[d][1], per_day[d][0]) for d in days])
+        for (model_id, _), by_day in sorted(history.items()):
+            recent = [by_day[d] for d in sorted(by_day)][-HISTORY_DAYS:]
+            row.drift_alerts += [f"{model_id}: {name}" for name in drifting_features(recent)]
+            for name, values in psi_by_day(recent).items():
+                scaled = [None if v is None else min(v / (2 * PSI_ALERT), 1.0) for v in values]
+                if points := sparkline(scaled):
+                    row.feature_sparklines.append((f"{model_id}: {name}", points))
+        row.reports = db.one("SELECT COUNT(*) FROM reports WHERE device_id = ?", (device_id,))[0]
+        rows.append(row)
+    return rows
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{max(seconds, 0):.0f} s"
+
+
+def percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f} %"
+
+
+def render(rows: list[SiteRow]) -> str:
+    return _TEMPLATES.get_template("fleet.html").render(rows=rows, age=age, percent=percent)

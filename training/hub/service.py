@@ -1,0 +1,212 @@
+"""What the hub does with each request: tokens, enrolment, request signatures, report
+intake and check-ins. HTTP lives in :mod:`training.hub.app`; this module only talks to
+the database, with the clock passed in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from appliance.drift.schema import check_report
+from appliance.errors import ReportError
+from appliance.sync import signing
+from training.hub.repository import RINGS
+from training.hub.store import HubDatabase
+
+#: A signed request's timestamp may differ from the hub's clock by at most this much.
+CLOCK_WINDOW_S = 300
+_NONCE = re.compile(r"^[0-9a-f]{32}$")
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,'()-]{0,63}$")
+MAX_REPORTS_PER_REQUEST = 200
+
+
+class Refused(Exception):
+    """A request the hub will not serve; ``status`` is the HTTP status, the message why."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(db: HubDatabase, site: str, ring: str, ttl_s: float, now: float) -> str:
+    """A new one-time enrolment token (only its hash is stored)."""
+    if ring not in RINGS:
+        raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
+    if not _SITE.match(site):
+        raise ValueError(f"site {site!r}: 1-64 letters, digits, spaces or _.,'()-")
+    token = secrets.token_urlsafe(24)
+    db.execute("INSERT INTO tokens (token_hash, site, ring, created_at, expires_at) VALUES (?,?,?,?,?)",
+               (_token_hash(token), site, ring, now, now + ttl_s))
+    return token
+
+
+def enrol(db: HubDatabase, body: dict, now: float) -> tuple[str, str]:
+    """Spend a token and pin the box's public key to a new device id.
+
+    Returns
+    -------
+    (device_id, ring)
+    """
+    token, key_b64, proof = body.get("token"), body.get("public_key"), body.get("signature")
+    if not all(isinstance(v, str) for v in (token, key_b64, proof)):
+        raise Refused(400, "enrolment needs token, public_key and signature (strings)")
+    try:
+        public_key = base64.b64decode(key_b64, validate=True)
+    except ValueError:
+        raise Refused(400, "public_key: not base64") from None
+    if len(public_key) != 32:
+        raise Refused(400, "public_key: must be a raw 32-byte ed25519 key")
+    if not signing.verify(public_key, signing.enrolment_string(token, public_key), proof):
+        raise Refused(400, "signature: does not prove possession of public_key")
+    device_id = uuid.uuid4().hex
+    with db.transaction():
+        row = db.one("SELECT site, ring, expires_at, used_at FROM tokens WHERE token_hash = ?",
+                     (_token_hash(token),))
+        if row is None:
+            raise Refused(403, "enrolment token is not valid")
+        site, ring, expires_at, used_at = row
+        if used_at is not None:
+            raise Refused(403, "enrolment token was already used")
+        if expires_at < now:
+            raise Refused(403, "enrolment token has expired")
+        if db.one("SELECT device_id FROM devices WHERE public_key = ?", (key_b64,)):
+            raise Refused(409, "public_key: already enrolled as another device")
+        db.execute("UPDATE tokens SET used_at = ?, device_id = ? WHERE token_hash = ? AND used_at IS NULL",
+                   (now, device_id, _token_hash(token)))
+        version = body.get("appliance_version")
+        db.execute("INSERT INTO devices (device_id, public_key, site, ring, enrolled_at, appliance_version) "
+                   "VALUES (?,?,?,?,?,?)", (device_id, key_b64, site, ring, now,
+                                            version[:64] if isinstance(version, str) else None))
+    return device_id, ring
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    site: str
+    ring: str
+
+
+def authenticate(db: HubDatabase, method: str, path: str, body: bytes, headers: dict[str, str],
+                 now: float, window_s: float = CLOCK_WINDOW_S) -> Device:
+    """Check a box's request signature; record its nonce so it can never be replayed."""
+    device_id = headers.get("x-device-id", "")
+    timestamp, nonce = headers.get("x-timestamp", ""), headers.get("x-nonce", "")
+    signature = headers.get("x-signature", "")
+    if not (device_id and timestamp and nonce and signature):
+        raise Refused(401, "request is not signed (X-Device-Id, X-Timestamp, X-Nonce, X-Signature)")
+    if not timestamp.isdigit():
+        raise Refused(401, "X-Timestamp: must be whole seconds since the epoch")
+    if abs(now - int(timestamp)) > window_s:
+        raise Refused(401, f"X-Timestamp: outside the {window_s:.0f} s window of the hub's clock")
+    if not _NONCE.match(nonce):
+        raise Refused(401, "X-Nonce: must be 32 lowercase hex digits")
+    row = db.one("SELECT public_key, site, ring FROM devices WHERE device_id = ?", (device_id,))
+    if row is None:
+        raise Refused(401, "X-Device-Id: unknown device")
+    public_key, site, ring = row
+    message = signing.signing_string(method, path, body, int(timestamp), nonce, device_id)
+    if not signing.verify(base64.b64decode(public_key), message, signature):
+        raise Refused(401, "X-Signature: does not verify against the device's pinned key")
+    with db.transaction():
+        db.execute("DELETE FROM nonces WHERE seen_at < ?", (now - 2 * window_s,))
+        fresh = db.execute("INSERT INTO nonces (device_id, nonce, seen_at) VALUES (?,?,?) "
+                           "ON CONFLICT (device_id, nonce) DO NOTHING", (device_id, nonce, now))
+    if not fresh:
+        raise Refused(401, "X-Nonce: already seen; the request is a replay")
+    return Device(device_id, site, ring)
+
+
+def _check_head(head: object) -> tuple[int, str]:
+    if not isinstance(head, dict) or set(head) != {"seq", "hash"}:
+        raise ReportError("audit_head: must be {seq, hash}")
+    seq, digest = head["seq"], head["hash"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ReportError("audit_head.seq: must be an integer >= 0")
+    if not isinstance(digest, str) or not _HASH.match(digest):
+        raise ReportError("audit_head.hash: must be 64 lowercase hex digits")
+    return seq, digest
+
+
+def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> list[dict]:
+    """Store each report once (by report id), in order, in one transaction.
+
+    Returns one result per item: ``accepted``, ``duplicate`` (already held; the box may
+    forget it) or ``rejected`` with the reason naming the field.
+    """
+    items = body.get("reports")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_REPORTS_PER_REQUEST:
+        raise Refused(400, f"reports: must be a list of 1..{MAX_REPORTS_PER_REQUEST} items")
+    results = []
+    with db.transaction():
+        for index, item in enumerate(items):
+            report = item.get("report") if isinstance(item, dict) else None
+            report_id = report.get("report_id") if isinstance(report, dict) else None
+            try:
+                if not isinstance(item, dict) or set(item) != {"report", "audit_head"}:
+                    raise ReportError(f"reports[{index}]: must be {{report, audit_head}}")
+                seq, digest = _check_head(item["audit_head"])
+                check_report(report)
+            except ReportError as exc:
+                results.append({"report_id": report_id, "status": "rejected", "reason": str(exc)})
+                continue
+            inserted = db.execute(
+                "INSERT INTO reports (report_id, device_id, day, received_at, audit_seq, audit_hash, body) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (report_id) DO NOTHING",
+                (report_id, device.device_id, report["day"], now, seq, digest,
+                 json.dumps(report, sort_keys=True)))
+            if not inserted:
+                owner = db.one("SELECT device_id FROM reports WHERE report_id = ?", (report_id,))
+                if owner and owner[0] != device.device_id:
+                    results.append({"report_id": report_id, "status": "rejected",
+                                    "reason": "report_id: already used by another device"})
+                else:
+                    results.append({"report_id": report_id, "status": "duplicate"})
+                continue
+            for model in report["models"]:
+                db.execute(
+                    "INSERT INTO report_models (report_id, device_id, day, model_id, model_version, series, "
+                    "flagged, not_analysed, features) VALUES (?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (report_id, model_id, model_version) DO NOTHING",
+                    (report_id, device.device_id, report["day"], model["model_id"], model["model_version"],
+                     model["series"], model["flagged"],
+                     sum(v for v in model["not_analysed"].values() if v is not None),
+                     json.dumps(model["features"], sort_keys=True)))
+            db.execute("UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? AND "
+                       "(audit_seq IS NULL OR audit_seq <= ?)", (seq, digest, device.device_id, seq))
+            results.append({"report_id": report_id, "status": "accepted"})
+    return results
+
+
+def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
+    """Record what the box runs and how fresh its release metadata is."""
+    version = body.get("appliance_version")
+    models = body.get("models")
+    refreshed = body.get("metadata_refreshed_at")
+    error = body.get("release_error")
+    if not isinstance(version, str) or len(version) > 64:
+        raise Refused(400, "appliance_version: must be a string")
+    if not isinstance(models, list) or not all(
+            isinstance(m, dict) and set(m) == {"model_id", "version", "state"}
+            and all(isinstance(v, str) and len(v) <= 64 for v in m.values()) for m in models):
+        raise Refused(400, "models: must be a list of {model_id, version, state}")
+    if refreshed is not None and not isinstance(refreshed, (int, float)):
+        raise Refused(400, "metadata_refreshed_at: must be seconds since the epoch or null")
+    if error is not None and (not isinstance(error, str) or len(error) > 500):
+        raise Refused(400, "release_error: must be a short string or null")
+    db.execute("UPDATE devices SET last_checkin = ?, appliance_version = ?, models = ?, "
+               "metadata_refreshed_at = ?, release_error = ? WHERE device_id = ?",
+               (now, version, json.dumps(models), refreshed, error, device.device_id))
+    return {"device_id": device.device_id, "ring": device.ring}
