@@ -132,7 +132,8 @@ class DicomSettings(_Section):
     max_columns: int = Field(16_384, ge=1, le=65_535)
     max_frames: int = Field(10_000, ge=1)
     max_pixel_bytes: int = Field(2 * 1024**3, ge=1024)
-    max_inflated_bytes: int = Field(2 * 1024**3, ge=1024)
+    max_non_pixel_bytes: int = Field(64 * 1024**2, ge=1024)
+    max_inflated_bytes: int = Field(0, ge=0)  # 0: max_pixel_bytes + max_non_pixel_bytes
     max_sequence_depth: int = Field(32, ge=1, le=200)
     min_free_disk_mb: int = Field(1024, ge=0)
     quiet_period_s: float = Field(5.0, gt=0)
@@ -140,6 +141,12 @@ class DicomSettings(_Section):
     tls: TlsSettings = TlsSettings()
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @property
+    def inflate_cap(self) -> int:
+        """Most bytes a deflated dataset may inflate to: the largest image the bounds allow
+        plus the largest rest of a dataset, unless ``max_inflated_bytes`` says otherwise."""
+        return self.max_inflated_bytes or self.max_pixel_bytes + self.max_non_pixel_bytes
 
     @field_validator("peers", mode="before")
     @classmethod

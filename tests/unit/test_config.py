@@ -108,3 +108,11 @@ def test_numbers_and_switches_still_parse_from_the_environment():
                                       "APPLIANCE_DICOM_PEERS": "CT@10.0.0.5,*@::1"})
     assert settings.dicom.port == 104 and settings.dicom.open_mode is True
     assert [p.address for p in settings.dicom.peers] == ["10.0.0.5", "::1"]
+
+
+def test_the_inflate_cap_is_derived_from_the_image_bounds():
+    """Issue 13, item 3: the cap was a flat 2 GiB whatever the image bounds."""
+    dicom = load_settings(environ={"APPLIANCE_DICOM_MAX_PIXEL_BYTES": str(256 * 1024**2)}).dicom
+    assert dicom.inflate_cap == 256 * 1024**2 + 64 * 1024**2
+    pinned = load_settings(environ={"APPLIANCE_DICOM_MAX_INFLATED_BYTES": "1048576"}).dicom
+    assert pinned.inflate_cap == 1048576

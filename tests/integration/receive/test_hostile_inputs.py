@@ -106,6 +106,22 @@ def test_a_deflate_bomb_is_refused(make_appliance):
     assoc.release()
 
 
+def test_a_deflated_dataset_hiding_a_huge_element_is_refused(appliance):
+    """Issue 13, item 3 (receive side). Before: a few hundred KiB deflated, carrying 80 MB
+    of zeros in one element, passed the flat 2 GiB inflate cap and was stored with 0x0000,
+    for the worker to load whole."""
+    ds = fresh()
+    ds.add_new(0x00091010, "OB", bytes(80 * 1024 * 1024))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),
+                                                (CTImageStorage, [ExplicitVRLittleEndian])))
+    got, comment = store(assoc, ds)
+    assert got == 0xC217 and "besides pixel data" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+
+
 def test_a_small_deflated_instance_is_stored_as_sent(appliance):
     ds = fresh()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
