@@ -24,9 +24,10 @@ def _item(kind: int, payload: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(payload)) + payload
 
 
-def associate_rq(calling: str = "STRANGER", called: str = "TRIAGE") -> bytes:
-    """A well-formed A-ASSOCIATE-RQ for CT Image Storage (PS3.8 9.3.2), by hand."""
-    context = bytes((1, 0, 0, 0)) + _item(0x30, CTImageStorage.encode()) + _item(0x40, ImplicitVRLittleEndian.encode())
+def associate_rq(calling: str = "STRANGER", called: str = "TRIAGE", syntaxes=(ImplicitVRLittleEndian,)) -> bytes:
+    """An A-ASSOCIATE-RQ for CT Image Storage (PS3.8 9.3.2), by hand, proposing ``syntaxes``."""
+    context = bytes((1, 0, 0, 0)) + _item(0x30, CTImageStorage.encode())
+    context += b"".join(_item(0x40, syntax.encode()) for syntax in syntaxes)
     body = (
         struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
         + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context)

@@ -144,6 +144,23 @@ def raw_exchange(port: int, payload: bytes, wait: float = 5.0) -> tuple[bytes, f
     return received, time.monotonic() - started
 
 
+def test_a_context_with_no_transfer_syntax_gets_an_associate_ac_refusing_it(appliance):
+    """Issue 13, item 9. Before: IndexError in the handler, and the socket closed without a PDU."""
+    from tests.integration.receive.test_connection_flood import associate_rq
+
+    with socket.create_connection(("127.0.0.1", appliance.port), timeout=30) as sock:
+        sock.sendall(associate_rq(syntaxes=()))
+        reply = b""
+        while len(reply) < 6 or len(reply) < 6 + struct.unpack(">I", reply[2:6])[0]:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply[:1] == b"\x02", reply[:16]  # A-ASSOCIATE-AC
+    context = reply.index(b"\x21\x00")  # the presentation context result item
+    assert reply[context + 4] == 1 and reply[context + 6] == 0x04  # context 1: transfer syntaxes not supported
+
+
 def test_an_http_request_on_the_dicom_port_is_aborted(appliance):
     reply, _ = raw_exchange(appliance.port, b"GET / HTTP/1.1\r\nHost: appliance\r\n\r\n")
     assert reply[:1] == b"\x07"  # A-ABORT, unrecognised PDU
