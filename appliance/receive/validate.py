@@ -24,6 +24,11 @@ from appliance.errors import RejectedInstance
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+#: Every VR of PS3.5 6.2; pydicom cannot read an element with any other, so it is refused.
+_VRS = _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+}
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 #: The longest value of a wanted attribute that is read (UIDs are 64 bytes, IS 12);
@@ -118,6 +123,10 @@ class _Walker:
             (length,) = struct.unpack(self.endian + "I", self._read(4))
             return tag, None, length
         vr = self._read(2)
+        if vr not in _VRS:
+            raise RejectedInstance(
+                dimse.UNDECODABLE, f"invalid VR {vr.decode('latin-1')!r} on ({group:04X},{element:04X})"
+            )
         if vr in _LONG_VRS:
             (length,) = struct.unpack(self.endian + "2xI", self._read(6))
         else:

@@ -227,3 +227,14 @@ def test_bytes_besides_pixel_data_are_capped_and_pixel_bytes_are_not_counted():
     with pytest.raises(RejectedInstance, match="besides pixel data") as refused:
         inspect(encode(ds), max_non_pixel_bytes=4096)
     assert refused.value.status == 0xC217
+
+
+def test_an_invalid_vr_is_refused_naming_it():
+    """Issue 13, item 8. Before: stored with 0x0000; pydicom then raised NotImplementedError
+    on the element and the series failed as "internal error"."""
+    data = small_ct()
+    modality = struct.pack("<HH", 0x0008, 0x0060) + b"CS"
+    bad = data.replace(modality, modality[:4] + b"ZZ")
+    with pytest.raises(RejectedInstance, match=r"invalid VR 'ZZ' on \(0008,0060\)") as refused:
+        inspect(bad)
+    assert refused.value.status == 0xC210
