@@ -13,13 +13,14 @@ Every error names the key that is wrong and why.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from appliance.errors import ConfigError
 
@@ -39,9 +40,25 @@ def _check_ae_title(value: str) -> str:
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """TOML ``true`` is not a number and ``1`` is not a switch (pydantic's lax mode
+        would make ``port = true`` port 1). Strings, as the environment gives, still parse."""
+        annotation = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if annotation in (int, float) and isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        if annotation is bool and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError("must be true or false, not a number")
+        return value
+
 
 class Peer(_Section):
-    """A remote AE allowed to associate: ``AE@address``, ``*`` matching anything."""
+    """A remote AE allowed to associate: ``AE@address``, ``*`` matching anything.
+
+    The address is an IP address as the listener sees it (no host names: they are not
+    resolved) or ``*``.
+    """
 
     ae_title: str
     address: str
@@ -53,6 +70,11 @@ class Peer(_Section):
             raise ValueError(f"{text!r} is not AE@address")
         if ae != "*":
             ae = _check_ae_title(ae)
+        if address != "*":
+            try:
+                address = str(ipaddress.ip_address(address))
+            except ValueError:
+                raise ValueError(f"{text!r}: {address!r} is not an IP address or *") from None
         return cls(ae_title=ae, address=address)
 
     def matches(self, ae_title: str, address: str) -> bool:
@@ -100,6 +122,8 @@ class DicomSettings(_Section):
     peers: tuple[Peer, ...] = ()
     destinations: tuple[Destination, ...] = ()
     max_associations: int = Field(16, ge=1, le=1000)
+    max_pending_connections: int = Field(32, ge=1, le=10_000)
+    max_pending_per_address: int = Field(4, ge=1, le=1000)
     acse_timeout_s: float = Field(30.0, gt=0)
     dimse_timeout_s: float = Field(60.0, gt=0)
     network_timeout_s: float = Field(60.0, gt=0)
@@ -108,7 +132,8 @@ class DicomSettings(_Section):
     max_columns: int = Field(16_384, ge=1, le=65_535)
     max_frames: int = Field(10_000, ge=1)
     max_pixel_bytes: int = Field(2 * 1024**3, ge=1024)
-    max_inflated_bytes: int = Field(2 * 1024**3, ge=1024)
+    max_non_pixel_bytes: int = Field(64 * 1024**2, ge=1024)
+    max_inflated_bytes: int = Field(0, ge=0)  # 0: max_pixel_bytes + max_non_pixel_bytes
     max_sequence_depth: int = Field(32, ge=1, le=200)
     min_free_disk_mb: int = Field(1024, ge=0)
     quiet_period_s: float = Field(5.0, gt=0)
@@ -116,6 +141,12 @@ class DicomSettings(_Section):
     tls: TlsSettings = TlsSettings()
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
+
+    @property
+    def inflate_cap(self) -> int:
+        """Most bytes a deflated dataset may inflate to: the largest image the bounds allow
+        plus the largest rest of a dataset, unless ``max_inflated_bytes`` says otherwise."""
+        return self.max_inflated_bytes or self.max_pixel_bytes + self.max_non_pixel_bytes
 
     @field_validator("peers", mode="before")
     @classmethod

@@ -25,6 +25,8 @@ IMAGE_TOO_LARGE = 0xC212
 NESTED_TOO_DEEP = 0xC213
 INFLATE_FAILED = 0xC214
 MISSING_ATTRIBUTE = 0xC215
+FILE_META_IN_DATASET = 0xC216  # a group 0002 element inside the dataset
+DATASET_TOO_LARGE = 0xC217  # bytes besides pixel data past dicom.max_non_pixel_bytes
 
 
 def is_success_or_warning(status: int) -> bool:

@@ -9,7 +9,9 @@ A package is one tar file holding::
 :func:`verify_package` checks, in order: the archive is a tar of regular files with
 safe relative names (no links, no ``..``, no absolute paths, no duplicates); the
 signature (against the trusted keys); the manifest schema; then every file's presence,
-size and sha256, and that no unlisted file is present. Any failure raises
+size and sha256, and that no unlisted file is present; last, that every ``.onnx`` file
+parses and that each external-data location it names is a file of the package (a model
+pointing its weights at ``../../etc/passwd`` would otherwise be read from outside it). Any failure raises
 :class:`appliance.errors.PackageError` saying exactly what is wrong.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import posixpath
 import re
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -30,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.errors import PackageError
+from appliance.models.onnx_refs import NotOnnx, external_locations
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.json.sig"
@@ -282,10 +286,32 @@ def extract_package(path: Path, dest: Path, trusted_public_keys: list[Path] | No
 
 def _verify(path: Path, trusted_public_keys: list[Path] | None) -> tuple[Manifest, bytes, bytes]:
     trusted = None if trusted_public_keys is None else [load_public_key(p) for p in trusted_public_keys]
-    digests, manifest_bytes, signature = _scan_archive(path)
+    digests, manifest_bytes, signature, models = _scan_archive(path)
     manifest = _check_signature_and_schema(path, manifest_bytes, signature, trusted)
     _check_files(path, manifest, digests)
+    _check_external_data(path, models, digests)  # parsed only once the signature holds
     return manifest, manifest_bytes, signature
+
+
+def onnx_external_locations(name: str, data: bytes) -> list[str]:
+    """The external-data locations an ONNX model names; :class:`PackageError` if unreadable."""
+    try:
+        return external_locations(data)
+    except NotOnnx as e:
+        raise PackageError(f"{name}: not a readable ONNX model ({e})") from e
+
+
+def _check_external_data(path: Path, models: dict[str, bytes], digests: dict[str, tuple[int, str]]) -> None:
+    """Each location, relative to its model's folder, must be a listed file of the package."""
+    for model_name, data in sorted(models.items()):
+        folder = posixpath.dirname(model_name)
+        for location in onnx_external_locations(f"{path.name}: {model_name}", data):
+            target = posixpath.normpath(posixpath.join(folder, location)) if location else ""
+            if (not location or location.startswith("/") or "\\" in location or re.match(r"^[A-Za-z]:", location)
+                    or target == ".." or target.startswith("../") or target not in digests):
+                raise PackageError(
+                    f"{path.name}: {model_name}: external data location {location!r} is not a file of the package"
+                )
 
 
 def _check_name(name: str) -> None:
@@ -296,9 +322,11 @@ def _check_name(name: str) -> None:
         raise PackageError(f"path traversal: member name {name!r} escapes or is not normalised")
 
 
-def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes]:
-    """Walk the tar once: check members, hash files, keep manifest and signature bytes."""
+def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes, dict[str, bytes]]:
+    """Walk the tar once: check members, hash files, keep manifest and signature bytes, and
+    the bytes of each ONNX model (for its external-data locations)."""
     digests: dict[str, tuple[int, str]] = {}
+    models: dict[str, bytes] = {}
     special: dict[str, bytes] = {}
     try:
         tar = tarfile.open(path, "r:*")
@@ -325,15 +353,19 @@ def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes]
                     special[m.name] = f.read()
                     continue
                 h = hashlib.sha256()
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+                if m.name.endswith(".onnx"):  # kept whole: parsed for its external data
+                    models[m.name] = f.read()
+                    h.update(models[m.name])
+                else:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
                 digests[m.name] = (m.size, h.hexdigest())
         except (tarfile.TarError, OSError, EOFError) as e:
             raise PackageError(f"{path.name}: corrupt tar archive ({e})") from e
     for name in (MANIFEST_NAME, SIGNATURE_NAME):
         if name not in special:
             raise PackageError(f"{path.name}: missing file {name!r}" + (" (unsigned package)" if name == SIGNATURE_NAME else ""))
-    return digests, special[MANIFEST_NAME], special[SIGNATURE_NAME]
+    return digests, special[MANIFEST_NAME], special[SIGNATURE_NAME], models
 
 
 def _public_key_from_b64(v: str) -> Ed25519PublicKey:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -46,6 +47,8 @@ LOG = logging.getLogger(__name__)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 NEGOTIATION_PDU_CAP = 1 << 20
+#: A command set is a few hundred bytes; fragments beyond this abort the association.
+MAX_COMMAND_BYTES = 64 * 1024
 REJECT_APPLICATION_CONTEXT = (0x01, 0x01, 0x02)
 REJECT_PROTOCOL_VERSION = (0x01, 0x02, 0x02)
 
@@ -82,6 +85,9 @@ class AssociationSession:
         What to do with what arrives.
     admit : callable
         Returns ``False`` when the association limit is reached.
+    negotiation_deadline : float, optional
+        ``time.monotonic()`` by which the whole A-ASSOCIATE-RQ must have arrived (ARTIM);
+        by default ``dicom.acse_timeout_s`` from now.
     """
 
     def __init__(
@@ -91,12 +97,16 @@ class AssociationSession:
         settings: DicomSettings,
         service: StoreService,
         admit: Callable[[], bool],
+        negotiation_deadline: float | None = None,
     ):
         self.sock = sock
         self.address = address
         self.settings = settings
         self.service = service
         self.admit = admit
+        self.negotiation_deadline = (
+            time.monotonic() + settings.acse_timeout_s if negotiation_deadline is None else negotiation_deadline
+        )
         self.id = uuid.uuid4().hex
         self.calling_ae = ""
         self.peer_max_pdu = 0
@@ -106,7 +116,10 @@ class AssociationSession:
         self._quickack = hasattr(socket, "TCP_QUICKACK") and sock.family in (socket.AF_INET, socket.AF_INET6)
 
     # Socket I/O -------------------------------------------------------------------
-    def _recv_exact(self, size: int) -> bytearray:
+    def _recv_exact(self, size: int, deadline: float) -> bytearray:
+        """``size`` bytes, all of them by ``deadline``: a sender trickling a byte at a time
+        cannot stretch one read's timeout into forever. The socket timeout is cut down to
+        the time left only after a partial read, so a PDU that arrives whole costs nothing."""
         buffer = bytearray(size)
         view = memoryview(buffer)
         got = 0
@@ -115,18 +128,27 @@ class AssociationSession:
             if not count:
                 raise _Closed("peer closed the connection")
             got += count
+            if got < size:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("PDU not complete by its deadline")
+                self.sock.settimeout(left)
         return buffer
 
-    def _read_pdu(self, timeout: float, cap: int) -> tuple[int, bytearray]:
-        self.sock.settimeout(timeout)
-        header = self._recv_exact(6)
+    def _read_pdu(self, deadline: float, cap: int) -> tuple[int, bytearray]:
+        """One whole PDU by ``deadline`` (``time.monotonic()``), header and body."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed before the PDU")
+        self.sock.settimeout(left)
+        header = self._recv_exact(6, deadline)
         pdu_type, _, length = struct.unpack(">BBI", header)
         if pdu_type not in (m.A_ASSOCIATE_RQ, m.P_DATA_TF, m.A_RELEASE_RQ, m.A_ABORT,
                             m.A_ASSOCIATE_AC, m.A_ASSOCIATE_RJ, m.A_RELEASE_RP):
             self._abort(m.ABORT_UNRECOGNIZED_PDU, f"unrecognised PDU type 0x{pdu_type:02X}")
         if length > cap:
             self._abort(m.ABORT_INVALID_PARAMETER, f"PDU declares {length} bytes, more than {cap}")
-        body = self._recv_exact(length)
+        body = self._recv_exact(length, deadline)
         if self._quickack:
             # Acknowledge at once: a sender that leaves Nagle on (most do) would otherwise
             # wait for our delayed ACK, up to 40 ms per message.
@@ -156,11 +178,14 @@ class AssociationSession:
         except _Closed as exc:
             LOG.debug("association %s closed: %s", self.id, exc)
         except TimeoutError:
-            LOG.warning("association from %s (%s) timed out; aborting", self.calling_ae or "?", self.address)
-            try:
-                self._send(m.abort_pdu(2, 0))
-            except OSError:
-                pass
+            if not established:  # ARTIM expired: the transport is closed, nothing sent (PS3.8 9.2.3)
+                LOG.warning("no association request from %s by the ACSE deadline; closing", self.address)
+            else:
+                LOG.warning("association from %s (%s) timed out; aborting", self.calling_ae or "?", self.address)
+                try:
+                    self._send(m.abort_pdu(2, 0))
+                except OSError:
+                    pass
         except OSError as exc:
             LOG.warning("association from %s ended: %s", self.address, exc)
         finally:
@@ -177,7 +202,7 @@ class AssociationSession:
             self.sock.close()
 
     def _negotiate(self) -> bool:
-        pdu_type, data = self._read_pdu(self.settings.acse_timeout_s, NEGOTIATION_PDU_CAP)
+        pdu_type, data = self._read_pdu(self.negotiation_deadline, NEGOTIATION_PDU_CAP)
         if pdu_type != m.A_ASSOCIATE_RQ:
             self._abort(m.ABORT_UNEXPECTED_PDU, "expected A-ASSOCIATE-RQ")
         pdu = AssociateRqPDU()
@@ -211,7 +236,7 @@ class AssociationSession:
         while True:
             mid_message = self._pending is not None or bool(self._command)
             timeout = self.settings.dimse_timeout_s if mid_message else self.settings.network_timeout_s
-            pdu_type, data = self._read_pdu(timeout, cap)
+            pdu_type, data = self._read_pdu(time.monotonic() + timeout, cap)
             if pdu_type == m.P_DATA_TF:
                 self._on_p_data(memoryview(data)[6:])
             elif pdu_type == m.A_RELEASE_RQ:
@@ -235,6 +260,8 @@ class AssociationSession:
             if is_command:
                 if self._pending is not None:
                     self._abort(m.ABORT_UNEXPECTED_PDU, "command fragment inside a dataset")
+                if len(self._command) + len(fragment) > MAX_COMMAND_BYTES:
+                    self._abort(m.ABORT_INVALID_PARAMETER, f"command set longer than {MAX_COMMAND_BYTES} bytes")
                 self._command += fragment
                 if is_last:
                     data, self._command = bytes(self._command), bytearray()

@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 
 from appliance import sd_notify
@@ -19,14 +21,19 @@ from appliance.config import Settings, TlsSettings
 from appliance.receive import spool
 from appliance.receive.association import AssociationSession
 from appliance.receive.completion import run_completion
+from appliance.receive.gate import ConnectionGate, Ticket, preferred_addresses
+from appliance.receive.rejector import Rejector
 from appliance.receive.store import StoreService
 from appliance.receive.index import IngestIndex
 from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
-#: Open TCP connections allowed per association slot (the rest may still be negotiating).
-CONNECTIONS_PER_ASSOCIATION = 4
+#: How often the accept loop looks at the stop flag when nothing happens.
+ACCEPT_POLL_S = 1.0
+#: Longest a refused connection may take to send the request its rejection answers.
+REJECT_WAIT_S = 5.0
+REFUSAL_LOG_INTERVAL_S = 10.0
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -64,6 +71,11 @@ class Listener:
         self._sessions: set[socket.socket] = set()
         self._admitted = 0
         self._lock = threading.Lock()
+        dicom = settings.dicom
+        self._gate = ConnectionGate(
+            dicom.max_pending_connections, dicom.max_pending_per_address, preferred_addresses(dicom.peers)
+        )
+        self._refused, self._refusal_logged_at = 0, float("-inf")
         self._threads = [
             threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True),
             threading.Thread(target=run_completion, name="completion", daemon=True,
@@ -93,32 +105,64 @@ class Listener:
 
     # Associations ---------------------------------------------------------------------
     def _accept_loop(self) -> None:
+        """Accept connections and answer refused ones, in one thread (selector loop)."""
         assert self._socket is not None
-        while not self._stop.is_set():
-            try:
-                conn, (address, _port, *_) = self._socket.accept()
-            except OSError:
-                if self._stop.is_set():
-                    return
-                LOG.exception("accept failed")
-                continue
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._lock:
-                crowded = len(self._sessions) >= CONNECTIONS_PER_ASSOCIATION * self.settings.dicom.max_associations
-                if not crowded:
-                    self._sessions.add(conn)
-            if crowded:  # connections that never negotiate must not pile up threads
-                LOG.warning("too many open connections; closing one from %s", address)
-                conn.close()
-                continue
-            threading.Thread(
-                target=self._serve, args=(conn, address), name=f"assoc-{address}", daemon=True
-            ).start()
+        self._socket.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(self._socket, selectors.EVENT_READ, None)
+        rejector = Rejector(selector, min(self.settings.dicom.acse_timeout_s, REJECT_WAIT_S))
+        try:
+            while not self._stop.is_set():
+                wait = rejector.expire(time.monotonic())
+                for key, _ in selector.select(ACCEPT_POLL_S if wait is None else min(wait, ACCEPT_POLL_S)):
+                    if key.data is None:
+                        self._accept_one(rejector)
+                    else:
+                        key.data.on_readable(key.fileobj)
+        finally:
+            rejector.close_all()
+            selector.close()
 
-    def _serve(self, conn: socket.socket, address: str) -> None:
+    def _accept_one(self, rejector: Rejector) -> None:
+        assert self._socket is not None
+        try:
+            conn, (address, _port, *_) = self._socket.accept()
+        except BlockingIOError:
+            return
+        except OSError:
+            if not self._stop.is_set():
+                LOG.exception("accept failed")
+            return
+        accepted_at = time.monotonic()
+        ticket = self._gate.enter(address)
+        if isinstance(ticket, str):
+            self._refused_connection(ticket)
+            if self._ssl is None:
+                rejector.add(conn, accepted_at)  # an A-ASSOCIATE-RJ once its request is in
+            else:
+                conn.close()  # no TLS session for strangers: nothing can be said to them
+            return
+        conn.setblocking(True)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._sessions.add(conn)
+        threading.Thread(
+            target=self._serve, args=(conn, address, ticket, accepted_at), name=f"assoc-{address}", daemon=True
+        ).start()
+
+    def _refused_connection(self, reason: str) -> None:
+        """Log refusals at most once per interval: a flood must not flood the log."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            LOG.warning("refused %d connection(s) before negotiation; latest: %s", self._refused, reason)
+            self._refused, self._refusal_logged_at = 0, now
+
+    def _serve(self, conn: socket.socket, address: str, ticket: Ticket, accepted_at: float) -> None:
         admitted = [False]
 
         def admit() -> bool:
+            ticket.release()  # associated (or about to be refused): no longer pending
             with self._lock:
                 if self._admitted >= self.settings.dicom.max_associations:
                     return False
@@ -126,25 +170,29 @@ class Listener:
                 admitted[0] = True
                 return True
 
+        deadline = accepted_at + self.settings.dicom.acse_timeout_s
         try:
             sock = conn
             if self._ssl is not None:
-                sock = self._wrap_tls(conn, address)
+                sock = self._wrap_tls(conn, address, deadline)
                 if sock is None:
                     return
-            AssociationSession(sock, address, self.settings.dicom, self.service, admit).run()
+            AssociationSession(sock, address, self.settings.dicom, self.service, admit, deadline).run()
         except Exception:
             LOG.exception("association from %s failed", address)
         finally:
+            ticket.release()
             with self._lock:
                 self._sessions.discard(conn)
                 if admitted[0]:
                     self._admitted -= 1
             conn.close()
 
-    def _wrap_tls(self, conn: socket.socket, address: str) -> ssl.SSLSocket | None:
+    def _wrap_tls(self, conn: socket.socket, address: str, deadline: float) -> ssl.SSLSocket | None:
+        """The server side of the handshake; the whole handshake is bounded by ``deadline``
+        (CPython applies a socket timeout to the handshake as a whole, not per read)."""
         assert self._ssl is not None
-        conn.settimeout(self.settings.dicom.acse_timeout_s)
+        conn.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
             return self._ssl.wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError) as exc:

@@ -69,15 +69,19 @@ def negotiate_contexts(requested: list[PresentationContext]) -> list[Presentatio
         else:
             acceptable = ()
         chosen = next((ts for ts in rq.transfer_syntax if ts in acceptable), None)
+        # A refused context still carries one transfer syntax sub-item, whose value is not
+        # significant (PS3.8 9.3.3.2); a requestor that proposed none (which PS3.8 9.3.2.2
+        # does not allow) gets Implicit VR Little Endian there and result 4.
+        placeholder = [rq.transfer_syntax[0] if rq.transfer_syntax else ImplicitVRLittleEndian]
         result = PresentationContext()
         result.context_id = rq.context_id
         result.abstract_syntax = abstract
         if not acceptable:
             result.result = ABSTRACT_SYNTAX_NOT_SUPPORTED
-            result.transfer_syntax = [rq.transfer_syntax[0]]
+            result.transfer_syntax = placeholder
         elif chosen is None:
             result.result = TRANSFER_SYNTAXES_NOT_SUPPORTED
-            result.transfer_syntax = [rq.transfer_syntax[0]]
+            result.transfer_syntax = placeholder
         else:
             result.result = ACCEPTANCE
             result.transfer_syntax = [chosen]

@@ -75,7 +75,8 @@ class StoreService:
             max_columns=settings.max_columns,
             max_frames=settings.max_frames,
             max_pixel_bytes=settings.max_pixel_bytes,
-            max_inflated_bytes=settings.max_inflated_bytes,
+            max_non_pixel_bytes=settings.max_non_pixel_bytes,
+            max_inflated_bytes=settings.inflate_cap,
             max_sequence_depth=settings.max_sequence_depth,
         )
 

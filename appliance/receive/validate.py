@@ -24,8 +24,16 @@ from appliance.errors import RejectedInstance
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+#: Every VR of PS3.5 6.2; pydicom cannot read an element with any other, so it is refused.
+_VRS = _LONG_VRS | {
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+}
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+#: The longest value of a wanted attribute that is read (UIDs are 64 bytes, IS 12);
+#: a longer one is refused rather than skipped, so no reader can see a different value.
+_MAX_WANTED_BYTES = 1024
 
 _WANTED = {
     0x00080016: "sop_class_uid",
@@ -52,7 +60,8 @@ class Limits:
     max_columns: int = 16_384
     max_frames: int = 10_000
     max_pixel_bytes: int = 2 * 1024**3
-    max_inflated_bytes: int = 2 * 1024**3
+    max_non_pixel_bytes: int = 64 * 1024**2
+    max_inflated_bytes: int = 2 * 1024**3 + 64 * 1024**2
     max_sequence_depth: int = 32
 
 
@@ -99,6 +108,7 @@ class _Walker:
         self.end = end
         self.max_depth = max_depth
         self.found: dict[str, str | int] = {}
+        self.pixel_bytes = 0  # value bytes of top-level pixel data, skipped unread
 
     def _read(self, size: int) -> bytes:
         data = self.stream.read(size)
@@ -113,6 +123,10 @@ class _Walker:
             (length,) = struct.unpack(self.endian + "I", self._read(4))
             return tag, None, length
         vr = self._read(2)
+        if vr not in _VRS:
+            raise RejectedInstance(
+                dimse.UNDECODABLE, f"invalid VR {vr.decode('latin-1')!r} on ({group:04X},{element:04X})"
+            )
         if vr in _LONG_VRS:
             (length,) = struct.unpack(self.endian + "2xI", self._read(6))
         else:
@@ -137,7 +151,20 @@ class _Walker:
             implicit = stack[-1][2] if stack else self.implicit
             in_sequence = bool(stack) and stack[-1][0] == "seq"
             tag, vr, length = self._header(implicit)
+            if tag >> 16 == 0x0002:  # pydicom would read it as File Meta and obey it
+                raise RejectedInstance(
+                    dimse.FILE_META_IN_DATASET, f"File Meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) inside the dataset"
+                )
 
+            if stack and stack[-1][0] == "fragments":  # encapsulated pixel data
+                if tag == _ITEM and length != UNDEFINED:
+                    self._skip(length)
+                    self.pixel_bytes += length if len(stack) == 1 else 0
+                elif tag == _SEQ_END:
+                    stack.pop()
+                else:
+                    raise RejectedInstance(dimse.UNDECODABLE, f"unexpected tag {tag:08X} in encapsulated pixel data")
+                continue
             if in_sequence:
                 if tag == _ITEM:
                     stack.append(("item", None if length == UNDEFINED else self.stream.tell() + length, implicit))
@@ -149,8 +176,11 @@ class _Walker:
             if tag == _ITEM_END and stack and stack[-1][1] is None:
                 stack.pop()
                 continue
-            if not stack and tag == _PIXEL_DATA:
-                return self.found
+            if length == UNDEFINED and (vr in (b"OB", b"OW") or (vr is None and tag == _PIXEL_DATA)):
+                # Encapsulated pixel data (top level or in an icon item): its fragments are
+                # skipped, and whatever follows is walked under the same rules.
+                stack.append(("fragments", None, implicit))
+                continue
 
             is_sequence = vr == b"SQ" or (length == UNDEFINED and vr in (None, b"UN"))
             if vr is None and not is_sequence:
@@ -168,9 +198,13 @@ class _Walker:
             if length == UNDEFINED:
                 raise RejectedInstance(dimse.UNDECODABLE, f"undefined length on non-sequence {tag:08X}")
             name = _WANTED.get(tag) if not stack else None
-            if name is None or length > 1024:
-                self._skip(length)
+            if name is None:
+                self._skip(length)  # pixel data too: its bytes are never read here
+                if tag == _PIXEL_DATA and not stack:
+                    self.pixel_bytes += length
                 continue
+            if length > _MAX_WANTED_BYTES:
+                raise RejectedInstance(dimse.UNDECODABLE, f"{name} value longer than {_MAX_WANTED_BYTES} bytes")
             value = self._read(length)
             if tag in _US_TAGS:
                 if length < 2:
@@ -244,25 +278,45 @@ def inspect_dataset(
     RejectedInstance
         With the specific DIMSE status of the first rule broken.
     """
-    found = _Walker(stream, implicit, little, end, limits.max_sequence_depth).walk()
+    start = stream.tell()
+    walker = _Walker(stream, implicit, little, end, limits.max_sequence_depth)
+    found = walker.walk()
+    rest = end - start - walker.pixel_bytes
+    if rest > limits.max_non_pixel_bytes:
+        raise RejectedInstance(
+            dimse.DATASET_TOO_LARGE, f"{rest} bytes besides pixel data exceed {limits.max_non_pixel_bytes}"
+        )
     for name in ("sop_class_uid", "sop_instance_uid"):
         if not found.get(name):
             raise RejectedInstance(dimse.MISSING_ATTRIBUTE, f"{name} is missing")
     for name in ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid"):
         if found.get(name):
             check_uid(str(found[name]), name)
-    frames = _leading_integer(str(found.get("number_of_frames", "")))
+    frames = number_of_frames(str(found.get("number_of_frames", "")))
     header = InstanceHeader(**{**found, "number_of_frames": frames})  # type: ignore[arg-type]
     check_image_bounds(header, limits)
     return header
 
 
-def _leading_integer(text: str) -> int:
-    """NumberOfFrames (IS) as senders really write it: "", "1", "1.0"; else 1."""
-    try:
-        return int(float(text)) if text.strip() else 1
-    except (ValueError, OverflowError):
+_INTEGER_STRING = re.compile(r"^[+-]?[0-9]{1,12}(\.0*)?$")
+
+
+def number_of_frames(text: str) -> int:
+    """NumberOfFrames (IS) as senders really write it: absent or "" is 1, "3" or "3.0" is 3.
+
+    Raises
+    ------
+    RejectedInstance
+        0xC212 for anything else ("NaN", "abc", 400 digits, several values), which a
+        reader would otherwise take as 1 frame or as something else entirely.
+    """
+    text = text.strip(" \x00")
+    if not text:
         return 1
+    if not _INTEGER_STRING.match(text):
+        shown = text if len(text) <= 16 else text[:16] + "..."
+        raise RejectedInstance(dimse.IMAGE_TOO_LARGE, f"NumberOfFrames {shown!r} is not an integer string")
+    return int(text.split(".")[0])
 
 
 def check_image_bounds(header: InstanceHeader, limits: Limits) -> None:

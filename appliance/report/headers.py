@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from highdicom.valuerep import _check_specific_character_set
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
@@ -36,7 +37,9 @@ def source_header(source: Dataset) -> Dataset:
     """A pixel-free copy of ``source`` with the Type 2 patient/study attributes present.
 
     A missing attribute becomes empty; a Patient's Sex outside M/F/O (which highdicom
-    refuses) becomes empty too. ``source`` itself is not changed.
+    refuses) becomes empty too; a Specific Character Set highdicom does not know becomes
+    ISO_IR 192 (the text was already read, so the label no longer matters). ``source``
+    itself is not changed.
     """
     head = Dataset()
     for elem in source:
@@ -47,6 +50,11 @@ def source_header(source: Dataset) -> Dataset:
             setattr(head, keyword, None)
     if head.PatientSex not in _PATIENT_SEX:
         head.PatientSex = None
+    if "SpecificCharacterSet" in head:
+        try:
+            _check_specific_character_set(head.SpecificCharacterSet)
+        except ValueError:  # a label we cannot name: pydicom read the text as ASCII/Latin-1
+            head.SpecificCharacterSet = "ISO_IR 192"  # UTF-8 writes whatever was read
     return head
 
 

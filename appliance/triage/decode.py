@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
 
 from appliance.errors import DecodeError
+
+
+GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,25 @@ class Slice:
     intercept: float
     photometric: str
     position: float  # along the slice normal when known, else the instance number
+
+
+def check_transfer_syntax(path: Path, negotiated: str) -> None:
+    """Refuse a file that pydicom would decode under another transfer syntax than the one
+    negotiated for it (recorded in ``instances``): group 0002 elements at the start of the
+    dataset are read as File Meta and override ours. The listener refuses those (0xC216);
+    this keeps the worker from trusting the file over the index all the same.
+
+    Raises
+    ------
+    DecodeError
+        Naming both syntaxes.
+    """
+    try:
+        found = str(read_file_meta_info(path).get("TransferSyntaxUID", ""))
+    except Exception as exc:
+        raise DecodeError(f"{path.name}: cannot read File Meta: {type(exc).__name__}: {exc}") from exc
+    if found != negotiated:
+        raise DecodeError(f"{path.name}: file says transfer syntax {found or 'none'}, negotiated {negotiated}")
 
 
 def read_header(path: Path) -> Dataset:
@@ -52,13 +75,15 @@ def decode_instance(path: Path) -> list[Slice]:
         pixels = ds.pixel_array
     except Exception as exc:
         raise DecodeError(f"{path.name}: cannot decode pixels: {type(exc).__name__}: {exc}") from exc
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric not in GREYSCALE:  # PALETTE COLOR frames are indices into a colour table
+        raise DecodeError(f"{path.name}: PhotometricInterpretation {photometric!r} is not greyscale")
     frames = pixels if pixels.ndim == 3 and int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 else pixels[None]
     if frames.ndim != 3:
         raise DecodeError(f"{path.name}: expected greyscale frames, got shape {pixels.shape}")
     del ds.PixelData
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     base = _position(ds)
     return [Slice(ds, frame, slope, intercept, photometric, base + i) for i, frame in enumerate(frames)]
 

@@ -26,13 +26,13 @@ import sqlite_utils
 from appliance import jobs, report
 from appliance.config import Settings
 from appliance.db import transaction
-from appliance.errors import ApplianceError, InferenceError, LeaseLost
+from appliance.errors import ApplianceError, DecodeError, InferenceError, LeaseLost
 from appliance.jobs import Job
 from appliance.models.backends import Runtime
 from appliance.models.registry import InstalledModel, ModelRegistry
 from appliance.pixels import to_hu
 from appliance.triage import pipeline, record
-from appliance.triage.decode import decode_instance, read_header
+from appliance.triage.decode import check_transfer_syntax, decode_instance, read_header
 from appliance.triage.routing import RoutingTable, SeriesFacts, load_routing
 
 LOG = logging.getLogger(__name__)
@@ -124,7 +124,11 @@ class Worker:
     # One job --------------------------------------------------------------------------
     def process(self, job: Job) -> None:
         claimed_at = time.time()
-        paths, facts = self._series(job)
+        try:
+            paths, facts = self._series(job)
+        except ApplianceError as exc:  # DecodeError: an unreadable header, a changed transfer syntax
+            self._end(job, jobs.FAILED, str(exc))
+            return
         rule, why = self.routing.route(facts)
         if rule is None:
             self._end(job, jobs.NOT_ELIGIBLE, why)
@@ -163,15 +167,21 @@ class Worker:
     def _series(self, job: Job) -> tuple[list[Path], SeriesFacts]:
         """The series' stored files and what routing looks at."""
         conn = self.db.conn
-        rows = conn.execute("SELECT path FROM instances WHERE series_instance_uid = ? ORDER BY received_at",
-                            (job.series_instance_uid,)).fetchall()
+        rows = conn.execute("SELECT path, transfer_syntax_uid FROM instances WHERE series_instance_uid = ? "
+                            "ORDER BY received_at", (job.series_instance_uid,)).fetchall()
         calling_ae, modality, body_part, description = conn.execute(
             "SELECT calling_ae, modality, body_part, series_description FROM series "
             "WHERE series_instance_uid = ?", (job.series_instance_uid,)).fetchone()
         paths = [Path(row[0]) for row in rows]
-        first = read_header(paths[0])
-        image_type = tuple(str(v) for v in getattr(first, "ImageType", []) or [])
-        facts = SeriesFacts(modality=modality, body_part=body_part, sop_class_uid=str(first.SOPClassUID),
+        for path, (_, negotiated) in zip(paths, rows):
+            check_transfer_syntax(path, negotiated)  # decoded only under what was negotiated
+        try:
+            first = read_header(paths[0])
+            image_type = tuple(str(v) for v in getattr(first, "ImageType", []) or [])
+            sop_class_uid = str(first.SOPClassUID)
+        except Exception as exc:  # pydicom reads lazily: a bad element surfaces on access
+            raise DecodeError(f"{paths[0].name}: cannot read the header: {type(exc).__name__}: {exc}") from exc
+        facts = SeriesFacts(modality=modality, body_part=body_part, sop_class_uid=sop_class_uid,
                             series_description=description, image_type=image_type,
                             instances=len(paths), calling_ae=calling_ae)
         return paths, facts

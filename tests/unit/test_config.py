@@ -81,3 +81,38 @@ def test_broken_toml_is_reported_with_the_file(tmp_path):
     broken.write_text("[dicom\nport = 1\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         read_toml(broken)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[dicom]\nport = true\n", "dicom.port: Value error, must be a number"),
+        ("[dicom]\nacse_timeout_s = false\n", "dicom.acse_timeout_s: Value error, must be a number"),
+        ("[dicom]\nopen_mode = 1\n", "dicom.open_mode: Value error, must be true or false"),
+        ('[dicom]\npeers = ["AE@@"]\n', "'@' is not an IP address"),
+        ('[dicom]\npeers = ["CT@scanner.local"]\n', "'scanner.local' is not an IP address"),
+    ],
+    ids=["port-true", "timeout-false", "switch-1", "peer-AE@@", "peer-hostname"],
+)
+def test_settings_refuse_loose_types_and_malformed_peers(tmp_path, toml, message):
+    """Found by issue 13 (item 11): ``port = true`` became port 1 and ``AE@@`` a peer;
+    both validated on the code before this test."""
+    path = tmp_path / "appliance.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, environ={})
+
+
+def test_numbers_and_switches_still_parse_from_the_environment():
+    settings = load_settings(environ={"APPLIANCE_DICOM_PORT": "104", "APPLIANCE_DICOM_OPEN_MODE": "true",
+                                      "APPLIANCE_DICOM_PEERS": "CT@10.0.0.5,*@::1"})
+    assert settings.dicom.port == 104 and settings.dicom.open_mode is True
+    assert [p.address for p in settings.dicom.peers] == ["10.0.0.5", "::1"]
+
+
+def test_the_inflate_cap_is_derived_from_the_image_bounds():
+    """Issue 13, item 3: the cap was a flat 2 GiB whatever the image bounds."""
+    dicom = load_settings(environ={"APPLIANCE_DICOM_MAX_PIXEL_BYTES": str(256 * 1024**2)}).dicom
+    assert dicom.inflate_cap == 256 * 1024**2 + 64 * 1024**2
+    pinned = load_settings(environ={"APPLIANCE_DICOM_MAX_INFLATED_BYTES": "1048576"}).dicom
+    assert pinned.inflate_cap == 1048576

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import sqlite3
 import sys
 import time
@@ -105,6 +106,22 @@ def test_a_deflate_bomb_is_refused(make_appliance):
     assoc.release()
 
 
+def test_a_deflated_dataset_hiding_a_huge_element_is_refused(appliance):
+    """Issue 13, item 3 (receive side). Before: a few hundred KiB deflated, carrying 80 MB
+    of zeros in one element, passed the flat 2 GiB inflate cap and was stored with 0x0000,
+    for the worker to load whole."""
+    ds = fresh()
+    ds.add_new(0x00091010, "OB", bytes(80 * 1024 * 1024))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),
+                                                (CTImageStorage, [ExplicitVRLittleEndian])))
+    got, comment = store(assoc, ds)
+    assert got == 0xC217 and "besides pixel data" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+
+
 def test_a_small_deflated_instance_is_stored_as_sent(appliance):
     ds = fresh()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
@@ -125,6 +142,23 @@ def raw_exchange(port: int, payload: bytes, wait: float = 5.0) -> tuple[bytes, f
         while chunk := sock.recv(4096):
             received += chunk
     return received, time.monotonic() - started
+
+
+def test_a_context_with_no_transfer_syntax_gets_an_associate_ac_refusing_it(appliance):
+    """Issue 13, item 9. Before: IndexError in the handler, and the socket closed without a PDU."""
+    from tests.integration.receive.test_connection_flood import associate_rq
+
+    with socket.create_connection(("127.0.0.1", appliance.port), timeout=30) as sock:
+        sock.sendall(associate_rq(syntaxes=()))
+        reply = b""
+        while len(reply) < 6 or len(reply) < 6 + struct.unpack(">I", reply[2:6])[0]:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply[:1] == b"\x02", reply[:16]  # A-ASSOCIATE-AC
+    context = reply.index(b"\x21\x00")  # the presentation context result item
+    assert reply[context + 4] == 1 and reply[context + 6] == 0x04  # context 1: transfer syntaxes not supported
 
 
 def test_an_http_request_on_the_dicom_port_is_aborted(appliance):
@@ -201,25 +235,24 @@ def test_below_the_free_disk_floor_stores_get_a700_and_nothing_is_written(make_a
     assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())
 
 
-def test_a_flood_of_silent_connections_is_capped_and_real_senders_still_get_in(make_appliance):
-    appliance = make_appliance(dicom_max_associations="2", dicom_acse_timeout_s="30")
-    silent = [socket.create_connection(("127.0.0.1", appliance.port)) for _ in range(20)]
+def test_command_fragments_past_64_kib_abort_the_association(appliance):
+    """Issue 13, item 2. Before: command PDVs without the last bit were collected with no
+    cap (200 MB from one association raised the listener's RSS by 220 MB)."""
+    assoc = associate(appliance.port, timeout=None)
+    context_id = assoc.accepted_contexts[0].context_id
+    fragment = bytes(16 * 1024)
+    pdv = struct.pack(">IBB", len(fragment) + 2, context_id, 0x01) + fragment  # command, not last
+    pdu = struct.pack(">BBI", 0x04, 0, len(pdv)) + pdv
+    raw = assoc.dul.socket.socket
     try:
-        time.sleep(0.5)
-        closed = 0
-        for sock in silent:
-            sock.settimeout(0.2)
-            try:
-                closed += sock.recv(1) == b""
-            except TimeoutError:
-                pass
-        assert closed >= 20 - 8  # at most 4 per association slot stay open
-        for sock in silent:
-            sock.close()
-        time.sleep(0.3)
-        assoc = associate(appliance.port)
-        assert store(assoc, fresh()) == (0x0000, "")
-        assoc.release()
-    finally:
-        for sock in silent:
-            sock.close()
+        for _ in range(64):  # 1 MiB in all, sixteen times the cap
+            raw.sendall(pdu)
+    except OSError:
+        pass  # the appliance aborted and closed while we were still sending
+    deadline = time.monotonic() + 60
+    while assoc.is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert assoc.is_aborted
+    again = associate(appliance.port)
+    assert store(again, fresh()) == (0x0000, "")
+    again.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -147,3 +148,37 @@ def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp
     assert entry["model"] == "head-ct-ich-demo 1.0.0"
     sent = {sop for (sop,) in db.conn.execute("SELECT sop_instance_uid FROM outbox")}
     assert sent == {active["sr_instance_uid"], active["sc_instance_uid"]}
+
+
+def test_an_unknown_character_set_is_triaged_and_a_changed_transfer_syntax_fails_with_the_reason(box, tmp_path):
+    """Issue 13, items 8 and 5. Before: 'ISO_IR 999' alone failed the series as "internal
+    error: ValueError"; a stored file whose dataset restated its transfer syntax was decoded
+    under the file's word rather than the negotiated one."""
+    listener, settings, db = box
+    files = head_ct(tmp_path / "ct", seed=13)
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.SpecificCharacterSet = "ISO_IR 999"
+        ds.save_as(path)
+    send(listener, files)
+    [entry] = queued_series(listener, 1)
+    assert Worker(settings, db).run_once()
+    [entry] = listener.status()["series"]
+    assert entry["state"] == "triaged", entry
+
+    other = head_ct(tmp_path / "other", seed=14)
+    send(listener, other)
+    deadline = time.monotonic() + 60
+    while not (queued := [s for s in listener.status()["series"] if s["state"] == "queued"]):
+        assert time.monotonic() < deadline, listener.status()
+        time.sleep(0.2)
+    [(stored,)] = db.conn.execute("SELECT path FROM instances WHERE series_instance_uid = ? LIMIT 1",
+                                  (queued[0]["series_instance_uid"],)).fetchall()
+    data = Path(stored).read_bytes()
+    start = 144 + struct.unpack_from("<I", data, 140)[0]  # preamble, DICM, (0002,0000) UL, then the meta
+    value = b"1.2.840.10008.1.2.2\x00"
+    Path(stored).write_bytes(data[:start] + struct.pack("<HH", 0x0002, 0x0010) + b"UI"
+                             + struct.pack("<H", len(value)) + value + data[start:])
+    assert Worker(settings, db).run_once()
+    failed = next(s for s in listener.status()["series"] if s["series_instance_uid"] == queued[0]["series_instance_uid"])
+    assert failed["state"] == "failed" and "negotiated" in failed["reason"], failed

@@ -4,9 +4,28 @@ import io
 import tarfile
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def tiny_onnx(external: str | None = None) -> bytes:
+    """A one-node ONNX model (Identity of a weight); with ``external``, the weight's data is
+    declared to live in that file instead of in the model."""
+    weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    if external is not None:
+        weight.ClearField("raw_data")
+        weight.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", external), ("offset", "0"), ("length", "16")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["score"])], "tiny", [],
+                              [helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT, [4])], [weight])
+    return helper.make_model(graph).SerializeToString()
+
 
 FILES = {
-    "model/fp32.onnx": b"not really onnx, but hashed all the same" * 10,
+    "model/fp32.onnx": tiny_onnx(),
     "golden/golden.npz": b"golden bytes",
     "drift/reference.json": b"{}",
     "MODEL_CARD.md": b"# card\nNOT FOR DIAGNOSTIC USE\n",

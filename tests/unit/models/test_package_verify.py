@@ -10,7 +10,7 @@ from appliance.errors import PackageError
 from appliance.models.package import Aggregation, extract_package, verify_package
 from training.package import load_private_key, resign_package, write_package
 
-from package_helpers import FILES, manifest_fields, members, rewrite
+from package_helpers import FILES, manifest_fields, members, rewrite, tiny_onnx
 
 
 def test_valid_package_verifies_and_returns_manifest(package, keys):
@@ -186,3 +186,30 @@ def test_aggregation():
         Aggregation(method="topk_mean")
     with pytest.raises(ValueError, match="empty"):
         Aggregation(method="max").apply(np.array([]))
+
+
+@pytest.mark.parametrize("location", ["../../etc/passwd", "/etc/passwd", "fp32.onnx.data/../../../x", "absent.bin"])
+def test_onnx_external_data_outside_the_package_is_refused(tmp_path, keys, location):
+    """Issue 13, item 10. Before: a signed package whose model pointed its external data at
+    ../../etc/passwd verified, installed and activated."""
+    files = dict(FILES) | {"model/fp32.onnx": tiny_onnx(external=location)}
+    out = tmp_path / "evil.tar"
+    write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
+    with pytest.raises(PackageError, match=r"model/fp32.onnx: external data location .* is not a file of the package"):
+        verify_package(out, [keys["public"]])
+
+
+def test_onnx_external_data_inside_the_package_verifies(tmp_path, keys):
+    files = dict(FILES) | {"model/fp32.onnx": tiny_onnx(external="fp32.onnx.data"),
+                           "model/fp32.onnx.data": bytes(16)}
+    out = tmp_path / "ok.tar"
+    write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
+    assert verify_package(out, [keys["public"]]).id == "test-model"
+
+
+def test_a_file_named_onnx_that_is_not_onnx_is_refused(tmp_path, keys):
+    files = dict(FILES) | {"model/fp32.onnx": b"\xff" * 64}
+    out = tmp_path / "junk.tar"
+    write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
+    with pytest.raises(PackageError, match="not a readable ONNX model"):
+        verify_package(out, [keys["public"]])

@@ -35,3 +35,12 @@ def test_unsupported_syntax_and_services_are_refused_per_context():
         context(3, PatientRootQueryRetrieveInformationModelFind, [ImplicitVRLittleEndian]),
     ])
     assert [(r.context_id, r.result) for r in results] == [(1, 0x04), (3, 0x03)]
+
+
+def test_a_context_proposing_no_transfer_syntax_is_refused_with_result_4():
+    """Issue 13, item 9. Before: IndexError in the handler, and the socket closed with no PDU."""
+    empty = context(1, CTImageStorage, [ImplicitVRLittleEndian])
+    empty._transfer_syntax = []
+    [result] = negotiate_contexts([empty])
+    assert (result.context_id, result.result) == (1, 0x04)
+    assert result.transfer_syntax == [ImplicitVRLittleEndian]  # one sub-item, not significant

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import sys
 import zlib
 
@@ -11,7 +12,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from appliance.receive.validate import Limits, check_uid, inflate_to, inspect_dataset
+from appliance.receive.validate import Limits, check_uid, inflate_to, inspect_dataset, number_of_frames
 from appliance.errors import RejectedInstance
 from tests.support import ct_dataset
 
@@ -132,3 +133,108 @@ def test_inflate_stops_at_the_cap():
     assert inflate_to(io.BytesIO(bomb), io.BytesIO(), 10_000_000) == 10_000_000
     with pytest.raises(RejectedInstance, match="corrupt"):
         inflate_to(io.BytesIO(b"\xff" * 100), io.BytesIO(), 1000)
+
+
+def explicit_element(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH", group, element) + vr + struct.pack("<HI", 0, len(value)) + value
+    return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+
+
+def refused_status(data: bytes, **limits) -> int:
+    with pytest.raises(RejectedInstance) as refused:
+        inspect(data, **limits)
+    return refused.value.status
+
+
+def small_ct() -> bytes:
+    return encode(ct_dataset(generate_uid(), generate_uid(), 0, size=8))
+
+
+def undefined_sequence(depth: int, closed: bool = True) -> bytes:
+    """(0040,A730) ContentSequence nested ``depth`` deep, undefined lengths throughout."""
+    head = struct.pack("<HH", 0x0040, 0xA730) + b"SQ" + struct.pack("<HI", 0, 0xFFFFFFFF)
+    item = struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    item_end = struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    seq_end = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    data = b""
+    for _ in range(depth):
+        data = head + item + data + item_end + seq_end
+    return data if closed else data[: -len(seq_end)]
+
+
+@pytest.mark.parametrize(
+    ("after_pixels", "status"),
+    [
+        (explicit_element(0x7FE1, 0x0010, b"LO", b"x" * 2) + undefined_sequence(300), 0xC213),
+        (undefined_sequence(3, closed=False), 0xC210),
+        (explicit_element(0x0028, 0x0010, b"US", struct.pack("<H", 65535))
+         + explicit_element(0x0028, 0x0011, b"US", struct.pack("<H", 65535)), 0xC212),
+    ],
+    ids=["300-deep-sequence", "sequence-without-delimiter", "second-rows-columns-65535"],
+)
+def test_what_follows_the_pixel_data_is_walked_under_the_same_rules(after_pixels, status):
+    """Issue 13, item 4. Before: the walk stopped at (7FE0,0010), and all three were
+    stored with 0x0000 while the worker read them."""
+    assert inspect(small_ct()).rows == 8
+    assert refused_status(small_ct() + after_pixels) == status
+
+
+def test_encapsulated_pixel_data_is_skipped_and_what_follows_is_walked():
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    del ds.PixelData
+    head = encode(ds)
+    fragments = (
+        struct.pack("<HH", 0x7FE0, 0x0010) + b"OB" + struct.pack("<HI", 0, 0xFFFFFFFF)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0)  # empty basic offset table
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 4) + b"\xff\xd8\xff\xd9"
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+    assert inspect(head + fragments).rows == 8
+    trailing = explicit_element(0x0028, 0x0010, b"US", struct.pack("<H", 65535))
+    assert refused_status(head + fragments + trailing) == 0xC212
+
+
+def test_file_meta_elements_inside_the_dataset_are_refused():
+    """Issue 13, item 5. Before: (0002,0010) Big Endian inside the dataset was stored;
+    pydicom then took it as the file's transfer syntax and misread the rest."""
+    meta = explicit_element(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.2\x00")
+    assert refused_status(meta + small_ct()) == 0xC216
+
+
+@pytest.mark.parametrize("frames", ["NaN", "abc", "9" * 400, "1\\2", "inf"])
+def test_a_number_of_frames_that_is_no_integer_is_refused(frames):
+    """Issue 13, item 7. Before: each of these was read as 1 frame and stored with 0x0000."""
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    ds.add_new(0x00280008, "IS", None)
+    data = encode(ds)
+    element = explicit_element(0x0028, 0x0008, b"IS", b"")
+    padded = frames.encode() + (b" " if len(frames) % 2 else b"")
+    assert element in data
+    data = data.replace(element, explicit_element(0x0028, 0x0008, b"IS", padded))
+    assert refused_status(data) == 0xC212
+
+
+@pytest.mark.parametrize(("frames", "expected"), [("", 1), ("3", 3), (" 3 ", 3), ("3.0", 3), ("+2", 2)])
+def test_number_of_frames_as_senders_write_it(frames, expected):
+    assert number_of_frames(frames) == expected
+
+
+def test_bytes_besides_pixel_data_are_capped_and_pixel_bytes_are_not_counted():
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=64)  # 8 KiB of pixels
+    assert inspect(encode(ds), max_non_pixel_bytes=4096).rows == 64
+    ds.add_new(0x00091010, "OB", bytes(8192))  # a private element of zeros
+    with pytest.raises(RejectedInstance, match="besides pixel data") as refused:
+        inspect(encode(ds), max_non_pixel_bytes=4096)
+    assert refused.value.status == 0xC217
+
+
+def test_an_invalid_vr_is_refused_naming_it():
+    """Issue 13, item 8. Before: stored with 0x0000; pydicom then raised NotImplementedError
+    on the element and the series failed as "internal error"."""
+    data = small_ct()
+    modality = struct.pack("<HH", 0x0008, 0x0060) + b"CS"
+    bad = data.replace(modality, modality[:4] + b"ZZ")
+    with pytest.raises(RejectedInstance, match=r"invalid VR 'ZZ' on \(0008,0060\)") as refused:
+        inspect(bad)
+    assert refused.value.status == 0xC210

@@ -446,3 +446,18 @@ def test_capture_refuses_bad_inputs(bad):
         window = (40, 0)
     with pytest.raises(ValueError):
         build_heatmap_capture(header_only(key), values, window, heat, decision(), ResultUids.from_key("k"))
+
+
+def test_an_unknown_character_set_is_only_a_label_and_the_objects_are_built():
+    """Issue 13, item 8. Before: highdicom refused 'ISO_IR 999' with a ValueError and the
+    series failed as "internal error: ValueError"."""
+    series = [header_only(ds) for ds in ct_series(2)]
+    for ds in series:
+        ds.SpecificCharacterSet = "ISO_IR 999"
+    key = ct_series(2)[1]
+    key.SpecificCharacterSet = "ISO_IR 999"
+    sr = build_sr(series, decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), ResultUids.from_key("k"))
+    assert sr.SpecificCharacterSet == sc.SpecificCharacterSet == "ISO_IR 192"
+    assert str(sr.PatientName) == str(series[0].PatientName)
+    assert series[0].SpecificCharacterSet == "ISO_IR 999"  # the source is not changed

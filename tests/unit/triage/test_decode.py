@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import struct
 import subprocess
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.errors import DecodeError
-from appliance.triage.decode import decode_instance
+from appliance.triage.decode import check_transfer_syntax, decode_instance
 from appliance.receive.negotiation import ACCEPTED_TRANSFER_SYNTAXES
 from tests.support import ct_dataset
 
@@ -71,3 +72,28 @@ def test_truncated_pixel_data_is_a_decode_error(tmp_path):
     ds.save_as(tmp_path / "cut.dcm")
     with pytest.raises(DecodeError, match="cannot decode pixels"):
         decode_instance(tmp_path / "cut.dcm")
+
+
+def test_palette_colour_is_a_decode_error_that_says_so(tmp_path):
+    """Issue 13, item 8. Before: the indices decoded as greyscale and preprocessing raised a
+    bare ValueError, reported as "internal error"."""
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=64)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.save_as(tmp_path / "palette.dcm", enforce_file_format=True)
+    with pytest.raises(DecodeError, match="PhotometricInterpretation 'PALETTE COLOR' is not greyscale"):
+        decode_instance(tmp_path / "palette.dcm")
+
+
+def test_a_file_whose_dataset_overrides_its_transfer_syntax_is_refused(tmp_path):
+    """Issue 13, item 5 (worker side). Before: pydicom read (0002,0010) at the start of the
+    dataset as File Meta and decoded the rest as Big Endian."""
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    ds.save_as(tmp_path / "ok.dcm", enforce_file_format=True)
+    check_transfer_syntax(tmp_path / "ok.dcm", ExplicitVRLittleEndian)
+    data = (tmp_path / "ok.dcm").read_bytes()
+    start = data.index(struct.pack("<HH", 0x0008, 0x0016))  # the dataset's first element
+    value = b"1.2.840.10008.1.2.2\x00"
+    override = struct.pack("<HH", 0x0002, 0x0010) + b"UI" + struct.pack("<H", len(value)) + value
+    (tmp_path / "tampered.dcm").write_bytes(data[:start] + override + data[start:])
+    with pytest.raises(DecodeError, match="file says transfer syntax 1.2.840.10008.1.2.2, negotiated"):
+        check_transfer_syntax(tmp_path / "tampered.dcm", ExplicitVRLittleEndian)
