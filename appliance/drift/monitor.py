@@ -3,9 +3,11 @@
 Features the package reference covers are compared with the Jensen-Shannon distance to
 the reference histogram; the threshold is the package's ``mean + z * std`` of that
 distance over reference sub-windows (see ``training/drift.py``), or the configured
-fallback. Every other feature (categorical, outputs, header bins the reference lacks) is
-tested with chi-square homogeneity against the *baseline*: the first window of this
-model version that had enough series. ``z`` and the chi-square level both carry a
+fallback. Every other feature is compared with the *baseline*, the first window of this
+model version that had enough series: an intensity histogram without a reference by its
+Jensen-Shannon distance against the configured fallback (its counts are pixels, not
+independent draws), the rest (categorical, outputs, header bins the reference lacks,
+one count per series) by a chi-square test of homogeneity. ``z`` and the chi-square level both carry a
 Bonferroni correction for the number of features tested in the window.
 
 A feature alerts when ``alert_after`` of its last ``alert_of`` judged windows exceeded,
@@ -23,7 +25,7 @@ import numpy as np
 from appliance.config import DriftSettings
 from appliance.drift.aggregate import Aggregate
 from appliance.drift.statistics import chi_square, js_distance, ks_binned, psi, wasserstein_binned
-from appliance.drift.features import feature_edges
+from appliance.drift.features import INTENSITY, feature_edges
 
 
 @dataclass(frozen=True)
@@ -94,10 +96,16 @@ def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: A
     against_reference = [n for n, c in window.histograms.items()
                          if n in ref_hists and len(ref_hists[n]["counts"]) == len(c)
                          and sum(ref_hists[n]["counts"]) > 0 and c.sum() > 0]
+    pixel_features = set(INTENSITY.values())
+    distance_to_baseline: list[str] = []
     against_baseline: list[tuple[str, np.ndarray, np.ndarray]] = []
     if baseline is not None:
         for name, counts in window.histograms.items():
-            if name not in against_reference and name in baseline.histograms:
+            if name in against_reference or name not in baseline.histograms:
+                continue
+            if name in pixel_features:  # pixel counts are not independent draws: no chi-square
+                distance_to_baseline.append(name)
+            else:
                 against_baseline.append((name, baseline.histograms[name], counts))
         base_cats = baseline.monitored_categories()
         for name, counts in window.monitored_categories().items():
@@ -105,7 +113,7 @@ def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: A
                 labels = sorted(set(counts) | set(base_cats[name]))
                 against_baseline.append((name, np.array([base_cats[name].get(k, 0) for k in labels]),
                                          np.array([counts.get(k, 0) for k in labels])))
-    tests = len(against_reference) + len(against_baseline)
+    tests = len(against_reference) + len(distance_to_baseline) + len(against_baseline)
     z = corrected_z(settings.sigma, tests)
     level = tail_probability(settings.sigma) / max(tests, 1)
     out = []
@@ -122,6 +130,12 @@ def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: A
         if name in edges:
             details["wasserstein"] = wasserstein_binned(edges[name], ref, cur)
         out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, source, details))
+    for name in distance_to_baseline:
+        base, cur = baseline.histograms[name], window.histograms[name]
+        if base.sum() > 0 and cur.sum() > 0:
+            value, threshold = js_distance(base, cur), settings.fallback_js_distance
+            out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, "config",
+                                  {"psi": psi(base, cur), "ks": ks_binned(base, cur)}))
     for name, base, cur in against_baseline:
         if cur.sum() == 0 or base.sum() == 0:
             continue
