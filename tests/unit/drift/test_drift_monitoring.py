@@ -115,3 +115,15 @@ def test_anonymise_by_hand_and_with_noise():
     with pytest.raises(ReportError):
         anonymise(dt.date(2026, 3, 1), [("head ct/../x", "1.0.0", agg)], 10, 0.0, np.random.default_rng(0),
                   "a" * 12 + "4" + "b" * 3 + "8" + "c" * 15)
+
+
+def test_plots_show_reference_current_and_statistic_over_time(tmp_path):
+    from appliance.drift.plot import write_plots
+
+    db = open_database(tmp_path / "a.db")
+    _feed(db, np.random.default_rng(4), range(0, 8), REFERENCE_STYLE, 6, 1)
+    paths = write_plots(db.conn, SETTINGS, tmp_path / "png", dt.date(2026, 3, 8))
+    names = {p.name for p in paths}
+    assert {"head-ct-1.0.0-hu-histogram.png", "head-ct-1.0.0-kernel-categories.png",
+            "head-ct-1.0.0-kernel-statistic.png", "head-ct-1.0.0-hu-statistic.png"} <= names
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
