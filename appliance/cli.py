@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from appliance.config import Settings, load_settings, settings_as_dict
@@ -242,6 +244,76 @@ def _add_sync_parser(sub) -> None:
     queue.set_defaults(func=cmd_sync_queue)
 
 
+# Drift monitoring (issue 11) -------------------------------------------------------------
+def _drift_db(settings: Settings):
+    """The database with every window ending before today closed (alerts raised or cleared)."""
+    from appliance.db import open_database, transaction
+    from appliance.drift.service import day_of, evaluate_due
+
+    db = open_database(settings.db_path)
+    with transaction(db.conn) as conn:
+        evaluate_due(conn, settings.drift, day_of(time.time()))
+    return db
+
+
+def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.drift.service import day_of, drift_status
+
+    status = drift_status(_drift_db(settings).conn, settings.drift, day_of(time.time()))
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    for m in status["models"]:
+        w = m["window"]
+        judged = "judged" if w["judged"] else f"not judged (< {w['min_series']} series)"
+        print(f"{m['model_id']} {m['model_version']}: {w['series']} series in the {w['days']}-day window "
+              f"ending {w['end']}, {w['flagged']} flagged, not analysed {w['not_analysed'] or 0}; {judged}")
+        for name, f in sorted(m["features"].items()):
+            stat = (f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {f['threshold_source']})"
+                    + ("  EXCEEDS" if f["exceeded"] else "")) if "statistic" in f else "no reference yet"
+            print(f"  {name:<20} {stat}")
+        print(f"  alerting: {', '.join(m['alerting']) or 'none'}")
+    if not status["models"]:
+        print("no series recorded yet")
+    return 0
+
+
+def cmd_drift_report(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.drift.report import daily_report
+
+    print(json.dumps(daily_report(_drift_db(settings).conn, settings.drift, args.day), indent=2))
+    return 0
+
+
+def cmd_drift_plot(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.drift.plot import write_plots
+    from appliance.drift.service import day_of
+
+    for path in write_plots(_drift_db(settings).conn, settings.drift, Path(args.out), day_of(time.time())):
+        print(path)
+    return 0
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day YYYY-MM-DD") from None
+
+
+def _add_drift_commands(sub) -> None:
+    drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="action", required=True)
+    status = drift.add_parser("status", help="features, statistics, thresholds and alerts per model version")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_drift_status)
+    report = drift.add_parser("report", help="the anonymised report of one day, as JSON")
+    report.add_argument("--day", type=_day, required=True, help="YYYY-MM-DD (UTC)")
+    report.set_defaults(func=cmd_drift_report)
+    plot = drift.add_parser("plot", help="write PNGs: reference vs current, statistic over time")
+    plot.add_argument("--out", required=True, help="folder for the PNGs")
+    plot.set_defaults(func=cmd_drift_plot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.add_argument("--kind", help="only rows of this kind, e.g. inference")
     export_cmd.set_defaults(func=cmd_audit_export)
     _add_sync_parser(sub)
+    _add_drift_commands(sub)
     return parser
 
 

@@ -244,6 +244,25 @@ class SyncSettings(_Section):
         return None if value == "" else value
 
 
+class DriftSettings(_Section):
+    """Drift monitoring: windows, thresholds, alerting and the anonymised daily report."""
+
+    window_days: int = Field(7, ge=1, le=90)
+    min_series: int = Field(150, ge=1)
+    sigma: float = Field(3.0, gt=0, le=10)
+    alert_after: int = Field(2, ge=1)
+    alert_of: int = Field(3, ge=1)
+    fallback_js_distance: float = Field(0.1, gt=0, le=1)
+    k: int = Field(10, ge=2)
+    noise_epsilon: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _after_within_of(self) -> "DriftSettings":
+        if self.alert_after > self.alert_of:
+            raise ValueError("alert_after must not exceed alert_of")
+        return self
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -255,6 +274,7 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     sender: SenderSettings = SenderSettings()
     sync: SyncSettings = SyncSettings()
+    drift: DriftSettings = DriftSettings()
 
     @field_validator("log_level")
     @classmethod

@@ -180,6 +180,58 @@ MIGRATIONS: tuple[str, ...] = (
         staged TEXT NOT NULL
     )
     """,
+    # 5: drift monitoring (written only by appliance/drift/store.py): per-series features
+    # (no UIDs: the job id links back inside the box), each closed window's judgement per
+    # feature, the monitor's state per model version, and alerts raised and cleared.
+    """
+    CREATE TABLE drift_series (
+        job_id INTEGER PRIMARY KEY,
+        day TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        score REAL,
+        flag INTEGER,
+        features TEXT,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX drift_series_model_day ON drift_series (model_id, model_version, day);
+    CREATE TABLE drift_evaluations (
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        day TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        statistic TEXT NOT NULL,
+        value REAL NOT NULL,
+        threshold REAL NOT NULL,
+        exceeded INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        series INTEGER NOT NULL,
+        details TEXT NOT NULL,
+        PRIMARY KEY (model_id, model_version, day, feature)
+    );
+    CREATE TABLE drift_monitor (
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        baseline TEXT,
+        features TEXT NOT NULL,
+        PRIMARY KEY (model_id, model_version)
+    );
+    CREATE TABLE drift_alerts (
+        id INTEGER PRIMARY KEY,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        feature TEXT NOT NULL,
+        statistic TEXT NOT NULL,
+        value REAL NOT NULL,
+        threshold REAL NOT NULL,
+        raised_day TEXT NOT NULL,
+        raised_seq INTEGER NOT NULL,
+        cleared_day TEXT,
+        cleared_seq INTEGER
+    )
+    """,
 )
 
 

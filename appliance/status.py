@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlite_utils
 
+from appliance.drift.service import alert_summary
 from appliance.send.outbox import Outbox
 
 
@@ -28,6 +29,8 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         # Result objects per destination and state (pending, sent, dead).
         "outbox": Outbox(db).counts(),
         "series": series,
+        # Drift alerts not yet cleared, per model version and feature.
+        "drift": alert_summary(conn),
     }
 
 

@@ -28,6 +28,7 @@ from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_run
 from training.data.cr_synth import CR_IMAGE_STORAGE, CRConfig, generate_cr_dataset
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
 from training.data.folder import Series, load_folder, split_by_patient
+from training.drift import reference_thresholds
 from training.evaluate import metrics, model_card, roc_auc, sensitivity_specificity, series_scores, subgroup_metrics, threshold_for_sensitivity
 from training.package import golden, load_private_key, write_package
 from training.train import TrainConfig, config_dict, save_checkpoint, train
@@ -194,7 +195,8 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     gold_idx = np.concatenate([np.flatnonzero(test_image_labels == 1)[:4], np.flatnonzero(test_image_labels == 0)[:4]])
     golden_bytes, tolerances = golden(test_images[np.sort(gold_idx)], fp32,
                                       {f"{b}/{p}": (p, r) for (b, p), (_, r, _) in kept.items()})
-    drift = {"feature_set": spec.input.kind, "histograms": merge([s.drift for s in splits["train"]])}
+    drift = {"feature_set": spec.input.kind, "histograms": merge([s.drift for s in splits["train"]]),
+             "thresholds": reference_thresholds([s.drift for s in splits["train"]], seed=spec.train.seed)}
     cam_size = spec.input.size // 8
     info = {
         "id": spec.id, "version": spec.version, "seed": spec.train.seed, "parameters": sum(p.numel() for p in model.parameters()),

@@ -21,6 +21,9 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
+from appliance.drift import features as drift_features
+from appliance.drift.histograms import PIXEL_STRIDE
+from appliance.pixels import to_hu
 from appliance.triage.decode import Slice, decode_instance
 from appliance.errors import DecodeError, InferenceError
 from appliance.triage import preprocess
@@ -36,6 +39,17 @@ def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
         return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
                                          spec.window_tuples(), spec.size)
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
+
+
+def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:
+    """One image's intensity histogram in the drift reference's bins, computed the way the
+    package's reference was (HU, or the normalised radiograph; subsampled) (pure)."""
+    kind = manifest.input.kind
+    if kind == "ct_slice":
+        values = to_hu(image.pixels[::PIXEL_STRIDE, ::PIXEL_STRIDE], image.slope, image.intercept)
+    else:
+        values = preprocess.normalize_radiograph(image.pixels, image.photometric)[::PIXEL_STRIDE, ::PIXEL_STRIDE]
+    return drift_features.intensity_counts(kind, values)
 
 
 def heat_map(cam: np.ndarray) -> np.ndarray:
@@ -80,7 +94,7 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     return [(path, number, converted) for _, path, number, converted in entries]
 
 
-def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str]:
+def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str, dict]:
     """Decode and preprocess a series in slice order.
 
     Returns
@@ -91,16 +105,24 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         Where each input came from.
     input_sha256 : str
         Hash of the model inputs, for the audit trail.
+    drift_features : dict
+        :func:`appliance.drift.features.series_features` of the series, from the same
+        decoded pixels (no second read).
     """
+    def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, object]:
+        return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset
+
     try:
-        entries = decode_in_order(paths, lambda image: model_input(manifest.input, image))
+        entries = decode_in_order(paths, convert)
     except DecodeError as exc:
         raise InferenceError(f"decode failed: {exc}") from exc
     if not entries:
         raise InferenceError("series has no images")
-    inputs = np.stack([entry[2] for entry in entries]).astype(np.float32)
+    inputs = np.stack([converted[0] for _, _, converted in entries]).astype(np.float32)
     digest = hashlib.sha256(inputs.tobytes()).hexdigest()
-    return inputs, [(path, number) for path, number, _ in entries], digest
+    features = drift_features.series_features(manifest.input.kind, entries[0][2][2],
+                                              [converted[1] for _, _, converted in entries], len(entries))
+    return inputs, [(path, number) for path, number, _ in entries], digest, features
 
 
 def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +153,9 @@ def decide(manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: li
                         cams[key], scores, input_sha256)
 
 
-def run(runtime: Runtime, manifest: Manifest, prepared: tuple[np.ndarray, list[tuple[Path, int]], str],
+def run(runtime: Runtime, manifest: Manifest, prepared: tuple[np.ndarray, list[tuple[Path, int]], str, dict],
         batch: int, deadline: float) -> SeriesResult:
     """Infer over prepared inputs (see :func:`prepare`) and decide."""
-    inputs, origins, digest = prepared
+    inputs, origins, digest, _ = prepared
     scores, cams = infer(runtime, inputs, batch, deadline)
     return decide(manifest, scores, cams, origins, digest)

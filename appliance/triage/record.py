@@ -16,8 +16,9 @@ from pydicom.dataset import Dataset
 
 from appliance import jobs
 from appliance.audit import chain as audit_log
-from appliance.config import Destination
+from appliance.config import Destination, DriftSettings
 from appliance.db import transaction
+from appliance.drift.service import record_series
 from appliance.jobs import Job
 from appliance.models.backends import Runtime
 from appliance.models.registry import InstalledModel
@@ -53,8 +54,10 @@ def _insert_result(conn: sqlite3.Connection, job: Job, role: str, ran: Ran, supe
 
 
 def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: dict,
-            objects: list[tuple[Path, Dataset]], destinations: list[Destination], now: float) -> bool:
+            objects: list[tuple[Path, Dataset]], destinations: list[Destination], now: float,
+            drift: DriftSettings | None = None, drift_features: dict | None = None) -> bool:
     """The active model's result; False when it is superseded (recorded, never sent).
+    With ``drift``, the series' drift features are recorded in the same transaction.
 
     Raises
     ------
@@ -79,11 +82,17 @@ def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: d
             for path, ds in objects:
                 enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
                            destinations, now)
+        if drift is not None and drift_features is not None:
+            record_series(conn, drift, job_id=job.id, model_id=ran.model.id, model_version=ran.model.version,
+                          features=drift_features, score=result.score, flag=bool(result.flag), now=now)
     return current
 
 
-def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str, now: float) -> None:
+def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str, now: float,
+          drift: DriftSettings | None = None, model: InstalledModel | None = None) -> None:
     """A job that ended without a result: ``not-eligible`` or ``failed``, with the reason.
+    With ``drift`` and the ``model`` it was routed to, the failure counts as not analysed
+    (by reason code) in that model's drift figures.
 
     Raises
     ------
@@ -94,6 +103,9 @@ def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, rea
         jobs.finish(conn, job, owner, series_state, reason, now)
         audit_log.append_in(conn, f"series-{series_state}", {
             "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason})
+        if drift is not None and model is not None:
+            record_series(conn, drift, job_id=job.id, model_id=model.id, model_version=model.version,
+                          features=None, failure=reason, now=now)
 
 
 def shadow(conn: sqlite3.Connection, job: Job, model: InstalledModel, runtime: Runtime,

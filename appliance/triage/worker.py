@@ -147,7 +147,7 @@ class Worker:
             inferred_at = time.time()
             objects = self._report(job, active, result, paths)
         except ApplianceError as exc:  # InferenceError, DecodeError, PackageError: said as the reason
-            self._end(job, jobs.FAILED, str(exc))
+            self._end(job, jobs.FAILED, str(exc), active)
             return
         timings = {
             "queue_wait_s": round(claimed_at - job.created_at, 4),
@@ -156,7 +156,7 @@ class Worker:
             "output_s": round(time.time() - inferred_at, 4),
         }
         record.triaged(self.db.conn, job, self.name, record.Ran(active, runtime, result), timings, objects,
-                       self.settings.dicom.destinations, time.time())
+                       self.settings.dicom.destinations, time.time(), self.settings.drift, prepared[3])
         self.on_recorded()
         LOG.info("series triaged: flag=%s score=%.3f model=%s (%s)", result.flag, result.score,
                  active.label, json.dumps(timings))
@@ -226,9 +226,9 @@ class Worker:
             result, error = None, str(exc)
         record.shadow(self.db.conn, job, model, runtime, result, error, active, time.time())
 
-    def _end(self, job: Job, series_state: str, reason: str) -> None:
+    def _end(self, job: Job, series_state: str, reason: str, model: InstalledModel | None = None) -> None:
         try:
-            record.ended(self.db.conn, job, self.name, series_state, reason, time.time())
+            record.ended(self.db.conn, job, self.name, series_state, reason, time.time(), self.settings.drift, model)
         except LeaseLost:
             return  # the lease went to another worker: it records the outcome
         LOG.info("series %s: %s", series_state, reason)

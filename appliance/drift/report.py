@@ -1,0 +1,74 @@
+"""The anonymised daily drift report (the object the central hub receives).
+
+Per model version and day: counts and binned histograms only, every cell below ``k``
+suppressed (null), optionally two-sided geometric noise of a given epsilon added to every
+count first. The result is checked against :mod:`appliance.drift.schema` before it is
+returned, so nothing outside the closed envelope can leave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import uuid
+from typing import Any, Sequence
+
+import numpy as np
+
+from appliance import __version__
+from appliance.config import DriftSettings
+from appliance.drift import store
+from appliance.drift.aggregate import Aggregate
+from appliance.drift.features import feature_edges
+from appliance.drift.schema import SCHEMA, check_report
+from appliance.drift.service import day_aggregate
+
+
+def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int, epsilon: float,
+              rng: np.random.Generator, report_id: str, appliance_version: str = __version__) -> dict[str, Any]:
+    """Build and check the report from day aggregates (pure but for ``rng``).
+
+    Parameters
+    ----------
+    models : sequence of (model_id, model_version, Aggregate)
+        The day's counts per model version.
+    k : int
+        Smallest count shown; smaller cells become null.
+    epsilon : float
+        Noise level; 0 means no noise.
+    """
+
+    def cell(count: int) -> int | None:
+        value = int(count)
+        if epsilon > 0:
+            p = 1.0 - np.exp(-epsilon)
+            value += int(rng.geometric(p)) - int(rng.geometric(p))
+        return value if value >= k else None
+
+    entries = []
+    for model_id, version, agg in models:
+        edges = feature_edges(agg.kind) if agg.kind else {}
+        features: dict[str, Any] = {}
+        for name, counts in sorted(agg.histograms.items()):
+            features[name] = {"kind": "histogram", "edges": [float(e) for e in edges[name]],
+                              "counts": [cell(c) for c in counts]}
+        for name, counts in sorted(agg.categories.items()):
+            features[name] = {"kind": "categorical", "counts": {label: cell(c) for label, c in sorted(counts.items())}}
+        entries.append({"model_id": model_id, "model_version": version, "series": cell(agg.series),
+                        "flagged": cell(agg.flagged),
+                        "not_analysed": {code: cell(c) for code, c in sorted(agg.not_analysed.items())},
+                        "features": features})
+    report = {"schema": SCHEMA, "report_id": report_id, "day": day.isoformat(),
+              "appliance_version": appliance_version, "k": k,
+              "noise_epsilon": float(epsilon) if epsilon > 0 else None, "models": entries}
+    check_report(report)
+    return report
+
+
+def daily_report(conn: sqlite3.Connection, settings: DriftSettings, day: dt.date,
+                 rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """The report of one day from the drift tables."""
+    models = [(m, v, day_aggregate(conn, m, v, day)) for m, v, _ in store.model_versions(conn)]
+    models = [(m, v, a) for m, v, a in models if a.series or a.not_analysed]
+    return anonymise(day, models, settings.k, settings.noise_epsilon,
+                     rng if rng is not None else np.random.default_rng(), uuid.uuid4().hex)
