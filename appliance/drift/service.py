@@ -20,7 +20,7 @@ from appliance.audit.chain import append_in
 from appliance.config import DriftSettings
 from appliance.drift import store
 from appliance.drift.aggregate import TRIAGED, Aggregate, aggregate, reason_code
-from appliance.drift.monitor import MonitorState, evaluate, step
+from appliance.drift.monitor import evaluate, step
 
 LOG = logging.getLogger(__name__)
 
