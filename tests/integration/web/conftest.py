@@ -36,6 +36,7 @@ SCREENSHOTS = REPO / "var" / "screenshots"
 class Box:
     settings: Settings
     url: str
+    app: object = None
     studies: dict[str, str] = field(default_factory=dict)  # what -> study UID
     series: dict[str, str] = field(default_factory=dict)
 
@@ -79,8 +80,8 @@ def queue_and_work(index: IngestIndex, worker: Worker | None) -> None:
         pass
 
 
-def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.web.port,
+def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:
+    server = uvicorn.Server(uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=settings.web.port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -134,7 +135,8 @@ def box(tmp_path_factory, quick_packages):
                                               accession="A104", now=now - 60)
     for name, role in (("rad", "radiologist"), ("bio", "biomed"), ("boss", "admin")):
         accounts.add_user(db.conn, name, role, PASSWORD, "test")
-    server, thread, out.url = start_server(settings)
+    out.app = create_app(settings)
+    server, thread, out.url = start_server(settings, out.app)
     yield out
     server.should_exit = True
     thread.join(timeout=30)
@@ -170,3 +172,18 @@ def sign_in(page, box: Box, name: str) -> None:
 def screenshot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
+
+
+def session_client(box: Box, name: str):
+    """An httpx client signed in as ``name`` through the real form; returns (client, csrf)."""
+    import re
+
+    import httpx
+
+    client = httpx.Client(base_url=box.url, timeout=60, headers={"Origin": box.url})
+    form = client.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    answer = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": token})
+    assert answer.status_code == 303, answer.text
+    page = client.get({"boss": "/admin/users", "rad": "/worklist"}.get(name, "/admin")).text
+    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)
