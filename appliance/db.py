@@ -259,6 +259,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX web_studies_order ON web_studies (flag_rank DESC, priority DESC, received_at DESC);
     CREATE INDEX web_studies_received ON web_studies (received_at);
+    CREATE INDEX web_studies_state ON web_studies (state, flag_rank DESC, priority DESC, received_at DESC);
     CREATE INDEX web_studies_updated ON web_studies (updated_at);
     CREATE INDEX jobs_series ON jobs (series_instance_uid);
     CREATE INDEX series_study ON series (study_instance_uid);

@@ -91,20 +91,17 @@ def principal_of(request: Request) -> Principal | None:
     return Principal(session.user_name, session.role, "session", session.csrf_token, session.token_sha256)
 
 
-def own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"
-
-
 def same_origin(request: Request) -> bool:
-    """``Origin`` (or, failing that, ``Referer``) names this server."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        referer = request.headers.get("referer")
-        if not referer:
-            return False
-        parts = urlsplit(referer)
-        origin = f"{parts.scheme}://{parts.netloc}"
-    return hmac.compare_digest(origin.rstrip("/"), own_origin(request))
+    """``Origin`` (or, failing that, ``Referer``) names this server's host and port.
+
+    The scheme is not compared: behind a reverse proxy that terminates TLS the browser's
+    origin is https while this server sees http; the ``Host`` it passes through is the same.
+    """
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return False
+    host = request.headers.get("host", "")
+    return bool(host) and hmac.compare_digest(urlsplit(origin).netloc.lower(), host.lower())
 
 
 async def csrf_token_sent(request: Request) -> str:
