@@ -61,19 +61,17 @@ def sign_in(conn: sqlite3.Connection, settings: WebSettings, name: str, password
             audit_log.append_in(conn, "web-login-throttled", {"user": name, "address": address})
         raise LoginRefused(f"too many failed sign-ins; try again in {settings.login_lockout_minutes:g} minutes")
     user = accounts.authenticate(conn, name, password)
+    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with transaction(conn):
         conn.execute("INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,?,?)",
                      (name, address, int(user is not None), now))
         if user is None:
             audit_log.append_in(conn, "web-login-failed", {"user": name, "address": address})
-            raise_after = True
         else:
-            token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
             conn.execute("INSERT INTO web_sessions (token_sha256, user_id, csrf_token, address, created_at, "
                          "last_seen_at) VALUES (?,?,?,?,?,?)", (_sha(token), user.id, csrf, address, now, now))
             audit_log.append_in(conn, "web-login", {"user": name, "role": user.role, "address": address})
-            raise_after = False
-    if raise_after:
+    if user is None:  # raised after the commit, so the failed attempt is counted
         raise LoginRefused("user name or password is wrong, or the user is disabled")
     return token, Session(_sha(token), user.name, user.role, csrf, now)
 

@@ -17,6 +17,7 @@ eligible; the reason says why).
 from __future__ import annotations
 
 import sqlite3
+import json
 import re
 import threading
 from dataclasses import dataclass
@@ -115,8 +116,6 @@ def summarize(rows: list[SeriesRow], findings: dict[str, str]) -> Summary:
 
 
 def _findings(conn: sqlite3.Connection) -> dict[str, str]:
-    import json
-
     return {f"{model_id} {version}": json.loads(manifest).get("finding", "finding")
             for model_id, version, manifest in conn.execute("SELECT id, version, manifest FROM models")}
 

@@ -22,7 +22,7 @@ from appliance.audit.export import export
 from appliance.db import transaction
 from appliance.models.registry import ModelRegistry
 from appliance.send.outbox import destination_key
-from appliance.web import accounts, feedback, sessions
+from appliance.web import accounts, feedback, model_stats, sessions
 from appliance.web.routes.common import db, render, router
 from appliance.web.routes.health import readiness
 from appliance.web.routes.worklist import day_start
@@ -101,8 +101,13 @@ def health_page(request: Request):
 
 @operations.get("/admin/models")
 def models_page(request: Request):
-    ppv = feedback.local_ppv(db(request))
-    return render(request, "admin_models.html", section="models", models=registry(request).list(), ppv=ppv,
+    conn = db(request)
+    ppv = feedback.local_ppv(conn)
+    models = registry(request).list()
+    budgets = [model_stats.alert_budget(conn, m.id, m.manifest.operating_point.threshold, request.app.state.clock())
+               for m in models if m.state == "active"]
+    return render(request, "admin_models.html", section="models", models=models, ppv=ppv, budgets=budgets,
+                  agreement=model_stats.shadow_agreement(conn),
                   max_upload_mb=request.app.state.settings.web.max_upload_mb,
                   trusted_keys=request.app.state.settings.models.trusted_keys)
 

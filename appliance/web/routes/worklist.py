@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import Form, HTTPException, Query, Request
@@ -95,9 +97,6 @@ def study_page(request: Request, study_uid: str):
 
 def _model_cards(conn) -> dict[str, dict]:
     """Per model label: finding, operating point, input and the card text from its package."""
-    import json
-    from pathlib import Path
-
     cards = {}
     for model_id, version, manifest, path in conn.execute("SELECT id, version, manifest, path FROM models"):
         data = json.loads(manifest)

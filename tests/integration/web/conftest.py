@@ -127,6 +127,7 @@ def box(tmp_path_factory, quick_packages):
     queue_and_work(index, worker)
     flags_none = registry.install(rebuilt(quick_packages["head-ct"], key, root, "1.1.0", threshold=1.0), "test")
     registry.activate(flags_none.id, flags_none.version, "test")
+    registry.shadow(flags_all.id, flags_all.version, "test")  # flags what the active one does not
     worker = Worker(settings, db)
     out.studies["not-flagged"], _ = ingest_series(index, spool, 10, name=IMG_NAME, patient_id="P-IMG",
                                                   accession="A103", now=now - 300)
@@ -171,6 +172,7 @@ def sign_in(page, box: Box, name: str) -> None:
 
 def screenshot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
 

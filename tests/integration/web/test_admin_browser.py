@@ -26,6 +26,10 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     assert page.locator("h1").inner_text() == "Health"
     screenshot(page, "admin-health")
     page.goto(f"{box.url}/admin/models")
+    shadow = page.locator("section", has_text="Shadow versus active").inner_text()
+    assert "head-ct-ich-demo 1.0.0 saw 1 series" in shadow and "flag agreement 0.0 %" in shadow
+    assert page.locator("svg.scatter circle").count() == 1
+    assert "1.0 (current)" in page.locator("section", has_text="Alert budget").inner_text()
     page.set_input_files("#package", str(package))
     page.click("#upload button[type=submit]")
     page.wait_for_selector("#upload-result.ok", timeout=SLOW)
