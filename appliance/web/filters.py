@@ -14,6 +14,14 @@ def when(seconds: float | None) -> str:
     return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def short_when(seconds: float | None, now: float) -> str:
+    """``HH:MM`` for today, ``YYYY-MM-DD HH:MM`` for other days (local time)."""
+    if seconds is None:
+        return "—"
+    moment, today = dt.datetime.fromtimestamp(seconds), dt.datetime.fromtimestamp(now)
+    return moment.strftime("%H:%M" if moment.date() == today.date() else "%Y-%m-%d %H:%M")
+
+
 def duration(seconds: float | None) -> str:
     """``45 s``, ``3 min 20 s``, ``2 h 05 min``, ``3 d 4 h``."""
     if seconds is None:
@@ -33,4 +41,4 @@ def score(value: float | None) -> str:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, duration=duration, score=score)
+    env.filters.update(when=when, short_when=short_when, duration=duration, score=score)
