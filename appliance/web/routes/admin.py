@@ -156,6 +156,23 @@ def dicom_page(request: Request):
                   dead=dead)
 
 
+@operations.post("/admin/dicom/echo")
+async def echo_destination(request: Request, destination: str = Form(..., max_length=200)):
+    from appliance.send.echo import echo
+
+    settings = request.app.state.settings
+    target = next((d for d in settings.dicom.destinations if destination_key(d) == destination), None)
+    if target is None:
+        raise HTTPException(404, f"destination: {destination!r} is not configured")
+    result = await run_in_threadpool(echo, settings.dicom.ae_title, target, settings.sender)
+    conn = db(request)
+    with transaction(conn):
+        audit_log.append_in(conn, "dicom-echo", {"destination": destination, "ok": result.ok,
+                                                 "result": result.message, "actor": request.state.principal.actor})
+    words = f"{destination}: {result.message}"
+    return RedirectResponse("/admin/dicom?" + urlencode({"ok" if result.ok else "failed": words}), status_code=303)
+
+
 @operations.get("/admin/audit")
 def audit_page(request: Request, kind: str = "", study: str = "", since: str = "", until: str = "",
                verify: int = 0, page: int = Query(1, ge=1)):

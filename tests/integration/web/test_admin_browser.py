@@ -68,6 +68,10 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     screenshot(page, "admin-audit")
     page.goto(f"{box.url}/admin/dicom")
     assert "PACS@127.0.0.1:9" in page.content()
+    page.get_by_role("button", name="C-ECHO").click()  # nothing listens on port 9: said in words
+    page.wait_for_url("**/admin/dicom?failed=*", timeout=SLOW)
+    assert "no association" in page.locator(".message.error").inner_text()
+    assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'dicom-echo'").fetchone()[0] == 1
     screenshot(page, "admin-dicom")
 
 
