@@ -7,7 +7,6 @@ Every change goes through the functions the CLI uses (``ModelRegistry``, ``accou
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 from urllib.parse import urlencode
