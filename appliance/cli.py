@@ -56,15 +56,20 @@ def _listener(settings: Settings):
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    """The listener here; the worker and the sender in a child process with a memory limit."""
+    """The listener and the web server here; the worker and the sender in a child process
+    with a memory limit."""
     from appliance.triage.process import WorkerProcess
+    from appliance.web.server import start_in_thread
 
     listener = _listener(settings)
     worker = WorkerProcess(settings.worker.memory_limit_mb)
     listener.start()
     worker.start()
+    web, web_thread = start_in_thread(settings)
     _until_signalled(threading.Event())
+    web.should_exit = True
     worker.stop(timeout=30)
+    web_thread.join(timeout=15)
     listener.stop()
     return 0
 
@@ -314,10 +319,56 @@ def _add_drift_commands(sub) -> None:
     plot.set_defaults(func=cmd_drift_plot)
 
 
+# Web: server, users, tokens -------------------------------------------------------------
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    """The web pages, API, health and metrics alone (for systemd)."""
+    from appliance.web.server import build_server
+
+    build_server(settings).run()
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.db import open_database
+    from appliance.web.accounts import add_user
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    user = add_user(open_database(settings.db_path).conn, args.name, args.role, password, _actor())
+    print(f"added {user.role} {user.name}")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.db import open_database
+    from appliance.web.accounts import create_token
+
+    name = args.name or f"{args.role}-token"
+    token = create_token(open_database(settings.db_path).conn, args.role, name, _actor())
+    print(f"token {name!r} for role {args.role}; it is shown once, only its hash is kept:")
+    print(token)
+    return 0
+
+
+def _add_web_commands(sub) -> None:
+    from appliance.web.accounts import ROLES
+
+    sub.add_parser("web", help="run the web pages, API, /healthz, /readyz and /metrics").set_defaults(func=cmd_web)
+    users = sub.add_parser("users", help="web users").add_subparsers(dest="action", required=True)
+    add = users.add_parser("add", help="add a user; the password is read from stdin (one line)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=ROLES)
+    add.set_defaults(func=cmd_users_add)
+    tokens = sub.add_parser("tokens", help="API bearer tokens").add_subparsers(dest="action", required=True)
+    create = tokens.add_parser("create", help="create a token; it is printed once, on the last line")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", help="what the token is for (default: ROLE-token)")
+    create.set_defaults(func=cmd_tokens_create)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="the listener, and the worker with the sender in a child process").set_defaults(func=cmd_serve)
+    sub.add_parser("serve", help="the listener and the web server, and the worker with the sender in a child process").set_defaults(func=cmd_serve)
     sub.add_parser("listener", help="run the DICOM listener").set_defaults(func=cmd_listener)
     sub.add_parser("worker", help="run the inference worker and the result sender").set_defaults(func=cmd_worker)
     status = sub.add_parser("status", help="counts and series states")
@@ -362,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cmd.set_defaults(func=cmd_audit_export)
     _add_sync_parser(sub)
     _add_drift_commands(sub)
+    _add_web_commands(sub)
     return parser
 
 

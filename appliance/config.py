@@ -159,11 +159,42 @@ class DicomSettings(_Section):
         return tuple(Destination.parse(v) if isinstance(v, str) else v for v in _as_list(value))
 
 
+class WebTlsSettings(_Section):
+    """HTTPS served by the appliance itself (off: plain HTTP, e.g. behind a reverse proxy)."""
+
+    certificate: Path | None = None
+    private_key: Path | None = None
+
+    @field_validator("certificate", "private_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "WebTlsSettings":
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together (both set, or both empty)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+
 class WebSettings(_Section):
-    """The HTTP server for pages, API and health."""
+    """The HTTP server for pages, API and health, and its sessions."""
 
     bind_address: str = "0.0.0.0"
     port: int = Field(8080, ge=1, le=65535)
+    session_idle_minutes: float = Field(30.0, gt=0)
+    session_absolute_hours: float = Field(12.0, gt=0)
+    max_upload_mb: int = Field(2048, ge=1)
+    login_failures_per_user: int = Field(5, ge=1)
+    login_failures_per_address: int = Field(20, ge=1)
+    login_lockout_minutes: float = Field(15.0, gt=0)
+    page_size: int = Field(50, ge=5, le=500)
+    poll_interval_s: float = Field(10.0, ge=1)
+    tls: WebTlsSettings = WebTlsSettings()
 
 
 class ModelSettings(_Section):

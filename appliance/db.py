@@ -232,6 +232,91 @@ MIGRATIONS: tuple[str, ...] = (
         cleared_seq INTEGER
     )
     """,
+    # 6: the web: users, sessions, API tokens, sign-in attempts, radiologist feedback, and
+    # the worklist's per-study summary (a cache of series rows plus header fields).
+    """
+    CREATE TABLE web_users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('radiologist', 'biomed', 'admin')),
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES web_users (id),
+        csrf_token TEXT NOT NULL,
+        address TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        last_seen_at REAL NOT NULL,
+        ended_at REAL,
+        end_reason TEXT
+    );
+    CREATE INDEX web_sessions_user ON web_sessions (user_id);
+    CREATE TABLE web_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('radiologist', 'biomed', 'admin')),
+        token_sha256 TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE web_login_attempts (
+        id INTEGER PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        address TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX web_login_attempts_user ON web_login_attempts (user_name, at);
+    CREATE INDEX web_login_attempts_address ON web_login_attempts (address, at);
+    CREATE TABLE web_feedback (
+        id INTEGER PRIMARY KEY,
+        study_instance_uid TEXT NOT NULL,
+        series_instance_uid TEXT NOT NULL,
+        inference_result_id INTEGER,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        flag INTEGER,
+        verdict TEXT NOT NULL CHECK (verdict IN ('agree', 'false-positive', 'missed-finding', 'image-problem')),
+        comment TEXT NOT NULL DEFAULT '',
+        user_name TEXT NOT NULL,
+        audit_seq INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX web_feedback_model ON web_feedback (model_id, model_version);
+    CREATE INDEX web_feedback_study ON web_feedback (study_instance_uid);
+    CREATE TABLE web_studies (
+        study_instance_uid TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        flag_rank INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        reason TEXT,
+        modalities TEXT NOT NULL,
+        models TEXT NOT NULL,
+        series_count INTEGER NOT NULL,
+        received_at REAL NOT NULL,
+        result_at REAL,
+        time_to_result_s REAL,
+        score REAL,
+        first_series_uid TEXT NOT NULL,
+        header_read INTEGER NOT NULL DEFAULT 0,
+        patient_name TEXT NOT NULL DEFAULT '',
+        patient_id TEXT NOT NULL DEFAULT '',
+        accession TEXT NOT NULL DEFAULT '',
+        study_description TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX web_studies_order ON web_studies (flag_rank DESC, priority DESC, received_at DESC);
+    CREATE INDEX web_studies_received ON web_studies (received_at);
+    CREATE INDEX web_studies_state ON web_studies (state, flag_rank DESC, priority DESC, received_at DESC);
+    CREATE INDEX web_studies_updated ON web_studies (updated_at);
+    CREATE INDEX jobs_series ON jobs (series_instance_uid);
+    CREATE INDEX series_study ON series (study_instance_uid);
+    CREATE INDEX series_updated ON series (updated_at)
+    """,
 )
 
 

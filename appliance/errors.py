@@ -16,6 +16,8 @@ ApplianceError
     ReportError            an anonymised drift report broke its schema (names the field path)
     SyncError              talking to the central hub failed or was refused (says why)
         ReleaseRefused     a release's TUF metadata or package failed verification (says why)
+    AccessError            a web user, session or token was refused (says why, never the secret)
+        LoginRefused       a sign-in failed or is throttled
 """
 
 
@@ -87,3 +89,11 @@ class SyncError(ApplianceError):
 class ReleaseRefused(SyncError):
     """A release was refused: expired, rolled-back, mixed-and-matched or unsigned metadata,
     a package whose hash, signature or golden test fails. The message gives the reason."""
+
+
+class AccessError(ApplianceError):
+    """A web user, session, token or request was refused; the message says why."""
+
+
+class LoginRefused(AccessError):
+    """A sign-in was refused: wrong name or password, disabled user, or throttled."""

@@ -22,11 +22,15 @@ def _members(package: Path) -> tuple[dict, dict[str, bytes]]:
     return manifest, members
 
 
-def rebuilt(package: Path, key: Path, out: Path, version: str, break_golden: bool = False) -> Path:
+def rebuilt(package: Path, key: Path, out: Path, version: str, break_golden: bool = False,
+            threshold: float | None = None) -> Path:
     """The same model re-signed as ``version``; with ``break_golden`` its expected
-    outputs no longer match what the model computes."""
+    outputs no longer match what the model computes; with ``threshold`` another
+    operating point (0.0 flags every series, 1.0 almost none)."""
     manifest, files = _members(package)
     manifest["version"] = version
+    if threshold is not None:
+        manifest["operating_point"]["threshold"] = threshold
     if break_golden:
         with np.load(io.BytesIO(files[manifest["golden"]])) as golden:
             arrays = {name: golden[name] for name in golden.files}

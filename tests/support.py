@@ -91,6 +91,9 @@ class ApplianceProcess:
             "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1",
             "APPLIANCE_DICOM_PEERS": "*@127.0.0.1",
             "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "16",
+            # `serve` also starts the web server: keep it off 8080 and off the network.
+            "APPLIANCE_WEB_PORT": str(free_port()),
+            "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1",
             **{f"APPLIANCE_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None

@@ -1,0 +1,1 @@
+"""The web pages, JSON API, health and metrics (FastAPI + Jinja2, server-rendered)."""

@@ -1,0 +1,141 @@
+"""The web application factory: pages, JSON API, health and metrics on one FastAPI app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from appliance.config import Settings
+from appliance.db import open_database
+from appliance.errors import ApplianceError
+from appliance.web import filters
+from appliance.web.security import NotSignedIn, Refused
+from appliance.web.uploads import UploadTooLarge
+
+HERE = Path(__file__).resolve().parent
+
+
+def _csp() -> str:
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def templates() -> Jinja2Templates:
+    """Jinja2 with autoescape on for every template; nothing from DICOM is marked safe."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    filters.install(env)
+    return Jinja2Templates(env=env)
+
+
+def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
+    """Build the app for these settings.
+
+    Parameters
+    ----------
+    settings : Settings
+        The appliance settings (data dir, ``[web]``, DICOM, models).
+    clock : callable, optional
+        Wall-clock seconds; tests pass their own to move sessions through their timeouts.
+    """
+    from appliance.web.routes import admin, api, auth, health, worklist
+
+    app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
+    local = threading.local()
+
+    def database():
+        """This thread's own connection (sqlite connections are not shared across threads)."""
+        if not hasattr(local, "db"):
+            local.db = open_database(settings.db_path)
+        return local.db
+
+    def connection():
+        return database().conn
+
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.database = database
+    app.state.connection = connection
+    app.state.templates = templates()
+    app.state.started_at = clock()
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response: Response = await call_next(request)
+        response.headers["Content-Security-Policy"] = _csp()
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        if settings.web.tls.enabled:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        return response
+
+    def wants_json(request: Request) -> bool:
+        return request.url.path.startswith(("/api/", "/metrics")) or \
+            "application/json" in request.headers.get("accept", "")
+
+    @app.exception_handler(NotSignedIn)
+    async def not_signed_in(request: Request, exc: NotSignedIn):
+        if wants_json(request):
+            return JSONResponse({"error": "sign in or send a bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused):
+        if wants_json(request):
+            return JSONResponse({"error": exc.why}, status_code=403)
+        return app.state.templates.TemplateResponse(
+            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403)
+
+    @app.exception_handler(ApplianceError)
+    async def appliance_error(request: Request, exc: ApplianceError):
+        status = 413 if isinstance(exc, UploadTooLarge) else 400
+        if wants_json(request):
+            return JSONResponse({"error": str(exc)}, status_code=status)
+        return app.state.templates.TemplateResponse(
+            request, "error.html", {"title": "Could not do that", "message": str(exc),
+                                    "principal": getattr(request.state, "principal", None)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        if wants_json(request):
+            return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return app.state.templates.TemplateResponse(
+            request, "error.html", {"title": f"{exc.status_code}", "message": str(exc.detail),
+                                    "principal": getattr(request.state, "principal", None)},
+            status_code=exc.status_code)
+
+    for module in (auth, health, worklist, api, admin):
+        for router in module.routers():
+            app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app
+
+
+def route_table(app: FastAPI) -> list[tuple[str, frozenset[str], str]]:
+    """Every API route of ``app.routes`` as ``(path, methods, access area)``, routers
+    included (FastAPI keeps an included router as one entry that lists its routes)."""
+    table = []
+    for route in app.routes:
+        contexts = route.effective_route_contexts() if hasattr(route, "effective_route_contexts") else [route]
+        for context in contexts:
+            original = getattr(context, "original_route", context)
+            methods = getattr(original, "methods", None)
+            if methods is None:
+                continue  # the static files mount
+            tags = getattr(original, "tags", None) or []
+            table.append((context.path, frozenset(methods), tags[0] if tags else ""))
+    return table

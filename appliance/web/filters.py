@@ -1,0 +1,44 @@
+"""Jinja2 filters that turn stored numbers into words people read (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import jinja2
+
+
+def when(seconds: float | None) -> str:
+    """A stored wall-clock time as local ``YYYY-MM-DD HH:MM:SS``."""
+    if seconds is None:
+        return "—"
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short_when(seconds: float | None, now: float) -> str:
+    """``HH:MM`` for today, ``YYYY-MM-DD HH:MM`` for other days (local time)."""
+    if seconds is None:
+        return "—"
+    moment, today = dt.datetime.fromtimestamp(seconds), dt.datetime.fromtimestamp(now)
+    return moment.strftime("%H:%M" if moment.date() == today.date() else "%Y-%m-%d %H:%M")
+
+
+def duration(seconds: float | None) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 05 min``, ``3 d 4 h``."""
+    if seconds is None:
+        return "—"
+    s = int(round(max(seconds, 0)))
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def score(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def install(env: jinja2.Environment) -> None:
+    env.filters.update(when=when, short_when=short_when, duration=duration, score=score)

@@ -1,0 +1,111 @@
+"""``/metrics``: the pipeline's tables as Prometheus metrics, read at scrape time.
+
+Counters and gauges are counted from the rows; the two histograms (inference latency and
+time to result) are kept incrementally, reading only the audit and result rows added
+since the previous scrape.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+RESULT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+
+
+class _Histogram:
+    """Cumulative buckets fed with new observations only."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.last_id = 0
+
+    def observe(self, value: float) -> None:
+        index = next((i for i, edge in enumerate(self.buckets) if value <= edge), len(self.buckets))
+        self.counts[index] += 1
+        self.total += value
+
+    def family(self, name: str, doc: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for edge, count in zip((*map(str, self.buckets), "+Inf"), self.counts):
+            running += count
+            cumulative.append((edge, running))
+        return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.total)
+
+
+class PipelineCollector:
+    """A prometheus-client collector over the appliance database."""
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection]):
+        self.connection = connection
+        self.lock = threading.Lock()
+        self.inference = _Histogram(LATENCY_BUCKETS)
+        self.to_result = _Histogram(RESULT_BUCKETS)
+
+    def _advance(self, conn: sqlite3.Connection) -> None:
+        for seq, payload in conn.execute("SELECT seq, payload FROM audit_log WHERE kind = 'inference' AND seq > ? "
+                                         "ORDER BY seq", (self.inference.last_id,)):
+            latency = json.loads(payload).get("latency") or {}
+            if "inference_s" in latency:
+                self.inference.observe(float(latency["inference_s"]))
+            self.inference.last_id = seq
+        for rid, seconds in conn.execute(
+                "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
+                "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.id > ? "
+                "ORDER BY r.id", (self.to_result.last_id,)):
+            self.to_result.observe(max(float(seconds), 0.0))
+            self.to_result.last_id = rid
+
+    def collect(self) -> Iterator:
+        conn = self.connection()
+        with self.lock:
+            self._advance(conn)
+            yield self.inference.family("appliance_inference_seconds", "Model inference time per series")
+            yield self.to_result.family("appliance_time_to_result_seconds",
+                                        "From the last instance received to the result recorded")
+        received = CounterMetricFamily("appliance_instances_received", "DICOM instances stored")
+        received.add_metric([], conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
+        yield received
+        series = GaugeMetricFamily("appliance_series", "Series by state", labels=["state"])
+        for state, n in conn.execute("SELECT state, COUNT(*) FROM series GROUP BY state"):
+            series.add_metric([state], n)
+        yield series
+        jobs = GaugeMetricFamily("appliance_jobs", "Jobs by state (queued is the queue depth)", labels=["state"])
+        for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            jobs.add_metric([state], n)
+        yield jobs
+        flags = CounterMetricFamily("appliance_flags", "Series flagged by the active model", labels=["model"])
+        for model_id, version, n in conn.execute(
+                "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = 'active' AND flag = 1 "
+                "GROUP BY model_id, model_version"):
+            flags.add_metric([f"{model_id} {version}"], n)
+        yield flags
+        failures = CounterMetricFamily("appliance_series_failed", "Series that ended failed")
+        failures.add_metric([], conn.execute("SELECT COUNT(*) FROM series WHERE state = 'failed'").fetchone()[0])
+        yield failures
+        outbox = GaugeMetricFamily("appliance_outbox", "Result objects per destination and state "
+                                   "(pending is the sender queue, dead the dead letters)",
+                                   labels=["destination", "state"])
+        for destination, state, n in conn.execute(
+                "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"):
+            outbox.add_metric([destination, state], n)
+        yield outbox
+
+
+def registry_for(connection: Callable[[], sqlite3.Connection]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PipelineCollector(connection))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

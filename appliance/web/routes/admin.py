@@ -1,0 +1,271 @@
+"""The biomed and admin pages: health, models, DICOM, audit; users, tokens and sessions.
+
+Every change goes through the functions the CLI uses (``ModelRegistry``, ``accounts``,
+``sessions``) and is audited by them; model changes need a confirmation page first.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from urllib.parse import urlencode
+
+from fastapi import Form, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse, Response
+
+from appliance.audit import chain as audit_log
+from appliance.audit.chain import verify_database
+from appliance.audit.export import export
+from appliance.db import transaction
+from appliance.models.registry import ModelRegistry
+from appliance.send.outbox import destination_key
+from appliance.web import accounts, feedback, model_stats, sessions
+from appliance.web.routes.common import db, render, router
+from appliance.web.routes.health import readiness
+from appliance.web.routes.worklist import day_start
+
+operations = router("operations")
+accounts_area = router("accounts")
+MODEL_ACTIONS = {
+    "shadow": "Run this version in shadow: it sees every routed series beside the active model; its results "
+              "are audited and compared, never shown to radiologists or sent to PACS.",
+    "activate": "Make this version the active model: golden-tested on every backend here first; the current "
+                "active version is retired. New results are shown and sent from this version on.",
+    "rollback": "Retire the active version and activate the newest earlier version again (golden-tested first).",
+}
+
+
+def routers():
+    return [operations, accounts_area]
+
+
+def registry(request: Request) -> ModelRegistry:
+    settings = request.app.state.settings
+    return ModelRegistry(request.app.state.database(), settings.models_dir, list(settings.models.trusted_keys),
+                         settings.models.pin_backend)
+
+
+def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    values = sorted(values)
+    pick = lambda q: values[min(int(q * len(values)), len(values) - 1)]  # noqa: E731
+    return pick(0.5), pick(0.95)
+
+
+def _memory() -> dict[str, int]:
+    info = {}
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                key, value = line.split(":", 1)
+                info[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return info
+
+
+@operations.get("/admin")
+def health_page(request: Request):
+    conn = db(request)
+    settings = request.app.state.settings
+    now = request.app.state.clock()
+    disk = shutil.disk_usage(settings.data_dir) if settings.data_dir.exists() else None
+    jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    oldest = conn.execute("SELECT series_instance_uid, state, MIN(first_received_at) FROM series "
+                          "WHERE state IN ('receiving', 'queued', 'running')").fetchone()
+    to_result = {}
+    for label, span in (("last hour", 3600), ("last day", 86400)):
+        values = [v for (v,) in conn.execute(
+            "SELECT r.created_at - s.last_received_at FROM inference_results r JOIN series s "
+            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.created_at > ?",
+            (now - span,))]
+        to_result[label] = (*_percentiles(values), len(values))
+    rates = {
+        "instances in the last hour": conn.execute("SELECT COUNT(*) FROM instances WHERE received_at > ?",
+                                                   (now - 3600,)).fetchone()[0],
+        "series analysed in the last hour": conn.execute(
+            "SELECT COUNT(*) FROM inference_results WHERE role = 'active' AND created_at > ?",
+            (now - 3600,)).fetchone()[0],
+    }
+    outbox = conn.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
+    memory = _memory()
+    return render(request, "admin_health.html", section="health", disk=disk,
+                  floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024, load=os.getloadavg(),
+                  cpus=os.cpu_count(), memory=memory, jobs=jobs, oldest=oldest if oldest and oldest[0] else None,
+                  to_result=to_result, rates=rates, outbox=outbox, checks=readiness(request), now=now)
+
+
+@operations.get("/admin/models")
+def models_page(request: Request):
+    conn = db(request)
+    ppv = feedback.local_ppv(conn)
+    models = registry(request).list()
+    budgets = [model_stats.alert_budget(conn, m.id, m.manifest.operating_point.threshold, request.app.state.clock())
+               for m in models if m.state == "active"]
+    return render(request, "admin_models.html", section="models", models=models, ppv=ppv, budgets=budgets,
+                  agreement=model_stats.shadow_agreement(conn),
+                  max_upload_mb=request.app.state.settings.web.max_upload_mb,
+                  trusted_keys=request.app.state.settings.models.trusted_keys)
+
+
+@operations.get("/admin/models/confirm")
+def confirm_model_action(request: Request, action: str, model_id: str, version: str = ""):
+    if action not in MODEL_ACTIONS:
+        raise HTTPException(400, f"action: {action!r} is not one of {', '.join(MODEL_ACTIONS)}")
+    models = [m for m in registry(request).list() if m.id == model_id]
+    if not models:
+        raise HTTPException(404, f"model_id: no model {model_id!r} is installed")
+    active = next((m for m in models if m.state == "active"), None)
+    return render(request, "admin_confirm.html", section="models", action=action, model_id=model_id,
+                  version=version, explanation=MODEL_ACTIONS[action], active=active)
+
+
+@operations.post("/admin/models/change")
+async def change_model(request: Request, action: str = Form(...), model_id: str = Form(...),
+                       version: str = Form(""), confirm: str = Form("")):
+    if confirm != "yes":
+        raise HTTPException(400, "confirm: the change was not confirmed")
+    if action not in MODEL_ACTIONS:
+        raise HTTPException(400, f"action: {action!r} is not one of {', '.join(MODEL_ACTIONS)}")
+    models = registry(request)
+    actor = request.state.principal.actor
+    if action == "rollback":
+        model = await run_in_threadpool(models.rollback, model_id, actor)
+    else:
+        model = await run_in_threadpool(getattr(models, action), model_id, version, actor)
+    query = urlencode({"done": f"{model.label} is {model.state} on {(model.selection or {}).get('chosen', '-')}"})
+    return RedirectResponse(f"/admin/models?{query}", status_code=303)
+
+
+@operations.get("/admin/dicom")
+def dicom_page(request: Request):
+    settings = request.app.state.settings
+    conn = db(request)
+    counts: dict[str, dict[str, int]] = {}
+    for destination, state, n in conn.execute("SELECT destination, state, COUNT(*) FROM outbox "
+                                              "GROUP BY destination, state"):
+        counts.setdefault(destination, {})[state] = n
+    dead = conn.execute("SELECT destination, sop_instance_uid, attempts, last_status, last_error, updated_at "
+                        "FROM outbox WHERE state = 'dead' ORDER BY updated_at DESC LIMIT 50").fetchall()
+    destinations = [(destination_key(d), counts.get(destination_key(d), {})) for d in settings.dicom.destinations]
+    return render(request, "admin_dicom.html", section="dicom", dicom=settings.dicom, destinations=destinations,
+                  dead=dead)
+
+
+@operations.post("/admin/dicom/echo")
+async def echo_destination(request: Request, destination: str = Form(..., max_length=200)):
+    from appliance.send.echo import echo
+
+    settings = request.app.state.settings
+    target = next((d for d in settings.dicom.destinations if destination_key(d) == destination), None)
+    if target is None:
+        raise HTTPException(404, f"destination: {destination!r} is not configured")
+    result = await run_in_threadpool(echo, settings.dicom.ae_title, target, settings.sender)
+    conn = db(request)
+    with transaction(conn):
+        audit_log.append_in(conn, "dicom-echo", {"destination": destination, "ok": result.ok,
+                                                 "result": result.message, "actor": request.state.principal.actor})
+    words = f"{destination}: {result.message}"
+    return RedirectResponse("/admin/dicom?" + urlencode({"ok" if result.ok else "failed": words}), status_code=303)
+
+
+@operations.get("/admin/audit")
+def audit_page(request: Request, kind: str = "", study: str = "", since: str = "", until: str = "",
+               verify: int = 0, page: int = Query(1, ge=1)):
+    conn = db(request)
+    where, params = _audit_filter(kind, study, since, until)
+    total = conn.execute(f"SELECT COUNT(*) FROM audit_log{where}", params).fetchone()[0]
+    rows = conn.execute(f"SELECT seq, at, kind, payload FROM audit_log{where} ORDER BY seq DESC LIMIT 100 OFFSET ?",
+                        [*params, (page - 1) * 100]).fetchall()
+    kinds = [k for (k,) in conn.execute("SELECT DISTINCT kind FROM audit_log ORDER BY kind")]
+    problems = verify_database(request.app.state.database()) if verify else None
+    query = {k: v for k, v in (("kind", kind), ("study", study), ("since", since), ("until", until)) if v}
+    return render(request, "admin_audit.html", section="audit", rows=rows, total=total, kinds=kinds, kind=kind,
+                  study=study, since=since, until=until, problems=problems, page=page,
+                  pages=max((total + 99) // 100, 1), query=query, export_query=urlencode(query),
+                  page_url=lambda n: "/admin/audit?" + urlencode({**query, "page": n}))
+
+
+def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, list]:
+    import datetime as dt
+
+    clauses, params = [], []
+    if kind:
+        clauses.append("kind = ?")
+        params.append(kind)
+    if study:
+        clauses.append("instr(payload, ?) > 0")
+        params.append(study.strip())
+    for text, op, field, shift in ((since, ">=", "since", 0), (until, "<", "until", 86400)):
+        if text:
+            moment = dt.datetime.fromtimestamp(day_start(text, field) + shift, dt.timezone.utc)
+            clauses.append(f"at {op} ?")
+            params.append(moment.isoformat(timespec="microseconds"))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@operations.get("/admin/audit/export")
+def audit_export(request: Request, format: str = "csv", kind: str = ""):
+    if format not in ("csv", "json"):
+        raise HTTPException(400, f"format: {format!r} is not csv or json")
+    conn = db(request)
+    with transaction(conn):
+        audit_log.append_in(conn, "web-audit-exported", {"format": format, "kind": kind or None,
+                                                          "actor": request.state.principal.actor})
+    out = io.StringIO()
+    export(request.app.state.database(), out, format, kind or None)
+    return Response(out.getvalue(), media_type="text/csv" if format == "csv" else "application/json",
+                    headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
+
+
+# Users, tokens, sessions (admin) ------------------------------------------------------
+@accounts_area.get("/admin/users")
+def users_page(request: Request, token: str = "", done: str = ""):
+    conn = db(request)
+    settings = request.app.state.settings
+    return render(request, "admin_users.html", section="users", users=accounts.list_users(conn),
+                  tokens=accounts.list_tokens(conn), roles=accounts.ROLES, new_token=token, done=done,
+                  live=sessions.live_sessions(conn, settings.web, request.app.state.clock()))
+
+
+@accounts_area.post("/admin/users")
+def add_user(request: Request, name: str = Form(..., max_length=64), role: str = Form(...),
+             password: str = Form(..., max_length=1024)):
+    accounts.add_user(db(request), name, role, password, request.state.principal.actor)
+    return RedirectResponse("/admin/users?" + urlencode({"done": f"user {name} added"}), status_code=303)
+
+
+@accounts_area.post("/admin/users/{name}/{action}")
+def change_user(request: Request, name: str, action: str, password: str = Form("", max_length=1024)):
+    actor = request.state.principal.actor
+    if action in ("disable", "enable"):
+        if action == "disable" and name == request.state.principal.name:
+            raise HTTPException(400, "you cannot disable yourself")
+        accounts.set_disabled(db(request), name, action == "disable", actor)
+    elif action == "password":
+        accounts.reset_password(db(request), name, password, actor)
+    else:
+        raise HTTPException(404, "no such action")
+    return RedirectResponse("/admin/users?" + urlencode({"done": f"user {name}: {action} done"}), status_code=303)
+
+
+@accounts_area.post("/admin/tokens")
+def create_token(request: Request, role: str = Form(...), name: str = Form(..., max_length=64)):
+    token = accounts.create_token(db(request), role, name, request.state.principal.actor)
+    # Shown once, on the page this redirect-free response renders; never stored in clear.
+    return users_page(request, token=token, done=f"token {name} created; copy it now, it is not shown again")
+
+
+@accounts_area.post("/admin/tokens/{token_id}/revoke")
+def revoke_token(request: Request, token_id: int):
+    accounts.revoke_token(db(request), token_id, request.state.principal.actor)
+    return RedirectResponse("/admin/users?" + urlencode({"done": f"token {token_id} revoked"}), status_code=303)
+
+
+@accounts_area.post("/admin/sessions/end")
+def end_session(request: Request, session: str = Form(..., max_length=64)):
+    sessions.end(db(request), session, f"ended by {request.state.principal.actor}", request.app.state.clock())
+    return RedirectResponse("/admin/users?" + urlencode({"done": "session ended"}), status_code=303)

@@ -1,0 +1,25 @@
+"""Helpers shared by the page routers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from appliance.web.security import require
+
+
+def router(area: str, **kwargs: Any) -> APIRouter:
+    """A router whose every route needs ``area`` (``public`` ones need nothing)."""
+    dependencies = [] if area == "public" else [Depends(require(area))]
+    return APIRouter(tags=[area], dependencies=dependencies, **kwargs)
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any):
+    """A page with the signed-in principal and the navigation it may see."""
+    context.setdefault("principal", getattr(request.state, "principal", None))
+    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def db(request: Request):
+    return request.app.state.connection()

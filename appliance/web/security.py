@@ -1,0 +1,152 @@
+"""Who is asking, and may they: sessions and bearer tokens, roles, CSRF and Origin checks.
+
+Every route belongs to exactly one *access area*, declared as the tag of its router:
+
+- ``public``: sign-in page, ``/healthz``, ``/readyz``, static files (no check);
+- ``signed-in``: sign-out and the start page (any role);
+- ``clinical``: worklist, study pages, feedback, ``/api/studies`` (radiologist, admin);
+- ``operations``: models, DICOM, health, audit, ``/metrics``, ``/api/models`` and
+  ``/api/audit/verify`` (biomed, admin);
+- ``accounts``: users, tokens and sessions (admin).
+
+A state-changing request made with a session cookie must come from our own origin
+(``Origin``, else ``Referer``) and carry the session's CSRF token (form field ``csrf`` or
+header ``X-CSRF-Token``). Bearer-token requests carry no cookie and need neither.
+Every refusal is an audit event.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlsplit
+
+from fastapi import Request
+
+from appliance.audit import chain as audit_log
+from appliance.db import transaction
+from appliance.web import accounts, sessions
+
+AREAS: dict[str, frozenset[str]] = {
+    "public": frozenset(accounts.ROLES),
+    "signed-in": frozenset(accounts.ROLES),
+    "clinical": frozenset({"radiologist", "admin"}),
+    "operations": frozenset({"biomed", "admin"}),
+    "accounts": frozenset({"admin"}),
+}
+SESSION_COOKIE = "appliance_session"
+LOGIN_CSRF_COOKIE = "appliance_login_csrf"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The user or token behind a request."""
+
+    name: str
+    role: str
+    kind: str  # "session" or "token"
+    csrf_token: str = ""
+    session_sha256: str = ""
+
+    @property
+    def actor(self) -> str:
+        return f"web:{self.name}" if self.kind == "session" else f"token:{self.name}"
+
+    def may(self, area: str) -> bool:
+        return self.role in AREAS[area]
+
+
+class NotSignedIn(Exception):
+    """No valid session or token: pages redirect to sign-in, the API answers 401."""
+
+
+class Refused(Exception):
+    """Signed in but not allowed (403), or a request that failed the CSRF/Origin check."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def principal_of(request: Request) -> Principal | None:
+    """The session or bearer token of a request, or None (no body is read)."""
+    state = request.app.state
+    conn = state.connection()
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = accounts.token_holder(conn, header[7:].strip())
+        return Principal(token.name, token.role, "token") if token else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        return None
+    session = sessions.session_for(conn, state.settings.web, cookie, state.clock())
+    if session is None:
+        return None
+    return Principal(session.user_name, session.role, "session", session.csrf_token, session.token_sha256)
+
+
+def same_origin(request: Request) -> bool:
+    """``Origin`` (or, failing that, ``Referer``) names this server's host and port.
+
+    The scheme is not compared: behind a reverse proxy that terminates TLS the browser's
+    origin is https while this server sees http; the ``Host`` it passes through is the same.
+    """
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return False
+    host = request.headers.get("host", "")
+    return bool(host) and hmac.compare_digest(urlsplit(origin).netloc.lower(), host.lower())
+
+
+async def csrf_token_sent(request: Request) -> str:
+    """The CSRF token in the header or, for a form post, in the ``csrf`` field."""
+    header = request.headers.get("x-csrf-token")
+    if header:
+        return header
+    kind = request.headers.get("content-type", "")
+    if kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf")
+        return value if isinstance(value, str) else ""
+    return ""
+
+
+def audit_refusal(request: Request, principal: Principal | None, why: str) -> None:
+    conn = request.app.state.connection()
+    with transaction(conn):
+        audit_log.append_in(conn, "web-refused", {
+            "user": principal.name if principal else None, "role": principal.role if principal else None,
+            "method": request.method, "path": request.url.path, "address": client_address(request), "why": why})
+
+
+def require(area: str) -> Callable:
+    """A router dependency: a signed-in principal allowed in ``area``; CSRF and Origin on
+    state-changing session requests. Stores the principal on ``request.state.principal``."""
+    allowed = AREAS[area]
+
+    async def dependency(request: Request) -> Principal:
+        principal = principal_of(request)
+        if principal is None:
+            raise NotSignedIn()
+        if principal.role not in allowed:
+            audit_refusal(request, principal, f"role {principal.role} may not use {area}")
+            raise Refused(f"your role ({principal.role}) may not open this page")
+        if request.method in UNSAFE_METHODS and principal.kind == "session":
+            if not same_origin(request):
+                audit_refusal(request, principal, "cross-origin request")
+                raise Refused("the request did not come from this site")
+            sent = await csrf_token_sent(request)
+            if not sent or not hmac.compare_digest(sent, principal.csrf_token):
+                audit_refusal(request, principal, "missing or wrong CSRF token")
+                raise Refused("the form was stale or forged (CSRF token); reload the page and try again")
+        request.state.principal = principal
+        return principal
+
+    return dependency
+

@@ -1,0 +1,34 @@
+"""Run the web app with uvicorn: HTTP, or HTTPS when ``[web.tls]`` names a certificate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from appliance.config import Settings
+from appliance.web.app import create_app
+
+LOG = logging.getLogger(__name__)
+
+
+def build_server(settings: Settings) -> uvicorn.Server:
+    tls = settings.web.tls
+    config = uvicorn.Config(
+        create_app(settings), host=settings.web.bind_address, port=settings.web.port, log_level="warning",
+        access_log=False,  # request lines carry study UIDs; refusals are in the audit log instead
+        ssl_certfile=str(tls.certificate) if tls.enabled else None,
+        ssl_keyfile=str(tls.private_key) if tls.enabled else None,
+        proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
+    return uvicorn.Server(config)
+
+
+def start_in_thread(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]:
+    """The web server on a daemon thread (for ``appliance serve``); stop with ``should_exit``."""
+    server = build_server(settings)
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    scheme = "https" if settings.web.tls.enabled else "http"
+    LOG.info("web pages on %s://%s:%d", scheme, settings.web.bind_address, settings.web.port)
+    return server, thread

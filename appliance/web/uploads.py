@@ -1,0 +1,46 @@
+"""Request bodies streamed to disk under a size cap counted on the bytes actually read.
+
+The Content-Length header is only a hint: a chunked body, or one that lies about its
+length, is cut as soon as the bytes read pass the cap, and the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import Request
+
+from appliance.errors import AccessError
+
+
+class UploadTooLarge(AccessError):
+    """The body passed the size cap; nothing of it was kept."""
+
+
+async def receive_to_file(request: Request, folder: Path, cap_bytes: int) -> Path:
+    """Write the request body to a new file in ``folder``; remove it on any failure."""
+    folder.mkdir(parents=True, exist_ok=True)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap_bytes:
+        raise UploadTooLarge(f"the upload is larger than the limit of {cap_bytes // (1024 * 1024)} MiB")
+    path = folder / f"upload-{secrets.token_hex(8)}.part"
+    received = 0
+    try:
+        with open(path, "wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > cap_bytes:
+                    raise UploadTooLarge(f"the upload passed the limit of {cap_bytes // (1024 * 1024)} MiB "
+                                         "and was discarded")
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if received == 0:
+        path.unlink(missing_ok=True)
+        raise AccessError("the upload was empty")
+    return path

@@ -1,0 +1,124 @@
+"""The biomed and admin pages in Chromium: a model's whole life, audit, users and tokens."""
+
+from __future__ import annotations
+
+from appliance.config import load_settings
+from tests.inference_packages import rebuilt
+from tests.integration.web.conftest import screenshot, sign_in, start_server
+from tests.support import free_port
+
+SLOW = 300_000  # golden tests on every backend run inside these requests
+
+
+def _change(page, box, link_text: str) -> str:
+    page.get_by_role("link", name=link_text).first.click()
+    page.wait_for_load_state()
+    page.check("input[name=confirm]")
+    page.click("form.stack button[type=submit]", timeout=SLOW)
+    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    return page.locator(".message.ok").inner_text()
+
+
+def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quick_packages, tmp_path):
+    package = rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path, "1.2.0")
+    sign_in(page, box, "bio")
+    assert page.url.endswith("/admin")
+    assert page.locator("h1").inner_text() == "Health"
+    screenshot(page, "admin-health")
+    page.goto(f"{box.url}/admin/models")
+    shadow = page.locator("section", has_text="Shadow versus active").inner_text()
+    assert "head-ct-ich-demo 1.0.0 saw 1 series" in shadow and "flag agreement 0.0 %" in shadow
+    assert page.locator("svg.scatter circle").count() == 1
+    assert "1.0 (current)" in page.locator("section", has_text="Alert budget").inner_text()
+    page.set_input_files("#package", str(package))
+    page.click("#upload button[type=submit]")
+    page.wait_for_selector("#upload-result.ok", timeout=SLOW)
+    assert "Verified and installed head-ct-ich-demo 1.2.0" in page.locator("#upload-result").inner_text()
+    page.wait_for_selector("table.models td:text-is('1.2.0')", timeout=SLOW)  # after the reload
+    screenshot(page, "admin-models")
+
+    page.locator("table.models tr", has=page.locator("td:text-is('1.2.0')")).get_by_role("link", name="Shadow…").click()
+    page.wait_for_load_state()
+    assert "Confirm: shadow head-ct-ich-demo 1.2.0" in page.locator("h1").inner_text()
+    screenshot(page, "admin-confirm")
+    page.check("input[name=confirm]")
+    page.click("form.stack button[type=submit]", timeout=SLOW)
+    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    assert "head-ct-ich-demo 1.2.0 is shadow" in page.locator(".message.ok").inner_text()
+
+    page.goto(f"{box.url}/admin/models/confirm?action=activate&model_id=head-ct-ich-demo&version=1.2.0")
+    page.check("input[name=confirm]")
+    page.click("form.stack button[type=submit]", timeout=SLOW)
+    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    assert "head-ct-ich-demo 1.2.0 is active" in page.locator(".message.ok").inner_text()
+
+    assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back…")
+    kinds = [k for (k,) in box.db().conn.execute("SELECT kind FROM audit_log WHERE payload LIKE '%web:bio%'")]
+    assert kinds == ["model-installed", "model-shadow", "model-active", "model-rolled-back"]
+
+    page.goto(f"{box.url}/admin/audit")
+    page.get_by_role("link", name="Verify the chain").click()
+    page.wait_for_load_state()
+    assert "Chain intact" in page.locator("#verify-result").inner_text()
+    page.select_option("select[name=kind]", "model-rolled-back")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("table.audit tbody tr").count() == 1
+    page.goto(f"{box.url}/admin/audit")
+    screenshot(page, "admin-audit")
+    page.goto(f"{box.url}/admin/dicom")
+    assert "PACS@127.0.0.1:9" in page.content()
+    page.get_by_role("button", name="C-ECHO").click()  # nothing listens on port 9: said in words
+    page.wait_for_url("**/admin/dicom?failed=*", timeout=SLOW)
+    assert "no association" in page.locator(".message.error").inner_text()
+    assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'dicom-echo'").fetchone()[0] == 1
+    screenshot(page, "admin-dicom")
+
+
+def test_a_model_change_needs_its_confirmation(box, page):
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/models/confirm?action=rollback&model_id=head-ct-ich-demo")
+    page.evaluate("document.querySelector('input[name=confirm]').removeAttribute('required')")
+    page.click("form.stack button[type=submit]")
+    page.wait_for_load_state()
+    assert "not confirmed" in page.content()
+    assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'model-rolled-back'").fetchone()[0] <= 1
+
+
+def test_an_admin_adds_a_user_and_creates_and_revokes_a_token(box, page):
+    sign_in(page, box, "boss")
+    page.goto(f"{box.url}/admin/users")
+    form = page.locator("form[action='/admin/users']")
+    form.locator("input[name=name]").fill("dr.who")
+    form.locator("select[name=role]").select_option("radiologist")
+    form.locator("input[name=password]").fill("a long enough secret")
+    form.locator("button").click()
+    page.wait_for_load_state()
+    assert "user dr.who added" in page.locator(".message.ok").inner_text()
+    tokens = page.locator("form[action='/admin/tokens']")
+    tokens.locator("input[name=name]").fill("prometheus")
+    tokens.locator("select[name=role]").select_option("biomed")
+    tokens.locator("button").click()
+    page.wait_for_load_state()
+    secret = page.locator("#new-token").inner_text()
+    assert secret.startswith("tap_")
+    screenshot(page, "admin-users")
+    row = page.locator("tr", has_text="prometheus")
+    row.get_by_role("button", name="Revoke").click()
+    page.wait_for_load_state()
+    assert "revoked" in page.locator("tr", has_text="prometheus").inner_text()
+    assert secret not in page.content()
+
+
+def test_a_fresh_box_says_how_to_create_the_first_user(page, tmp_path):
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path / "data"),
+                                      "APPLIANCE_WEB_PORT": str(free_port())})
+    server, thread, url = start_server(settings)
+    try:
+        page.goto(f"{url}/worklist")
+        assert page.url.endswith("/login")
+        assert "appliance users add NAME --role admin" in page.locator(".notice").inner_text()
+        screenshot(page, "login-first-run")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -1,0 +1,107 @@
+"""The radiologist's pages in a real Chromium against the real server and database."""
+
+from __future__ import annotations
+
+import json
+
+from tests.integration.web.conftest import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
+
+
+def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_feedback(box, page):
+    sign_in(page, box, "rad")
+    assert page.url.endswith("/worklist")
+    first = page.locator("#worklist-table tbody tr").first
+    assert first.get_attribute("data-study") == box.studies["flagged"]
+    assert first.locator(".chip").inner_text().startswith("⚑ Flagged")
+    ledger = page.locator("#ledger .equation").inner_text()
+    assert "5 received = 1 flagged + 1 not flagged + 1 not analysed + 1 failed + 1 pending" in " ".join(ledger.split())
+    screenshot(page, "worklist")
+
+    first.locator("td.patient a").click()
+    page.wait_for_load_state()
+    image = page.locator("figure.keyslice img").first
+    image.wait_for()
+    width = page.evaluate("(img) => img.complete ? img.naturalWidth : 0", image.element_handle())
+    assert width >= 256  # the secondary capture, decoded and served as PNG
+    assert "Result as PACS received it" in page.content()
+    assert page.locator("table.sr").first.inner_text().count("\n") >= 3
+    screenshot(page, "study-flagged")
+    with page.context.expect_page() as opened:
+        image.click()
+    heat = opened.value
+    heat.wait_for_load_state()
+    assert heat.url.endswith(".png")
+    heat.close()
+
+    page.check("input[value=false-positive]")
+    page.fill("textarea[name=comment]", "bleed is a calcification <b>really</b>")
+    page.click("form.feedback button[type=submit]")
+    page.wait_for_load_state()
+    assert "Feedback recorded" in page.locator(".message.ok").inner_text()
+    row = page.locator("tr.feedback-row").last.inner_text()
+    assert "False positive" in row and "<b>really</b>" in row and "head-ct-ich-demo 1.0.0" in row
+
+    db = box.db()
+    stored = db.conn.execute("SELECT verdict, model_version, user_name, audit_seq FROM web_feedback").fetchall()
+    assert stored[-1][:3] == ("false-positive", "1.0.0", "rad")
+    kind, payload = db.conn.execute("SELECT kind, payload FROM audit_log WHERE seq = ?", (stored[-1][3],)).fetchone()
+    assert kind == "web-feedback" and json.loads(payload)["study_instance_uid"] == box.studies["flagged"]
+
+
+def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
+    sign_in(page, box, "rad")
+    rows = {r.get_attribute("data-study"): r for r in page.locator("#worklist-table tbody tr").all()}
+    skipped = rows[box.studies["not-analysed"]].locator(".chip").inner_text()
+    failed = rows[box.studies["failed"]].locator(".chip").inner_text()
+    clear = rows[box.studies["not-flagged"]].locator(".chip").inner_text()
+    pending = rows[box.studies["pending"]].locator(".chip").inner_text()
+    assert skipped.startswith("⊘ Not analysed") and "modality MR" in skipped
+    assert failed.startswith("✕ Failed") and "decode failed" in failed
+    assert clear == "✓ Not flagged"
+    assert pending.startswith("◐ Pending") and "receiving for" in pending
+    assert len({skipped.split(":")[0], failed.split(":")[0], clear, pending.split(":")[0]}) == 4
+    # Analysed rows name their model and version; the others do not pretend to.
+    assert "head-ct-ich-demo 1.1.0" in rows[box.studies["not-flagged"]].inner_text()
+    assert "head-ct-ich-demo" not in rows[box.studies["not-analysed"]].inner_text()
+
+    page.goto(f"{box.url}/worklist?state=not-analysed")
+    assert page.locator("#worklist-table tbody tr").count() == 1
+    page.reload()
+    assert page.locator("select[name=state]").input_value() == "not-analysed"
+    screenshot(page, "worklist-filtered-not-analysed")
+    page.goto(f"{box.url}/studies/{box.studies['failed']}")
+    assert "The analysis did not complete" in page.content()
+    screenshot(page, "study-failed")
+    page.goto(f"{box.url}/studies/{box.studies['not-analysed']}")
+    assert "not looked at by the AI" in page.content()
+    screenshot(page, "study-not-analysed")
+
+
+def test_hostile_patient_names_show_as_text(box, page):
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, box, "rad")
+    names = page.locator("td.patient a").all_inner_texts()
+    assert SCRIPT_NAME in names and IMG_NAME in names
+    assert page.title() != "pwned" and not dialogs
+    assert page.locator("#worklist-table img").count() == 0
+    assert page.locator("#worklist-table script").count() == 0
+    page.goto(f"{box.url}/studies/{box.studies['not-flagged']}")
+    assert page.locator("h1.patient-name").inner_text() == IMG_NAME
+    assert page.title() != "pwned" and page.locator("img[src=x]").count() == 0
+
+
+def test_the_worklist_picks_up_new_results_without_a_reload(box, page):
+    from appliance.db import open_database
+    from appliance.receive.index import IngestIndex
+    from tests.integration.web.conftest import ingest_series
+
+    sign_in(page, box, "rad")
+    before = page.locator("#live").get_attribute("data-updated")
+    db = open_database(box.settings.db_path)
+    study, _ = ingest_series(IngestIndex(db), box.settings.spool_dir, 2, name="New^Arrival", patient_id="P-NEW",
+                             accession="A200")
+    page.wait_for_function("(uid) => document.querySelector(`tr[data-study='${uid}']`) !== null", arg=study,
+                           timeout=60_000)
+    assert page.locator("#live").get_attribute("data-updated") != before
+    assert page.locator(f"tr[data-study='{study}'] .chip").inner_text().startswith("◐ Pending")

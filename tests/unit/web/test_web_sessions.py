@@ -1,0 +1,75 @@
+"""Sessions and sign-in throttling on a real SQLite file, with an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from appliance.config import WebSettings
+from appliance.db import open_database
+from appliance.errors import AccessError, LoginRefused
+from appliance.web import accounts, sessions
+
+PASSWORD = "twelve chars or more"
+
+
+@pytest.fixture
+def conn(tmp_path):
+    conn = open_database(tmp_path / "appliance.db").conn
+    accounts.add_user(conn, "rad", "radiologist", PASSWORD, "test")
+    return conn
+
+
+def test_a_session_ends_after_the_idle_timeout_and_after_the_absolute_one(conn):
+    settings = WebSettings(session_idle_minutes=30, session_absolute_hours=12)
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=1000.0)
+    assert sessions.session_for(conn, settings, token, now=1000.0 + 29 * 60) is not None
+    assert sessions.session_for(conn, settings, token, now=1000.0 + 29 * 60 + 31 * 60) is None  # idle
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    t = 0.0
+    while t < 12 * 3600 - 20 * 60:  # used every 20 minutes: never idle
+        t += 20 * 60
+        assert sessions.session_for(conn, settings, token, now=t) is not None
+    assert sessions.session_for(conn, settings, token, now=12 * 3600 + 1) is None  # absolute
+    ended = conn.execute("SELECT COUNT(*) FROM web_sessions WHERE end_reason = 'timed out'").fetchone()[0]
+    assert ended == 2
+
+
+def test_only_the_hash_of_a_session_id_is_stored_and_disabling_ends_it(conn):
+    settings = WebSettings()
+    token, session = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    assert conn.execute("SELECT COUNT(*) FROM web_sessions WHERE token_sha256 = ?", (token,)).fetchone()[0] == 0
+    accounts.set_disabled(conn, "rad", True, "test")
+    assert sessions.session_for(conn, settings, token, now=1.0) is None
+    with pytest.raises(LoginRefused):
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=2.0)
+
+
+def test_sign_in_is_throttled_per_user_and_per_address(conn):
+    settings = WebSettings(login_failures_per_user=3, login_failures_per_address=5, login_lockout_minutes=15)
+    for i in range(3):
+        with pytest.raises(LoginRefused, match="wrong"):
+            sessions.sign_in(conn, settings, "rad", "not the password", "10.0.0.1", now=float(i))
+    with pytest.raises(LoginRefused, match="too many"):  # even with the right password
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.2", now=10.0)
+    assert sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.2", now=16 * 60.0)[0]
+    for i in range(5):
+        with pytest.raises(LoginRefused):
+            sessions.sign_in(conn, settings, f"guess{i}", "x" * 12, "10.9.9.9", now=2000.0 + i)
+    with pytest.raises(LoginRefused, match="too many"):
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.9.9.9", now=2010.0)
+    kinds = [k for (k,) in conn.execute("SELECT kind FROM audit_log")]
+    assert kinds.count("web-login-failed") == 8 and kinds.count("web-login-throttled") == 2
+
+
+def test_users_and_tokens_are_checked(conn):
+    with pytest.raises(AccessError, match="already exists"):
+        accounts.add_user(conn, "rad", "radiologist", PASSWORD, "test")
+    with pytest.raises(AccessError, match="role 'chief'"):
+        accounts.add_user(conn, "chief", "chief", PASSWORD, "test")
+    with pytest.raises(AccessError, match="user name"):
+        accounts.add_user(conn, "<b>", "admin", PASSWORD, "test")
+    token = accounts.create_token(conn, "biomed", "scraper", "test")
+    holder = accounts.token_holder(conn, token)
+    assert holder is not None and holder.role == "biomed"
+    accounts.revoke_token(conn, holder.id, "test")
+    assert accounts.token_holder(conn, token) is None

@@ -1,0 +1,19 @@
+"""Every page escapes what it shows: autoescape on, nothing marked safe."""
+
+from __future__ import annotations
+
+import re
+
+from appliance.web.app import HERE, templates
+
+
+def test_autoescape_is_on_and_no_template_marks_text_safe():
+    env = templates().env
+    assert env.autoescape is True or env.autoescape("x.html")
+    rendered = env.from_string("{{ name }}").render(name='"><img src=x onerror=alert(1)>')
+    assert rendered == "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    for path in (HERE / "templates").glob("*.html"):
+        text = path.read_text()
+        assert not re.search(r"\|\s*safe\b|autoescape\s+false|Markup", text), path.name
+        assert not re.search(r"\son[a-z]+\s*=", text), f"{path.name}: inline event handler"
+        assert not re.search(r"<script>(?!</script>)", text), f"{path.name}: inline script"

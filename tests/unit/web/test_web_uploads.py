@@ -1,0 +1,45 @@
+"""The upload cap counts the bytes read from the body, not what the headers claim."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from starlette.requests import Request
+
+from appliance.web.uploads import UploadTooLarge, receive_to_file
+
+CHUNK = 64 * 1024
+
+
+def _request(chunks: int, headers: list[tuple[bytes, bytes]]) -> tuple[Request, list[int]]:
+    pulled = []
+
+    async def receive():
+        pulled.append(CHUNK)
+        return {"type": "http.request", "body": b"\0" * CHUNK, "more_body": len(pulled) < chunks}
+
+    scope = {"type": "http", "method": "POST", "path": "/api/models", "headers": headers, "query_string": b""}
+    return Request(scope, receive), pulled
+
+
+def test_a_body_past_the_cap_is_cut_there_and_removed(tmp_path):
+    cap = 10 * CHUNK
+    request, pulled = _request(100, [(b"content-length", b"1000")])  # the header lies
+    with pytest.raises(UploadTooLarge, match="limit"):
+        asyncio.run(receive_to_file(request, tmp_path, cap))
+    assert sum(pulled) == cap + CHUNK  # stopped at the first chunk past the cap
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_declared_length_past_the_cap_is_refused_before_reading(tmp_path):
+    request, pulled = _request(100, [(b"content-length", str(100 * CHUNK).encode())])
+    with pytest.raises(UploadTooLarge):
+        asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK))
+    assert pulled == []
+
+
+def test_a_body_within_the_cap_is_kept_whole(tmp_path):
+    request, _ = _request(3, [])
+    path = asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK))
+    assert path.stat().st_size == 3 * CHUNK
