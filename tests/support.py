@@ -16,6 +16,7 @@ from scripts.harness import (  # noqa: F401  (re-exported for the tests)
     REPO,
     ApplianceProcess,
     free_port,
+    stop_process,
     tcp_env,
     wait_for_port,
     wait_until,

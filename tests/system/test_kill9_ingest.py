@@ -12,7 +12,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 
-from tests.support import ApplianceProcess, ct_dataset
+from tests.support import READY_TIMEOUT_S, ApplianceProcess, ct_dataset
 
 
 def encoded_sha256(ds) -> str:
@@ -48,15 +48,19 @@ def test_kill9_mid_send_then_resend_gives_a_complete_study_without_duplicates(tm
     datasets = [ct_dataset(study, series, i, size=64) for i in range(500)]
     process = ApplianceProcess(tmp_path / "data").start()
     acknowledged: dict[str, str] = {}
-    killed = threading.Event()
+    killer = threading.Thread(target=process.kill9)
 
     def kill_at_200(count: int) -> None:
-        if count == 200 and not killed.is_set():
-            killed.set()
-            threading.Thread(target=process.kill9).start()
+        """SIGKILL from another thread at the 200th acknowledgement, while the stores go
+        on; at the 300th the sender waits for the kill to have happened, so the send is
+        cut short however slowly the killing thread gets scheduled."""
+        if count == 200:
+            killer.start()
+        elif count == 300:
+            killer.join(READY_TIMEOUT_S)
 
     send(process.port, datasets, acknowledged, kill_at_200)
-    assert killed.is_set() and 200 <= len(acknowledged) < 500
+    assert not killer.is_alive() and 200 <= len(acknowledged) <= 300
 
     # Every instance that got 0x0000 is on disk with its row and hash.
     with sqlite3.connect(process.data_dir / "appliance.db") as db:
