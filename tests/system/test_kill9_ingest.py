@@ -60,6 +60,7 @@ def test_kill9_mid_send_then_resend_gives_a_complete_study_without_duplicates(tm
             killer.join(READY_TIMEOUT_S)
 
     send(process.port, datasets, acknowledged, kill_at_200)
+    killer.join(READY_TIMEOUT_S)
     assert not killer.is_alive() and 200 <= len(acknowledged) <= 300
 
     # Every instance that got 0x0000 is on disk with its row and hash.
