@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -16,11 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.bench_ingest import machine, write_section  # noqa: E402
-from tests.orthanc import Orthanc  # noqa: E402
-from tests.support import ApplianceProcess, free_port  # noqa: E402
+from scripts.harness import ApplianceProcess, Orthanc, free_port, tcp_env  # noqa: E402
 from training.data.ct_synth import CTConfig, generate_ct_dataset  # noqa: E402
-
-NODELAY = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -70,7 +66,7 @@ def main() -> None:
                     study_dir, study_uid = head_ct_200(work / f"study{run}", seed=1000 + run)
                     slices.append(len(list(study_dir.glob("*.dcm"))))
                     subprocess.run(["storescu", "-aec", "TRIAGE", "+sd", "127.0.0.1", str(port), str(study_dir)],
-                                   env=NODELAY, check=True, capture_output=True)
+                                   env=tcp_env(), check=True, capture_output=True)
                     released = time.perf_counter()  # storescu exits after its A-RELEASE
                     while not sr_arrived(pacs, study_uid):
                         if time.perf_counter() - released > 120:

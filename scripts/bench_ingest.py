@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,33 +16,16 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-ANCHORS = [REPO.parent / "shared" / "anchors", Path("/work/shared/anchors")]
-NODELAY = {**os.environ, "TCP_NODELAY": "1"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from scripts.harness import REPO, SHARED_ANCHORS, free_port, stop_process, tcp_env, wait_for_port  # noqa: E402
 
 
 def anchor_script() -> Path:
-    for folder in ANCHORS:
-        if (folder / "make_ct_study.py").is_file():
-            return folder / "make_ct_study.py"
-    sys.exit("bench-ingest: ../shared/anchors/make_ct_study.py not found")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
+    script = SHARED_ANCHORS / "make_ct_study.py"
+    if not script.is_file():
+        sys.exit(f"bench-ingest: {script} not found (../shared/anchors next to the repository)")
+    return script
 
 
 def make_study(folder: Path, slices: int) -> Path:
@@ -55,7 +37,7 @@ def make_study(folder: Path, slices: int) -> Path:
 def send(port: int, ae_title: str, study: Path) -> float:
     started = time.perf_counter()
     subprocess.run(["storescu", "-aec", ae_title, "+sd", "127.0.0.1", str(port), str(study)],
-                   env=NODELAY, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   env=tcp_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -83,8 +65,7 @@ class Receiver(abc.ABC):
 
     def stop(self) -> None:
         if self.process:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+            stop_process(self.process)
 
 
 class DcmtkStorescp(Receiver):
@@ -92,7 +73,7 @@ class DcmtkStorescp(Receiver):
 
     def command(self):
         (self.work / "rx").mkdir()
-        return ["storescp", "-od", str(self.work / "rx"), str(self.port)], NODELAY
+        return ["storescp", "-od", str(self.work / "rx"), str(self.port)], tcp_env()
 
 
 class Orthanc(Receiver):
@@ -108,7 +89,7 @@ class Orthanc(Receiver):
         }
         path = self.work / "orthanc.json"
         path.write_text(json.dumps(config))
-        return ["Orthanc", str(path)], NODELAY
+        return ["Orthanc", str(path)], tcp_env()
 
 
 class PynetdicomStorescp(Receiver):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from tests.support import ApplianceProcess, tcp_env, write_ct_series
+from tests.support import ApplianceProcess, tcp_env, wait_until, write_ct_series
 
 
 def dataset_sha256(path: Path) -> str:
@@ -29,14 +28,12 @@ def indexed(data_dir: Path) -> dict[str, tuple[str, str]]:
             "SELECT sop_instance_uid, sha256, path FROM instances")}
 
 
-def wait_for_state(process: ApplianceProcess, state: str, timeout: float = 15) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_state(process: ApplianceProcess, state: str) -> dict:
+    def reached() -> dict | None:
         status = process.status()
-        if status["series"] and all(s["state"] == state for s in status["series"]):
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"series never reached {state!r}: {process.status()}")
+        return status if status["series"] and all(s["state"] == state for s in status["series"]) else None
+
+    return wait_until(reached, what=f"every series to be {state!r}", interval=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +60,7 @@ def test_storescu_sends_200_slices_and_every_one_is_stored_with_its_hash(ct_stud
             with open(stored, "rb") as f:
                 assert f.read(132) == b"\0" * 128 + b"DICM"
 
-        status = wait_for_state(process, "queued")  # released + 1 s grace, well before 5 s quiet
+        status = wait_for_state(process, "queued")  # released + 1 s grace, or 5 s quiet
         assert status["instances_received"] == 200
         [series] = status["series"]
         assert series["modality"] == "CT" and series["instances"] == 200
@@ -103,11 +100,12 @@ def test_a_resend_of_identical_bytes_adds_no_row_and_changed_bytes_are_recorded(
 
 
 def test_quiet_period_completes_a_series_whose_association_never_released(tmp_path, make_appliance):
-    process = make_appliance(dicom_quiet_period_s="1.0", dicom_release_grace_s="30")
+    # The release grace is an hour: only the quiet period can queue the series.
+    process = make_appliance(dicom_quiet_period_s="1.0", dicom_release_grace_s="3600")
     files = write_ct_series(tmp_path / "s", 4)
     subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(process.port), *map(str, files)],
                    env=tcp_env(), check=True, timeout=60)
-    status = wait_for_state(process, "queued", timeout=10)
+    status = wait_for_state(process, "queued")
     assert status["series"][0]["instances"] == 4
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from tests.support import free_port, tcp_env
+from tests.support import free_port, stop_process, tcp_env, wait_for_port
 
 TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
 #: Files dcmtk stores but the appliance refuses on purpose, each with the status it gets.
@@ -50,10 +49,9 @@ def dcmtk_storescp(tmp_path):
     out.mkdir()
     server = subprocess.Popen(["storescp", "+xa", "+B", "-od", str(out), str(port)], env=tcp_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
+    wait_for_port(port)
     yield port, out
-    server.terminate()
-    server.wait(timeout=10)
+    stop_process(server)
 
 
 def test_every_file_dcmtk_storescp_accepts_is_stored_with_the_received_hash(appliance, dcmtk_storescp):

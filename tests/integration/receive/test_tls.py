@@ -15,7 +15,7 @@ from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.support import ApplianceProcess, ct_dataset
+from tests.support import READY_TIMEOUT_S, ApplianceProcess, ct_dataset
 
 
 def _issue(subject: str, issuer_key, issuer_name, ca: bool, folder: Path, name: str, san=None):
@@ -77,7 +77,7 @@ def associate(port: int, context: ssl.SSLContext):
     ae = AE(ae_title="MODALITY")
     ae.add_requested_context(Verification)
     ae.add_requested_context(CTImageStorage)
-    ae.acse_timeout = ae.network_timeout = 5
+    ae.acse_timeout = ae.network_timeout = READY_TIMEOUT_S  # generous: a loaded machine is slow
     return ae.associate("127.0.0.1", port, ae_title="TRIAGE", tls_args=(context, "127.0.0.1"))
 
 

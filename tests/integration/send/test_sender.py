@@ -6,8 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from appliance.send.outbox import Outbox, OutboxItem, destination_key
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
 from tests.orthanc import Orthanc
-from tests.support import ct_dataset, echo, free_port, tcp_env
+from tests.support import READY_TIMEOUT_S, ct_dataset, echo, free_port, stop_process, tcp_env, wait_until
 
 # Fast policy for tests: retries after 0.1-0.4 s, the circuit opens after 3 failures.
 FAST = {"retry_initial_s": "0.1", "retry_max_s": "0.4", "retry_jitter": "0",
@@ -75,14 +74,6 @@ def enqueue(outbox: Outbox, path: Path, ds: Dataset, destinations, now: float | 
                           destinations, now=now)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 class Storescp:
     """dcmtk's storescp on ``port``, writing what it receives to ``folder``."""
 
@@ -92,15 +83,14 @@ class Storescp:
         self.process = subprocess.Popen(
             ["storescp", "-aet", "STORESCP", "-od", str(folder), *options, str(port)],
             env=tcp_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: echo(port, "STORESCP"), 10, "storescp to listen")
+        wait_until(lambda: echo(port, "STORESCP"), what="storescp to listen")
 
     def received(self) -> dict[str, pydicom.Dataset]:
         found = (pydicom.dcmread(p) for p in self.folder.iterdir() if p.is_file())
         return {ds.SOPInstanceUID: ds for ds in found}
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        stop_process(self.process)
 
 
 class StatusSCP:
@@ -146,7 +136,7 @@ class HangUp:
         if self.sock.fileno() != -1:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
             self.sock.close()
-        self.thread.join(5)
+        self.thread.join(READY_TIMEOUT_S)
 
 
 @pytest.fixture
@@ -176,7 +166,7 @@ def test_results_reach_orthanc_while_a_dead_destination_waits_then_catches_up(tm
 
     sender.start()
     stoppers.append(sender)
-    arrived = pacs.wait_for_instances(study, 2, timeout=20)
+    arrived = pacs.wait_for_instances(study, 2)
     assert {i["MainDicomTags"]["SOPInstanceUID"] for i in arrived} == {ds.SOPInstanceUID
                                                                        for _, ds in objects}
     assert pacs.instance_metadata(arrived[0]["ID"])["RemoteAET"] == "TRIAGE"
@@ -241,9 +231,9 @@ def test_a_peer_that_refuses_our_transfer_syntax_gets_the_fallback(tmp_path, sto
     rle_path, rle = secondary_capture(tmp_path / "results", study, RLELossless, seed=1)
     explicit_path, explicit = secondary_capture(tmp_path / "results", study, seed=2)
     for path, ds in ((rle_path, rle), (explicit_path, explicit)):
-        enqueue(sender.outbox, path, ds, config.dicom.destinations)
+        enqueue(sender.outbox, path, ds, config.dicom.destinations, now=1000)
 
-    [round_] = sender.send_due_once(time.time()).values()
+    [round_] = sender.send_due_once(1000).values()
     assert (round_.sent, round_.retried, round_.dead) == (2, 0, 0)
     got = receiver.received()
     assert {uid: ds.file_meta.TransferSyntaxUID for uid, ds in got.items()} == {

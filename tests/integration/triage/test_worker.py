@@ -19,7 +19,7 @@ from appliance.triage.worker import Worker
 from appliance.errors import LeaseLost
 from appliance.db import transaction
 from appliance.jobs import claim
-from tests.support import ApplianceProcess, tcp_env, write_mr_series
+from tests.support import ApplianceProcess, tcp_env, wait_until, write_mr_series
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 
@@ -47,13 +47,11 @@ def send(listener: ApplianceProcess, files: list[Path]) -> None:
 
 
 def queued_series(listener: ApplianceProcess, count: int) -> list[dict]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def queued() -> list[dict]:
         series = listener.status()["series"]
-        if len(series) >= count and all(s["state"] == "queued" for s in series):
-            return series
-        time.sleep(0.2)
-    raise AssertionError(listener.status())
+        return series if len(series) >= count and all(s["state"] == "queued" for s in series) else []
+
+    return wait_until(queued, what=f"{count} queued series", interval=0.2)
 
 
 def head_ct(folder: Path, seed: int) -> list[Path]:
