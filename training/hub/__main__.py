@@ -142,7 +142,9 @@ def admin(argv: list[str]) -> int:
                     target.hashes["sha256"], target.length, now))
         print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
     elif args.command == "revoke":
-        if not db.execute("DELETE FROM devices WHERE device_id = ?", (args.device_id,)):
+        from training.hub.service import revoke_device
+
+        if not revoke_device(db, args.device_id):
             print(f"error: no device {args.device_id}", file=sys.stderr)
             return 2
         print(f"revoked {args.device_id}; its reports stay, its requests are refused")

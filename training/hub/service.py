@@ -99,6 +99,12 @@ class Device:
     ring: str
 
 
+def revoke_device(db: HubDatabase, device_id: str) -> bool:
+    """Forget a device's pinned key (lost or stolen box): its later requests are refused,
+    its reports stay. False when there is no such device."""
+    return bool(db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)))
+
+
 def authenticate(db: HubDatabase, method: str, path: str, body: bytes, headers: dict[str, str],
                  now: float, window_s: float = CLOCK_WINDOW_S) -> Device:
     """Check a box's request signature; record its nonce so it can never be replayed."""
