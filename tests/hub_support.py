@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from appliance.config import Settings, load_settings
-from tests.support import free_port
+from tests.support import free_port, wait_until
 from training.hub.store import HubDatabase
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,14 +24,8 @@ SHIPPED = REPO / "firmware-config" / "models"
 DEMO_KEY = SHIPPED / "demo-signing.pub"
 
 
-def wait_for(condition, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+#: Hub tests wait longer than the harness default: a hub start publishes and signs.
+wait_for = partial(wait_until, timeout=90.0)
 
 
 class HubProcess:

@@ -11,8 +11,10 @@ at once. The listener, in the parent, never stops receiving.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ import time
 
 LOG = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 #: Seconds between restarts of a worker that keeps dying, doubling up to the maximum.
 RESTART_DELAY_S = (1.0, 60.0)
 
@@ -27,6 +30,13 @@ RESTART_DELAY_S = (1.0, 60.0)
 def limit_memory(limit_bytes: int) -> None:
     """Cap this process's data segment and private mappings (call in the child)."""
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+
+
+def _child_setup(limit_bytes: int) -> None:
+    """In the child, before exec: the memory cap, and SIGTERM when the parent dies (so a
+    killed ``serve`` never leaves an orphan worker holding jobs)."""
+    limit_memory(limit_bytes)
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class WorkerProcess:
@@ -58,7 +68,7 @@ class WorkerProcess:
         self._thread.start()
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen(self.command, preexec_fn=lambda: limit_memory(self.limit_bytes))
+        return subprocess.Popen(self.command, preexec_fn=lambda: _child_setup(self.limit_bytes))
 
     def _supervise(self) -> None:
         delay = RESTART_DELAY_S[0]

@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from appliance.triage.process import limit_memory
-from tests.support import ApplianceProcess, echo, tcp_env, write_mr_series
+from tests.support import ApplianceProcess, echo, tcp_env, wait_until, write_mr_series
 
 
 def children(pid: int) -> list[int]:
@@ -22,16 +21,6 @@ def children(pid: int) -> list[int]:
         except FileNotFoundError:  # the thread ended while we looked
             continue
     return found
-
-
-def wait_for(condition, timeout: float = 120.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def data_limit(pid: int) -> int:
@@ -46,7 +35,7 @@ def test_a_killed_worker_is_restarted_and_reception_never_stops(tmp_path):
     box.command = "serve"
     box.start()
     try:
-        first = wait_for(lambda: children(box.process.pid), what="the worker process")[0]
+        first = wait_until(lambda: children(box.process.pid), timeout=120, what="the worker process")[0]
         assert data_limit(first) == 1024 * 1024 * 1024
         os.kill(first, signal.SIGKILL)
         # The listener lives in the parent: it answers while the worker is gone.
@@ -54,13 +43,13 @@ def test_a_killed_worker_is_restarted_and_reception_never_stops(tmp_path):
         series, files = write_mr_series(tmp_path / "mr", 3)
         subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(box.port), *map(str, files)],
                        env=tcp_env(), check=True, timeout=120, capture_output=True)
-        second = wait_for(lambda: [p for p in children(box.process.pid) if p != first],
-                          what="a new worker process")[0]
+        second = wait_until(lambda: [p for p in children(box.process.pid) if p != first],
+                          timeout=120, what="a new worker process")[0]
         assert data_limit(second) == 1024 * 1024 * 1024
         # The new worker does the work: the MR series ends not-eligible, with the reason.
-        entry = wait_for(lambda: [s for s in box.status()["series"]
+        entry = wait_until(lambda: [s for s in box.status()["series"]
                                   if s["series_instance_uid"] == series and s["state"] == "not-eligible"],
-                         what="the series to be routed")[0]
+                         timeout=120, what="the series to be routed")[0]
         assert "no routing rule matched" in entry["reason"]
     finally:
         box.stop()
@@ -74,3 +63,19 @@ def test_the_memory_limit_turns_an_oversized_allocation_into_a_memory_error():
                                capture_output=True, timeout=120)
         assert child.returncode == expected, child.stderr
         assert (b"MemoryError" in child.stderr) == bool(expected)
+
+
+def test_a_killed_serve_leaves_no_orphan_worker(tmp_path):
+    box = ApplianceProcess(tmp_path / "data")
+    box.command = "serve"
+    box.start()
+    worker = wait_until(lambda: children(box.process.pid), timeout=120, what="the worker process")[0]
+    box.kill9()
+    wait_until(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), what="the orphaned worker to end")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
