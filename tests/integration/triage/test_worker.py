@@ -101,7 +101,12 @@ def test_an_undecodable_series_fails_with_the_reason(box, tmp_path):
     assert Worker(settings, db).run_once()
     [entry] = listener.status()["series"]
     assert entry["state"] == "failed" and "decode failed" in entry["reason"]
-    assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    # Not silence: the rule claimed the series, so PACS gets a "not analysed" notice, and only that.
+    [(path, sop)] = db.conn.execute("SELECT path, sop_instance_uid FROM outbox").fetchall()
+    notice = pydicom.dcmread(path)
+    assert notice.SeriesDescription.startswith("AI TRIAGE NOT ANALYSED") and notice.SOPInstanceUID == sop
+    assert entry["notice_sr_instance_uid"] == sop
+    assert db.conn.execute("SELECT reason_code FROM notices").fetchall() == [("NA-FAILED",)]
 
 
 def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
