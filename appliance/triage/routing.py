@@ -51,6 +51,9 @@ class RoutingRule(_Rule):
     #: The procedure the results report, as (code value, scheme designator, meaning),
     #: e.g. ("24725-4", "LN", "Head CT"); none: a generic one by modality.
     procedure_code: tuple[str, str, str] | None = None
+    #: Seconds this rule's series may take (from claim to result) before it fails as
+    #: "timed out"; none, or more than ``worker.series_timeout_s``: that setting.
+    series_timeout_s: float | None = Field(None, gt=0)
 
     @field_validator("procedure_code")
     @classmethod

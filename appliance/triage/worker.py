@@ -181,7 +181,7 @@ class Worker:
         prepared_at = time.time()
         runtime = self._runtime(active)
         result = pipeline.run(runtime, manifest, prepared, self.settings.worker.batch_size,
-                              self._deadline(claimed_at))
+                              self._deadline(claimed_at, rule.series_timeout_s))
         inferred_at = time.time()
         objects = self._report(job, rule, active, runtime, result, headers)
         timings = {
@@ -228,9 +228,12 @@ class Worker:
             self._runtimes[key] = model.load_chosen()
         return self._runtimes[key]
 
-    def _deadline(self, started: float) -> float:
-        """The series deadline on the monotonic clock, counted from when it was claimed."""
-        return time.monotonic() + self.settings.worker.series_timeout_s - (time.time() - started)
+    def _deadline(self, started: float, timeout_s: float | None = None) -> float:
+        """The series deadline on the monotonic clock, counted from when it was claimed
+        (the rule's own timeout if it has one, capped by the worker's)."""
+        limit = self.settings.worker.series_timeout_s
+        limit = min(limit, timeout_s) if timeout_s is not None else limit
+        return time.monotonic() + limit - (time.time() - started)
 
     def _uids(self, job: Job) -> report.ResultUids:
         return report.ResultUids.derive(self.settings.report.uid_root, self.install_id,
