@@ -39,8 +39,8 @@ SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
 OPERATING_POINT = hd.sr.CodedConcept("111071", "DCM", "CAD Operating Point")
 NOT_PERFORMED = hd.sr.CodedConcept("262008008", "SCT", "Not performed")
 PROCESSING_EQUIPMENT = hd.sr.CodedConcept("109102", "DCM", "Processing Equipment")
-#: What the SR's image references are: the key slice the score came from, and the capture.
-KEY_SLICE = hd.sr.CodedConcept("121112", "DCM", "Source of Measurement")
+#: How the SR references the heat-map capture (the key slice is the measurement group's
+#: source image, highdicom's "Source of Measurement").
 ILLUSTRATION = hd.sr.CodedConcept("121200", "DCM", "Illustration of ROI")
 
 _NO_UNITS = codes.UCUM.NoUnits
