@@ -148,6 +148,29 @@ def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, rea
     return current
 
 
+def abandoned_notice(conn: sqlite3.Connection, job: Job, notice: tuple[str, Path, Dataset],
+                     destinations: list[Destination], now: float) -> bool:
+    """The notice of a job :func:`appliance.jobs.claim` abandoned (its worker stopped on every
+    attempt): recorded and queued if the series still shows that failure; False if it moved on."""
+    code, path, ds = notice
+    with transaction(conn):
+        row = conn.execute("SELECT state, generation, reason FROM series WHERE series_instance_uid = ?",
+                           (job.series_instance_uid,)).fetchone()
+        if row is None or row[:2] != (jobs.FAILED, job.generation):
+            return False
+        seq = audit_log.append_in(conn, "series-failed-notice", {
+            "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": row[2],
+            "notice_reason_code": code, "notice_sr_instance_uid": str(ds.SOPInstanceUID)})
+        conn.execute(
+            "INSERT OR IGNORE INTO notices (job_id, series_instance_uid, study_instance_uid, generation, "
+            "reason_code, reason, sr_instance_uid, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (job.id, job.series_instance_uid, job.study_instance_uid, job.generation, code, row[2],
+             str(ds.SOPInstanceUID), seq, now))
+        enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
+                   destinations, now)
+    return True
+
+
 def shadow(conn: sqlite3.Connection, job: Job, model: InstalledModel, runtime: Runtime,
            result: SeriesResult | None, error: str | None, active: SeriesResult, now: float) -> None:
     """A shadow model's result on the same inputs: audited and compared, never sent or shown."""

@@ -114,9 +114,12 @@ class Worker:
     def run_once(self, now: float | None = None) -> bool:
         """Claim and process one job; False when there was none."""
         worker = self.settings.worker
+        abandoned: list[Job] = []
         with transaction(self.db.conn) as conn:
             job = jobs.claim(conn, self.name, worker.lease_s, worker.max_attempts,
-                             time.time() if now is None else now)
+                             time.time() if now is None else now, abandoned)
+        for lost in abandoned:
+            self._notify_abandoned(lost)
         if job is None:
             return False
         try:
@@ -296,6 +299,25 @@ class Worker:
         except InferenceError as exc:
             result, error = None, str(exc)
         record.shadow(self.db.conn, job, model, runtime, result, error, active, time.time())
+
+    def _notify_abandoned(self, job: Job) -> None:
+        """A job given up after its worker stopped on every attempt: the series failed, and a
+        series a rule claimed gets its "not analysed" notice like any other failure."""
+        try:
+            paths, facts = self._series(job)
+            rule, _ = self.routing.route(facts)
+        except Exception:
+            LOG.exception("job %d: abandoned, and its series cannot be routed for a notice", job.id)
+            return
+        if rule is None:
+            return
+        reason = self.db.conn.execute("SELECT reason FROM series WHERE series_instance_uid = ?",
+                                      (job.series_instance_uid,)).fetchone()[0]
+        notice = self._notice(job, _Claim(rule, self._model(rule.model, "active"), [], report.ANALYSIS_FAILED),
+                              reason)
+        if notice is not None and record.abandoned_notice(self.db.conn, job, notice,
+                                                          self.settings.dicom.destinations, time.time()):
+            self.on_recorded()
 
     def _end(self, job: Job, series_state: str, reason: str, claim: _Claim | None = None) -> None:
         notice = self._notice(job, claim, reason) if claim is not None else None
