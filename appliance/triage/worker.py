@@ -45,6 +45,7 @@ from appliance.triage.decode import check_transfer_syntax, decode_instance, read
 from appliance.triage.routing import RoutingRule, RoutingTable, SeriesFacts, load_routing
 
 LOG = logging.getLogger(__name__)
+OUT_OF_MEMORY = "out of memory: the series needs more than the worker's memory limit (worker.memory_limit_mb)"
 
 
 def dead_on_this_host(owner: str, me: str) -> bool:
@@ -128,8 +129,7 @@ class Worker:
             LOG.warning("job %d: lease expired before the result was recorded; another worker has it", job.id)
         except MemoryError:
             LOG.error("job %d: out of memory", job.id)
-            self._end(job, jobs.FAILED, "out of memory: the series needs more than the worker's memory "
-                                        "limit (worker.memory_limit_mb)")
+            self._end(job, jobs.FAILED, OUT_OF_MEMORY)
         except Exception as exc:  # whatever went wrong is said, never swallowed into a negative
             LOG.exception("job %d failed", job.id)
             self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500])
@@ -167,6 +167,9 @@ class Worker:
             self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_TIMED_OUT))
         except ApplianceError as exc:  # InferenceError, DecodeError, PackageError: said as the reason
             self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+        except MemoryError:  # the big arrays are gone with the frames that held them
+            LOG.error("job %d: out of memory", job.id)
+            self._end(job, jobs.FAILED, OUT_OF_MEMORY, _Claim(rule, active, headers, report.ANALYSIS_FAILED))
         except Exception as exc:  # a bug: said, and the series still gets its notice
             LOG.exception("job %d failed", job.id)
             self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500],
