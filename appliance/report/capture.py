@@ -129,7 +129,8 @@ def _summary(decision: TriageDecision) -> list[str]:
         comparison = "<"
     return [
         verdict,
-        f"Triage score {decision.score:.3f} {comparison} threshold {decision.threshold:.3f} (a score, not a probability)",
+        f"Triage score {decision.score:.3f} {comparison} threshold {decision.threshold:.3f} "
+        "(a score, not a probability)",
         f"{decision.model_id} {decision.model_version}",
     ]
 

@@ -188,10 +188,11 @@ class ResultUids:
 
         The series UIDs do not depend on the generation: a re-triaged series' new SR
         joins the earlier one's series in PACS, as its next version."""
-        series = (derive_uid(root, install, source_series_uid, part) for part in ("sr-series", "sc-series", "notice-series"))
-        instances = (derive_uid(root, install, source_series_uid, str(generation), part) for part in ("sr", "sc", "notice"))
-        (sr_series, sc_series, notice_series), (sr, sc, notice) = tuple(series), tuple(instances)
-        return cls(sr_series, sr, sc_series, sc, notice_series, notice)
+        series = [derive_uid(root, install, source_series_uid, part)
+                  for part in ("sr-series", "sc-series", "notice-series")]
+        instance = [derive_uid(root, install, source_series_uid, str(generation), part)
+                    for part in ("sr", "sc", "notice")]
+        return cls(series[0], instance[0], series[1], instance[1], series[2], instance[2])
 
     @classmethod
     def from_key(cls, key: str) -> ResultUids:
