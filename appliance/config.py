@@ -294,6 +294,19 @@ class DriftSettings(_Section):
         return self
 
 
+class ReportSettings(_Section):
+    """The result objects: the organisation root their UIDs are derived under."""
+
+    uid_root: str = "2.25"
+
+    @field_validator("uid_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*", value) or len(value) > 40:
+            raise ValueError("must be a UID root: digits and dots, no leading zeros, at most 40 characters")
+        return value
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -306,6 +319,7 @@ class Settings(_Section):
     sender: SenderSettings = SenderSettings()
     sync: SyncSettings = SyncSettings()
     drift: DriftSettings = DriftSettings()
+    report: ReportSettings = ReportSettings()
 
     @field_validator("log_level")
     @classmethod

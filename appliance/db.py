@@ -317,6 +317,25 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX series_study ON series (study_instance_uid);
     CREATE INDEX series_updated ON series (updated_at)
     """,
+    # 7: results PACS can trust: which result replaced which (supersession), the
+    # "not analysed" notices sent, and outbox rows whose dead letter raises an alert.
+    """
+    ALTER TABLE inference_results ADD COLUMN superseded_by_sr TEXT;
+    CREATE TABLE notices (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL UNIQUE,
+        series_instance_uid TEXT NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        reason_code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        sr_instance_uid TEXT NOT NULL,
+        audit_seq INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notices_series ON notices (series_instance_uid);
+    ALTER TABLE outbox ADD COLUMN alert INTEGER NOT NULL DEFAULT 0
+    """,
 )
 
 

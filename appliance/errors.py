@@ -11,6 +11,7 @@ ApplianceError
     PackageError           a model package is malformed, tampered with or untrusted
     InferenceError         a series could not be triaged; the message is the reason users see
         DecodeError        an instance's pixels could not be decoded
+        InferenceTimeout   the series deadline passed before the model finished
     LeaseLost              a worker's lease on a job ran out; another worker records the job
     IllegalTransition      a series or job state change the state machine does not allow (a bug)
     ReportError            an anonymised drift report broke its schema (names the field path)
@@ -68,6 +69,10 @@ class InferenceError(ApplianceError):
 
 class DecodeError(InferenceError):
     """An instance's pixels could not be decoded."""
+
+
+class InferenceTimeout(InferenceError):
+    """The series deadline passed before the model finished (the notice says "timed out")."""
 
 
 class LeaseLost(ApplianceError):

@@ -175,8 +175,11 @@ def queue_complete_series(
 
 
 # Worker side ----------------------------------------------------------------------------
-def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float) -> Job | None:
-    """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way.
+def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float,
+          abandoned: list[Job] | None = None) -> Job | None:
+    """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way
+    (appended to ``abandoned`` when given, so the caller can tell PACS; only those whose
+    series took the failure).
 
     Runs in the caller's ``BEGIN IMMEDIATE`` transaction.
     """
@@ -192,7 +195,8 @@ def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: in
             reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
             conn.execute("UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
                          (reason, now, job.id))
-            _set_series_state(conn, job, FAILED, reason, now)
+            if _set_series_state(conn, job, FAILED, reason, now) and abandoned is not None:
+                abandoned.append(job)
             continue
         conn.execute(
             "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "

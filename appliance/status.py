@@ -18,9 +18,15 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         "SELECT COUNT(*) FROM instances WHERE series_instance_uid = ''"
     ).fetchone()[0]
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+    # The current result of each series only: superseded ones (an earlier generation) are left out.
     series = [_series_entry(*row) for row in conn.execute(
-        "SELECT study_instance_uid, series_instance_uid, modality, instances, state, reason, flag, "
-        "score, model FROM series ORDER BY first_received_at")]
+        "SELECT s.study_instance_uid, s.series_instance_uid, s.modality, s.instances, s.state, s.reason, s.flag, "
+        "s.score, s.model, r.sr_instance_uid, r.sc_instance_uid, n.sr_instance_uid FROM series s "
+        "LEFT JOIN inference_results r ON r.series_instance_uid = s.series_instance_uid AND r.role = 'active' "
+        "AND r.superseded = 0 AND r.generation = s.generation AND s.state = 'triaged' "
+        "LEFT JOIN notices n ON n.series_instance_uid = s.series_instance_uid AND n.generation = s.generation "
+        "AND s.state IN ('not-eligible', 'failed') "
+        "ORDER BY s.first_received_at")]
     return {
         "instances_received": instances,
         # Stored as sent but never triaged: the sender left out the Series Instance UID.
@@ -28,6 +34,11 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         "jobs": jobs,
         # Result objects per destination and state (pending, sent, dead).
         "outbox": Outbox(db).counts(),
+        # Flagged results given up on (dead-lettered): PACS never got them.
+        "alerts": [{"kind": "flagged-result-dead-lettered", "outbox_id": item.id,
+                    "sop_instance_uid": item.sop_instance_uid, "study_instance_uid": item.study_instance_uid,
+                    "destination": item.destination, "error": item.last_error}
+                   for item in Outbox(db).alerts()],
         "series": series,
         # Drift alerts not yet cleared, per model version and feature.
         "drift": alert_summary(conn),
@@ -35,11 +46,16 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
 
 
 def _series_entry(study: str, series: str, modality: str, instances: int, state: str,
-                  reason: str | None, flag: int | None, score: float | None, model: str | None) -> dict[str, Any]:
+                  reason: str | None, flag: int | None, score: float | None, model: str | None,
+                  sr: str | None, sc: str | None, notice: str | None) -> dict[str, Any]:
     entry: dict[str, Any] = {"study_instance_uid": study, "series_instance_uid": series,
                              "modality": modality, "instances": instances, "state": state}
     if state == "triaged":
         entry.update(flag=bool(flag), score=round(score, 4), model=model)
+        if sr:
+            entry["result"] = {"sr_instance_uid": sr, "sc_instance_uid": sc}
+    if notice:
+        entry["notice_sr_instance_uid"] = notice
     if reason:
         entry["reason"] = reason
     return entry

@@ -41,3 +41,52 @@ def rebuilt(package: Path, key: Path, out: Path, version: str, break_golden: boo
     target = out / f"{manifest['id']}-{version}.tar"
     write_package(target, manifest, files, load_private_key(key))
     return target
+
+
+def derived(package: Path, key: Path, out: Path, version: str, *, model_id: str | None = None,
+            input_constraints: dict | None = None, nan_on_white: bool = False) -> Path:
+    """The same model re-signed as ``version`` (and ``model_id``), with ``input_constraints``
+    in its manifest; with ``nan_on_white`` it keeps only its FP32 ONNX variant, changed to
+    answer NaN for an image whose model input is white all over (mean above 0.99), which
+    no golden case is, so it still passes its golden test: a model that fails on one
+    kind of series."""
+    manifest, files = _members(package)
+    manifest["version"] = version
+    if model_id is not None:
+        manifest["id"] = model_id
+    if input_constraints is not None:
+        manifest["input_constraints"] = input_constraints
+    if nan_on_white:
+        [variant] = [v for v in manifest["variants"] if v["backend"] == "onnxruntime" and v["precision"] == "fp32"]
+        manifest["variants"] = [variant]
+        manifest["excluded_variants"] = []
+        kept = {manifest["golden"], manifest["drift_reference"], manifest["model_card"], *variant["files"]}
+        files = {name: data for name, data in files.items() if name in kept}
+        files[variant["files"][0]] = _nan_on_white(files[variant["files"][0]], manifest["outputs"]["score"])
+    target = out / f"{manifest['id']}-{version}.tar"
+    write_package(target, manifest, files, load_private_key(key))
+    return target
+
+
+def _nan_on_white(model: bytes, score_name: str) -> bytes:
+    """score + 0 * sqrt(0.99 - mean(input)): unchanged unless the input's mean exceeds 0.99."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = onnx.load_from_string(model)
+    inner = graph.graph
+    source = inner.input[0].name
+    for node in inner.node:
+        node.output[:] = [f"{name}_raw" if name == score_name else name for name in node.output]
+    inner.initializer.extend([
+        helper.make_tensor("nan_limit", TensorProto.FLOAT, [], [0.99]),
+        helper.make_tensor("nan_zero", TensorProto.FLOAT, [], [0.0]),
+    ])
+    inner.node.extend([
+        helper.make_node("ReduceMean", [source], ["nan_mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Sub", ["nan_limit", "nan_mean"], ["nan_room"]),
+        helper.make_node("Sqrt", ["nan_room"], ["nan_gate"]),
+        helper.make_node("Mul", ["nan_gate", "nan_zero"], ["nan_term"]),
+        helper.make_node("Add", [f"{score_name}_raw", "nan_term"], [score_name]),
+    ])
+    return graph.SerializeToString()

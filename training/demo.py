@@ -24,6 +24,7 @@ from appliance.drift.histograms import merge
 from appliance.models.package import Aggregation, InputSpec, Window, verify_package
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training import export, quantize
+from training.constraints import input_constraints
 from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_runner
 from training.data.cr_synth import CR_IMAGE_STORAGE, CRConfig, generate_cr_dataset
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
@@ -55,6 +56,9 @@ class DemoSpec:
     data_desc: str
     limits: str
     calibration_images: int = 128
+    #: Write the training data's ranges as the manifest's ``input_constraints``. Quick
+    #: builds (test fixtures fed with series of other sizes) leave them out.
+    constrain_inputs: bool = True
 
 
 def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
@@ -80,6 +84,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                    "intraparenchymal blob (6-35 mm) or subdural crescent (3-14 mm), 50-90 HU, a quarter low contrast "
                    "(50-58 HU). Size buckets by rendered volume: small < 1 mL, medium 1-5 mL, large >= 5 mL."),
         limits="Trained on slices resized to a fixed matrix; very thin (< 1 mm) or very thick (> 5 mm) slices are outside the training range.",
+        constrain_inputs=not quick,
     )
 
 
@@ -102,6 +107,7 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
                    "one lung (air rim 8-50 mm without lung markings, pleural line), a quarter subtle. Size buckets by "
                    "rim width: small < 15 mm, medium 15-30 mm, large >= 30 mm."),
         limits="Single PA view only; lateral views, children and portable AP films are outside the training range.",
+        constrain_inputs=not quick,
     )
 
 
@@ -233,6 +239,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "aggregation": spec.aggregation.model_dump(exclude_none=True),
         "operating_point": info["operating_point"], "variants": variants, "excluded_variants": excluded,
         "golden": "golden/golden.npz", "drift_reference": "drift/reference.json", "model_card": "MODEL_CARD.md",
+        **({"input_constraints": input_constraints(spec.generator)} if spec.constrain_inputs else {}),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "provenance": {"seed": spec.train.seed, "generator": asdict(spec.generator), "train": config_dict(spec.train),
                        "onnx_opset": export.OPSET, "torch": torch.__version__, "parity_max_abs_diff": parity,

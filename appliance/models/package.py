@@ -123,6 +123,45 @@ class OperatingPoint(_Strict):
     validation_specificity: float = Field(ge=0, le=1)
 
 
+class Range(_Strict):
+    """An inclusive range; either end may be open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    def __str__(self) -> str:
+        low = "" if self.min is None else f"{self.min:g}"
+        high = "" if self.max is None else f"{self.max:g}"
+        return f"{low}-{high}" if low and high else f">= {low}" if low else f"<= {high}"
+
+
+class InputConstraints(_Strict):
+    """What a series must look like for the model's output to mean anything: the ranges
+    its training data covered. A series outside them is not scored (``not-eligible``).
+
+    ``excluded_image_types``: an instance whose ImageType holds every value of one entry
+    is out (e.g. ``[["LOCALIZER"], ["DERIVED", "SECONDARY"]]``). ``required_tags``: DICOM
+    keywords every instance must carry with a value.
+    """
+
+    slice_thickness_mm: Range | None = None
+    pixel_spacing_mm: Range | None = None
+    rows: Range | None = None
+    columns: Range | None = None
+    slice_count: Range | None = None
+    excluded_image_types: list[list[str]] = []
+    required_tags: list[str] = []
+
+
 class Tolerance(_Strict):
     """Maximum absolute difference from the golden expected outputs."""
 
@@ -189,6 +228,8 @@ class Manifest(_Strict):
     signing_public_key: str
     created: str
     provenance: dict[str, Any] = {}
+    #: Optional: packages built before constraints existed keep working unconstrained.
+    input_constraints: InputConstraints | None = None
 
     @field_validator("signing_public_key")
     @classmethod

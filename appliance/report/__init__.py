@@ -3,9 +3,12 @@
 Pure functions: they take headers, pixels and a :class:`TriageDecision` and return
 datasets; only :func:`write_objects` writes, and nothing is sent here.
 
-- :func:`build_sr`: a Comprehensive 3D SR (TID 1500 Measurement Report) stating the
-  finding present or absent, the score, the operating point, the flag, the model and
-  the source instances.
+- :func:`build_sr`: a Comprehensive 3D SR (TID 1500 Measurement Report): flagged for
+  priority review (the finding as the reason) or not flagged (does not exclude the
+  finding), the score against the operating point, the model and the variant that ran,
+  the key slice, the capture, the source instances and any SR it replaces.
+- :func:`build_notice`: the "not analysed" notice, an SR with the same header, no
+  finding, and the reason in words and as a code.
 - :func:`build_heatmap_capture`: an RGB Secondary Capture of the key slice with the heat
   map overlaid and "NOT FOR DIAGNOSTIC USE" burned in.
 - :func:`build_result_objects` builds both for one decision; :func:`write_objects` is the
@@ -17,18 +20,32 @@ Both are in the source study and are labelled not for diagnostic use.
 from appliance.report.capture import SC_SERIES_NUMBER, build_heatmap_capture
 from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE
 from appliance.report.records import (
+    ANALYSIS_FAILED,
+    ANALYSIS_TIMED_OUT,
     INTRACRANIAL_HEMORRHAGE,
+    OUTSIDE_INPUT_CONSTRAINTS,
     PNEUMOTHORAX,
     PULMONARY_NODULE,
+    UUID_ROOT,
+    NotAnalysed,
     ResultUids,
     TriageDecision,
+    check_uid_root,
+    derive_uid,
+    device_uid,
     finding_code,
 )
 from appliance.report.objects import build_result_objects, warm_up, write_objects
-from appliance.report.sr import FLAGGED, OPERATING_POINT, SCORE, SR_SERIES_NUMBER, build_sr
+from appliance.report.sr import (
+    FLAG_REASON, FLAGGED, NOT_ANALYSED_REASON, NOTICE_SERIES_NUMBER, OPERATING_POINT, SCORE, SR_SERIES_NUMBER,
+    TRIAGE_STATUS, build_notice, build_sr, flag_wording,
+)
 
 __all__ = [
-    "FLAGGED", "INTRACRANIAL_HEMORRHAGE", "MANUFACTURER", "NOT_FOR_DIAGNOSTIC_USE", "OPERATING_POINT",
-    "PNEUMOTHORAX", "PULMONARY_NODULE", "SCORE", "SC_SERIES_NUMBER", "SR_SERIES_NUMBER", "ResultUids", "TriageDecision",
-    "build_heatmap_capture", "build_result_objects", "build_sr", "finding_code", "warm_up", "write_objects",
+    "ANALYSIS_FAILED", "ANALYSIS_TIMED_OUT", "FLAGGED", "FLAG_REASON", "INTRACRANIAL_HEMORRHAGE", "MANUFACTURER",
+    "NOTICE_SERIES_NUMBER", "NOT_ANALYSED_REASON", "NOT_FOR_DIAGNOSTIC_USE", "OPERATING_POINT",
+    "OUTSIDE_INPUT_CONSTRAINTS", "PNEUMOTHORAX", "PULMONARY_NODULE", "SCORE", "SC_SERIES_NUMBER", "SR_SERIES_NUMBER",
+    "TRIAGE_STATUS", "UUID_ROOT", "NotAnalysed", "ResultUids", "TriageDecision", "build_heatmap_capture",
+    "build_notice", "build_result_objects", "build_sr", "check_uid_root", "derive_uid", "device_uid",
+    "finding_code", "flag_wording", "warm_up", "write_objects",
 ]

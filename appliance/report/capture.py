@@ -30,8 +30,9 @@ def build_heatmap_capture(
 
     The slice is windowed to grey, brought to a readable size (long side 512 to 1024
     pixels, aspect kept), tinted red to yellow where the heat map is at least
-    :data:`render.HEAT_FLOOR`, and "NOT FOR DIAGNOSTIC USE" plus a line with the model,
-    score, threshold and flag are burned in (Burned In Annotation YES).
+    the operating point (:func:`render.heat_floor`), and "NOT FOR DIAGNOSTIC USE" plus
+    the verdict, the score against the threshold and the model are burned in (Burned In
+    Annotation YES).
 
     Parameters
     ----------
@@ -68,10 +69,12 @@ def build_heatmap_capture(
     head = source_header(key_slice)
     out_shape = render.display_shape(shape)
     grey = render.resample(render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape)
+    heat = render.heatmap_over(heatmap, out_shape)
+    floor = render.heat_floor(decision.threshold, heat, decision.flag)
     rgb = render.burn_in(
-        render.overlay(np.clip(grey, 0.0, 1.0), render.heatmap_over(heatmap, out_shape)),
+        render.overlay(np.clip(grey, 0.0, 1.0), heat, floor),
         NOT_FOR_DIAGNOSTIC_USE,
-        [_summary(decision)],
+        _summary(decision),
     )
     sc = hd.sc.SCImage.from_ref_dataset(
         head,
@@ -102,10 +105,10 @@ def build_heatmap_capture(
     sc.BurnedInAnnotation = "YES"
     sc.RecognizableVisualFeatures = "NO"
     sc.LossyImageCompression = "01" if head.get("LossyImageCompression") == "01" else "00"
-    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {_summary(decision)}"
+    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(_summary(decision))}"
     sc.DerivationDescription = (
         f"Key slice windowed (center {window[0]:g}, width {window[1]:g}), resampled to {out_shape[0]}x{out_shape[1]}; "
-        f"model activation map overlaid where >= {render.HEAT_FLOOR:g}; text burned in"
+        f"model activation map overlaid where >= {floor:.3g} (the operating point); text burned in"
     )
     sc.SourceImageSequence = [_source_reference(head)]
     local = decision.decided_at.replace(tzinfo=None)
@@ -114,12 +117,22 @@ def build_heatmap_capture(
     return sc
 
 
-def _summary(decision: TriageDecision) -> str:
-    verdict = "FLAGGED" if decision.flag else "not flagged"
-    return (
-        f"{decision.model_id} {decision.model_version}: {decision.finding} "
-        f"score {decision.score:.3f} (threshold {decision.threshold:.3f}) {verdict}"
-    )
+def _summary(decision: TriageDecision) -> list[str]:
+    """The burned-in lines: the verdict in the SR's words, then the score against the
+    threshold (a score, not a probability) and the model."""
+    finding = decision.finding.lower()
+    if decision.flag:
+        verdict = f"FLAGGED for priority review: suspected {finding}"
+        comparison = ">="
+    else:
+        verdict = f"Not flagged; does not exclude {finding}"
+        comparison = "<"
+    return [
+        verdict,
+        f"Triage score {decision.score:.3f} {comparison} threshold {decision.threshold:.3f} "
+        "(a score, not a probability)",
+        f"{decision.model_id} {decision.model_version}",
+    ]
 
 
 def _pixel_spacing(head: Dataset, shape: tuple[int, int], out_shape: tuple[int, int]) -> tuple[float, float] | None:

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
 from appliance import __version__
-from appliance.report.records import TriageDecision
+from appliance.report.records import NotAnalysed, TriageDecision
 
 MANUFACTURER = "Triage Appliance"
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
@@ -24,12 +24,13 @@ _TYPE2 = (
 _PATIENT_SEX = {"M", "F", "O", ""}
 
 
-def equipment(decision: TriageDecision) -> dict[str, Any]:
+def equipment(decision: TriageDecision | NotAnalysed) -> dict[str, Any]:
     """General Equipment keyword arguments for highdicom: the appliance and the model."""
+    model = f"{decision.model_id} {decision.model_version}".strip()
     return {
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": MANUFACTURER,
-        "software_versions": [__version__, f"{decision.model_id} {decision.model_version}"],
+        "software_versions": [__version__, model[:64]],
     }
 
 
@@ -58,7 +59,7 @@ def source_header(source: Dataset) -> Dataset:
     return head
 
 
-def content_datetime(decision: TriageDecision) -> dict[str, Any]:
+def content_datetime(decision: TriageDecision | NotAnalysed) -> dict[str, Any]:
     """Content and series date/time keyword arguments for highdicom."""
     when = decision.decided_at.replace(tzinfo=None)
     return {
@@ -67,7 +68,7 @@ def content_datetime(decision: TriageDecision) -> dict[str, Any]:
     }
 
 
-def stamp(ds: Dataset, decision: TriageDecision) -> None:
+def stamp(ds: Dataset, decision: TriageDecision | NotAnalysed) -> None:
     """Replace the wall-clock times highdicom writes with the decision's time.
 
     Sets the instance creation date/time, the contribution date/time of highdicom's

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from appliance.report.capture import build_heatmap_capture
-from appliance.report.records import INTRACRANIAL_HEMORRHAGE, ResultUids, TriageDecision
+from appliance.report.records import INTRACRANIAL_HEMORRHAGE, ResultUids, TriageDecision, device_uid
 from appliance.report.sr import build_sr
 
 
@@ -30,8 +29,12 @@ def display_window(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> tu
 
 def build_result_objects(headers: Sequence[Dataset], key: Dataset, key_pixels: np.ndarray,
                          windows: Sequence[tuple[float, float]], heat: np.ndarray,
-                         decision: TriageDecision, uids: ResultUids) -> list[Dataset]:
-    """The SR and the heat-map secondary capture of one decision.
+                         decision: TriageDecision, uids: ResultUids, *, device_uid: str,
+                         key_frame: int = 0, predecessors: Sequence[Dataset] = (),
+                         procedure: tuple[str, str, str] | None = None) -> list[Dataset]:
+    """The SR and the heat-map secondary capture of one decision; the SR references the
+    capture and the key slice (see :func:`build_sr` for ``device_uid``, ``predecessors``
+    and ``procedure``).
 
     Parameters
     ----------
@@ -44,8 +47,9 @@ def build_result_objects(headers: Sequence[Dataset], key: Dataset, key_pixels: n
     heat : ndarray
         The heat map in [0, 1] over the key slice.
     """
-    sr = build_sr(list(headers), decision, uids, device_uid=device_uid())
     capture = build_heatmap_capture(key, key_pixels, display_window(key_pixels, windows), heat, decision, uids)
+    sr = build_sr(list(headers), decision, uids, device_uid=device_uid, key=key, key_frame=key_frame,
+                  capture=capture, predecessors=predecessors, procedure=procedure)
     return [sr, capture]
 
 
@@ -72,9 +76,5 @@ def warm_up() -> None:
     decision = TriageDecision("warm-up", "warm-up", INTRACRANIAL_HEMORRHAGE, False, 0.0, 0.5,
                               "warm-up", "0.0.0", "0" * 64, dt.datetime.now(dt.timezone.utc))
     build_result_objects([source], source, np.zeros((8, 8), np.float32), [(40.0, 80.0)],
-                         np.zeros((2, 2), np.float32), decision, ResultUids.from_key("warm-up"))
-
-
-def device_uid() -> str:
-    """The Device Observer UID of this appliance."""
-    return str(pydicom.uid.generate_uid(entropy_srcs=["triage appliance device", socket.gethostname()]))
+                         np.zeros((2, 2), np.float32), decision, ResultUids.from_key("warm-up"),
+                         device_uid=device_uid("2.25", "warm-up"))

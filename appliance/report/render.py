@@ -13,8 +13,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from appliance.pixels import resample, window
 
-#: Heat below this level is not drawn; above it the colour runs red -> yellow.
-HEAT_FLOOR = 0.5
 _ALPHA = (0.35, 0.65)  # overlay opacity at the floor and at 1.0
 #: The long side of the capture is brought into this range (pixels), aspect kept.
 DISPLAY_LONG_SIDE = (512, 1024)
@@ -60,10 +58,23 @@ def grey(pixels: np.ndarray, center: float, width: float, photometric: str) -> n
     return 1.0 - out if photometric == "MONOCHROME1" else out
 
 
-def overlay(grey_image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """RGB uint8: the grey image, tinted red (at :data:`HEAT_FLOOR`) to yellow (at 1) where heat is high."""
-    level = np.clip((heat - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
-    alpha = np.where(heat >= HEAT_FLOOR, _ALPHA[0] + (_ALPHA[1] - _ALPHA[0]) * level, 0.0)[..., None]
+def heat_floor(threshold: float, heat: np.ndarray, flagged: bool) -> float:
+    """The heat level from which the map is drawn, tied to the operating point (pure).
+
+    The heat map is the sigmoid of the class-activation map, and an image's logit pools
+    its CAM with a smooth maximum that never exceeds the CAM's peak; so on a flagged
+    series' key slice (score >= threshold) some heat reaches ``threshold``. The floor is
+    therefore ``threshold``, lowered to the map's peak on a flagged series when resampling
+    has shaved the peak, so a flagged series always shows where.
+    """
+    peak = float(heat.max()) if heat.size else 0.0
+    return min(threshold, peak) if flagged else threshold
+
+
+def overlay(grey_image: np.ndarray, heat: np.ndarray, floor: float) -> np.ndarray:
+    """RGB uint8: the grey image, tinted red (at ``floor``) to yellow (at 1) where heat is at least ``floor``."""
+    level = np.clip((heat - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
+    alpha = np.where(heat >= floor, _ALPHA[0] + (_ALPHA[1] - _ALPHA[0]) * level, 0.0)[..., None]
     colour = np.stack([np.ones_like(level), level, np.zeros_like(level)], axis=-1)
     rgb = (1.0 - alpha) * grey_image[..., None] + alpha * colour
     return np.round(rgb * 255.0).astype(np.uint8)

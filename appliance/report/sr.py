@@ -1,4 +1,11 @@
-"""The triage decision as a Comprehensive 3D SR: a TID 1500 Measurement Report."""
+"""The triage decision, and the "not analysed" notice, as Comprehensive 3D SR (TID 1500).
+
+Wording follows the intended use: the appliance flags series for priority review; it
+never states that a finding is absent. A flagged series' SR gives the finding as the
+reason for the flag; an unflagged one says "not flagged; does not exclude <finding>"
+and carries no finding at all. The score is a score compared with an operating point,
+never presented as a probability.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +14,37 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
-from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
-from appliance.report.records import ResultUids, TriageDecision
+from appliance import __version__
 from appliance.errors import DicomError
+from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
+from appliance.report.records import NotAnalysed, ResultUids, TriageDecision, derive_uid
 
 SR_SERIES_NUMBER = 990
+NOTICE_SERIES_NUMBER = 992
 SR_SERIES_DESCRIPTION = f"AI TRIAGE - {NOT_FOR_DIAGNOSTIC_USE}"
+NOTICE_SERIES_DESCRIPTION = f"AI TRIAGE NOT ANALYSED - {NOT_FOR_DIAGNOSTIC_USE}"
 
-#: Private coding scheme for the concepts DICOM has no code for; declared in the SR's
-#: Coding Scheme Identification Sequence.
+#: Private coding scheme for the concepts DICOM and SNOMED CT have no code for; declared
+#: in every SR's Coding Scheme Identification Sequence and in docs/conformance.md.
 SCHEME = "99TRIAGE"
-SCORE = hd.sr.CodedConcept("SCORE", SCHEME, "AI triage score")
-OPERATING_POINT = hd.sr.CodedConcept("THRESHOLD", SCHEME, "AI triage operating point")
 FLAGGED = hd.sr.CodedConcept("FLAG", SCHEME, "Flagged for priority review")
+FLAG_REASON = hd.sr.CodedConcept("FLAGREASON", SCHEME, "Reason for priority review flag")
+TRIAGE_STATUS = hd.sr.CodedConcept("STATUS", SCHEME, "AI triage status")
+NOT_ANALYSED_REASON = hd.sr.CodedConcept("NAREASON", SCHEME, "Reason not analysed")
+#: Real codes: the score (SNOMED CT "Score"), the operating point (DCM "CAD Operating
+#: Point"), "Not performed" (SNOMED CT), the contributing equipment's purpose (DCM
+#: "Processing Equipment", CID 7005: the processing algorithm of IHE AI Results).
+SCORE = hd.sr.CodedConcept("246262008", "SCT", "Score")
+OPERATING_POINT = hd.sr.CodedConcept("111071", "DCM", "CAD Operating Point")
+NOT_PERFORMED = hd.sr.CodedConcept("262008008", "SCT", "Not performed")
+PROCESSING_EQUIPMENT = hd.sr.CodedConcept("109102", "DCM", "Processing Equipment")
+#: How the SR references the heat-map capture (the key slice is the measurement group's
+#: source image, highdicom's "Source of Measurement").
+ILLUSTRATION = hd.sr.CodedConcept("121200", "DCM", "Illustration of ROI")
 
 _NO_UNITS = codes.UCUM.NoUnits
-# CID 100 Quantitative Diagnostic Imaging Procedures, by source Modality.
+#: Procedure reported when the routing rule names none: CID 100 by source Modality.
 _PROCEDURES = {
     "CT": codes.LN.CTUnspecifiedBodyRegion,
     "DX": codes.LN.XRUnspecifiedBodyRegion,
@@ -32,16 +52,30 @@ _PROCEDURES = {
 }
 
 
-def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUids, *, device_uid: str) -> hd.sr.Comprehensive3DSR:
+def flag_wording(decision: TriageDecision) -> str:
+    """The verdict in words, as the SR and the capture say it (pure)."""
+    finding = decision.finding.lower()
+    if decision.flag:
+        return (f"Flagged for priority review; reason for the flag: suspected {finding} "
+                f"(score {decision.score:.3f} at or above threshold {decision.threshold:.3f})")
+    return (f"Not flagged; does not exclude {finding} "
+            f"(score {decision.score:.3f} below threshold {decision.threshold:.3f})")
+
+
+def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUids, *, device_uid: str,
+             key: Dataset | None = None, key_frame: int | None = None, capture: Dataset | None = None,
+             predecessors: Sequence[Dataset] = (), procedure: tuple[str, str, str] | None = None,
+             ) -> hd.sr.Comprehensive3DSR:
     """Build the SR that reports ``decision`` about the series ``source``.
 
-    The report (TID 1500) holds one measurement group (TID 1501) with the finding,
-    a qualitative evaluation (finding present or absent), the score and the operating
-    point (numeric, no units), whether the series was flagged, the algorithm
-    identification (model id, version; sha256 and threshold as parameters) and a
-    "not for diagnostic use" comment. Every source instance is referenced in the
-    Current Requested Procedure Evidence Sequence (not one by one in the content
-    tree, which would cost about a millisecond per instance).
+    The report (TID 1500) holds one measurement group (TID 1501): the algorithm
+    identification (model id and version; sha256, threshold and the variant that ran as
+    parameters), the score and the operating point (numeric, no units), "Flagged for
+    priority review" yes or no, and the wording of :func:`flag_wording`. A flagged group
+    has the finding as its Finding and as the reason for the flag; an unflagged one names
+    no finding. The key slice is the group's source image, and the heat-map capture is
+    referenced as an illustration. Every source instance is in the Current Requested
+    Procedure Evidence Sequence.
 
     Parameters
     ----------
@@ -52,12 +86,16 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
     uids : ResultUids
         ``sr_series_uid`` and ``sr_instance_uid`` are used.
     device_uid : str
-        Device Observer UID of this appliance.
-
-    Returns
-    -------
-    highdicom.sr.Comprehensive3DSR
-        In the source study, patient and study attributes copied from the source.
+        Device Observer UID of this appliance (also the contributing equipment's).
+    key, key_frame : pydicom.Dataset and int, optional
+        The key slice's header (one of ``source``) and its frame (0-based) when
+        multi-frame.
+    capture : pydicom.Dataset, optional
+        The heat-map Secondary Capture of the same decision.
+    predecessors : sequence of pydicom.Dataset
+        Earlier SRs about the same series that this one replaces (Predecessor Documents).
+    procedure : (value, scheme, meaning), optional
+        The routing rule's procedure code; else one by the source Modality.
 
     Raises
     ------
@@ -66,34 +104,107 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
     DicomError
         If the source instances are not all of one series.
     """
+    _check_source(source)
+    images = []
+    if key is not None:
+        frames = [key_frame + 1] if key_frame is not None and int(key.get("NumberOfFrames", 1) or 1) > 1 else None
+        images.append(hd.sr.SourceImageForMeasurementGroup(key.SOPClassUID, key.SOPInstanceUID, frames))
+    group = _measurement_group(decision, uids, images)
+    if capture is not None:
+        group[0].ContentSequence.append(hd.sr.ImageContentItem(
+            name=ILLUSTRATION, referenced_sop_class_uid=capture.SOPClassUID,
+            referenced_sop_instance_uid=capture.SOPInstanceUID,
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    extra_evidence = [capture] if capture is not None else []
+    return _document(source, group, decision, uids.sr_series_uid, uids.sr_instance_uid, SR_SERIES_NUMBER,
+                     SR_SERIES_DESCRIPTION, device_uid, procedure, extra_evidence, predecessors)
+
+
+def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUids, *, device_uid: str,
+                 procedure: tuple[str, str, str] | None = None) -> hd.sr.Comprehensive3DSR:
+    """Build the "not analysed" notice for a series a routing rule claimed but that got
+    no triage result: the same header as a result SR, no finding, the status "Not
+    performed", the reason as a code and in plain words.
+
+    ``uids.notice_series_uid`` and ``uids.notice_instance_uid`` are used; see
+    :func:`build_sr` for the rest.
+    """
+    _check_source(source)
+    tracking = hd.sr.TrackingIdentifier(uid=derive_uid("2.25", uids.notice_instance_uid, "tracking"),
+                                        identifier=f"{notice.task} triage"[:64])
+    algorithm = None
+    if notice.model_version:
+        algorithm = hd.sr.AlgorithmIdentification(name=notice.model_id, version=notice.model_version,
+                                                  manufacturer=MANUFACTURER)
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(TRIAGE_STATUS, NOT_PERFORMED),
+            hd.sr.QualitativeEvaluation(NOT_ANALYSED_REASON, hd.sr.CodedConcept(*notice.reason_code)),
+        ],
+    )
+    assessed = f"; {notice.finding.lower()} was not assessed" if notice.finding else ""
+    _comment(group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. "
+                    "This series was not triaged; read it as usual.")
+    _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage notice, not a diagnosis.")
+    return _document(source, group, notice, uids.notice_series_uid, uids.notice_instance_uid,
+                     NOTICE_SERIES_NUMBER, NOTICE_SERIES_DESCRIPTION, device_uid, procedure, [], ())
+
+
+def _check_source(source: Sequence[Dataset]) -> None:
     if not source:
         raise ValueError("no source instances")
     if len({(ds.StudyInstanceUID, ds.SeriesInstanceUID) for ds in source}) != 1:
         raise DicomError("source instances are not all of one series")
-    evidence = [source_header(source[0]), *source[1:]]
+
+
+def _document(source: Sequence[Dataset], group: hd.sr.MeasurementsAndQualitativeEvaluations,
+              what: TriageDecision | NotAnalysed, series_uid: str, instance_uid: str, series_number: int,
+              description: str, device_uid: str, procedure: tuple[str, str, str] | None,
+              extra_evidence: list[Dataset], predecessors: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
+    evidence = [source_header(source[0]), *source[1:], *extra_evidence]
+    procedure_code = (hd.sr.CodedConcept(*procedure) if procedure
+                      else _PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure))
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device_uid),
-        procedure_reported=_PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure),
-        imaging_measurements=[_measurement_group(decision, uids)],
+        procedure_reported=procedure_code,
+        imaging_measurements=[group],
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
         content=report[0],
-        series_instance_uid=uids.sr_series_uid,
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=uids.sr_instance_uid,
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=instance_uid,
         instance_number=1,
         is_complete=True,
         institution_name=source[0].get("InstitutionName") or None,
-        series_description=SR_SERIES_DESCRIPTION,
+        series_description=description,
+        previous_versions=list(predecessors) or None,
         coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(
             designator=SCHEME, name="Triage Appliance concepts", responsible_organization=MANUFACTURER,
         )],
-        **equipment(decision),
-        **content_datetime(decision),
+        **equipment(what),
+        **content_datetime(what),
     )
-    stamp(sr, decision)
+    sr.ContributingEquipmentSequence.append(_processing_algorithm(what, device_uid))
+    stamp(sr, what)
     return sr
+
+
+def _processing_algorithm(what: TriageDecision | NotAnalysed, device_uid: str) -> Dataset:
+    """The Contributing Equipment item of IHE AI Results: the algorithm that processed the series."""
+    item = Dataset()
+    item.Manufacturer = MANUFACTURER
+    item.ManufacturerModelName = what.model_id
+    item.SoftwareVersions = [__version__, what.model_version] if what.model_version else [__version__]
+    item.DeviceUID = device_uid
+    item.PurposeOfReferenceCodeSequence = [PROCESSING_EQUIPMENT]
+    variant = getattr(what, "variant", "")
+    item.ContributionDescription = (f"Processing Algorithm: {what.model_id} {what.model_version}"
+                                    + (f" on {variant}" if variant else "")).strip()[:64]
+    return item
 
 
 def _observation_context(device_uid: str) -> hd.sr.ObservationContext:
@@ -107,33 +218,37 @@ def _observation_context(device_uid: str) -> hd.sr.ObservationContext:
     )
 
 
-def _measurement_group(decision: TriageDecision, uids: ResultUids) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _comment(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str) -> None:
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+
+
+def _measurement_group(decision: TriageDecision, uids: ResultUids,
+                       images: list[hd.sr.SourceImageForMeasurementGroup]) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     finding = hd.sr.CodedConcept(*decision.finding_code)
+    parameters = [f"sha256={decision.model_sha256}", f"threshold={decision.threshold:g}"]
+    if decision.variant:
+        parameters.append(f"variant={decision.variant}")
     algorithm = hd.sr.AlgorithmIdentification(
-        name=decision.model_id,
-        version=decision.model_version,
-        parameters=[f"sha256={decision.model_sha256}", f"threshold={decision.threshold:g}"],
-        manufacturer=MANUFACTURER,
-    )
+        name=decision.model_id, version=decision.model_version, parameters=parameters, manufacturer=MANUFACTURER)
+    evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if decision.flag else codes.SCT.No)]
+    if decision.flag:
+        evaluations.append(hd.sr.QualitativeEvaluation(FLAG_REASON, finding))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(entropy_srcs=[uids.sr_instance_uid, "tracking"]),
+            uid=derive_uid("2.25", uids.sr_instance_uid, "tracking"),
             identifier=f"{decision.task} triage",
         ),
-        finding_type=finding,
+        finding_type=finding if decision.flag else None,
         algorithm_id=algorithm,
         measurements=[
             hd.sr.Measurement(name=SCORE, value=decision.score, unit=_NO_UNITS),
             hd.sr.Measurement(name=OPERATING_POINT, value=decision.threshold, unit=_NO_UNITS),
         ],
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(finding, codes.SCT.Present if decision.flag else codes.SCT.Absent),
-            hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if decision.flag else codes.SCT.No),
-        ],
+        qualitative_evaluations=evaluations,
+        source_images=images or None,
     )
-    group[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=codes.DCM.Comment,
-        value=f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage result, not a diagnosis; a radiologist reads every study.",
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-    ))
+    _comment(group, flag_wording(decision) + ". The score is the model's output compared with its "
+                    "operating point; it is not a probability.")
+    _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage result, not a diagnosis; a radiologist reads every study.")
     return group

@@ -3,7 +3,10 @@
 A row is ``pending`` until its destination acknowledges it (``sent``, warnings included) or
 it is given up on (``dead``: a permanent failure status, an unreadable file, or
 ``sender.max_attempts`` failed tries). Rows live in the ``outbox`` table (migration 2 of
-:mod:`appliance.db`), so a restarted sender resumes where the last one stopped.
+:mod:`appliance.db`), so a restarted sender resumes where the last one stopped. A row
+queued with ``alert`` (a flagged result) that goes dead raises an alert: an audit event
+``alert-result-dead-lettered`` in the same transaction, and :meth:`Outbox.alerts` for the
+status report.
 
 Times are wall-clock seconds (``time.time()``) because they outlive the process. The table
 is written by the process that runs the :class:`~appliance.send.sender.Sender`, plus
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.config import Destination
 
@@ -28,7 +32,7 @@ PENDING, SENT, DEAD = "pending", "sent", "dead"
 
 _COLUMNS = (
     "id, path, sop_class_uid, sop_instance_uid, study_instance_uid, destination, state, "
-    "attempts, next_attempt_at, last_status, last_error, created_at, updated_at, sent_at"
+    "attempts, next_attempt_at, last_status, last_error, created_at, updated_at, sent_at, alert"
 )
 
 
@@ -57,6 +61,7 @@ class OutboxItem:
     created_at: float
     updated_at: float
     sent_at: float | None
+    alert: int = 0
 
     @classmethod
     def from_row(cls, row: tuple) -> "OutboxItem":
@@ -71,11 +76,13 @@ def enqueue_in(
     study_uid: str,
     destinations: Iterable[Destination | str],
     now: float,
+    alert: bool = False,
 ) -> list[int]:
     """Queue one result object for each destination inside the caller's open transaction.
 
     Use this to commit results and their outbox rows together (e.g. with the job that made
     them). Queuing the same SOP Instance UID for the same destination again is a no-op.
+    ``alert``: giving this object up (dead letter) raises an alert (a flagged result).
 
     Returns
     -------
@@ -87,10 +94,10 @@ def enqueue_in(
         key = destination_key(destination)
         conn.execute(
             "INSERT INTO outbox (path, sop_class_uid, sop_instance_uid, study_instance_uid,"
-            " destination, state, next_attempt_at, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+            " destination, state, next_attempt_at, created_at, updated_at, alert)"
+            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
             " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
-            (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now),
+            (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now, int(alert)),
         )
         ids.append(conn.execute(
             "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
@@ -192,13 +199,26 @@ class Outbox:
 
     def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None,
                     now: float) -> None:
-        """One failed try: pending again at ``retry_at``, or dead when ``retry_at`` is None."""
+        """One failed try: pending again at ``retry_at``, or dead when ``retry_at`` is None.
+
+        A row queued with ``alert`` that goes dead appends the audit event
+        ``alert-result-dead-lettered`` in the same transaction.
+        """
         state = PENDING if retry_at is not None else DEAD
-        self._write(
-            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
-            " last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ?"
-            " WHERE id = ?",
-            (state, status, error, retry_at, now, item_id))
+        with self._lock, transaction(self._conn):
+            self._conn.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
+                " last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ?"
+                " WHERE id = ?",
+                (state, status, error, retry_at, now, item_id))
+            if state == DEAD:
+                row = self._conn.execute(
+                    "SELECT sop_instance_uid, study_instance_uid, destination, alert FROM outbox WHERE id = ?",
+                    (item_id,)).fetchone()
+                if row is not None and row[3]:
+                    audit_log.append_in(self._conn, "alert-result-dead-lettered", {
+                        "outbox_id": item_id, "sop_instance_uid": row[0], "study_instance_uid": row[1],
+                        "destination": row[2], "status": status, "error": error[:200]})
 
     def postpone(self, destination: str, until: float, error: str, now: float) -> int:
         """The destination is unreachable: hold every pending row until ``until``.
@@ -227,6 +247,10 @@ class Outbox:
         return self._write(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
             " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id)) == 1
+
+    def alerts(self) -> list[OutboxItem]:
+        """Dead-lettered objects that raise an alert (flagged results PACS never got)."""
+        return self._select("state = 'dead' AND alert = 1 ORDER BY id", ())
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{destination: {state: rows}}``, for status pages and metrics."""

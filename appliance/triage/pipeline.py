@@ -25,7 +25,7 @@ from appliance.drift import features as drift_features
 from appliance.drift.histograms import PIXEL_STRIDE
 from appliance.pixels import to_hu
 from appliance.triage.decode import Slice, decode_instance
-from appliance.errors import DecodeError, InferenceError
+from appliance.errors import DecodeError, InferenceError, InferenceTimeout
 from appliance.triage import preprocess
 from appliance.models.backends import Runtime
 from appliance.models.package import InputSpec, Manifest
@@ -130,7 +130,7 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     scores, cams = [], []
     for start in range(0, len(inputs), batch):
         if time.monotonic() > deadline:
-            raise InferenceError(f"timed out after {start} of {len(inputs)} images")
+            raise InferenceTimeout(f"timed out after {start} of {len(inputs)} images")
         score, cam = runtime.run(inputs[start:start + batch])
         scores.append(np.asarray(score, np.float64).reshape(-1))
         cams.append(np.asarray(cam, np.float32))

@@ -1,9 +1,10 @@
-"""Recording how a job ended: the one writer of ``inference_results``.
+"""Recording how a job ended: the one writer of ``inference_results`` and ``notices``.
 
 Each function is one transaction that commits together: the job's end and its series'
 state (through :mod:`appliance.jobs`, which checks the lease is still ours), the
-hash-chained audit row, the inference row and, for a current result, the outbox rows
-that send the result objects to every destination.
+hash-chained audit row, the inference row (or the notice row) and, for a current
+outcome, the outbox rows that send the result objects (or the "not analysed" notice)
+to every destination. A current result marks the series' earlier results superseded.
 """
 
 from __future__ import annotations
@@ -77,22 +78,48 @@ def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: d
             "sr_instance_uid": str(sr.SOPInstanceUID), "sc_instance_uid": str(sc.SOPInstanceUID),
             "superseded": not current,
         })
+        if current:
+            conn.execute(
+                "UPDATE inference_results SET superseded = 1, superseded_by_sr = ? WHERE series_instance_uid = ? "
+                "AND role = 'active' AND superseded = 0 AND generation < ?",
+                (str(sr.SOPInstanceUID), job.series_instance_uid, job.generation))
         _insert_result(conn, job, "active", ran, not current, seq, objects, now)
         if current:
             for path, ds in objects:
                 enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
-                           destinations, now)
+                           destinations, now, alert=bool(result.flag))
         if drift is not None and drift_features is not None:
             record_series(conn, drift, job_id=job.id, model_id=ran.model.id, model_version=ran.model.version,
                           features=drift_features, score=result.score, flag=bool(result.flag), now=now)
     return current
 
 
+def current_result_sr(conn: sqlite3.Connection, series_uid: str, generation: int) -> tuple[str, str] | None:
+    """The (study UID, SR instance UID) of the series' current result from an earlier
+    generation, which a new result replaces; None when there is none."""
+    return conn.execute(
+        "SELECT study_instance_uid, sr_instance_uid FROM inference_results WHERE series_instance_uid = ? "
+        "AND role = 'active' AND superseded = 0 AND generation < ? AND sr_instance_uid IS NOT NULL "
+        "ORDER BY generation DESC LIMIT 1", (series_uid, generation)).fetchone()
+
+
 def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str, now: float,
-          drift: DriftSettings | None = None, model: InstalledModel | None = None) -> None:
+          drift: DriftSettings | None = None, model: InstalledModel | None = None,
+          notice: tuple[str, Path, Dataset] | None = None, destinations: list[Destination] = ()) -> bool:
     """A job that ended without a result: ``not-eligible`` or ``failed``, with the reason.
     With ``drift`` and the ``model`` it was routed to, the failure counts as not analysed
     (by reason code) in that model's drift figures.
+
+    Parameters
+    ----------
+    notice : (reason code, path, dataset), optional
+        The "not analysed" notice written for a series a routing rule claimed; when the
+        outcome is current it is recorded and queued for every destination.
+
+    Returns
+    -------
+    bool
+        False when the outcome is superseded (the series moved on; nothing is sent).
 
     Raises
     ------
@@ -100,12 +127,48 @@ def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, rea
         Another worker has the job; nothing was recorded.
     """
     with transaction(conn):
-        jobs.finish(conn, job, owner, series_state, reason, now)
-        audit_log.append_in(conn, f"series-{series_state}", {
-            "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason})
+        current = jobs.finish(conn, job, owner, series_state, reason, now)
+        payload = {"job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason}
+        if notice is not None:
+            payload.update(notice_reason_code=notice[0], notice_sr_instance_uid=str(notice[2].SOPInstanceUID),
+                           notice_sent=current)
+        seq = audit_log.append_in(conn, f"series-{series_state}", payload)
         if drift is not None and model is not None:
             record_series(conn, drift, job_id=job.id, model_id=model.id, model_version=model.version,
                           features=None, failure=reason, now=now)
+        if notice is not None and current:
+            code, path, ds = notice
+            conn.execute(
+                "INSERT OR IGNORE INTO notices (job_id, series_instance_uid, study_instance_uid, generation, "
+                "reason_code, reason, sr_instance_uid, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job.id, job.series_instance_uid, job.study_instance_uid, job.generation, code, reason,
+                 str(ds.SOPInstanceUID), seq, now))
+            enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
+                       destinations, now)
+    return current
+
+
+def abandoned_notice(conn: sqlite3.Connection, job: Job, notice: tuple[str, Path, Dataset],
+                     destinations: list[Destination], now: float) -> bool:
+    """The notice of a job :func:`appliance.jobs.claim` abandoned (its worker stopped on every
+    attempt): recorded and queued if the series still shows that failure; False if it moved on."""
+    code, path, ds = notice
+    with transaction(conn):
+        row = conn.execute("SELECT state, generation, reason FROM series WHERE series_instance_uid = ?",
+                           (job.series_instance_uid,)).fetchone()
+        if row is None or row[:2] != (jobs.FAILED, job.generation):
+            return False
+        seq = audit_log.append_in(conn, "series-failed-notice", {
+            "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": row[2],
+            "notice_reason_code": code, "notice_sr_instance_uid": str(ds.SOPInstanceUID)})
+        conn.execute(
+            "INSERT OR IGNORE INTO notices (job_id, series_instance_uid, study_instance_uid, generation, "
+            "reason_code, reason, sr_instance_uid, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (job.id, job.series_instance_uid, job.study_instance_uid, job.generation, code, row[2],
+             str(ds.SOPInstanceUID), seq, now))
+        enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
+                   destinations, now)
+    return True
 
 
 def shadow(conn: sqlite3.Connection, job: Job, model: InstalledModel, runtime: Runtime,

@@ -48,6 +48,19 @@ class RoutingRule(_Rule):
     image_type_includes: tuple[str, ...] = ()
     min_instances: int = Field(1, ge=1)
     max_instances: int = Field(100_000, ge=1)
+    #: The procedure the results report, as (code value, scheme designator, meaning),
+    #: e.g. ("24725-4", "LN", "Head CT"); none: a generic one by modality.
+    procedure_code: tuple[str, str, str] | None = None
+    #: Seconds this rule's series may take (from claim to result) before it fails as
+    #: "timed out"; none, or more than ``worker.series_timeout_s``: that setting.
+    series_timeout_s: float | None = Field(None, gt=0)
+
+    @field_validator("procedure_code")
+    @classmethod
+    def _code(cls, value: tuple[str, str, str] | None) -> tuple[str, str, str] | None:
+        if value is not None and not all(part.strip() and len(part) <= 64 for part in value):
+            raise ValueError("must be [code value, coding scheme designator, code meaning], none empty")
+        return value
 
     @field_validator("series_description")
     @classmethod

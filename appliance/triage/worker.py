@@ -4,8 +4,11 @@ Each step lives in its stage: the queue in :mod:`appliance.jobs`, routing in
 :mod:`appliance.triage.routing`, decoding, inference and the decision in
 :mod:`appliance.triage.pipeline`, the result objects in :mod:`appliance.report`, and the
 one transaction that records the outcome in :mod:`appliance.triage.record`. A series
-ends ``not-eligible`` (no rule takes it) or ``failed`` (with the reason) or ``triaged``;
-a shadow model then runs on the same inputs, audited and compared, never sent or shown.
+ends ``not-eligible`` (no rule takes it, or it is outside the model's input constraints)
+or ``failed`` (with the reason) or ``triaged``; a shadow model then runs on the same
+inputs, audited and compared, never sent or shown. A series a rule claimed that ends
+without a result gets a "not analysed" notice in PACS, so silence never looks like
+"not flagged".
 """
 
 from __future__ import annotations
@@ -17,25 +20,32 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import sqlite_utils
 
-from appliance import jobs, report
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
+
+from appliance import installation, jobs, report
 from appliance.config import Settings
 from appliance.db import transaction
-from appliance.errors import ApplianceError, DecodeError, InferenceError, LeaseLost
+from appliance.errors import ApplianceError, DecodeError, InferenceError, InferenceTimeout, LeaseLost
 from appliance.jobs import Job
 from appliance.models.backends import Runtime
 from appliance.models.registry import InstalledModel, ModelRegistry
 from appliance.pixels import to_hu
 from appliance.triage import pipeline, record
+from appliance.triage.constraints import first_violation
 from appliance.triage.decode import check_transfer_syntax, decode_instance, read_header
-from appliance.triage.routing import RoutingTable, SeriesFacts, load_routing
+from appliance.triage.routing import RoutingRule, RoutingTable, SeriesFacts, load_routing
 
 LOG = logging.getLogger(__name__)
+OUT_OF_MEMORY = "out of memory: the series needs more than the worker's memory limit (worker.memory_limit_mb)"
 
 
 def dead_on_this_host(owner: str, me: str) -> bool:
@@ -66,6 +76,8 @@ class Worker:
         self.registry = ModelRegistry(db, settings.models_dir, list(settings.models.trusted_keys),
                                       settings.models.pin_backend)
         self.routing: RoutingTable = load_routing(settings.worker.routing_file)
+        self.install_id = installation.install_id(settings.data_dir)
+        self.device_uid = report.device_uid(settings.report.uid_root, self.install_id)
         self._runtimes: dict[tuple[str, str], Runtime] = {}
         self._stop = threading.Event()
 
@@ -103,9 +115,12 @@ class Worker:
     def run_once(self, now: float | None = None) -> bool:
         """Claim and process one job; False when there was none."""
         worker = self.settings.worker
+        abandoned: list[Job] = []
         with transaction(self.db.conn) as conn:
             job = jobs.claim(conn, self.name, worker.lease_s, worker.max_attempts,
-                             time.time() if now is None else now)
+                             time.time() if now is None else now, abandoned)
+        for lost in abandoned:
+            self._notify_abandoned(lost)
         if job is None:
             return False
         try:
@@ -114,8 +129,7 @@ class Worker:
             LOG.warning("job %d: lease expired before the result was recorded; another worker has it", job.id)
         except MemoryError:
             LOG.error("job %d: out of memory", job.id)
-            self._end(job, jobs.FAILED, "out of memory: the series needs more than the worker's memory "
-                                        "limit (worker.memory_limit_mb)")
+            self._end(job, jobs.FAILED, OUT_OF_MEMORY)
         except Exception as exc:  # whatever went wrong is said, never swallowed into a negative
             LOG.exception("job %d failed", job.id)
             self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500])
@@ -133,22 +147,49 @@ class Worker:
         if rule is None:
             self._end(job, jobs.NOT_ELIGIBLE, why)
             return
+        headers: list[Dataset] = []
         active = self._model(rule.model, "active")
-        if active is None:
-            self._end(job, jobs.FAILED, f"no active model for {rule.model} (routing rule {rule.name!r})")
-            return
-        manifest = active.manifest
         try:
-            prepared = pipeline.prepare(manifest, paths)
-            prepared_at = time.time()
-            runtime = self._runtime(active)
-            result = pipeline.run(runtime, manifest, prepared, self.settings.worker.batch_size,
-                                  self._deadline(claimed_at))
-            inferred_at = time.time()
-            objects = self._report(job, active, result, paths)
+            headers = [read_header(path) for path in paths]
+            if active is None:
+                self._end(job, jobs.FAILED, f"no active model for {rule.model} (routing rule {rule.name!r})",
+                          _Claim(rule, None, headers, report.ANALYSIS_FAILED))
+                return
+            violation = first_violation(active.manifest.input_constraints, headers)
+            if violation is not None:
+                self._end(job, jobs.NOT_ELIGIBLE, f"outside the model's input constraints: {violation}",
+                          _Claim(rule, active, headers, report.OUTSIDE_INPUT_CONSTRAINTS))
+                return
+            prepared, result = self._triage(job, rule, active, paths, headers, claimed_at)
+        except LeaseLost:
+            raise
+        except InferenceTimeout as exc:
+            self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_TIMED_OUT))
         except ApplianceError as exc:  # InferenceError, DecodeError, PackageError: said as the reason
-            self._end(job, jobs.FAILED, str(exc), active)
-            return
+            self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+        except MemoryError:  # the big arrays are gone with the frames that held them
+            LOG.error("job %d: out of memory", job.id)
+            self._end(job, jobs.FAILED, OUT_OF_MEMORY, _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+        except Exception as exc:  # a bug: said, and the series still gets its notice
+            LOG.exception("job %d failed", job.id)
+            self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500],
+                      _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+        else:
+            shadow = self._model(rule.model, "shadow")
+            if shadow is not None:
+                self._shadow(job, shadow, prepared, result)
+
+    def _triage(self, job: Job, rule: RoutingRule, active: InstalledModel, paths: list[Path],
+                headers: list[Dataset], claimed_at: float) -> tuple[tuple, pipeline.SeriesResult]:
+        """Run the active model, build and record the result; returns what the shadow reuses."""
+        manifest = active.manifest
+        prepared = pipeline.prepare(manifest, paths)
+        prepared_at = time.time()
+        runtime = self._runtime(active)
+        result = pipeline.run(runtime, manifest, prepared, self.settings.worker.batch_size,
+                              self._deadline(claimed_at, rule.series_timeout_s))
+        inferred_at = time.time()
+        objects = self._report(job, rule, active, runtime, result, headers)
         timings = {
             "queue_wait_s": round(claimed_at - job.created_at, 4),
             "decode_s": round(prepared_at - claimed_at, 4),
@@ -160,9 +201,7 @@ class Worker:
         self.on_recorded()
         LOG.info("series triaged: flag=%s score=%.3f model=%s (%s)", result.flag, result.score,
                  active.label, json.dumps(timings))
-        shadow = self._model(rule.model, "shadow")
-        if shadow is not None:
-            self._shadow(job, shadow, prepared, result)
+        return prepared, result
 
     def _series(self, job: Job) -> tuple[list[Path], SeriesFacts]:
         """The series' stored files and what routing looks at."""
@@ -195,12 +234,19 @@ class Worker:
             self._runtimes[key] = model.load_chosen()
         return self._runtimes[key]
 
-    def _deadline(self, started: float) -> float:
-        """The series deadline on the monotonic clock, counted from when it was claimed."""
-        return time.monotonic() + self.settings.worker.series_timeout_s - (time.time() - started)
+    def _deadline(self, started: float, timeout_s: float | None = None) -> float:
+        """The series deadline on the monotonic clock, counted from when it was claimed
+        (the rule's own timeout if it has one, capped by the worker's)."""
+        limit = self.settings.worker.series_timeout_s
+        limit = min(limit, timeout_s) if timeout_s is not None else limit
+        return time.monotonic() + limit - (time.time() - started)
 
-    def _report(self, job: Job, model: InstalledModel, result: pipeline.SeriesResult,
-                paths: list[Path]) -> list[tuple[Path, object]]:
+    def _uids(self, job: Job) -> report.ResultUids:
+        return report.ResultUids.derive(self.settings.report.uid_root, self.install_id,
+                                        job.series_instance_uid, job.generation)
+
+    def _report(self, job: Job, rule: RoutingRule, model: InstalledModel, runtime: Runtime,
+                result: pipeline.SeriesResult, headers: list[Dataset]) -> list[tuple[Path, object]]:
         """Build the SR and the heat-map capture and write them under the results folder."""
         code = report.finding_code(model.manifest.finding)
         if code is None:
@@ -208,14 +254,45 @@ class Worker:
         decision = report.TriageDecision(
             task=model.id, finding=model.manifest.finding[:64], finding_code=code, flag=result.flag,
             score=result.score, threshold=result.threshold, model_id=model.id, model_version=model.version,
-            model_sha256=model.package_sha256, decided_at=dt.datetime.now(dt.timezone.utc))
+            model_sha256=model.package_sha256, decided_at=dt.datetime.now(dt.timezone.utc),
+            variant=f"{runtime.target.label}/{runtime.precision}"[:64])
         key = decode_instance(result.key_path)[result.key_frame]
         windows = [(w.center, w.width) for w in model.manifest.input.windows]
         objects = report.build_result_objects(
-            [read_header(path) for path in paths], key.dataset, to_hu(key.pixels, key.slope, key.intercept),
-            windows, pipeline.heat_map(result.key_cam), decision,
-            report.ResultUids.from_key(f"job-{job.id}-gen-{job.generation}"))
+            headers, key.dataset, to_hu(key.pixels, key.slope, key.intercept),
+            windows, pipeline.heat_map(result.key_cam), decision, self._uids(job),
+            device_uid=self.device_uid, key_frame=result.key_frame, predecessors=self._predecessors(job),
+            procedure=rule.procedure_code)
         return report.write_objects(objects, self.settings.results_dir / job.study_instance_uid)
+
+    def _predecessors(self, job: Job) -> list[Dataset]:
+        """The series' current SR from an earlier generation, which the new one replaces."""
+        found = record.current_result_sr(self.db.conn, job.series_instance_uid, job.generation)
+        if found is None:
+            return []
+        path = self.settings.results_dir / found[0] / f"{found[1]}.dcm"
+        try:
+            return [dcmread(path)]
+        except (OSError, ValueError, InvalidDicomError) as exc:
+            LOG.warning("job %d: the SR it replaces cannot be read (%s); sent without predecessor", job.id, exc)
+            return []
+
+    def _notice(self, job: Job, claim: _Claim, reason: str) -> tuple[str, Path, Dataset] | None:
+        """Build and write the "not analysed" notice; None (logged) when it cannot be built."""
+        try:
+            model = claim.model
+            notice = report.NotAnalysed(
+                task=claim.rule.name[:64], finding=(model.manifest.finding[:64] if model else ""),
+                reason=reason, reason_code=claim.code, model_id=claim.rule.model[:64],
+                model_version=model.version if model else "", decided_at=dt.datetime.now(dt.timezone.utc))
+            headers = claim.headers or [read_header(path) for path in self._series(job)[0]]
+            ds = report.build_notice(headers, notice, self._uids(job), device_uid=self.device_uid,
+                                     procedure=claim.rule.procedure_code)
+            (path, ds), = report.write_objects([ds], self.settings.results_dir / job.study_instance_uid)
+            return claim.code[0], path, ds
+        except Exception:  # the series still ends with its reason; only the notice is missing
+            LOG.exception("job %d: the not-analysed notice could not be built", job.id)
+            return None
 
     def _shadow(self, job: Job, model: InstalledModel, prepared, active: pipeline.SeriesResult) -> None:
         runtime = self._runtime(model)
@@ -226,9 +303,44 @@ class Worker:
             result, error = None, str(exc)
         record.shadow(self.db.conn, job, model, runtime, result, error, active, time.time())
 
-    def _end(self, job: Job, series_state: str, reason: str, model: InstalledModel | None = None) -> None:
+    def _notify_abandoned(self, job: Job) -> None:
+        """A job given up after its worker stopped on every attempt: the series failed, and a
+        series a rule claimed gets its "not analysed" notice like any other failure."""
         try:
-            record.ended(self.db.conn, job, self.name, series_state, reason, time.time(), self.settings.drift, model)
+            paths, facts = self._series(job)
+            rule, _ = self.routing.route(facts)
+        except Exception:
+            LOG.exception("job %d: abandoned, and its series cannot be routed for a notice", job.id)
+            return
+        if rule is None:
+            return
+        reason = self.db.conn.execute("SELECT reason FROM series WHERE series_instance_uid = ?",
+                                      (job.series_instance_uid,)).fetchone()[0]
+        notice = self._notice(job, _Claim(rule, self._model(rule.model, "active"), [], report.ANALYSIS_FAILED),
+                              reason)
+        if notice is not None and record.abandoned_notice(self.db.conn, job, notice,
+                                                          self.settings.dicom.destinations, time.time()):
+            self.on_recorded()
+
+    def _end(self, job: Job, series_state: str, reason: str, claim: _Claim | None = None) -> None:
+        notice = self._notice(job, claim, reason) if claim is not None else None
+        try:
+            # Drift counts a failure of the routed model (not a refusal for its input constraints).
+            model = claim.model if claim is not None and series_state == jobs.FAILED else None
+            record.ended(self.db.conn, job, self.name, series_state, reason, time.time(), self.settings.drift,
+                         model, notice, self.settings.dicom.destinations)
         except LeaseLost:
             return  # the lease went to another worker: it records the outcome
+        if notice is not None:
+            self.on_recorded()
         LOG.info("series %s: %s", series_state, reason)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A series a routing rule claimed: what its "not analysed" notice needs."""
+
+    rule: RoutingRule
+    model: InstalledModel | None
+    headers: list[Dataset]
+    code: tuple[str, str, str]

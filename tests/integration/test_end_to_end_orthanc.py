@@ -1,20 +1,58 @@
-"""Orthanc as the PACS: studies pushed from it come back triaged, as SR and secondary
-capture in the same study; an MR series is not eligible and produces nothing."""
+"""Orthanc as the PACS: every series a routing rule claims comes back as something a
+radiologist can read, and each object's coded content says what happened.
+
+One Orthanc and one ``appliance serve`` for the module. Studies pushed from Orthanc:
+a head CT the demo model flags, one it does not flag, one whose model answers NaN
+(failed), one whose rule allows no time (timed out), one with 10 mm slices (outside the
+model's input constraints), a chest radiograph, and an MR series no rule takes. Then a
+late instance re-triages the unflagged series: the new SR names the earlier one as its
+predecessor and only the new one is current.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from tests.inference_packages import derived
+from tests.integration.report.test_outputs_dciodvfy import assert_valid
 from tests.orthanc import Orthanc
-from tests.support import READY_TIMEOUT_S, REPO, ApplianceProcess, free_port, wait_until, write_mr_series
+from tests.support import REPO, ApplianceProcess, free_port, write_mr_series
+from tests.unit.report.test_result_objects import coded_value, content_items, find, num_value, only
+from training.constraints import input_constraints
 from training.data.cr_synth import CRConfig, generate_cr_dataset
 from training.data.ct_synth import CTConfig, generate_ct_dataset
+from training.demo import head_ct as head_ct_spec
+
+SR, SC = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.7"
+ICH = ("1386000", "SCT")
+HEAD_CT = ("24725-4", "LN")
+TEST_RULES = """
+[[rule]]
+name = "nan test"
+model = "head-ct-nan-test"
+modality = ["CT"]
+series_description = "^NAN TEST$"
+procedure_code = ["24725-4", "LN", "Head CT"]
+
+[[rule]]
+name = "timeout test"
+model = "head-ct-ich-demo"
+modality = ["CT"]
+series_description = "^TIMEOUT TEST$"
+procedure_code = ["24725-4", "LN", "Head CT"]
+series_timeout_s = 0.000001
+
+"""
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -22,72 +60,6 @@ def cli(env: dict[str, str], *args: str) -> str:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout
-
-
-@pytest.fixture(scope="module")
-def pacs_and_box(tmp_path_factory, demo_packages):
-    """Orthanc, and `appliance serve` with the demo models active and Orthanc as destination."""
-    folder = tmp_path_factory.mktemp("e2e")
-    port = free_port()
-    with Orthanc(folder / "orthanc", modalities={"appliance": ("TRIAGE", "127.0.0.1", port)}) as pacs:
-        box = ApplianceProcess(folder / "data", port=port,
-                               dicom_destinations=pacs.destination,
-                               models_trusted_keys=str(demo_packages["public_key"]))
-        for model in ("head-ct", "chest-cr"):
-            for package in demo_packages[model]:
-                cli(box.env, "models", "install", "--activate", str(package))
-        box.command = "serve"
-        box.start()
-        yield pacs, box
-        box.stop()
-
-
-def series_entry(box: ApplianceProcess, series_uid: str, states: set[str]) -> dict:
-    """The series' status entry once it is in one of ``states``; the demo models run at
-    full size, so a loaded machine gets twice the usual deadline."""
-    def entry() -> dict | None:
-        return next((e for e in box.status()["series"]
-                     if e["series_instance_uid"] == series_uid and e["state"] in states), None)
-
-    return wait_until(entry, timeout=2 * READY_TIMEOUT_S, what=f"series in {sorted(states)}", interval=0.2)
-
-
-def push(pacs: Orthanc, files: list[Path]) -> str:
-    for path in files:
-        pacs.upload(path)
-    study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    pacs.store_study("appliance", study_uid)
-    return study_uid
-
-
-def results_in(pacs: Orthanc, study_uid: str, tmp_path: Path) -> dict[str, Path]:
-    """The SR and SC that came back into the study, written to files."""
-    found: dict[str, Path] = {}
-
-    def both_arrived() -> bool:
-        for instance in pacs.instances_of_study(study_uid):
-            path = tmp_path / f"{instance['ID']}.dcm"
-            if not path.exists():
-                path.write_bytes(pacs.instance_file(instance["ID"]))
-            modality = pydicom.dcmread(path, stop_before_pixels=True).Modality
-            if modality in ("SR", "OT"):
-                found[modality] = path
-        return set(found) == {"SR", "OT"}
-
-    wait_until(both_arrived, what="the SR and the capture in Orthanc", interval=0.3)
-    return found
-
-
-def sr_says(path: Path) -> str:
-    """'Present' or 'Absent', from the dump of the SR's content tree."""
-    dump = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True, check=True).stdout
-    return "Present" if "Present" in dump else "Absent" if "Absent" in dump else dump
-
-
-def assert_valid(path: Path) -> None:
-    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
-    assert errors == [], errors
 
 
 def head_ct(folder: Path, positive: bool) -> list[Path]:
@@ -102,47 +74,264 @@ def head_ct(folder: Path, positive: bool) -> list[Path]:
                   if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == truth.series_uid)
 
 
-@pytest.mark.parametrize("positive", [True, False], ids=["haemorrhage", "negative"])
-def test_head_ct_comes_back_with_an_sr_that_says_what_the_model_found(pacs_and_box, tmp_path, positive):
+def copy_series(files: list[Path], folder: Path, change) -> list[Path]:
+    """The series as a new study and series (new UIDs), each instance passed through ``change``."""
+    folder.mkdir(parents=True)
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for i, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        change(ds)
+        out.append(folder / f"{i:03d}.dcm")
+        ds.save_as(out[-1])
+    return out
+
+
+def described(text: str):
+    def change(ds: Dataset) -> None:
+        ds.SeriesDescription = text
+    return change
+
+
+def white_nan_test(ds: Dataset) -> None:
+    """Every pixel far above the bone window: the NaN test model's input is all ones."""
+    ds.SeriesDescription = "NAN TEST"
+    stored = (3000 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope)
+    ds.PixelData = np.full((ds.Rows, ds.Columns), stored, ds.pixel_array.dtype).tobytes()
+
+
+def ten_mm(ds: Dataset) -> None:
+    ds.SliceThickness = 10.0
+
+
+class Case:
+    def __init__(self, files: list[Path]):
+        first = pydicom.dcmread(files[0], stop_before_pixels=True)
+        self.files, self.study, self.series = files, str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+
+
+@pytest.fixture(scope="module")
+def pacs_and_box(tmp_path_factory, demo_packages):
+    """Orthanc, `appliance serve` with Orthanc as destination, and the packages: the demo
+    head CT re-signed with its training data's input constraints, a NaN-on-white copy of
+    it, and the demo chest model."""
+    from training.__main__ import main as training_cli
+
+    folder = tmp_path_factory.mktemp("e2e")
+    key = folder / "keys" / "test.key"
+    assert training_cli(["keygen", "--out", str(key)]) == 0
+    [head] = demo_packages["head-ct"]
+    constrained = derived(head, key, folder, "1.0.1", input_constraints=input_constraints(head_ct_spec().generator))
+    nan = derived(head, key, folder, "1.0.0", model_id="head-ct-nan-test", nan_on_white=True)
+    routing = folder / "routing.toml"
+    routing.write_text(TEST_RULES + (REPO / "firmware-config" / "routing.toml").read_text())
+    port = free_port()
+    with Orthanc(folder / "orthanc", modalities={"appliance": ("TRIAGE", "127.0.0.1", port)}) as pacs:
+        box = ApplianceProcess(folder / "data", port=port, dicom_destinations=pacs.destination,
+                               models_trusted_keys=f"{demo_packages['public_key']},{key.with_suffix('.pub')}",
+                               worker_routing_file=str(routing))
+        for package in (constrained, nan, *demo_packages["chest-cr"]):
+            cli(box.env, "models", "install", "--activate", str(package))
+        box.command = "serve"
+        box.start()
+        yield pacs, box
+        box.stop()
+
+
+@pytest.fixture(scope="module")
+def cases(pacs_and_box, tmp_path_factory) -> dict[str, Case]:
+    """Every head CT case pushed from Orthanc at once (the appliance works through them)."""
     pacs, box = pacs_and_box
-    files = head_ct(tmp_path / "ct", positive=positive)
-    study_uid = push(pacs, files)
-    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    entry = series_entry(box, series_uid, {"triaged", "failed"})
-    assert entry["state"] == "triaged" and entry["flag"] is positive
-    found = results_in(pacs, study_uid, tmp_path)
-    assert sr_says(found["SR"]) == ("Present" if positive else "Absent")
-    for path in found.values():
-        assert pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID == study_uid
-        assert_valid(path)
-    capture = pydicom.dcmread(found["OT"])
-    assert capture.BurnedInAnnotation == "YES" and capture.SamplesPerPixel == 3
-    # Orthanc lists an instance before the sender has its C-STORE response and marks it sent.
-    wait_until(lambda: box.status()["outbox"][pacs.destination].get("sent", 0) >= 2,
-               what="the outbox rows to be marked sent", interval=0.2)
+    folder = tmp_path_factory.mktemp("cases")
+    negative = head_ct(folder / "negative", positive=False)
+    made = {
+        "flagged": head_ct(folder / "positive", positive=True),
+        "unflagged": negative,
+        "failed": copy_series(negative, folder / "nan", white_nan_test),
+        "timed out": copy_series(negative, folder / "timeout", described("TIMEOUT TEST")),
+        "outside constraints": copy_series(negative, folder / "thick", ten_mm),
+    }
+    cases = {name: Case(files) for name, files in made.items()}
+    for case in cases.values():
+        push(pacs, case.files)
+    return cases
+
+
+def push(pacs: Orthanc, files: list[Path]) -> None:
+    for path in files:
+        pacs.upload(path)
+    pacs.store_study("appliance", str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID))
+
+
+def series_entry(box: ApplianceProcess, series_uid: str, done=lambda entry: entry["state"] in
+                 {"triaged", "not-eligible", "failed"}, timeout: float = 180) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in box.status()["series"]:
+            if entry["series_instance_uid"] == series_uid and done(entry):
+                return entry
+        time.sleep(0.3)
+    raise AssertionError(box.status())
+
+
+def results_in(pacs: Orthanc, study_uid: str, folder: Path, expected: dict[str, int],
+               timeout: float = 120) -> dict[str, list[Dataset]]:
+    """The objects the appliance sent into the study, by SOP class name, once exactly
+    ``expected`` of them are there (and still exactly that a moment later)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        found: dict[str, list[Dataset]] = {"SR": [], "SC": []}
+        for instance in pacs.instances_of_study(study_uid):
+            path = folder / f"{instance['ID']}.dcm"
+            if not path.exists():
+                path.write_bytes(pacs.instance_file(instance["ID"]))
+            ds = pydicom.dcmread(path)
+            if ds.SOPClassUID in (SR, SC):
+                assert_valid(path)
+                found["SR" if ds.SOPClassUID == SR else "SC"].append(ds)
+        counts = {kind: len(items) for kind, items in found.items()}
+        if counts == expected:
+            return found
+        assert time.monotonic() < deadline, (counts, expected)
+        time.sleep(0.3)
+
+
+def comments(sr: Dataset) -> str:
+    return " ".join(i.TextValue for i in find(sr, "121106", "DCM"))
+
+
+def assert_result(sr: Dataset, sc: Dataset, flagged: bool, source: Case) -> None:
+    assert sr.StudyInstanceUID == sc.StudyInstanceUID == source.study
+    assert (sr.VerificationFlag, sr.CompletionFlag) == ("UNVERIFIED", "COMPLETE")
+    assert "NOT FOR DIAGNOSTIC USE" in sr.SeriesDescription and "NOT FOR DIAGNOSTIC USE" in comments(sr)
+    assert coded_value(only(sr, "FLAG", "99TRIAGE")) == (("373066001", "SCT") if flagged else ("373067005", "SCT"))
+    assert find(sr, *ICH) == []  # the finding is never stated present or absent
+    codes = {coded_value(i) for i in content_items(sr) if "ConceptCodeSequence" in i}
+    assert ("272519000", "SCT") not in codes  # no "Absent" anywhere
+    if flagged:
+        assert coded_value(only(sr, "FLAGREASON", "99TRIAGE")) == ICH
+        assert coded_value(only(sr, "121071", "DCM")) == ICH  # Finding
+        assert "Flagged for priority review; reason for the flag: suspected intracranial haemorrhage" in comments(sr)
+    else:
+        assert find(sr, "FLAGREASON", "99TRIAGE") == [] and find(sr, "121071", "DCM") == []
+        assert "Not flagged; does not exclude intracranial haemorrhage" in comments(sr)
+    score, threshold = num_value(only(sr, "246262008", "SCT")), num_value(only(sr, "111071", "DCM"))
+    assert (score >= threshold) is flagged and "not a probability" in comments(sr)
+    assert coded_value(only(sr, "121058", "DCM")) == HEAD_CT  # Procedure reported, from the routing rule
+    [image] = [i for i in content_items(sr) if i.ValueType == "IMAGE" and
+               i.ReferencedSOPSequence[0].ReferencedSOPClassUID == SC]
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sc.SOPInstanceUID
+    [key] = [i for i in content_items(sr) if i.ValueType == "IMAGE" and i is not image]
+    source_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in source.files}
+    assert key.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in source_uids
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == key.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    [algorithm] = [e for e in sr.ContributingEquipmentSequence if "DeviceUID" in e]  # IHE AIR processing algorithm
+    assert algorithm.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
+    assert algorithm.ManufacturerModelName == "head-ct-ich-demo" and "1.0.1" in algorithm.SoftwareVersions
+    assert algorithm.DeviceUID == only(sr, "121012", "DCM").UID  # the Device Observer UID
+    variant = [i.TextValue for i in find(sr, "111002", "DCM") if i.TextValue.startswith("variant=")]
+    assert len(variant) == 1 and variant[0].split("=")[1].split("/")[0] in ("onnxruntime", "openvino")
+    assert sc.BurnedInAnnotation == "YES" and "not a probability" in sc.ImageComments
+
+
+def assert_notice(sr: Dataset, source: Case, code: str, words: str) -> None:
+    assert sr.StudyInstanceUID == source.study and sr.VerificationFlag == "UNVERIFIED"
+    assert sr.SeriesDescription == "AI TRIAGE NOT ANALYSED - NOT FOR DIAGNOSTIC USE"
+    assert coded_value(only(sr, "STATUS", "99TRIAGE")) == ("262008008", "SCT")  # Not performed
+    assert coded_value(only(sr, "NAREASON", "99TRIAGE")) == (code, "99TRIAGE")
+    assert find(sr, "FLAG", "99TRIAGE") == [] and find(sr, "121071", "DCM") == [] and find(sr, *ICH) == []
+    assert "NOT ANALYSED by AI triage" in comments(sr) and words in comments(sr)
+    assert coded_value(only(sr, "121058", "DCM")) == HEAD_CT
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.SeriesInstanceUID == source.series
+
+
+@pytest.mark.parametrize("name, flagged", [("flagged", True), ("unflagged", False)])
+def test_a_triaged_head_ct_comes_back_as_an_sr_and_a_capture_that_say_what_triage_means(
+        pacs_and_box, cases, tmp_path, name, flagged):
+    pacs, box = pacs_and_box
+    case = cases[name]
+    entry = series_entry(box, case.series)
+    assert entry["state"] == "triaged" and entry["flag"] is flagged
+    found = results_in(pacs, case.study, tmp_path, {"SR": 1, "SC": 1})
+    [sr], [sc] = found["SR"], found["SC"]
+    assert_result(sr, sc, flagged, case)
+    assert entry["result"] == {"sr_instance_uid": sr.SOPInstanceUID, "sc_instance_uid": sc.SOPInstanceUID}
+    assert sr.SOPInstanceUID.startswith("2.25.") and sc.SOPInstanceUID.startswith("2.25.")
+
+
+@pytest.mark.parametrize("name, state, code, words", [
+    ("failed", "failed", "NA-FAILED", "model output contains NaN or Inf"),
+    ("timed out", "failed", "NA-TIMEOUT", "timed out after 0 of"),
+    ("outside constraints", "not-eligible", "NA-INPUT", "slice thickness 10 mm outside 3-5 mm"),
+])
+def test_a_claimed_series_without_a_result_gets_a_not_analysed_notice(pacs_and_box, cases, tmp_path,
+                                                                      name, state, code, words):
+    pacs, box = pacs_and_box
+    case = cases[name]
+    entry = series_entry(box, case.series)
+    assert entry["state"] == state and words in entry["reason"]
+    found = results_in(pacs, case.study, tmp_path, {"SR": 1, "SC": 0})
+    [notice] = found["SR"]
+    assert_notice(notice, case, code, words)
+    assert entry["notice_sr_instance_uid"] == notice.SOPInstanceUID
+
+
+def test_a_late_instance_re_triages_and_the_new_sr_replaces_the_earlier_one(pacs_and_box, cases, tmp_path):
+    pacs, box = pacs_and_box
+    case = cases["unflagged"]
+    first = series_entry(box, case.series)["result"]
+    earlier = results_in(pacs, case.study, tmp_path / "before", {"SR": 1, "SC": 1})["SR"][0]
+    [late] = copy_series(case.files[-1:], tmp_path / "late", lambda ds: None)
+    ds = pydicom.dcmread(late)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = case.study, case.series
+    ds.InstanceNumber = len(case.files) + 1
+    ds.save_as(late)
+    pacs.store("appliance", [pacs.upload(late)])
+
+    entry = series_entry(box, case.series, lambda e: e["state"] == "triaged" and e.get("result") not in (None, first))
+    found = results_in(pacs, case.study, tmp_path / "after", {"SR": 2, "SC": 2})
+    [new] = [sr for sr in found["SR"] if sr.SOPInstanceUID != earlier.SOPInstanceUID]
+    [new_sc] = [sc for sc in found["SC"] if sc.SOPInstanceUID == entry["result"]["sc_instance_uid"]]
+    assert new.SOPInstanceUID == entry["result"]["sr_instance_uid"]
+    assert_result(new, new_sc, False, case)
+    predecessor = new.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert predecessor.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == earlier.SOPInstanceUID
+    assert new.SeriesInstanceUID == earlier.SeriesInstanceUID  # the next version, in the same series
+    evidence = {r.ReferencedSOPInstanceUID for s in new.CurrentRequestedProcedureEvidenceSequence
+                for r in s.ReferencedSeriesSequence[0].ReferencedSOPSequence}
+    assert str(ds.SOPInstanceUID) in evidence
+    with sqlite3.connect(box.data_dir / "appliance.db") as db:
+        rows = db.execute("SELECT generation, superseded, superseded_by_sr, sr_instance_uid FROM inference_results "
+                          "WHERE series_instance_uid = ? AND role = 'active' ORDER BY generation",
+                          (case.series,)).fetchall()
+    assert rows == [(1, 1, new.SOPInstanceUID, earlier.SOPInstanceUID), (2, 0, None, new.SOPInstanceUID)]
+    assert [e for e in box.status()["series"] if e["series_instance_uid"] == case.series] == [entry]
 
 
 def test_chest_radiograph_goes_to_the_chest_model(pacs_and_box, tmp_path):
     pacs, box = pacs_and_box
     generate_cr_dataset(CRConfig(n_patients=1, seed=7), tmp_path / "cr", workers=1)
     files = sorted((tmp_path / "cr").rglob("*.dcm"))
-    study_uid = push(pacs, files)
-    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    entry = series_entry(box, series_uid, {"triaged", "failed"})
+    push(pacs, files)
+    case = Case(files)
+    entry = series_entry(box, case.series)
     assert entry["state"] == "triaged" and entry["model"].startswith("chest-cr-pneumothorax-demo ")
-    found = results_in(pacs, study_uid, tmp_path)
-    for path in found.values():
-        assert_valid(path)
+    [sr] = results_in(pacs, case.study, tmp_path / "out", {"SR": 1, "SC": 1})["SR"]
+    assert coded_value(only(sr, "121058", "DCM")) == ("399208008", "SCT")  # Plain chest X-ray
 
 
-def test_an_mr_series_is_not_eligible_and_produces_nothing(pacs_and_box, tmp_path):
+def test_an_mr_series_no_rule_claims_is_not_eligible_and_produces_nothing(pacs_and_box, tmp_path):
     pacs, box = pacs_and_box
     series, files = write_mr_series(tmp_path / "mr", 12)
-    study = push(pacs, files)
-    entry = series_entry(box, series, {"not-eligible", "triaged", "failed"})
+    push(pacs, files)
+    study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    entry = series_entry(box, series)
     assert entry["state"] == "not-eligible" and "modality MR" in entry["reason"]
-    # Not-eligible is final and nothing was queued for sending, so nothing can arrive later
-    # (no sleep-and-hope): the outbox is empty for the study, and Orthanc holds only the MR.
+    assert "notice_sr_instance_uid" not in entry
     with sqlite3.connect(box.data_dir / "appliance.db") as db:
         assert db.execute("SELECT COUNT(*) FROM outbox WHERE study_instance_uid = ?", (study,)).fetchone()[0] == 0
     assert len(pacs.instances_of_study(study)) == 12

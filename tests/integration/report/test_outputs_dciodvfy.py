@@ -16,14 +16,24 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian
 
-from appliance.report import ResultUids, build_heatmap_capture, build_sr
+import datetime as dt
+
+from appliance.report import (
+    OUTSIDE_INPUT_CONSTRAINTS, NotAnalysed, ResultUids, build_heatmap_capture, build_notice, build_sr,
+)
 from tests.unit.report.test_result_objects import (
-    DEVICE_UID, coded_value, ct_series, decision, dx_image, nodule_decision, num_value, only,
+    DEVICE_UID, coded_value, ct_series, decision, dx_image, find, nodule_decision, num_value, only,
 )
 
-# A private coding scheme (99TRIAGE, declared in the SR) is the only thing dciodvfy may
-# warn about; any other warning is a regression to look at.
-ALLOWED_WARNINGS = ("Unrecognized defined term <99TRIAGE> for value 1 of attribute <Coding Scheme Designator>",)
+# A private coding scheme (99TRIAGE, declared in the SR) and the Device UID that IHE AI
+# Results asks for in the Contributing Equipment item (newer than dicom3tools' tables,
+# which then call the SR "Standard Extended") are the only things dciodvfy may warn
+# about; any other warning is a regression to look at.
+ALLOWED_WARNINGS = (
+    "Unrecognized defined term <99TRIAGE> for value 1 of attribute <Coding Scheme Designator>",
+    "Attribute is not present in standard DICOM IOD - (0x0018,0x1002) UI Device UID ",
+    "Dicom dataset contains attributes not present in standard DICOM IOD - this is a Standard Extended SOP Class",
+)
 
 
 def write(ds: Dataset, path: Path) -> Path:
@@ -58,20 +68,29 @@ def source_files(tmp_path: Path, datasets: list[Dataset]) -> list[Path]:
     return [write(ds, folder / f"{i:03d}.dcm") for i, ds in enumerate(datasets)]
 
 
-@pytest.mark.parametrize("flag, expected", [(True, "52101004"), (False, "272519000")])
-def test_head_ct_sr_passes_dciodvfy_and_reads_back(tmp_path, flag, expected):
+@pytest.mark.parametrize("flag", [True, False], ids=["flagged", "not-flagged"])
+def test_head_ct_sr_passes_dciodvfy_and_reads_back(tmp_path, flag):
     paths = source_files(tmp_path, ct_series())
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     d = decision(flag)
-    path = write(build_sr(headers, d, ResultUids.from_key(f"ct-{flag}"), device_uid=DEVICE_UID), tmp_path / "sr.dcm")
+    uids = ResultUids.from_key(f"ct-{flag}")
+    key = pydicom.dcmread(paths[2])
+    capture = build_heatmap_capture(key, apply_modality_lut(key.pixel_array, key), (40, 80), np.zeros((8, 8)), d, uids)
+    earlier = build_sr(headers, d, ResultUids.from_key("earlier"), device_uid=DEVICE_UID)
+    sr = build_sr(headers, d, uids, device_uid=DEVICE_UID, key=headers[2], capture=capture,
+                  predecessors=[earlier], procedure=("24725-4", "LN", "Head CT"))
+    path = write(sr, tmp_path / "sr.dcm")
     assert_valid(path)
     assert subprocess.run(["dsrdump", str(path)], capture_output=True, timeout=60).returncode == 0
     sr = pydicom.dcmread(path)
     assert sr.StudyInstanceUID == headers[0].StudyInstanceUID
-    assert coded_value(only(sr, "1386000", "SCT")) == (expected, "SCT")
-    assert num_value(only(sr, "SCORE", "99TRIAGE")) == pytest.approx(d.score)
-    assert num_value(only(sr, "THRESHOLD", "99TRIAGE")) == pytest.approx(d.threshold)
     assert coded_value(only(sr, "FLAG", "99TRIAGE"))[0] == ("373066001" if flag else "373067005")
+    assert num_value(only(sr, "246262008", "SCT")) == pytest.approx(d.score)
+    assert num_value(only(sr, "111071", "DCM")) == pytest.approx(d.threshold)
+    assert find(sr, "1386000", "SCT") == []  # the finding is never a concept name (no Present/Absent)
+    assert (len(find(sr, "FLAGREASON", "99TRIAGE")) == 1) is flag
+    assert sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0] \
+        .ReferencedSOPInstanceUID == earlier.SOPInstanceUID
 
 
 def test_chest_radiograph_sr_passes_dciodvfy(tmp_path):
@@ -79,7 +98,21 @@ def test_chest_radiograph_sr_passes_dciodvfy(tmp_path):
     header = pydicom.dcmread(path, stop_before_pixels=True)
     out = write(build_sr([header], nodule_decision(False), ResultUids.from_key("dx"), device_uid=DEVICE_UID), tmp_path / "sr.dcm")
     assert_valid(out)
-    assert coded_value(only(pydicom.dcmread(out), "786838002", "SCT")) == ("272519000", "SCT")
+    assert coded_value(only(pydicom.dcmread(out), "FLAG", "99TRIAGE")) == ("373067005", "SCT")
+
+
+def test_not_analysed_notice_passes_dciodvfy(tmp_path):
+    paths = source_files(tmp_path, ct_series(3))
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    notice = NotAnalysed("head CT", "Intracranial hemorrhage", "slice thickness 10 mm outside 0.5-5 mm",
+                         OUTSIDE_INPUT_CONSTRAINTS, "head-ct-ich", "1.2.0", dt.datetime(2025, 3, 14, 10, 20, 5))
+    out = write(build_notice(headers, notice, ResultUids.from_key("n"), device_uid=DEVICE_UID,
+                             procedure=("24725-4", "LN", "Head CT")), tmp_path / "notice.dcm")
+    assert_valid(out)
+    sr = pydicom.dcmread(out)
+    assert coded_value(only(sr, "NAREASON", "99TRIAGE")) == ("NA-INPUT", "99TRIAGE")
+    assert coded_value(only(sr, "STATUS", "99TRIAGE")) == ("262008008", "SCT")
+    assert find(sr, "1386000", "SCT") == [] and find(sr, "FLAG", "99TRIAGE") == []
 
 
 def _capture(tmp_path: Path, source: Dataset, window: tuple[float, float], d, allowed=ALLOWED_WARNINGS) -> Dataset:

@@ -20,6 +20,7 @@ from appliance.errors import LeaseLost
 from appliance.db import transaction
 from appliance.jobs import claim
 from tests.support import ApplianceProcess, tcp_env, wait_until, write_mr_series
+from tests.unit.report.test_result_objects import coded_value, only
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 
@@ -99,7 +100,12 @@ def test_an_undecodable_series_fails_with_the_reason(box, tmp_path):
     assert Worker(settings, db).run_once()
     [entry] = listener.status()["series"]
     assert entry["state"] == "failed" and "decode failed" in entry["reason"]
-    assert db.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    # Not silence: the rule claimed the series, so PACS gets a "not analysed" notice, and only that.
+    [(path, sop)] = db.conn.execute("SELECT path, sop_instance_uid FROM outbox").fetchall()
+    notice = pydicom.dcmread(path)
+    assert notice.SeriesDescription.startswith("AI TRIAGE NOT ANALYSED") and notice.SOPInstanceUID == sop
+    assert entry["notice_sr_instance_uid"] == sop
+    assert db.conn.execute("SELECT reason_code FROM notices").fetchall() == [("NA-FAILED",)]
 
 
 def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
@@ -121,6 +127,23 @@ def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
         late.process(vanished)
     assert db.conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'inference'").fetchone()[0] == 1
     assert db.conn.execute("SELECT attempts, state FROM jobs").fetchone() == (2, "done")
+
+
+def test_a_series_whose_worker_died_on_every_attempt_fails_and_pacs_gets_a_notice(box, tmp_path):
+    listener, settings, db = box
+    send(listener, head_ct(tmp_path / "ct", seed=15))
+    queued_series(listener, 1)
+    now = time.time()  # injected clock: each dead worker's lease runs out 301 s after its claim
+    for attempt in range(settings.worker.max_attempts):
+        with transaction(db.conn) as conn:
+            assert claim(conn, f"dead-{attempt}", 300, settings.worker.max_attempts, now + 301 * attempt)
+    assert not Worker(settings, db).run_once(now=now + 301 * settings.worker.max_attempts)
+    [entry] = listener.status()["series"]
+    assert entry["state"] == "failed" and "abandoned after 3 attempts" in entry["reason"]
+    [(path, sop)] = db.conn.execute("SELECT path, sop_instance_uid FROM outbox").fetchall()
+    assert entry["notice_sr_instance_uid"] == sop
+    assert coded_value(only(pydicom.dcmread(path), "NAREASON", "99TRIAGE")) == ("NA-FAILED", "99TRIAGE")
+    assert audit_log.verify_database(db) == []
 
 
 def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp_path, quick_packages):

@@ -15,6 +15,8 @@ from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, 
 
 from appliance import __version__
 from appliance.report import (
+    derive_uid,
+    device_uid,
     INTRACRANIAL_HEMORRHAGE,
     NOT_FOR_DIAGNOSTIC_USE,
     PULMONARY_NODULE,
@@ -192,30 +194,65 @@ def test_result_uids_from_key_are_stable_distinct_and_valid():
     first, again, other = ResultUids.from_key("job-7"), ResultUids.from_key("job-7"), ResultUids.from_key("job-8")
     assert first == again
     values = list(vars(first).values())
-    assert len(set(values)) == 4
+    assert len(set(values)) == 6
     assert set(values).isdisjoint(vars(other).values())
-    assert all(pydicom.uid.UID(v).is_valid for v in values)
+    assert all(pydicom.uid.UID(v).is_valid and v.startswith("2.25.") for v in values)
+
+
+def test_derived_uids_depend_on_install_series_and_generation_and_fit_any_root():
+    one = ResultUids.derive("2.25", "install-a", "1.2.3", 1)
+    assert ResultUids.derive("2.25", "install-a", "1.2.3", 1) == one
+    other_box = ResultUids.derive("2.25", "install-b", "1.2.3", 1)
+    assert set(vars(one).values()).isdisjoint(vars(other_box).values())
+    next_generation = ResultUids.derive("2.25", "install-a", "1.2.3", 2)
+    assert next_generation.sr_instance_uid != one.sr_instance_uid
+    assert next_generation.sr_series_uid == one.sr_series_uid  # a new version joins the same series
+    long_root = "1.2.826.0.1.3680043.10.99999.12345678901"
+    uid = derive_uid(long_root, "install-a", "x")
+    assert uid.startswith(long_root + ".") and len(uid) <= 64 and pydicom.uid.UID(uid).is_valid
+    for bad in ("", "1.02", "1..2", "a.b", "1." + "2" * 40):
+        with pytest.raises(ValueError):
+            derive_uid(bad, "x")
+    assert device_uid("2.25", "install-a") != device_uid("2.25", "install-b")
 
 
 # --- SR ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flag, present, yes_no", [(True, "52101004", "373066001"), (False, "272519000", "373067005")])
-def test_sr_states_finding_flag_score_and_threshold(flag, present, yes_no):
+def comments(sr: Dataset) -> list[str]:
+    return [i.TextValue for i in find(sr, "121106", "DCM")]
+
+
+def test_flagged_sr_gives_the_finding_as_the_reason_for_the_flag():
     source = [header_only(ds) for ds in ct_series()]
-    d = decision(flag)
+    d = decision(True)
     sr = build_sr(source, d, ResultUids.from_key("k"), device_uid=DEVICE_UID)
-    assert coded_value(only(sr, "1386000", "SCT")) == (present, "SCT")
-    assert coded_value(only(sr, "FLAG", "99TRIAGE")) == (yes_no, "SCT")
-    assert num_value(only(sr, "SCORE", "99TRIAGE")) == pytest.approx(d.score)
-    assert num_value(only(sr, "THRESHOLD", "99TRIAGE")) == pytest.approx(0.5)
+    assert coded_value(only(sr, "FLAG", "99TRIAGE")) == ("373066001", "SCT")  # Yes
+    assert coded_value(only(sr, "FLAGREASON", "99TRIAGE")) == ("1386000", "SCT")
     assert coded_value(only(sr, "121071", "DCM")) == ("1386000", "SCT")  # Finding
+    assert num_value(only(sr, "246262008", "SCT")) == pytest.approx(d.score)  # Score
+    assert num_value(only(sr, "111071", "DCM")) == pytest.approx(0.5)  # CAD Operating Point
+    assert find(sr, "1386000", "SCT") == []  # never "haemorrhage: Present"
+    said = " ".join(comments(sr))
+    assert "Flagged for priority review; reason for the flag: suspected intracranial hemorrhage" in said
+    assert "score 0.870 at or above threshold 0.500" in said and "not a probability" in said
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+
+
+def test_unflagged_sr_does_not_exclude_the_finding_and_names_no_finding():
+    source = [header_only(ds) for ds in ct_series()]
+    sr = build_sr(source, decision(False), ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    assert coded_value(only(sr, "FLAG", "99TRIAGE")) == ("373067005", "SCT")  # No
+    assert find(sr, "121071", "DCM") == [] and find(sr, "FLAGREASON", "99TRIAGE") == []
+    codes_used = {tuple(coded_value(i)) for i in content_items(sr) if "ConceptCodeSequence" in i}
+    assert ("272519000", "SCT") not in codes_used and ("1386000", "SCT") not in codes_used  # no Absent, no finding
+    assert any("Not flagged; does not exclude intracranial hemorrhage (score 0.120 below threshold 0.500"
+               in text for text in comments(sr))
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 
 
 def test_sr_keeps_a_score_with_many_digits_within_ds_limits():
     sr = build_sr([header_only(ct_series(1)[0])], decision(score=0.876543219876), ResultUids.from_key("k"), device_uid=DEVICE_UID)
-    assert num_value(only(sr, "SCORE", "99TRIAGE")) == pytest.approx(0.876543219876, abs=1e-9)
+    assert num_value(only(sr, "246262008", "SCT")) == pytest.approx(0.876543219876, abs=1e-9)
 
 
 def test_sr_identifies_the_algorithm_and_the_device():
@@ -252,14 +289,14 @@ def test_sr_is_in_the_source_study_and_references_every_source_instance():
 def test_sr_says_not_for_diagnostic_use():
     sr = build_sr([header_only(ct_series(1)[0])], decision(), ResultUids.from_key("k"), device_uid=DEVICE_UID)
     assert NOT_FOR_DIAGNOSTIC_USE in sr.SeriesDescription
-    assert NOT_FOR_DIAGNOSTIC_USE in only(sr, "121106", "DCM").TextValue
+    assert any(NOT_FOR_DIAGNOSTIC_USE in text for text in comments(sr))
     assert sr.PreliminaryFlag == "PRELIMINARY" and sr.VerificationFlag == "UNVERIFIED"
 
 
 def test_sr_for_a_radiograph_reports_a_radiograph_procedure():
     sr = build_sr([header_only(dx_image())], nodule_decision(True), ResultUids.from_key("k"), device_uid=DEVICE_UID)
     assert coded_value(only(sr, "121058", "DCM")) == ("43468-8", "LN")  # Procedure reported
-    assert coded_value(only(sr, "786838002", "SCT")) == ("52101004", "SCT")
+    assert coded_value(only(sr, "FLAGREASON", "99TRIAGE")) == ("786838002", "SCT")
 
 
 def test_sr_rebuilt_with_the_same_inputs_is_byte_identical():
@@ -344,7 +381,7 @@ def test_grey_windows_and_inverts_monochrome1():
 
 def test_overlay_leaves_cool_pixels_grey_and_tints_hot_ones():
     grey = np.full((1, 3), 0.5)
-    rgb = render.overlay(grey, np.array([[0.49, 0.5, 1.0]]))
+    rgb = render.overlay(grey, np.array([[0.49, 0.5, 1.0]]), 0.5)
     assert tuple(rgb[0, 0]) == (128, 128, 128)
     r, g, b = (int(v) for v in rgb[0, 1])
     assert r > 128 > g >= b  # red at the floor
@@ -461,3 +498,25 @@ def test_an_unknown_character_set_is_only_a_label_and_the_objects_are_built():
     assert sr.SpecificCharacterSet == sc.SpecificCharacterSet == "ISO_IR 192"
     assert str(sr.PatientName) == str(series[0].PatientName)
     assert series[0].SpecificCharacterSet == "ISO_IR 999"  # the source is not changed
+
+
+def test_heat_floor_is_the_operating_point_and_a_flagged_series_always_shows_where():
+    weak = np.full((4, 4), 0.1)
+    weak[1, 1] = 0.3
+    assert render.heat_floor(0.35, weak, flagged=False) == 0.35  # nothing drawn on this unflagged slice
+    floor = render.heat_floor(0.35, weak, flagged=True)  # resampling shaved the peak below the threshold
+    assert floor == pytest.approx(0.3)
+    rgb = render.overlay(np.full((4, 4), 0.5), weak, floor)
+    assert (rgb[1, 1, 0] > rgb[1, 1, 2]) and (rgb[0, 0] == rgb[0, 0, 0]).all()
+
+
+def test_capture_of_a_flagged_series_with_a_low_threshold_is_tinted():
+    key = ct_series(1)[0]
+    heat = np.full((16, 16), 0.2)
+    heat[4:8, 4:8] = 0.3  # below the old fixed floor of 0.5, above this model's threshold
+    d = decision(True, score=0.31, threshold=0.25)
+    sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), heat, d, ResultUids.from_key("k"))
+    image = sc.pixel_array.astype(int)
+    spot = image[150:230, 150:230]
+    assert (spot[..., 0] - spot[..., 2] > 60).all()
+    assert "FLAGGED for priority review" in sc.ImageComments and "not a probability" in sc.ImageComments

@@ -46,3 +46,21 @@ def test_a_bad_rule_names_itself(tmp_path: Path):
     path.write_text('[[rule]]\nname = "x"\nmodel = "m"\nmodality = []\n')
     with pytest.raises(ConfigError, match="rule.0.modality"):
         load_routing(path)
+
+
+def test_shipped_rules_report_real_procedure_codes():
+    codes = {rule.name: rule.procedure_code for rule in ROUTING.rule}
+    assert codes == {"head CT": ("24725-4", "LN", "Head CT"),
+                     "chest radiograph": ("399208008", "SCT", "Plain chest X-ray")}
+
+
+@pytest.mark.parametrize("line, message", [
+    ('procedure_code = ["24725-4", "LN"]', "rule.0.procedure_code"),
+    ('procedure_code = ["24725-4", "", "Head CT"]', "rule.0.procedure_code"),
+    ("series_timeout_s = 0", "rule.0.series_timeout_s"),
+])
+def test_a_bad_procedure_code_or_timeout_names_its_key(tmp_path: Path, line, message):
+    path = tmp_path / "routing.toml"
+    path.write_text(f'[[rule]]\nname = "x"\nmodel = "m"\nmodality = ["CT"]\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_routing(path)
