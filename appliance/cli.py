@@ -365,6 +365,47 @@ def _add_web_commands(sub) -> None:
     create.set_defaults(func=cmd_tokens_create)
 
 
+# Outbox: dead letters --------------------------------------------------------------------
+def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
+    from appliance.db import open_database
+    from appliance.send.outbox import Outbox
+
+    items = Outbox(open_database(settings.db_path)).items(args.destination, "dead" if args.dead else None)
+    for item in items:
+        status = f"0x{item.last_status:04X}" if item.last_status is not None else "-"
+        print(f"{item.id:>8} {item.state:<8} {item.destination:<32} tries {item.attempts:>3} {status:<7}"
+              f" {item.last_error or ''}")
+    return 0
+
+
+def cmd_outbox_change(args: argparse.Namespace, settings: Settings) -> int:
+    """Retry or discard one dead letter (audited, as on the admin page)."""
+    from appliance.db import open_database
+    from appliance.send.outbox import Outbox
+
+    outbox = Outbox(open_database(settings.db_path))
+    done = outbox.retry(args.id, _actor()) if args.action == "retry" else outbox.discard(args.id, _actor())
+    if not done:
+        print(f"error: outbox {args.id} is not a dead letter", file=sys.stderr)
+        return 1
+    print(f"outbox {args.id}: {'queued again' if args.action == 'retry' else 'discarded'}")
+    return 0
+
+
+def _add_outbox_commands(sub) -> None:
+    outbox = sub.add_parser("outbox", help="result objects waiting for or given up by destinations").add_subparsers(
+        dest="action", required=True)
+    listing = outbox.add_parser("list", help="rows, oldest first")
+    listing.add_argument("--dead", action="store_true", help="dead letters only")
+    listing.add_argument("--destination", help="one destination, AE@host:port")
+    listing.set_defaults(func=cmd_outbox_list)
+    for action, text in (("retry", "queue a dead letter again, due now, with a fresh try count (audited)"),
+                         ("discard", "give up on a dead letter for good (audited)")):
+        change = outbox.add_parser(action, help=text)
+        change.add_argument("id", type=int, help="the outbox id (appliance outbox list --dead)")
+        change.set_defaults(func=cmd_outbox_change)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -414,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sync_parser(sub)
     _add_drift_commands(sub)
     _add_web_commands(sub)
+    _add_outbox_commands(sub)
     return parser
 
 

@@ -7,6 +7,10 @@ Sources, later ones winning:
 3. environment variables ``APPLIANCE_<SECTION>_<KEY>`` (``APPLIANCE_DICOM_PORT``) or
    ``APPLIANCE_<KEY>`` for top-level keys (``APPLIANCE_DATA_DIR``). List values are
    comma-separated (``APPLIANCE_DICOM_PEERS="PACS@10.0.0.5,*@127.0.0.1"``).
+4. the peers and destinations added or removed on the admin page, kept in
+   ``<data_dir>/dicom-endpoints.json`` (:func:`read_local_dicom`), applied on top of
+   ``dicom.peers`` and ``dicom.destinations`` as the file and the environment give them.
+   The shipped configuration file is never rewritten.
 
 Every error names the key that is wrong and why.
 """
@@ -80,6 +84,11 @@ class Peer(_Section):
     def matches(self, ae_title: str, address: str) -> bool:
         return self.ae_title in ("*", ae_title.strip()) and self.address in ("*", address)
 
+    @property
+    def text(self) -> str:
+        """``AE@address``, as :meth:`parse` reads it."""
+        return f"{self.ae_title}@{self.address}"
+
 
 class Destination(_Section):
     """A remote AE that results are sent to: ``AE@host:port``."""
@@ -94,7 +103,14 @@ class Destination(_Section):
         host, colon, port = hostport.rpartition(":")
         if not sep or not colon or not ae or not host or not port.isdigit():
             raise ValueError(f"{text!r} is not AE@host:port")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"{text!r}: port {port} is not in 1-65535")
         return cls(ae_title=_check_ae_title(ae), host=host, port=int(port))
+
+    @property
+    def text(self) -> str:
+        """``AE@host:port``, as :meth:`parse` reads it (and the outbox names it)."""
+        return f"{self.ae_title}@{self.host}:{self.port}"
 
 
 class TlsSettings(_Section):
@@ -438,9 +454,79 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
         path = Path(environ.get("APPLIANCE_CONFIG", DEFAULT_CONFIG_PATH))
     raw = _merge(read_toml(path), _env_overrides(environ))
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    return with_local_dicom(settings, read_local_dicom(local_dicom_path(settings.data_dir)))
+
+
+# Peers and destinations changed on the admin page ---------------------------------------
+LOCAL_DICOM_FILE = "dicom-endpoints.json"
+LOCAL_DICOM_KINDS = {"peers": Peer, "destinations": Destination}
+
+
+def local_dicom_path(data_dir: Path) -> Path:
+    """Where the admin page keeps its peer and destination changes."""
+    return data_dir / LOCAL_DICOM_FILE
+
+
+def empty_local_dicom() -> dict[str, dict[str, list[str]]]:
+    return {kind: {"added": [], "removed": []} for kind in LOCAL_DICOM_KINDS}
+
+
+def read_local_dicom(path: Path) -> dict[str, dict[str, list[str]]]:
+    """The changes kept in ``path``: ``{"peers"|"destinations": {"added"|"removed": [text]}}``.
+
+    Every entry is checked as ``[dicom] peers`` and ``destinations`` are, and written back
+    in its canonical form. A missing file means no change.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key when the file is not JSON or an entry is malformed.
+    """
+    import json
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return empty_local_dicom()
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not readable JSON: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) - set(LOCAL_DICOM_KINDS):
+        raise ConfigError(f"{path}: expected an object with only {' and '.join(LOCAL_DICOM_KINDS)}")
+    local = empty_local_dicom()
+    for kind, model in LOCAL_DICOM_KINDS.items():
+        changes = raw.get(kind, {})
+        if not isinstance(changes, dict) or set(changes) - {"added", "removed"}:
+            raise ConfigError(f"{path}: {kind}: expected an object with only added and removed")
+        for change in ("added", "removed"):
+            entries = changes.get(change, [])
+            if not isinstance(entries, list):
+                raise ConfigError(f"{path}: {kind}.{change}: expected a list")
+            for entry in entries:
+                try:
+                    local[kind][change].append(model.parse(str(entry)).text)
+                except ValueError as exc:
+                    raise ConfigError(f"{path}: {kind}.{change}: {exc}") from None
+    return local
+
+
+def apply_local_dicom(entries: tuple, kind: str, local: dict[str, dict[str, list[str]]]) -> tuple:
+    """``entries`` (peers or destinations) less the removed ones, plus the added ones."""
+    model = LOCAL_DICOM_KINDS[kind]
+    removed = set(local[kind]["removed"])
+    kept = [e for e in entries if e.text not in removed]
+    texts = {e.text for e in kept}
+    return (*kept, *(model.parse(t) for t in local[kind]["added"] if t not in texts and t not in removed))
+
+
+def with_local_dicom(settings: Settings, local: dict[str, dict[str, list[str]]]) -> Settings:
+    """``settings`` with the admin page's peer and destination changes applied."""
+    dicom = settings.dicom.model_copy(update={
+        "peers": apply_local_dicom(settings.dicom.peers, "peers", local),
+        "destinations": apply_local_dicom(settings.dicom.destinations, "destinations", local)})
+    return settings.model_copy(update={"dicom": dicom})
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:

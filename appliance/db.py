@@ -336,6 +336,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX notices_series ON notices (series_instance_uid);
     ALTER TABLE outbox ADD COLUMN alert INTEGER NOT NULL DEFAULT 0
     """,
+    # 8: each destination's circuit breaker as the sender last saw it (written only by
+    # appliance.send.outbox, for the admin page; the sender keeps the live one in memory).
+    """
+    CREATE TABLE send_lanes (
+        destination TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        threshold INTEGER NOT NULL,
+        cooldown_s REAL NOT NULL,
+        opened_at REAL,
+        not_before REAL NOT NULL,
+        last_error TEXT,
+        updated_at REAL NOT NULL
+    )
+    """,
 )
 
 

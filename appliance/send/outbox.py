@@ -10,7 +10,13 @@ status report.
 
 Times are wall-clock seconds (``time.time()``) because they outlive the process. The table
 is written by the process that runs the :class:`~appliance.send.sender.Sender`, plus
-whoever enqueues results (the inference worker); each write is one short transaction.
+whoever enqueues results (the inference worker) and whoever retries or discards a dead
+letter (the admin page, ``appliance outbox``: both audited); each write is one short
+transaction.
+
+This module also keeps ``send_lanes``: each destination's circuit breaker as the sender
+last saw it (:meth:`Outbox.record_lane`, read back with :func:`lane_states`), so that
+other processes can show what only the sender's memory holds.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sqlite_utils
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.config import Destination
+from appliance.send.policy import Breaker
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
 
@@ -235,18 +242,59 @@ class Outbox:
         """The objects given up on, for the admin page and ``retry``."""
         return self.items(destination, DEAD)
 
-    def retry(self, item_id: int, now: float | None = None) -> bool:
+    def retry(self, item_id: int, actor: str, now: float | None = None) -> bool:
         """Put a dead-lettered object back in its queue, due now, with a fresh try count.
+
+        Audited (``outbox-retried``, with ``actor``) in the same transaction.
+
+        Returns
+        -------
+        bool
+            False when no dead-lettered row has this id (nothing changes, nothing is audited).
+        """
+        now = time.time() if now is None else now
+        return self._change_dead(
+            item_id, "outbox-retried", actor,
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id))
+
+    def discard(self, item_id: int, actor: str) -> bool:
+        """Give up on a dead-lettered object for good: its row goes, the audit log keeps
+        what it was (``outbox-discarded``: id, destination, SOP Instance UID, last error).
 
         Returns
         -------
         bool
             False when no dead-lettered row has this id.
         """
-        now = time.time() if now is None else now
-        return self._write(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id)) == 1
+        return self._change_dead(item_id, "outbox-discarded", actor,
+                                 "DELETE FROM outbox WHERE id = ? AND state = 'dead'", (item_id,))
+
+    def _change_dead(self, item_id: int, kind: str, actor: str, sql: str, params: tuple) -> bool:
+        with self._lock, transaction(self._conn):
+            row = self._conn.execute(
+                "SELECT destination, sop_instance_uid, attempts, last_status, last_error FROM outbox"
+                " WHERE id = ? AND state = 'dead'", (item_id,)).fetchone()
+            if row is None:
+                return False
+            self._conn.execute(sql, params)
+            destination, sop_instance_uid, attempts, last_status, last_error = row
+            audit_log.append_in(self._conn, kind, {
+                "outbox_id": item_id, "destination": destination, "sop_instance_uid": sop_instance_uid,
+                "attempts": attempts, "last_status": last_status, "last_error": last_error, "actor": actor})
+            return True
+
+    def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None,
+                    now: float) -> None:
+        """Save one destination's breaker as the sender holds it (the sender calls this)."""
+        self._write(
+            "INSERT INTO send_lanes (destination, failures, threshold, cooldown_s, opened_at, not_before,"
+            " last_error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (destination) DO UPDATE SET"
+            " failures = excluded.failures, threshold = excluded.threshold, cooldown_s = excluded.cooldown_s,"
+            " opened_at = excluded.opened_at, not_before = excluded.not_before,"
+            " last_error = excluded.last_error, updated_at = excluded.updated_at",
+            (destination, breaker.failures, breaker.threshold, breaker.cooldown_s, breaker.opened_at,
+             not_before, error, now))
 
     def alerts(self) -> list[OutboxItem]:
         """Dead-lettered objects that raise an alert (flagged results PACS never got)."""
@@ -261,3 +309,22 @@ class Outbox:
             for destination, state, count in rows.fetchall():
                 counts.setdefault(destination, {})[state] = count
             return counts
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """A destination's circuit breaker as the sender last saved it."""
+
+    destination: str
+    breaker: Breaker
+    not_before: float   # no association before this time (backoff or open circuit)
+    last_error: str | None
+    updated_at: float
+
+
+def lane_states(conn: sqlite3.Connection) -> dict[str, LaneState]:
+    """``{destination: LaneState}`` for every destination a sender has saved."""
+    rows = conn.execute("SELECT destination, failures, threshold, cooldown_s, opened_at, not_before,"
+                        " last_error, updated_at FROM send_lanes").fetchall()
+    return {d: LaneState(d, Breaker(threshold, cooldown, failures, opened), not_before, error, updated)
+            for d, failures, threshold, cooldown, opened, not_before, error, updated in rows}

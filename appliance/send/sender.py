@@ -212,6 +212,7 @@ class _Lane:
         self.key = destination_key(destination)
         self.breaker = Breaker(policy.breaker_failures, policy.breaker_cooldown_s)
         self.not_before = 0.0
+        self.saved: tuple | None = None  # the breaker as last written to send_lanes
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -244,6 +245,8 @@ class Sender:
         self._lanes = {lane.key: lane for lane in
                        (_Lane(d, self.policy) for d in settings.dicom.destinations)}
         self._stopping = threading.Event()
+        for lane in self._lanes.values():  # a new sender starts closed: say so
+            self._save(lane, None, time.time())
 
     def breaker(self, destination: str) -> Breaker:
         """The circuit breaker of one destination (by ``AE@host:port`` key)."""
@@ -310,15 +313,24 @@ class Sender:
                      delivery.association_error, counts[SENT], counts[PENDING], counts[DEAD],
                      next_at)
 
+    def _save(self, lane: _Lane, error: str | None, now: float) -> None:
+        """Write the lane's breaker to ``send_lanes`` when it changed (for the admin page)."""
+        state = (lane.breaker, lane.not_before)
+        if state != lane.saved:
+            self.outbox.record_lane(lane.key, lane.breaker, lane.not_before, error, now)
+            lane.saved = state
+
     def _account(self, lane: _Lane, delivery: Delivery, now: float) -> None:
         """Feed the association's fate to the breaker; hold the queue when it failed."""
         if delivery.reached:
             lane.breaker = lane.breaker.after_success()
             lane.not_before = 0.0
+            self._save(lane, None, now)
         elif delivery.association_error is not None:
             lane.breaker = lane.breaker.after_failure(now)
             lane.not_before = next_association_at(lane.breaker, now, self.policy, self._rng())
             held = self.outbox.postpone(lane.key, lane.not_before, delivery.association_error, now)
+            self._save(lane, delivery.association_error, now)
             log.warning("sender %s: %s; %d object(s) wait %.1f s (circuit %s after %d failure(s))",
                         lane.key, delivery.association_error, held, lane.not_before - now,
                         lane.breaker.mode(now).value, lane.breaker.failures)

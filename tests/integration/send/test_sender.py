@@ -24,7 +24,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 
 from appliance.db import open_database
 from appliance.config import Settings, load_settings
-from appliance.send.outbox import Outbox, OutboxItem, destination_key
+from appliance.send.outbox import Outbox, OutboxItem, destination_key, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
 from tests.orthanc import Orthanc
@@ -195,6 +195,8 @@ def test_the_circuit_opens_after_repeated_failures_and_half_opens_with_one_trial
                       retry_max_s="1", breaker_failures="3", breaker_cooldown_s="100")
     [key] = (destination_key(d) for d in config.dicom.destinations)
     sender = Sender(config, open_database(config.db_path))
+    reader = open_database(config.db_path).conn  # another process's view: the admin page's
+    assert lane_states(reader)[key].breaker.mode(1000) is BreakerMode.CLOSED
     study = generate_uid()
     for i in range(3):
         path, ds = secondary_capture(tmp_path / "results", study, seed=i)
@@ -204,6 +206,9 @@ def test_the_circuit_opens_after_repeated_failures_and_half_opens_with_one_trial
         assert sender.send_due_once(now)[key].association_error == "association aborted by the peer"
     assert hangup.connections == 3
     assert sender.breaker(key).mode(1002) is BreakerMode.OPEN
+    saved = lane_states(reader)[key]
+    assert (saved.breaker.mode(1002), saved.breaker.failures, saved.not_before) == (BreakerMode.OPEN, 3, 1102)
+    assert saved.last_error == "association aborted by the peer" and saved.breaker.mode(1102) is BreakerMode.HALF_OPEN
     for now in (1002.5, 1003, 1050, 1101.9):  # open: no association at all
         assert not sender.send_due_once(now)[key].associated
     assert hangup.connections == 3
@@ -218,6 +223,8 @@ def test_the_circuit_opens_after_repeated_failures_and_half_opens_with_one_trial
 
     trial = sender.send_due_once(1202)[key]  # the destination is back: one trial object
     assert (trial.sent, sender.breaker(key).mode(1202)) == (1, BreakerMode.CLOSED)
+    saved = lane_states(reader)[key]
+    assert (saved.breaker.mode(1202), saved.breaker.failures, saved.last_error) == (BreakerMode.CLOSED, 0, None)
     assert sender.send_due_once(1202)[key].sent == 2
     assert len(receiver.received()) == 3
 
@@ -276,8 +283,8 @@ def test_failure_statuses_dead_letter_or_retry_and_warnings_count_as_sent(tmp_pa
     assert "0xA900" in sender.outbox.get(ids[bad.SOPInstanceUID]).last_error
 
     peer.statuses.clear()  # the peer was fixed: a biomed user retries the dead letters
-    assert all(sender.outbox.retry(i.id, now=200) for i in dead)
-    assert not sender.outbox.retry(ids[ok.SOPInstanceUID])  # only dead letters can be retried
+    assert all(sender.outbox.retry(i.id, "test", now=200) for i in dead)
+    assert not sender.outbox.retry(ids[ok.SOPInstanceUID], "test")  # only dead letters can be retried
     [third] = sender.send_due_once(200).values()
     assert third.sent == 2 and sender.outbox.dead_letters() == []
     assert peer.received.count(bad.SOPInstanceUID) == 2
