@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from fastapi import Form, HTTPException, Query, Request
@@ -20,8 +21,8 @@ from appliance.audit.chain import verify_database
 from appliance.audit.export import export
 from appliance.db import transaction
 from appliance.models.registry import ModelRegistry
-from appliance.send.outbox import destination_key
-from appliance.web import accounts, feedback, model_stats, sessions
+from appliance.send.outbox import Outbox, lane_states
+from appliance.web import accounts, dicom_endpoints, feedback, health_stats, model_stats, sessions
 from appliance.web.routes.common import db, render, router
 from appliance.web.routes.health import readiness
 from appliance.web.routes.worklist import day_start
@@ -37,6 +38,9 @@ MODEL_ACTIONS = {
 }
 
 
+DEAD_SHOWN = 100  # newest dead letters listed per destination
+
+
 def routers():
     return [operations, accounts_area]
 
@@ -45,14 +49,6 @@ def registry(request: Request) -> ModelRegistry:
     settings = request.app.state.settings
     return ModelRegistry(request.app.state.database(), settings.models_dir, list(settings.models.trusted_keys),
                          settings.models.pin_backend)
-
-
-def _percentiles(values: list[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    values = sorted(values)
-    pick = lambda q: values[min(int(q * len(values)), len(values) - 1)]  # noqa: E731
-    return pick(0.5), pick(0.95)
 
 
 def _memory() -> dict[str, int]:
@@ -74,28 +70,11 @@ def health_page(request: Request):
     now = request.app.state.clock()
     disk = shutil.disk_usage(settings.data_dir) if settings.data_dir.exists() else None
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
-    oldest = conn.execute("SELECT series_instance_uid, state, MIN(first_received_at) FROM series "
-                          "WHERE state IN ('receiving', 'queued', 'running')").fetchone()
-    to_result = {}
-    for label, span in (("last hour", 3600), ("last day", 86400)):
-        values = [v for (v,) in conn.execute(
-            "SELECT r.created_at - s.last_received_at FROM inference_results r JOIN series s "
-            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.created_at > ?",
-            (now - span,))]
-        to_result[label] = (*_percentiles(values), len(values))
-    rates = {
-        "instances in the last hour": conn.execute("SELECT COUNT(*) FROM instances WHERE received_at > ?",
-                                                   (now - 3600,)).fetchone()[0],
-        "series analysed in the last hour": conn.execute(
-            "SELECT COUNT(*) FROM inference_results WHERE role = 'active' AND created_at > ?",
-            (now - 3600,)).fetchone()[0],
-    }
     outbox = conn.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
-    memory = _memory()
     return render(request, "admin_health.html", section="health", disk=disk,
                   floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024, load=os.getloadavg(),
-                  cpus=os.cpu_count(), memory=memory, jobs=jobs, oldest=oldest if oldest and oldest[0] else None,
-                  to_result=to_result, rates=rates, outbox=outbox, checks=readiness(request), now=now)
+                  cpus=os.cpu_count(), memory=_memory(), jobs=jobs, oldest=health_stats.oldest_pending(conn, now),
+                  windows=health_stats.windows(conn, now), outbox=outbox, checks=readiness(request), now=now)
 
 
 @operations.get("/admin/models")
@@ -142,25 +121,86 @@ async def change_model(request: Request, action: str = Form(...), model_id: str 
 
 @operations.get("/admin/dicom")
 def dicom_page(request: Request):
-    settings = request.app.state.settings
+    running = request.app.state.settings
+    pending = dicom_endpoints.saved(running)
     conn = db(request)
     counts: dict[str, dict[str, int]] = {}
     for destination, state, n in conn.execute("SELECT destination, state, COUNT(*) FROM outbox "
                                               "GROUP BY destination, state"):
         counts.setdefault(destination, {})[state] = n
-    dead = conn.execute("SELECT destination, sop_instance_uid, attempts, last_status, last_error, updated_at "
-                        "FROM outbox WHERE state = 'dead' ORDER BY updated_at DESC LIMIT 50").fetchall()
-    destinations = [(destination_key(d), counts.get(destination_key(d), {})) for d in settings.dicom.destinations]
-    return render(request, "admin_dicom.html", section="dicom", dicom=settings.dicom, destinations=destinations,
-                  dead=dead)
+    saved_keys = [d.text for d in pending.dicom.destinations]
+    keys = saved_keys + [k for k in [d.text for d in running.dicom.destinations] + sorted(counts) if k not in saved_keys]
+    keys = list(dict.fromkeys(keys))
+    dead = Outbox(request.app.state.database()).dead_letters()
+    queues = [DestinationQueue.of(key, running, pending, counts.get(key, {}),
+                                  [d for d in dead if d.destination == key][-DEAD_SHOWN:]) for key in keys]
+    return render(request, "admin_dicom.html", section="dicom", dicom=running.dicom,
+                  peers=_endpoint_rows(running.dicom.peers, pending.dicom.peers),
+                  queues=queues, lanes=lane_states(conn), now=request.app.state.clock(),
+                  restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
+                  or any(q.change for q in queues))
+
+
+def _endpoint_rows(running: tuple, saved: tuple, changed_only: bool = False) -> list[tuple[str, str]]:
+    """``(text, change)`` for every entry running or saved; change is '', 'added' or 'removed'."""
+    now_texts, saved_texts = [e.text for e in running], [e.text for e in saved]
+    rows = [(t, "" if t in now_texts else "added") for t in saved_texts]
+    rows += [(t, "removed") for t in now_texts if t not in saved_texts]
+    return [r for r in rows if r[1]] if changed_only else rows
+
+
+@dataclass(frozen=True)
+class DestinationQueue:
+    """One destination's row on the DICOM page: its queue, dead letters and whether a
+    restart still has to add it to (or take it from) the sender."""
+
+    key: str
+    change: str          # '', 'added' (saved, sender starts it at restart), 'removed', 'unconfigured'
+    counts: dict
+    dead: list
+
+    @classmethod
+    def of(cls, key: str, running, saved, counts: dict, dead: list) -> "DestinationQueue":
+        in_running = key in {d.text for d in running.dicom.destinations}
+        in_saved = key in {d.text for d in saved.dicom.destinations}
+        change = "" if in_running and in_saved else "added" if in_saved else "removed" if in_running \
+            else "unconfigured"
+        return cls(key, change, counts, dead)
+
+
+@operations.post("/admin/dicom/{kind}/{action}")
+def change_endpoint(request: Request, kind: str, action: str, entry: str = Form(..., max_length=200)):
+    if kind not in dicom_endpoints.FIELD or action not in ("add", "remove"):
+        raise HTTPException(404, "no such change")
+    done = dicom_endpoints.change(db(request), request.app.state.settings, kind, action, entry,
+                                  request.state.principal.actor)
+    words = f"{dicom_endpoints.FIELD[kind]} {done} {'added' if action == 'add' else 'removed'}; " \
+            "the listener and the sender use it after the appliance service restarts"
+    return RedirectResponse("/admin/dicom?" + urlencode({"ok": words}), status_code=303)
+
+
+@operations.post("/admin/dicom/outbox/{item_id}/{action}")
+def change_dead_letter(request: Request, item_id: int, action: str):
+    outbox = Outbox(request.app.state.database())
+    actor = request.state.principal.actor
+    if action == "retry":
+        done = outbox.retry(item_id, actor, now=request.app.state.clock())
+    elif action == "discard":
+        done = outbox.discard(item_id, actor)
+    else:
+        raise HTTPException(404, "no such action")
+    if not done:
+        raise HTTPException(404, f"outbox {item_id} is not a dead letter (already retried or discarded?)")
+    words = f"object {item_id} {'queued again' if action == 'retry' else 'discarded'}"
+    return RedirectResponse("/admin/dicom?" + urlencode({"ok": words}), status_code=303)
 
 
 @operations.post("/admin/dicom/echo")
 async def echo_destination(request: Request, destination: str = Form(..., max_length=200)):
     from appliance.send.echo import echo
 
-    settings = request.app.state.settings
-    target = next((d for d in settings.dicom.destinations if destination_key(d) == destination), None)
+    settings = dicom_endpoints.saved(request.app.state.settings)  # a new destination can be checked at once
+    target = next((d for d in settings.dicom.destinations if d.text == destination), None)
     if target is None:
         raise HTTPException(404, f"destination: {destination!r} is not configured")
     result = await run_in_threadpool(echo, settings.dicom.ae_title, target, settings.sender)

@@ -14,7 +14,8 @@ from appliance.web.app import route_table
 from tests.integration.web.conftest import PASSWORD, session_client
 from tests.support import REPO
 
-DUMMY = {"study_uid": "1.2.3", "sop_uid": "1.2.3.4", "name": "rad", "action": "disable", "token_id": "999"}
+DUMMY = {"study_uid": "1.2.3", "sop_uid": "1.2.3.4", "name": "rad", "action": "disable", "token_id": "999",
+         "kind": "peers", "item_id": "999"}
 
 
 def _concrete(path: str) -> str:
