@@ -1,0 +1,71 @@
+"""Adding and removing peers and destinations: checked, kept across a restart, audited."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from appliance.config import load_settings, local_dicom_path
+from appliance.db import open_database
+from appliance.errors import ConfigError
+from appliance.web.dicom_endpoints import change, saved
+
+
+@pytest.fixture
+def box(tmp_path):
+    environ = {"APPLIANCE_DATA_DIR": str(tmp_path), "APPLIANCE_DICOM_PEERS": "CT1@10.0.0.5",
+               "APPLIANCE_DICOM_DESTINATIONS": "PACS@10.0.0.9:104"}
+    return environ, load_settings(environ=environ), open_database(tmp_path / "appliance.db").conn
+
+
+def _audit(conn) -> list[tuple[str, dict]]:
+    return [(k, json.loads(p)) for k, p in conn.execute(
+        "SELECT kind, payload FROM audit_log WHERE kind LIKE 'dicom-%' ORDER BY seq")]
+
+
+def test_changes_are_saved_audited_and_seen_by_the_next_start(box):
+    environ, running, conn = box
+    assert change(conn, running, "peers", "add", " MR1@10.0.0.7 ", "web:bio") == "MR1@10.0.0.7"
+    change(conn, running, "peers", "remove", "CT1@10.0.0.5", "web:bio")
+    change(conn, running, "destinations", "add", "ARCHIVE@archive.local:11112", "web:bio")
+    change(conn, running, "destinations", "remove", "PACS@10.0.0.9:104", "web:bio")
+    assert [p.text for p in running.dicom.peers] == ["CT1@10.0.0.5"]  # this process: unchanged until restart
+    restarted = load_settings(environ=environ)
+    assert [p.text for p in restarted.dicom.peers] == ["MR1@10.0.0.7"]
+    assert [d.text for d in restarted.dicom.destinations] == ["ARCHIVE@archive.local:11112"]
+    assert saved(running).dicom == restarted.dicom
+    assert _audit(conn) == [
+        ("dicom-peer-added", {"peer": "MR1@10.0.0.7", "actor": "web:bio", "effective": "after a restart"}),
+        ("dicom-peer-removed", {"peer": "CT1@10.0.0.5", "actor": "web:bio", "effective": "after a restart"}),
+        ("dicom-destination-added", {"destination": "ARCHIVE@archive.local:11112", "actor": "web:bio",
+                                     "effective": "after a restart"}),
+        ("dicom-destination-removed", {"destination": "PACS@10.0.0.9:104", "actor": "web:bio",
+                                       "effective": "after a restart"})]
+
+
+def test_a_removed_entry_can_come_back_and_an_added_one_go_again(box):
+    environ, running, conn = box
+    change(conn, running, "peers", "remove", "CT1@10.0.0.5", "t")
+    change(conn, running, "peers", "add", "CT1@10.0.0.5", "t")
+    change(conn, running, "peers", "add", "CT2@10.0.0.6", "t")
+    change(conn, running, "peers", "remove", "CT2@10.0.0.6", "t")
+    assert [p.text for p in load_settings(environ=environ).dicom.peers] == ["CT1@10.0.0.5"]
+    assert json.loads(local_dicom_path(running.data_dir).read_text())["peers"] == {
+        "added": ["CT1@10.0.0.5"], "removed": ["CT2@10.0.0.6"]}
+
+
+@pytest.mark.parametrize(("kind", "action", "text", "words"), [
+    ("peers", "add", "CT1", "peer: 'CT1' is not AE@address (expected AE@address)"),
+    ("peers", "add", "CT1@10.0.0.5", "peer: CT1@10.0.0.5 is already listed"),
+    ("peers", "remove", "CT9@10.0.0.5", "peer: CT9@10.0.0.5 is not listed"),
+    ("destinations", "add", "PACS@host", "destination: 'PACS@host' is not AE@host:port"),
+    ("destinations", "add", "BACK\\SLASH@h:1", "destination: must be 1-16 printable ASCII characters"),
+    ("listeners", "add", "X@1.2.3.4", "kind: 'listeners' is not peers or destinations"),
+])
+def test_bad_changes_are_refused_naming_the_field_and_leave_no_trace(box, kind, action, text, words):
+    _, running, conn = box
+    with pytest.raises(ConfigError) as caught:
+        change(conn, running, kind, action, text, "t")
+    assert str(caught.value).startswith(words)
+    assert not local_dicom_path(running.data_dir).exists() and _audit(conn) == []
