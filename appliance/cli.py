@@ -392,7 +392,19 @@ def cmd_outbox_change(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dicom_change(args: argparse.Namespace, settings: Settings) -> int:
+    """Add or remove a peer or destination as the admin page does (kept, audited)."""
+    from appliance.db import open_database
+    from appliance.web.dicom_endpoints import change
+
+    entry = change(open_database(settings.db_path).conn, settings, args.kind, args.action, args.entry, _actor())
+    print(f"{args.kind}: {entry} {'added' if args.action == 'add' else 'removed'}; "
+          "the listener and the sender use it after the appliance service restarts")
+    return 0
+
+
 def _add_outbox_commands(sub) -> None:
+    """``appliance outbox`` (dead letters) and ``appliance dicom`` (peers, destinations)."""
     outbox = sub.add_parser("outbox", help="result objects waiting for or given up by destinations").add_subparsers(
         dest="action", required=True)
     listing = outbox.add_parser("list", help="rows, oldest first")
@@ -404,6 +416,15 @@ def _add_outbox_commands(sub) -> None:
         change = outbox.add_parser(action, help=text)
         change.add_argument("id", type=int, help="the outbox id (appliance outbox list --dead)")
         change.set_defaults(func=cmd_outbox_change)
+    dicom = sub.add_parser("dicom", help="peers and destinations, kept beside the data").add_subparsers(
+        dest="kind", required=True)
+    for kind, form in (("peers", "AE@address"), ("destinations", "AE@host:port")):
+        actions = dicom.add_parser(kind, help=f"add or remove {kind} ({form}); applied at the next start").add_subparsers(
+            dest="action", required=True)
+        for action in ("add", "remove"):
+            one = actions.add_parser(action, help=f"{action} one ({form}; audited)")
+            one.add_argument("entry", metavar=form)
+            one.set_defaults(func=cmd_dicom_change)
 
 
 def build_parser() -> argparse.ArgumentParser:

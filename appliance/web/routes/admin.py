@@ -138,7 +138,7 @@ def dicom_page(request: Request):
                   peers=_endpoint_rows(running.dicom.peers, pending.dicom.peers),
                   queues=queues, lanes=lane_states(conn), now=request.app.state.clock(),
                   restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
-                  or any(q.change for q in queues))
+                  or any(q.change in ('added', 'removed') for q in queues))
 
 
 def _endpoint_rows(running: tuple, saved: tuple, changed_only: bool = False) -> list[tuple[str, str]]:

@@ -69,3 +69,18 @@ def test_bad_changes_are_refused_naming_the_field_and_leave_no_trace(box, kind, 
         change(conn, running, kind, action, text, "t")
     assert str(caught.value).startswith(words)
     assert not local_dicom_path(running.data_dir).exists() and _audit(conn) == []
+
+
+def test_the_cli_changes_the_same_file_through_the_same_function(tmp_path, monkeypatch, capsys):
+    from appliance import cli
+
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("APPLIANCE_DICOM_DESTINATIONS", "PACS@10.0.0.9:104")
+    assert cli.main(["dicom", "destinations", "add", "ARCHIVE@10.0.0.8:11112"]) == 0
+    assert cli.main(["dicom", "destinations", "remove", "PACS@10.0.0.9:104"]) == 0
+    assert "after the appliance service restarts" in capsys.readouterr().out
+    assert cli.main(["dicom", "peers", "add", "CT@scanner"]) == 2
+    assert "peer: 'CT@scanner': 'scanner' is not an IP address or *" in capsys.readouterr().err
+    assert [d.text for d in load_settings().dicom.destinations] == ["ARCHIVE@10.0.0.8:11112"]
+    actors = [p["actor"] for _, p in _audit(open_database(tmp_path / "appliance.db").conn)]
+    assert len(actors) == 2 and all(a.startswith("cli:") for a in actors)
