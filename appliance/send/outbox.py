@@ -273,15 +273,16 @@ class Outbox:
     def _change_dead(self, item_id: int, kind: str, actor: str, sql: str, params: tuple) -> bool:
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
-                "SELECT destination, sop_instance_uid, attempts, last_status, last_error FROM outbox"
+                "SELECT destination, sop_instance_uid, attempts, last_status, last_error, alert FROM outbox"
                 " WHERE id = ? AND state = 'dead'", (item_id,)).fetchone()
             if row is None:
                 return False
             self._conn.execute(sql, params)
-            destination, sop_instance_uid, attempts, last_status, last_error = row
+            destination, sop_instance_uid, attempts, last_status, last_error, alert = row
             audit_log.append_in(self._conn, kind, {
                 "outbox_id": item_id, "destination": destination, "sop_instance_uid": sop_instance_uid,
-                "attempts": attempts, "last_status": last_status, "last_error": last_error, "actor": actor})
+                "attempts": attempts, "last_status": last_status, "last_error": last_error,
+                "flagged_result": bool(alert), "actor": actor})
             return True
 
     def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None,

@@ -35,5 +35,5 @@ def test_a_dead_flagged_result_is_audited_and_listed_and_others_are_not(tmp_path
     assert [(k, p["sop_instance_uid"], p["status"]) for k, p in events] == [
         ("alert-result-dead-lettered", "2.25.1", 0xA700)]
     assert audit_log.verify_database(db) == []
-    outbox.retry(flagged, now=200.0)  # a biomed user retried it: no longer an alert
+    outbox.retry(flagged, "web:bio", now=200.0)  # a biomed user retried it: no longer an alert
     assert collect_status(db)["alerts"] == []

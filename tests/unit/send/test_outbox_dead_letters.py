@@ -50,7 +50,8 @@ def test_retry_requeues_a_dead_letter_with_a_fresh_count_and_audits_who(data_dir
     [(kind, payload)] = _audit(data_dir)
     assert kind == "outbox-retried"
     assert payload == {"outbox_id": dead, "destination": DESTINATION, "sop_instance_uid": "1.2.3.0",
-                       "attempts": 1, "last_status": 0xA900, "last_error": "status 0xA900", "actor": "web:bio"}
+                       "attempts": 1, "last_status": 0xA900, "last_error": "status 0xA900", "flagged_result": False,
+                       "actor": "web:bio"}
 
 
 def test_discard_removes_only_a_dead_letter_and_the_audit_log_keeps_what_it_was(data_dir):
@@ -76,3 +77,20 @@ def test_the_cli_lists_retries_and_discards_dead_letters(data_dir, capsys):
     assert outbox.get(first).state == "pending" and outbox.get(second) is None
     kinds = [(kind, payload["outbox_id"], payload["actor"].startswith("cli:")) for kind, payload in _audit(data_dir)]
     assert kinds == [("outbox-retried", first, True), ("outbox-discarded", second, True)]
+
+
+def test_discarding_a_flagged_results_dead_letter_says_so_and_ends_its_alert(data_dir):
+    from appliance.db import transaction
+    from appliance.send.outbox import enqueue_in
+
+    db = open_database(data_dir / "appliance.db")
+    outbox = Outbox(db)
+    with transaction(db.conn) as conn:
+        [flagged] = enqueue_in(conn, data_dir / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1", "2.25.9",
+                               [DESTINATION], 100.0, alert=True)
+    outbox.mark_failed(flagged, 0xA700, "out of resources", None, now=110)
+    assert [i.id for i in outbox.alerts()] == [flagged]
+    assert outbox.discard(flagged, "web:bio")
+    assert outbox.alerts() == []
+    [(kind, payload)] = _audit(data_dir)
+    assert (kind, payload["flagged_result"]) == ("outbox-discarded", True)
