@@ -97,7 +97,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.db import open_database
     from appliance.status import collect_status
 
-    status = collect_status(open_database(settings.db_path))
+    status = collect_status(open_database(settings.db_path), settings.data_dir)
     if args.json:
         print(json.dumps(status, indent=2))
         return 0

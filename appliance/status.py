@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
@@ -10,8 +11,9 @@ from appliance.drift.service import alert_summary
 from appliance.send.outbox import Outbox
 
 
-def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
-    """Read the current state from the database (no writes)."""
+def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> dict[str, Any]:
+    """Read the current state from the database (no writes); with ``data_dir``, the sync
+    state (enrolment, queued reports, last round, release metadata age) too."""
     conn = db.conn
     instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
     without_series = conn.execute(
@@ -27,7 +29,7 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         "LEFT JOIN notices n ON n.series_instance_uid = s.series_instance_uid AND n.generation = s.generation "
         "AND s.state IN ('not-eligible', 'failed') "
         "ORDER BY s.first_received_at")]
-    return {
+    status = {
         "instances_received": instances,
         # Stored as sent but never triaged: the sender left out the Series Instance UID.
         "instances_without_series": without_series,
@@ -43,6 +45,11 @@ def collect_status(db: sqlite_utils.Database) -> dict[str, Any]:
         # Drift alerts not yet cleared, per model version and feature.
         "drift": alert_summary(conn),
     }
+    if data_dir is not None:
+        from appliance.sync.round import summary  # TUF and httpx only when asked
+
+        status["sync"] = summary(conn, data_dir)
+    return status
 
 
 def _series_entry(study: str, series: str, modality: str, instances: int, state: str,

@@ -43,6 +43,12 @@ CATEGORY_KEYWORDS = {
     "body_part": ("BodyPartExamined",),
 }
 
+#: Every feature name the monitor can judge (and so alert on): the controlled vocabulary
+#: of the alert names a box tells the hub at check-in.
+FEATURE_NAMES: frozenset[str] = frozenset(
+    {*histograms.CT_EDGES, *histograms.RADIOGRAPH_EDGES, "slice_count", *HEADER_EDGES, "score",
+     *CATEGORY_KEYWORDS, "flag", "outcome"})
+
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9 _.+-]+")
 UNKNOWN = "unknown"
 

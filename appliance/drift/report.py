@@ -9,6 +9,7 @@ returned, so nothing outside the closed envelope can leave.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 import uuid
 from typing import Any, Sequence
@@ -66,9 +67,32 @@ def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int
 
 
 def daily_report(conn: sqlite3.Connection, settings: DriftSettings, day: dt.date,
-                 rng: np.random.Generator | None = None) -> dict[str, Any]:
-    """The report of one day from the drift tables."""
-    models = [(m, v, day_aggregate(conn, m, v, day)) for m, v, _ in store.model_versions(conn)]
+                 rng: np.random.Generator | None = None, *, model: tuple[str, str] | None = None,
+                 report_id: str | None = None) -> dict[str, Any]:
+    """The report of one day from the drift tables.
+
+    Parameters
+    ----------
+    model : (model_id, model_version), optional
+        Only this model version (the sync outbox queues one report per model version and
+        day); every model version with series that day when omitted.
+    report_id : str, optional
+        A stable id (:func:`stable_report_id`); a fresh random one when omitted.
+    """
+    versions = [(m, v) for m, v, _ in store.model_versions(conn)] if model is None else [model]
+    models = [(m, v, day_aggregate(conn, m, v, day)) for m, v in versions]
     models = [(m, v, a) for m, v, a in models if a.series or a.not_analysed]
     return anonymise(day, models, settings.k, settings.noise_epsilon,
-                     rng if rng is not None else np.random.default_rng(), uuid.uuid4().hex)
+                     rng if rng is not None else np.random.default_rng(), report_id or uuid.uuid4().hex)
+
+
+def stable_report_id(namespace: str, day: dt.date, model_id: str, model_version: str) -> str:
+    """The report id of one box's day of one model version, the same every time it is asked
+    for (pure), so queueing a day twice is a no-op and the hub dedupes a resent one.
+
+    Shaped as a uuid4 in hex, as the envelope requires; ``namespace`` (the device id the hub
+    gave) keeps two boxes' reports of the same day apart.
+    """
+    digest = hashlib.sha256("\n".join(("triage-drift-report-id/1", namespace, day.isoformat(), model_id,
+                                        model_version)).encode()).digest()
+    return uuid.UUID(bytes=digest[:16], version=4).hex

@@ -45,6 +45,13 @@ def model_versions(conn: sqlite3.Connection) -> list[tuple[str, str, dt.date]]:
     return [(m, v, dt.date.fromisoformat(d)) for m, v, d in rows]
 
 
+def model_version_days(conn: sqlite3.Connection, before: dt.date) -> list[tuple[str, str, dt.date]]:
+    """(model id, version, day) of every day before ``before`` with a recorded series, oldest first."""
+    rows = conn.execute("SELECT DISTINCT model_id, model_version, day FROM drift_series WHERE day < ? "
+                        "ORDER BY day, model_id, model_version", (before.isoformat(),))
+    return [(m, v, dt.date.fromisoformat(d)) for m, v, d in rows]
+
+
 def days_with_series(conn: sqlite3.Connection) -> list[dt.date]:
     return [dt.date.fromisoformat(d) for (d,) in conn.execute("SELECT DISTINCT day FROM drift_series ORDER BY day")]
 

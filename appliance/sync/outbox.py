@@ -54,6 +54,11 @@ def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = N
     return True
 
 
+def is_queued(conn: sqlite3.Connection, report_id: str) -> bool:
+    """Whether a report with this id was ever queued (whatever became of it since)."""
+    return conn.execute("SELECT 1 FROM sync_reports WHERE report_id = ?", (report_id,)).fetchone() is not None
+
+
 def pending(conn: sqlite3.Connection, limit: int) -> list[QueuedReport]:
     """The oldest ``limit`` reports not yet held by the hub, in queue order."""
     rows = conn.execute("SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports "

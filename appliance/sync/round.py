@@ -1,5 +1,5 @@
-"""One sync round (``appliance sync``, run by a systemd timer): push the pending reports
-in order with backoff, refresh the release metadata, download and stage in shadow, check
+"""One sync round (``appliance sync``, run by a systemd timer): queue the closed days'
+drift reports, push the pending reports in order with backoff, refresh the release metadata, download and stage in shadow, check
 in. Also enrolment and the status view. The only writer of ``sync_rounds``.
 
 A round never raises for the hub being away: reports stay queued and the round records
@@ -18,10 +18,12 @@ from appliance import __version__
 from appliance.audit import chain as audit_log
 from appliance.config import Settings
 from appliance.db import open_database, transaction
+from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
 from appliance.sync import outbox, releases
+from appliance.sync.daily_reports import queue_closed_days
 from appliance.sync.identity import Enrolment, load_or_create_key, sync_dir
 
 
@@ -53,6 +55,7 @@ def enrol(settings: Settings, hub_url: str, token: str) -> Enrolment:
 
 @dataclass
 class RoundResult:
+    queued: int = 0
     pushed: int = 0
     rejected: int = 0
     push_error: str | None = None
@@ -103,6 +106,7 @@ def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep) -
                              settings.models.pin_backend)
     result = RoundResult()
     started = time.time()
+    result.queued = len(queue_closed_days(conn, settings.drift, enrolment.device_id, day_of(started)))
     with _http(settings, enrolment.hub_url) as http:
         client = hub.HubClient(http, enrolment.device_id, key)
         push_reports(conn, client, settings, result, sleep)
@@ -120,7 +124,8 @@ def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep) -
                 "appliance_version": __version__,
                 "models": [{"model_id": m.id, "version": m.version, "state": m.state} for m in registry.list()],
                 "metadata_refreshed_at": refreshed_at,
-                "release_error": result.release_error[:500] if result.release_error else None})
+                "release_error": result.release_error[:500] if result.release_error else None,
+                "drift_alerts": drift_alerts(conn)})
         except hub.HubError as exc:
             result.checkin_error = str(exc)
     with transaction(conn):
@@ -131,10 +136,17 @@ def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep) -
     return result
 
 
-def status(settings: Settings) -> dict:
-    """Enrolment, outbox, last round and release-metadata freshness (read only)."""
-    data_dir = settings.data_dir
-    conn = open_database(settings.db_path).conn
+def drift_alerts(conn: sqlite3.Connection) -> list[dict]:
+    """The box's active drift alerts as the check-in carries them: model id, version and
+    feature name only (the hub shows them beside its own figure)."""
+    alerts = {(a["model_id"], a["model_version"], a["feature"]) for a in alert_summary(conn)["alerts"]}
+    return [{"model_id": m, "version": v, "feature": f} for m, v, f in sorted(alerts)]
+
+
+def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dict:
+    """Enrolment, outbox, last round and release-metadata freshness (read only); what
+    ``appliance sync status`` prints and ``appliance status --json`` carries as ``sync``."""
+    now = time.time() if now is None else now
     try:
         enrolment = asdict(Enrolment.load(data_dir))
     except SyncError:
@@ -147,7 +159,14 @@ def status(settings: Settings) -> dict:
         last_round = dict(zip(keys, last[:6]), staged=json.loads(last[6]))
     staged = [{"target": t, "model_id": m, "version": v, "state": s, "reason": r} for t, m, v, s, r in conn.execute(
         "SELECT target, model_id, version, state, reason FROM sync_releases ORDER BY at")]
-    return {"enrolment": enrolment, "reports": outbox.counts(conn), "last_round": last_round,
-            "metadata": {**releases.metadata_state(sync_dir(data_dir)),
-                         "last_refreshed_at": _last_refresh(conn)},
+    refreshed = _last_refresh(conn)
+    return {"enrolled": enrolment is not None, "enrolment": enrolment, "reports": outbox.counts(conn),
+            "last_round": last_round,
+            "metadata": {**releases.metadata_state(sync_dir(data_dir), now), "last_refreshed_at": refreshed,
+                         "age_s": None if refreshed is None else round(now - refreshed, 1)},
             "releases": staged}
+
+
+def status(settings: Settings) -> dict:
+    """:func:`summary` of this box's database and data dir."""
+    return summary(open_database(settings.db_path).conn, settings.data_dir)
