@@ -3,7 +3,9 @@
 Drift alerts are computed here from the reports themselves: a feature alerts when the
 population stability index between a device's latest day and its earlier days (same
 model version) exceeds :data:`PSI_ALERT`. Suppressed cells (``null``, under k) count as
-empty on both sides.
+empty on both sides. Beside them stand the box's own alerts (its monitor judges every
+series against the package reference; the check-in lists the alerting features), each
+with the hub's latest PSI of that feature.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ def merge_features(a: dict, b: dict) -> dict:
     return merged
 
 
+def feature_psi(baseline: dict, latest: dict) -> float | None:
+    """PSI of one feature of a day against its baseline (pure): histograms bin by bin,
+    categories label by label (a label one side lacks counts 0 there); None when the two
+    cannot be compared (other kind, other bins)."""
+    if baseline.get("kind") != latest.get("kind"):
+        return None
+    if latest.get("kind") == "categorical":
+        labels = sorted(set(baseline["counts"]) | set(latest["counts"]))
+        return psi([baseline["counts"].get(k) for k in labels], [latest["counts"].get(k) for k in labels])
+    before, after = _counts(baseline), _counts(latest)
+    return psi(before, after) if len(before) == len(after) else None
+
+
 def drifting_features(days: list[dict]) -> list[str]:
     """Names of features whose last day drifts from the sum of the earlier days (pure).
 
@@ -72,16 +87,13 @@ def drifting_features(days: list[dict]) -> list[str]:
     """
     if len(days) < 2:
         return []
+    baseline: dict = {}
+    for earlier in days[:-1]:
+        baseline = merge_features(baseline, earlier)
     alerts = []
     for name, latest in days[-1].items():
-        baseline: list[int] | None = None
-        for earlier in days[:-1]:
-            feature = earlier.get(name)
-            if feature is None or feature.get("kind") != latest.get("kind"):
-                continue
-            counts = [c or 0 for c in _counts(feature)]
-            baseline = counts if baseline is None else [x + y for x, y in zip(baseline, counts)]
-        if baseline is not None and psi(baseline, _counts(latest)) > PSI_ALERT:
+        value = feature_psi(baseline[name], latest) if name in baseline else None
+        if value is not None and value > PSI_ALERT:
             alerts.append(name)
     return sorted(alerts)
 
@@ -90,19 +102,14 @@ def psi_by_day(days: list[dict]) -> dict[str, list[float | None]]:
     """Per feature, each day's PSI against all the days before it (pure); ``None`` where
     there is no earlier day to compare with. ``days`` are ``features`` objects, oldest first."""
     names = sorted({name for day in days for name in day})
-    series: dict[str, list[float | None]] = {}
-    for name in names:
-        values: list[float | None] = []
-        baseline: list[int] | None = None
-        for day in days:
+    series: dict[str, list[float | None]] = {name: [] for name in names}
+    baseline: dict = {}
+    for day in days:
+        for name in names:
             feature = day.get(name)
-            counts = [c or 0 for c in _counts(feature)] if feature else None
-            values.append(psi(baseline, counts) if baseline is not None and counts is not None
-                          and len(baseline) == len(counts) else None)
-            if counts is not None:
-                baseline = counts if baseline is None or len(baseline) != len(counts) else [
-                    x + y for x, y in zip(baseline, counts)]
-        series[name] = values
+            series[name].append(feature_psi(baseline[name], feature)
+                                if feature is not None and name in baseline else None)
+        baseline = merge_features(baseline, day)
     return series
 
 
@@ -132,6 +139,8 @@ class SiteRow:
     release_error: str | None = None
     reports: int = 0
     audit_seq: int | None = None
+    feature_psi: dict[str, float] = field(default_factory=dict)
+    box_alerts: list[tuple[str, float | None]] | None = None
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -142,9 +151,9 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
     """Everything the fleet page shows, one row per enrolled device."""
     rows = []
     for (device_id, site, ring, last_checkin, version, models, refreshed, error,
-         audit_seq) in db.rows(
+         audit_seq, box_alerts) in db.rows(
             "SELECT device_id, site, ring, last_checkin, appliance_version, models, "
-            "metadata_refreshed_at, release_error, audit_seq FROM devices ORDER BY site, device_id"):
+            "metadata_refreshed_at, release_error, audit_seq, drift_alerts FROM devices ORDER BY site, device_id"):
         row = SiteRow(device_id, site, ring, now - last_checkin if last_checkin else None,
                       version or "-", json.loads(models) if models else [],
                       metadata_age_s=now - refreshed if refreshed else None, release_error=error,
@@ -166,13 +175,22 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
         row.not_analysed_rate = _rate(sum(per_day[d][2] for d in days),
                                       series + sum(per_day[d][2] for d in days))
         row.flag_sparkline = sparkline([_rate(per_day[d][1], per_day[d][0]) for d in days])
-        for (model_id, _), by_day in sorted(history.items()):
+        latest_psi: dict[tuple[str, str, str], float] = {}
+        for (model_id, model_version), by_day in sorted(history.items()):
             recent = [by_day[d] for d in sorted(by_day)][-HISTORY_DAYS:]
             row.drift_alerts += [f"{model_id}: {name}" for name in drifting_features(recent)]
             for name, values in psi_by_day(recent).items():
+                known = [v for v in values if v is not None]
+                if known:
+                    latest_psi[(model_id, model_version, name)] = known[-1]
+                    row.feature_psi[f"{model_id}: {name}"] = known[-1]
                 scaled = [None if v is None else min(v / (2 * PSI_ALERT), 1.0) for v in values]
                 if points := sparkline(scaled):
                     row.feature_sparklines.append((f"{model_id}: {name}", points))
+        if box_alerts is not None:
+            row.box_alerts = [(f"{a['model_id']} {a['version']}: {a['feature']}",
+                               latest_psi.get((a["model_id"], a["version"], a["feature"])))
+                              for a in json.loads(box_alerts)]
         row.reports = db.one("SELECT COUNT(*) FROM reports WHERE device_id = ?", (device_id,))[0]
         rows.append(row)
     return rows
@@ -191,5 +209,10 @@ def percent(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f} %"
 
 
+def figure(value: float | None) -> str:
+    return "no figure" if value is None else f"{value:.2f}"
+
+
 def render(rows: list[SiteRow]) -> str:
-    return _TEMPLATES.get_template("fleet.html").render(rows=rows, age=age, percent=percent)
+    return _TEMPLATES.get_template("fleet.html").render(rows=rows, age=age, percent=percent, figure=figure,
+                                                         psi_alert=PSI_ALERT)

@@ -13,7 +13,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from appliance.drift.schema import check_report
+from appliance.drift.features import FEATURE_NAMES
+from appliance.drift.schema import LABEL_RE, check_report
 from appliance.errors import ReportError
 from appliance.sync import signing
 from training.hub.repository import RINGS
@@ -25,6 +26,8 @@ _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.,'()-]{0,63}$")
 MAX_REPORTS_PER_REQUEST = 200
+MAX_DRIFT_ALERTS = 200
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")
 
 
 class Refused(Exception):
@@ -212,7 +215,29 @@ def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
         raise Refused(400, "metadata_refreshed_at: must be seconds since the epoch or null")
     if error is not None and (not isinstance(error, str) or len(error) > 500):
         raise Refused(400, "release_error: must be a short string or null")
+    alerts = _drift_alerts(body.get("drift_alerts"))
     db.execute("UPDATE devices SET last_checkin = ?, appliance_version = ?, models = ?, "
-               "metadata_refreshed_at = ?, release_error = ? WHERE device_id = ?",
-               (now, version, json.dumps(models), refreshed, error, device.device_id))
+               "metadata_refreshed_at = ?, release_error = ?, drift_alerts = ? WHERE device_id = ?",
+               (now, version, json.dumps(models), refreshed, error,
+                None if alerts is None else json.dumps(alerts), device.device_id))
     return {"device_id": device.device_id, "ring": device.ring}
+
+
+def _drift_alerts(alerts: object) -> list[dict] | None:
+    """The check-in's optional ``drift_alerts``: a list of {model_id, version, feature},
+    the feature a name of the monitor's controlled vocabulary; None when the box did not
+    say (an older box), which the fleet page shows as not reported."""
+    if alerts is None:
+        return None
+    if not isinstance(alerts, list) or len(alerts) > MAX_DRIFT_ALERTS:
+        raise Refused(400, f"drift_alerts: must be a list of at most {MAX_DRIFT_ALERTS} items")
+    for i, alert in enumerate(alerts):
+        if not isinstance(alert, dict) or set(alert) != {"model_id", "version", "feature"}:
+            raise Refused(400, f"drift_alerts[{i}]: must be {{model_id, version, feature}}")
+        if not isinstance(alert["model_id"], str) or not LABEL_RE.match(alert["model_id"]):
+            raise Refused(400, f"drift_alerts[{i}].model_id: must be a controlled label")
+        if not isinstance(alert["version"], str) or not _VERSION.match(alert["version"]):
+            raise Refused(400, f"drift_alerts[{i}].version: must be a version")
+        if not isinstance(alert["feature"], str) or alert["feature"] not in FEATURE_NAMES:
+            raise Refused(400, f"drift_alerts[{i}].feature: not a drift feature name")
+    return sorted(alerts, key=lambda a: (a["model_id"], a["version"], a["feature"]))

@@ -82,6 +82,10 @@ MIGRATIONS: tuple[str, ...] = (
         published_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # 2: the box's own active drift alerts, as its last check-in listed them (JSON).
+    """
+    ALTER TABLE devices ADD COLUMN drift_alerts TEXT
+    """,
 )
 
 

@@ -15,7 +15,8 @@ from appliance.sync import outbox, signing
 from appliance.sync.identity import key_path, load_or_create_key, public_bytes
 from appliance.sync.releases import Candidate, choose
 from tests.hub_support import make_report
-from training.hub.fleet import SiteRow, drifting_features, merge_features, psi, psi_by_day, render, sparkline
+from training.hub.fleet import (SiteRow, drifting_features, feature_psi, merge_features, psi, psi_by_day, render,
+                                sparkline)
 
 
 def test_a_signature_binds_method_path_body_time_nonce_and_device():
@@ -104,6 +105,26 @@ def test_population_stability_flags_a_shifted_feature_only():
     by_day = psi_by_day([steady, steady, shifted])
     assert by_day["hu"][:2] == [None, 0] and by_day["hu"][2] > 0.25 and by_day["kv"][2] < 0.01
     assert sparkline([0.5]) == "" and sparkline([0.0, None, 1.0], width=20, height=10) == "0.0,10.0 20.0,0.0"
+
+
+def test_categories_are_compared_label_by_label_not_by_position():
+    before = {"kernel": {"kind": "categorical", "counts": {"FC23": 40}}}
+    after = {"kernel": {"kind": "categorical", "counts": {"B70f": 40}}}
+    assert feature_psi(before["kernel"], after["kernel"]) > 1
+    assert feature_psi(before["kernel"], before["kernel"]) == 0
+    assert drifting_features([before, before, after]) == ["kernel"]
+    assert psi_by_day([before, after])["kernel"][1] > 1
+    histogram = {"kind": "histogram", "edges": [0, 1, 2], "counts": [1, 2]}
+    assert feature_psi(histogram, before["kernel"]) is None
+
+
+def test_the_fleet_page_shows_the_box_alerts_beside_the_hub_psi():
+    row = SiteRow("dev1", "Site A", "all", 5.0, "0.1.0", [], feature_psi={"m: kernel": 1.5},
+                  box_alerts=[("m 1.0.0: kernel", 1.5), ("m 1.0.0: flag", None)])
+    page = render([row])
+    assert '<span class="box-alert">m 1.0.0: kernel</span> <span class="muted">hub PSI 1.50</span>' in page
+    assert '<span class="box-alert">m 1.0.0: flag</span> <span class="muted">hub PSI no figure</span>' in page
+    assert "not reported" in render([SiteRow("dev2", "Site B", "all", None, "0.1.0", [])])
 
 
 def test_the_fleet_page_escapes_what_it_shows():
