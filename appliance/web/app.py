@@ -47,7 +47,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
     clock : callable, optional
         Wall-clock seconds; tests pass their own to move sessions through their timeouts.
     """
-    from appliance.web.routes import admin, api, auth, health, worklist
+    from appliance.web.routes import admin, api, auth, drift, health, worklist
 
     app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
     local = threading.local()
@@ -118,7 +118,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
                                     "principal": getattr(request.state, "principal", None)},
             status_code=exc.status_code)
 
-    for module in (auth, health, worklist, api, admin):
+    for module in (auth, health, worklist, api, admin, drift):
         for router in module.routers():
             app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

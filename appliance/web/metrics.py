@@ -1,5 +1,9 @@
 """``/metrics``: the pipeline's tables as Prometheus metrics, read at scrape time.
 
+The drift monitor's gauges (statistic, threshold and exceeded per model version and
+feature of the last closed window, and the active alert count) come from
+:func:`appliance.drift.service.gauges`.
+
 Counters and gauges are counted from the rows; the two histograms (inference latency and
 time to result) are kept incrementally, reading only the audit and result rows added
 since the previous scrape.
@@ -15,6 +19,8 @@ from typing import Callable, Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
+
+from appliance.drift.service import gauges
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 RESULT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -101,9 +107,34 @@ class PipelineCollector:
         yield outbox
 
 
+_DRIFT_HELP = {
+    "triage_drift_statistic": "Drift statistic of the last closed window per model version and feature",
+    "triage_drift_threshold": "Threshold the drift statistic is judged against",
+    "triage_drift_exceeded": "1 when the last closed window exceeded its threshold",
+    "triage_drift_active_alerts": "Drift alerts raised and not cleared",
+}
+
+
+class DriftCollector:
+    """The drift monitor's gauges, grouped into one family per name."""
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection]):
+        self.connection = connection
+
+    def collect(self) -> Iterator:
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, labels, value in gauges(self.connection()):
+            family = families.get(name)
+            if family is None:
+                family = families[name] = GaugeMetricFamily(name, _DRIFT_HELP.get(name, name), labels=sorted(labels))
+            family.add_metric([labels[k] for k in sorted(labels)], value)
+        yield from families.values()
+
+
 def registry_for(connection: Callable[[], sqlite3.Connection]) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(connection))
+    registry.register(DriftCollector(connection))
     return registry
 
 

@@ -15,7 +15,7 @@ from tests.integration.web.conftest import PASSWORD, session_client
 from tests.support import REPO
 
 DUMMY = {"study_uid": "1.2.3", "sop_uid": "1.2.3.4", "name": "rad", "action": "disable", "token_id": "999",
-         "kind": "peers", "item_id": "999"}
+         "kind": "peers", "item_id": "999", "key": "0123456789abcdef"}
 
 
 def _concrete(path: str) -> str:
