@@ -4,7 +4,7 @@ Box-facing (JSON; every request but enrolment signed, see :mod:`appliance.sync.s
 
     POST /v1/enrol      token + public key + proof of possession -> device id, ring, TUF root
     POST /v1/reports    a batch of drift reports, each stored once by report id
-    POST /v1/checkin    versions, models, release-metadata age
+    POST /v1/checkin    versions, models, release-metadata age, the box's active drift alerts
 
 Public, integrity from TUF signatures rather than the channel::
 
