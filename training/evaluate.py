@@ -1,9 +1,14 @@
-"""Metrics of a triage model on labelled series, and the model card they go into.
+"""Metrics of a triage model on labelled series (the card is written by ``training.card``).
 
 All statistics are pure functions of labels and scores: ROC AUC (Mann-Whitney) with a
-percentile-bootstrap 95 % interval, the operating point chosen on validation for a target
-sensitivity, sensitivity/specificity at that point, and expected calibration error.
+percentile-bootstrap 95 % interval; the operating point for a target sensitivity;
+sensitivity and specificity at that point with Wilson score 95 % intervals; the flag rate,
+PPV and NPV at assumed prevalences; expected calibration error; Platt calibration.
 Scores are per series, aggregated from per-image scores as the manifest declares.
+
+A proportion over fewer than :data:`MIN_ESTIMABLE` cases (sensitivity of a subgroup with
+fewer than 10 positives, say) is reported as *not estimable*: value and interval are
+``None``, the counts stay.
 """
 
 from __future__ import annotations
@@ -84,94 +89,166 @@ def series_scores(runner: Runner, series: list[Series], aggregate: Callable[[np.
     return np.array([aggregate(run_batched(runner, s.inputs)[0]) for s in series])
 
 
-def metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
-    """AUC with 95 % CI, sensitivity/specificity at ``threshold``, ECE and counts."""
-    lo, hi = bootstrap_auc_ci(labels, scores, seed=seed)
-    sens, spec = sensitivity_specificity(labels, scores, threshold)
-    return {
-        "n": int(len(labels)), "positives": int(np.sum(labels)), "auc": roc_auc(labels, scores),
-        "auc_ci95": [lo, hi], "sensitivity": sens, "specificity": spec,
-        "ece": expected_calibration_error(labels, scores),
-    }
+#: z of a two-sided 95 % interval.
+Z95 = 1.959963984540054
+#: Fewer positives (or negatives) than this and sensitivity (or specificity) is not estimable.
+MIN_ESTIMABLE = 10
+#: Prevalences at which flag rate, PPV and NPV are reported.
+PREVALENCES = (0.05, 0.10)
 
 
-def subgroup_metrics(series: list[Series], scores: np.ndarray, threshold: float) -> dict:
-    """Metrics per scanner (its own series) and per size bucket (its positives vs all negatives)."""
-    y = np.array([s.label for s in series])
-    out: dict[str, dict] = {"scanner": {}, "size_bucket": {}}
-    for scanner in sorted({s.scanner for s in series}):
-        m = np.array([s.scanner == scanner for s in series])
-        out["scanner"][scanner] = metrics(y[m], scores[m], threshold)
-    buckets = sorted({s.attributes.get("size_bucket", "") for s in series if s.label == 1} - {"", "none"})
-    for bucket in buckets:
-        m = np.array([s.label == 0 or s.attributes.get("size_bucket") == bucket for s in series])
-        out["size_bucket"][bucket] = metrics(y[m], scores[m], threshold)
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``k / n``; NaNs when ``n`` is 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def proportion(k: int, n: int, minimum: int = MIN_ESTIMABLE) -> dict:
+    """``{"k", "n", "value", "ci95", "estimable"}``; value and interval ``None`` below ``minimum`` cases."""
+    estimable = n >= minimum
+    return {"k": int(k), "n": int(n), "estimable": estimable,
+            "value": k / n if estimable else None, "ci95": list(wilson_interval(k, n)) if estimable else None}
+
+
+def at_prevalence(sens: float, spec: float, prevalence: float) -> dict[str, float]:
+    """Flag rate, PPV and NPV of a test with ``sens``/``spec`` in a population at ``prevalence``."""
+    flagged = sens * prevalence + (1 - spec) * (1 - prevalence)
+    ppv = sens * prevalence / flagged if flagged > 0 else float("nan")
+    unflagged = 1 - flagged
+    npv = spec * (1 - prevalence) / unflagged if unflagged > 0 else float("nan")
+    return {"flag_rate": flagged, "ppv": ppv, "npv": npv}
+
+
+def prevalence_table(sensitivity: dict, specificity: dict, prevalences=PREVALENCES) -> dict[str, dict] | None:
+    """Flag rate, PPV, NPV at each prevalence with 95 % intervals, or ``None`` if not estimable.
+
+    Intervals propagate the Wilson bounds of sensitivity and specificity through the
+    formulas, which are monotone in both: PPV and NPV rise with each, the flag rate rises
+    with sensitivity and falls with specificity. Taking both bounds together makes the
+    interval conservative (wider than a joint 95 % interval).
+    """
+    if not (sensitivity["estimable"] and specificity["estimable"]):
+        return None
+    (se, (se_lo, se_hi)), (sp, (sp_lo, sp_hi)) = (
+        (sensitivity["value"], sensitivity["ci95"]), (specificity["value"], specificity["ci95"]))
+    out = {}
+    for p in prevalences:
+        point, low, high = at_prevalence(se, sp, p), at_prevalence(se_lo, sp_lo, p), at_prevalence(se_hi, sp_hi, p)
+        flag_lo, flag_hi = at_prevalence(se_lo, sp_hi, p)["flag_rate"], at_prevalence(se_hi, sp_lo, p)["flag_rate"]
+        out[f"{p:.2f}"] = {
+            "flag_rate": {"value": point["flag_rate"], "ci95": [flag_lo, flag_hi]},
+            "ppv": {"value": point["ppv"], "ci95": [low["ppv"], high["ppv"]]},
+            "npv": {"value": point["npv"], "ci95": [low["npv"], high["npv"]]},
+        }
     return out
 
 
-def _fmt(m: dict) -> str:
-    lo, hi = m["auc_ci95"]
-    return (f"| {m['n']} | {m['positives']} | {m['auc']:.3f} ({lo:.3f}-{hi:.3f}) | "
-            f"{m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['ece']:.3f} |")
+def operating_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
+    """Everything reported at one operating point for one set of series (pure).
+
+    Returns a JSON-able dict: counts (``n``, ``positives``, ``tp``, ``fn``, ``tn``,
+    ``fp``); ``sensitivity``, ``specificity`` and the observed ``flag_rate`` as
+    :func:`proportion` dicts (Wilson intervals); ``at_prevalence`` (:func:`prevalence_table`);
+    ``auc`` and ``auc_ci95`` (bootstrap; ``None`` when either class has fewer than
+    :data:`MIN_ESTIMABLE` series); ``ece``.
+    """
+    y = np.asarray(labels).astype(int) == 1
+    s = np.asarray(scores, dtype=np.float64)
+    flag = s >= threshold
+    tp, fn = int((flag & y).sum()), int((~flag & y).sum())
+    tn, fp = int((~flag & ~y).sum()), int((flag & ~y).sum())
+    sens, spec = proportion(tp, tp + fn), proportion(tn, tn + fp)
+    auc_ok = sens["estimable"] and spec["estimable"]
+    lo, hi = bootstrap_auc_ci(y, s, seed=seed) if auc_ok else (None, None)
+    return {
+        "n": int(len(y)), "positives": int(y.sum()), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "threshold": float(threshold), "sensitivity": sens, "specificity": spec,
+        "flag_rate": proportion(int(flag.sum()), int(len(y)), minimum=1),
+        "at_prevalence": prevalence_table(sens, spec),
+        "auc": roc_auc(y, s) if auc_ok else None, "auc_ci95": [lo, hi] if auc_ok else None,
+        "ece": expected_calibration_error(y, s) if len(y) else None,
+    }
 
 
-def model_card(info: dict) -> str:
-    """The model card (Markdown) from a build's ``info`` dict (see ``training.demo``)."""
-    head = "| group | series | positives | ROC AUC (95% CI) | sensitivity | specificity | ECE |\n|---|---|---|---|---|---|---|"
-    rows = [f"| all (test) {_fmt(info['test'])}"]
-    for kind, groups in info["subgroups"].items():
-        for name, m in groups.items():
-            rows.append(f"| {kind}: {name} {_fmt(m)}")
-    variants = "\n".join(
-        f"| {v['backend']} | {v['precision']} | {v['test_auc']:.4f} | {v['auc_vs_fp32'] + 0.0:+.4f} | {v['status']} |"
-        for v in info["variants"])
-    op = info["operating_point"]
-    return f"""# Model card: {info['id']} {info['version']}
+#: Label attributes reported as subgroups, in card order (absent ones are skipped).
+SUBGROUP_ATTRIBUTES = ("lesion_type", "size_bucket", "contrast", "mimic", "acquisition")
+_NO_VALUE = ("", "none")
 
-**NOT FOR DIAGNOSTIC USE.** A demonstration model trained only on synthetic phantoms
-generated by `training.data`; it has never seen a real patient image.
 
-## Intended use
-{info['intended_use']}
+def subgroup_metrics(series: list[Series], scores: np.ndarray, threshold: float) -> dict[str, dict[str, dict]]:
+    """Operating-point metrics per scanner style and per label attribute (pure).
 
-## Model
-- Architecture: `TriageNet` (plain torch; {info['parameters']:,} parameters), input
-  {info['input_desc']}; outputs `score` (sigmoid probability, shape N) and `cam`
-  (class-activation map, logit units, {info['cam_size']}x{info['cam_size']}).
-- Series score: {info['aggregation_desc']}.
-- Operating point: score >= {op['threshold']:.4f}, chosen on the validation split for
-  sensitivity >= {op['target_sensitivity']:.2f} (validation sensitivity {op['validation_sensitivity']:.3f},
-  specificity {op['validation_specificity']:.3f}).
+    ``scanner`` and attributes that negatives carry too (``mimic``, ``acquisition``): each
+    value's own series. Attributes only positives carry (``lesion_type``, ``size_bucket``,
+    ``contrast``; negatives have ``none``): that value's positives against all negatives,
+    so its specificity is the split's.
+    """
+    y = np.array([s.label for s in series])
+    out: dict[str, dict[str, dict]] = {"scanner": {}}
+    for scanner in sorted({s.scanner for s in series}):
+        m = np.array([s.scanner == scanner for s in series])
+        out["scanner"][scanner] = operating_metrics(y[m], scores[m], threshold)
+    for attr in SUBGROUP_ATTRIBUTES:
+        values = [s.attributes.get(attr, "") for s in series]
+        if all(v == "" for v in values):
+            continue
+        positive_only = all(v in _NO_VALUE for v, s in zip(values, series) if s.label == 0)
+        out[attr] = {}
+        for value in sorted(set(values) - set(_NO_VALUE) if positive_only else set(values) - {""}):
+            m = np.array([(positive_only and s.label == 0) or v == value for v, s in zip(values, series)])
+            out[attr][value] = operating_metrics(y[m], scores[m], threshold)
+    return out
 
-## Data
-{info['data_desc']}
 
-Split by patient (seed {info['seed']}): {info['split_counts']}.
+def variant_agreement(reference_flags: np.ndarray, variant_flags: np.ndarray, labels: np.ndarray) -> dict:
+    """Flag agreement of a variant with the reference (FP32) on the same series (pure).
 
-## Training
-Seed {info['seed']}, {info['epochs_run']} epochs (early stopping on validation loss, best epoch
-{info['best_epoch']}), {info['train_seconds']:.0f} s on {info['machine']}.
-Rebuild: `{info['command']}`.
+    ``agreement``: fraction of series flagged alike; ``lost_positives``: positives the
+    reference flags and the variant does not; ``gained``: series the variant flags and the
+    reference does not.
+    """
+    ref, var, y = (np.asarray(a).astype(bool) for a in (reference_flags, variant_flags, labels))
+    return {"n": int(len(ref)), "agreement": float((ref == var).mean()) if len(ref) else float("nan"),
+            "lost_positives": int((ref & ~var & y).sum()), "lost": int((ref & ~var).sum()),
+            "gained": int((~ref & var).sum())}
 
-## Metrics (held-out synthetic test split, FP32 ONNX Runtime)
-Per size bucket: that bucket's positives against all negatives. ECE: 10 equal-width bins
-on the series score.
 
-{head}
-{chr(10).join(rows)}
+PLATT_MIN_SLOPE = 1e-3
 
-## Backends and precisions
-INT8 variants are kept only when their test AUC is within 0.005 of FP32.
 
-| backend | precision | test AUC | vs FP32 | status |
-|---|---|---|---|---|
-{variants}
+def platt_fit(labels: np.ndarray, scores: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Platt scaling ``p = sigmoid(a * logit(score) + b)`` fitted by Newton's method (pure).
 
-## Limits
-- Synthetic data only: real scanners, patients, artefacts, post-operative changes,
-  calcifications and mimics are absent; performance on real studies is unknown.
-- {info['limits']}
-- Scores are not calibrated probabilities of disease (training rebalances classes and the
-  series score is {info['aggregation']['method']}-aggregated); see the ECE above.
-- Not for diagnostic use; a triage aid prototype only.
-"""
+    Targets are Platt's smoothed labels ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)``, so
+    a split the model separates perfectly still gives finite ``a`` and ``b``. The slope is
+    kept at or above :data:`PLATT_MIN_SLOPE`, so calibration never reverses the ranking.
+    """
+    y = np.asarray(labels).astype(bool)
+    x = _logit(np.asarray(scores, dtype=np.float64))
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("Platt scaling needs positives and negatives")
+    t = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    a, b = 1.0, 0.0
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-(a * x + b)))
+        g = np.array([np.sum((p - t) * x), np.sum(p - t)])
+        w = p * (1 - p) + 1e-12
+        h = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if a < PLATT_MIN_SLOPE:  # keep the map increasing: fit the intercept alone at the floor
+            a = PLATT_MIN_SLOPE
+            b = b - float(np.sum(p - t)) / float(np.sum(w))
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(a), float(b)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))

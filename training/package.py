@@ -19,12 +19,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.models.package import MANIFEST_NAME, SIGNATURE_NAME, Manifest, public_key_b64
-from training.backends import Runner
+from training.backends import Runner, run_batched
+from training.data.folder import Series
 
-#: Tolerance floors of the golden check per precision: (score, cam).
-TOLERANCE_FLOOR = {"fp32": (1e-4, 1e-3), "int8": (0.02, 0.25)}
-#: Measured golden differences are multiplied by this to leave room for other CPUs.
-TOLERANCE_MARGIN = 4.0
+#: Tolerance floors of the golden score check per precision.
+SCORE_FLOOR = {"fp32": 1e-4, "int8": 0.01}
+#: Measured golden differences (spread across backends on this machine) are multiplied by
+#: this margin for other CPUs.
+TOLERANCE_MARGIN = 2.0
+#: The heat-map check passes when the top-region overlap is at least the measured one
+#: minus this margin. A variant whose measured overlap is below :data:`CAM_OVERLAP_FLOOR`
+#: points its heat map elsewhere than FP32 and is left out of the package.
+CAM_OVERLAP_MARGIN = 0.2
+CAM_OVERLAP_FLOOR = 0.5
+#: Golden cases per class (the series farthest from the threshold on each side).
+GOLDEN_PER_CLASS = 2
 
 
 def generate_keypair(private_path: Path) -> tuple[Path, Path]:
@@ -50,24 +59,54 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def golden(inputs: np.ndarray, reference: Runner, variants: dict[str, tuple[str, Runner]]) -> tuple[bytes, dict[str, dict]]:
-    """Golden file (npz: ``input``, ``score``, ``cam`` from ``reference``) and tolerances.
+def golden_series(series: list[Series], series_scores: np.ndarray, threshold: float,
+                  per_class: int = GOLDEN_PER_CLASS) -> list[int]:
+    """Indices of the golden cases: of each class, the ``per_class`` series FP32 gets right
+    by the widest margin from the threshold, so a backend that moves the verdict fails."""
+    y = np.array([s.label for s in series])
+    margin = np.where(y == 1, series_scores - threshold, threshold - series_scores)
+    chosen = []
+    for label in (1, 0):
+        right = [i for i in np.argsort(-margin) if y[i] == label and margin[i] > 0]
+        chosen += [int(i) for i in right[:per_class]]
+    return sorted(chosen)
 
-    ``variants`` maps a variant key to ``(precision, runner)``; each tolerance is the
-    measured max difference times :data:`TOLERANCE_MARGIN`, at least the precision's floor.
+
+def golden(series: list[Series], reference: Runner, calibration, threshold: float,
+           variants: dict[str, tuple[str, Runner]]) -> tuple[bytes, dict[str, dict], dict]:
+    """Golden file (npz: ``input``, ``score``, ``cam`` from ``reference``), tolerances, report.
+
+    Inputs are the key image (highest FP32 score) of each golden series
+    (:func:`golden_series`). Each variant's score tolerance is its measured max difference
+    from FP32 times :data:`TOLERANCE_MARGIN`, at least the precision's floor; its heat-map
+    check is top-region overlap (``appliance.models.qualify.cam_top_overlap``) at least
+    the measured overlap minus :data:`CAM_OVERLAP_MARGIN`. The report holds what was
+    measured, for the card and the manifest's provenance.
     """
+    from appliance.models.qualify import cam_top_overlap
+
+    per_series = [run_batched(reference, s.inputs) for s in series]
+    scores = np.array([calibration.apply(float(np.max(sc))) for sc, _ in per_series])
+    chosen = golden_series(series, scores, threshold)
+    inputs = np.stack([series[i].inputs[int(np.argmax(per_series[i][0]))] for i in chosen]).astype(np.float32)
     score, cam = reference(inputs)
     buf = io.BytesIO()
-    np.savez(buf, input=inputs.astype(np.float32), score=score.astype(np.float32), cam=cam.astype(np.float32))
-    tolerances = {}
+    np.savez(buf, input=inputs, score=score.astype(np.float32), cam=cam.astype(np.float32))
+    tolerances, measured = {}, {}
     for key, (precision, runner) in variants.items():
         s, c = runner(inputs)
-        floor_s, floor_c = TOLERANCE_FLOOR[precision]
+        score_diff = float(np.max(np.abs(s - score)))
+        overlap = cam_top_overlap(cam, c)
         tolerances[key] = {
-            "score_atol": max(floor_s, TOLERANCE_MARGIN * float(np.max(np.abs(s - score)))),
-            "cam_atol": max(floor_c, TOLERANCE_MARGIN * float(np.max(np.abs(c - cam)))),
+            "score_atol": max(SCORE_FLOOR[precision], TOLERANCE_MARGIN * score_diff),
+            "cam_atol": max(1e-3, TOLERANCE_MARGIN * float(np.max(np.abs(c - cam)))),
+            "cam_min_overlap": max(0.0, overlap - CAM_OVERLAP_MARGIN),
         }
-    return buf.getvalue(), tolerances
+        measured[key] = {"score_diff": score_diff, "cam_top_overlap": overlap}
+    report = {"series": [series[i].series_uid for i in chosen], "labels": [series[i].label for i in chosen],
+              "series_scores": [float(scores[i]) for i in chosen], "threshold": threshold, "measured": measured,
+              "margin": TOLERANCE_MARGIN, "cam_overlap_margin": CAM_OVERLAP_MARGIN}
+    return buf.getvalue(), tolerances, report
 
 
 def write_package(out: Path, manifest: dict, files: dict[str, bytes], key: Ed25519PrivateKey) -> Manifest:

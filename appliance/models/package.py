@@ -114,13 +114,36 @@ class Aggregation(_Strict):
         return float(np.sort(s)[-min(self.k, s.size):].mean())
 
 
+class Calibration(_Strict):
+    """Map from the aggregated series score to the calibrated score the threshold applies to.
+
+    ``platt``: ``sigmoid(a * logit(score) + b)``, fitted on the package's calibration
+    split (a held-out set of patients, never trained on). A package without one (built
+    before calibration existed) thresholds the aggregated score itself.
+    """
+
+    method: Literal["platt"]
+    a: float
+    b: float
+    fitted_on: str = "calibration split"
+
+    def apply(self, score: float) -> float:
+        """The calibrated score of one aggregated series score (pure, in [0, 1])."""
+        p = min(max(float(score), 1e-7), 1 - 1e-7)
+        z = self.a * float(np.log(p / (1 - p))) + self.b
+        return float(1.0 / (1.0 + np.exp(-min(max(z, -60.0), 60.0))))
+
+
 class OperatingPoint(_Strict):
-    """Decision threshold on the (aggregated) score, chosen on the validation split."""
+    """Decision threshold on the series score (the calibrated one when the package has a
+    :class:`Calibration`), chosen on a split the test split never touches."""
 
     threshold: float = Field(ge=0, le=1)
     target_sensitivity: float = Field(ge=0, le=1)
     validation_sensitivity: float = Field(ge=0, le=1)
     validation_specificity: float = Field(ge=0, le=1)
+    #: The split the threshold (and the two figures above) come from.
+    chosen_on: str = "validation split"
 
 
 class Range(_Strict):
@@ -163,10 +186,24 @@ class InputConstraints(_Strict):
 
 
 class Tolerance(_Strict):
-    """Maximum absolute difference from the golden expected outputs."""
+    """Maximum absolute difference from the golden expected outputs.
+
+    ``cam_min_overlap``, when set, replaces the raw CAM comparison: the fraction of the
+    golden map's top-region cells (:data:`appliance.models.qualify.CAM_TOP_FRACTION` of the map) that are also in
+    the variant's top region must reach it, so the check asks where the map points.
+    """
 
     score_atol: float = Field(gt=0)
     cam_atol: float = Field(gt=0)
+    cam_min_overlap: float | None = Field(default=None, ge=0, le=1)
+
+
+class Lineage(_Strict):
+    """Where a package came from: its predecessor, its data and its code."""
+
+    parent_version: str | None = None
+    dataset_manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    code_revision: str | None = None
 
 
 class Variant(_Strict):
@@ -187,6 +224,21 @@ class ExcludedVariant(_Strict):
     backend: Literal["onnxruntime", "openvino"]
     precision: Literal["fp32", "int8"]
     reason: str
+
+
+class GoldenSeries(_Strict):
+    """One golden case: a small DICOM series in the package and the verdict it must give.
+
+    ``score`` is the calibrated series score FP32 gave at build time and ``flag`` the
+    decision; each variant must reproduce the score within its tolerance and the flag
+    exactly, from the DICOM files through decode, preprocessing and aggregation.
+    """
+
+    name: str
+    files: list[str] = Field(min_length=1)
+    label: int = Field(ge=0, le=1)
+    score: float = Field(ge=0, le=1)
+    flag: bool
 
 
 class FileEntry(_Strict):
@@ -230,6 +282,13 @@ class Manifest(_Strict):
     provenance: dict[str, Any] = {}
     #: Optional: packages built before constraints existed keep working unconstrained.
     input_constraints: InputConstraints | None = None
+    #: Optional, so packages built before these existed keep verifying.
+    calibration: Calibration | None = None
+    lineage: Lineage | None = None
+    #: Machine-readable evaluation at the operating point: split -> variant -> metrics.
+    metrics: dict[str, dict[str, Any]] = {}
+    #: Golden DICOM cases (each a folder of slices in the package) checked end to end.
+    golden_series: list["GoldenSeries"] = []
 
     @field_validator("signing_public_key")
     @classmethod
@@ -245,11 +304,19 @@ class Manifest(_Strict):
         refs = {"golden": [self.golden], "drift_reference": [self.drift_reference], "model_card": [self.model_card]}
         for i, v in enumerate(self.variants):
             refs[f"variants.{i}.files"] = v.files
+        for i, g in enumerate(self.golden_series):
+            refs[f"golden_series.{i}.files"] = g.files
         for field, paths in refs.items():
             for p in paths:
                 if p not in listed:
                     raise ValueError(f"{field}: {p!r} is not listed in files")
         return self
+
+    def series_score(self, image_scores: np.ndarray) -> float:
+        """The score the operating point applies to: aggregated per-image scores, then
+        calibrated when the package carries a calibration (pure)."""
+        raw = min(max(self.aggregation.apply(image_scores), 0.0), 1.0)
+        return self.calibration.apply(raw) if self.calibration is not None else raw
 
     @property
     def signing_key_id(self) -> str:

@@ -20,6 +20,26 @@ from appliance.models.backends import Runtime, Target, load
 from appliance.models.package import Manifest, Variant
 
 TIMING_ROUNDS = 5
+#: Share of a CAM's cells that make its top region (where the heat map points).
+CAM_TOP_FRACTION = 0.05
+
+
+def top_region(cam: np.ndarray, fraction: float = CAM_TOP_FRACTION) -> np.ndarray:
+    """Boolean mask of the ``fraction`` highest cells of one map (at least one; pure)."""
+    flat = np.asarray(cam, np.float64).ravel()
+    k = max(1, int(round(fraction * flat.size)))
+    mask = np.zeros(flat.size, bool)
+    mask[np.argsort(-flat, kind="stable")[:k]] = True
+    return mask.reshape(np.shape(cam))
+
+
+def cam_top_overlap(expected: np.ndarray, actual: np.ndarray, fraction: float = CAM_TOP_FRACTION) -> float:
+    """Smallest, over the batch, share of the expected top region that the actual top region
+    covers: 1.0 when every map points at the same cells (pure)."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    overlaps = [float((top_region(e, fraction) & top_region(a, fraction)).sum() / top_region(e, fraction).sum())
+                for e, a in zip(expected, actual)]
+    return min(overlaps) if overlaps else 1.0
 
 
 @dataclass(frozen=True)
@@ -58,15 +78,22 @@ class Trial:
 
 
 def golden_check(runtime: Runtime, variant: Variant, golden: Golden) -> tuple[bool, float, float]:
-    """Run the golden inputs; return (within tolerance, max |score diff|, max |cam diff|)."""
+    """Run the golden inputs; return (within tolerance, max |score diff|, cam difference).
+
+    The cam difference is ``1 - top-region overlap`` when the variant's tolerance sets
+    ``cam_min_overlap`` (packages since issue 9), else the max absolute logit difference.
+    """
     score, cam = runtime.run(golden.inputs)
     score = np.asarray(score, np.float64).reshape(golden.score.shape)
     cam = np.asarray(cam, np.float64).reshape(golden.cam.shape)
     if not (np.isfinite(score).all() and np.isfinite(cam).all()):
         return False, float("inf"), float("inf")
     score_diff = float(np.max(np.abs(score - golden.score)))
-    cam_diff = float(np.max(np.abs(cam - golden.cam)))
     tolerance = variant.tolerance
+    if tolerance.cam_min_overlap is not None:
+        overlap = cam_top_overlap(golden.cam, cam)
+        return score_diff <= tolerance.score_atol and overlap >= tolerance.cam_min_overlap, score_diff, 1.0 - overlap
+    cam_diff = float(np.max(np.abs(cam - golden.cam)))
     return score_diff <= tolerance.score_atol and cam_diff <= tolerance.cam_atol, score_diff, cam_diff
 
 

@@ -144,9 +144,10 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
 
 def decide(manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]],
            input_sha256: str) -> SeriesResult:
-    """Aggregate per-image scores into the series score and threshold it at the package's
-    operating point; the highest-scoring image is the key slice (pure)."""
-    series_score = min(max(manifest.aggregation.apply(scores), 0.0), 1.0)
+    """Aggregate per-image scores into the series score, calibrate it when the package
+    carries a calibration (:meth:`Manifest.series_score`) and threshold it at the
+    package's operating point; the highest-scoring image is the key slice (pure)."""
+    series_score = manifest.series_score(scores)
     key = int(np.argmax(scores))
     threshold = manifest.operating_point.threshold
     return SeriesResult(series_score, series_score >= threshold, threshold, origins[key][0], origins[key][1],

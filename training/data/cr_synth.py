@@ -8,7 +8,8 @@ visceral pleural line; a quarter of them subtle (rim barely darker, faint line).
 depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of them
 MONOCHROME1); matrix size and pixel spacing vary.
 
-Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type``), size
+Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``;
+contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives), size
 bucket from the rim width (:func:`size_bucket`). Deterministic per (seed, index).
 """
 
@@ -46,7 +47,10 @@ CR_STYLES: tuple[DetectorStyle, ...] = (
     DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.015, 1.0, "MONOCHROME2"),
     DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.025, 0.7, "MONOCHROME1"),
     DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.02, 1.3, "MONOCHROME2"),
+    DetectorStyle("Delta Tomography", "DR Panel 43", 14, 0.9, 0.018, 0.85, "MONOCHROME2"),
 )
+#: The detector style the demo builds hold out of training entirely (external validation).
+CR_EXTERNAL_STYLE = "Delta Tomography DR Panel 43"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class ImageTruth:
     label: int
     size_bucket: str
     scanner: str
+    contrast: str = "none"
 
 
 def size_bucket(rim_mm: float) -> str:
@@ -88,9 +93,9 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type"])
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none"])
+            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none", t.contrast])
     return truths
 
 
@@ -145,7 +150,7 @@ def _lung(x: np.ndarray, y: np.ndarray, cx: float, w: float, h: float, dome: flo
 def _sample_pneumothorax(rng: np.random.Generator) -> dict:
     rim = [rng.uniform(8, 15), rng.uniform(15, 30), rng.uniform(30, 50)][rng.integers(3)]
     subtle = rng.random() < 0.25
-    return {"side": int(rng.choice([-1, 1])), "rim": rim,
+    return {"side": int(rng.choice([-1, 1])), "rim": rim, "subtle": subtle,
             "air": rng.uniform(0.09, 0.11) if subtle else rng.uniform(0.03, 0.07),
             "line": rng.uniform(0.04, 0.06) if subtle else rng.uniform(0.06, 0.12)}
 
@@ -196,4 +201,5 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     return ImageTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
         size_bucket=size_bucket(ptx["rim"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
+        contrast=("subtle" if ptx["subtle"] else "standard") if positive else "none",
     )

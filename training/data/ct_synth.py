@@ -15,7 +15,8 @@ thickness, pixel spacing and field of view vary per patient.
 Truth is taken from the rendered lesion mask: a slice is positive when its lesion area is
 at least :data:`MIN_SLICE_LESION_MM2`; the series label is positive when any slice is; the
 size bucket is from the rendered volume (:func:`size_bucket`). The folder gets
-``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type``) and
+``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``; contrast
+``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives) and
 ``slice_labels.csv`` (``sop_instance_uid,label``), the format
 :mod:`training.data.folder` reads. Everything is a function of ``(seed, patient index)``.
 """
@@ -57,7 +58,10 @@ CT_STYLES: tuple[ScannerStyle, ...] = (
     ScannerStyle("Acme Medical", "HeadScan 16", "H30s", 4.0, 1.0, 1.2, 0.0, 1.0, -1024.0),
     ScannerStyle("Borealis Systems", "Aurora 64", "SHARP", 6.5, 0.6, 0.5, 0.6, 1.0, 0.0),
     ScannerStyle("Cobalt Imaging", "CX 128", "STANDARD", 5.0, 0.8, 0.8, 0.2, 0.5, -1024.0),
+    ScannerStyle("Delta Tomography", "DT Vista", "B40f", 5.5, 0.9, 1.0, 0.35, 1.0, -8192.0),
 )
+#: The scanner style the demo builds hold out of training entirely (external validation).
+CT_EXTERNAL_STYLE = "Delta Tomography DT Vista"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class SeriesTruth:
     size_bucket: str
     lesion_type: str
     scanner: str
+    contrast: str
     slice_uids: tuple[str, ...]
     slice_labels: tuple[int, ...]
 
@@ -105,9 +110,9 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type"])
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type])
+            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast])
     with open(out_dir / "slice_labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sop_instance_uid", "label"])
@@ -252,6 +257,7 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         patient_id=patient["PatientID"], series_uid=series_uid, label=label,
         size_bucket=size_bucket(volume_mm3 / 1000.0) if label else "none",
         lesion_type=lesion["type"] if label else "none",
+        contrast=("low" if lesion["hu"] < 58 else "standard") if label else "none",
         scanner=f"{style.manufacturer} {style.model}", slice_uids=tuple(uids), slice_labels=tuple(labels),
     )
 

@@ -122,13 +122,32 @@ def _drift(spec: InputSpec, images: list[Slice]) -> dict:
                                             float(spacing[0]))
 
 
-def split_by_patient(series: list[Series], seed: int, fractions: tuple[float, float, float]) -> dict[str, list[Series]]:
-    """Deterministic train/val/test split of whole patients (no patient in two splits)."""
-    patients = sorted({s.patient_id for s in series})
+#: The splits a build uses, in the order patients are dealt out: train fits the weights,
+#: val drives early stopping, calibration fits the calibration and the threshold, gate
+#: decides which quantised variants ship, test is read once for the card.
+SPLITS = ("train", "val", "calibration", "gate", "test")
+
+
+def split_by_patient(series: list[Series], seed: int, fractions: tuple[float, ...],
+                     names: tuple[str, ...] | None = None, external_scanner: str | None = None) -> dict[str, list[Series]]:
+    """Deterministic split of whole patients (no patient in two splits).
+
+    ``fractions`` are of the patients left after the external scanner's; the last split
+    takes the remainder. ``names`` default to ``train, val, test`` for three fractions and
+    :data:`SPLITS` for five. With ``external_scanner`` every series of that scanner style
+    (and every other series of its patients) goes to ``external``, never to the others.
+    """
+    names = names or (("train", "val", "test") if len(fractions) == 3 else SPLITS)
+    if len(names) != len(fractions):
+        raise ValueError(f"{len(fractions)} fractions for {len(names)} splits {names}")
+    external = {s.patient_id for s in series if external_scanner is not None and s.scanner == external_scanner}
+    patients = sorted({s.patient_id for s in series} - external)
     order = np.random.default_rng(seed).permutation(len(patients))
-    n_train = int(round(fractions[0] * len(patients)))
-    n_val = int(round(fractions[1] * len(patients)))
-    part = {}
+    bounds = np.round(np.cumsum(fractions) * len(patients)).astype(int)
+    part = {p: "external" for p in external}
     for rank, idx in enumerate(order):
-        part[patients[idx]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
-    return {name: [s for s in series if part[s.patient_id] == name] for name in ("train", "val", "test")}
+        part[patients[idx]] = names[min(int(np.searchsorted(bounds, rank, side="right")), len(names) - 1)]
+    out = {name: [s for s in series if part[s.patient_id] == name] for name in names}
+    if external_scanner is not None:
+        out["external"] = [s for s in series if part[s.patient_id] == "external"]
+    return out
