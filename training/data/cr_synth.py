@@ -9,7 +9,8 @@ depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of th
 MONOCHROME1); matrix size and pixel spacing vary.
 
 Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``;
-contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives), size
+contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives; mimic, for every
+patient, one of :data:`MIMICS` or ``none``), size
 bucket from the rim width (:func:`size_bucket`). Deterministic per (seed, index).
 """
 
@@ -74,6 +75,7 @@ class ImageTruth:
     size_bucket: str
     scanner: str
     contrast: str = "none"
+    mimic: str = "none"
 
 
 def size_bucket(rim_mm: float) -> str:
@@ -93,13 +95,48 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast"])
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none", t.contrast])
+            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none", t.contrast,
+                        t.mimic])
     return truths
 
 
-def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, ptx: dict | None) -> np.ndarray:
+#: Hard negatives (and distractors beside a finding): name -> share of patients.
+MIMICS = {"skin_fold": 0.2, "line": 0.2, "scapula": 0.1}
+
+
+def _sample_mimic(rng: np.random.Generator) -> dict | None:
+    """A pneumothorax mimic for any patient (truth is unaffected): ``skin_fold``, a curved
+    soft-tissue edge over the lateral lung that looks like a pleural line; ``line``, a
+    catheter or tube crossing the chest; ``scapula``, a medial scapular border over the
+    upper lung."""
+    u, edge = rng.random(), 0.0
+    for name, share in MIMICS.items():
+        edge += share
+        if u < edge:
+            return {"type": name, "side": int(rng.choice([-1, 1])), "offset": rng.uniform(15, 45),
+                    "strength": rng.uniform(0.05, 0.1), "bend": rng.uniform(-0.004, 0.004)}
+    return None
+
+
+def _add_mimic(d: np.ndarray, mimic: dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    side, k = mimic["side"], mimic["strength"]
+    if mimic["type"] == "skin_fold":
+        edge_x = side * (150 - mimic["offset"]) + mimic["bend"] * (y + 20) ** 2 * side
+        inside = (x - edge_x) * side < 0
+        near = np.abs(x - edge_x) < 1.5
+        band = inside & (np.abs(x - edge_x) < 25) & (np.abs(y + 20) < 110)
+        return np.where(band, d + k * 0.5 * (1 - np.abs(x - edge_x) / 25), d) + np.where(near & (np.abs(y + 20) < 110), k, 0)
+    if mimic["type"] == "line":
+        path_x = side * (30 + mimic["offset"]) + 60 * mimic["bend"] * (y + 100) ** 1.0
+        return np.where((np.abs(x - path_x) < 1.2) & (y > -160) & (y < 60), d + 2 * k, d)
+    border = side * (95 - mimic["offset"] / 3) + 0.25 * (y + 120) * side
+    return np.where(((x - border) * side > 0) & (y < -40) & (y > -150) & (np.abs(x) < 175), d + k, d)
+
+
+def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, ptx: dict | None,
+           mimic: dict | None = None) -> np.ndarray:
     """Density map in [0, 1] (1 = dense) of a PA chest; coordinates in mm, origin at centre.
 
     ``ptx`` (pneumothorax) collapses one lung away from the chest wall by ``rim`` mm: the
@@ -137,6 +174,8 @@ def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, ptx: 
     for side in (-1, 1):
         clav = (np.abs(y - (-125 + 0.25 * np.abs(x))) < 6) & (x * side > 15) & (np.abs(x) < 120)
         d = np.where(clav, d + 0.15, d)
+    if mimic is not None:
+        d = _add_mimic(d, mimic, x, y)
     return np.clip(d, 0, 1)
 
 
@@ -175,7 +214,8 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     spacing = rng.uniform(*cfg.fov_mm) / cols
     positive = rng.random() < cfg.positive_fraction
     ptx = _sample_pneumothorax(rng) if positive else None
-    density = _chest(rng, rows, cols, spacing, ptx)
+    mimic = _sample_mimic(rng)
+    density = _chest(rng, rows, cols, spacing, ptx, mimic)
     pixels = _detector(density, style, rng)
     study_uid, series_uid, sop_uid = (dc.uid(cfg.seed, "cr", index, k) for k in ("study", "series", "sop"))
     ds = dc.new_dataset(CR_IMAGE_STORAGE, sop_uid)
@@ -202,4 +242,5 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
         size_bucket=size_bucket(ptx["rim"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
         contrast=("subtle" if ptx["subtle"] else "standard") if positive else "none",
+        mimic=mimic["type"] if mimic else "none",
     )

@@ -16,7 +16,8 @@ Truth is taken from the rendered lesion mask: a slice is positive when its lesio
 at least :data:`MIN_SLICE_LESION_MM2`; the series label is positive when any slice is; the
 size bucket is from the rendered volume (:func:`size_bucket`). The folder gets
 ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``; contrast
-``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives) and
+``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives; mimic, for
+every patient, one of :data:`MIMICS` or ``none``) and
 ``slice_labels.csv`` (``sop_instance_uid,label``), the format
 :mod:`training.data.folder` reads. Everything is a function of ``(seed, patient index)``.
 """
@@ -88,6 +89,7 @@ class SeriesTruth:
     lesion_type: str
     scanner: str
     contrast: str
+    mimic: str
     slice_uids: tuple[str, ...]
     slice_labels: tuple[int, ...]
 
@@ -110,9 +112,9 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast"])
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast])
+            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic])
     with open(out_dir / "slice_labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sop_instance_uid", "label"])
@@ -159,8 +161,50 @@ def _sample_lesion(rng: np.random.Generator, head: _Head, slice_z: np.ndarray) -
             "half_width": np.deg2rad(rng.uniform(25, 55)), "tmax": rng.uniform(3, 14), "hz": rng.uniform(15, 35)}
 
 
+#: Hard negatives (and distractors beside a finding): name -> share of patients.
+MIMICS = {"calcification": 0.2, "dense_sinus": 0.1, "streak": 0.1}
+
+
+def _sample_mimic(rng: np.random.Generator) -> dict | None:
+    """A mimic of haemorrhage drawn for any patient, positive or not (truth is unaffected).
+
+    ``calcification``: pineal, choroid plexus and falx calcifications, 150-700 HU;
+    ``dense_sinus``: a hyperdense superior sagittal / transverse sinus, 60-75 HU, at the
+    blood's own density; ``streak``: beam-hardening streaks across the posterior fossa.
+    """
+    u, edge = rng.random(), 0.0
+    for name, share in MIMICS.items():
+        edge += share
+        if u < edge:
+            return {"type": name, "hu": rng.uniform(150, 700) if name == "calcification" else rng.uniform(60, 75),
+                    "angle": rng.uniform(-0.4, 0.4), "falx_z": rng.uniform(25, 45)}
+    return None
+
+
+def _add_mimic(hu: np.ndarray, mimic: dict, x: np.ndarray, y: np.ndarray, z: float, ai: float, bi: float,
+               brain: np.ndarray) -> None:
+    """Paint the mimic into the slice at height ``z`` in place."""
+    if mimic["type"] == "calcification":
+        if 0 < z < 14:  # pineal
+            hu[((x ** 2 + (y - 8) ** 2) <= 3.0 ** 2) & brain] = mimic["hu"]
+        if 8 < z < 24:  # choroid plexus of both atria
+            for sx in (-1, 1):
+                hu[(((x - sx * 11) ** 2 + (y - 14) ** 2) <= 2.5 ** 2) & brain] = 0.6 * mimic["hu"]
+        if abs(z - mimic["falx_z"]) < 4:  # falx plaque
+            hu[(np.abs(x) < 1.2) & (np.abs(y + 0.4 * bi) < 4) & brain] = mimic["hu"]
+    elif mimic["type"] == "dense_sinus":
+        posterior = y > 0
+        rim = np.sqrt((x / ai) ** 2 + (y / bi) ** 2)
+        hu[(np.abs(x) < 3.5) & posterior & (rim > 0.9) & (rim <= 1.0)] = mimic["hu"]
+        if z < 5:  # transverse sinuses
+            hu[posterior & (rim > 0.92) & (rim <= 1.0) & (np.abs(y) < 0.5 * bi)] = mimic["hu"]
+    elif mimic["type"] == "streak" and z < -10:
+        along = np.cos(mimic["angle"]) * y - np.sin(mimic["angle"]) * x
+        hu[brain] += (40.0 * np.sin(along / 1.5) * np.exp(-np.abs(np.sin(mimic["angle"]) * y + np.cos(mimic["angle"]) * x) / 12))[brain]
+
+
 def _render(head: _Head, lesion: dict | None, z: float, n: int, spacing: float,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+            rng: np.random.Generator, mimic: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HU image (before scanner effects) and lesion mask of the slice at height ``z``."""
     ax = (np.arange(n) - (n - 1) / 2) * spacing
     X, Y = np.meshgrid(ax, ax)
@@ -191,6 +235,8 @@ def _render(head: _Head, lesion: dict | None, z: float, n: int, spacing: float,
             hu[(((x - sx * 9) / (5 * g + 1e-3)) ** 2 + ((y + 4) / (18 * g + 1e-3)) ** 2 <= 1) & brain] = 6.0
     if z > 20:
         hu[(np.abs(x) < 1.0) & (y > 0.25 * bi) & brain] = head.falx_hu
+    if mimic is not None:
+        _add_mimic(hu, mimic, x, y, z, ai, bi, brain)
     if lesion is not None:
         w = _lesion_weight(lesion, x, y, z, ai, bi)
         w = w * inside(ai, bi)
@@ -238,10 +284,11 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
     spacing = rng.uniform(*cfg.fov_mm) / cfg.matrix
     positive = rng.random() < cfg.positive_fraction
     lesion = _sample_lesion(rng, head, slice_z) if positive else None
+    mimic = _sample_mimic(rng)
     min_px = max(1.0, MIN_SLICE_LESION_MM2 / spacing ** 2)
     uids, labels, volume_mm3 = [], [], 0.0
     for i, z in enumerate(slice_z):
-        hu, mask = _render(head, lesion, float(z), cfg.matrix, spacing, rng)
+        hu, mask = _render(head, lesion, float(z), cfg.matrix, spacing, rng, mimic)
         stored = _scanner(hu, style, rng)
         volume_mm3 += mask.sum() * spacing ** 2 * thickness
         sop_uid = dc.uid(cfg.seed, "ct", index, "sop", i)
@@ -258,6 +305,7 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         size_bucket=size_bucket(volume_mm3 / 1000.0) if label else "none",
         lesion_type=lesion["type"] if label else "none",
         contrast=("low" if lesion["hu"] < 58 else "standard") if label else "none",
+        mimic=mimic["type"] if mimic else "none",
         scanner=f"{style.manufacturer} {style.model}", slice_uids=tuple(uids), slice_labels=tuple(labels),
     )
 
