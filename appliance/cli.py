@@ -122,8 +122,10 @@ def _registry(settings: Settings):
     from appliance.db import open_database
     from appliance.models.registry import ModelRegistry
 
+    from appliance.triage.pipeline import golden_series_inputs
+
     return ModelRegistry(open_database(settings.db_path), settings.models_dir,
-                         list(settings.models.trusted_keys), settings.models.pin_backend)
+                         list(settings.models.trusted_keys), settings.models.pin_backend, golden_series_inputs)
 
 
 def _actor() -> str:

@@ -156,9 +156,12 @@ least {info['gate_min_agreement']:.0%} of series and it unflags no positive FP32
 
 {info['int8_note']}
 
-Golden test (the key image of {len(info['golden']['series'])} golden test series per variant; score within the measured
-spread x {info['golden']['margin']:g}, heat-map top-region overlap within {info['golden']['cam_overlap_margin']:g} of the measured one)
-run at build time on: {info['golden_cpus']}.
+Golden test: {len(info['golden']['series'])} test series shipped as DICOM (key slice and neighbours), checked on the
+box end to end (decode, preprocessing, every variant, aggregation, calibration, flag: the flag
+must match and the series score stay within the measured spread x {info['golden']['margin']:g}), plus their
+key-image tensors (score within the spread x {info['golden']['margin']:g}, heat-map top-region overlap within
+{info['golden']['cam_overlap_margin']:g} of the measured one). Golden outputs measured at build time on:
+{info['golden_cpus']}.
 
 ## Limits
 - Synthetic data only: real scanners, patients, artefacts and post-operative changes are

@@ -36,7 +36,7 @@ from training.card import model_card
 from training.drift import reference_thresholds
 from training.evaluate import (operating_metrics, platt_fit, roc_auc, sensitivity_specificity, series_scores,
                                subgroup_metrics, threshold_for_sensitivity, variant_agreement)
-from training.package import CAM_OVERLAP_FLOOR, golden, load_private_key, write_package
+from training.package import CAM_OVERLAP_FLOOR, golden, golden_dicom, load_private_key, write_package
 from training.train import TrainConfig, config_dict, save_checkpoint, train
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -93,7 +93,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS]),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=1.5)
-               if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8))),
+               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
         intended_use=("Worklist prioritisation of non-contrast axial head CT in adults: flags series that may "
@@ -118,7 +118,7 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
                         sop_class_uids=[CR_IMAGE_STORAGE, DX_FOR_PRESENTATION], channels=1, size=192 if not quick else 32),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=15, patience=4, min_epochs=8, negatives_per_positive=1.0)
-               if not quick else TrainConfig(seed=seed, epochs=2, widths=(8, 8, 8, 8), negatives_per_positive=1.0)),
+               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8), negatives_per_positive=1.0)),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CR_EXTERNAL_STYLE,
         intended_use=("Worklist prioritisation of adult PA chest radiographs: flags images that may show a "
@@ -289,6 +289,11 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
             excluded.append({"backend": backend, "precision": precision, "reason": reason})
             next(v for v in report_variants if (v["backend"], v["precision"]) == (backend, precision))["status"] = reason
             log(f"[{spec.id}] {backend}/{precision}: {reason}")
+    golden_variants = {_variant_key(b, p): (p, r) for (b, p), (_, r, _) in kept.items()}
+    golden_files, golden_cases, series_atol, series_report = golden_dicom(
+        splits["test"], golden_report["chosen"], data_dir, spec.input, spec.aggregation, calibration, threshold,
+        golden_variants)
+    golden_report["dicom"] = series_report
     drift = {"feature_set": spec.input.kind, "histograms": merge([s.drift for s in splits["train"]]),
              "thresholds": reference_thresholds([s.drift for s in splits["train"]], seed=spec.train.seed)}
     cam_size = spec.input.size // 8
@@ -321,13 +326,14 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         Path(card_dir).mkdir(parents=True, exist_ok=True)
         (Path(card_dir) / f"{spec.id}.md").write_text(card)
     files = {"golden/golden.npz": golden_bytes, "drift/reference.json": json.dumps(drift, sort_keys=True).encode(),
-             "MODEL_CARD.md": card.encode()}
+             "MODEL_CARD.md": card.encode(), **golden_files}
     variants = []
     for (backend, precision), (paths, _, auc) in kept.items():
         names = [f"model/{p.name}" for p in paths]
         files.update({n: p.read_bytes() for n, p in zip(names, paths)})
         variants.append({"backend": backend, "precision": precision, "files": names, "test_auc": auc,
-                         "tolerance": tolerances[_variant_key(backend, precision)],
+                         "tolerance": {**tolerances[_variant_key(backend, precision)],
+                                       "series_atol": series_atol[_variant_key(backend, precision)]},
                          "options": OPENVINO_OPTIONS if backend == "openvino" else {}})
     manifest = {
         "format_version": 1, "id": spec.id, "version": spec.version, "task": "binary-triage", "finding": spec.finding,
@@ -339,7 +345,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "operating_point": operating_point, "variants": variants, "excluded_variants": excluded,
         "golden": "golden/golden.npz", "drift_reference": "drift/reference.json", "model_card": "MODEL_CARD.md",
         **({"input_constraints": input_constraints(spec.generator)} if spec.constrain_inputs else {}),
-        "lineage": lineage, "metrics": json.loads(json.dumps(metrics)),
+        "golden_series": golden_cases, "lineage": lineage, "metrics": json.loads(json.dumps(metrics)),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "provenance": {"seed": spec.train.seed, "generator": asdict(spec.generator), "train": config_dict(spec.train),
                        "onnx_opset": export.OPSET, "torch": torch.__version__, "parity_max_abs_diff": parity,

@@ -103,10 +103,62 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
             "cam_min_overlap": max(0.0, overlap - CAM_OVERLAP_MARGIN),
         }
         measured[key] = {"score_diff": score_diff, "cam_top_overlap": overlap}
-    report = {"series": [series[i].series_uid for i in chosen], "labels": [series[i].label for i in chosen],
+    report = {"chosen": chosen, "series": [series[i].series_uid for i in chosen], "labels": [series[i].label for i in chosen],
               "series_scores": [float(scores[i]) for i in chosen], "threshold": threshold, "measured": measured,
               "margin": TOLERANCE_MARGIN, "cam_overlap_margin": CAM_OVERLAP_MARGIN}
     return buf.getvalue(), tolerances, report
+
+
+#: Slices of a CT golden series kept in the package: the key slice and one either side.
+GOLDEN_SLICES_EACH_SIDE = 1
+
+
+def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_input, aggregation, calibration,
+                 threshold: float, variants: dict[str, tuple[str, Runner]]) -> tuple[dict[str, bytes], list[dict], dict[str, float], dict]:
+    """Golden DICOM cases for the box's end-to-end check (``manifest.golden_series``).
+
+    For each chosen series: its key slice (highest FP32 score) and
+    :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied byte for byte from the
+    dataset. They are decoded and preprocessed exactly as the box does
+    (``decode_in_order`` + ``model_input``), scored by every variant, aggregated and
+    calibrated. The expected verdict is FP32 ONNX Runtime's (the first entry of
+    ``variants``); each variant's ``series_atol`` is its measured largest difference times
+    :data:`TOLERANCE_MARGIN`, at least the precision's floor.
+
+    Returns
+    -------
+    files : dict
+        Archive path -> DICOM bytes.
+    cases : list of dict
+        ``golden_series`` entries (name, files, label, score, flag).
+    series_atol : dict
+        Variant key -> tolerance.
+    report : dict
+        What was measured.
+    """
+    from appliance.triage.decode import read_header
+    from appliance.triage.pipeline import decode_in_order, model_input
+
+    reference_key = next(iter(variants))
+    files, cases, diffs = {}, [], {key: 0.0 for key in variants}
+    for n, i in enumerate(chosen):
+        s = series[i]
+        key_index = int(np.argmax(variants[reference_key][1](s.inputs)[0]))
+        keep = set(s.sop_uids[max(0, key_index - GOLDEN_SLICES_EACH_SIDE):key_index + GOLDEN_SLICES_EACH_SIDE + 1])
+        paths = sorted(p for p in (Path(data_dir) / s.patient_id).rglob("*")
+                       if p.is_file() and str(read_header(p).SOPInstanceUID) in keep)
+        name = f"case{n + 1}-{'positive' if s.label else 'negative'}"
+        names = [f"golden/series/{name}/{k + 1:02d}.dcm" for k in range(len(paths))]
+        files.update({a: p.read_bytes() for a, p in zip(names, paths)})
+        inputs = np.stack([x for _, _, x in decode_in_order(paths, lambda image: model_input(spec_input, image))])
+        scores = {key: calibration.apply(min(max(aggregation.apply(runner(inputs)[0]), 0.0), 1.0))
+                  for key, (_, runner) in variants.items()}
+        for key in variants:
+            diffs[key] = max(diffs[key], abs(scores[key] - scores[reference_key]))
+        cases.append({"name": name, "files": names, "label": s.label, "score": scores[reference_key],
+                      "flag": bool(scores[reference_key] >= threshold)})
+    tolerances = {key: max(SCORE_FLOOR[precision], TOLERANCE_MARGIN * diffs[key]) for key, (precision, _) in variants.items()}
+    return files, cases, tolerances, {"series_score_diff": diffs, "margin": TOLERANCE_MARGIN}
 
 
 def write_package(out: Path, manifest: dict, files: dict[str, bytes], key: Ed25519PrivateKey) -> Manifest:

@@ -196,6 +196,8 @@ class Tolerance(_Strict):
     score_atol: float = Field(gt=0)
     cam_atol: float = Field(gt=0)
     cam_min_overlap: float | None = Field(default=None, ge=0, le=1)
+    #: Largest difference of a golden DICOM series' (calibrated) series score.
+    series_atol: float | None = Field(default=None, gt=0)
 
 
 class Lineage(_Strict):

@@ -2,8 +2,12 @@
 
 On activation (and before shadowing) every variant of the package (backend x precision)
 is loaded on every target of its backend that this box has, run on the package's golden
-inputs and compared with the golden outputs within the variant's tolerance. Those that
-pass are timed; the fastest wins unless settings pin one. If none passes, the model is
+inputs and compared with the golden outputs within the variant's tolerance. Packages
+with golden DICOM series (``manifest.golden_series``) are also checked end to end: the
+caller decodes and preprocesses each series with the box's own pipeline (this stage may
+not import it, so the inputs come in as arrays), every variant scores them, aggregation
+and calibration give the series score, and score and flag must match. Those that pass
+are timed; the fastest wins unless settings pin one. If none passes, the model is
 refused and whatever was active stays.
 """
 
@@ -68,6 +72,10 @@ class Trial:
     cam_diff: float | None = None
     ms_per_image: float | None = None
     error: str | None = None
+    #: Largest series-score difference on the golden DICOM series; None when the package
+    #: has none or no decoder was given (``series_checked`` False).
+    series_diff: float | None = None
+    series_checked: bool = False
 
     @property
     def label(self) -> str:
@@ -97,6 +105,24 @@ def golden_check(runtime: Runtime, variant: Variant, golden: Golden) -> tuple[bo
     return score_diff <= tolerance.score_atol and cam_diff <= tolerance.cam_atol, score_diff, cam_diff
 
 
+def golden_series_check(runtime: Runtime, manifest: Manifest, variant: Variant,
+                        series_inputs: list[np.ndarray]) -> tuple[bool, float]:
+    """Score each golden DICOM series' preprocessed inputs, aggregate and calibrate as
+    :meth:`Manifest.series_score` does, and compare score (within ``series_atol``) and
+    flag (exactly) with the manifest's golden verdicts. Returns (passed, max difference)."""
+    tolerance = variant.tolerance.series_atol
+    worst, passed = 0.0, tolerance is not None
+    for case, inputs in zip(manifest.golden_series, series_inputs, strict=True):
+        score, _ = runtime.run(inputs)
+        series_score = manifest.series_score(np.asarray(score, np.float64).reshape(-1))
+        if not np.isfinite(series_score):
+            return False, float("inf")
+        worst = max(worst, abs(series_score - case.score))
+        flag = series_score >= manifest.operating_point.threshold
+        passed = passed and flag == case.flag
+    return passed and worst <= (tolerance or 0.0), worst
+
+
 def time_per_image(runtime: Runtime, inputs: np.ndarray) -> float:
     """Best of a few rounds over the golden batch, in milliseconds per image."""
     runtime.run(inputs)  # warm-up
@@ -109,9 +135,15 @@ def time_per_image(runtime: Runtime, inputs: np.ndarray) -> float:
 
 
 def try_variants(
-    manifest: Manifest, model_dir: Path, targets: list[Target], golden: Golden
+    manifest: Manifest, model_dir: Path, targets: list[Target], golden: Golden,
+    series_inputs: list[np.ndarray] | None = None,
 ) -> list[tuple[Trial, Runtime | None]]:
-    """Every (variant, target) pair this box can run, golden-tested and timed."""
+    """Every (variant, target) pair this box can run, golden-tested and timed.
+
+    ``series_inputs``: the package's golden DICOM series decoded and preprocessed by the
+    box (one array per ``manifest.golden_series`` entry); when given, each variant must
+    also pass :func:`golden_series_check`.
+    """
     trials: list[tuple[Trial, Runtime | None]] = []
     outputs = (manifest.outputs.score, manifest.outputs.cam)
     for variant in manifest.variants:
@@ -121,12 +153,17 @@ def try_variants(
                 runtime = load(target, [model_dir / f for f in variant.files], variant.precision,
                                variant.options, outputs)
                 passed, score_diff, cam_diff = golden_check(runtime, variant, golden)
+                series_diff = None
+                if series_inputs is not None and manifest.golden_series:
+                    series_passed, series_diff = golden_series_check(runtime, manifest, variant, series_inputs)
+                    passed = passed and series_passed
             except Exception as exc:  # a variant that cannot load is a failed trial, not a crash
                 trials.append((Trial(**base, passed=False, error=f"{type(exc).__name__}: {exc}"[:300]), None))
                 continue
             speed = time_per_image(runtime, golden.inputs) if passed else None
             trials.append((Trial(**base, passed=passed, score_diff=score_diff, cam_diff=cam_diff,
-                                 ms_per_image=speed), runtime if passed else None))
+                                 ms_per_image=speed, series_diff=series_diff,
+                                 series_checked=series_diff is not None), runtime if passed else None))
     return trials
 
 
@@ -147,6 +184,7 @@ def choose(trials: list[tuple[Trial, Runtime | None]], pin: str | None = None) -
                            f"passing: {[t.label for t, _ in passing]}")
     if not passing:
         reasons = "; ".join(f"{t.label}: {t.error or f'score diff {t.score_diff:.3g}, cam diff {t.cam_diff:.3g}'}"
+                            + (f", golden series diff {t.series_diff:.3g}" if t.series_checked else "")
                             for t, _ in trials) or "no variant runs on this box"
         raise PackageError(f"no variant passed its golden test ({reasons})")
     return min(passing, key=lambda pair: pair[0].ms_per_image or float("inf"))

@@ -17,7 +17,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import sqlite_utils
 
 from appliance.audit import chain as audit_log
@@ -78,11 +80,18 @@ class ModelRegistry:
     """The models table plus the extracted packages under ``models_dir``."""
 
     def __init__(self, db: sqlite_utils.Database, models_dir: Path, trusted_keys: list[Path],
-                 pin_backend: str | None = None):
+                 pin_backend: str | None = None,
+                 golden_series_inputs: Callable[[Manifest, Path], list[np.ndarray]] | None = None):
+        """``golden_series_inputs(manifest, model_dir)`` decodes and preprocesses the
+        package's golden DICOM series with the box's pipeline (``appliance.triage.pipeline.
+        golden_series_inputs``; injected because this stage may not import triage). Without
+        it qualification checks the golden tensors only and each trial says
+        ``series_checked: false``."""
         self.db = db
         self.models_dir = models_dir
         self.trusted_keys = trusted_keys
         self.pin_backend = pin_backend
+        self.golden_series_inputs = golden_series_inputs
 
     # Reading ------------------------------------------------------------------------
     def _row(self, row: tuple) -> InstalledModel:
@@ -150,7 +159,9 @@ class ModelRegistry:
     def qualify(self, model: InstalledModel) -> tuple[dict, Runtime]:
         """Golden-test every variant on every target and choose one (PackageError if none)."""
         golden = Golden.read(model.path / model.manifest.golden)
-        trials = try_variants(model.manifest, model.path, available_targets(), golden)
+        series_inputs = (self.golden_series_inputs(model.manifest, model.path)
+                         if self.golden_series_inputs is not None and model.manifest.golden_series else None)
+        trials = try_variants(model.manifest, model.path, available_targets(), golden, series_inputs)
         chosen, runtime = choose(trials, self.pin_backend)
         return {"chosen": chosen.label, "trials": [t.as_dict() for t, _ in trials]}, runtime
 

@@ -125,6 +125,13 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
     return inputs, [(path, number) for path, number, _ in entries], digest, features
 
 
+def golden_series_inputs(manifest: Manifest, model_dir: Path) -> list[np.ndarray]:
+    """The package's golden DICOM series through this pipeline's decode and preprocessing
+    (:func:`prepare`), one ``(N, C, S, S)`` array per ``manifest.golden_series`` entry, for
+    ``appliance.models.qualify`` to score end to end."""
+    return [prepare(manifest, [Path(model_dir) / f for f in case.files])[0] for case in manifest.golden_series]
+
+
 def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:
     """Run the model over ``inputs`` in batches, checking the deadline and the outputs."""
     scores, cams = [], []

@@ -84,3 +84,26 @@ def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, t
         "SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert last["from"] == "1.1.0" and last["to"] == "1.0.0" and last["actor"] == "biomed:alice"
     assert audit_kinds(registry)[-1] == "model-rolled-back"
+
+
+def test_golden_dicom_series_are_checked_end_to_end_and_catch_a_preprocessing_regression(tmp_path, quick_packages):
+
+    from appliance.triage import pipeline
+
+    db = open_database(tmp_path / "g.db")
+    registry = ModelRegistry(db, tmp_path / "models", [quick_packages["public_key"]],
+                             golden_series_inputs=pipeline.golden_series_inputs)
+    model = registry.install(quick_packages["head-ct"], "test")
+    cases = model.manifest.golden_series
+    assert cases and {c.label for c in cases} <= {0, 1}
+    assert all(c.flag == (c.score >= model.manifest.operating_point.threshold) for c in cases)
+    selection, _ = registry.qualify(model)
+    assert all(t["series_checked"] for t in selection["trials"]) and any(t["passed"] for t in selection["trials"])
+
+    def wrong_windows(manifest, model_dir):  # a preprocessing regression: the bone window twice
+        broken = manifest.input.model_copy(update={"windows": [manifest.input.windows[2]] * 3})
+        return pipeline.golden_series_inputs(manifest.model_copy(update={"input": broken}), model_dir)
+
+    bad = ModelRegistry(db, tmp_path / "models", [quick_packages["public_key"]], golden_series_inputs=wrong_windows)
+    with pytest.raises(PackageError, match="golden series diff"):
+        bad.qualify(model)

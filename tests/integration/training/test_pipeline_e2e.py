@@ -45,6 +45,8 @@ def test_quick_build_gives_a_verified_package_whose_golden_outputs_reproduce(tmp
         (tmp_path / "work" / "dataset-manifest.txt").read_bytes()).hexdigest()
     kept = {f"{v.backend}/{v.precision}" for v in manifest.variants}
     assert set(manifest.metrics) == {"calibration", "gate", "test", "external"}
+    assert manifest.golden_series and all(f.endswith(".dcm") for c in manifest.golden_series for f in c.files)
+    assert all(v.tolerance.series_atol for v in manifest.variants)
     assert all(set(by_variant) == kept for by_variant in manifest.metrics.values())
 
     dest = tmp_path / "installed"
