@@ -78,6 +78,22 @@ def gate_table(variants: list[dict]) -> str:
     return "\n".join(head + rows)
 
 
+def constraints_text(constraints: dict | None) -> str:
+    """The input constraints the package enforces, one bullet each (pure)."""
+    if not constraints:
+        return "- None: this build declares no input constraints; every routed series is scored."
+    lines = []
+    for key, value in constraints.items():
+        if isinstance(value, dict):
+            low, high = value.get("min"), value.get("max")
+            span = f"{low:g}-{high:g}" if low is not None and high is not None else (
+                f">= {low:g}" if low is not None else f"<= {high:g}")
+            lines.append(f"- `{key}`: {span}")
+        elif value:
+            lines.append(f"- `{key}`: {', '.join(' + '.join(v) if isinstance(v, list) else str(v) for v in value)}")
+    return "\n".join(lines)
+
+
 def model_card(info: dict) -> str:
     """The model card (Markdown) from a build's ``info`` dict (see ``training.demo.build``)."""
     op, cal, lineage = info["operating_point"], info["calibration"], info["lineage"]
@@ -113,6 +129,12 @@ weights; validation only drives early stopping; calibration fits the calibration
 threshold; gate decides which quantised variants ship; test is read once, for this card.
 External: every series of the scanner style `{info['external_scanner']}`, never seen in training,
 calibration or threshold choice.
+
+## Input constraints the appliance enforces
+A series outside these ranges (those of the training data) is not scored: the box sends a
+"not analysed" notice instead.
+
+{constraints_text(info.get('input_constraints'))}
 
 ## Training
 Seed {info['seed']}, {info['epochs_run']} epochs (early stopping on validation loss, best epoch

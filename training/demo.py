@@ -320,6 +320,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "golden_cpus": f"{machine()}; CPU flags {cpu_flags()}", "golden": golden_report,
         "parity": parity, "history": history,
     }
+    info["input_constraints"] = input_constraints(spec.generator) if spec.constrain_inputs else None
     info["build_seconds"] = time.perf_counter() - t0
     card = model_card(info)
     if card_dir is not None:
@@ -344,7 +345,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "calibration": calibration.model_dump(),
         "operating_point": operating_point, "variants": variants, "excluded_variants": excluded,
         "golden": "golden/golden.npz", "drift_reference": "drift/reference.json", "model_card": "MODEL_CARD.md",
-        **({"input_constraints": input_constraints(spec.generator)} if spec.constrain_inputs else {}),
+        **({"input_constraints": info["input_constraints"]} if spec.constrain_inputs else {}),
         "golden_series": golden_cases, "lineage": lineage, "metrics": json.loads(json.dumps(metrics)),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "provenance": {"seed": spec.train.seed, "generator": asdict(spec.generator), "train": config_dict(spec.train),

@@ -64,7 +64,7 @@ def test_quick_build_gives_a_verified_package_whose_golden_outputs_reproduce(tmp
     assert set(drift["histograms"]) == set(edges) and sum(next(iter(drift["histograms"].values()))["counts"]) > 0
     card = (tmp_path / "cards" / f"{info['id']}.md").read_text()
     assert "NOT FOR DIAGNOSTIC USE" in card and "size_bucket" in card and "scanner" in card and "contrast" in card
-    assert "External validation" in card and "PPV" in card and "reduce_range" in card
+    assert "External validation" in card and "PPV" in card and "reduce_range" in card and "Input constraints" in card
     assert (dest / manifest.model_card).read_text() == card
     assert 0 <= manifest.operating_point.threshold <= 1 and manifest.operating_point.validation_sensitivity >= 0.95
 

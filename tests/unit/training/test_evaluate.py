@@ -152,3 +152,13 @@ def test_platt_calibration_fits_a_known_logistic_and_applies_like_the_box():
     # a split ranked backwards still gives an increasing map
     a_rev, _ = platt_fit([1, 1, 0, 0], [0.1, 0.2, 0.8, 0.9])
     assert a_rev > 0
+
+
+def test_card_lists_the_input_constraints_the_manifest_carries():
+    from training.card import constraints_text
+
+    text = constraints_text({"slice_thickness_mm": {"min": 3.0, "max": 5.0}, "rows": {"min": 256, "max": None},
+                             "excluded_image_types": [["LOCALIZER"], ["DERIVED", "SECONDARY"]], "required_tags": []})
+    assert text.splitlines() == ["- `slice_thickness_mm`: 3-5", "- `rows`: >= 256",
+                                 "- `excluded_image_types`: LOCALIZER, DERIVED + SECONDARY"]
+    assert "no input constraints" in constraints_text(None)
