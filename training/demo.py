@@ -85,7 +85,8 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
     gen = CTConfig(n_patients=400, seed=seed) if not quick else CTConfig(
         n_patients=40, seed=seed, matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
     return DemoSpec(
-        id="head-ct-ich-demo", version="1.0.0",
+        id="head-ct-ich-demo", version="1.1.0" if not quick else "1.0.0",
+        parent_version="1.0.0" if not quick else None,
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
@@ -112,7 +113,8 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
     """Chest radiograph pneumothorax triage (one image per study)."""
     gen = CRConfig(n_patients=3000, seed=seed) if not quick else CRConfig(n_patients=48, seed=seed, matrix=64)
     return DemoSpec(
-        id="chest-cr-pneumothorax-demo", version="1.0.0", finding="pneumothorax",
+        id="chest-cr-pneumothorax-demo", version="1.1.0" if not quick else "1.0.0",
+        parent_version="1.0.0" if not quick else None, finding="pneumothorax",
         labels=("no-pneumothorax", "pneumothorax"),
         input=InputSpec(kind="radiograph", modalities=["CR", "DX"], body_part="CHEST",
                         sop_class_uids=[CR_IMAGE_STORAGE, DX_FOR_PRESENTATION], channels=1, size=192 if not quick else 32),
