@@ -224,11 +224,14 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     onnx_fp32 = export.export_onnx(model, model_dir / "fp32.onnx", spec.input.channels, spec.input.size)
     parity = export.parity(model, onnx_fp32, np.concatenate([s.inputs for s in splits["calibration"]])[:64])
     fp32 = onnxruntime_runner(onnx_fp32)
-    raw = {k: series_scores(fp32, splits[k], spec.aggregation.apply) for k in ("calibration",)}
-    a, b = platt_fit(y["calibration"], raw["calibration"])
+    a, b = platt_fit(y["calibration"], series_scores(fp32, splits["calibration"], spec.aggregation.apply))
     calibration = Calibration(method="platt", a=a, b=b)
-    calibrated = lambda runner, split: np.array([calibration.apply(v) for v in series_scores(runner, splits[split], spec.aggregation.apply)])  # noqa: E731
-    cal_scores = np.array([calibration.apply(v) for v in raw["calibration"]])
+
+    def calibrated(runner, split: str) -> np.ndarray:
+        """Calibrated series scores of one split, as the box computes them."""
+        return np.array([calibration.apply(v) for v in series_scores(runner, splits[split], spec.aggregation.apply)])
+
+    cal_scores = calibrated(fp32, "calibration")
     threshold = threshold_for_sensitivity(y["calibration"], cal_scores, TARGET_SENSITIVITY)
     cal_sens, cal_spec = sensitivity_specificity(y["calibration"], cal_scores, threshold)
 
