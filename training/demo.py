@@ -197,6 +197,17 @@ def cpu_flags() -> str:
     return ", ".join(sorted(flags)) or "none of avx2/avx512_vnni/avx_vnni/amx_int8"
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by ``None`` (strict JSON for the manifest)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _variant_key(backend: str, precision: str) -> str:
     return f"{backend}/{precision}"
 
@@ -351,7 +362,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "operating_point": operating_point, "variants": variants, "excluded_variants": excluded,
         "golden": "golden/golden.npz", "drift_reference": "drift/reference.json", "model_card": "MODEL_CARD.md",
         **({"input_constraints": info["input_constraints"]} if spec.constrain_inputs else {}),
-        "golden_series": golden_cases, "lineage": lineage, "metrics": json.loads(json.dumps(metrics)),
+        "golden_series": golden_cases, "lineage": lineage, "metrics": _finite(metrics),
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "provenance": {"seed": spec.train.seed, "generator": asdict(spec.generator), "train": config_dict(spec.train),
                        "onnx_opset": export.OPSET, "torch": torch.__version__, "parity_max_abs_diff": parity,

@@ -159,8 +159,13 @@ class ModelRegistry:
     def qualify(self, model: InstalledModel) -> tuple[dict, Runtime]:
         """Golden-test every variant on every target and choose one (PackageError if none)."""
         golden = Golden.read(model.path / model.manifest.golden)
-        series_inputs = (self.golden_series_inputs(model.manifest, model.path)
-                         if self.golden_series_inputs is not None and model.manifest.golden_series else None)
+        series_inputs = None
+        if self.golden_series_inputs is not None and model.manifest.golden_series:
+            try:
+                series_inputs = self.golden_series_inputs(model.manifest, model.path)
+            except Exception as exc:  # the box cannot read its own golden cases: refuse the model
+                raise PackageError(f"{model.label}: golden series cannot be decoded and preprocessed on this box: "
+                                   f"{type(exc).__name__}: {exc}") from exc
         trials = try_variants(model.manifest, model.path, available_targets(), golden, series_inputs)
         chosen, runtime = choose(trials, self.pin_backend)
         return {"chosen": chosen.label, "trials": [t.as_dict() for t, _ in trials]}, runtime

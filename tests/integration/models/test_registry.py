@@ -107,3 +107,17 @@ def test_golden_dicom_series_are_checked_end_to_end_and_catch_a_preprocessing_re
     bad = ModelRegistry(db, tmp_path / "models", [quick_packages["public_key"]], golden_series_inputs=wrong_windows)
     with pytest.raises(PackageError, match="golden series diff"):
         bad.qualify(model)
+
+
+def test_golden_series_the_box_cannot_decode_refuse_the_model(tmp_path, quick_packages):
+    from appliance.errors import InferenceError
+
+    def cannot_decode(manifest, model_dir):
+        raise InferenceError("decode failed: unsupported transfer syntax")
+
+    registry = ModelRegistry(open_database(tmp_path / "d.db"), tmp_path / "models", [quick_packages["public_key"]],
+                             golden_series_inputs=cannot_decode)
+    model = registry.install(quick_packages["chest-cr"], "test")
+    with pytest.raises(PackageError, match="golden series cannot be decoded"):
+        registry.activate(model.id, model.version, "test")
+    assert registry.get(model.id, model.version).state == "installed"
