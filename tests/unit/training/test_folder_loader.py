@@ -72,3 +72,21 @@ def test_split_is_by_patient_and_deterministic(folder):
     patients = [{s.patient_id for s in v} for v in a.values()]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
     assert sum(len(v) for v in a.values()) == len(series) and len(a["train"]) == 3
+
+
+def test_five_way_split_is_patient_disjoint_and_holds_the_external_scanner_out():
+    from types import SimpleNamespace
+
+    from training.data.folder import SPLITS
+
+    series = [SimpleNamespace(patient_id=f"P{i // 2:03d}", scanner="X" if i % 8 < 2 else "A", series_uid=str(i))
+              for i in range(200)]  # two series per patient; every 4th patient on scanner X
+    out = split_by_patient(series, seed=3, fractions=(0.5, 0.1, 0.15, 0.1, 0.15), external_scanner="X")
+    assert list(out) == [*SPLITS, "external"]
+    assert {s.scanner for s in out["external"]} == {"X"} and len(out["external"]) == 50
+    assert all(s.scanner == "A" for name in SPLITS for s in out[name])
+    patients = [{s.patient_id for s in out[name]} for name in out]
+    assert sum(map(len, patients)) == len(set().union(*patients)) == 100
+    assert [len(p) for p in patients[:5]] == [38, 7, 11, 8, 11]  # 75 patients: rounded cumulative fractions
+    again = split_by_patient(series, seed=3, fractions=(0.5, 0.1, 0.15, 0.1, 0.15), external_scanner="X")
+    assert {k: [s.series_uid for s in v] for k, v in out.items()} == {k: [s.series_uid for s in v] for k, v in again.items()}
