@@ -127,7 +127,8 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
                       "pneumothorax for earlier reading. Never rules a study out."),
         data_desc=(f"{gen.n_patients} synthetic PA chest radiographs from `training.data.cr_synth` (seed {gen.seed}), "
                    "four fictional detectors (10/12/14-bit, one MONOCHROME1; one held out for external validation); half with a pneumothorax-like collapse of "
-                   "one lung (air rim 8-50 mm without lung markings, pleural line), a quarter subtle. Size buckets by "
+                   "one lung (air rim 8-50 mm without lung markings, pleural line), a third apical only, a quarter subtle; a "
+                   "half of all patients carry a mimic (skin fold, line or tube, scapular border). Size buckets by "
                    "rim width: small < 15 mm, medium 15-30 mm, large >= 30 mm."),
         limits="Single PA view only; lateral views, children and portable AP films are outside the training range.",
         constrain_inputs=not quick,

@@ -4,11 +4,13 @@ One CR Image Storage instance per study. The image is a density map (air, soft t
 lungs with vascular markings, heart and mediastinum, spine, ribs, clavicles, diaphragm
 domes) blurred by the detector and given quantum-like noise. A positive image has one
 lung collapsed away from the chest wall: an air rim (8-50 mm) without lung markings and a
-visceral pleural line; a quarter of them subtle (rim barely darker, faint line). Detectors differ in bit
+visceral pleural line; a third of them apical only (an air cap over the apex, the lung
+below it down), a quarter subtle (rim barely darker, faint line). Detectors differ in bit
 depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of them
 MONOCHROME1); matrix size and pixel spacing vary.
 
-Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``;
+Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast,mimic``;
+lesion type ``apical`` or ``lateral`` for positives;
 contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives; mimic, for every
 patient, one of :data:`MIMICS` or ``none``), size
 bucket from the rim width (:func:`size_bucket`). Deterministic per (seed, index).
@@ -76,6 +78,7 @@ class ImageTruth:
     scanner: str
     contrast: str = "none"
     mimic: str = "none"
+    lesion_type: str = "none"
 
 
 def size_bucket(rim_mm: float) -> str:
@@ -97,8 +100,7 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
         w = csv.writer(f)
         w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, "pneumothorax" if t.label else "none", t.contrast,
-                        t.mimic])
+            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic])
     return truths
 
 
@@ -158,9 +160,11 @@ def _chest(rng: np.random.Generator, rows: int, cols: int, spacing: float, ptx: 
         if ptx is not None and ptx["side"] == side:
             rim = ptx["rim"]
             collapsed = _lung(x, y, cx - side * rim / 2, lung_w - rim / 2, lung_h - rim / 2, dome)
-            d = np.where(lung & ~collapsed, ptx["air"], d)
+            # an apical pneumothorax is a cap of air over the apex only, below it the lung is down
+            where = lung if not ptx["apical"] else lung & (y < -10 - lung_h + ptx["apex_mm"])
+            d = np.where(where & ~collapsed, ptx["air"], d)
             edge = collapsed & ~_lung(x, y, cx - side * rim / 2, lung_w - rim / 2 - 1.5, lung_h - rim / 2 - 1.5, dome)
-            d = np.where(lung & edge, d + ptx["line"], d)
+            d = np.where(where & edge, d + ptx["line"], d)
     heart = ((x - rng.uniform(10, 25)) / rng.uniform(55, 70)) ** 2 + ((y - 55) / rng.uniform(45, 55)) ** 2 <= 1
     d = np.where(heart, 0.5, d)
     d = np.where((np.abs(x) < 22) & (y < 40), np.maximum(d, 0.5), d)
@@ -186,10 +190,16 @@ def _lung(x: np.ndarray, y: np.ndarray, cx: float, w: float, h: float, dome: flo
     return ell & ~below_dome
 
 
+#: Share of pneumothoraces that are apical only (an air cap over the lung apex).
+APICAL_SHARE = 0.35
+
+
 def _sample_pneumothorax(rng: np.random.Generator) -> dict:
     rim = [rng.uniform(8, 15), rng.uniform(15, 30), rng.uniform(30, 50)][rng.integers(3)]
     subtle = rng.random() < 0.25
-    return {"side": int(rng.choice([-1, 1])), "rim": rim, "subtle": subtle,
+    apical = rng.random() < APICAL_SHARE
+    return {"side": int(rng.choice([-1, 1])), "rim": rim, "subtle": subtle, "apical": apical,
+            "apex_mm": rng.uniform(rim + 10, rim + 35),
             "air": rng.uniform(0.09, 0.11) if subtle else rng.uniform(0.03, 0.07),
             "line": rng.uniform(0.04, 0.06) if subtle else rng.uniform(0.06, 0.12)}
 
@@ -242,5 +252,6 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
         size_bucket=size_bucket(ptx["rim"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
         contrast=("subtle" if ptx["subtle"] else "standard") if positive else "none",
+        lesion_type=("apical" if ptx["apical"] else "lateral") if positive else "none",
         mimic=mimic["type"] if mimic else "none",
     )
