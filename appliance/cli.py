@@ -121,7 +121,6 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
 def _registry(settings: Settings):
     from appliance.db import open_database
     from appliance.models.registry import ModelRegistry
-
     from appliance.triage.pipeline import golden_series_inputs
 
     return ModelRegistry(open_database(settings.db_path), settings.models_dir,
@@ -213,8 +212,9 @@ def cmd_sync_round(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import asdict
 
     from appliance.sync.round import run_round
+    from appliance.triage.pipeline import golden_series_inputs
 
-    result = run_round(settings)
+    result = run_round(settings, golden_series_inputs=golden_series_inputs)
     print(json.dumps(asdict(result), indent=2))
     return 0 if not (result.push_error or result.release_error or result.checkin_error) else 1
 

@@ -21,6 +21,7 @@ from appliance.audit.chain import verify_database
 from appliance.audit.export import export
 from appliance.db import transaction
 from appliance.models.registry import ModelRegistry
+from appliance.triage.pipeline import golden_series_inputs
 from appliance.send.outbox import Outbox, lane_states
 from appliance.web import accounts, dicom_endpoints, feedback, health_stats, model_stats, sessions
 from appliance.web.routes.common import db, render, router
@@ -48,7 +49,7 @@ def routers():
 def registry(request: Request) -> ModelRegistry:
     settings = request.app.state.settings
     return ModelRegistry(request.app.state.database(), settings.models_dir, list(settings.models.trusted_keys),
-                         settings.models.pin_backend)
+                         settings.models.pin_backend, golden_series_inputs)
 
 
 def _memory() -> dict[str, int]:
