@@ -31,6 +31,8 @@ def rebuilt(package: Path, key: Path, out: Path, version: str, break_golden: boo
     manifest["version"] = version
     if threshold is not None:
         manifest["operating_point"]["threshold"] = threshold
+        for case in manifest.get("golden_series") or []:  # the verdict at the new operating point
+            case["flag"] = case["score"] >= threshold
     if break_golden:
         with np.load(io.BytesIO(files[manifest["golden"]])) as golden:
             arrays = {name: golden[name] for name in golden.files}
