@@ -1,7 +1,9 @@
 """The anonymised daily drift report (the object the central hub receives).
 
 Per model version and day: counts and binned histograms only, every cell below ``k``
-suppressed (null), optionally two-sided geometric noise of a given epsilon added to every
+suppressed (null), and every cell of a model version whose day had fewer than ``k`` series
+(a pixel histogram counts pixels, so its cells can pass ``k`` while describing one or two
+patients); optionally two-sided geometric noise of a given epsilon added to every
 count first. The result is checked against :mod:`appliance.drift.schema` before it is
 returned, so nothing outside the closed envelope can leave.
 """
@@ -39,7 +41,11 @@ def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int
         Noise level; 0 means no noise.
     """
 
+    few = False  # the current model version's day has fewer than k series
+
     def cell(count: int) -> int | None:
+        if few:
+            return None
         value = int(count)
         if epsilon > 0:
             p = 1.0 - np.exp(-epsilon)
@@ -48,6 +54,7 @@ def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int
 
     entries = []
     for model_id, version, agg in models:
+        few = agg.series < k
         edges = feature_edges(agg.kind) if agg.kind else {}
         features: dict[str, Any] = {}
         for name, counts in sorted(agg.histograms.items()):

@@ -117,6 +117,19 @@ def test_anonymise_by_hand_and_with_noise():
                   "a" * 12 + "4" + "b" * 3 + "8" + "c" * 15)
 
 
+def test_a_day_with_fewer_than_k_series_shows_no_distribution_at_all():
+    """A pixel histogram counts pixels: two series can fill a bin past k. Fewer than k
+    series on a day, and every cell of that model version is suppressed."""
+    two_series = Aggregate("ct_slice", 2, 1, {}, {"hu": np.array([0, 259, 2297] + [0] * 81, np.int64)},
+                           {"kernel": {"FC23": 2}})
+    r = anonymise(dt.date(2026, 3, 1), [("head-ct", "1.0.0", two_series)], 10, 0.0, np.random.default_rng(0),
+                  "a" * 12 + "4" + "b" * 3 + "8" + "c" * 15)
+    m = r["models"][0]
+    assert m["series"] is None and m["flagged"] is None
+    assert set(m["features"]["hu"]["counts"]) == {None}
+    assert m["features"]["kernel"]["counts"] == {"FC23": None}
+
+
 def test_plots_show_reference_current_and_statistic_over_time(tmp_path):
     from appliance.drift.plot import write_plots
 
