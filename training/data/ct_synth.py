@@ -10,14 +10,20 @@ ventricles and a falx. Half the patients (by default) carry one finding, 50-90 H
 
 a quarter of the findings are low contrast (50-58 HU). Scanners differ in noise,
 resolution, kernel sharpening and rescale parameters (:data:`CT_STYLES`); slice count,
-thickness, pixel spacing and field of view vary per patient.
+thickness, pixel spacing and field of view vary per patient over the ranges of routine
+head CT (by default 512 x 512, 0.40-0.50 mm pixels, 0.625-5 mm slices). Noise grows as
+slices get thinner (as 1/sqrt(thickness)), and a slice averages the lesion over its
+thickness (partial volume), so a small haemorrhage is faint in a 5 mm slice.
 
-Truth is taken from the rendered lesion mask: a slice is positive when its lesion area is
-at least :data:`MIN_SLICE_LESION_MM2`; the series label is positive when any slice is; the
-size bucket is from the rendered volume (:func:`size_bucket`). The folder gets
+Truth is taken from what each slice shows: a slice is positive when the lesion, averaged
+over the slice's thickness, occupies more than half of at least
+:data:`MIN_SLICE_LESION_MM2`; the series label is positive when any slice is (a lesion so
+small that no slice shows it this way leaves a faint trace in a negative series); the size
+bucket is from the rendered volume (:func:`size_bucket`). The folder gets
 ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``; contrast
 ``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives; mimic, for
-every patient, one of :data:`MIMICS` or ``none``) and
+every patient, one of :data:`MIMICS` or ``none``; acquisition, the slice-thickness group
+of :func:`acquisition`) and
 ``slice_labels.csv`` (``sop_instance_uid,label``), the format
 :mod:`training.data.folder` reads. Everything is a function of ``(seed, patient index)``.
 """
@@ -42,27 +48,41 @@ MIN_SLICE_LESION_MM2 = 10.0
 
 @dataclass(frozen=True)
 class ScannerStyle:
-    """How one (fictional) scanner model renders and stores a slice."""
+    """How one (fictional) scanner model renders and stores a slice.
+
+    ``noise_hu`` is the pixel noise of a :data:`REFERENCE_THICKNESS_MM` slice; blur and
+    noise correlation lengths are in millimetres, so they hold at any pixel spacing.
+    """
 
     manufacturer: str
     model: str
     kernel: str
     noise_hu: float
-    psf_sigma_px: float
-    noise_corr_px: float
+    psf_sigma_mm: float
+    noise_corr_mm: float
     sharpen: float
     slope: float
     intercept: float
 
 
 CT_STYLES: tuple[ScannerStyle, ...] = (
-    ScannerStyle("Acme Medical", "HeadScan 16", "H30s", 4.0, 1.0, 1.2, 0.0, 1.0, -1024.0),
-    ScannerStyle("Borealis Systems", "Aurora 64", "SHARP", 6.5, 0.6, 0.5, 0.6, 1.0, 0.0),
-    ScannerStyle("Cobalt Imaging", "CX 128", "STANDARD", 5.0, 0.8, 0.8, 0.2, 0.5, -1024.0),
-    ScannerStyle("Delta Tomography", "DT Vista", "B40f", 5.5, 0.9, 1.0, 0.35, 1.0, -8192.0),
+    ScannerStyle("Acme Medical", "HeadScan 16", "H30s", 4.0, 0.9, 1.1, 0.0, 1.0, -1024.0),
+    ScannerStyle("Borealis Systems", "Aurora 64", "SHARP", 6.5, 0.55, 0.45, 0.6, 1.0, 0.0),
+    ScannerStyle("Cobalt Imaging", "CX 128", "STANDARD", 5.0, 0.7, 0.7, 0.2, 0.5, -1024.0),
+    ScannerStyle("Delta Tomography", "DT Vista", "B40f", 5.5, 0.8, 0.9, 0.35, 1.0, -8192.0),
 )
+#: Slice thickness at which a style's ``noise_hu`` holds; thinner slices are noisier.
+REFERENCE_THICKNESS_MM = 5.0
+#: Matrices of at least this size are rendered at half resolution and interpolated up
+#: before the scanner's blur and noise (a quarter of the cost; finer than the blur).
+HALF_RESOLUTION_FROM = 256
+#: Sub-planes per millimetre of slice thickness over which the lesion is averaged.
+PARTIAL_VOLUME_PLANES_PER_MM = 1.5
 #: The scanner style the demo builds hold out of training entirely (external validation).
 CT_EXTERNAL_STYLE = "Delta Tomography DT Vista"
+#: Patient ``i`` is scanned on ``CT_STYLES[STYLE_CYCLE[i % 10]]``: the held-out style gets
+#: one patient in ten, enough for external validation without starving the other splits.
+STYLE_CYCLE = (0, 1, 2, 3, 0, 1, 2, 0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,17 @@ class CTConfig:
 
     n_patients: int
     seed: int
-    matrix: int = 256
-    fov_mm: tuple[float, float] = (200.0, 250.0)
-    coverage_mm: tuple[float, float] = (100.0, 130.0)
-    thicknesses_mm: tuple[float, ...] = (3.0, 4.0, 5.0)
+    matrix: int = 512
+    fov_mm: tuple[float, float] = (205.0, 256.0)
+    coverage_mm: tuple[float, float] = (110.0, 140.0)
+    thicknesses_mm: tuple[float, ...] = (0.625, 1.0, 1.25, 2.5, 3.0, 5.0)
+    #: Share of patients per thickness (``None``: equal shares).
+    thickness_weights: tuple[float, ...] | None = None
     positive_fraction: float = 0.5
+
+    def __post_init__(self):
+        if self.thickness_weights is not None and len(self.thickness_weights) != len(self.thicknesses_mm):
+            raise ValueError(f"{len(self.thickness_weights)} thickness_weights for {len(self.thicknesses_mm)} thicknesses_mm")
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,7 @@ class SeriesTruth:
     scanner: str
     contrast: str
     mimic: str
+    acquisition: str
     slice_uids: tuple[str, ...]
     slice_labels: tuple[int, ...]
 
@@ -99,6 +126,12 @@ def size_bucket(volume_ml: float) -> str:
     if volume_ml <= 0:
         return "none"
     return "small" if volume_ml < 1.0 else "medium" if volume_ml < 5.0 else "large"
+
+
+def acquisition(thickness_mm: float) -> str:
+    """The acquisition subgroup of a series: ``thin`` (<= 1.25 mm), ``medium`` (< 5 mm) or
+    ``thick`` slices."""
+    return "thin slices" if thickness_mm <= 1.25 else "medium slices" if thickness_mm < 5.0 else "thick slices"
 
 
 def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None) -> list[SeriesTruth]:
@@ -112,9 +145,9 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic"])
+        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic", "acquisition"])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic])
+            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic, t.acquisition])
     with open(out_dir / "slice_labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sop_instance_uid", "label"])
@@ -162,7 +195,7 @@ def _sample_lesion(rng: np.random.Generator, head: _Head, slice_z: np.ndarray) -
 
 
 #: Hard negatives (and distractors beside a finding): name -> share of patients.
-MIMICS = {"calcification": 0.2, "dense_sinus": 0.1, "streak": 0.1}
+MIMICS = {"calcification": 0.2, "dense_sinus": 0.1, "streak": 0.1, "motion": 0.1}
 
 
 def _sample_mimic(rng: np.random.Generator) -> dict | None:
@@ -170,19 +203,22 @@ def _sample_mimic(rng: np.random.Generator) -> dict | None:
 
     ``calcification``: pineal, choroid plexus and falx calcifications, 150-700 HU;
     ``dense_sinus``: a hyperdense superior sagittal / transverse sinus, 60-75 HU, at the
-    blood's own density; ``streak``: beam-hardening streaks across the posterior fossa.
+    blood's own density; ``streak``: beam-hardening streaks across the posterior fossa;
+    ``motion``: the head moved during the scan, leaving a faint shifted copy (ghost) of the
+    skull over the brain.
     """
     u, edge = rng.random(), 0.0
     for name, share in MIMICS.items():
         edge += share
         if u < edge:
             return {"type": name, "hu": rng.uniform(150, 700) if name == "calcification" else rng.uniform(60, 75),
-                    "angle": rng.uniform(-0.4, 0.4), "falx_z": rng.uniform(25, 45)}
+                    "angle": rng.uniform(-0.4, 0.4), "falx_z": rng.uniform(25, 45),
+                    "ghost_mm": rng.uniform(2.0, 5.0), "ghost_weight": rng.uniform(0.08, 0.2)}
     return None
 
 
 def _add_mimic(hu: np.ndarray, mimic: dict, x: np.ndarray, y: np.ndarray, z: float, ai: float, bi: float,
-               brain: np.ndarray) -> None:
+               brain: np.ndarray, spacing: float) -> None:
     """Paint the mimic into the slice at height ``z`` in place."""
     if mimic["type"] == "calcification":
         if 0 < z < 14:  # pineal
@@ -198,36 +234,68 @@ def _add_mimic(hu: np.ndarray, mimic: dict, x: np.ndarray, y: np.ndarray, z: flo
         hu[(np.abs(x) < 3.5) & posterior & (rim > 0.9) & (rim <= 1.0)] = mimic["hu"]
         if z < 5:  # transverse sinuses
             hu[posterior & (rim > 0.92) & (rim <= 1.0) & (np.abs(y) < 0.5 * bi)] = mimic["hu"]
+    elif mimic["type"] == "motion":
+        shift = mimic["ghost_mm"] / spacing
+        dx, dy = int(round(shift * np.cos(mimic["angle"] * 8))), int(round(shift * np.sin(mimic["angle"] * 8)))
+        ghost = np.roll(hu, (dy, dx), axis=(0, 1))
+        hu[brain] = ((1 - mimic["ghost_weight"]) * hu + mimic["ghost_weight"] * ghost)[brain]
     elif mimic["type"] == "streak" and z < -10:
         along = np.cos(mimic["angle"]) * y - np.sin(mimic["angle"]) * x
         hu[brain] += (40.0 * np.sin(along / 1.5) * np.exp(-np.abs(np.sin(mimic["angle"]) * y + np.cos(mimic["angle"]) * x) / 12))[brain]
 
 
-def _render(head: _Head, lesion: dict | None, z: float, n: int, spacing: float,
-            rng: np.random.Generator, mimic: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """HU image (before scanner effects) and lesion mask of the slice at height ``z``."""
-    ax = (np.arange(n) - (n - 1) / 2) * spacing
+@dataclass(frozen=True)
+class _Grid:
+    """One patient's in-plane coordinates (mm, head frame) and brain texture fields."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x2: np.ndarray
+    y2: np.ndarray
+    textures: tuple[np.ndarray, np.ndarray]
+    spacing: float
+
+
+def _grid(head: _Head, n: int, spacing: float, rng: np.random.Generator) -> _Grid:
+    ax = ((np.arange(n) - (n - 1) / 2) * spacing).astype(np.float32)
     X, Y = np.meshgrid(ax, ax)
     X, Y = X - head.shift[0], Y - head.shift[1]
     ca, sa = np.cos(head.angle), np.sin(head.angle)
+    textures = tuple(ndimage.zoom(rng.normal(0, 1, (8, 8)), n / 8, order=3)[:n, :n].astype(np.float32) for _ in range(2))
     x, y = ca * X + sa * Y, -sa * X + ca * Y
+    return _Grid(x=x, y=y, x2=x * x, y2=y * y, textures=textures, spacing=spacing)
+
+
+def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: _Grid,
+            mimic: dict | None = None) -> tuple[np.ndarray, float, float]:
+    """HU image (before scanner effects) of the slab centred at ``z``; the lesion area
+    (mm^2) the slice shows, where the slab-averaged occupancy exceeds one half; and the
+    lesion's mean area over the slab's planes (for its volume).
+
+    The lesion is averaged over the slab's thickness (partial volume), so the tip of a
+    lesion in a thick slice is faint and does not count as shown; the anatomy is taken at
+    the slab's centre.
+    """
+    x, y = grid.x, grid.y
+    n = x.shape[0]
     f = np.sqrt(max(0.0, 1 - (z / head.c) ** 2))
-    hu = np.full((n, n), -1000.0)
-    mask = np.zeros((n, n), bool)
+    hu = np.full((n, n), -1000.0, np.float32)
     if f < 0.2:
-        return hu, mask
+        return hu, 0.0, 0.0
 
     def inside(a: float, b: float) -> np.ndarray:
-        return (x / max(a, 1e-3)) ** 2 + (y / max(b, 1e-3)) ** 2 <= 1.0
+        return grid.x2 * (1 / max(a, 1e-3) ** 2) + grid.y2 * (1 / max(b, 1e-3) ** 2) <= 1.0
 
     ao, bo = head.a * f, head.b * f
     ai, bi = ao - head.skull, bo - head.skull
     hu[inside(ao + 4, bo + 4)] = 30.0
     hu[inside(ao, bo)] = 1600.0
     hu[inside(ao - head.skull * 0.3, bo - head.skull * 0.3) & ~inside(ai + head.skull * 0.3, bi + head.skull * 0.3)] = 750.0
-    hu[inside(ai, bi)] = 7.0
+    brain_and_csf = inside(ai, bi)
+    hu[brain_and_csf] = 7.0
     brain = inside(ai - head.csf, bi - head.csf)
-    texture = ndimage.zoom(rng.normal(0, 1, (8, 8)), n / 8, order=3)[:n, :n]
+    phase = z / 20.0
+    texture = np.cos(phase) * grid.textures[0] + np.sin(phase) * grid.textures[1]
     hu[brain] = (head.brain_hu + 3.0 * texture)[brain]
     if -15 < z < 30:
         g = np.sqrt(max(0.0, 1 - ((z - 7) / 23) ** 2))
@@ -235,62 +303,96 @@ def _render(head: _Head, lesion: dict | None, z: float, n: int, spacing: float,
             hu[(((x - sx * 9) / (5 * g + 1e-3)) ** 2 + ((y + 4) / (18 * g + 1e-3)) ** 2 <= 1) & brain] = 6.0
     if z > 20:
         hu[(np.abs(x) < 1.0) & (y > 0.25 * bi) & brain] = head.falx_hu
-    if mimic is not None:
-        _add_mimic(hu, mimic, x, y, z, ai, bi, brain)
-    if lesion is not None:
-        w = _lesion_weight(lesion, x, y, z, ai, bi)
-        w = w * inside(ai, bi)
+    if mimic is not None and mimic["type"] != "motion":
+        _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
+    shown = mean_area = 0.0
+    if lesion is not None and _lesion_reaches(lesion, z, thickness):
+        planes = max(1, int(np.ceil(thickness * PARTIAL_VOLUME_PLANES_PER_MM)))
+        w = np.zeros_like(hu)
+        zs = [z - thickness / 2 + (k + 0.5) * thickness / planes for k in range(planes)]
+        for wk in _lesion_weights(lesion, x, y, zs, ai, bi):
+            wk = wk * brain_and_csf
+            mean_area += float((wk > 0.5).sum()) * grid.spacing ** 2 / planes
+            w += wk / planes
+        shown = float((w > 0.5).sum()) * grid.spacing ** 2
         hu = hu * (1 - w) + lesion["hu"] * w
-        mask = w > 0.5
-    return hu, mask
+    if mimic is not None and mimic["type"] == "motion":
+        _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
+    return hu, shown, mean_area
 
 
-def _lesion_weight(les: dict, x: np.ndarray, y: np.ndarray, z: float, ai: float, bi: float) -> np.ndarray:
-    """Soft lesion occupancy in [0, 1] (edge about 1 mm wide)."""
+def _lesion_reaches(les: dict, z: float, thickness: float) -> bool:
+    """Whether the lesion can touch the slab centred at ``z`` (a cheap bound)."""
+    half = les["rz"] if les["type"] == "intraparenchymal" else les["hz"]
+    return abs(z - les["zc"]) <= half + thickness / 2
+
+
+def _lesion_weights(les: dict, x: np.ndarray, y: np.ndarray, zs: list[float], ai: float,
+                    bi: float) -> list[np.ndarray]:
+    """Soft lesion occupancy in [0, 1] (edge about 1 mm wide) in each plane ``zs``."""
     if les["type"] == "intraparenchymal":
-        r = np.sqrt(((x - les["xc"]) / les["rx"]) ** 2 + ((y - les["yc"]) / les["ry"]) ** 2 + ((z - les["zc"]) / les["rz"]) ** 2)
-        return np.clip((1 - r) * min(les["rx"], les["ry"]), 0, 1)
+        r2 = ((x - les["xc"]) / les["rx"]) ** 2 + ((y - les["yc"]) / les["ry"]) ** 2
+        scale = min(les["rx"], les["ry"])
+        return [np.clip((1 - np.sqrt(r2 + ((z - les["zc"]) / les["rz"]) ** 2)) * scale, 0, 1) for z in zs]
     rho = np.sqrt(x ** 2 + y ** 2) + 1e-6
     rn = np.sqrt((x / ai) ** 2 + (y / bi) ** 2) + 1e-6
     depth = rho / rn - rho
-    ang = np.angle(np.exp(1j * (np.arctan2(y, x) - les["phi"])))
+    ang = (np.arctan2(y, x) - les["phi"] + np.pi) % (2 * np.pi) - np.pi
     prof = np.where(np.abs(ang) < les["half_width"], np.cos(np.pi / 2 * ang / les["half_width"]), 0.0)
-    zp = np.sqrt(max(0.0, 1 - ((z - les["zc"]) / les["hz"]) ** 2))
-    return np.clip(les["tmax"] * prof * zp - depth, 0, 1)
+    zps = [np.sqrt(max(0.0, 1 - ((z - les["zc"]) / les["hz"]) ** 2)) for z in zs]
+    return [np.clip(les["tmax"] * prof * zp - depth, 0, 1) for zp in zps]
 
 
-def _scanner(hu: np.ndarray, style: ScannerStyle, rng: np.random.Generator) -> np.ndarray:
+def _noise_field(n: int, style: ScannerStyle, spacing: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance noise with the style's correlation length, twice the slice in each
+    direction: each slice takes its own randomly placed window of it (drawing and
+    filtering fresh noise for every slice would double the cost of a series)."""
+    noise = ndimage.gaussian_filter(rng.standard_normal((2 * n, 2 * n), dtype=np.float32), style.noise_corr_mm / spacing)
+    return noise / (noise.std() + 1e-9)
+
+
+def _scanner(hu: np.ndarray, style: ScannerStyle, spacing: float, thickness: float, noise_field: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
     """Apply resolution, kernel and noise of the scanner; return stored int16 values."""
-    img = ndimage.gaussian_filter(hu, style.psf_sigma_px)
+    img = ndimage.gaussian_filter(hu, style.psf_sigma_mm / spacing)
     if style.sharpen:
-        img = img + style.sharpen * (img - ndimage.gaussian_filter(img, 1.5))
-    noise = rng.standard_normal(hu.shape)
-    noise = ndimage.gaussian_filter(noise, style.noise_corr_px)
-    img = img + noise / (noise.std() + 1e-9) * style.noise_hu
+        img = img + style.sharpen * (img - ndimage.gaussian_filter(img, 1.35 / spacing))
+    n = hu.shape[0]
+    r, c = rng.integers(0, n, size=2)
+    noise = noise_field[r:r + n, c:c + n]
+    if rng.random() < 0.5:
+        noise = noise.T
+    sigma = style.noise_hu * np.sqrt(REFERENCE_THICKNESS_MM / thickness)
+    img = img + noise * sigma
     img = np.clip(img, -1024, 3071)
     return np.round((img - style.intercept) / style.slope).astype(np.int16)
 
 
 def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
     rng = np.random.default_rng([cfg.seed, 1, index])
-    style = CT_STYLES[index % len(CT_STYLES)]
+    style = CT_STYLES[STYLE_CYCLE[index % len(STYLE_CYCLE)]]
     patient = dc.synthetic_patient(rng, "CTSYN", index)
     when = dc.study_datetime(rng)
     study_uid, series_uid, frame_uid = (dc.uid(cfg.seed, "ct", index, k) for k in ("study", "series", "frame"))
     head = _sample_head(rng)
-    thickness = float(rng.choice(cfg.thicknesses_mm))
+    weights = None if cfg.thickness_weights is None else np.asarray(cfg.thickness_weights) / sum(cfg.thickness_weights)
+    thickness = float(rng.choice(cfg.thicknesses_mm, p=weights))
     n_slices = max(3, int(round(rng.uniform(*cfg.coverage_mm) / thickness)))
     slice_z = -0.72 * head.c + thickness * np.arange(n_slices)
     spacing = rng.uniform(*cfg.fov_mm) / cfg.matrix
     positive = rng.random() < cfg.positive_fraction
     lesion = _sample_lesion(rng, head, slice_z) if positive else None
     mimic = _sample_mimic(rng)
-    min_px = max(1.0, MIN_SLICE_LESION_MM2 / spacing ** 2)
+    coarse = 2 if cfg.matrix >= HALF_RESOLUTION_FROM else 1
+    grid = _grid(head, cfg.matrix // coarse, spacing * coarse, rng)
+    noise_field = _noise_field(cfg.matrix, style, spacing, rng)
     uids, labels, volume_mm3 = [], [], 0.0
     for i, z in enumerate(slice_z):
-        hu, mask = _render(head, lesion, float(z), cfg.matrix, spacing, rng, mimic)
-        stored = _scanner(hu, style, rng)
-        volume_mm3 += mask.sum() * spacing ** 2 * thickness
+        hu, shown, mean_area = _render(head, lesion, float(z), thickness, grid, mimic)
+        if coarse > 1:
+            hu = ndimage.zoom(hu, cfg.matrix / hu.shape[0], order=1, grid_mode=True, mode="nearest")
+        stored = _scanner(hu, style, spacing, thickness, noise_field, rng)
+        volume_mm3 += mean_area * thickness
         sop_uid = dc.uid(cfg.seed, "ct", index, "sop", i)
         ds = dc.new_dataset(CT_IMAGE_STORAGE, sop_uid)
         dc.add_patient_study(ds, patient, study_uid, when, f"SYNCT{index:07d}")
@@ -298,14 +400,14 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         dc.set_pixels(ds, stored, signed=True, bits_stored=16)
         dc.write(ds, out_dir / patient["PatientID"] / "CT" / f"IM{i + 1:04d}.dcm")
         uids.append(sop_uid)
-        labels.append(int(mask.sum() >= min_px))
+        labels.append(int(shown >= max(MIN_SLICE_LESION_MM2, spacing ** 2)))
     label = int(any(labels))
     return SeriesTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=label,
         size_bucket=size_bucket(volume_mm3 / 1000.0) if label else "none",
         lesion_type=lesion["type"] if label else "none",
         contrast=("low" if lesion["hu"] < 58 else "standard") if label else "none",
-        mimic=mimic["type"] if mimic else "none",
+        mimic=mimic["type"] if mimic else "none", acquisition=acquisition(thickness),
         scanner=f"{style.manufacturer} {style.model}", slice_uids=tuple(uids), slice_labels=tuple(labels),
     )
 

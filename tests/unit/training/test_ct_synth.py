@@ -8,6 +8,7 @@ import pydicom
 import pytest
 
 from appliance.triage.preprocess import to_hu
+from training.data import ct_synth
 from training.data.ct_synth import CT_IMAGE_STORAGE, CT_STYLES, CTConfig, generate_ct_dataset, size_bucket
 
 CFG = CTConfig(n_patients=6, seed=7, matrix=96, thicknesses_mm=(5.0, 10.0), coverage_mm=(100.0, 120.0), positive_fraction=0.6)
@@ -100,3 +101,45 @@ def test_dciodvfy_finds_no_errors(ct_dir):
 
 def test_size_bucket_edges():
     assert [size_bucket(v) for v in (0, 0.5, 1.0, 4.99, 5.0)] == ["none", "small", "medium", "medium", "large"]
+
+
+def test_thickness_weights_must_match_the_thicknesses():
+    with pytest.raises(ValueError, match="thickness_weights"):
+        CTConfig(n_patients=1, seed=1, thicknesses_mm=(1.0, 5.0), thickness_weights=(1.0,))
+
+
+def _high_pass_noise(folder) -> float:
+    """Median over slices of the std of horizontal pixel differences in the brain centre."""
+    values = []
+    for f in sorted(folder.rglob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        hu = to_hu(ds.pixel_array, ds.RescaleSlope, ds.RescaleIntercept)
+        centre = hu[40:56, 40:56]
+        if 0 < np.median(centre) < 60:
+            values.append(np.diff(centre, axis=1).std())
+    return float(np.median(values))
+
+
+def test_thin_slices_are_noisier(tmp_path):
+    noise = {}
+    for thickness in (0.625, 5.0):
+        cfg = CTConfig(n_patients=2, seed=3, matrix=96, thicknesses_mm=(thickness,), coverage_mm=(40.0, 40.0),
+                       positive_fraction=0.0)
+        generate_ct_dataset(cfg, tmp_path / str(thickness), workers=1)
+        noise[thickness] = _high_pass_noise(tmp_path / str(thickness))
+    assert 2.0 < noise[0.625] / noise[5.0] < 4.0  # sqrt(5 / 0.625) = 2.8
+
+
+def test_a_thick_slice_averages_a_small_lesion_over_its_thickness():
+    """Partial volume: the same flat 8 mm haemorrhage (3 mm high) is fainter in a 5 mm
+    slice than in a 0.625 mm one through its centre, and the thick slice shows less of it."""
+    head = ct_synth._Head(a=72, b=90, c=82, skull=6, csf=2, angle=0.0, shift=(0.0, 0.0), brain_hu=33.0, falx_hu=50.0)
+    lesion = {"type": "intraparenchymal", "hu": 80.0, "zc": 10.0, "xc": 15.0, "yc": 0.0, "rx": 4.0, "ry": 4.0, "rz": 1.5}
+    grid = ct_synth._grid(head, 128, 1.8, np.random.default_rng(0))
+    thin, thin_shown, _ = ct_synth._render(head, lesion, 10.0, 0.625, grid)
+    thick, thick_shown, thick_mean = ct_synth._render(head, lesion, 10.0, 5.0, grid)
+    empty, nothing, _ = ct_synth._render(head, None, 10.0, 5.0, grid)
+    assert thin_shown > thick_mean > thick_shown and nothing == 0
+    assert thin_shown > ct_synth.MIN_SLICE_LESION_MM2
+    assert thin.max(where=(thin < 500), initial=-1000) > 75
+    assert 45 < (thick - empty).max() + 33 < 70  # lesion contrast diluted by the slab
