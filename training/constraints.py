@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import math
 
-from training.data.cr_synth import CRConfig
+from training.data.cr_synth import ROW_FACTORS, CRConfig
 from training.data.ct_synth import CTConfig
 
 #: Image types never scored: scout views, and derived or secondary images (reformats,
 #: screen captures, other tools' results).
 EXCLUDED_IMAGE_TYPES = [["LOCALIZER"], ["DERIVED", "SECONDARY"]]
-#: Row counts of a radiograph relative to its columns, as ``cr_synth`` draws them.
-_CR_ROW_FACTORS = (1.0, 1.1, 1.2)
 
 
 def _span(low: float, high: float) -> dict[str, float]:
@@ -37,10 +35,11 @@ def input_constraints(generator: CTConfig | CRConfig) -> dict:
             "excluded_image_types": EXCLUDED_IMAGE_TYPES,
             "required_tags": ["ImagePositionPatient", "PixelSpacing", "SliceThickness"],
         }
+    fewest, most = generator.columns
     return {
-        "pixel_spacing_mm": _span(generator.fov_mm[0] / generator.matrix, generator.fov_mm[1] / generator.matrix),
-        "rows": _span(int(generator.matrix * min(_CR_ROW_FACTORS)), int(generator.matrix * max(_CR_ROW_FACTORS))),
-        "columns": _span(generator.matrix, generator.matrix),
+        "pixel_spacing_mm": _span(generator.fov_mm[0] / most, generator.fov_mm[1] / fewest),
+        "rows": _span(int(fewest * min(ROW_FACTORS)), int(most * max(ROW_FACTORS))),
+        "columns": _span(fewest, most),
         "slice_count": _span(1, 1),
         "excluded_image_types": EXCLUDED_IMAGE_TYPES,
         "required_tags": ["ImagerPixelSpacing"],

@@ -3,11 +3,14 @@
 One CR Image Storage instance per study. The image is a density map (air, soft tissue,
 lungs with vascular markings, heart and mediastinum, spine, ribs, clavicles, diaphragm
 domes) blurred by the detector and given quantum-like noise. A positive image has one
-lung collapsed away from the chest wall: an air rim (8-50 mm) without lung markings and a
+lung collapsed away from the chest wall: an air rim (4-50 mm) without lung markings and a
 visceral pleural line; a third of them apical only (an air cap over the apex, the lung
-below it down), a quarter subtle (rim barely darker, faint line). Detectors differ in bit
+below it down), a third subtle (rim barely darker, faint line). Detectors differ in bit
 depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of them
-MONOCHROME1); matrix size and pixel spacing vary.
+MONOCHROME1); matrix size and pixel spacing vary over the range of real cassettes and
+panels (by default 2000-3000 columns at 0.12-0.22 mm). The anatomy is drawn on a coarser
+grid (about 0.7-0.9 mm), blurred by the detector there and interpolated up to the stored
+matrix, where the quantum noise is added pixel by pixel.
 
 Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast,mimic``;
 lesion type ``apical`` or ``lateral`` for positives;
@@ -26,6 +29,7 @@ from itertools import repeat
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from training.data import dicom_common as dc
@@ -35,22 +39,23 @@ CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 
 @dataclass(frozen=True)
 class DetectorStyle:
-    """How one (fictional) CR reader renders and stores an image."""
+    """How one (fictional) CR reader renders and stores an image (``blur_mm``: the
+    detector's point spread, ``noise``: per-pixel quantum noise at the stored matrix)."""
 
     manufacturer: str
     model: str
     bits: int
     gamma: float
     noise: float
-    blur_px: float
+    blur_mm: float
     photometric: str
 
 
 CR_STYLES: tuple[DetectorStyle, ...] = (
-    DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.015, 1.0, "MONOCHROME2"),
-    DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.025, 0.7, "MONOCHROME1"),
-    DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.02, 1.3, "MONOCHROME2"),
-    DetectorStyle("Delta Tomography", "DR Panel 43", 14, 0.9, 0.018, 0.85, "MONOCHROME2"),
+    DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.04, 1.2, "MONOCHROME2"),
+    DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.06, 0.85, "MONOCHROME1"),
+    DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.05, 1.55, "MONOCHROME2"),
+    DetectorStyle("Delta Tomography", "DR Panel 43", 14, 0.9, 0.045, 1.0, "MONOCHROME2"),
 )
 #: The detector style the demo builds hold out of training entirely (external validation).
 CR_EXTERNAL_STYLE = "Delta Tomography DR Panel 43"
@@ -62,9 +67,12 @@ class CRConfig:
 
     n_patients: int
     seed: int
-    matrix: int = 320
-    fov_mm: tuple[float, float] = (360.0, 430.0)
+    #: Stored columns, drawn per image; rows are 1.0, 1.1 or 1.2 times the columns.
+    columns: tuple[int, int] = (2000, 3000)
+    fov_mm: tuple[float, float] = (350.0, 430.0)
     positive_fraction: float = 0.5
+    #: Columns of the grid the anatomy is drawn on (at most the stored columns).
+    render_columns: int = 480
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
     Generated in ``workers`` processes (default: one per CPU); output is independent of it.
     """
     out_dir = Path(out_dir)
-    with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
+    with ProcessPoolExecutor(workers or os.cpu_count(), initializer=torch.set_num_threads, initargs=(1,)) as ex:
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -190,28 +198,41 @@ def _lung(x: np.ndarray, y: np.ndarray, cx: float, w: float, h: float, dome: flo
     return ell & ~below_dome
 
 
+#: Rows of a radiograph relative to its columns.
+ROW_FACTORS = (1.0, 1.1, 1.2)
 #: Share of pneumothoraces that are apical only (an air cap over the lung apex).
 APICAL_SHARE = 0.35
+#: Share of pneumothoraces that are subtle: the rim barely darker than lung, a faint line.
+SUBTLE_SHARE = 0.35
 
 
 def _sample_pneumothorax(rng: np.random.Generator) -> dict:
-    rim = [rng.uniform(8, 15), rng.uniform(15, 30), rng.uniform(30, 50)][rng.integers(3)]
-    subtle = rng.random() < 0.25
+    rim = [rng.uniform(4, 15), rng.uniform(15, 30), rng.uniform(30, 50)][rng.integers(3)]
+    subtle = rng.random() < SUBTLE_SHARE
     apical = rng.random() < APICAL_SHARE
     return {"side": int(rng.choice([-1, 1])), "rim": rim, "subtle": subtle, "apical": apical,
             "apex_mm": rng.uniform(rim + 10, rim + 35),
-            "air": rng.uniform(0.09, 0.11) if subtle else rng.uniform(0.03, 0.07),
-            "line": rng.uniform(0.04, 0.06) if subtle else rng.uniform(0.06, 0.12)}
+            "air": rng.uniform(0.10, 0.13) if subtle else rng.uniform(0.03, 0.07),
+            "line": rng.uniform(0.025, 0.045) if subtle else rng.uniform(0.06, 0.12)}
 
 
-def _detector(density: np.ndarray, style: DetectorStyle, rng: np.random.Generator) -> np.ndarray:
-    img = ndimage.gaussian_filter(density, style.blur_px)
-    img = img + rng.standard_normal(img.shape) * style.noise * np.sqrt(1.05 - img)
+def _detector(density: np.ndarray, render_spacing: float, shape: tuple[int, int], style: DetectorStyle,
+              rng: np.random.Generator) -> np.ndarray:
+    """Blur the density map (drawn at ``render_spacing`` mm) and apply the reader's gamma,
+    interpolate it to the stored ``shape`` (bilinear), add quantum noise there and store it
+    at the style's bit depth. The full-resolution steps run in torch (a 3000 x 3600 image
+    is ten million pixels); its generator is seeded from ``rng``."""
+    img = ndimage.gaussian_filter(density.astype(np.float32), style.blur_mm / render_spacing)
     img = np.clip(img, 0, 1) ** style.gamma
-    top = 2 ** style.bits - 1
+    full = torch.nn.functional.interpolate(torch.from_numpy(img)[None, None], size=shape, mode="bilinear",
+                                           align_corners=False)[0, 0]
+    generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
+    full += torch.randn(shape, generator=generator) * style.noise * torch.sqrt(1.05 - full.clamp(0, 1))
+    full = full.clamp_(0, 1)
     if style.photometric == "MONOCHROME1":
-        img = 1 - img
-    return np.round(img * top).astype(np.uint16)
+        full = 1 - full
+    top = 2 ** style.bits - 1
+    return torch.round(full * top).to(torch.int32).numpy().astype(np.uint16)
 
 
 def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
@@ -219,14 +240,17 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     style = CR_STYLES[index % len(CR_STYLES)]
     patient = dc.synthetic_patient(rng, "CRSYN", index)
     when = dc.study_datetime(rng)
-    rows = int(cfg.matrix * rng.choice([1.0, 1.1, 1.2]))
-    cols = cfg.matrix
+    cols = int(rng.integers(cfg.columns[0], cfg.columns[1] + 1))
+    row_factor = float(rng.choice(ROW_FACTORS))
+    rows = int(cols * row_factor)
     spacing = rng.uniform(*cfg.fov_mm) / cols
     positive = rng.random() < cfg.positive_fraction
     ptx = _sample_pneumothorax(rng) if positive else None
     mimic = _sample_mimic(rng)
-    density = _chest(rng, rows, cols, spacing, ptx, mimic)
-    pixels = _detector(density, style, rng)
+    render_cols = min(cols, cfg.render_columns)
+    render_spacing = spacing * cols / render_cols
+    density = _chest(rng, int(render_cols * row_factor), render_cols, render_spacing, ptx, mimic)
+    pixels = _detector(density, render_spacing, (rows, cols), style, rng)
     study_uid, series_uid, sop_uid = (dc.uid(cfg.seed, "cr", index, k) for k in ("study", "series", "sop"))
     ds = dc.new_dataset(CR_IMAGE_STORAGE, sop_uid)
     dc.add_patient_study(ds, patient, study_uid, when, f"SYNCR{index:07d}")

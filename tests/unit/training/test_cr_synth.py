@@ -12,7 +12,7 @@ from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, CRConfig, genera
 @pytest.fixture(scope="module")
 def cr_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("cr")
-    return out, generate_cr_dataset(CRConfig(n_patients=9, seed=3, matrix=96), out)
+    return out, generate_cr_dataset(CRConfig(n_patients=9, seed=3, columns=(96, 96)), out)
 
 
 def test_one_valid_cr_image_per_study(cr_dir):
@@ -43,7 +43,7 @@ def test_labels_and_monochrome1_lungs_are_dark_after_normalising(cr_dir):
 
 
 def test_all_positive_config_gives_sized_findings(tmp_path):
-    a = generate_cr_dataset(CRConfig(n_patients=6, seed=11, matrix=64, positive_fraction=1.0), tmp_path / "a")
+    a = generate_cr_dataset(CRConfig(n_patients=6, seed=11, columns=(64, 64), positive_fraction=1.0), tmp_path / "a")
     assert all(t.label == 1 and t.size_bucket in ("small", "medium", "large") for t in a)
 
 

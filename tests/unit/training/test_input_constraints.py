@@ -31,7 +31,7 @@ def test_head_ct_training_series_meet_the_constraints_and_thick_slices_do_not(tm
     assert [first_violation(constraints, series) for series in headers] == [None] * 4
     for ds in headers[0]:
         ds.SliceThickness = 10.0
-    assert first_violation(constraints, headers[0]) == "slice thickness 10 mm outside 3-5 mm"
+    assert first_violation(constraints, headers[0]) == "slice thickness 10 mm outside 0.625-5 mm"
 
 
 def test_chest_training_images_meet_the_constraints(tmp_path):
