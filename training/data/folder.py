@@ -18,6 +18,8 @@ never by image.
 from __future__ import annotations
 
 import csv
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,8 +65,9 @@ def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
     return key, rows
 
 
-def load_folder(root: Path, spec: InputSpec) -> list[Series]:
-    """Read every labelled series under ``root`` (unlabelled series are ignored)."""
+def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list[Series]:
+    """Read every labelled series under ``root`` (unlabelled series are ignored), in
+    ``workers`` processes (default: one per CPU; the result does not depend on it)."""
     root = Path(root)
     key, labels = read_labels(root / "labels.csv")
     slice_labels: dict[str, int] = {}
@@ -87,7 +90,13 @@ def load_folder(root: Path, spec: InputSpec) -> list[Series]:
                 known.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
     uids = sorted(groups)
     rows = [labels[uid if key == "series_instance_uid" else study_of[uid]] for uid in uids]
-    series = [_load_series(groups[u], row, key, spec, known.get(u, {})) for u, row in zip(uids, rows)]
+    jobs = [(groups[u], row, key, spec, known.get(u, {})) for u, row in zip(uids, rows)]
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(jobs) < 2:
+        series = [_load_series(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers) as ex:
+            series = list(ex.map(_load_series, *zip(*jobs), chunksize=4))
     if not series:
         raise ValueError(f"{root}: no DICOM series matching labels.csv")
     return series
