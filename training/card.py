@@ -94,6 +94,32 @@ def constraints_text(constraints: dict | None) -> str:
     return "\n".join(lines)
 
 
+def mixed_stream_text(stream: dict | None) -> str:
+    """The flag rate the appliance showed on a fresh mixed stream, against the card (pure;
+    empty when the build ran none)."""
+    if not stream:
+        return ""
+    lo, hi = stream["card_interval"]
+    verdict = "inside" if stream["within"] else "**outside**"
+    groups = "\n".join(f"| {name} | {g['series']} | {g['positives']} | {g['flagged']} |"
+                       for name, g in stream["by_acquisition"].items())
+    return f"""### Flag rate on a mixed stream (the appliance, after signing)
+The signed package was verified, golden-tested and its variant chosen as activation does
+(`{stream['variant']}` ran), then a fresh stream it never saw (seed {stream['seed']}, every scanner
+style including the external one, every slice thickness in equal shares, {stream['prevalence']:.0%}
+positives drawn) went through the appliance's decode, preprocessing, inference, aggregation,
+calibration and threshold (`training.mixed_stream`): {stream['series']} series, {stream['positives']} positive,
+{stream['flagged']} flagged. Flag rate {fmt_proportion(stream['flag_rate'])}, {verdict} this card's
+95% interval for {stream['prevalence']:.0%} prevalence ({lo:.3f}-{hi:.3f}, the table above). On the stream:
+sensitivity {fmt_proportion(stream['sensitivity'])}, specificity {fmt_proportion(stream['specificity'])}.
+
+| acquisition | series | positives | flagged |
+|---|---|---|---|
+{groups}
+
+"""
+
+
 def model_card(info: dict) -> str:
     """The model card (Markdown) from a build's ``info`` dict (see ``training.demo.build``)."""
     op, cal, lineage = info["operating_point"], info["calibration"], info["lineage"]
@@ -160,7 +186,7 @@ bounds (conservative).
 
 {prevalence_table(info['metrics'], 'test')}
 
-### Subgroups (test split, FP32)
+{mixed_stream_text(info.get('mixed_stream'))}### Subgroups (test split, FP32)
 Lesion type, size and contrast: that group's positives against all test negatives.
 Scanner, mimic and acquisition: that group's own series.
 

@@ -34,6 +34,7 @@ from training.data.ct_synth import CT_EXTERNAL_STYLE, CT_IMAGE_STORAGE, CTConfig
 from training.data.folder import Series, load_folder, split_by_patient
 from training.card import model_card
 from training.drift import reference_thresholds
+from training.mixed_stream import mixed_stream_flag_rate
 from training.evaluate import (operating_metrics, platt_fit, roc_auc, sensitivity_specificity, series_scores,
                                subgroup_metrics, threshold_for_sensitivity, variant_agreement)
 from training.package import CAM_OVERLAP_FLOOR, golden, golden_dicom, load_private_key, write_package
@@ -78,12 +79,21 @@ class DemoSpec:
     external_scanner: str = ""
     #: The version this one replaces (lineage); ``None`` for a first version.
     parent_version: str | None = None
+    #: Series in the mixed stream the signed package is run on after the build
+    #: (:mod:`training.mixed_stream`, head CT only); 0 for none.
+    mixed_stream_series: int = 0
+
+
+#: Share of head-CT patients per slice thickness (0.625, 1, 1.25, 2.5, 3, 5 mm): thin series
+#: have many slices, so they get fewer patients to keep a build within its time.
+HEAD_CT_THICKNESS_WEIGHTS = (0.06, 0.06, 0.08, 0.20, 0.20, 0.40)
 
 
 def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
     """Head-CT intracranial haemorrhage triage (slice model, series score = max)."""
-    gen = CTConfig(n_patients=400, seed=seed) if not quick else CTConfig(
+    gen = CTConfig(n_patients=320, seed=seed, thickness_weights=HEAD_CT_THICKNESS_WEIGHTS) if not quick else CTConfig(
         n_patients=40, seed=seed, matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
+    thicknesses = ", ".join(f"{t:g} mm" for t in gen.thicknesses_mm)
     return DemoSpec(
         id="head-ct-ich-demo", version="1.1.0" if not quick else "1.0.0",
         parent_version="1.0.0" if not quick else None,
@@ -93,7 +103,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS]),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=1.5)
+        train=(TrainConfig(seed=seed, epochs=30, patience=6, min_epochs=15, negatives_per_positive=2.0)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
@@ -101,17 +111,26 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                       "show intracranial haemorrhage so a radiologist reads them sooner. Never rules a study out; "
                       "every study is still read."),
         data_desc=(f"{gen.n_patients} synthetic patients from `training.data.ct_synth` (seed {gen.seed}), one axial "
-                   "series each, four fictional scanner styles (one held out for external validation), 3-5 mm slices, 200-250 mm FOV; half with an "
+                   f"series each, four fictional scanner styles (one held out for external validation), {gen.matrix}x{gen.matrix} "
+                   f"slices, {gen.fov_mm[0]:g}-{gen.fov_mm[1]:g} mm FOV ({gen.fov_mm[0] / gen.matrix:.2f}-"
+                   f"{gen.fov_mm[1] / gen.matrix:.2f} mm pixels), slice thickness {thicknesses} (noise as 1/sqrt(thickness); "
+                   "the lesion averaged over the slice, partial volume), "
+                   f"{gen.coverage_mm[0]:g}-{gen.coverage_mm[1]:g} mm coverage; half with an "
                    "intraparenchymal blob (6-35 mm) or subdural crescent (3-14 mm), 50-90 HU, a quarter low contrast "
-                   "(50-58 HU). Size buckets by rendered volume: small < 1 mL, medium 1-5 mL, large >= 5 mL."),
-        limits="Trained on slices resized to a fixed matrix; very thin (< 1 mm) or very thick (> 5 mm) slices are outside the training range.",
-        constrain_inputs=not quick,
+                   "(50-58 HU); mimics in every fifth to tenth patient (calcifications of falx, pineal and choroid "
+                   "plexus; dense venous sinuses; beam-hardening streaks; motion ghosts). Size buckets by rendered "
+                   "volume: small < 1 mL, medium 1-5 mL, large >= 5 mL."),
+        limits=("Slices are resized to the model's matrix, so a lesion under about 5 mm is a pixel or two at input. "
+                "Inputs outside the training ranges (matrix, pixel spacing, slice thickness, slice count) are refused "
+                "by the package's input constraints and answered with a 'not analysed' notice; contrast-enhanced "
+                "studies and children are outside the intended use."),
+        constrain_inputs=not quick, mixed_stream_series=0 if quick else 100,
     )
 
 
 def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
     """Chest radiograph pneumothorax triage (one image per study)."""
-    gen = CRConfig(n_patients=3000, seed=seed) if not quick else CRConfig(n_patients=48, seed=seed, matrix=64)
+    gen = CRConfig(n_patients=1600, seed=seed) if not quick else CRConfig(n_patients=48, seed=seed, columns=(64, 64))
     return DemoSpec(
         id="chest-cr-pneumothorax-demo", version="1.1.0" if not quick else "1.0.0",
         parent_version="1.0.0" if not quick else None, finding="pneumothorax",
@@ -126,8 +145,11 @@ def chest_cr(quick: bool = False, seed: int = 20261128) -> DemoSpec:
         intended_use=("Worklist prioritisation of adult PA chest radiographs: flags images that may show a "
                       "pneumothorax for earlier reading. Never rules a study out."),
         data_desc=(f"{gen.n_patients} synthetic PA chest radiographs from `training.data.cr_synth` (seed {gen.seed}), "
-                   "four fictional detectors (10/12/14-bit, one MONOCHROME1; one held out for external validation); half with a pneumothorax-like collapse of "
-                   "one lung (air rim 8-50 mm without lung markings, pleural line), a third apical only, a quarter subtle; a "
+                   f"{gen.columns[0]}-{gen.columns[1]} columns (rows 1.0-1.2 times that), {gen.fov_mm[0]:g}-{gen.fov_mm[1]:g} mm "
+                   f"wide ({gen.fov_mm[0] / gen.columns[1]:.2f}-{gen.fov_mm[1] / gen.columns[0]:.2f} mm pixels), "
+                   "four fictional detectors (10/12/14-bit, one MONOCHROME1; one held out for external validation); "
+                   "half with a pneumothorax-like collapse of one lung (air rim 4-50 mm without lung markings, pleural "
+                   "line), a third apical only, a third subtle (rim barely darker than lung, faint line); a "
                    "half of all patients carry a mimic (skin fold, line or tube, scapular border). Size buckets by "
                    "rim width: small < 15 mm, medium 15-30 mm, large >= 30 mm."),
         limits="Single PA view only; lateral views, children and portable AP films are outside the training range.",
@@ -338,13 +360,8 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "parity": parity, "history": history,
     }
     info["input_constraints"] = input_constraints(spec.generator) if spec.constrain_inputs else None
-    info["build_seconds"] = time.perf_counter() - t0
-    card = model_card(info)
-    if card_dir is not None:
-        Path(card_dir).mkdir(parents=True, exist_ok=True)
-        (Path(card_dir) / f"{spec.id}.md").write_text(card)
     files = {"golden/golden.npz": golden_bytes, "drift/reference.json": json.dumps(drift, sort_keys=True).encode(),
-             "MODEL_CARD.md": card.encode(), **golden_files}
+             **golden_files}
     variants = []
     for (backend, precision), (paths, _, auc) in kept.items():
         names = [f"model/{p.name}" for p in paths]
@@ -371,8 +388,26 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
                        "command": command, "golden": golden_report},
     }
     package_path = out_dir / f"{spec.id}-{spec.version}.tar"
-    write_package(package_path, manifest, files, load_private_key(key_path))
-    verify_package(package_path, [Path(key_path).with_suffix(".pub")])
+    public_key = Path(key_path).with_suffix(".pub")
+
+    def sign() -> None:
+        """Write the card and sign the package with it; verify as the box would."""
+        info["build_seconds"] = time.perf_counter() - t0
+        card = model_card(info)
+        if card_dir is not None:
+            Path(card_dir).mkdir(parents=True, exist_ok=True)
+            (Path(card_dir) / f"{spec.id}.md").write_text(card)
+        write_package(package_path, manifest, {**files, "MODEL_CARD.md": card.encode()}, load_private_key(key_path))
+        verify_package(package_path, [public_key])
+
+    sign()
+    if spec.mixed_stream_series and isinstance(spec.generator, CTConfig):
+        t_stream = time.perf_counter()
+        info["mixed_stream"] = mixed_stream_flag_rate(package_path, public_key, spec.generator, spec.mixed_stream_series,
+                                                      seed=spec.train.seed + 1, work_dir=work_dir)
+        log(f"[{spec.id}] mixed stream: {json.dumps(info['mixed_stream'], default=float)} "
+            f"({time.perf_counter() - t_stream:.0f} s)")
+        sign()  # the card now carries the stream's figure
     info["package"] = str(package_path)
     info["total_seconds"] = time.perf_counter() - t0
     (work_dir / "report.json").write_text(json.dumps(info, indent=2, default=float))
