@@ -11,6 +11,7 @@ import math
 
 from training.data.cr_synth import CRConfig
 from training.data.ct_synth import CTConfig
+from training.data.dicom_common import PATIENT_AGE_YEARS
 
 #: Image types never scored: scout views, and derived or secondary images (reformats,
 #: screen captures, other tools' results).
@@ -36,6 +37,8 @@ def input_constraints(generator: CTConfig | CRConfig) -> dict:
             "slice_count": _span(max(3, math.floor(low / thickest)), math.ceil(high / thinnest)),
             "excluded_image_types": EXCLUDED_IMAGE_TYPES,
             "required_tags": ["ImagePositionPatient", "PixelSpacing", "SliceThickness"],
+            "patient_age_years": _span(*PATIENT_AGE_YEARS),
+            "contrast": "none",
         }
     return {
         "pixel_spacing_mm": _span(generator.fov_mm[0] / generator.matrix, generator.fov_mm[1] / generator.matrix),
@@ -44,4 +47,6 @@ def input_constraints(generator: CTConfig | CRConfig) -> dict:
         "slice_count": _span(1, 1),
         "excluded_image_types": EXCLUDED_IMAGE_TYPES,
         "required_tags": ["ImagerPixelSpacing"],
+        "patient_age_years": _span(*PATIENT_AGE_YEARS),
+        "view_positions": ["PA"],
     }
