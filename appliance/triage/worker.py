@@ -243,7 +243,8 @@ class Worker:
             try:
                 ds = read_header(path)
                 list(ds)  # pydicom reads lazily: a bad element surfaces here, not in the notice
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - any failure to read leaves the file out of the notice
+                LOG.info("job %d: %s left out of the notice: %s", job.id, path.name, type(exc).__name__)
                 continue
             if "SOPClassUID" in ds and str(ds.get("StudyInstanceUID", "")) == job.study_instance_uid:
                 headers.append(ds)
