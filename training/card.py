@@ -89,6 +89,8 @@ def constraints_text(constraints: dict | None) -> str:
             span = f"{low:g}-{high:g}" if low is not None and high is not None else (
                 f">= {low:g}" if low is not None else f"<= {high:g}")
             lines.append(f"- `{key}`: {span}")
+        elif isinstance(value, str):
+            lines.append(f"- `{key}`: {value}")
         elif value:
             lines.append(f"- `{key}`: {', '.join(' + '.join(v) if isinstance(v, list) else str(v) for v in value)}")
     return "\n".join(lines)

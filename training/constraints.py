@@ -11,6 +11,7 @@ import math
 
 from training.data.cr_synth import ROW_FACTORS, CRConfig
 from training.data.ct_synth import CTConfig
+from training.data.dicom_common import PATIENT_AGE_YEARS
 
 #: Image types never scored: scout views, and derived or secondary images (reformats,
 #: screen captures, other tools' results).
@@ -34,6 +35,8 @@ def input_constraints(generator: CTConfig | CRConfig) -> dict:
             "slice_count": _span(max(3, math.floor(low / thickest)), math.ceil(high / thinnest)),
             "excluded_image_types": EXCLUDED_IMAGE_TYPES,
             "required_tags": ["ImagePositionPatient", "PixelSpacing", "SliceThickness"],
+            "patient_age_years": _span(*PATIENT_AGE_YEARS),
+            "contrast": "none",
         }
     fewest, most = generator.columns
     return {
@@ -43,4 +46,6 @@ def input_constraints(generator: CTConfig | CRConfig) -> dict:
         "slice_count": _span(1, 1),
         "excluded_image_types": EXCLUDED_IMAGE_TYPES,
         "required_tags": ["ImagerPixelSpacing"],
+        "patient_age_years": _span(*PATIENT_AGE_YEARS),
+        "view_positions": ["PA"],
     }

@@ -174,6 +174,12 @@ class InputConstraints(_Strict):
     ``excluded_image_types``: an instance whose ImageType holds every value of one entry
     is out (e.g. ``[["LOCALIZER"], ["DERIVED", "SECONDARY"]]``). ``required_tags``: DICOM
     keywords every instance must carry with a value.
+
+    ``patient_age_years``: the patient's age in years (Patient Age, else Patient Birth
+    Date against Study Date; unknown is out). ``view_positions``: the View Position
+    values allowed (missing is out). ``contrast``: ``"none"`` refuses a series whose
+    Contrast/Bolus Agent or Route has a value. Every field is optional, so a package
+    built before a field existed still verifies and is simply not constrained by it.
     """
 
     slice_thickness_mm: Range | None = None
@@ -183,6 +189,9 @@ class InputConstraints(_Strict):
     slice_count: Range | None = None
     excluded_image_types: list[list[str]] = []
     required_tags: list[str] = []
+    patient_age_years: Range | None = None
+    view_positions: list[str] | None = Field(default=None, min_length=1)
+    contrast: Literal["none"] | None = None
 
 
 class Tolerance(_Strict):

@@ -7,6 +7,8 @@ Pure: headers in, the first violated constraint in words (or None) out. The work
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
@@ -18,9 +20,10 @@ def first_violation(constraints: InputConstraints | None, headers: Sequence[Data
     """The first constraint ``headers`` (one series' instances) break, in words; None if
     they meet them all or the package has none.
 
-    Checks, in order: instance count, required tags, excluded image types, rows,
-    columns, slice thickness, pixel spacing (Pixel Spacing, else Imager Pixel Spacing).
-    A value that is needed but missing is a violation too.
+    Checks, in order: instance count, required tags, excluded image types, patient age,
+    view position, contrast, rows, columns, slice thickness, pixel spacing (Pixel
+    Spacing, else Imager Pixel Spacing). A value that is needed but missing is a
+    violation too.
     """
     if constraints is None:
         return None
@@ -42,6 +45,10 @@ def _instance_violation(c: InputConstraints, ds: Dataset) -> str | None:
     for excluded in c.excluded_image_types:
         if excluded and {v.upper() for v in excluded} <= image_type:
             return "image type " + "\\".join(excluded) + " excluded"
+    for check in (_age_violation, _view_violation, _contrast_violation):
+        problem = check(c, ds)
+        if problem is not None:
+            return problem
     checks = (
         ("rows", c.rows, _number(ds, "Rows"), ""),
         ("columns", c.columns, _number(ds, "Columns"), ""),
@@ -82,4 +89,85 @@ def _spacing(ds: Dataset) -> float | None:
                 return min(float(v) for v in value)
         except (TypeError, ValueError):
             return None
+    return None
+
+
+# Patient age, view position, contrast ------------------------------------------------
+_AGE = re.compile(r"(\d{3})([DWMY])")
+_YEARS_PER = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}
+_UNIT_WORD = {"D": "day", "W": "week", "M": "month", "Y": "year"}
+#: Ages from 90 years are said as "90 years or older": an exact age over 89 is an
+#: identifier under HIPAA Safe Harbor, and the reason leaves the box in the notice.
+_OLDEST_SAID = 90
+#: Contrast/Bolus Agent values some scanners write to say that no agent was given.
+_NO_AGENT = frozenset({"NONE", "NO", "NO CONTRAST"})
+
+
+def patient_age(ds: Dataset) -> tuple[float, str] | None:
+    """The patient's age in years and in words, or None if unknown.
+
+    From Patient Age (``nnnD``, ``nnnW``, ``nnnM`` or ``nnnY``, PS3.5 AS); if that is
+    absent or malformed, from Patient Birth Date against Study Date (completed years;
+    days under a year).
+    """
+    match = _AGE.fullmatch(str(ds.get("PatientAge") or "").strip())
+    if match is not None:
+        count, unit = int(match[1]), match[2]
+        return count * _YEARS_PER[unit], _say(count, _UNIT_WORD[unit])
+    born, seen = _date(ds, "PatientBirthDate"), _date(ds, "StudyDate")
+    if born is None or seen is None or seen < born:
+        return None
+    years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    if years == 0:
+        days = (seen - born).days
+        return days / 365.25, _say(days, "day")
+    return float(years), _say(years, "year")
+
+
+def _say(count: int, unit: str) -> str:
+    if unit == "year" and count >= _OLDEST_SAID:
+        return f"{_OLDEST_SAID} years or older"
+    return f"{count} {unit}{'' if count == 1 else 's'}"
+
+
+def _date(ds: Dataset, keyword: str) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(str(ds.get(keyword) or "").strip(), "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def _age_violation(c: InputConstraints, ds: Dataset) -> str | None:
+    if c.patient_age_years is None:
+        return None
+    age = patient_age(ds)
+    if age is None:
+        if str(ds.get("PatientAge") or "").strip():  # the value itself is not repeated: it may be an exact old age
+            return "patient age unknown (PatientAge malformed: not like 045Y, 006M, 002W or 010D)"
+        return "patient age unknown"
+    years, words = age
+    if not c.patient_age_years.holds(years):
+        return f"patient age {words} outside {c.patient_age_years} years"
+    return None
+
+
+def _view_violation(c: InputConstraints, ds: Dataset) -> str | None:
+    if c.view_positions is None:
+        return None
+    allowed = [v.strip().upper() for v in c.view_positions]
+    view = str(ds.get("ViewPosition") or "").strip().upper()
+    if not view:
+        return f"view position missing (must be {', '.join(allowed)})"
+    if view not in allowed:
+        return f"view position {view} not in {', '.join(allowed)}"
+    return None
+
+
+def _contrast_violation(c: InputConstraints, ds: Dataset) -> str | None:
+    if c.contrast != "none":
+        return None
+    for keyword in ("ContrastBolusAgent", "ContrastBolusRoute"):
+        value = str(ds.get(keyword) or "").strip()
+        if value and value.upper() not in _NO_AGENT:
+            return f"contrast agent given ({keyword} {value[:64]!r}); the model is for non-contrast studies"
     return None

@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -141,7 +141,7 @@ class Worker:
         try:
             paths, facts = self._series(job)
         except ApplianceError as exc:  # DecodeError: an unreadable header, a changed transfer syntax
-            self._end(job, jobs.FAILED, str(exc))
+            self._end(job, jobs.FAILED, str(exc), self._claim_unread(job))
             return
         rule, why = self.routing.route(facts)
         if rule is None:
@@ -205,25 +205,53 @@ class Worker:
 
     def _series(self, job: Job) -> tuple[list[Path], SeriesFacts]:
         """The series' stored files and what routing looks at."""
-        conn = self.db.conn
-        rows = conn.execute("SELECT path, transfer_syntax_uid FROM instances WHERE series_instance_uid = ? "
-                            "ORDER BY received_at", (job.series_instance_uid,)).fetchall()
-        calling_ae, modality, body_part, description = conn.execute(
-            "SELECT calling_ae, modality, body_part, series_description FROM series "
-            "WHERE series_instance_uid = ?", (job.series_instance_uid,)).fetchone()
-        paths = [Path(row[0]) for row in rows]
-        for path, (_, negotiated) in zip(paths, rows):
-            check_transfer_syntax(path, negotiated)  # decoded only under what was negotiated
+        paths, negotiated, indexed = self._indexed(job)
+        for path, syntax in zip(paths, negotiated):
+            check_transfer_syntax(path, syntax)  # decoded only under what was negotiated
         try:
             first = read_header(paths[0])
             image_type = tuple(str(v) for v in getattr(first, "ImageType", []) or [])
             sop_class_uid = str(first.SOPClassUID)
         except Exception as exc:  # pydicom reads lazily: a bad element surfaces on access
             raise DecodeError(f"{paths[0].name}: cannot read the header: {type(exc).__name__}: {exc}") from exc
-        facts = SeriesFacts(modality=modality, body_part=body_part, sop_class_uid=sop_class_uid,
-                            series_description=description, image_type=image_type,
-                            instances=len(paths), calling_ae=calling_ae)
-        return paths, facts
+        return paths, replace(indexed, sop_class_uid=sop_class_uid, image_type=image_type)
+
+    def _indexed(self, job: Job) -> tuple[list[Path], list[str], SeriesFacts]:
+        """The series' stored files, their negotiated transfer syntaxes, and the routing
+        facts the listener indexed (no Image Type: that is only in the files)."""
+        conn = self.db.conn
+        rows = conn.execute("SELECT path, transfer_syntax_uid, sop_class_uid FROM instances "
+                            "WHERE series_instance_uid = ? ORDER BY received_at", (job.series_instance_uid,)).fetchall()
+        calling_ae, modality, body_part, description = conn.execute(
+            "SELECT calling_ae, modality, body_part, series_description FROM series "
+            "WHERE series_instance_uid = ?", (job.series_instance_uid,)).fetchone()
+        facts = SeriesFacts(modality=modality, body_part=body_part, sop_class_uid=rows[0][2] if rows else "",
+                            series_description=description, instances=len(rows), calling_ae=calling_ae)
+        return [Path(row[0]) for row in rows], [row[1] for row in rows], facts
+
+    def _claim_unread(self, job: Job) -> _Claim | None:
+        """The claim on a series whose files could not be read for routing: the rule its
+        indexed facts match (a rule that needs Image Type cannot match), with the headers
+        that still read whole, for the notice. None when no rule matches, or when no header
+        of this study reads (a notice needs the source's patient and study)."""
+        paths, _, facts = self._indexed(job)
+        rule, _ = self.routing.route(facts)
+        if rule is None:
+            return None
+        headers = []
+        for path in paths:
+            try:
+                ds = read_header(path)
+                list(ds)  # pydicom reads lazily: a bad element surfaces here, not in the notice
+            except Exception as exc:  # noqa: BLE001 - any failure to read leaves the file out of the notice
+                LOG.info("job %d: %s left out of the notice: %s", job.id, path.name, type(exc).__name__)
+                continue
+            if "SOPClassUID" in ds and str(ds.get("StudyInstanceUID", "")) == job.study_instance_uid:
+                headers.append(ds)
+        if not headers:
+            LOG.warning("job %d: no header of the series reads; it fails without a notice", job.id)
+            return None
+        return _Claim(rule, self._model(rule.model, "active"), headers, report.ANALYSIS_FAILED)
 
     def _model(self, model_id: str, state: str) -> InstalledModel | None:
         return next((m for m in self.registry.in_state(state) if m.id == model_id), None)

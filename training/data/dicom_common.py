@@ -18,9 +18,14 @@ def uid(seed: int, *parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(seed), *map(str, parts)]))
 
 
+#: The ages (completed years, inclusive) of every synthetic patient; the demo packages'
+#: input constraints restate them, so a model is not asked about patients it never saw.
+PATIENT_AGE_YEARS = (18, 89)
+
+
 def synthetic_patient(rng: np.random.Generator, prefix: str, index: int) -> dict[str, str]:
     """Synthetic, obviously fake patient identity and demographics."""
-    age = int(rng.integers(18, 90))
+    age = int(rng.integers(PATIENT_AGE_YEARS[0], PATIENT_AGE_YEARS[1] + 1))
     birth = dt.date(2025 - age, int(rng.integers(1, 13)), int(rng.integers(1, 29)))
     return {
         "PatientName": f"{_FAMILY[rng.integers(len(_FAMILY))]}^{_GIVEN[rng.integers(len(_GIVEN))]}",

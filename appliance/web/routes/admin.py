@@ -75,7 +75,8 @@ def health_page(request: Request):
     return render(request, "admin_health.html", section="health", disk=disk,
                   floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024, load=os.getloadavg(),
                   cpus=os.cpu_count(), memory=_memory(), jobs=jobs, oldest=health_stats.oldest_pending(conn, now),
-                  windows=health_stats.windows(conn, now), outbox=outbox, checks=readiness(request), now=now)
+                  windows=health_stats.windows(conn, now), outbox=outbox, checks=readiness(request), now=now,
+                  result_alerts=Outbox(request.app.state.database()).alerts())
 
 
 @operations.get("/admin/models")
@@ -138,6 +139,7 @@ def dicom_page(request: Request):
     return render(request, "admin_dicom.html", section="dicom", dicom=running.dicom,
                   peers=_endpoint_rows(running.dicom.peers, pending.dicom.peers),
                   queues=queues, lanes=lane_states(conn), now=request.app.state.clock(),
+                  result_alerts=[d for d in dead if d.alert],
                   restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
                   or any(q.change in ('added', 'removed') for q in queues))
 

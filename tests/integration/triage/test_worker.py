@@ -20,7 +20,7 @@ from appliance.errors import LeaseLost
 from appliance.db import transaction
 from appliance.jobs import claim
 from tests.support import ApplianceProcess, tcp_env, wait_until, write_mr_series
-from tests.unit.report.test_result_objects import coded_value, only
+from tests.unit.report.test_result_objects import coded_value, content_items, only
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 
@@ -203,3 +203,36 @@ def test_an_unknown_character_set_is_triaged_and_a_changed_transfer_syntax_fails
     assert Worker(settings, db).run_once()
     failed = next(s for s in listener.status()["series"] if s["series_instance_uid"] == queued[0]["series_instance_uid"])
     assert failed["state"] == "failed" and "negotiated" in failed["reason"], failed
+    # The head CT rule claimed it by what the listener indexed: PACS gets the notice, not silence.
+    assert_failure_notice(db, failed, "negotiated")
+
+
+def assert_failure_notice(db, entry: dict, words: str) -> None:
+    [(path, sop, code)] = db.conn.execute(
+        "SELECT o.path, o.sop_instance_uid, n.reason_code FROM notices n JOIN outbox o "
+        "ON o.sop_instance_uid = n.sr_instance_uid WHERE n.series_instance_uid = ?",
+        (entry["series_instance_uid"],)).fetchall()
+    notice = pydicom.dcmread(path)
+    assert notice.SeriesDescription.startswith("AI TRIAGE NOT ANALYSED") and code == "NA-FAILED"
+    assert notice.StudyInstanceUID == entry["study_instance_uid"] and entry["notice_sr_instance_uid"] == sop
+    assert coded_value(only(notice, "NAREASON", "99TRIAGE")) == ("NA-FAILED", "99TRIAGE")
+    assert coded_value(only(notice, "121058", "DCM")) == ("24725-4", "LN")  # the head CT rule's procedure
+    comments = [item.TextValue for item in content_items(notice) if item.ValueType == "TEXT"]
+    assert any(words in text and "read it as usual" in text for text in comments), comments
+
+
+def test_a_claimed_series_whose_first_header_cannot_be_read_fails_with_a_notice(box, tmp_path):
+    """Routing reads the first instance's header; when that fails the series had no claim
+    and PACS got nothing. The listener's index still says CT HEAD: the rule claims it."""
+    listener, settings, db = box
+    send(listener, head_ct(tmp_path / "ct", seed=15))
+    [entry] = queued_series(listener, 1)
+    [(first,)] = db.conn.execute("SELECT path FROM instances WHERE series_instance_uid = ? ORDER BY received_at "
+                                 "LIMIT 1", (entry["series_instance_uid"],)).fetchall()
+    data = Path(first).read_bytes()
+    start = 144 + struct.unpack_from("<I", data, 140)[0]  # preamble, DICM, (0002,0000) UL, then the meta
+    Path(first).write_bytes(data[:start])  # the File Meta, and no dataset after it
+    assert Worker(settings, db).run_once()
+    [failed] = listener.status()["series"]
+    assert failed["state"] == "failed" and "cannot read the header" in failed["reason"], failed
+    assert_failure_notice(db, failed, "cannot read the header")

@@ -158,7 +158,9 @@ def test_card_lists_the_input_constraints_the_manifest_carries():
     from training.card import constraints_text
 
     text = constraints_text({"slice_thickness_mm": {"min": 3.0, "max": 5.0}, "rows": {"min": 256, "max": None},
-                             "excluded_image_types": [["LOCALIZER"], ["DERIVED", "SECONDARY"]], "required_tags": []})
+                             "excluded_image_types": [["LOCALIZER"], ["DERIVED", "SECONDARY"]], "required_tags": [],
+                             "patient_age_years": {"min": 18, "max": 89}, "view_positions": ["PA"], "contrast": "none"})
     assert text.splitlines() == ["- `slice_thickness_mm`: 3-5", "- `rows`: >= 256",
-                                 "- `excluded_image_types`: LOCALIZER, DERIVED + SECONDARY"]
+                                 "- `excluded_image_types`: LOCALIZER, DERIVED + SECONDARY",
+                                 "- `patient_age_years`: 18-89", "- `view_positions`: PA", "- `contrast`: none"]
     assert "no input constraints" in constraints_text(None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
 from appliance.models.package import InputConstraints
-from appliance.triage.constraints import first_violation
+from appliance.triage.constraints import first_violation, patient_age
 
 CONSTRAINTS = InputConstraints.model_validate({
     "slice_thickness_mm": {"min": 0.5, "max": 5.0},
@@ -78,3 +80,106 @@ def test_radiographs_use_imager_pixel_spacing():
 def test_a_backwards_range_is_refused_by_the_manifest_schema():
     with pytest.raises(ValidationError, match="min 5.0 is above max 1.0"):
         InputConstraints.model_validate({"slice_thickness_mm": {"min": 5, "max": 1}})
+
+
+# Patient age, view position, contrast ------------------------------------------------
+def radiograph(**changes) -> list[Dataset]:
+    ds = Dataset()
+    ds.PatientAge, ds.ViewPosition = "045Y", "PA"
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    return [ds]
+
+
+ADULT_PA = InputConstraints.model_validate({"patient_age_years": {"min": 18, "max": 89}, "view_positions": ["PA"]})
+NON_CONTRAST = InputConstraints.model_validate({"contrast": "none"})
+
+
+@pytest.mark.parametrize("age, years, words", [
+    ("045Y", 45.0, "45 years"),
+    ("001Y", 1.0, "1 year"),
+    ("006M", 0.5, "6 months"),
+    ("002W", 14 / 365.25, "2 weeks"),
+    ("010D", 10 / 365.25, "10 days"),
+    ("095Y", 95.0, "90 years or older"),  # an exact age over 89 identifies; it is not repeated
+])
+def test_patient_age_is_read_in_every_unit(age, years, words):
+    assert patient_age(radiograph(PatientAge=age)[0]) == (pytest.approx(years), words)
+
+
+@pytest.mark.parametrize("age", ["45", "45Y", "045X", "0045Y", "abcY"])
+def test_a_malformed_age_is_unknown_unless_the_birth_date_tells(age):
+    with warnings.catch_warnings():  # pydicom warns about the invalid AS value on assignment
+        warnings.simplefilter("ignore")
+        ds = radiograph(PatientAge=age)[0]
+    assert patient_age(ds) is None
+    assert first_violation(ADULT_PA, [ds]) == "patient age unknown (PatientAge malformed: not like 045Y, 006M, 002W or 010D)"
+    ds.PatientBirthDate, ds.StudyDate = "19800315", "20250314"
+    assert patient_age(ds) == (44.0, "44 years")
+    assert first_violation(ADULT_PA, [ds]) is None
+
+
+def test_without_an_age_the_birth_date_and_study_date_give_it():
+    ds = radiograph(PatientAge=None, PatientBirthDate="20070315", StudyDate="20250315")[0]
+    assert patient_age(ds) == (18.0, "18 years")
+    assert first_violation(ADULT_PA, [ds]) is None
+    ds.StudyDate = "20250314"  # the day before the 18th birthday
+    assert first_violation(ADULT_PA, [ds]) == "patient age 17 years outside 18-89 years"
+    ds.PatientBirthDate, ds.StudyDate = "20250301", "20250311"
+    assert patient_age(ds) == (pytest.approx(10 / 365.25), "10 days")
+
+
+@pytest.mark.parametrize("changes", [
+    {"PatientAge": None},
+    {"PatientAge": None, "PatientBirthDate": "19800315"},  # no study date to count from
+    {"PatientAge": None, "PatientBirthDate": "19800315", "StudyDate": "19700101"},  # born after the study
+])
+def test_no_usable_age_is_refused_as_unknown(changes):
+    assert first_violation(ADULT_PA, radiograph(**changes)) == "patient age unknown"
+
+
+@pytest.mark.parametrize("age, expected", [
+    ("006Y", "patient age 6 years outside 18-89 years"),
+    ("006M", "patient age 6 months outside 18-89 years"),
+    ("017Y", "patient age 17 years outside 18-89 years"),
+    ("090Y", "patient age 90 years or older outside 18-89 years"),
+    ("018Y", None),
+    ("089Y", None),
+])
+def test_an_age_outside_the_range_is_refused_in_words(age, expected):
+    assert first_violation(ADULT_PA, radiograph(PatientAge=age)) == expected
+
+
+@pytest.mark.parametrize("view, expected", [
+    ("PA", None),
+    ("AP", "view position AP not in PA"),
+    ("LL", "view position LL not in PA"),
+    (None, "view position missing (must be PA)"),
+    ("", "view position missing (must be PA)"),
+])
+def test_the_view_position_must_be_one_the_model_learnt(view, expected):
+    assert first_violation(ADULT_PA, radiograph(ViewPosition=view)) == expected
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({}, None),
+    ({"ContrastBolusAgent": "NONE"}, None),  # some scanners say so explicitly
+    ({"ContrastBolusAgent": "OMNIPAQUE"},
+     "contrast agent given (ContrastBolusAgent 'OMNIPAQUE'); the model is for non-contrast studies"),
+    ({"ContrastBolusRoute": "IV"},
+     "contrast agent given (ContrastBolusRoute 'IV'); the model is for non-contrast studies"),
+])
+def test_a_contrast_enhanced_series_is_refused_by_a_non_contrast_model(changes, expected):
+    assert first_violation(NON_CONTRAST, ct(**changes)) == expected
+
+
+def test_packages_without_the_new_fields_check_none_of_them():
+    assert first_violation(CONSTRAINTS, ct(ContrastBolusAgent="OMNIPAQUE", ViewPosition="AP", PatientAge="006Y")) is None
+    assert CONSTRAINTS.patient_age_years is None and CONSTRAINTS.view_positions is None and CONSTRAINTS.contrast is None
+
+
+def test_the_manifest_schema_refuses_an_unknown_contrast_value_and_an_empty_view_list():
+    with pytest.raises(ValidationError, match="contrast"):
+        InputConstraints.model_validate({"contrast": "iodine"})
+    with pytest.raises(ValidationError, match="view_positions"):
+        InputConstraints.model_validate({"view_positions": []})
