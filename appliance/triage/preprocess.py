@@ -42,6 +42,11 @@ def ct_slice_input(
     return resize(channels, size)
 
 
+#: Radiographs are sampled on a grid of about this many points per side to find their
+#: percentiles: exact for images up to twice that, a 5x5 stride for a 3000-pixel CR.
+PERCENTILE_SAMPLE_SIDE = 512
+
+
 def normalize_radiograph(
     stored: np.ndarray,
     photometric: str = "MONOCHROME2",
@@ -51,16 +56,21 @@ def normalize_radiograph(
     """Radiograph to [0, 1] with bright = dense, whatever the vendor's scaling.
 
     Values between the two percentiles map linearly to [0, 1] (clipped);
-    ``MONOCHROME1`` images (low values bright) are inverted.
+    ``MONOCHROME1`` images (low values bright) are inverted. The percentiles are those of
+    every ``k``-th row and column, ``k = min(rows, columns) // PERCENTILE_SAMPLE_SIDE``
+    (at least 1): a quarter of a million samples pin them as well as ten million do.
     """
-    img = stored.astype(np.float32)
-    low, high = np.percentile(img, [low_percentile, high_percentile])
-    out = np.clip((img - low) / max(float(high - low), 1e-6), 0.0, 1.0)
-    if photometric == "MONOCHROME1":
-        out = 1.0 - out
-    elif photometric != "MONOCHROME2":
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"unsupported PhotometricInterpretation {photometric!r}")
-    return out.astype(np.float32)
+    stride = max(1, min(stored.shape[-2:]) // PERCENTILE_SAMPLE_SIDE)
+    low, high = np.percentile(stored[..., ::stride, ::stride], [low_percentile, high_percentile])
+    out = stored.astype(np.float32)
+    out -= np.float32(low)
+    out *= np.float32(1.0 / max(float(high - low), 1e-6))
+    np.clip(out, 0.0, 1.0, out=out)
+    if photometric == "MONOCHROME1":
+        np.subtract(np.float32(1.0), out, out=out)
+    return out
 
 
 def radiograph_input(stored: np.ndarray, photometric: str, size: int) -> np.ndarray:
