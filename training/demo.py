@@ -86,7 +86,7 @@ class DemoSpec:
 
 #: Share of head-CT patients per slice thickness (0.625, 1, 1.25, 2.5, 3, 5 mm): thin series
 #: have many slices, so they get fewer patients to keep a build within its time.
-HEAD_CT_THICKNESS_WEIGHTS = (0.06, 0.06, 0.08, 0.20, 0.20, 0.40)
+HEAD_CT_THICKNESS_WEIGHTS = (0.04, 0.04, 0.07, 0.25, 0.20, 0.40)
 
 
 def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
@@ -103,7 +103,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS]),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=30, patience=6, min_epochs=15, negatives_per_positive=2.0)
+        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,

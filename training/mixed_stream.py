@@ -61,7 +61,7 @@ def mixed_stream_flag_rate(package: Path, public_key: Path, generator: CTConfig,
         for truth in truths:
             paths = sorted((work_dir / "stream" / truth.patient_id / "CT").glob("*.dcm"))
             result = pipeline.run(runtime, manifest, pipeline.prepare(manifest, paths), batch, math.inf)
-            flags.append(bool(result.flagged))
+            flags.append(bool(result.flag))
     labels = np.array([t.label for t in truths], bool)
     flagged = np.array(flags, bool)
     variant_key = f"{chosen.backend}/{chosen.precision}"
