@@ -73,11 +73,11 @@ def golden_series(series: list[Series], series_scores: np.ndarray, threshold: fl
 
 
 def golden(series: list[Series], reference: Runner, calibration, threshold: float,
-           variants: dict[str, tuple[str, Runner]]) -> tuple[bytes, dict[str, dict], dict]:
+           variants: dict[str, tuple[str, Runner]], per_class: int = GOLDEN_PER_CLASS) -> tuple[bytes, dict[str, dict], dict]:
     """Golden file (npz: ``input``, ``score``, ``cam`` from ``reference``), tolerances, report.
 
     Inputs are the key image (highest FP32 score) of each golden series
-    (:func:`golden_series`). Each variant's score tolerance is its measured max difference
+    (:func:`golden_series`, ``per_class`` of each class). Each variant's score tolerance is its measured max difference
     from FP32 times :data:`TOLERANCE_MARGIN`, at least the precision's floor; its heat-map
     check is top-region overlap (``appliance.models.qualify.cam_top_overlap``) at least
     the measured overlap minus :data:`CAM_OVERLAP_MARGIN`. The report holds what was
@@ -87,7 +87,7 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
 
     per_series = [run_batched(reference, s.inputs) for s in series]
     scores = np.array([calibration.apply(float(np.max(sc))) for sc, _ in per_series])
-    chosen = golden_series(series, scores, threshold)
+    chosen = golden_series(series, scores, threshold, per_class)
     inputs = np.stack([series[i].inputs[int(np.argmax(per_series[i][0]))] for i in chosen]).astype(np.float32)
     score, cam = reference(inputs)
     buf = io.BytesIO()
@@ -113,13 +113,29 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
 GOLDEN_SLICES_EACH_SIDE = 1
 
 
+def _golden_bytes(path: Path, kind: str) -> bytes:
+    """A golden DICOM file as shipped: CT slices byte for byte; a radiograph (ten million
+    pixels at real detector sizes) re-encoded JPEG-LS lossless, as PACS often store them,
+    which the box decodes to the very same pixels."""
+    if kind != "radiograph":
+        return path.read_bytes()
+    import pydicom
+    from pydicom.uid import JPEGLSLossless
+
+    ds = pydicom.dcmread(path)
+    ds.compress(JPEGLSLossless)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
 def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_input, aggregation, calibration,
                  threshold: float, variants: dict[str, tuple[str, Runner]]) -> tuple[dict[str, bytes], list[dict], dict[str, float], dict]:
     """Golden DICOM cases for the box's end-to-end check (``manifest.golden_series``).
 
     For each chosen series: its key slice (highest FP32 score) and
-    :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied byte for byte from the
-    dataset. They are decoded and preprocessed exactly as the box does
+    :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied from the dataset
+    (:func:`_golden_bytes`). They are decoded and preprocessed exactly as the box does
     (``decode_in_order`` + ``model_input``), scored by every variant, aggregated and
     calibrated. The expected verdict is FP32 ONNX Runtime's (the first entry of
     ``variants``); each variant's ``series_atol`` is its measured largest difference times
@@ -149,7 +165,7 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
                        if p.is_file() and str(read_header(p).SOPInstanceUID) in keep)
         name = f"case{n + 1}-{'positive' if s.label else 'negative'}"
         names = [f"golden/series/{name}/{k + 1:02d}.dcm" for k in range(len(paths))]
-        files.update({a: p.read_bytes() for a, p in zip(names, paths)})
+        files.update({a: _golden_bytes(p, spec_input.kind) for a, p in zip(names, paths)})
         inputs = np.stack([x for _, _, x in decode_in_order(paths, lambda image: model_input(spec_input, image))])
         scores = {key: calibration.apply(min(max(aggregation.apply(runner(inputs)[0]), 0.0), 1.0))
                   for key, (_, runner) in variants.items()}

@@ -52,10 +52,10 @@ class DetectorStyle:
 
 
 CR_STYLES: tuple[DetectorStyle, ...] = (
-    DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.04, 1.2, "MONOCHROME2"),
-    DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.06, 0.85, "MONOCHROME1"),
-    DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.05, 1.55, "MONOCHROME2"),
-    DetectorStyle("Delta Tomography", "DR Panel 43", 14, 0.9, 0.045, 1.0, "MONOCHROME2"),
+    DetectorStyle("Acme Medical", "FlexCR 2", 12, 1.0, 0.015, 1.2, "MONOCHROME2"),
+    DetectorStyle("Borealis Systems", "ClearView CR", 12, 0.8, 0.022, 0.85, "MONOCHROME1"),
+    DetectorStyle("Cobalt Imaging", "CX Digitizer", 10, 1.2, 0.018, 1.55, "MONOCHROME2"),
+    DetectorStyle("Delta Tomography", "DR Panel 43", 14, 0.9, 0.016, 1.0, "MONOCHROME2"),
 )
 #: The detector style the demo builds hold out of training entirely (external validation).
 CR_EXTERNAL_STYLE = "Delta Tomography DR Panel 43"
