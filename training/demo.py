@@ -107,7 +107,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS]),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0)
+        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0, hard_negative_share=0.5)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,

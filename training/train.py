@@ -5,7 +5,10 @@ rank builds the same seeded epoch order and takes its shard, with the per-rank b
 ``batch_size / world`` so the global batch matches a single process. Rank 0 decides early
 stopping and broadcasts it. Each epoch samples every positive image and
 ``negatives_per_positive`` times as many negatives (fresh each epoch), with flips and
-small shifts. Early stopping watches the validation image loss (not before ``min_epochs``);
+small shifts. With ``hard_negative_share`` > 0 that share of the negatives is drawn in
+proportion to how positive the model last scored each one (its sigmoid the last time it
+was in a batch; 0.5 before), the rest uniformly: calcifications, dense sinuses and vertex
+slices are rare among negative slices, and a series is flagged by its worst slice. Early stopping watches the validation image loss (not before ``min_epochs``);
 the best weights are kept.
 """
 
@@ -45,6 +48,7 @@ class TrainConfig:
     negatives_per_positive: float = 3.0
     max_shift: int = 4
     widths: tuple[int, ...] = (16, 32, 48, 64)
+    hard_negative_share: float = 0.0
 
 
 def _world() -> tuple[int, int]:
@@ -54,11 +58,19 @@ def _world() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _epoch_indices(labels: np.ndarray, cfg: TrainConfig, epoch: int) -> np.ndarray:
+def _epoch_indices(labels: np.ndarray, cfg: TrainConfig, epoch: int, hardness: np.ndarray | None = None) -> np.ndarray:
+    """Every positive and the epoch's negatives (see the module docstring), shuffled (pure)."""
     rng = np.random.default_rng([cfg.seed, epoch])
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     n_neg = min(len(neg), max(int(cfg.negatives_per_positive * len(pos)), cfg.batch_size))
-    return rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
+    n_hard = int(round(cfg.hard_negative_share * n_neg)) if hardness is not None else 0
+    hard = np.array([], dtype=np.int64)
+    if n_hard:
+        weights = hardness[neg] + 1e-6
+        hard = rng.choice(neg, n_hard, replace=False, p=weights / weights.sum())
+    rest = np.setdiff1d(neg, hard, assume_unique=True)
+    easy = rng.choice(rest, n_neg - len(hard), replace=False)
+    return rng.permutation(np.concatenate([pos, hard, easy]))
 
 
 def _augment(x: torch.Tensor, rng: np.random.Generator, max_shift: int) -> torch.Tensor:
@@ -87,9 +99,11 @@ def train(
     local_batch = max(1, cfg.batch_size // world)
     history: list[dict] = []
     best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    hardness = np.full(len(y_train), 0.5)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        order = _epoch_indices(y_train, cfg, epoch)
+        order = _epoch_indices(y_train, cfg, epoch, hardness if cfg.hard_negative_share else None)
+        seen = np.zeros(len(y_train))
         steps = max(1, len(order) // (local_batch * world))
         shard = np.resize(order, steps * local_batch * world).reshape(steps, world, local_batch)[:, rank]
         rng = np.random.default_rng([cfg.seed, epoch, rank])
@@ -98,12 +112,15 @@ def train(
         for idx in shard:
             xb = _augment(x_train[idx], rng, cfg.max_shift)
             yb = torch.from_numpy(y_train[idx].astype(np.float32))
-            loss = loss_fn(net(xb), yb)
+            logits = net(xb)
+            loss = loss_fn(logits, yb)
+            seen[idx] = torch.sigmoid(logits.detach()).numpy() + 1.0  # + 1: "seen", whatever the score
             opt.zero_grad()
             loss.backward()
             opt.step()
             total += loss.item()
         sched.step()
+        hardness = _merge_hardness(hardness, seen, world)
         _recalibrate_batchnorm(model, x_train, order, cfg.batch_size, rank, world)
         model.eval()
         with torch.no_grad():
@@ -124,6 +141,16 @@ def train(
     model.load_state_dict(best[1])
     model.eval()
     return model, history
+
+
+def _merge_hardness(hardness: np.ndarray, seen: np.ndarray, world: int) -> np.ndarray:
+    """The scores of this epoch's images (``seen``: score + 1, 0 where unseen) over the
+    last ones; under DDP every rank contributes its shard, so all ranks agree."""
+    if world > 1:
+        total = torch.from_numpy(seen)
+        dist.all_reduce(total)
+        seen = total.numpy()
+    return np.where(seen > 0, seen - 1.0, hardness)
 
 
 def _recalibrate_batchnorm(model: TriageNet, x: torch.Tensor, order: np.ndarray, batch: int, rank: int,
