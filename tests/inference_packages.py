@@ -62,7 +62,8 @@ def derived(package: Path, key: Path, out: Path, version: str, *, model_id: str 
         [variant] = [v for v in manifest["variants"] if v["backend"] == "onnxruntime" and v["precision"] == "fp32"]
         manifest["variants"] = [variant]
         manifest["excluded_variants"] = []
-        kept = {manifest["golden"], manifest["drift_reference"], manifest["model_card"], *variant["files"]}
+        kept = {manifest["golden"], manifest["drift_reference"], manifest["model_card"], *variant["files"],
+                *(name for case in manifest.get("golden_series") or [] for name in case["files"])}
         files = {name: data for name, data in files.items() if name in kept}
         files[variant["files"][0]] = _nan_on_white(files[variant["files"][0]], manifest["outputs"]["score"])
     target = out / f"{manifest['id']}-{version}.tar"
