@@ -22,6 +22,10 @@ from scripts.harness import (  # noqa: F401  (re-exported for the tests)
     wait_until,
 )
 
+#: 3-5 mm slices over 100-130 mm (25-43 slices): what tests that only need *a* head CT
+#: generate, instead of the generator's realistic mix down to 0.625 mm (up to 224 slices).
+ROUTINE_SLICES = {"thicknesses_mm": (3.0, 4.0, 5.0), "coverage_mm": (100.0, 130.0)}
+
 
 def ct_dataset(study: str, series: str, index: int, size: int = 64, seed: int = 0) -> Dataset:
     """One CT slice (int16, HU) as a complete dataset with file meta."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
-from tests.support import REPO, ApplianceProcess, tcp_env, wait_until
+from tests.support import REPO, ROUTINE_SLICES, ApplianceProcess, tcp_env, wait_until
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 
@@ -36,7 +36,7 @@ def test_worker_killed_mid_series_triages_it_once_after_restart(tmp_path, quick_
         model = registry.install(quick_packages["head-ct"], "test")
         registry.activate(model.id, model.version, "test")
 
-        generate_ct_dataset(CTConfig(n_patients=1, seed=21, matrix=512), tmp_path / "ct", workers=1)
+        generate_ct_dataset(CTConfig(n_patients=1, seed=21, matrix=512, **ROUTINE_SLICES), tmp_path / "ct", workers=1)
         files = sorted((tmp_path / "ct").glob("*/CT/*.dcm"))
         subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(listener.port), *map(str, files)],
                        env=tcp_env(), check=True, timeout=120, capture_output=True)

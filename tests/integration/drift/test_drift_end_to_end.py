@@ -18,7 +18,7 @@ import pytest
 
 from appliance.drift.histograms import ct_series_histograms
 from appliance.pixels import to_hu
-from tests.support import REPO, ApplianceProcess, tcp_env
+from tests.support import REPO, ROUTINE_SLICES, ApplianceProcess, tcp_env
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 K = 2
@@ -42,7 +42,7 @@ def triaged_box(tmp_path, quick_packages):
     box.command = "serve"
     box.start()
     try:
-        generate_ct_dataset(CTConfig(n_patients=PATIENTS, seed=31, matrix=128), tmp_path / "ct", workers=1)
+        generate_ct_dataset(CTConfig(n_patients=PATIENTS, seed=31, matrix=128, **ROUTINE_SLICES), tmp_path / "ct", workers=1)
         files = sorted((tmp_path / "ct").glob("*/CT/*.dcm"))
         subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(box.port), *map(str, files)],
                        env=tcp_env(), check=True, timeout=300, capture_output=True)

@@ -19,7 +19,7 @@ from appliance.triage.worker import Worker
 from appliance.errors import LeaseLost
 from appliance.db import transaction
 from appliance.jobs import claim
-from tests.support import ApplianceProcess, tcp_env, wait_until, write_mr_series
+from tests.support import ROUTINE_SLICES, ApplianceProcess, tcp_env, wait_until, write_mr_series
 from tests.unit.report.test_result_objects import coded_value, content_items, only
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
@@ -56,7 +56,7 @@ def queued_series(listener: ApplianceProcess, count: int) -> list[dict]:
 
 
 def head_ct(folder: Path, seed: int) -> list[Path]:
-    generate_ct_dataset(CTConfig(n_patients=1, seed=seed), folder, workers=1)
+    generate_ct_dataset(CTConfig(n_patients=1, seed=seed, **ROUTINE_SLICES), folder, workers=1)
     return sorted(folder.glob("*/CT/*.dcm"))
 
 
