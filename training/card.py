@@ -101,8 +101,13 @@ def mixed_stream_text(stream: dict | None) -> str:
     empty when the build ran none)."""
     if not stream:
         return ""
-    lo, hi = stream["card_interval"]
-    verdict = "inside" if stream["within"] else "**outside**"
+    if stream["card_interval"] is None:
+        against = "; this card gives no interval to hold it against (test split too small)"
+    else:
+        lo, hi = stream["card_interval"]
+        verdict = "inside" if stream["within"] else "**outside**"
+        against = (f", {verdict} this card's\n95% interval for {stream['prevalence']:.0%} prevalence "
+                   f"({lo:.3f}-{hi:.3f}, the table above)")
     groups = "\n".join(f"| {name} | {g['series']} | {g['positives']} | {g['flagged']} |"
                        for name, g in stream["by_acquisition"].items())
     return f"""### Flag rate on a mixed stream (the appliance, after signing)
@@ -111,8 +116,7 @@ The signed package was verified, golden-tested and its variant chosen as activat
 style including the external one, every slice thickness in equal shares, {stream['prevalence']:.0%}
 positives drawn) went through the appliance's decode, preprocessing, inference, aggregation,
 calibration and threshold (`training.mixed_stream`): {stream['series']} series, {stream['positives']} positive,
-{stream['flagged']} flagged. Flag rate {fmt_proportion(stream['flag_rate'])}, {verdict} this card's
-95% interval for {stream['prevalence']:.0%} prevalence ({lo:.3f}-{hi:.3f}, the table above). On the stream:
+{stream['flagged']} flagged. Flag rate {fmt_proportion(stream['flag_rate'])}{against}. On the stream:
 sensitivity {fmt_proportion(stream['sensitivity'])}, specificity {fmt_proportion(stream['specificity'])}.
 
 | acquisition | series | positives | flagged |

@@ -44,7 +44,8 @@ def mixed_stream_flag_rate(package: Path, public_key: Path, generator: CTConfig,
 
     Returns a JSON-able dict: ``series``, ``positives``, ``flagged``, ``flag_rate``
     (:func:`training.evaluate.proportion`), ``variant`` (backend/device/precision that
-    ran), ``card_interval`` and ``within`` (the observed rate inside it), ``sensitivity``
+    ran), ``card_interval`` and ``within`` (the observed rate inside it; both ``None`` when
+    the card has no interval because its test split was too small), ``sensitivity``
     and ``specificity`` on the stream, ``by_acquisition`` (series, positives, flagged per
     slice-thickness group) and the stream's ``seed`` and ``prevalence``.
     """
@@ -66,7 +67,8 @@ def mixed_stream_flag_rate(package: Path, public_key: Path, generator: CTConfig,
     flagged = np.array(flags, bool)
     variant_key = f"{chosen.backend}/{chosen.precision}"
     card = manifest.metrics.get("test", {}).get(variant_key) or manifest.metrics["test"]["onnxruntime/fp32"]
-    interval = card["at_prevalence"][f"{STREAM_PREVALENCE:.2f}"]["flag_rate"]["ci95"]
+    table = card["at_prevalence"]  # None when the test split's sensitivity or specificity is not estimable
+    interval = table[f"{STREAM_PREVALENCE:.2f}"]["flag_rate"]["ci95"] if table else None
     rate = proportion(int(flagged.sum()), len(flagged), minimum=1)
     groups: dict[str, dict[str, int]] = {}
     for truth, flag in zip(truths, flags):
@@ -77,7 +79,8 @@ def mixed_stream_flag_rate(package: Path, public_key: Path, generator: CTConfig,
     return {
         "seed": seed, "prevalence": STREAM_PREVALENCE, "series": len(truths), "positives": int(labels.sum()),
         "flagged": int(flagged.sum()), "flag_rate": rate, "variant": chosen.label,
-        "card_interval": interval, "within": bool(interval[0] <= rate["value"] <= interval[1]),
+        "card_interval": interval,
+        "within": None if interval is None else bool(interval[0] <= rate["value"] <= interval[1]),
         "sensitivity": proportion(int((flagged & labels).sum()), int(labels.sum())),
         "specificity": proportion(int((~flagged & ~labels).sum()), int((~labels).sum())),
         "by_acquisition": dict(sorted(groups.items())),
