@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Query, Request
+from fastapi import Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from appliance.audit.chain import verify_database
 from appliance.errors import PackageError
 from appliance.web import feedback, studies, uploads
-from appliance.web.routes.common import db, router
+from appliance.web.routes.common import db, router, study_or_404
 from appliance.web.routes.worklist import worklist_query
 
 clinical = router("clinical", prefix="/api")
@@ -43,12 +43,7 @@ def api_studies(request: Request, state: str = "", modality: str = "", model: st
 @clinical.get("/studies/{study_uid}")
 def api_study(request: Request, study_uid: str):
     conn = db(request)
-    if not studies.is_uid(study_uid):
-        raise HTTPException(404, "no such study")
-    studies.refresh(conn)
-    row = studies.study(conn, study_uid)
-    if row is None:
-        raise HTTPException(404, "no such study")
+    row = study_or_404(conn, study_uid)
     series = [{k: v for k, v in s.items() if k not in ("result_id",)} for s in studies.series_of(conn, study_uid)]
     return {**_study_json(row), "series": series, "feedback": feedback.of_study(conn, study_uid)}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 
+from appliance.web import studies
 from appliance.web.security import require
 
 
@@ -23,3 +24,15 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 
 def db(request: Request):
     return request.app.state.connection()
+
+
+def study_or_404(conn, study_uid: str) -> dict:
+    """The worklist's summary of one study (after folding in new results); 404 for a
+    malformed or unknown UID, the same answer for both so a UID cannot be probed."""
+    if not studies.is_uid(study_uid):
+        raise HTTPException(404, "no such study")
+    studies.refresh(conn)
+    summary = studies.study(conn, study_uid)
+    if summary is None:
+        raise HTTPException(404, "no such study")
+    return summary

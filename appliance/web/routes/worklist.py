@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from appliance.errors import AccessError
 from appliance.web import feedback, results, studies
-from appliance.web.routes.common import db, render, router
+from appliance.web.routes.common import db, render, router, study_or_404
 
 clinical = router("clinical")
 
@@ -76,12 +76,7 @@ def worklist_rows(request: Request, state: str = "", modality: str = "", model: 
 @clinical.get("/studies/{study_uid}")
 def study_page(request: Request, study_uid: str):
     conn = db(request)
-    if not studies.is_uid(study_uid):
-        raise HTTPException(404, "no such study")
-    studies.refresh(conn)
-    summary = studies.study(conn, study_uid)
-    if summary is None:
-        raise HTTPException(404, "no such study")
+    summary = study_or_404(conn, study_uid)
     settings = request.app.state.settings
     series = studies.series_of(conn, study_uid)
     for entry in series:
