@@ -48,7 +48,7 @@ def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:
     if kind == "ct_slice":
         values = to_hu(image.pixels[::PIXEL_STRIDE, ::PIXEL_STRIDE], image.slope, image.intercept)
     else:
-        values = preprocess.normalize_radiograph(image.pixels, image.photometric)[::PIXEL_STRIDE, ::PIXEL_STRIDE]
+        values = preprocess.normalize_radiograph(image.pixels, image.photometric, pixel_stride=PIXEL_STRIDE)
     return drift_features.intensity_counts(kind, values)
 
 

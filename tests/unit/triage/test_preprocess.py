@@ -68,3 +68,10 @@ def test_normalize_radiograph_inverts_monochrome1():
 
 def test_radiograph_input_shape():
     assert pp.radiograph_input(np.zeros((50, 40), np.uint16), "MONOCHROME2", 24).shape == (1, 24, 24)
+
+
+def test_a_strided_normalisation_equals_the_full_one_strided():
+    img = (np.random.default_rng(4).random((1100, 1300)) * 4095).astype(np.uint16)
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        full = pp.normalize_radiograph(img, photometric)
+        assert np.array_equal(pp.normalize_radiograph(img, photometric, pixel_stride=4), full[::4, ::4])
