@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -38,11 +39,39 @@ SHARED_ANCHORS = REPO.parent / "shared" / "anchors"
 READY_TIMEOUT_S = 60.0
 
 
+def _ports_outside_the_ephemeral_range() -> list[int]:
+    """Ports the kernel never picks as the local end of an outgoing connection."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    below = list(range(max(1024, low - 12000), low))
+    return below if len(below) >= 1000 else list(range(high + 1, 65536))
+
+
+_PORTS = _ports_outside_the_ephemeral_range()
+_PORT_CURSOR = [random.randrange(len(_PORTS))]
+
+
 def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback TCP port nothing is bound to right now, and that no outgoing connection
+    can take before a server binds it.
+
+    A port the kernel hands out for ``bind(0)`` lies in the ephemeral range, so a client's
+    connection (even one retrying against that very port, which can connect to itself) may
+    hold it when the server starts. Ports below that range are never used that way; each
+    call in a process returns a different one.
+    """
+    for _ in range(len(_PORTS)):
+        port = _PORTS[_PORT_CURSOR[0] % len(_PORTS)]
+        _PORT_CURSOR[0] += 1
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 def tcp_env(base: dict[str, str] | None = None) -> dict[str, str]:

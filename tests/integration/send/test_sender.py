@@ -80,10 +80,18 @@ class Storescp:
     def __init__(self, folder: Path, port: int, *options: str):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.port = folder, port
-        self.process = subprocess.Popen(
-            ["storescp", "-aet", "STORESCP", "-od", str(folder), *options, str(port)],
-            env=tcp_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: echo(port, "STORESCP"), what="storescp to listen")
+        self.log = folder.with_suffix(".log")
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                ["storescp", "-aet", "STORESCP", "-od", str(folder), *options, str(port)],
+                env=tcp_env(), stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._listening, what="storescp to listen")
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"storescp exited ({self.process.returncode}): "
+                                 f"{self.log.read_text(errors='replace')}")
+        return echo(self.port, "STORESCP")
 
     def received(self) -> dict[str, pydicom.Dataset]:
         found = (pydicom.dcmread(p) for p in self.folder.iterdir() if p.is_file())
