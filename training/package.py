@@ -136,7 +136,7 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
     For each chosen series: its key slice (highest FP32 score) and
     :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied from the dataset
     (:func:`_golden_bytes`). They are decoded and preprocessed exactly as the box does
-    (``decode_in_order`` + ``model_input``), scored by every variant, aggregated and
+    (``decode_in_order``, ``model_input``, ``stack_inputs``), scored by every variant, aggregated and
     calibrated. The expected verdict is FP32 ONNX Runtime's (the first entry of
     ``variants``); each variant's ``series_atol`` is its measured largest difference times
     :data:`TOLERANCE_MARGIN`, at least the precision's floor.
@@ -153,7 +153,7 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
         What was measured.
     """
     from appliance.triage.decode import read_header
-    from appliance.triage.pipeline import decode_in_order, model_input
+    from appliance.triage.pipeline import decode_in_order, model_input, stack_inputs
 
     reference_key = next(iter(variants))
     files, cases, diffs = {}, [], {key: 0.0 for key in variants}
@@ -166,7 +166,9 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
         name = f"case{n + 1}-{'positive' if s.label else 'negative'}"
         names = [f"golden/series/{name}/{k + 1:02d}.dcm" for k in range(len(paths))]
         files.update({a: _golden_bytes(p, spec_input.kind) for a, p in zip(names, paths)})
-        inputs = np.stack([x for _, _, x in decode_in_order(paths, lambda image: model_input(spec_input, image))])
+        decoded = [x for _, _, x in decode_in_order(paths, lambda image: (model_input(spec_input, image), image))]
+        inputs = stack_inputs(spec_input, [x for x, _ in decoded], [image.position for _, image in decoded],
+                              decoded[0][1].dataset)
         scores = {key: calibration.apply(min(max(aggregation.apply(runner(inputs)[0]), 0.0), 1.0))
                   for key, (_, runner) in variants.items()}
         for key in variants:

@@ -58,7 +58,8 @@ class InputSpec(_Strict):
 
     ``kind`` selects the preprocess chain: ``ct_slice`` -> ``ct_slice_input(stored,
     slope, intercept, windows, size)``, ``radiograph`` -> ``radiograph_input(stored,
-    photometric, size)``.
+    photometric, size)``. With ``slab_mm`` each CT slice's input is then averaged over a
+    slab that thick (``slab_average``), whatever the series' slice thickness.
     """
 
     kind: Literal["ct_slice", "radiograph"]
@@ -71,11 +72,14 @@ class InputSpec(_Strict):
     channels: int = Field(gt=0)
     size: int = Field(gt=0)
     windows: list[Window] = []
+    slab_mm: float | None = Field(default=None, gt=0, le=20)
 
     @model_validator(mode="after")
     def _windows_match_channels(self) -> "InputSpec":
         if self.kind == "ct_slice" and len(self.windows) != self.channels:
             raise ValueError(f"ct_slice input needs one window per channel ({self.channels}), got {len(self.windows)}")
+        if self.slab_mm is not None and self.kind != "ct_slice":
+            raise ValueError("slab_mm applies to ct_slice inputs only")
         return self
 
     def window_tuples(self) -> list[tuple[str, float, float]]:

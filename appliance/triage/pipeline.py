@@ -2,9 +2,10 @@
 (:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
-model inputs, not decoded series. The trainer (``training.data.folder``) builds its
-inputs with :func:`decode_in_order` and :func:`model_input` too, so the box and the
-trainer see the same tensor for the same series. The key slice (highest score) is
+model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab.
+The trainer (``training.data.folder``) builds its inputs with :func:`decode_in_order`,
+:func:`model_input` and :func:`stack_inputs` too, so the box and the trainer see the
+same tensor for the same series. The key slice (highest score) is
 decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
 passing raise :class:`InferenceError`; there is no path to a silent negative.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from appliance.drift import features as drift_features
 from appliance.drift.histograms import PIXEL_STRIDE
@@ -39,6 +41,19 @@ def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
         return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
                                          spec.window_tuples(), spec.size)
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
+
+
+def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:
+    """A series' per-image model inputs, in slice order, as one ``(N, C, S, S)`` float32
+    array; averaged over the package's slab when it has one (``preprocess.slab_average``,
+    the series' SliceThickness, else the median spacing of its slices) (pure)."""
+    stacked = np.stack(inputs).astype(np.float32)
+    if spec.slab_mm is None or len(stacked) < 2:
+        return stacked
+    thickness = float(header.get("SliceThickness", 0) or 0)
+    if thickness <= 0:
+        thickness = float(np.median(np.diff(positions))) or spec.slab_mm
+    return preprocess.slab_average(stacked, np.asarray(positions), abs(thickness), spec.slab_mm)
 
 
 def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:
@@ -109,8 +124,8 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         :func:`appliance.drift.features.series_features` of the series, from the same
         decoded pixels (no second read).
     """
-    def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, object]:
-        return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset
+    def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, Dataset, float]:
+        return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset, image.position
 
     try:
         entries = decode_in_order(paths, convert)
@@ -118,7 +133,8 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         raise InferenceError(f"decode failed: {exc}") from exc
     if not entries:
         raise InferenceError("series has no images")
-    inputs = np.stack([converted[0] for _, _, converted in entries]).astype(np.float32)
+    inputs = stack_inputs(manifest.input, [converted[0] for _, _, converted in entries],
+                          [converted[3] for _, _, converted in entries], entries[0][2][2])
     digest = hashlib.sha256(inputs.tobytes()).hexdigest()
     features = drift_features.series_features(manifest.input.kind, entries[0][2][2],
                                               [converted[1] for _, _, converted in entries], len(entries))

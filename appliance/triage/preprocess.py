@@ -5,7 +5,9 @@ can never disagree. The arithmetic is :mod:`appliance.pixels`; this module chain
 
 CT slices: stored values -> Hounsfield units (``to_hu``) -> one channel per window
 (``multi_window``, each in [0, 1]) -> square (``pad_to_square``) -> model size
-(``resize``). :func:`ct_slice_input` chains them.
+(``resize``). :func:`ct_slice_input` chains them. A package with a slab then averages each
+slice's input with its neighbours over that thickness (:func:`slab_average`), so thin
+slices reach the model as one thick slice would.
 
 Radiographs: stored values -> [0, 1] by robust percentiles, MONOCHROME1 inverted
 (:func:`normalize_radiograph`) -> square -> model size. :func:`radiograph_input`
@@ -40,6 +42,27 @@ def ct_slice_input(
     if channels.shape[-2] != channels.shape[-1]:
         channels = pad_to_square(channels, fill=0.0)
     return resize(channels, size)
+
+
+def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float, slab_mm: float) -> np.ndarray:
+    """Each slice's input averaged over a slab of ``slab_mm`` centred on it (pure).
+
+    Slice ``j`` (centred at ``positions[j]`` along the slice normal, ``thickness_mm``
+    thick) counts with the share of its thickness that lies inside slice ``i``'s slab;
+    the weights are normalised, so a 0.625 mm series averages about eight slices, a
+    2.5 mm one its neighbours at half weight, and slices at least as thick as the slab
+    stay as they are. Shape ``(N, C, S, S)`` in and out; ``positions`` in slice order.
+    """
+    if thickness_mm >= slab_mm:
+        return inputs
+    z = np.asarray(positions, dtype=np.float64)
+    half_t, half_s = thickness_mm / 2.0, slab_mm / 2.0
+    overlap = (np.minimum(z[None, :] + half_t, z[:, None] + half_s)
+               - np.maximum(z[None, :] - half_t, z[:, None] - half_s))
+    weights = np.clip(overlap, 0.0, None)
+    weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
+    flat = inputs.reshape(len(z), -1)
+    return (weights.astype(np.float32) @ flat).reshape(inputs.shape)
 
 
 #: Radiographs are sampled on a grid of about this many points per side to find their

@@ -7,10 +7,10 @@ to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label`
 per-image labels; without it every image takes its series label (weak labels).
 
 Pixels go through the appliance's own decode, slice order and preprocessing
-(``appliance.triage.pipeline.decode_in_order`` and ``model_input``, per the package's
-:class:`~appliance.models.package.InputSpec`), so a series gives the trainer the tensor
-it gives the box: slices ordered along the slice normal, rescaled per instance, every
-frame of a multi-frame instance. Each series' drift histograms are computed with
+(``appliance.triage.pipeline.decode_in_order``, ``model_input`` and ``stack_inputs``, per
+the package's :class:`~appliance.models.package.InputSpec`), so a series gives the
+trainer the tensor it gives the box: slices ordered along the slice normal, rescaled per
+instance, every frame of a multi-frame instance, averaged over the package's slab. Each series' drift histograms are computed with
 ``appliance.drift.histograms``. Splitting is by patient (:func:`split_by_patient`),
 never by image.
 """
@@ -31,7 +31,7 @@ from appliance.models.package import InputSpec
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
-from appliance.triage.pipeline import decode_in_order, model_input
+from appliance.triage.pipeline import decode_in_order, model_input, stack_inputs
 
 
 @dataclass
@@ -114,7 +114,7 @@ def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSp
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=np.stack([model for _, model in pairs]).astype(np.float32),
+        inputs=stack_inputs(spec, [model for _, model in pairs], [image.position for image in slices], first),
         drift=_drift(spec, slices),
     )
 

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance.errors import PackageError
-from appliance.models.package import Aggregation, extract_package, verify_package
+from appliance.models.package import Aggregation, InputSpec, extract_package, verify_package
 from training.package import load_private_key, resign_package, write_package
 
 from package_helpers import FILES, manifest_fields, members, rewrite, tiny_onnx
@@ -133,6 +133,7 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
 
 @pytest.mark.parametrize("edit, field", [
     (lambda m: m["input"].update(size=-1), "input.size"),
+    (lambda m: m["input"].update(slab_mm=0), "input.slab_mm"),
     (lambda m: m.pop("operating_point"), "operating_point"),
     (lambda m: m.update(version="one"), "version"),
     (lambda m: m["variants"][0].update(backend="tensorrt"), "variants.0.backend"),
@@ -143,6 +144,14 @@ def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field
     bad = _signed_raw_manifest(package, tmp_path, keys, edit)
     with pytest.raises(PackageError, match=rf"malformed manifest: field '{field}'"):
         verify_package(bad, [keys["public"]])
+
+
+def test_a_slab_is_for_ct_slices_only():
+    radiograph = {"kind": "radiograph", "modalities": ["CR"], "body_part": "CHEST", "sop_class_uids": ["1.2.3"],
+                  "channels": 1, "size": 32}
+    assert InputSpec.model_validate(radiograph).slab_mm is None
+    with pytest.raises(ValidationError, match="slab_mm applies to ct_slice inputs only"):
+        InputSpec.model_validate({**radiograph, "slab_mm": 5.0})
 
 
 def test_manifest_referencing_unlisted_file_is_malformed(tmp_path, keys):

@@ -133,6 +133,26 @@ def test_oblique_series_is_ordered_along_the_normal_and_rescaled_per_instance(tm
     assert trainer.sop_uids == [str(ds.SOPInstanceUID) for ds in datasets]
 
 
+def test_thin_slices_are_averaged_over_the_packages_slab_by_both(tmp_path):
+    assert CT.slab_mm == 5.0
+    series, datasets = generate_uid(), []
+    for rank in range(12):
+        ds = image(CT_IMAGE_STORAGE, series, hu_image(30 * rank))
+        ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 1.25 * rank]
+        ds.SliceThickness = 1.25
+        datasets.append(ds)
+    paths = save(tmp_path, datasets[::-1])
+
+    inputs, _ = both(tmp_path, paths, CT)
+
+    single = np.stack([preprocess.ct_slice_input(hu_image(30 * rank), 1.0, 0.0, CT.window_tuples(), CT.size)
+                       for rank in range(12)])
+    # A 5 mm slab over 1.25 mm slices: three whole slices and half of one either side.
+    middle = (single[3:8].sum(axis=0) - (single[3] + single[7]) / 2) / 4
+    np.testing.assert_allclose(inputs[5], middle, atol=1e-6)
+    assert not np.allclose(inputs[5], single[5], atol=1e-3)
+
+
 def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
     series = generate_uid()
     frames = {name: np.stack([hu_image(100 * base + 10 * f) for f in range(3)])

@@ -75,3 +75,33 @@ def test_a_strided_normalisation_equals_the_full_one_strided():
     for photometric in ("MONOCHROME1", "MONOCHROME2"):
         full = pp.normalize_radiograph(img, photometric)
         assert np.array_equal(pp.normalize_radiograph(img, photometric, pixel_stride=4), full[::4, ::4])
+
+
+def impulse_response(thickness: float, slab: float, n: int = 31) -> np.ndarray:
+    """What a slab average makes of one bright slice in the middle of a dark series."""
+    inputs = np.zeros((n, 1, 2, 2), np.float32)
+    inputs[n // 2] = 1.0
+    return pp.slab_average(inputs, np.arange(n) * thickness, thickness, slab)[:, 0, 0, 0]
+
+
+def test_a_slab_of_thin_slices_weighs_each_by_its_share_of_the_slab():
+    # 0.625 mm slices in a 5 mm slab: seven whole slices and half of one either side.
+    np.testing.assert_allclose(impulse_response(0.625, 5.0)[15 - 4:15 + 5],
+                               [1 / 16] + [1 / 8] * 7 + [1 / 16], rtol=1e-6)
+    # 2.5 mm slices: the slice itself and half of each neighbour.
+    np.testing.assert_allclose(impulse_response(2.5, 5.0)[13:18], [0, 0.25, 0.5, 0.25, 0], atol=1e-7)
+
+
+def test_slices_as_thick_as_the_slab_are_left_alone():
+    for thickness in (5.0, 10.0):
+        np.testing.assert_array_equal(impulse_response(thickness, 5.0), np.eye(31)[15])
+
+
+def test_a_slab_average_keeps_constants_at_the_ends_and_quarters_thin_slice_noise():
+    positions = np.arange(64) * 0.625
+    flat = np.full((64, 3, 8, 8), 0.4, np.float32)
+    np.testing.assert_allclose(pp.slab_average(flat, positions, 0.625, 5.0), flat, rtol=1e-6)
+    noise = np.random.default_rng(3).normal(0.0, 1.0, (64, 1, 32, 32)).astype(np.float32)
+    averaged = pp.slab_average(noise, positions, 0.625, 5.0)[8:-8]
+    # Weights 1/8 (x7) and 1/16 (x2): variance 7/64 + 2/256 of one slice's.
+    assert averaged.std() == pytest.approx(np.sqrt(7 / 64 + 2 / 256), rel=0.05)
