@@ -102,8 +102,8 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         n_patients=40, seed=seed, matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
     thicknesses = ", ".join(f"{t:g} mm" for t in gen.thicknesses_mm)
     return DemoSpec(
-        id="head-ct-ich-demo", version="1.1.0" if not quick else "1.0.0",
-        parent_version="1.0.0" if not quick else None,
+        id="head-ct-ich-demo", version="1.2.0" if not quick else "1.0.0",
+        parent_version="1.1.0" if not quick else None,
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
