@@ -31,7 +31,7 @@ from training.constraints import input_constraints
 from training.backends import OPENVINO_OPTIONS, onnxruntime_runner, openvino_runner
 from training.data.cr_synth import CR_EXTERNAL_STYLE, CR_IMAGE_STORAGE, CRConfig, generate_cr_dataset
 from training.data.ct_synth import CT_EXTERNAL_STYLE, CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
-from training.data.folder import Series, load_folder, split_by_patient
+from training.data.folder import Images, Series, load_folder, split_by_patient
 from training.card import model_card
 from training.drift import reference_thresholds
 from training.mixed_stream import mixed_stream_flag_rate
@@ -94,6 +94,9 @@ HEAD_CT_THICKNESS_WEIGHTS = (0.04, 0.04, 0.07, 0.25, 0.20, 0.40)
 #: The head model reads every series as 5 mm slabs, the thickness radiologists review a
 #: head CT at: a 0.625 mm slice alone has eight times the noise variance of a 5 mm one.
 HEAD_CT_SLAB_MM = 5.0
+#: ... and each slab with the one above and below (2.5D): a haemorrhage continues across
+#: slabs where a vertex slice, a streak or a motion ghost does not.
+HEAD_CT_CONTEXT_SLABS = 1
 
 
 def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
@@ -107,9 +110,9 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
-                        channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
+                        channels=len(HEAD_CT_WINDOWS) * (2 * HEAD_CT_CONTEXT_SLABS + 1), size=128 if not quick else 32,
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS],
-                        slab_mm=HEAD_CT_SLAB_MM),
+                        slab_mm=HEAD_CT_SLAB_MM, context_slices=HEAD_CT_CONTEXT_SLABS),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0, hard_negative_share=0.5)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
@@ -265,7 +268,8 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     y = {k: np.array([s.label for s in v]) for k, v in splits.items()}
 
     onnx_fp32 = export.export_onnx(model, model_dir / "fp32.onnx", spec.input.channels, spec.input.size)
-    parity = export.parity(model, onnx_fp32, np.concatenate([s.inputs for s in splits["calibration"]])[:64])
+    calibration_set = Images(splits["calibration"])
+    parity = export.parity(model, onnx_fp32, calibration_set.take(np.arange(min(64, len(calibration_set)))))
     fp32 = onnxruntime_runner(onnx_fp32)
     a, b = platt_fit(y["calibration"], series_scores(fp32, splits["calibration"], spec.aggregation.apply))
     calibration = Calibration(method="platt", a=a, b=b)
@@ -278,9 +282,10 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     threshold = threshold_for_sensitivity(y["calibration"], cal_scores, TARGET_SENSITIVITY)
     cal_sens, cal_spec = sensitivity_specificity(y["calibration"], cal_scores, threshold)
 
-    train_images = np.concatenate([s.inputs for s in splits["train"]])
-    train_labels = np.concatenate([s.image_labels for s in splits["train"]])
-    calib_images = quantize.calibration_images(train_images, train_labels, spec.calibration_images, spec.train.seed)
+    train_images = Images(splits["train"])
+    calib_images = train_images.take(quantize.calibration_indices(train_images.labels, spec.calibration_images,
+                                                                  spec.train.seed))
+    del train_images
     int8 = quantize.onnx_int8(onnx_fp32, model_dir / "int8.onnx", calib_images)
     ov32 = quantize.openvino_fp32(onnx_fp32, model_dir / "openvino-fp32.xml")
     ov8 = quantize.openvino_int8(onnx_fp32, model_dir / "openvino-int8.xml", calib_images)
@@ -432,8 +437,11 @@ def _input_desc(spec: DemoSpec) -> str:
         wins = ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in spec.input.window_tuples())
         slab = (f", averaged with its neighbours over a {spec.input.slab_mm:g} mm slab (thinner slices read as one "
                 f"{spec.input.slab_mm:g} mm slice)" if spec.input.slab_mm else "")
-        return (f"one axial slice, {spec.input.channels} HU windows (centre/width: {wins}), "
-                f"{spec.input.size}x{spec.input.size}{slab}")
+        k = spec.input.context_slices
+        context = (f"; with the {k} {'slab' if spec.input.slab_mm else 'slice'}{'s' if k > 1 else ''} above and below "
+                   f"as context ({spec.input.channels} channels)" if k else "")
+        return (f"one axial slice, {len(spec.input.windows)} HU windows (centre/width: {wins}), "
+                f"{spec.input.size}x{spec.input.size}{slab}{context}")
     return f"one radiograph normalised to [0, 1] (0.5-99.5 percentiles, MONOCHROME1 inverted), {spec.input.size}x{spec.input.size}"
 
 

@@ -86,7 +86,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int 
 
 def series_scores(runner: Runner, series: list[Series], aggregate: Callable[[np.ndarray], float]) -> np.ndarray:
     """One aggregated score per series."""
-    return np.array([aggregate(run_batched(runner, s.inputs)[0]) for s in series])
+    return np.array([aggregate(run_batched(runner, s.model_inputs())[0]) for s in series])
 
 
 #: z of a two-sided 95 % interval.

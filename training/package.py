@@ -85,10 +85,10 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
     """
     from appliance.models.qualify import cam_top_overlap
 
-    per_series = [run_batched(reference, s.inputs) for s in series]
+    per_series = [run_batched(reference, s.model_inputs()) for s in series]
     scores = np.array([calibration.apply(float(np.max(sc))) for sc, _ in per_series])
     chosen = golden_series(series, scores, threshold, per_class)
-    inputs = np.stack([series[i].inputs[int(np.argmax(per_series[i][0]))] for i in chosen]).astype(np.float32)
+    inputs = np.stack([series[i].model_inputs()[int(np.argmax(per_series[i][0]))] for i in chosen]).astype(np.float32)
     score, cam = reference(inputs)
     buf = io.BytesIO()
     np.savez(buf, input=inputs, score=score.astype(np.float32), cam=cam.astype(np.float32))
@@ -159,7 +159,7 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
     files, cases, diffs = {}, [], {key: 0.0 for key in variants}
     for n, i in enumerate(chosen):
         s = series[i]
-        key_index = int(np.argmax(variants[reference_key][1](s.inputs)[0]))
+        key_index = int(np.argmax(variants[reference_key][1](s.model_inputs())[0]))
         keep = set(s.sop_uids[max(0, key_index - GOLDEN_SLICES_EACH_SIDE):key_index + GOLDEN_SLICES_EACH_SIDE + 1])
         paths = sorted(p for p in (Path(data_dir) / s.patient_id).rglob("*")
                        if p.is_file() and str(read_header(p).SOPInstanceUID) in keep)

@@ -105,10 +105,11 @@ def openvino_int8(fp32: Path, out_xml: Path, calibration: np.ndarray) -> Path:
     return out_xml
 
 
-def calibration_images(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Up to ``n`` training images, half positive where possible, seeded."""
+def calibration_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Which of the training images (by ``labels``) calibrate quantisation: up to ``n``,
+    half positive where possible, seeded, in order."""
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
     k_pos = min(len(pos), n // 2)
     idx = np.concatenate([rng.choice(pos, k_pos, replace=False), rng.choice(neg, min(len(neg), n - k_pos), replace=False)])
-    return images[np.sort(idx)]
+    return np.sort(idx)

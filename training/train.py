@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from training.backends import torch_runner
-from training.data.folder import Series
+from training.data.folder import Images, Series
 from training.evaluate import roc_auc, series_scores
 from training.models import TriageNet, build_model
 
@@ -87,11 +87,10 @@ def train(
     """Train and return the best model (by validation loss) and the per-epoch history."""
     rank, world = _world()
     torch.manual_seed(cfg.seed)
-    x_train = torch.from_numpy(np.concatenate([s.inputs for s in train_set]).astype(np.float32))
-    y_train = np.concatenate([s.image_labels for s in train_set])
-    x_val = torch.from_numpy(np.concatenate([s.inputs for s in val_set]).astype(np.float32))
-    y_val = torch.from_numpy(np.concatenate([s.image_labels for s in val_set]).astype(np.float32))
-    model = TriageNet(x_train.shape[1], cfg.widths)
+    x_train, x_val = Images(train_set), Images(val_set)
+    y_train = x_train.labels
+    y_val = torch.from_numpy(x_val.labels.astype(np.float32))
+    model = TriageNet(x_train.channels, cfg.widths)
     net = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -110,7 +109,7 @@ def train(
         net.train()
         total = 0.0
         for idx in shard:
-            xb = _augment(x_train[idx], rng, cfg.max_shift)
+            xb = _augment(torch.from_numpy(x_train.take(idx)), rng, cfg.max_shift)
             yb = torch.from_numpy(y_train[idx].astype(np.float32))
             logits = net(xb)
             loss = loss_fn(logits, yb)
@@ -124,7 +123,9 @@ def train(
         _recalibrate_batchnorm(model, x_train, order, cfg.batch_size, rank, world)
         model.eval()
         with torch.no_grad():
-            val_loss = float(loss_fn(torch.cat([model.logit(x_val[i:i + 128]) for i in range(0, len(x_val), 128)]), y_val))
+            val_logits = [model.logit(torch.from_numpy(x_val.take(np.arange(i, min(i + 128, len(x_val))))))
+                          for i in range(0, len(x_val), 128)]
+            val_loss = float(loss_fn(torch.cat(val_logits), y_val))
         val_auc = roc_auc(np.array([s.label for s in val_set]), series_scores(torch_runner(model), val_set, aggregate))
         record = {"epoch": epoch, "train_loss": round(total / max(steps, 1), 5), "val_loss": round(val_loss, 5),
                   "val_series_auc": round(val_auc, 5), "lr": sched.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2),
@@ -153,7 +154,7 @@ def _merge_hardness(hardness: np.ndarray, seen: np.ndarray, world: int) -> np.nd
     return np.where(seen > 0, seen - 1.0, hardness)
 
 
-def _recalibrate_batchnorm(model: TriageNet, x: torch.Tensor, order: np.ndarray, batch: int, rank: int,
+def _recalibrate_batchnorm(model: TriageNet, x: Images, order: np.ndarray, batch: int, rank: int,
                            world: int, max_batches: int = 40) -> None:
     """Precise BatchNorm statistics: exact averages over training batches with the final weights.
 
@@ -169,7 +170,7 @@ def _recalibrate_batchnorm(model: TriageNet, x: torch.Tensor, order: np.ndarray,
     chunks = [order[i:i + batch] for i in range(0, len(order), batch)][rank::world][:max_batches]
     with torch.no_grad():
         for idx in chunks:
-            model.logit(x[idx])
+            model.logit(torch.from_numpy(x.take(idx)))
     for m in norms:
         m.momentum = 0.1
         if world > 1:

@@ -59,7 +59,9 @@ class InputSpec(_Strict):
     ``kind`` selects the preprocess chain: ``ct_slice`` -> ``ct_slice_input(stored,
     slope, intercept, windows, size)``, ``radiograph`` -> ``radiograph_input(stored,
     photometric, size)``. With ``slab_mm`` each CT slice's input is then averaged over a
-    slab that thick (``slab_average``), whatever the series' slice thickness.
+    slab that thick (``slab_average``), whatever the series' slice thickness; with
+    ``context_slices`` k, the k slabs (or slices) either side join it as channels
+    (``with_context``), so ``channels`` is the windows times ``2k + 1``.
     """
 
     kind: Literal["ct_slice", "radiograph"]
@@ -73,14 +75,23 @@ class InputSpec(_Strict):
     size: int = Field(gt=0)
     windows: list[Window] = []
     slab_mm: float | None = Field(default=None, gt=0, le=20)
+    context_slices: int = Field(default=0, ge=0, le=3)
 
     @model_validator(mode="after")
     def _windows_match_channels(self) -> "InputSpec":
-        if self.kind == "ct_slice" and len(self.windows) != self.channels:
-            raise ValueError(f"ct_slice input needs one window per channel ({self.channels}), got {len(self.windows)}")
-        if self.slab_mm is not None and self.kind != "ct_slice":
-            raise ValueError("slab_mm applies to ct_slice inputs only")
+        if self.kind != "ct_slice":
+            if self.slab_mm is not None or self.context_slices:
+                raise ValueError("slab_mm and context_slices apply to ct_slice inputs only")
+            return self
+        if len(self.windows) * self.slices_per_input != self.channels:
+            raise ValueError(f"ct_slice input needs one window per channel of each of its {self.slices_per_input} "
+                             f"slice(s) ({self.channels} channels), got {len(self.windows)} windows")
         return self
+
+    @property
+    def slices_per_input(self) -> int:
+        """The slice and its ``context_slices`` neighbours either side."""
+        return 2 * self.context_slices + 1
 
     def window_tuples(self) -> list[tuple[str, float, float]]:
         """Windows as ``(name, center, width)`` tuples for ``preprocess.multi_window``."""

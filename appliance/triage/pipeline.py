@@ -2,7 +2,8 @@
 (:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
-model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab.
+model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab
+and context.
 The trainer (``training.data.folder``) builds its inputs with :func:`decode_in_order`,
 :func:`model_input` and :func:`stack_inputs` too, so the box and the trainer see the
 same tensor for the same series. The key slice (highest score) is
@@ -43,17 +44,34 @@ def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
 
 
-def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:
-    """A series' per-image model inputs, in slice order, as one ``(N, C, S, S)`` float32
-    array; averaged over the package's slab when it has one (``preprocess.slab_average``,
-    the series' SliceThickness, else the median spacing of its slices) (pure)."""
+def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[float],
+                     header: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A series' per-image model inputs in slice order, averaged over the package's slab
+    (``preprocess.slab_average``), and which slices give each one its context
+    (``preprocess.context_index``, one step = the slab, else the slice thickness) (pure).
+
+    Returns
+    -------
+    slices : ndarray
+        ``(N, C, S, S)`` float32, one per image.
+    context : ndarray
+        ``(N, 2k + 1)`` indices into ``slices``; ``preprocess.with_context`` stacks them.
+    """
     stacked = np.stack(inputs).astype(np.float32)
-    if spec.slab_mm is None or len(stacked) < 2:
-        return stacked
-    thickness = float(header.get("SliceThickness", 0) or 0)
-    if thickness <= 0:
-        thickness = float(np.median(np.diff(positions))) or spec.slab_mm
-    return preprocess.slab_average(stacked, np.asarray(positions), abs(thickness), spec.slab_mm)
+    z = np.asarray(positions, dtype=np.float64)
+    if len(stacked) < 2 or (spec.slab_mm is None and not spec.context_slices):
+        return stacked, np.arange(len(stacked))[:, None].repeat(spec.slices_per_input, axis=1)
+    thickness = abs(float(header.get("SliceThickness", 0) or 0)) or float(np.median(np.diff(z))) or 1.0
+    if spec.slab_mm is not None:
+        stacked = preprocess.slab_average(stacked, z, thickness, spec.slab_mm)
+    step = max(thickness, spec.slab_mm or 0.0)
+    return stacked, preprocess.context_index(z, step, spec.context_slices)
+
+
+def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:
+    """The model's input tensor for a series, ``(N, channels, S, S)`` float32: its images
+    through :func:`slab_and_context` and ``preprocess.with_context`` (pure)."""
+    return preprocess.with_context(*slab_and_context(spec, inputs, positions, header))
 
 
 def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:

@@ -7,7 +7,8 @@ CT slices: stored values -> Hounsfield units (``to_hu``) -> one channel per wind
 (``multi_window``, each in [0, 1]) -> square (``pad_to_square``) -> model size
 (``resize``). :func:`ct_slice_input` chains them. A package with a slab then averages each
 slice's input with its neighbours over that thickness (:func:`slab_average`), so thin
-slices reach the model as one thick slice would.
+slices reach the model as one thick slice would; one with context gives the model each
+slice's neighbours as further channels (:func:`context_index`, :func:`with_context`).
 
 Radiographs: stored values -> [0, 1] by robust percentiles, MONOCHROME1 inverted
 (:func:`normalize_radiograph`) -> square -> model size. :func:`radiograph_input`
@@ -63,6 +64,34 @@ def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float,
     weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
     flat = inputs.reshape(len(z), -1)
     return (weights.astype(np.float32) @ flat).reshape(inputs.shape)
+
+
+def context_index(positions: np.ndarray, step_mm: float, each_side: int) -> np.ndarray:
+    """For each slice, the slices nearest to ``step_mm`` x -k..k away along the normal (pure).
+
+    Shape ``(N, 2k + 1)`` of indices into the series, the slice itself in the middle
+    column; beyond either end of the series the end slice stands in (edge replication).
+    ``positions`` in slice order.
+    """
+    z = np.asarray(positions, dtype=np.float64)
+    wanted = z[:, None] + step_mm * np.arange(-each_side, each_side + 1)[None, :]
+    right = np.clip(np.searchsorted(z, wanted), 1, max(len(z) - 1, 1))
+    left = right - 1
+    nearer_left = np.abs(wanted - z[left]) <= np.abs(z[np.minimum(right, len(z) - 1)] - wanted)
+    index = np.where(nearer_left, left, np.minimum(right, len(z) - 1))
+    index[:, each_side] = np.arange(len(z))
+    return index
+
+
+def with_context(inputs: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Stack each slice's neighbours (:func:`context_index`) as channels (pure).
+
+    ``(N, C, S, S)`` and ``(M, 2k + 1)`` -> ``(M, (2k + 1) C, S, S)``: the channels of the
+    slice ``k`` steps below first, the slice's own in the middle. ``index`` may pick
+    rows (a batch) of a series' or a whole split's :func:`context_index`.
+    """
+    rows, columns = inputs.shape[-2:]
+    return inputs[index].reshape(len(index), -1, rows, columns)
 
 
 #: Radiographs are sampled on a grid of about this many points per side to find their

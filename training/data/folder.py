@@ -7,10 +7,12 @@ to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label`
 per-image labels; without it every image takes its series label (weak labels).
 
 Pixels go through the appliance's own decode, slice order and preprocessing
-(``appliance.triage.pipeline.decode_in_order``, ``model_input`` and ``stack_inputs``, per
-the package's :class:`~appliance.models.package.InputSpec`), so a series gives the
+(``appliance.triage.pipeline.decode_in_order``, ``model_input`` and ``slab_and_context``,
+per the package's :class:`~appliance.models.package.InputSpec`), so a series gives the
 trainer the tensor it gives the box: slices ordered along the slice normal, rescaled per
-instance, every frame of a multi-frame instance, averaged over the package's slab. Each series' drift histograms are computed with
+instance, every frame of a multi-frame instance, averaged over the package's slab. Each
+image is kept once; its neighbours join it as channels only when a batch is built
+(:meth:`Series.model_inputs`, :class:`Images`), so context costs no memory. Each series' drift histograms are computed with
 ``appliance.drift.histograms``. Splitting is by patient (:func:`split_by_patient`),
 never by image.
 """
@@ -31,7 +33,7 @@ from appliance.models.package import InputSpec
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
-from appliance.triage.pipeline import decode_in_order, model_input, stack_inputs
+from appliance.triage.pipeline import decode_in_order, model_input, slab_and_context
 
 
 @dataclass
@@ -46,8 +48,38 @@ class Series:
     attributes: dict[str, str]
     sop_uids: list[str]  # one per image: a multi-frame instance's UID repeats per frame
     image_labels: np.ndarray
-    inputs: np.ndarray
+    inputs: np.ndarray  # (N, C, S, S): one per image, before context is stacked
+    context: np.ndarray  # (N, 2k + 1): which images give each one its context
     drift: dict = field(repr=False)
+
+    def model_inputs(self) -> np.ndarray:
+        """The tensor the model eats for this series, as the box builds it."""
+        return preprocess.with_context(self.inputs, self.context)
+
+
+class Images:
+    """Every image of some series as one set that batches draw from, each with its context.
+
+    Images are stored once (``slices``); :meth:`take` stacks the requested ones' context
+    as the box does (``preprocess.with_context``).
+    """
+
+    def __init__(self, series: list[Series]):
+        self.slices = np.concatenate([s.inputs for s in series]).astype(np.float32, copy=False)
+        offsets = np.cumsum([0] + [len(s.inputs) for s in series[:-1]])
+        self.context = np.concatenate([s.context + offset for s, offset in zip(series, offsets)])
+        self.labels = np.concatenate([s.image_labels for s in series])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return self.slices.shape[1] * self.context.shape[1]
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        """Model inputs of the images at ``index``, ``(len(index), channels, S, S)``."""
+        return preprocess.with_context(self.slices, self.context[np.asarray(index)])
 
 
 def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
@@ -109,12 +141,13 @@ def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSp
     first = slices[0].dataset
     label = int(row["label"])
     sops = [str(image.dataset.SOPInstanceUID) for image in slices]
+    inputs, context = slab_and_context(spec, [model for _, model in pairs], [image.position for image in slices], first)
     return Series(
         patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=stack_inputs(spec, [model for _, model in pairs], [image.position for image in slices], first),
+        inputs=inputs, context=context,
         drift=_drift(spec, slices),
     )
 

@@ -27,7 +27,8 @@ def easy_series(n: int, first_patient: int, seed: int) -> list[Series]:
             x[k, 0, r:r + 4, c:c + 4] += 0.3
             image_labels[k] = 1
         pid = str(first_patient + i)
-        out.append(Series(pid, "study", pid, "scanner", label, {}, [f"{pid}.{j}" for j in range(4)], image_labels, x, {}))
+        out.append(Series(pid, "study", pid, "scanner", label, {}, [f"{pid}.{j}" for j in range(4)], image_labels, x,
+                          np.arange(4)[:, None], {}))
     return out
 
 

@@ -79,7 +79,7 @@ def test_quick_build_gives_a_verified_package_whose_golden_outputs_reproduce(tmp
         run = onnxruntime_runner(dest / v.files[0]) if v.backend == "onnxruntime" else openvino_runner(dest / v.files[0])
         for split in ("test", "external"):
             y = np.array([s.label for s in splits[split]])
-            scores = np.array([manifest.series_score(run_batched(run, s.inputs)[0]) for s in splits[split]])
+            scores = np.array([manifest.series_score(run_batched(run, s.model_inputs())[0]) for s in splits[split]])
             fresh = operating_metrics(y, scores, manifest.operating_point.threshold, seed=spec.train.seed)
             claimed = manifest.metrics[split][f"{v.backend}/{v.precision}"]
             assert (fresh["tp"], fresh["fn"], fresh["tn"], fresh["fp"]) == (

@@ -146,12 +146,22 @@ def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field
         verify_package(bad, [keys["public"]])
 
 
-def test_a_slab_is_for_ct_slices_only():
+def test_slab_and_context_are_for_ct_slices_only():
     radiograph = {"kind": "radiograph", "modalities": ["CR"], "body_part": "CHEST", "sop_class_uids": ["1.2.3"],
                   "channels": 1, "size": 32}
     assert InputSpec.model_validate(radiograph).slab_mm is None
-    with pytest.raises(ValidationError, match="slab_mm applies to ct_slice inputs only"):
+    with pytest.raises(ValidationError, match="slab_mm and context_slices apply to ct_slice inputs only"):
         InputSpec.model_validate({**radiograph, "slab_mm": 5.0})
+    with pytest.raises(ValidationError, match="slab_mm and context_slices apply to ct_slice inputs only"):
+        InputSpec.model_validate({**radiograph, "context_slices": 1})
+
+
+def test_context_multiplies_the_channels_a_ct_input_needs():
+    ct = {"kind": "ct_slice", "modalities": ["CT"], "body_part": "HEAD", "sop_class_uids": ["1.2.3"], "size": 32,
+          "windows": [{"name": "brain", "center": 40, "width": 80}, {"name": "bone", "center": 600, "width": 2800}]}
+    assert InputSpec.model_validate({**ct, "channels": 6, "context_slices": 1}).slices_per_input == 3
+    with pytest.raises(ValidationError, match="each of its 3 slice"):
+        InputSpec.model_validate({**ct, "channels": 2, "context_slices": 1})
 
 
 def test_manifest_referencing_unlisted_file_is_malformed(tmp_path, keys):

@@ -26,7 +26,7 @@ from appliance.triage import preprocess
 from appliance.triage.pipeline import prepare
 from training.data.cr_synth import CR_IMAGE_STORAGE
 from training.data.ct_synth import CT_IMAGE_STORAGE
-from training.data.folder import Series, load_folder
+from training.data.folder import Images, Series, load_folder
 from training.demo import chest_cr, head_ct
 
 CT = head_ct(quick=True).input
@@ -92,7 +92,7 @@ def both(folder: Path, paths: list[Path], spec: InputSpec) -> tuple[np.ndarray, 
     box, origins, _, drift = prepare(manifest(spec), paths)
     (trainer,) = load_folder(folder, spec)
     assert trainer.inputs.dtype == box.dtype == np.float32
-    assert np.array_equal(trainer.inputs, box), "the trainer and the box built different tensors"
+    assert np.array_equal(trainer.model_inputs(), box), "the trainer and the box built different tensors"
     for name, reference in trainer.drift.items():
         assert drift["histograms"][name] == reference["counts"], f"drift feature {name} differs"
     return box, trainer
@@ -129,28 +129,47 @@ def test_oblique_series_is_ordered_along_the_normal_and_rescaled_per_instance(tm
 
     expected = np.stack([preprocess.ct_slice_input(hu_image(20 * rank), 1.0, 0.0, CT.window_tuples(), CT.size)
                          for rank in range(len(datasets))])
-    assert np.array_equal(inputs, expected)
+    assert np.array_equal(trainer.inputs, expected)
     assert trainer.sop_uids == [str(ds.SOPInstanceUID) for ds in datasets]
 
 
-def test_thin_slices_are_averaged_over_the_packages_slab_by_both(tmp_path):
-    assert CT.slab_mm == 5.0
+def thin_series(count: int = 12) -> list[Dataset]:
+    """An axial series of 1.25 mm slices, slice ``rank`` holding ``hu_image(30 * rank)``."""
     series, datasets = generate_uid(), []
-    for rank in range(12):
+    for rank in range(count):
         ds = image(CT_IMAGE_STORAGE, series, hu_image(30 * rank))
         ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, 1.25 * rank]
         ds.SliceThickness = 1.25
         datasets.append(ds)
-    paths = save(tmp_path, datasets[::-1])
+    return datasets
 
-    inputs, _ = both(tmp_path, paths, CT)
+
+def test_thin_slices_are_averaged_over_the_packages_slab_by_both(tmp_path):
+    assert CT.slab_mm == 5.0
+    paths = save(tmp_path, thin_series()[::-1])
+
+    _, trainer = both(tmp_path, paths, CT)
 
     single = np.stack([preprocess.ct_slice_input(hu_image(30 * rank), 1.0, 0.0, CT.window_tuples(), CT.size)
                        for rank in range(12)])
     # A 5 mm slab over 1.25 mm slices: three whole slices and half of one either side.
     middle = (single[3:8].sum(axis=0) - (single[3] + single[7]) / 2) / 4
-    np.testing.assert_allclose(inputs[5], middle, atol=1e-6)
-    assert not np.allclose(inputs[5], single[5], atol=1e-3)
+    np.testing.assert_allclose(trainer.inputs[5], middle, atol=1e-6)
+    assert not np.allclose(trainer.inputs[5], single[5], atol=1e-3)
+
+
+def test_context_stacks_the_slabs_a_slab_away_for_both(tmp_path):
+    assert CT.context_slices == 1
+    paths = save(tmp_path, thin_series())
+
+    inputs, trainer = both(tmp_path, paths, CT)
+
+    slabs = trainer.inputs  # the slab averages, checked against the slices in the test above
+    assert inputs.shape == (12, 9, CT.size, CT.size)
+    np.testing.assert_array_equal(inputs[6], np.concatenate([slabs[2], slabs[6], slabs[10]]))
+    np.testing.assert_array_equal(inputs[0], np.concatenate([slabs[0], slabs[0], slabs[4]]))
+    images = Images([trainer, trainer])
+    np.testing.assert_array_equal(images.take([18, 0]), inputs[[6, 0]])
 
 
 def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
@@ -170,7 +189,7 @@ def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
 
     hu = np.concatenate([frames["lower"], frames["upper"]])
     expected = np.stack([preprocess.ct_slice_input(h, 1.0, 0.0, CT.window_tuples(), CT.size) for h in hu])
-    assert np.array_equal(inputs, expected)
+    assert np.array_equal(trainer.inputs, expected)
     assert trainer.sop_uids == [str(lower.SOPInstanceUID)] * 3 + [str(upper.SOPInstanceUID)] * 3
     assert trainer.image_labels.tolist() == [0, 0, 0, 1, 1, 1]
     slice_count = trainer.drift["slice_count"]

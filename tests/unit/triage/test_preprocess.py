@@ -105,3 +105,21 @@ def test_a_slab_average_keeps_constants_at_the_ends_and_quarters_thin_slice_nois
     averaged = pp.slab_average(noise, positions, 0.625, 5.0)[8:-8]
     # Weights 1/8 (x7) and 1/16 (x2): variance 7/64 + 2/256 of one slice's.
     assert averaged.std() == pytest.approx(np.sqrt(7 / 64 + 2 / 256), rel=0.05)
+
+
+def test_context_is_the_nearest_slice_a_step_away_and_the_end_slice_beyond_the_ends():
+    assert pp.context_index(np.arange(5) * 5.0, 5.0, 1).tolist() == [
+        [0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 4], [3, 4, 4]]
+    # 1.25 mm slices, a 5 mm step: four slices away, clamped at the ends.
+    thin = pp.context_index(np.arange(12) * 1.25, 5.0, 1)
+    assert thin[6].tolist() == [2, 6, 10] and thin[1].tolist() == [0, 1, 5] and thin[11].tolist() == [7, 11, 11]
+    assert pp.context_index(np.array([3.0]), 5.0, 2).tolist() == [[0, 0, 0, 0, 0]]
+
+
+def test_with_context_puts_the_lower_neighbour_first_and_the_slice_in_the_middle():
+    inputs = np.arange(4, dtype=np.float32)[:, None, None, None] * np.ones((4, 2, 3, 3), np.float32)
+    inputs[:, 1] += 10  # a second window
+    out = pp.with_context(inputs, pp.context_index(np.arange(4) * 5.0, 5.0, 1))
+    assert out.shape == (4, 6, 3, 3)
+    assert out[1, :, 0, 0].tolist() == [0, 10, 1, 11, 2, 12]
+    assert out[0, :, 0, 0].tolist() == [0, 10, 0, 10, 1, 11]
