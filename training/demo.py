@@ -94,9 +94,6 @@ HEAD_CT_THICKNESS_WEIGHTS = (0.04, 0.04, 0.07, 0.25, 0.20, 0.40)
 #: The head model reads every series as 5 mm slabs, the thickness radiologists review a
 #: head CT at: a 0.625 mm slice alone has eight times the noise variance of a 5 mm one.
 HEAD_CT_SLAB_MM = 5.0
-#: ... and each slab with the one above and below (2.5D): a haemorrhage continues across
-#: slabs where a vertex slice, a streak or a motion ghost does not.
-HEAD_CT_CONTEXT_SLABS = 1
 
 
 def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
@@ -110,9 +107,9 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
-                        channels=len(HEAD_CT_WINDOWS) * (2 * HEAD_CT_CONTEXT_SLABS + 1), size=128 if not quick else 32,
+                        channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS],
-                        slab_mm=HEAD_CT_SLAB_MM, context_slices=HEAD_CT_CONTEXT_SLABS),
+                        slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0, hard_negative_share=0.5)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),

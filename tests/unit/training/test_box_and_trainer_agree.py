@@ -159,10 +159,10 @@ def test_thin_slices_are_averaged_over_the_packages_slab_by_both(tmp_path):
 
 
 def test_context_stacks_the_slabs_a_slab_away_for_both(tmp_path):
-    assert CT.context_slices == 1
+    spec = InputSpec.model_validate({**CT.model_dump(), "context_slices": 1, "channels": 3 * len(CT.windows)})
     paths = save(tmp_path, thin_series())
 
-    inputs, trainer = both(tmp_path, paths, CT)
+    inputs, trainer = both(tmp_path, paths, spec)
 
     slabs = trainer.inputs  # the slab averages, checked against the slices in the test above
     assert inputs.shape == (12, 9, CT.size, CT.size)
