@@ -169,6 +169,7 @@ A series outside these ranges (those of the training data) is not scored: the bo
 {constraints_text(info.get('input_constraints'))}
 
 ## Training
+{info['objective']}
 Seed {info['seed']}, {info['epochs_run']} epochs (early stopping on validation loss, best epoch
 {info['best_epoch']}), {info['train_seconds']:.0f} s; whole build {info['build_seconds']:.0f} s on
 {info['machine']} (CPU flags: {info['cpu_flags']}).

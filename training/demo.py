@@ -111,8 +111,9 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS],
                         slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0, hard_negative_share=0.5)
-               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
+        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0,
+                           hard_negative_share=0.5, map_weight=1.0)
+               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8), map_weight=1.0)),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
         intended_use=("Worklist prioritisation of non-contrast axial head CT in adults: flags series that may "
@@ -362,6 +363,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "data_desc": spec.data_desc, "intended_use": spec.intended_use, "limits": spec.limits,
         "split_counts": ", ".join(f"{k} {len(v)} ({int(y[k].sum())} positive)" for k, v in splits.items()),
         "external_scanner": spec.external_scanner,
+        "objective": _objective_desc(spec, supervised_maps=all(s.masks is not None for s in splits["train"])),
         "epochs_run": len(history), "best_epoch": int(min(history, key=lambda r: r["val_loss"])["epoch"]),
         "train_seconds": train_seconds, "machine": machine(), "cpu_flags": cpu_flags(), "command": command,
         "lineage": lineage, "metrics": metrics,
@@ -440,6 +442,18 @@ def _input_desc(spec: DemoSpec) -> str:
         return (f"one axial slice, {len(spec.input.windows)} HU windows (centre/width: {wins}), "
                 f"{spec.input.size}x{spec.input.size}{slab}{context}")
     return f"one radiograph normalised to [0, 1] (0.5-99.5 percentiles, MONOCHROME1 inverted), {spec.input.size}x{spec.input.size}"
+
+
+def _objective_desc(spec: DemoSpec, supervised_maps: bool) -> str:
+    cfg = spec.train
+    hard = (f", {cfg.hard_negative_share:.0%} of them drawn by how positive the model last scored them"
+            if cfg.hard_negative_share else "")
+    text = (f"Logistic loss on the image score, each epoch over every positive image and "
+            f"{cfg.negatives_per_positive:g} negatives per positive{hard}")
+    if supervised_maps and cfg.map_weight:
+        text += (f"; plus (weight {cfg.map_weight:g}) a cell-wise loss on the activation map against the "
+                 "generator's lesion maps: cells away from the lesion are negatives, cells it fills positives")
+    return text + "."
 
 
 def _aggregation_desc(spec: DemoSpec) -> str:

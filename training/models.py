@@ -45,12 +45,16 @@ class TriageNet(nn.Module):
         self.config = {"in_channels": in_channels, "widths": list(widths)}
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cam = self.cam_head(self.features(x))[:, 0]
+        cam = self.cam(x)
         return torch.sigmoid(pooled_logit(cam)), cam
+
+    def cam(self, x: torch.Tensor) -> torch.Tensor:
+        """The class-activation map, (N, S/8, S/8) logits."""
+        return self.cam_head(self.features(x))[:, 0]
 
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """Image logit, for training with a logits loss."""
-        return pooled_logit(self.cam_head(self.features(x))[:, 0])
+        return pooled_logit(self.cam(x))
 
 
 def pooled_logit(cam: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,14 @@ stopping and broadcasts it. Each epoch samples every positive image and
 small shifts. With ``hard_negative_share`` > 0 that share of the negatives is drawn in
 proportion to how positive the model last scored each one (its sigmoid the last time it
 was in a batch; 0.5 before), the rest uniformly: calcifications, dense sinuses and vertex
-slices are rare among negative slices, and a series is flagged by its worst slice. Early stopping watches the validation image loss (not before ``min_epochs``);
-the best weights are kept.
+slices are rare among negative slices, and a series is flagged by its worst slice.
+
+With lesion maps (``slice_masks.npz``) and ``map_weight`` > 0 the activation map is
+supervised too (:func:`map_loss`): every cell of a negative image and every cell of a
+positive one away from the lesion is a negative, and cells the lesion clearly fills are
+positives, so the model cannot flag a positive slice by its skull edge or calcification
+and learn that as haemorrhage. Early stopping watches the validation image loss (not
+before ``min_epochs``); the best weights are kept.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from training.backends import torch_runner
 from training.data.folder import Images, Series
 from training.evaluate import roc_auc, series_scores
-from training.models import TriageNet, build_model
+from training.models import TriageNet, build_model, pooled_logit
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ class TrainConfig:
     max_shift: int = 4
     widths: tuple[int, ...] = (16, 32, 48, 64)
     hard_negative_share: float = 0.0
+    map_weight: float = 0.0
 
 
 def _world() -> tuple[int, int]:
@@ -73,11 +80,38 @@ def _epoch_indices(labels: np.ndarray, cfg: TrainConfig, epoch: int, hardness: n
     return rng.permutation(np.concatenate([pos, hard, easy]))
 
 
-def _augment(x: torch.Tensor, rng: np.random.Generator, max_shift: int) -> torch.Tensor:
-    if rng.random() < 0.5:
-        x = torch.flip(x, dims=[3])
+def _augment(x: torch.Tensor, maps: torch.Tensor | None, rng: np.random.Generator,
+             max_shift: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A random horizontal flip and shift of a batch, and the same of its lesion maps
+    (the shift rounded to the maps' cells)."""
+    flip = rng.random() < 0.5
     dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, 2))
-    return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if flip:
+        x = torch.flip(x, dims=[3])
+    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if maps is None:
+        return x, None
+    scale = maps.shape[-1] / x.shape[-1]
+    if flip:
+        maps = torch.flip(maps, dims=[3])
+    return x, torch.roll(maps, shifts=(round(dy * scale), round(dx * scale)), dims=(2, 3))
+
+
+#: A map cell at least this share lesion is a positive; cells with less, and their
+#: neighbours, are left out of :func:`map_loss` (partial cells, shifts rounded to cells).
+MAP_POSITIVE_SHARE = 0.1
+
+
+def map_loss(cam: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """Cell-wise logistic loss of the activation map ``(N, H, W)`` against lesion maps
+    ``(N, 1, M, M)`` pooled to its cells: cells the lesion fills by at least
+    :data:`MAP_POSITIVE_SHARE` are positives, cells with no lesion nearby negatives."""
+    share = nn.functional.adaptive_avg_pool2d(maps, cam.shape[-2:])[:, 0]
+    near = nn.functional.max_pool2d(share[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    positive = share >= MAP_POSITIVE_SHARE
+    counted = positive | ~near
+    per_cell = nn.functional.binary_cross_entropy_with_logits(cam, positive.float(), reduction="none")
+    return (per_cell * counted).sum() / counted.sum().clamp(min=1)
 
 
 def train(
@@ -91,6 +125,7 @@ def train(
     y_train = x_train.labels
     y_val = torch.from_numpy(x_val.labels.astype(np.float32))
     model = TriageNet(x_train.channels, cfg.widths)
+    supervise_maps = cfg.map_weight > 0 and x_train.masks is not None
     net = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -109,10 +144,13 @@ def train(
         net.train()
         total = 0.0
         for idx in shard:
-            xb = _augment(torch.from_numpy(x_train.take(idx)), rng, cfg.max_shift)
+            maps = torch.from_numpy(x_train.masks[idx]) if supervise_maps else None
+            xb, maps = _augment(torch.from_numpy(x_train.take(idx)), maps, rng, cfg.max_shift)
             yb = torch.from_numpy(y_train[idx].astype(np.float32))
-            logits = net(xb)
+            logits, cam = net(xb)
             loss = loss_fn(logits, yb)
+            if maps is not None:
+                loss = loss + cfg.map_weight * map_loss(cam, maps)
             seen[idx] = torch.sigmoid(logits.detach()).numpy() + 1.0  # + 1: "seen", whatever the score
             opt.zero_grad()
             loss.backward()
@@ -180,14 +218,16 @@ def _recalibrate_batchnorm(model: TriageNet, x: Images, order: np.ndarray, batch
 
 
 class _Logits(nn.Module):
-    """The model's image logit as ``forward``, so DDP's hooks see the training graph."""
+    """The model's image logit and activation map as ``forward``, so DDP's hooks see the
+    training graph."""
 
     def __init__(self, model: TriageNet):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.logit(x)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cam = self.model.cam(x)
+        return pooled_logit(cam), cam
 
 
 def save_checkpoint(path: Path, model: TriageNet, meta: dict) -> None:

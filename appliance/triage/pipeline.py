@@ -61,11 +61,17 @@ def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[
     z = np.asarray(positions, dtype=np.float64)
     if len(stacked) < 2 or (spec.slab_mm is None and not spec.context_slices):
         return stacked, np.arange(len(stacked))[:, None].repeat(spec.slices_per_input, axis=1)
-    thickness = abs(float(header.get("SliceThickness", 0) or 0)) or float(np.median(np.diff(z))) or 1.0
+    thickness = slice_thickness(header, z)
     if spec.slab_mm is not None:
         stacked = preprocess.slab_average(stacked, z, thickness, spec.slab_mm)
     step = max(thickness, spec.slab_mm or 0.0)
     return stacked, preprocess.context_index(z, step, spec.context_slices)
+
+
+def slice_thickness(header: Dataset, positions: np.ndarray) -> float:
+    """A series' slice thickness in mm: SliceThickness, else the median spacing of its
+    slices (``positions`` in slice order, at least two), else 1 (pure)."""
+    return abs(float(header.get("SliceThickness", 0) or 0)) or float(np.median(np.diff(positions))) or 1.0
 
 
 def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:

@@ -24,8 +24,11 @@ bucket is from the rendered volume (:func:`size_bucket`). The folder gets
 ``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives; mimic, for
 every patient, one of :data:`MIMICS` or ``none``; acquisition, the slice-thickness group
 of :func:`acquisition`) and
-``slice_labels.csv`` (``sop_instance_uid,label``), the format
-:mod:`training.data.folder` reads. Everything is a function of ``(seed, patient index)``.
+``slice_labels.csv`` (``sop_instance_uid,label``), and ``slice_masks.npz``: for every
+slice the lesion touches, a :data:`MASK_SIDE` square map of the share of each cell the
+lesion fills, averaged over the slice's thickness (uint8, 255 = all lesion), keyed by SOP
+Instance UID: the format :mod:`training.data.folder` reads. Everything is a function of
+``(seed, patient index)``.
 """
 
 from __future__ import annotations
@@ -33,17 +36,20 @@ from __future__ import annotations
 import csv
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from appliance.pixels import resize
 from training.data import dicom_common as dc
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MIN_SLICE_LESION_MM2 = 10.0
+#: Cells per side of a slice's lesion map (``slice_masks.npz``).
+MASK_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class SeriesTruth:
     acquisition: str
     slice_uids: tuple[str, ...]
     slice_labels: tuple[int, ...]
+    slice_masks: dict[str, np.ndarray] = field(compare=False, repr=False)  # SOP Instance UID -> lesion map
 
 
 def size_bucket(volume_ml: float) -> str:
@@ -153,6 +160,7 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
         w.writerow(["sop_instance_uid", "label"])
         for t in truths:
             w.writerows(zip(t.slice_uids, t.slice_labels))
+    np.savez_compressed(out_dir / "slice_masks.npz", **{uid: m for t in truths for uid, m in t.slice_masks.items()})
     return truths
 
 
@@ -267,10 +275,11 @@ def _grid(head: _Head, n: int, spacing: float, rng: np.random.Generator) -> _Gri
 
 
 def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: _Grid,
-            mimic: dict | None = None) -> tuple[np.ndarray, float, float]:
+            mimic: dict | None = None) -> tuple[np.ndarray, float, float, np.ndarray | None]:
     """HU image (before scanner effects) of the slab centred at ``z``; the lesion area
-    (mm^2) the slice shows, where the slab-averaged occupancy exceeds one half; and the
-    lesion's mean area over the slab's planes (for its volume).
+    (mm^2) the slice shows, where the slab-averaged occupancy exceeds one half; the
+    lesion's mean area over the slab's planes (for its volume); and that slab-averaged
+    occupancy (``None`` where the lesion does not reach the slab).
 
     The lesion is averaged over the slab's thickness (partial volume), so the tip of a
     lesion in a thick slice is faint and does not count as shown; the anatomy is taken at
@@ -281,7 +290,7 @@ def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: 
     f = np.sqrt(max(0.0, 1 - (z / head.c) ** 2))
     hu = np.full((n, n), -1000.0, np.float32)
     if f < 0.2:
-        return hu, 0.0, 0.0
+        return hu, 0.0, 0.0, None
 
     def inside(a: float, b: float) -> np.ndarray:
         return grid.x2 * (1 / max(a, 1e-3) ** 2) + grid.y2 * (1 / max(b, 1e-3) ** 2) <= 1.0
@@ -306,6 +315,7 @@ def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: 
     if mimic is not None and mimic["type"] != "motion":
         _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
     shown = mean_area = 0.0
+    w = None
     if lesion is not None and _lesion_reaches(lesion, z, thickness):
         planes = max(1, int(np.ceil(thickness * PARTIAL_VOLUME_PLANES_PER_MM)))
         w = np.zeros_like(hu)
@@ -318,7 +328,13 @@ def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: 
         hu = hu * (1 - w) + lesion["hu"] * w
     if mimic is not None and mimic["type"] == "motion":
         _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
-    return hu, shown, mean_area
+    return hu, shown, mean_area, w
+
+
+def lesion_map(occupancy: np.ndarray, side: int = MASK_SIDE) -> np.ndarray:
+    """A slice's lesion occupancy (its render grid) as the share of each of ``side`` x
+    ``side`` cells, resized as the model's inputs are, uint8 with 255 = all lesion (pure)."""
+    return np.round(np.clip(resize(occupancy, side), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _lesion_reaches(les: dict, z: float, thickness: float) -> bool:
@@ -386,9 +402,9 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
     coarse = 2 if cfg.matrix >= HALF_RESOLUTION_FROM else 1
     grid = _grid(head, cfg.matrix // coarse, spacing * coarse, rng)
     noise_field = _noise_field(cfg.matrix, style, spacing, rng)
-    uids, labels, volume_mm3 = [], [], 0.0
+    uids, labels, masks, volume_mm3 = [], [], {}, 0.0
     for i, z in enumerate(slice_z):
-        hu, shown, mean_area = _render(head, lesion, float(z), thickness, grid, mimic)
+        hu, shown, mean_area, occupancy = _render(head, lesion, float(z), thickness, grid, mimic)
         if coarse > 1:
             hu = ndimage.zoom(hu, cfg.matrix / hu.shape[0], order=1, grid_mode=True, mode="nearest")
         stored = _scanner(hu, style, spacing, thickness, noise_field, rng)
@@ -401,6 +417,8 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         dc.write(ds, out_dir / patient["PatientID"] / "CT" / f"IM{i + 1:04d}.dcm")
         uids.append(sop_uid)
         labels.append(int(shown >= max(MIN_SLICE_LESION_MM2, spacing ** 2)))
+        if occupancy is not None and occupancy.max() > 0:
+            masks[sop_uid] = lesion_map(occupancy)
     label = int(any(labels))
     return SeriesTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=label,
@@ -409,6 +427,7 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         contrast=("low" if lesion["hu"] < 58 else "standard") if label else "none",
         mimic=mimic["type"] if mimic else "none", acquisition=acquisition(thickness),
         scanner=f"{style.manufacturer} {style.model}", slice_uids=tuple(uids), slice_labels=tuple(labels),
+        slice_masks=masks if label else {},
     )
 
 

@@ -4,7 +4,10 @@ The folder holds DICOM files (any layout, any depth) and ``labels.csv`` whose fi
 column is ``series_instance_uid`` or ``study_instance_uid`` and which has a ``label``
 column (0/1). Further columns (e.g. ``size_bucket``) become per-series attributes used
 to stratify metrics. An optional ``slice_labels.csv`` (``sop_instance_uid,label``) gives
-per-image labels; without it every image takes its series label (weak labels).
+per-image labels; without it every image takes its series label (weak labels). An optional
+``slice_masks.npz`` (arrays keyed by SOP Instance UID, each a square uint8 map of the
+lesion's share of each cell, 255 = all lesion) lets training supervise the model's
+activation map too.
 
 Pixels go through the appliance's own decode, slice order and preprocessing
 (``appliance.triage.pipeline.decode_in_order``, ``model_input`` and ``slab_and_context``,
@@ -33,7 +36,7 @@ from appliance.models.package import InputSpec
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
-from appliance.triage.pipeline import decode_in_order, model_input, slab_and_context
+from appliance.triage.pipeline import decode_in_order, model_input, slab_and_context, slice_thickness
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Series:
     image_labels: np.ndarray
     inputs: np.ndarray  # (N, C, S, S): one per image, before context is stacked
     context: np.ndarray  # (N, 2k + 1): which images give each one its context
+    masks: np.ndarray | None  # (N, 1, M, M) lesion share per cell, over the slab like the inputs
     drift: dict = field(repr=False)
 
     def model_inputs(self) -> np.ndarray:
@@ -69,6 +73,8 @@ class Images:
         offsets = np.cumsum([0] + [len(s.inputs) for s in series[:-1]])
         self.context = np.concatenate([s.context + offset for s, offset in zip(series, offsets)])
         self.labels = np.concatenate([s.image_labels for s in series])
+        self.masks = (np.concatenate([s.masks for s in series])
+                      if all(s.masks is not None for s in series) else None)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -106,9 +112,12 @@ def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list
     if (root / "slice_labels.csv").exists():
         with open(root / "slice_labels.csv", newline="") as f:
             slice_labels = {r["sop_instance_uid"]: int(r["label"]) for r in csv.DictReader(f)}
+    mask_file = np.load(root / "slice_masks.npz") if (root / "slice_masks.npz").exists() else None
+    mapped = set(mask_file.files) if mask_file is not None else set()
     groups: dict[str, list[Path]] = {}
     study_of: dict[str, str] = {}
     known: dict[str, dict[str, int]] = {}
+    masks: dict[str, dict[str, np.ndarray]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".csv")):
         try:
             ds = read_header(path)
@@ -120,9 +129,12 @@ def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list
             study_of[str(ds.SeriesInstanceUID)] = str(ds.StudyInstanceUID)
             if ds.SOPInstanceUID in slice_labels:
                 known.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
+            if ds.SOPInstanceUID in mapped:
+                masks.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = mask_file[ds.SOPInstanceUID]
     uids = sorted(groups)
     rows = [labels[uid if key == "series_instance_uid" else study_of[uid]] for uid in uids]
-    jobs = [(groups[u], row, key, spec, known.get(u, {})) for u, row in zip(uids, rows)]
+    side = mask_file[mask_file.files[0]].shape[0] if mapped else None
+    jobs = [(groups[u], row, key, spec, known.get(u, {}), masks.get(u, {}), side) for u, row in zip(uids, rows)]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 2:
         series = [_load_series(*job) for job in jobs]
@@ -135,21 +147,39 @@ def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list
 
 
 def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSpec,
-                 slice_labels: dict[str, int]) -> Series:
+                 slice_labels: dict[str, int], masks: dict[str, np.ndarray], mask_side: int | None) -> Series:
     pairs = [pair for _, _, pair in decode_in_order(paths, lambda image: (image, model_input(spec, image)))]
     slices = [image for image, _ in pairs]
     first = slices[0].dataset
     label = int(row["label"])
     sops = [str(image.dataset.SOPInstanceUID) for image in slices]
-    inputs, context = slab_and_context(spec, [model for _, model in pairs], [image.position for image in slices], first)
+    positions = [image.position for image in slices]
+    inputs, context = slab_and_context(spec, [model for _, model in pairs], positions, first)
     return Series(
         patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=inputs, context=context,
+        inputs=inputs, context=context, masks=_lesion_maps(spec, masks, mask_side, sops, positions, first),
         drift=_drift(spec, slices),
     )
+
+
+def _lesion_maps(spec: InputSpec, masks: dict[str, np.ndarray], side: int | None, sops: list[str],
+                 positions: list[float], header) -> np.ndarray | None:
+    """The series' lesion maps in slice order, ``(N, 1, side, side)`` in [0, 1] (zeros
+    where ``slice_masks.npz`` has none), over the package's slab as its inputs are;
+    ``None`` for a folder without maps."""
+    if side is None:
+        return None
+    maps = np.zeros((len(sops), 1, side, side), np.float32)
+    for i, sop in enumerate(sops):
+        if sop in masks:
+            maps[i, 0] = masks[sop] / 255.0
+    if spec.slab_mm is None or len(sops) < 2:
+        return maps
+    z = np.asarray(positions, dtype=np.float64)
+    return preprocess.slab_average(maps, z, slice_thickness(header, z), spec.slab_mm)
 
 
 def _drift(spec: InputSpec, images: list[Slice]) -> dict:

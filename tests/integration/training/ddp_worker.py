@@ -28,7 +28,7 @@ def easy_series(n: int, first_patient: int, seed: int) -> list[Series]:
             image_labels[k] = 1
         pid = str(first_patient + i)
         out.append(Series(pid, "study", pid, "scanner", label, {}, [f"{pid}.{j}" for j in range(4)], image_labels, x,
-                          np.arange(4)[:, None], {}))
+                          np.arange(4)[:, None], None, {}))
     return out
 
 

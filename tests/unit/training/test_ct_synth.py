@@ -83,6 +83,9 @@ def test_deterministic_from_seed(ct_dir, tmp_path):
                    coverage_mm=CFG.coverage_mm, positive_fraction=CFG.positive_fraction)
     again = generate_ct_dataset(cfg, tmp_path / "again")
     assert again == truths[:2]
+    for fresh, first in zip(again, truths):
+        assert fresh.slice_masks.keys() == first.slice_masks.keys()
+        assert all(np.array_equal(fresh.slice_masks[k], first.slice_masks[k]) for k in first.slice_masks)
     f = next((tmp_path / "again").rglob("IM0001.dcm"))
     assert filecmp.cmp(f, out / f.relative_to(tmp_path / "again"), shallow=False)
     other = generate_ct_dataset(CTConfig(n_patients=1, seed=8, matrix=32), tmp_path / "other")
@@ -136,10 +139,36 @@ def test_a_thick_slice_averages_a_small_lesion_over_its_thickness():
     head = ct_synth._Head(a=72, b=90, c=82, skull=6, csf=2, angle=0.0, shift=(0.0, 0.0), brain_hu=33.0, falx_hu=50.0)
     lesion = {"type": "intraparenchymal", "hu": 80.0, "zc": 10.0, "xc": 15.0, "yc": 0.0, "rx": 4.0, "ry": 4.0, "rz": 1.5}
     grid = ct_synth._grid(head, 128, 1.8, np.random.default_rng(0))
-    thin, thin_shown, _ = ct_synth._render(head, lesion, 10.0, 0.625, grid)
-    thick, thick_shown, thick_mean = ct_synth._render(head, lesion, 10.0, 5.0, grid)
-    empty, nothing, _ = ct_synth._render(head, None, 10.0, 5.0, grid)
-    assert thin_shown > thick_mean > thick_shown and nothing == 0
+    thin, thin_shown, _, thin_map = ct_synth._render(head, lesion, 10.0, 0.625, grid)
+    thick, thick_shown, thick_mean, thick_map = ct_synth._render(head, lesion, 10.0, 5.0, grid)
+    empty, nothing, _, no_map = ct_synth._render(head, None, 10.0, 5.0, grid)
+    assert thin_shown > thick_mean > thick_shown and nothing == 0 and no_map is None
+    assert thin_map.max() == pytest.approx(1.0) and 0.3 < thick_map.max() < 0.9  # the slab dilutes the occupancy
     assert thin_shown > ct_synth.MIN_SLICE_LESION_MM2
     assert thin.max(where=(thin < 500), initial=-1000) > 75
     assert 45 < (thick - empty).max() + 33 < 70  # lesion contrast diluted by the slab
+
+
+def test_lesion_maps_sit_where_the_lesion_is_and_only_in_positive_series(ct_dir):
+    out, truths = ct_dir
+    maps = np.load(out / "slice_masks.npz")
+    assert any(t.label for t in truths) and not all(t.label for t in truths)
+    for t in truths:
+        mapped = [uid for uid in t.slice_uids if uid in maps.files]
+        if not t.label:
+            assert not mapped
+            continue
+        # every slice that shows the lesion has a map; a map may also cover a faint tip
+        assert {u for u, lab in zip(t.slice_uids, t.slice_labels) if lab} <= set(mapped)
+        for uid in mapped:
+            m = maps[uid]
+            assert m.shape == (ct_synth.MASK_SIDE, ct_synth.MASK_SIDE) and m.dtype == np.uint8 and m.max() > 0
+
+
+def test_a_lesion_map_is_the_share_of_each_cell():
+    occupancy = np.zeros((96, 96), np.float32)
+    occupancy[:48, :48] = 1.0  # the top-left quarter
+    cells = ct_synth.lesion_map(occupancy, side=4) / 255.0  # resized as inputs are: edges soften
+    assert cells[0, 0] == pytest.approx(1.0, abs=0.02) and cells[3, 3] == pytest.approx(0.0, abs=0.02)
+    assert cells[:2, :2].min() > 0.7 and cells[2:, :].max() < 0.3 and cells[:, 2:].max() < 0.3
+    assert cells.mean() == pytest.approx(0.25, abs=0.02)

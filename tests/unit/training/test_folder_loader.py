@@ -33,6 +33,11 @@ def test_loads_series_with_slice_labels_attributes_and_drift(folder):
         assert s.label == t.label and s.attributes["size_bucket"] == t.size_bucket
         assert s.scanner == t.scanner and s.patient_id == t.patient_id
         assert sum(s.drift["slice_count"]["counts"]) == 1
+        assert s.masks.shape == (len(t.slice_uids), 1, 32, 32)
+        for uid, lesion in zip(s.sop_uids, s.masks):
+            expected = t.slice_masks[uid] / 255.0 if uid in t.slice_masks else 0.0
+            np.testing.assert_allclose(lesion[0], expected, atol=1e-6)
+    assert any(s.masks.max() > 0.5 for s in series)
 
 
 def test_study_level_labels_without_slice_labels(folder, tmp_path):
