@@ -112,8 +112,8 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                         slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen,
         train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0,
-                           hard_negative_share=0.5, map_weight=1.0)
-               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8), map_weight=1.0)),
+                           hard_negative_share=0.5)
+               if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
         intended_use=("Worklist prioritisation of non-contrast axial head CT in adults: flags series that may "
