@@ -3,11 +3,10 @@
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
 model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab
-and context.
-The trainer (``training.data.folder``) builds its inputs with :func:`decode_in_order`,
-:func:`model_input` and :func:`stack_inputs` too, so the box and the trainer see the
-same tensor for the same series. The key slice (highest score) is
-decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
+and context (:func:`slab_and_context`). The trainer (``training.data.folder``) builds its
+inputs with :func:`decode_in_order`, :func:`model_input` and :func:`slab_and_context`
+too, so the box and the trainer see the same tensor for the same series. The key slice
+(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
 passing raise :class:`InferenceError`; there is no path to a silent negative.
 """
 

@@ -25,7 +25,7 @@ bucket is from the rendered volume (:func:`size_bucket`). The folder gets
 every patient, one of :data:`MIMICS` or ``none``; acquisition, the slice-thickness group
 of :func:`acquisition`) and
 ``slice_labels.csv`` (``sop_instance_uid,label``), and ``slice_masks.npz``: for every
-slice the lesion touches, a :data:`MASK_SIDE` square map of the share of each cell the
+slice the lesion of a positive series touches, a :data:`MASK_SIDE` square map of the share of each cell the
 lesion fills, averaged over the slice's thickness (uint8, 255 = all lesion), keyed by SOP
 Instance UID: the format :mod:`training.data.folder` reads. Everything is a function of
 ``(seed, patient index)``.

@@ -15,7 +15,8 @@ per the package's :class:`~appliance.models.package.InputSpec`), so a series giv
 trainer the tensor it gives the box: slices ordered along the slice normal, rescaled per
 instance, every frame of a multi-frame instance, averaged over the package's slab. Each
 image is kept once; its neighbours join it as channels only when a batch is built
-(:meth:`Series.model_inputs`, :class:`Images`), so context costs no memory. Each series' drift histograms are computed with
+(:meth:`Series.model_inputs`, :class:`Images`), so context costs no memory. Each
+series' drift histograms are computed with
 ``appliance.drift.histograms``. Splitting is by patient (:func:`split_by_patient`),
 never by image.
 """
