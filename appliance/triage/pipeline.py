@@ -46,7 +46,7 @@ def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
 def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[float],
                      header: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """A series' per-image model inputs in slice order, averaged over the package's slab
-    (``preprocess.slab_average``), and which slices give each one its context
+    (:func:`over_slab`), and which slices give each one its context
     (``preprocess.context_index``, one step = the slab, else the slice thickness) (pure).
 
     Returns
@@ -56,15 +56,20 @@ def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[
     context : ndarray
         ``(N, 2k + 1)`` indices into ``slices``; ``preprocess.with_context`` stacks them.
     """
-    stacked = np.stack(inputs).astype(np.float32)
     z = np.asarray(positions, dtype=np.float64)
-    if len(stacked) < 2 or (spec.slab_mm is None and not spec.context_slices):
+    stacked = over_slab(spec, np.stack(inputs).astype(np.float32, copy=False), z, header)
+    if len(stacked) < 2 or not spec.context_slices:
         return stacked, np.arange(len(stacked))[:, None].repeat(spec.slices_per_input, axis=1)
-    thickness = slice_thickness(header, z)
-    if spec.slab_mm is not None:
-        stacked = preprocess.slab_average(stacked, z, thickness, spec.slab_mm)
-    step = max(thickness, spec.slab_mm or 0.0)
+    step = max(slice_thickness(header, z), spec.slab_mm or 0.0)
     return stacked, preprocess.context_index(z, step, spec.context_slices)
+
+
+def over_slab(spec: InputSpec, stacked: np.ndarray, positions: np.ndarray, header: Dataset) -> np.ndarray:
+    """``(N, ...)`` per-slice arrays in slice order averaged over the package's slab
+    (``preprocess.slab_average``); as they are without a slab or with one slice (pure)."""
+    if spec.slab_mm is None or len(stacked) < 2:
+        return stacked
+    return preprocess.slab_average(stacked, positions, slice_thickness(header, positions), spec.slab_mm)
 
 
 def slice_thickness(header: Dataset, positions: np.ndarray) -> float:
@@ -76,7 +81,8 @@ def slice_thickness(header: Dataset, positions: np.ndarray) -> float:
 def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:
     """The model's input tensor for a series, ``(N, channels, S, S)`` float32: its images
     through :func:`slab_and_context` and ``preprocess.with_context`` (pure)."""
-    return preprocess.with_context(*slab_and_context(spec, inputs, positions, header))
+    slices, context = slab_and_context(spec, inputs, positions, header)
+    return preprocess.with_context(slices, context) if spec.context_slices else slices
 
 
 def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:

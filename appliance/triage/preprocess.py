@@ -75,10 +75,7 @@ def context_index(positions: np.ndarray, step_mm: float, each_side: int) -> np.n
     """
     z = np.asarray(positions, dtype=np.float64)
     wanted = z[:, None] + step_mm * np.arange(-each_side, each_side + 1)[None, :]
-    right = np.clip(np.searchsorted(z, wanted), 1, max(len(z) - 1, 1))
-    left = right - 1
-    nearer_left = np.abs(wanted - z[left]) <= np.abs(z[np.minimum(right, len(z) - 1)] - wanted)
-    index = np.where(nearer_left, left, np.minimum(right, len(z) - 1))
+    index = np.abs(wanted[:, :, None] - z[None, None, :]).argmin(axis=2)  # ties: the lower slice
     index[:, each_side] = np.arange(len(z))
     return index
 

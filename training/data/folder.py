@@ -37,7 +37,7 @@ from appliance.models.package import InputSpec
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
-from appliance.triage.pipeline import decode_in_order, model_input, slab_and_context, slice_thickness
+from appliance.triage.pipeline import decode_in_order, model_input, over_slab, slab_and_context
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Series:
 
     def model_inputs(self) -> np.ndarray:
         """The tensor the model eats for this series, as the box builds it."""
-        return preprocess.with_context(self.inputs, self.context)
+        return preprocess.with_context(self.inputs, self.context) if self.context.shape[1] > 1 else self.inputs
 
 
 class Images:
@@ -177,10 +177,7 @@ def _lesion_maps(spec: InputSpec, masks: dict[str, np.ndarray], side: int | None
     for i, sop in enumerate(sops):
         if sop in masks:
             maps[i, 0] = masks[sop] / 255.0
-    if spec.slab_mm is None or len(sops) < 2:
-        return maps
-    z = np.asarray(positions, dtype=np.float64)
-    return preprocess.slab_average(maps, z, slice_thickness(header, z), spec.slab_mm)
+    return over_slab(spec, maps, np.asarray(positions, dtype=np.float64), header)
 
 
 def _drift(spec: InputSpec, images: list[Slice]) -> dict:
