@@ -76,7 +76,9 @@ class DemoSpec:
     intended_use: str
     data_desc: str
     limits: str
-    calibration_images: int = 128
+    #: Training images that calibrate quantisation: with 512 instead of 128 the INT8 scores'
+    #: spread on the calibration split fell from 0.054 to 0.039 logit (head CT, OpenVINO).
+    calibration_images: int = 512
     #: Write the training data's ranges as the manifest's ``input_constraints``. Quick
     #: builds (test fixtures fed with series of other sizes) leave them out.
     constrain_inputs: bool = True
