@@ -19,8 +19,8 @@ from appliance.sync.round import enrol, run_round, status
 from tests.hub_support import SHIPPED, box_settings
 from training.hub.repository import Repository
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.0.tar"
-HEAD = SHIPPED / "head-ct-ich-demo-1.2.0.tar"
+CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
+HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 
 def _models(settings) -> list[tuple[str, str, str]]:
@@ -36,7 +36,7 @@ def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tm
     box = box_settings(tmp_path / "box")
     enrol(box, hub.url, hub.token())
     hub.publish(CHEST)
-    assert _round(box).staged == ["chest-cr-pneumothorax-demo 1.1.0"]
+    assert _round(box).staged == ["chest-cr-pneumothorax-demo 1.1.1"]
     before = _models(box)
     repository = Repository(hub.data_dir)
     offline = hub.data_dir / "offline-keys"
@@ -99,8 +99,8 @@ def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tm
     served.write_bytes(bytes(data))
     refused("tampered data (length or hash mismatch)")
     shutil.copyfile(HEAD, served)
-    assert _round(box).staged == ["head-ct-ich-demo 1.2.0"]
-    assert ("head-ct-ich-demo", "1.2.0", "shadow") in _models(box)
+    assert _round(box).staged == ["head-ct-ich-demo 1.2.1"]
+    assert ("head-ct-ich-demo", "1.2.1", "shadow") in _models(box)
 
 
 class CuttingProxy:
@@ -171,10 +171,10 @@ def test_a_download_cut_in_the_middle_resumes_with_range_and_verifies(hub, tmp_p
         hub.publish(CHEST)
         result = _round(box)
         assert proxy.cut.is_set(), "the proxy never cut the download"
-        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.0"], result
+        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
         offsets = [int(r.split("=")[1].split("-")[0]) for r in proxy.ranges]
         assert offsets and 0 < offsets[0] <= 1_000_000  # resumed where it broke, not from zero
-        assert _models(box) == [("chest-cr-pneumothorax-demo", "1.1.0", "shadow")]
+        assert _models(box) == [("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]
         assert not list((box.data_dir / "sync" / "downloads").glob("*.partial"))
     finally:
         proxy.close()

@@ -24,7 +24,7 @@ from appliance.sync.round import enrol, run_round, status
 
 from tests.hub_support import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.0.tar"
+CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
 
 
 def _no_sleep(_: float) -> None:
@@ -204,10 +204,10 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
     assert "published" in hub.publish(CHEST)
     for box in boxes:
         result = run_round(box, sleep=_no_sleep)
-        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.0"], result
+        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
         registry = ModelRegistry(open_database(box.db_path), box.models_dir, [])
         assert [(m.id, m.version, m.state) for m in registry.list()] == [
-            ("chest-cr-pneumothorax-demo", "1.1.0", "shadow")]  # never active
+            ("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]  # never active
         assert run_round(box, sleep=_no_sleep).staged == []  # staged once
     page = httpx.get(f"{hub.url}/fleet").text
-    assert page.count("chest-cr-pneumothorax-demo 1.1.0 (shadow)") == 2
+    assert page.count("chest-cr-pneumothorax-demo 1.1.1 (shadow)") == 2
