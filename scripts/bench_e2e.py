@@ -86,7 +86,7 @@ def main() -> None:
         f"Command: `scripts/bench-e2e --runs {args.runs}` ({time.strftime('%Y-%m-%d')}).",
         "",
         f"A synthetic head CT of {statistics.median(slices):.0f} slices (512x512, 0.625 mm) sent with dcmtk "
-        "`storescu` (TCP_NODELAY=1) to `appliance serve` (listener, worker, sender in one process; "
+        "`storescu` (TCP_NODELAY=1) to `appliance serve` (the listener in the serve process; the worker and the sender in its child process under the memory limit; "
         f"model `{model['id']} {model['version']}` on {audit[0]['backend']}/{audit[0]['precision']}); "
         "timed from storescu's exit after its A-RELEASE until the SR is listed in Orthanc's study "
         f"(REST polled every 20 ms). {args.runs} runs, a new study each.",

@@ -143,10 +143,17 @@ def peak_rss_while(pid: int, action) -> tuple[float, int]:
     return peak[0] / 1024, result
 
 
+#: The CPU features INT8 and wide-vector kernels depend on, recorded with every figure.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
                 if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    present = ", ".join(f for f in CPU_FLAGS if f in flags) or "none of " + "/".join(CPU_FLAGS)
+    return f"{os.cpu_count()} cores ({cpu}; CPU flags {present}), {platform.system()} {platform.release()}"
 
 
 def main() -> None:
