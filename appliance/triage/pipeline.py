@@ -81,8 +81,7 @@ def slice_thickness(header: Dataset, positions: np.ndarray) -> float:
 def stack_inputs(spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset) -> np.ndarray:
     """The model's input tensor for a series, ``(N, channels, S, S)`` float32: its images
     through :func:`slab_and_context` and ``preprocess.with_context`` (pure)."""
-    slices, context = slab_and_context(spec, inputs, positions, header)
-    return preprocess.with_context(slices, context) if spec.context_slices else slices
+    return preprocess.with_context(*slab_and_context(spec, inputs, positions, header))
 
 
 def drift_counts(manifest: Manifest, image: Slice) -> np.ndarray:

@@ -59,7 +59,7 @@ class Series:
 
     def model_inputs(self) -> np.ndarray:
         """The tensor the model eats for this series, as the box builds it."""
-        return preprocess.with_context(self.inputs, self.context) if self.context.shape[1] > 1 else self.inputs
+        return preprocess.with_context(self.inputs, self.context)
 
 
 class Images:
