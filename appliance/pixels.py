@@ -1,6 +1,6 @@
 """Pure pixel arithmetic shared by every stage that touches pixels.
 
-Rescale to Hounsfield units, linear windows, padding to a square and one anti-aliased
+Rescale to Hounsfield units, linear windows (optionally with bone zeroed), padding to a square and one anti-aliased
 resampler (a triangle filter whose support widens when shrinking). The model inputs
 (:mod:`appliance.triage.preprocess`), the heat-map capture (:mod:`appliance.report.render`)
 and the trainer all use these, so a pixel means the same thing everywhere. Arrays in,
@@ -42,13 +42,19 @@ def _window_into(out: np.ndarray, hu: np.ndarray, center: float, width: float) -
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def multi_window(hu: np.ndarray, windows: Sequence[tuple[str, float, float]]) -> np.ndarray:
-    """Stack one windowed channel per ``(name, center, width)``: shape ``(C, H, W)``."""
+def multi_window(hu: np.ndarray, windows: Sequence[tuple]) -> np.ndarray:
+    """Stack one windowed channel per ``(name, center, width)``: shape ``(C, H, W)``.
+
+    A fourth item, ``zero_above`` (HU), sets every pixel denser than that to 0 in its
+    channel (bone removed) instead of clipping it to 1.
+    """
     out = np.empty((len(windows), *hu.shape), np.float32)
-    for channel, (_, center, width) in zip(out, windows):
+    for channel, (_, center, width, *zero_above) in zip(out, windows):
         if width <= 0:
             raise ValueError(f"window width must be positive, got {width}")
         _window_into(channel, hu, center, width)
+        if zero_above and zero_above[0] is not None:
+            channel[hu > np.float32(zero_above[0])] = 0.0
     return out
 
 

@@ -106,17 +106,17 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         n_patients=40, seed=seed, matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
     thicknesses = ", ".join(f"{t:g} mm" for t in gen.thicknesses_mm)
     return DemoSpec(
-        id="head-ct-ich-demo", version="1.2.1" if not quick else "1.0.0",
-        parent_version="1.2.0" if not quick else None,
+        id="head-ct-ich-demo", version="1.3.0" if not quick else "1.0.0",
+        parent_version="1.2.1" if not quick else None,
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
-                        channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
-                        windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS],
+                        channels=len(HEAD_CT_WINDOWS), size=256 if not quick else 32,
+                        windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS],
                         slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0,
-                           hard_negative_share=0.5)
+        train=(TrainConfig(seed=seed, epochs=16, keep_last=True, negatives_per_positive=2.0, hard_negative_share=0.5,
+                           widths=(8, 16, 32, 48, 64), downsamplings=4)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
@@ -133,7 +133,8 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                    "(50-58 HU); mimics in every fifth to tenth patient (calcifications of falx, pineal and choroid "
                    "plexus; dense venous sinuses; beam-hardening streaks; motion ghosts). Size buckets by rendered "
                    "volume: small < 1 mL, medium 1-5 mL, large >= 5 mL."),
-        limits=("Slices are resized to the model's matrix, so a lesion under about 5 mm is a pixel or two at input. "
+        limits=("Slices are resized to the model's matrix (0.8-1.0 mm a pixel), so a subdural under about 2 mm thick "
+                "is a pixel or two at input. "
                 "Inputs outside the training ranges (matrix, pixel spacing, slice thickness, slice count) are refused "
                 "by the package's input constraints and answered with a 'not analysed' notice; contrast-enhanced "
                 "studies and children are outside the intended use."),
@@ -353,7 +354,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
     golden_report["dicom"] = series_report
     drift = {"feature_set": spec.input.kind, "histograms": merge([s.drift for s in splits["train"]]),
              "thresholds": reference_thresholds([s.drift for s in splits["train"]], seed=spec.train.seed)}
-    cam_size = spec.input.size // 8
+    cam_size = spec.input.size // model.stride
     lineage = {"parent_version": spec.parent_version,
                "dataset_manifest_sha256": hashlib.sha256(data_manifest).hexdigest(), "code_revision": revision}
     operating_point = {"threshold": threshold, "target_sensitivity": TARGET_SENSITIVITY,
@@ -369,6 +370,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
         "external_scanner": spec.external_scanner,
         "objective": _objective_desc(spec, supervised_maps=all(s.masks is not None for s in splits["train"])),
         "epochs_run": len(history), "best_epoch": int(min(history, key=lambda r: r["val_loss"])["epoch"]),
+        "keep_last": spec.train.keep_last,
         "train_seconds": train_seconds, "machine": machine(), "cpu_flags": cpu_flags(), "command": command,
         "lineage": lineage, "metrics": metrics,
         "subgroups": subgroup_metrics(splits["test"], test_fp32, threshold),
@@ -437,7 +439,9 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, card_di
 
 def _input_desc(spec: DemoSpec) -> str:
     if spec.input.kind == "ct_slice":
-        wins = ", ".join(f"{n} {c:g}/{w:g}" for n, c, w in spec.input.window_tuples())
+        wins = ", ".join(f"{w.name} {w.center:g}/{w.width:g}" + (f" with everything above {w.zero_above:g} HU at 0"
+                                                                   if w.zero_above is not None else "")
+                         for w in spec.input.windows)
         slab = (f", averaged with its neighbours over a {spec.input.slab_mm:g} mm slab (thinner slices read as one "
                 f"{spec.input.slab_mm:g} mm slice)" if spec.input.slab_mm else "")
         k = spec.input.context_slices

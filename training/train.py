@@ -15,7 +15,8 @@ supervised too (:func:`map_loss`): every cell of a negative image and every cell
 positive one away from the lesion is a negative, and cells the lesion clearly fills are
 positives, so the model cannot flag a positive slice by its skull edge or calcification
 and learn that as haemorrhage. Early stopping watches the validation image loss (not
-before ``min_epochs``); the best weights are kept.
+before ``min_epochs``); the best weights are kept, or with ``keep_last`` every epoch runs
+and the last weights are kept.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from training.backends import torch_runner
 from training.data.folder import Images, Series
-from training.evaluate import roc_auc, series_scores
+from training.evaluate import roc_auc
 from training.models import TriageNet, build_model, pooled_logit
 
 
@@ -54,8 +54,12 @@ class TrainConfig:
     negatives_per_positive: float = 3.0
     max_shift: int = 4
     widths: tuple[int, ...] = (16, 32, 48, 64)
+    downsamplings: int = 3
     hard_negative_share: float = 0.0
     map_weight: float = 0.0
+    #: Run every epoch of the cosine schedule and keep the last weights: validation is then
+    #: only watched (its loss on a few dozen series is too noisy to pick an epoch by).
+    keep_last: bool = False
 
 
 def _world() -> tuple[int, int]:
@@ -124,7 +128,7 @@ def train(
     x_train, x_val = Images(train_set), Images(val_set)
     y_train = x_train.labels
     y_val = torch.from_numpy(x_val.labels.astype(np.float32))
-    model = TriageNet(x_train.channels, cfg.widths)
+    model = TriageNet(x_train.channels, cfg.widths, cfg.downsamplings)
     supervise_maps = cfg.map_weight > 0 and x_train.masks is not None
     net = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -161,10 +165,11 @@ def train(
         _recalibrate_batchnorm(model, x_train, order, cfg.batch_size, rank, world)
         model.eval()
         with torch.no_grad():
-            val_logits = [model.logit(torch.from_numpy(x_val.take(np.arange(i, min(i + 128, len(x_val))))))
-                          for i in range(0, len(x_val), 128)]
-            val_loss = float(loss_fn(torch.cat(val_logits), y_val))
-        val_auc = roc_auc(np.array([s.label for s in val_set]), series_scores(torch_runner(model), val_set, aggregate))
+            val_logits = torch.cat([model.logit(torch.from_numpy(x_val.take(np.arange(i, min(i + 128, len(x_val))))))
+                                    for i in range(0, len(x_val), 128)])
+            val_loss = float(loss_fn(val_logits, y_val))
+        val_scores = _series_scores(torch.sigmoid(val_logits).numpy(), val_set, aggregate)
+        val_auc = roc_auc(np.array([s.label for s in val_set]), val_scores)
         record = {"epoch": epoch, "train_loss": round(total / max(steps, 1), 5), "val_loss": round(val_loss, 5),
                   "val_series_auc": round(val_auc, 5), "lr": sched.get_last_lr()[0], "seconds": round(time.perf_counter() - t0, 2),
                   "rank": rank, "world": world}
@@ -172,14 +177,22 @@ def train(
         log(record)
         if val_loss < best[0]:
             best = (val_loss, copy.deepcopy(model.state_dict()), epoch)
-        stop = torch.tensor([int(epoch >= cfg.min_epochs and epoch - best[2] >= cfg.patience)])
+        stop = torch.tensor([int(not cfg.keep_last and epoch >= cfg.min_epochs and epoch - best[2] >= cfg.patience)])
         if world > 1:
             dist.broadcast(stop, src=0)
         if stop.item():
             break
-    model.load_state_dict(best[1])
+    if not cfg.keep_last:
+        model.load_state_dict(best[1])
     model.eval()
     return model, history
+
+
+def _series_scores(image_scores: np.ndarray, series: list[Series], aggregate: Callable[[np.ndarray], float]) -> np.ndarray:
+    """One aggregated score per series from the scores of all their images, in
+    :class:`Images` order (pure): the validation pass scores each image once."""
+    bounds = np.cumsum([len(s.inputs) for s in series])[:-1]
+    return np.array([aggregate(part) for part in np.split(image_scores, bounds)])
 
 
 def _merge_hardness(hardness: np.ndarray, seen: np.ndarray, world: int) -> np.ndarray:

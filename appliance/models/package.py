@@ -46,11 +46,33 @@ class _Strict(BaseModel):
 
 
 class Window(_Strict):
-    """A CT display window turned into one input channel."""
+    """A CT display window turned into one input channel.
+
+    With ``zero_above`` (HU) every pixel denser than that reads 0 in this channel instead
+    of 1: bone and calcification drop out, and blood beside the skull stays bright.
+    """
 
     name: str
     center: float
     width: float = Field(gt=0)
+    zero_above: float | None = None
+
+    @model_validator(mode="after")
+    def _zero_above_the_window(self) -> "Window":
+        if self.zero_above is not None and self.zero_above < self.center + self.width / 2:
+            raise ValueError(f"window {self.name!r}: zero_above ({self.zero_above:g} HU) must not be below the "
+                             f"window's top ({self.center + self.width / 2:g} HU)")
+        return self
+
+    @classmethod
+    def from_tuple(cls, window: tuple) -> "Window":
+        """The window ``(name, center, width[, zero_above])`` (as :meth:`as_tuple` gives it)."""
+        name, center, width, *zero_above = window
+        return cls(name=name, center=center, width=width, zero_above=zero_above[0] if zero_above else None)
+
+    def as_tuple(self) -> tuple:
+        """``(name, center, width)``, with ``zero_above`` as a fourth item when set."""
+        return (self.name, self.center, self.width) + (() if self.zero_above is None else (self.zero_above,))
 
 
 class InputSpec(_Strict):
@@ -93,9 +115,9 @@ class InputSpec(_Strict):
         """The slice and its ``context_slices`` neighbours either side."""
         return 2 * self.context_slices + 1
 
-    def window_tuples(self) -> list[tuple[str, float, float]]:
-        """Windows as ``(name, center, width)`` tuples for ``preprocess.multi_window``."""
-        return [(w.name, w.center, w.width) for w in self.windows]
+    def window_tuples(self) -> list[tuple]:
+        """Windows as ``(name, center, width[, zero_above])`` tuples for ``preprocess.multi_window``."""
+        return [w.as_tuple() for w in self.windows]
 
 
 class Outputs(_Strict):

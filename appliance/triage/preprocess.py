@@ -23,11 +23,15 @@ import numpy as np
 
 from appliance.pixels import multi_window, pad_to_square, resize, to_hu
 
-#: The three CT windows of the head model, as (name, centre HU, width HU).
-HEAD_CT_WINDOWS: tuple[tuple[str, float, float], ...] = (
+#: The CT windows of the head model, as (name, centre HU, width HU[, zero above HU]).
+#: ``blood`` shows 20-80 HU with everything denser than 200 HU set to 0: a thin subdural
+#: beside the inner table is then a bright rim against a dark skull, where in the other
+#: windows it merges into the bone once a slice is shrunk to the model's size.
+HEAD_CT_WINDOWS: tuple[tuple, ...] = (
     ("brain", 40.0, 80.0),
     ("subdural", 80.0, 200.0),
     ("bone", 600.0, 2800.0),
+    ("blood", 50.0, 60.0, 200.0),
 )
 
 
@@ -35,7 +39,7 @@ def ct_slice_input(
     stored: np.ndarray,
     slope: float,
     intercept: float,
-    windows: Sequence[tuple[str, float, float]],
+    windows: Sequence[tuple],
     size: int,
 ) -> np.ndarray:
     """One CT slice as model input: HU, windows, square, resized. Shape ``(C, size, size)``."""

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance.errors import PackageError
-from appliance.models.package import Aggregation, InputSpec, extract_package, verify_package
+from appliance.models.package import Aggregation, InputSpec, Window, extract_package, verify_package
 from training.package import load_private_key, resign_package, write_package
 
 from package_helpers import FILES, manifest_fields, members, rewrite, tiny_onnx
@@ -162,6 +162,14 @@ def test_context_multiplies_the_channels_a_ct_input_needs():
     assert InputSpec.model_validate({**ct, "channels": 6, "context_slices": 1}).slices_per_input == 3
     with pytest.raises(ValidationError, match="each of its 3 slice"):
         InputSpec.model_validate({**ct, "channels": 2, "context_slices": 1})
+
+
+def test_a_window_zeroes_dense_pixels_only_above_its_own_top():
+    blood = Window.model_validate({"name": "blood", "center": 50, "width": 60, "zero_above": 200})
+    assert blood.as_tuple() == ("blood", 50.0, 60.0, 200.0) and Window.from_tuple(blood.as_tuple()) == blood
+    assert Window.from_tuple(("brain", 40.0, 80.0)).as_tuple() == ("brain", 40.0, 80.0)
+    with pytest.raises(ValidationError, match="window 'blood': zero_above \\(70 HU\\) must not be below the window's top \\(80 HU\\)"):
+        Window.model_validate({"name": "blood", "center": 50, "width": 60, "zero_above": 70})
 
 
 def test_manifest_referencing_unlisted_file_is_malformed(tmp_path, keys):

@@ -22,8 +22,8 @@ def test_window_maps_edges_to_zero_and_one_and_clips():
 def test_multi_window_stacks_channels_in_order():
     hu = np.full((4, 4), 60.0)
     out = pixels.multi_window(hu, pp.HEAD_CT_WINDOWS)
-    assert out.shape == (3, 4, 4)
-    np.testing.assert_allclose(out[:, 0, 0], [0.75, 0.4, (60 - (600 - 1400)) / 2800], rtol=1e-6)
+    assert out.shape == (4, 4, 4)
+    np.testing.assert_allclose(out[:, 0, 0], [0.75, 0.4, (60 - (600 - 1400)) / 2800, 40 / 60], rtol=1e-6)
 
 
 def test_pad_to_square_centres_and_fills():
@@ -51,7 +51,7 @@ def test_resize_upscale_is_monotonic_on_a_ramp():
 def test_ct_slice_input_shape_and_range():
     stored = np.full((60, 80), 1024 + 40, dtype=np.int16)
     x = pp.ct_slice_input(stored, 1.0, -1024.0, pp.HEAD_CT_WINDOWS, 32)
-    assert x.shape == (3, 32, 32) and x.dtype == np.float32
+    assert x.shape == (len(pp.HEAD_CT_WINDOWS), 32, 32) and x.dtype == np.float32
     assert x.min() >= 0 and x.max() <= 1
     assert x[0, 16, 16] == pytest.approx(0.5)
 
