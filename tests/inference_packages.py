@@ -49,9 +49,9 @@ def derived(package: Path, key: Path, out: Path, version: str, *, model_id: str 
             input_constraints: dict | None = None, nan_on_white: bool = False) -> Path:
     """The same model re-signed as ``version`` (and ``model_id``), with ``input_constraints``
     in its manifest; with ``nan_on_white`` it keeps only its FP32 ONNX variant, changed to
-    answer NaN for an image whose model input is white all over (mean above 0.99), which
-    no golden case is, so it still passes its golden test: a model that fails on one
-    kind of series."""
+    answer NaN for an image whose first input channel (the brain window of a head CT) is
+    white all over (mean above 0.99), which no golden case is, so it still passes its
+    golden test: a model that fails on one kind of series."""
     manifest, files = _members(package)
     manifest["version"] = version
     if model_id is not None:
@@ -72,7 +72,7 @@ def derived(package: Path, key: Path, out: Path, version: str, *, model_id: str 
 
 
 def _nan_on_white(model: bytes, score_name: str) -> bytes:
-    """score + 0 * sqrt(0.99 - mean(input)): unchanged unless the input's mean exceeds 0.99."""
+    """score + 0 * sqrt(0.99 - mean(input[:, 0])): unchanged unless the first channel's mean exceeds 0.99."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -84,9 +84,11 @@ def _nan_on_white(model: bytes, score_name: str) -> bytes:
     inner.initializer.extend([
         helper.make_tensor("nan_limit", TensorProto.FLOAT, [], [0.99]),
         helper.make_tensor("nan_zero", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("nan_channel", TensorProto.INT64, [], [0]),
     ])
     inner.node.extend([
-        helper.make_node("ReduceMean", [source], ["nan_mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Gather", [source, "nan_channel"], ["nan_first"], axis=1),
+        helper.make_node("ReduceMean", ["nan_first"], ["nan_mean"], axes=[1, 2], keepdims=0),
         helper.make_node("Sub", ["nan_limit", "nan_mean"], ["nan_room"]),
         helper.make_node("Sqrt", ["nan_room"], ["nan_gate"]),
         helper.make_node("Mul", ["nan_gate", "nan_zero"], ["nan_term"]),
