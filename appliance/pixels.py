@@ -112,7 +112,7 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return image.astype(np.float32)
     image = np.asarray(image, dtype=np.float32)  # no copy: the filter writes a new array
     rows = _resample_axis(image, shape[0], -2)
-    return _resample_axis(rows, shape[1], -1).astype(np.float32, copy=False)
+    return np.ascontiguousarray(_resample_axis(rows, shape[1], -1), dtype=np.float32)  # stacks without reordering
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -106,17 +106,17 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
         n_patients=40, seed=seed, matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
     thicknesses = ", ".join(f"{t:g} mm" for t in gen.thicknesses_mm)
     return DemoSpec(
-        id="head-ct-ich-demo", version="1.3.0" if not quick else "1.0.0",
-        parent_version="1.2.1" if not quick else None,
+        id="head-ct-ich-demo", version="1.2.1" if not quick else "1.0.0",
+        parent_version="1.2.0" if not quick else None,
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),
         input=InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE],
-                        channels=len(HEAD_CT_WINDOWS), size=256 if not quick else 32,
+                        channels=len(HEAD_CT_WINDOWS), size=128 if not quick else 32,
                         windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS],
                         slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen,
-        train=(TrainConfig(seed=seed, epochs=16, keep_last=True, negatives_per_positive=2.0, hard_negative_share=0.5,
-                           widths=(8, 16, 32, 48, 64), downsamplings=4)
+        train=(TrainConfig(seed=seed, epochs=40, patience=8, min_epochs=20, negatives_per_positive=2.0,
+                           hard_negative_share=0.5)
                if not quick else TrainConfig(seed=seed, epochs=8, min_epochs=8, widths=(8, 8, 8, 8))),
         fractions=(0.5, 0.1, 0.15, 0.1, 0.15) if not quick else (0.4, 0.15, 0.15, 0.15, 0.15),
         external_scanner=CT_EXTERNAL_STYLE,
@@ -133,8 +133,7 @@ def head_ct(quick: bool = False, seed: int = 20261127) -> DemoSpec:
                    "(50-58 HU); mimics in every fifth to tenth patient (calcifications of falx, pineal and choroid "
                    "plexus; dense venous sinuses; beam-hardening streaks; motion ghosts). Size buckets by rendered "
                    "volume: small < 1 mL, medium 1-5 mL, large >= 5 mL."),
-        limits=("Slices are resized to the model's matrix (0.8-1.0 mm a pixel), so a subdural under about 2 mm thick "
-                "is a pixel or two at input. "
+        limits=("Slices are resized to the model's matrix, so a lesion under about 5 mm is a pixel or two at input. "
                 "Inputs outside the training ranges (matrix, pixel spacing, slice thickness, slice count) are refused "
                 "by the package's input constraints and answered with a 'not analysed' notice; contrast-enhanced "
                 "studies and children are outside the intended use."),

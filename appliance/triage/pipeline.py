@@ -163,7 +163,7 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         raise InferenceError("series has no images")
     inputs = stack_inputs(manifest.input, [converted[0] for _, _, converted in entries],
                           [converted[3] for _, _, converted in entries], entries[0][2][2])
-    digest = hashlib.sha256(inputs.tobytes()).hexdigest()
+    digest = hashlib.sha256(memoryview(np.ascontiguousarray(inputs)).cast("B")).hexdigest()  # no copy
     features = drift_features.series_features(manifest.input.kind, entries[0][2][2],
                                               [converted[1] for _, _, converted in entries], len(entries))
     return inputs, [(path, number) for path, number, _ in entries], digest, features

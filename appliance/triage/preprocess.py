@@ -23,16 +23,17 @@ import numpy as np
 
 from appliance.pixels import multi_window, pad_to_square, resize, to_hu
 
-#: The CT windows of the head model, as (name, centre HU, width HU[, zero above HU]).
-#: ``blood`` shows 20-80 HU with everything denser than 200 HU set to 0: a thin subdural
-#: beside the inner table is then a bright rim against a dark skull, where in the other
-#: windows it merges into the bone once a slice is shrunk to the model's size.
+#: The three CT windows of the head model, as (name, centre HU, width HU).
 HEAD_CT_WINDOWS: tuple[tuple, ...] = (
     ("brain", 40.0, 80.0),
     ("subdural", 80.0, 200.0),
     ("bone", 600.0, 2800.0),
-    ("blood", 50.0, 60.0, 200.0),
 )
+#: A fourth head-CT window: 20-80 HU with everything denser than 200 HU set to 0, so a
+#: thin subdural beside the inner table stays a bright rim against a dark skull where in
+#: the windows above it merges into the bone once a slice is shrunk (the 1.3.0 candidate
+#: in docs/benchmarks.md; not in the shipped model).
+BLOOD_WINDOW: tuple = ("blood", 50.0, 60.0, 200.0)
 
 
 def ct_slice_input(
@@ -49,14 +50,24 @@ def ct_slice_input(
     return resize(channels, size)
 
 
+#: Output slices per block of :func:`slab_average`'s banded product (at least).
+SLAB_BLOCK = 16
+
+
 def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float, slab_mm: float) -> np.ndarray:
-    """Each slice's input averaged over a slab of ``slab_mm`` centred on it (pure).
+    """Each slice's input averaged over a slab of ``slab_mm`` centred on it, written over
+    ``inputs`` (a C-ordered copy of it if it is not C-ordered) and returned.
 
     Slice ``j`` (centred at ``positions[j]`` along the slice normal, ``thickness_mm``
     thick) counts with the share of its thickness that lies inside slice ``i``'s slab;
     the weights are normalised, so a 0.625 mm series averages about eight slices, a
     2.5 mm one its neighbours at half weight, and slices at least as thick as the slab
-    stay as they are. Shape ``(N, C, S, S)`` in and out; ``positions`` in slice order.
+    stay as they are. Shape ``(N, C, S, S)``; ``positions`` in slice order.
+
+    The result replaces ``inputs`` because a series' tensor is large (200 slices of
+    4x256x256 are 210 MB) and a second one costs more in fresh memory than the sums do.
+    The weights are a band, so blocks of rows are multiplied by the few slices they
+    touch, and each block is written back only after the next one has read its inputs.
     """
     if thickness_mm >= slab_mm:
         return inputs
@@ -66,8 +77,25 @@ def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float,
                - np.maximum(z[None, :] - half_t, z[:, None] - half_s))
     weights = np.clip(overlap, 0.0, None)
     weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
-    flat = inputs.reshape(len(z), -1)
-    return (weights.astype(np.float32) @ flat).reshape(inputs.shape)
+    weights = weights.astype(np.float32)
+    nonzero = weights != 0
+    first = nonzero.argmax(axis=1)
+    last = len(z) - 1 - nonzero[:, ::-1].argmax(axis=1)
+    # A block may only read slices the block before it covers, never ones already written.
+    block = max(SLAB_BLOCK, int((np.arange(len(z)) - first).max()))
+    inputs = np.ascontiguousarray(inputs)
+    flat = inputs.reshape(len(z), -1)  # a view, so writing it writes inputs
+    pending: tuple[int, np.ndarray] | None = None
+    for start in range(0, len(z), block):
+        stop = min(start + block, len(z))
+        lo, hi = int(first[start:stop].min()), int(last[start:stop].max()) + 1
+        averaged = weights[start:stop, lo:hi] @ flat[lo:hi]
+        if pending is not None:
+            flat[pending[0]:pending[0] + len(pending[1])] = pending[1]
+        pending = (start, averaged)
+    if pending is not None:
+        flat[pending[0]:pending[0] + len(pending[1])] = pending[1]
+    return inputs
 
 
 def context_index(positions: np.ndarray, step_mm: float, each_side: int) -> np.ndarray:

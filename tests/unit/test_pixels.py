@@ -20,11 +20,11 @@ def test_banded_resize_equals_the_dense_filter(shape, size):
 
 def test_multi_window_is_the_stack_of_single_windows_with_dense_pixels_zeroed_where_asked():
     hu = np.random.default_rng(1).uniform(-1100, 3000, (40, 50)).astype(np.float32)
-    stacked = np.stack([pixels.window(hu, c, w) * (hu <= rest[0] if rest else 1)
-                        for _, c, w, *rest in preprocess.HEAD_CT_WINDOWS])
-    assert np.array_equal(pixels.multi_window(hu, preprocess.HEAD_CT_WINDOWS), stacked)
+    windows = (*preprocess.HEAD_CT_WINDOWS, preprocess.BLOOD_WINDOW)
+    stacked = np.stack([pixels.window(hu, c, w) * (hu <= rest[0] if rest else 1) for _, c, w, *rest in windows])
+    assert np.array_equal(pixels.multi_window(hu, windows), stacked)
     blood = pixels.multi_window(np.array([[10.0, 65.0, 150.0, 200.0, 201.0, 1600.0]], np.float32),
-                                [("blood", 50.0, 60.0, 200.0)])[0, 0]
+                                [preprocess.BLOOD_WINDOW])[0, 0]
     np.testing.assert_allclose(blood, [0.0, 0.75, 1.0, 1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="positive"):
         pixels.multi_window(hu, [("bad", 40.0, 0.0)])

@@ -20,7 +20,7 @@ from tests.hub_support import SHIPPED, box_settings
 from training.hub.repository import Repository
 
 CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
-HEAD = SHIPPED / "head-ct-ich-demo-1.3.0.tar"
+HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 
 def _models(settings) -> list[tuple[str, str, str]]:
@@ -99,8 +99,8 @@ def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tm
     served.write_bytes(bytes(data))
     refused("tampered data (length or hash mismatch)")
     shutil.copyfile(HEAD, served)
-    assert _round(box).staged == ["head-ct-ich-demo 1.3.0"]
-    assert ("head-ct-ich-demo", "1.3.0", "shadow") in _models(box)
+    assert _round(box).staged == ["head-ct-ich-demo 1.2.1"]
+    assert ("head-ct-ich-demo", "1.2.1", "shadow") in _models(box)
 
 
 class CuttingProxy:
