@@ -15,10 +15,7 @@ per the package's :class:`~appliance.models.package.InputSpec`), so a series giv
 trainer the tensor it gives the box: slices ordered along the slice normal, rescaled per
 instance, every frame of a multi-frame instance, averaged over the package's slab. Each
 image is kept once; its neighbours join it as channels only when a batch is built
-(:meth:`Series.model_inputs`, :class:`Images`), so context costs no memory. Images are
-kept as float16 (the box's float32 inputs rounded to 11 significant bits, at most 0.02 HU
-in the narrowest window) and widened to float32 whenever they are read: a 256-pixel
-head-CT dataset would not fit in memory otherwise. Each
+(:meth:`Series.model_inputs`, :class:`Images`), so context costs no memory. Each
 series' drift histograms are computed with
 ``appliance.drift.histograms``. Splitting is by patient (:func:`split_by_patient`),
 never by image.
@@ -55,14 +52,14 @@ class Series:
     attributes: dict[str, str]
     sop_uids: list[str]  # one per image: a multi-frame instance's UID repeats per frame
     image_labels: np.ndarray
-    inputs: np.ndarray  # (N, C, S, S) float16: one per image, before context is stacked
+    inputs: np.ndarray  # (N, C, S, S): one per image, before context is stacked
     context: np.ndarray  # (N, 2k + 1): which images give each one its context
     masks: np.ndarray | None  # (N, 1, M, M) lesion share per cell, over the slab like the inputs
     drift: dict = field(repr=False)
 
     def model_inputs(self) -> np.ndarray:
-        """The tensor the model eats for this series, as the box builds it (float32)."""
-        return preprocess.with_context(self.inputs, self.context).astype(np.float32)
+        """The tensor the model eats for this series, as the box builds it."""
+        return preprocess.with_context(self.inputs, self.context)
 
 
 class Images:
@@ -73,7 +70,7 @@ class Images:
     """
 
     def __init__(self, series: list[Series]):
-        self.slices = np.concatenate([s.inputs for s in series])
+        self.slices = np.concatenate([s.inputs for s in series]).astype(np.float32, copy=False)
         offsets = np.cumsum([0] + [len(s.inputs) for s in series[:-1]])
         self.context = np.concatenate([s.context + offset for s, offset in zip(series, offsets)])
         self.labels = np.concatenate([s.image_labels for s in series])
@@ -88,8 +85,8 @@ class Images:
         return self.slices.shape[1] * self.context.shape[1]
 
     def take(self, index: np.ndarray) -> np.ndarray:
-        """Model inputs of the images at ``index``, ``(len(index), channels, S, S)`` float32."""
-        return preprocess.with_context(self.slices, self.context[np.asarray(index)]).astype(np.float32)
+        """Model inputs of the images at ``index``, ``(len(index), channels, S, S)``."""
+        return preprocess.with_context(self.slices, self.context[np.asarray(index)])
 
 
 def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
@@ -164,8 +161,7 @@ def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSp
         scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
-        inputs=inputs.astype(np.float16), context=context,
-        masks=_lesion_maps(spec, masks, mask_side, sops, positions, first),
+        inputs=inputs, context=context, masks=_lesion_maps(spec, masks, mask_side, sops, positions, first),
         drift=_drift(spec, slices),
     )
 

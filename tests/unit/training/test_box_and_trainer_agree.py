@@ -87,21 +87,12 @@ def save(folder: Path, datasets: list[Dataset], label: int = 1,
     return paths
 
 
-#: Largest rounding of an input in [0, 1] to float16 (half its spacing just below 1).
-FLOAT16_STEP = 2.0 ** -12
-
-
-def half(box: np.ndarray) -> np.ndarray:
-    """The box's float32 tensor as the trainer keeps it: rounded to float16, read as float32."""
-    return box.astype(np.float16).astype(np.float32)
-
-
 def both(folder: Path, paths: list[Path], spec: InputSpec) -> tuple[np.ndarray, Series]:
     """The appliance's inputs and the trainer's series for the one series in ``folder``."""
     box, origins, _, drift = prepare(manifest(spec), paths)
     (trainer,) = load_folder(folder, spec)
-    assert trainer.inputs.dtype == np.float16 and box.dtype == trainer.model_inputs().dtype == np.float32
-    assert np.array_equal(trainer.model_inputs(), half(box)), "the trainer and the box built different tensors"
+    assert trainer.inputs.dtype == box.dtype == np.float32
+    assert np.array_equal(trainer.model_inputs(), box), "the trainer and the box built different tensors"
     for name, reference in trainer.drift.items():
         assert drift["histograms"][name] == reference["counts"], f"drift feature {name} differs"
     return box, trainer
@@ -138,7 +129,7 @@ def test_oblique_series_is_ordered_along_the_normal_and_rescaled_per_instance(tm
 
     expected = np.stack([preprocess.ct_slice_input(hu_image(20 * rank), 1.0, 0.0, CT.window_tuples(), CT.size)
                          for rank in range(len(datasets))])
-    assert np.array_equal(trainer.inputs, expected.astype(np.float16))
+    assert np.array_equal(trainer.inputs, expected)
     assert trainer.sop_uids == [str(ds.SOPInstanceUID) for ds in datasets]
 
 
@@ -163,7 +154,7 @@ def test_thin_slices_are_averaged_over_the_packages_slab_by_both(tmp_path):
                        for rank in range(12)])
     # A 5 mm slab over 1.25 mm slices: three whole slices and half of one either side.
     middle = (single[3:8].sum(axis=0) - (single[3] + single[7]) / 2) / 4
-    np.testing.assert_allclose(trainer.inputs[5], middle, atol=FLOAT16_STEP + 1e-6)  # + float32 sums
+    np.testing.assert_allclose(trainer.inputs[5], middle, atol=1e-6)
     assert not np.allclose(trainer.inputs[5], single[5], atol=1e-3)
 
 
@@ -174,11 +165,11 @@ def test_context_stacks_the_slabs_a_slab_away_for_both(tmp_path):
     inputs, trainer = both(tmp_path, paths, spec)
 
     slabs = trainer.inputs  # the slab averages, checked against the slices in the test above
-    assert inputs.shape == (12, 3 * len(CT.windows), CT.size, CT.size)
-    np.testing.assert_array_equal(half(inputs[6]), np.concatenate([slabs[2], slabs[6], slabs[10]]))
-    np.testing.assert_array_equal(half(inputs[0]), np.concatenate([slabs[0], slabs[0], slabs[4]]))
+    assert inputs.shape == (12, 9, CT.size, CT.size)
+    np.testing.assert_array_equal(inputs[6], np.concatenate([slabs[2], slabs[6], slabs[10]]))
+    np.testing.assert_array_equal(inputs[0], np.concatenate([slabs[0], slabs[0], slabs[4]]))
     images = Images([trainer, trainer])
-    np.testing.assert_array_equal(images.take([18, 0]), half(inputs[[6, 0]]))
+    np.testing.assert_array_equal(images.take([18, 0]), inputs[[6, 0]])
 
 
 def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
@@ -198,7 +189,7 @@ def test_multi_frame_instances_give_one_input_per_frame_in_order(tmp_path):
 
     hu = np.concatenate([frames["lower"], frames["upper"]])
     expected = np.stack([preprocess.ct_slice_input(h, 1.0, 0.0, CT.window_tuples(), CT.size) for h in hu])
-    assert np.array_equal(trainer.inputs, expected.astype(np.float16))
+    assert np.array_equal(trainer.inputs, expected)
     assert trainer.sop_uids == [str(lower.SOPInstanceUID)] * 3 + [str(upper.SOPInstanceUID)] * 3
     assert trainer.image_labels.tolist() == [0, 0, 0, 1, 1, 1]
     slice_count = trainer.drift["slice_count"]

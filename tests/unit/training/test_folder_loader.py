@@ -9,8 +9,8 @@ from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
 from training.data.folder import load_folder, read_labels, split_by_patient
 
-SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=len(HEAD_CT_WINDOWS),
-                 size=16, windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS])
+SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=3,
+                 size=16, windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS])
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_loads_series_with_slice_labels_attributes_and_drift(folder):
     assert set(by_uid) == {t.series_uid for t in truths}
     for t in truths:
         s = by_uid[t.series_uid]
-        assert s.inputs.shape == (len(t.slice_uids), len(HEAD_CT_WINDOWS), 16, 16) and s.inputs.dtype == np.float16
+        assert s.inputs.shape == (len(t.slice_uids), 3, 16, 16) and s.inputs.dtype == np.float32
         assert s.sop_uids == list(t.slice_uids)  # sorted by position, as generated
         np.testing.assert_array_equal(s.image_labels, t.slice_labels)
         assert s.label == t.label and s.attributes["size_bucket"] == t.size_bucket

@@ -25,10 +25,10 @@ def test_a_fourth_downsampling_halves_the_activation_map_again():
 
 def series(rng: np.random.Generator, index: int, label: int) -> Series:
     """Four 16x16 images; a positive series has one bright square in its second image."""
-    inputs = rng.normal(0.3, 0.05, (4, 3, 16, 16)).astype(np.float16)
+    inputs = rng.normal(0.3, 0.05, (4, 3, 16, 16)).astype(np.float32)
     labels = np.zeros(4, np.int64)
     if label:
-        inputs[1, :, 5:9, 5:9] += np.float16(0.5)
+        inputs[1, :, 5:9, 5:9] += 0.5
         labels[1] = 1
     return Series(patient_id=f"P{index}", study_uid=f"1.{index}", series_uid=f"2.{index}", scanner="s", label=label,
                   attributes={}, sop_uids=[f"3.{index}.{k}" for k in range(4)], image_labels=labels, inputs=inputs,
