@@ -1,7 +1,8 @@
 """Pure pixel arithmetic shared by every stage that touches pixels.
 
-Rescale to Hounsfield units, linear windows (optionally with bone zeroed), padding to a square and one anti-aliased
-resampler (a triangle filter whose support widens when shrinking). The model inputs
+Rescale to Hounsfield units, linear windows (optionally with bone zeroed), padding to a
+square and one anti-aliased resampler (a triangle filter whose support widens when
+shrinking). The model inputs
 (:mod:`appliance.triage.preprocess`), the heat-map capture (:mod:`appliance.report.render`)
 and the trainer all use these, so a pixel means the same thing everywhere. Arrays in,
 new ``float32`` arrays out.

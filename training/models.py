@@ -2,9 +2,10 @@
 
 :class:`TriageNet`: a stack of conv-BN-ReLU stages (stride-2 downsampling), then a 1x1
 convolution to one channel: the class-activation map (CAM) in logit units at 1/8 of the
-input size (1/16 with a fourth downsampling stage, for larger inputs). The image logit pools the CAM with log-sum-exp (a smooth maximum, so small
-findings are not averaged away) and the score is its sigmoid. Outputs, in this order
-(the ONNX export keeps them): ``score`` (N,) probability, ``cam`` (N, S/8, S/8) (or S/16).
+input size (1/16 with a fourth downsampling stage, for larger inputs). The image logit
+pools the CAM with log-sum-exp (a smooth maximum, so small findings are not averaged
+away) and the score is its sigmoid. Outputs, in this order (the ONNX export keeps them):
+``score`` (N,) probability, ``cam`` (N, S/8, S/8) (or S/16).
 """
 
 from __future__ import annotations
