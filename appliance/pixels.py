@@ -2,10 +2,9 @@
 
 Rescale to Hounsfield units, linear windows (optionally with bone zeroed), padding to a
 square and one anti-aliased resampler (a triangle filter whose support widens when
-shrinking). The model inputs
-(:mod:`appliance.triage.preprocess`), the heat-map capture (:mod:`appliance.report.render`)
-and the trainer all use these, so a pixel means the same thing everywhere. Arrays in,
-new ``float32`` arrays out.
+shrinking). The model inputs (:mod:`appliance.triage.preprocess`), the heat-map capture
+(:mod:`appliance.report.render`) and the trainer all use these, so a pixel means the
+same thing everywhere. Arrays in, new ``float32`` arrays out.
 """
 
 from __future__ import annotations
