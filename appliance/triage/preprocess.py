@@ -50,24 +50,14 @@ def ct_slice_input(
     return resize(channels, size)
 
 
-#: Output slices per block of :func:`slab_average`'s banded product (at least).
-SLAB_BLOCK = 16
-
-
 def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float, slab_mm: float) -> np.ndarray:
-    """Each slice's input averaged over a slab of ``slab_mm`` centred on it, written over
-    ``inputs`` (a C-ordered copy of it if it is not C-ordered) and returned.
+    """Each slice's input averaged over a slab of ``slab_mm`` centred on it (pure).
 
     Slice ``j`` (centred at ``positions[j]`` along the slice normal, ``thickness_mm``
     thick) counts with the share of its thickness that lies inside slice ``i``'s slab;
     the weights are normalised, so a 0.625 mm series averages about eight slices, a
     2.5 mm one its neighbours at half weight, and slices at least as thick as the slab
-    stay as they are. Shape ``(N, C, S, S)``; ``positions`` in slice order.
-
-    The result replaces ``inputs`` because a series' tensor is large (200 slices of
-    4x256x256 are 210 MB) and a second one costs more in fresh memory than the sums do.
-    The weights are a band, so blocks of rows are multiplied by the few slices they
-    touch, and each block is written back only after the next one has read its inputs.
+    stay as they are. Shape ``(N, C, S, S)`` in and out; ``positions`` in slice order.
     """
     if thickness_mm >= slab_mm:
         return inputs
@@ -77,25 +67,8 @@ def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float,
                - np.maximum(z[None, :] - half_t, z[:, None] - half_s))
     weights = np.clip(overlap, 0.0, None)
     weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
-    weights = weights.astype(np.float32)
-    nonzero = weights != 0
-    first = nonzero.argmax(axis=1)
-    last = len(z) - 1 - nonzero[:, ::-1].argmax(axis=1)
-    # A block may only read slices the block before it covers, never ones already written.
-    block = max(SLAB_BLOCK, int((np.arange(len(z)) - first).max()))
-    inputs = np.ascontiguousarray(inputs)
-    flat = inputs.reshape(len(z), -1)  # a view, so writing it writes inputs
-    pending: tuple[int, np.ndarray] | None = None
-    for start in range(0, len(z), block):
-        stop = min(start + block, len(z))
-        lo, hi = int(first[start:stop].min()), int(last[start:stop].max()) + 1
-        averaged = weights[start:stop, lo:hi] @ flat[lo:hi]
-        if pending is not None:
-            flat[pending[0]:pending[0] + len(pending[1])] = pending[1]
-        pending = (start, averaged)
-    if pending is not None:
-        flat[pending[0]:pending[0] + len(pending[1])] = pending[1]
-    return inputs
+    flat = inputs.reshape(len(z), -1)
+    return (weights.astype(np.float32) @ flat).reshape(inputs.shape)
 
 
 def context_index(positions: np.ndarray, step_mm: float, each_side: int) -> np.ndarray:
