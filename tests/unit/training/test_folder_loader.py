@@ -10,7 +10,7 @@ from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_datas
 from training.data.folder import load_folder, read_labels, split_by_patient
 
 SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=3,
-                 size=16, windows=[Window(name=n, center=c, width=w) for n, c, w in HEAD_CT_WINDOWS])
+                 size=16, windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS])
 
 
 @pytest.fixture(scope="module")
