@@ -12,11 +12,12 @@ panels (by default 2000-3000 columns at 0.12-0.22 mm). The anatomy is drawn on a
 grid (about 0.7-0.9 mm), blurred by the detector there and interpolated up to the stored
 matrix, where the quantum noise is added pixel by pixel.
 
-Labels: ``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast,mimic``;
-lesion type ``apical`` or ``lateral`` for positives;
-contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives; mimic, for every
-patient, one of :data:`MIMICS` or ``none``), size
-bucket from the rim width (:func:`size_bucket`). Deterministic per (seed, index).
+Labels: ``labels.csv`` (``series_instance_uid``, ``label`` and :data:`LABEL_COLUMNS`):
+``label`` 1 for any pneumothorax, its class under the product's indication
+(:func:`training.indication.chest_indication`, by rim width), the rim width in mm and its
+size group (:func:`training.indication.rim_group`); lesion type ``apical`` or ``lateral``
+for positives; contrast ``subtle`` or ``standard`` for positives, ``none`` for negatives;
+mimic, for every patient, one of :data:`MIMICS` or ``none``. Deterministic per (seed, index).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from training import indication
 from training.data import dicom_common as dc
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -82,18 +84,17 @@ class ImageTruth:
     patient_id: str
     series_uid: str
     label: int
-    size_bucket: str
+    indication: str
+    size_group: str
     scanner: str
+    rim_mm: float = 0.0
     contrast: str = "none"
     mimic: str = "none"
     lesion_type: str = "none"
 
 
-def size_bucket(rim_mm: float) -> str:
-    """Pneumothorax-size bucket by rim width: ``small`` < 15 mm <= ``medium`` < 30 mm <= ``large``."""
-    if rim_mm <= 0:
-        return "none"
-    return "small" if rim_mm < 15 else "medium" if rim_mm < 30 else "large"
+#: The columns of ``labels.csv``, after ``series_instance_uid`` and ``label``.
+LABEL_COLUMNS = ("indication", "size_group", "lesion_type", "contrast", "mimic", "rim_mm", "scanner")
 
 
 def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None) -> list[ImageTruth]:
@@ -106,9 +107,10 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic"])
+        w.writerow(["series_instance_uid", "label", *LABEL_COLUMNS])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic])
+            w.writerow([t.series_uid, t.label, *(f"{v:.3f}" if isinstance(v, float) else v
+                                                  for v in (getattr(t, c) for c in LABEL_COLUMNS))])
     return truths
 
 
@@ -274,7 +276,9 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     dc.write(ds, out_dir / patient["PatientID"] / "CR" / "IM0001.dcm")
     return ImageTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
-        size_bucket=size_bucket(ptx["rim"]) if positive else "none", scanner=f"{style.manufacturer} {style.model}",
+        indication=indication.chest_indication(ptx["rim"] if positive else 0.0).value,
+        size_group=indication.rim_group(ptx["rim"]) if positive else "none", rim_mm=float(ptx["rim"]) if positive else 0.0,
+        scanner=f"{style.manufacturer} {style.model}",
         contrast=("subtle" if ptx["subtle"] else "standard") if positive else "none",
         lesion_type=("apical" if ptx["apical"] else "lateral") if positive else "none",
         mimic=mimic["type"] if mimic else "none",

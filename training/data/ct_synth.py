@@ -15,15 +15,17 @@ head CT (by default 512 x 512, 0.40-0.50 mm pixels, 0.625-5 mm slices). Noise gr
 slices get thinner (as 1/sqrt(thickness)), and a slice averages the lesion over its
 thickness (partial volume), so a small haemorrhage is faint in a 5 mm slice.
 
-Truth is taken from what each slice shows: a slice is positive when the lesion, averaged
-over the slice's thickness, occupies more than half of at least
-:data:`MIN_SLICE_LESION_MM2`; the series label is positive when any slice is (a lesion so
-small that no slice shows it this way leaves a faint trace in a negative series); the size
-bucket is from the rendered volume (:func:`size_bucket`). The folder gets
-``labels.csv`` (``series_instance_uid,label,size_bucket,lesion_type,contrast``; contrast
-``low`` for 50-58 HU findings, ``standard`` above, ``none`` for negatives; mimic, for
-every patient, one of :data:`MIMICS` or ``none``; acquisition, the slice-thickness group
-of :func:`acquisition`) and
+Series truth is the finding as drawn: ``label`` 1 for any finding, and its class under
+the product's indication (:mod:`training.indication`: in-indication, sub-indication or
+negative) from the intraparenchymal volume (the ellipsoid's) or the subdural thickness at
+its thickest. Slice truth is what each slice shows: a slice is positive when the lesion,
+averaged over the slice's thickness, occupies more than half of at least
+:data:`MIN_SLICE_LESION_MM2` (a finding so small that no slice shows it this way is a
+positive series with no positive slice). The folder gets ``labels.csv`` (columns
+:data:`LABEL_COLUMNS`: contrast ``low`` for 50-58 HU findings, ``standard`` above,
+``none`` for negatives; size group from :func:`training.indication.head_ct_size_group`;
+mimic, for every patient, one of :data:`MIMICS` or ``none``; acquisition, the
+slice-thickness group) and
 ``slice_labels.csv`` (``sop_instance_uid,label``), and ``slice_masks.npz``: for every
 slice the lesion of a positive series touches, a :data:`MASK_SIDE` square map of the share of each cell the
 lesion fills, averaged over the slice's thickness (uint8, 255 = all lesion), keyed by SOP
@@ -44,6 +46,7 @@ import numpy as np
 from scipy import ndimage
 
 from appliance.pixels import resize
+from training import indication
 from training.data import dicom_common as dc
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -117,28 +120,25 @@ class SeriesTruth:
     patient_id: str
     series_uid: str
     label: int
-    size_bucket: str
+    indication: str
+    size_group: str
     lesion_type: str
     scanner: str
     contrast: str
     mimic: str
     acquisition: str
+    slice_thickness_mm: float
+    iph_volume_ml: float
+    sdh_thickness_mm: float
+    lesion_hu: float
     slice_uids: tuple[str, ...]
     slice_labels: tuple[int, ...]
     slice_masks: dict[str, np.ndarray] = field(compare=False, repr=False)  # SOP Instance UID -> lesion map
 
 
-def size_bucket(volume_ml: float) -> str:
-    """Lesion-size bucket from volume: ``small`` < 1 mL <= ``medium`` < 5 mL <= ``large``."""
-    if volume_ml <= 0:
-        return "none"
-    return "small" if volume_ml < 1.0 else "medium" if volume_ml < 5.0 else "large"
-
-
-def acquisition(thickness_mm: float) -> str:
-    """The acquisition subgroup of a series: ``thin`` (<= 1.25 mm), ``medium`` (< 5 mm) or
-    ``thick`` slices."""
-    return "thin slices" if thickness_mm <= 1.25 else "medium slices" if thickness_mm < 5.0 else "thick slices"
+#: The columns of ``labels.csv``, after ``series_instance_uid`` and ``label``.
+LABEL_COLUMNS = ("indication", "size_group", "lesion_type", "contrast", "mimic", "acquisition", "slice_thickness_mm",
+                 "iph_volume_ml", "sdh_thickness_mm", "lesion_hu", "scanner")
 
 
 def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None) -> list[SeriesTruth]:
@@ -152,9 +152,9 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["series_instance_uid", "label", "size_bucket", "lesion_type", "contrast", "mimic", "acquisition"])
+        w.writerow(["series_instance_uid", "label", *LABEL_COLUMNS])
         for t in truths:
-            w.writerow([t.series_uid, t.label, t.size_bucket, t.lesion_type, t.contrast, t.mimic, t.acquisition])
+            w.writerow([t.series_uid, t.label, *(_column(getattr(t, c)) for c in LABEL_COLUMNS)])
     with open(out_dir / "slice_labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["sop_instance_uid", "label"])
@@ -162,6 +162,11 @@ def generate_ct_dataset(cfg: CTConfig, out_dir: Path, workers: int | None = None
             w.writerows(zip(t.slice_uids, t.slice_labels))
     np.savez_compressed(out_dir / "slice_masks.npz", **{uid: m for t in truths for uid, m in t.slice_masks.items()})
     return truths
+
+
+def _column(value: object) -> str:
+    """A ``labels.csv`` cell: floats to 0.001 (mm, mL, HU), the rest as they are."""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
@@ -275,11 +280,10 @@ def _grid(head: _Head, n: int, spacing: float, rng: np.random.Generator) -> _Gri
 
 
 def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: _Grid,
-            mimic: dict | None = None) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+            mimic: dict | None = None) -> tuple[np.ndarray, float, np.ndarray | None]:
     """HU image (before scanner effects) of the slab centred at ``z``; the lesion area
-    (mm^2) the slice shows, where the slab-averaged occupancy exceeds one half; the
-    lesion's mean area over the slab's planes (for its volume); and that slab-averaged
-    occupancy (``None`` where the lesion does not reach the slab).
+    (mm^2) the slice shows, where the slab-averaged occupancy exceeds one half; and that
+    slab-averaged occupancy (``None`` where the lesion does not reach the slab).
 
     The lesion is averaged over the slab's thickness (partial volume), so the tip of a
     lesion in a thick slice is faint and does not count as shown; the anatomy is taken at
@@ -290,7 +294,7 @@ def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: 
     f = np.sqrt(max(0.0, 1 - (z / head.c) ** 2))
     hu = np.full((n, n), -1000.0, np.float32)
     if f < 0.2:
-        return hu, 0.0, 0.0, None
+        return hu, 0.0, None
 
     def inside(a: float, b: float) -> np.ndarray:
         return grid.x2 * (1 / max(a, 1e-3) ** 2) + grid.y2 * (1 / max(b, 1e-3) ** 2) <= 1.0
@@ -314,21 +318,19 @@ def _render(head: _Head, lesion: dict | None, z: float, thickness: float, grid: 
         hu[(np.abs(x) < 1.0) & (y > 0.25 * bi) & brain] = head.falx_hu
     if mimic is not None and mimic["type"] != "motion":
         _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
-    shown = mean_area = 0.0
+    shown = 0.0
     w = None
     if lesion is not None and _lesion_reaches(lesion, z, thickness):
         planes = max(1, int(np.ceil(thickness * PARTIAL_VOLUME_PLANES_PER_MM)))
         w = np.zeros_like(hu)
         zs = [z - thickness / 2 + (k + 0.5) * thickness / planes for k in range(planes)]
         for wk in _lesion_weights(lesion, x, y, zs, ai, bi):
-            wk = wk * brain_and_csf
-            mean_area += float((wk > 0.5).sum()) * grid.spacing ** 2 / planes
-            w += wk / planes
+            w += wk * brain_and_csf / planes
         shown = float((w > 0.5).sum()) * grid.spacing ** 2
         hu = hu * (1 - w) + lesion["hu"] * w
     if mimic is not None and mimic["type"] == "motion":
         _add_mimic(hu, mimic, x, y, z, ai, bi, brain, grid.spacing)
-    return hu, shown, mean_area, w
+    return hu, shown, w
 
 
 def lesion_map(occupancy: np.ndarray, side: int = MASK_SIDE) -> np.ndarray:
@@ -402,13 +404,12 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
     coarse = 2 if cfg.matrix >= HALF_RESOLUTION_FROM else 1
     grid = _grid(head, cfg.matrix // coarse, spacing * coarse, rng)
     noise_field = _noise_field(cfg.matrix, style, spacing, rng)
-    uids, labels, masks, volume_mm3 = [], [], {}, 0.0
+    uids, labels, masks = [], [], {}
     for i, z in enumerate(slice_z):
-        hu, shown, mean_area, occupancy = _render(head, lesion, float(z), thickness, grid, mimic)
+        hu, shown, occupancy = _render(head, lesion, float(z), thickness, grid, mimic)
         if coarse > 1:
             hu = ndimage.zoom(hu, cfg.matrix / hu.shape[0], order=1, grid_mode=True, mode="nearest")
         stored = _scanner(hu, style, spacing, thickness, noise_field, rng)
-        volume_mm3 += mean_area * thickness
         sop_uid = dc.uid(cfg.seed, "ct", index, "sop", i)
         ds = dc.new_dataset(CT_IMAGE_STORAGE, sop_uid)
         dc.add_patient_study(ds, patient, study_uid, when, f"SYNCT{index:07d}")
@@ -419,15 +420,19 @@ def _generate_patient(cfg: CTConfig, index: int, out_dir: Path) -> SeriesTruth:
         labels.append(int(shown >= max(MIN_SLICE_LESION_MM2, spacing ** 2)))
         if occupancy is not None and occupancy.max() > 0:
             masks[sop_uid] = lesion_map(occupancy)
-    label = int(any(labels))
+    kind = lesion["type"] if lesion else "none"
+    iph_ml = indication.ellipsoid_volume_ml(lesion["rx"], lesion["ry"], lesion["rz"]) if kind == "intraparenchymal" else 0.0
+    sdh_mm = float(lesion["tmax"]) if kind == "subdural" else 0.0
+    hu = float(lesion["hu"]) if lesion else 0.0
     return SeriesTruth(
-        patient_id=patient["PatientID"], series_uid=series_uid, label=label,
-        size_bucket=size_bucket(volume_mm3 / 1000.0) if label else "none",
-        lesion_type=lesion["type"] if label else "none",
-        contrast=("low" if lesion["hu"] < 58 else "standard") if label else "none",
-        mimic=mimic["type"] if mimic else "none", acquisition=acquisition(thickness),
+        patient_id=patient["PatientID"], series_uid=series_uid, label=int(lesion is not None),
+        indication=indication.head_ct_indication(kind, iph_ml, sdh_mm, hu).value,
+        size_group=indication.head_ct_size_group(kind, iph_ml, sdh_mm), lesion_type=kind,
+        contrast=("low" if hu < 58 else "standard") if lesion else "none",
+        mimic=mimic["type"] if mimic else "none", acquisition=indication.slice_thickness_group(thickness),
+        slice_thickness_mm=thickness, iph_volume_ml=iph_ml, sdh_thickness_mm=sdh_mm, lesion_hu=hu,
         scanner=f"{style.manufacturer} {style.model}", slice_uids=tuple(uids), slice_labels=tuple(labels),
-        slice_masks=masks if label else {},
+        slice_masks=masks,
     )
 
 

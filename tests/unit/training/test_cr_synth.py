@@ -6,7 +6,8 @@ import pydicom
 import pytest
 
 from appliance.triage.preprocess import normalize_radiograph
-from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, CRConfig, generate_cr_dataset, size_bucket
+from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, LABEL_COLUMNS, CRConfig, generate_cr_dataset
+from training.indication import PTX_MIN_RIM_MM
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,14 @@ def test_labels_and_monochrome1_lungs_are_dark_after_normalising(cr_dir):
         assert lung < spine, ds.PhotometricInterpretation  # dense is bright whatever the vendor stored
 
 
-def test_all_positive_config_gives_sized_findings(tmp_path):
-    a = generate_cr_dataset(CRConfig(n_patients=6, seed=11, columns=(64, 64), positive_fraction=1.0), tmp_path / "a")
-    assert all(t.label == 1 and t.size_bucket in ("small", "medium", "large") for t in a)
+def test_all_positive_config_gives_findings_classed_by_their_rim(tmp_path):
+    a = generate_cr_dataset(CRConfig(n_patients=12, seed=11, columns=(64, 64), positive_fraction=1.0), tmp_path / "a")
+    assert all(t.label == 1 and 4 <= t.rim_mm <= 50 for t in a)
+    assert all(t.indication == ("in-indication" if t.rim_mm >= PTX_MIN_RIM_MM else "sub-indication") for t in a)
+    with open(tmp_path / "a" / "labels.csv") as f:
+        rows = {r["series_instance_uid"]: r for r in csv.DictReader(f)}
+    assert list(next(iter(rows.values())))[2:] == list(LABEL_COLUMNS)
+    assert all(float(rows[t.series_uid]["rim_mm"]) == pytest.approx(t.rim_mm, abs=5e-4) for t in a)
 
 
 def test_dciodvfy_finds_no_errors(cr_dir):
@@ -55,6 +61,3 @@ def test_dciodvfy_finds_no_errors(cr_dir):
         report = res.stdout + res.stderr
         assert "CRImage" in report and "Error" not in report, report
 
-
-def test_size_bucket_edges():
-    assert [size_bucket(r) for r in (0, 8, 15, 29.9, 30)] == ["none", "small", "medium", "medium", "large"]

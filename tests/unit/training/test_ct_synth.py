@@ -9,7 +9,8 @@ import pytest
 
 from appliance.triage.preprocess import to_hu
 from training.data import ct_synth
-from training.data.ct_synth import CT_IMAGE_STORAGE, CT_STYLES, CTConfig, generate_ct_dataset, size_bucket
+from training.data.ct_synth import CT_IMAGE_STORAGE, CT_STYLES, LABEL_COLUMNS, CTConfig, generate_ct_dataset
+from training.indication import head_ct_indication, head_ct_size_group
 
 CFG = CTConfig(n_patients=6, seed=7, matrix=96, thicknesses_mm=(5.0, 10.0), coverage_mm=(100.0, 120.0), positive_fraction=0.6)
 
@@ -60,10 +61,20 @@ def test_labels_files_match_truth_and_positive_slices(ct_dir):
     with open(out / "slice_labels.csv") as f:
         slices = {r["sop_instance_uid"]: int(r["label"]) for r in csv.DictReader(f)}
     assert any(t.label for t in truths) and not all(t.label for t in truths)
+    assert list(next(iter(rows.values())))[2:] == list(LABEL_COLUMNS)
     for t in truths:
-        assert int(rows[t.series_uid]["label"]) == t.label == int(any(slices[u] for u in t.slice_uids))
-        assert (rows[t.series_uid]["size_bucket"] == "none") == (t.label == 0)
-        assert rows[t.series_uid]["lesion_type"] in (("intraparenchymal", "subdural") if t.label else ("none",))
+        row = rows[t.series_uid]
+        assert int(row["label"]) == t.label == int(t.lesion_type != "none")
+        assert not any(slices[u] for u in t.slice_uids) or t.label  # a positive slice only in a series with a finding
+        assert row["indication"] == t.indication == head_ct_indication(
+            t.lesion_type, t.iph_volume_ml, t.sdh_thickness_mm, t.lesion_hu).value
+        assert row["size_group"] == head_ct_size_group(t.lesion_type, t.iph_volume_ml, t.sdh_thickness_mm)
+        assert row["lesion_type"] in (("intraparenchymal", "subdural") if t.label else ("none",))
+        assert float(row["slice_thickness_mm"]) == t.slice_thickness_mm
+        if t.lesion_type == "subdural":
+            assert 3 <= t.sdh_thickness_mm <= 14 and t.iph_volume_ml == 0 and 50 <= t.lesion_hu <= 90
+        if t.lesion_type == "intraparenchymal":
+            assert 0.05 < t.iph_volume_ml < 40 and t.sdh_thickness_mm == 0
 
 
 def test_lesion_is_in_haemorrhage_range(ct_dir):
@@ -102,10 +113,6 @@ def test_dciodvfy_finds_no_errors(ct_dir):
         assert "Error" not in report, report
 
 
-def test_size_bucket_edges():
-    assert [size_bucket(v) for v in (0, 0.5, 1.0, 4.99, 5.0)] == ["none", "small", "medium", "medium", "large"]
-
-
 def test_thickness_weights_must_match_the_thicknesses():
     with pytest.raises(ValueError, match="thickness_weights"):
         CTConfig(n_patients=1, seed=1, thicknesses_mm=(1.0, 5.0), thickness_weights=(1.0,))
@@ -139,10 +146,10 @@ def test_a_thick_slice_averages_a_small_lesion_over_its_thickness():
     head = ct_synth._Head(a=72, b=90, c=82, skull=6, csf=2, angle=0.0, shift=(0.0, 0.0), brain_hu=33.0, falx_hu=50.0)
     lesion = {"type": "intraparenchymal", "hu": 80.0, "zc": 10.0, "xc": 15.0, "yc": 0.0, "rx": 4.0, "ry": 4.0, "rz": 1.5}
     grid = ct_synth._grid(head, 128, 1.8, np.random.default_rng(0))
-    thin, thin_shown, _, thin_map = ct_synth._render(head, lesion, 10.0, 0.625, grid)
-    thick, thick_shown, thick_mean, thick_map = ct_synth._render(head, lesion, 10.0, 5.0, grid)
-    empty, nothing, _, no_map = ct_synth._render(head, None, 10.0, 5.0, grid)
-    assert thin_shown > thick_mean > thick_shown and nothing == 0 and no_map is None
+    thin, thin_shown, thin_map = ct_synth._render(head, lesion, 10.0, 0.625, grid)
+    thick, thick_shown, thick_map = ct_synth._render(head, lesion, 10.0, 5.0, grid)
+    empty, nothing, no_map = ct_synth._render(head, None, 10.0, 5.0, grid)
+    assert thin_shown > thick_shown and nothing == 0 and no_map is None
     assert thin_map.max() == pytest.approx(1.0) and 0.3 < thick_map.max() < 0.9  # the slab dilutes the occupancy
     assert thin_shown > ct_synth.MIN_SLICE_LESION_MM2
     assert thin.max(where=(thin < 500), initial=-1000) > 75
