@@ -1,0 +1,111 @@
+"""Every build and experiment as an MLflow run: parameters, dataset hashes, code revision,
+metrics per split and variant, and the card and package as artefacts.
+
+The store is local by default: SQLite at ``var/mlflow/mlflow.db`` in the repository, with
+artefacts beside it in ``var/mlflow/artifacts`` (list the runs with ``mlflow runs list
+--experiment-id ID`` or ``mlflow ui --backend-store-uri sqlite:///var/mlflow/mlflow.db``);
+``--tracking-uri`` (or ``MLFLOW_TRACKING_URI``) names a server instead. Nested parameters
+and metrics are flattened to dotted names (``metrics.test.openvino/int8.sensitivity``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+#: MLflow's limit on a parameter value's length.
+MAX_PARAM_CHARS = 6000
+#: MLflow's limits on one ``log_batch`` call.
+PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+
+
+def default_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the SQLite store under ``var/mlflow``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPOSITORY / 'var' / 'mlflow' / 'mlflow.db'}"
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level with dotted keys; lists and tuples as their text (pure)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def numeric(values: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers among flattened ``values`` (booleans as 0/1), for ``log_metrics`` (pure)."""
+    out = {}
+    for key, value in flatten(values).items():
+        if isinstance(value, bool):
+            out[key] = float(value)
+        elif isinstance(value, (int, float)) and value == value and abs(value) != float("inf"):
+            out[key] = float(value)
+    return out
+
+
+class Run:
+    """One MLflow run in an experiment; created on construction, ended by :meth:`end`.
+
+    Parameters
+    ----------
+    experiment : str
+        Experiment name (e.g. the model id); created with its artefacts beside a local store.
+    name : str
+        The run's name (e.g. ``build 1.3.0`` or an experiment's tag).
+    uri : str, optional
+        Tracking URI; :func:`default_uri` when ``None``.
+    tags : dict, optional
+        Tags set on the run (code revision, dataset hashes, command).
+    """
+
+    def __init__(self, experiment: str, name: str, uri: str | None = None, tags: dict[str, str] | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or default_uri()
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            artifacts = None
+            if self.uri.startswith("sqlite:///"):
+                artifacts = (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+            experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts)
+        else:
+            experiment_id = found.experiment_id
+        self.run_id = self.client.create_run(experiment_id, run_name=name,
+                                             tags={k: str(v) for k, v in (tags or {}).items()}).info.run_id
+
+    def params(self, values: dict[str, Any]) -> None:
+        """Log parameters (flattened; values as text, cut to MLflow's limit)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(values).items()]
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + PARAMS_PER_BATCH])
+
+    def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        """Log every finite number of ``values`` (flattened) as a metric."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, v, now, step or 0) for k, v in numeric(values).items()]
+        for start in range(0, len(items), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start:start + METRICS_PER_BATCH])
+
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        """Copy a file into the run's artefacts."""
+        self.client.log_artifact(self.run_id, str(path), folder)
+
+    def end(self, ok: bool = True) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
