@@ -35,16 +35,36 @@ def quick_packages(tmp_path_factory) -> dict[str, Path]:
     """Both demo models built by the real pipeline at quick size (seconds, not minutes):
     signed packages that install and run, not accurate models."""
     from training.__main__ import main as training_cli
-    from training.demo import DEMOS, build
 
     root = tmp_path_factory.mktemp("quick-packages")
     key = root / "keys" / "test.key"
     assert training_cli(["keygen", "--out", str(key)]) == 0
     packages = {"public_key": key.with_suffix(".pub"), "private_key": key}
     for model in ("head-ct", "chest-cr"):
-        info = build(DEMOS[model](quick=True), root / "out", key, root / f"work-{model}", log=lambda line: None)
+        info = _quick_build(model, root, key)
         packages[model] = Path(info["package"])
     return packages
+
+
+@pytest.fixture(scope="session")
+def quick_build():
+    """``quick_build(model, root, key, **build_overrides)``: a demo build at quick size
+    with its datasets, ledger and MLflow runs under ``root``."""
+    return _quick_build
+
+
+def _quick_build(model, root: Path, key: Path, **overrides) -> dict:
+    """Build a demo model (``head-ct``/``chest-cr`` at quick size, or a spec) with every
+    store under ``root``: its datasets, its sealed-read ledger and its MLflow runs never
+    touch the repository's."""
+    from training.build import build
+    from training.demo import DEMOS
+
+    spec = DEMOS[model](quick=True) if isinstance(model, str) else model
+    return build(spec, overrides.pop("out", root / "out"), key,
+                 overrides.pop("work", root / f"work-{spec.id}"), ledger=root / "sealed-ledger.tsv",
+                 datasets=root / "datasets", tracking_uri=f"sqlite:///{root}/mlflow.db", log=lambda line: None,
+                 **overrides)
 
 
 SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "firmware-config" / "models"

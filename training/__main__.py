@@ -9,8 +9,17 @@ generate head-ct|chest-cr --out DIR [--seed N] [--quick]
                                  write a synthetic labelled DICOM folder
 train head-ct|chest-cr --data DIR --out CKPT [--quick] [--epochs N]
                                  train on a labelled folder (also under torchrun)
-build-demo head-ct|chest-cr --out DIR --key KEY --work DIR [--card-dir DIR] [--quick]
-                                 rebuild a demo package from its seed
+build-demo head-ct|chest-cr --out DIR --key KEY --work DIR [--card-dir DIR] [--release]
+           [--tracking-uri URI] [--ledger FILE] [--quick]
+                                 rebuild a demo package from its seed; --release refuses
+                                 uncommitted code and an unregistered sealed test set
+experiment head-ct|chest-cr --name NAME [--set KEY=VALUE ...] [--train-share F] [--tracking-uri URI]
+                                 train and evaluate a variant of the spec on its development
+                                 splits (never the sealed set) as an MLflow run; KEY is a spec
+                                 field, train.FIELD or input.FIELD, VALUE JSON or text
+sealed-hash head-ct|chest-cr [--quick]
+                                 generate the sealed test set (if not cached) and print its
+                                 content sha256, to register it in the spec; reads no pixel
 """
 
 from __future__ import annotations
@@ -30,10 +39,10 @@ from appliance.models.package import verify_package
 def _spec(args):
     from training.demo import DEMOS
 
-    kwargs = {"quick": args.quick}
+    spec = DEMOS[args.model](quick=args.quick)
     if getattr(args, "seed", None) is not None:
-        kwargs["seed"] = args.seed
-    return DEMOS[args.model](**kwargs)
+        spec = replace(spec, generator=replace(spec.generator, seed=args.seed))
+    return spec
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -65,9 +74,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from training.demo import generate
+    from training.datasets import generate
 
-    generate(_spec(args), args.out)
+    generate(_spec(args).generator, args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -75,12 +84,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from training.demo import load_splits
+    from training.data.folder import load_folder, split_by_patient
     from training.train import save_checkpoint, train
 
     spec = _spec(args)
     cfg = replace(spec.train, epochs=args.epochs) if args.epochs else spec.train
-    splits = load_splits(spec, args.data)
+    splits = split_by_patient(load_folder(args.data, spec.input), spec.train.seed, spec.fractions,
+                              names=("train", "val", "calibration", "gate"), external_scanner=spec.external_scanner)
     t0 = time.perf_counter()
     model, history = train(splits["train"], splits["val"], cfg, spec.aggregation.apply,
                            log=lambda r: print(json.dumps(r), flush=True))
@@ -94,10 +104,55 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
-    from training.demo import build
+    from training.build import build
+    from training.errors import BuildError
+    from training.sealed import LEDGER
 
-    build(_spec(args), args.out, args.key, args.work, args.card_dir,
-          command=args.command or shlex.join(["python", "-m", "training", *args.argv]))
+    try:
+        info = build(_spec(args), args.out, args.key, args.work, release=args.release, card_dir=args.card_dir,
+                     ledger=args.ledger or LEDGER, tracking_uri=args.tracking_uri,
+                     command=args.command or shlex.join(["python", "-m", "training", *args.argv]))
+    except BuildError as exc:
+        print(f"build refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"MLflow run {info['run_id']}")
+    return 0
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as a dict, each VALUE read as JSON when it parses, else as text (pure)."""
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--set wants KEY=VALUE, got {pair!r}")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from training.build import experiment
+    from training.demo import replace_spec
+
+    spec = replace_spec(_spec(args), **parse_settings(args.set or []))
+    report = experiment(spec, Path(args.work or f"var/experiments/{spec.id}/{args.name}"), name=args.name,
+                        train_share=args.train_share, tracking_uri=args.tracking_uri,
+                        command=shlex.join(["python", "-m", "training", *args.argv]))
+    print(json.dumps({"run_id": report["run_id"], "operating_point": report["operating_point"],
+                      "misses": len(report["misses"])}, indent=2, default=float))
+    return 0
+
+
+def cmd_sealed_hash(args: argparse.Namespace) -> int:
+    from training.sealed import open_sealed
+
+    sealed = _spec(args).sealed
+    dataset = open_sealed(sealed)
+    registered = "registered" if sealed.sha256 == dataset.sha256 else "NOT registered in the spec"
+    print(f"{sealed.name} {dataset.sha256} ({registered}; {dataset.path})")
     return 0
 
 
@@ -116,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("package", type=Path)
     v.add_argument("--trusted-key", type=Path, action="append", dest="keys")
     v.set_defaults(func=cmd_verify)
-    for name, func in (("generate", cmd_generate), ("train", cmd_train), ("build-demo", cmd_build_demo)):
+    for name, func in (("generate", cmd_generate), ("train", cmd_train), ("build-demo", cmd_build_demo),
+                       ("sealed-hash", cmd_sealed_hash), ("experiment", cmd_experiment)):
         c = sub.add_parser(name)
         c.add_argument("model", choices=["head-ct", "chest-cr"])
         c.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
@@ -134,6 +190,16 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--work", type=Path, required=True, help="scratch folder (data, model files)")
             c.add_argument("--card-dir", type=Path, help="also write the model card here")
             c.add_argument("--command", default="", help="the command line to record in the model card")
+            c.add_argument("--release", action="store_true",
+                           help="a release: committed code only, the sealed set registered, the read logged as such")
+            c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
+            c.add_argument("--ledger", type=Path, help="the sealed-read ledger (default: the repository's)")
+        if name == "experiment":
+            c.add_argument("--name", required=True, help="the run's name (and its folder under var/experiments)")
+            c.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a spec setting")
+            c.add_argument("--train-share", type=float, default=1.0, help="share of the train patients kept")
+            c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
+            c.add_argument("--work", type=Path, help="scratch folder (default var/experiments/ID/NAME)")
     return p
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from training.backends import Runner, onnxruntime_runner, openvino_runner, torch_runner
-from training.demo import machine
+from training.machine import machine
 from training.train import load_checkpoint
 
 

@@ -1,22 +1,32 @@
 """The model card (Markdown), written from a build's evaluation, never by hand.
 
-:func:`model_card` takes the ``info`` dict :func:`training.demo.build` assembles (the
-same ``metrics`` the manifest carries) and formats it; every number in the card comes
-from there. Proportions print as ``value (95% Wilson interval) k/n``; one over fewer
-than ``training.evaluate.MIN_ESTIMABLE`` cases prints as *not estimable* with its counts.
+:func:`model_card` takes the ``info`` dict :meth:`training.build.Builder.info` assembles
+(the same ``metrics`` the manifest carries) and formats it; every number in the card comes
+from there. The first line is the verdict against the targets on the sealed test set.
+Proportions print as ``value (95% Wilson interval) k/n``; one over fewer than
+``training.evaluate.MIN_ESTIMABLE`` cases prints as *not estimable* with its counts.
 """
 
 from __future__ import annotations
 
-from training.evaluate import MIN_ESTIMABLE, PREVALENCES
+from training.evaluate import MIN_ESTIMABLE
 
 
-def fmt_proportion(p: dict) -> str:
-    """``0.953 (0.872-0.984) 41/43``, or ``not estimable (4 cases)`` (pure)."""
+def fmt_proportion(p: dict | None) -> str:
+    """``0.953 (0.872-0.984) 41/43``, or ``not estimable (4/4; < 10 cases)`` (pure)."""
+    if p is None:
+        return "-"
     if not p["estimable"]:
-        return f"not estimable ({p['k']}/{p['n']}; < {MIN_ESTIMABLE} cases)"
+        return f"not estimable ({p['k']}/{p['n']}; < {MIN_ESTIMABLE} cases)" if p["n"] else "none in this group"
     lo, hi = p["ci95"]
     return f"{p['value']:.3f} ({lo:.3f}-{hi:.3f}) {p['k']}/{p['n']}"
+
+
+def fmt_count(p: dict | None) -> str:
+    """``3/14`` with its share, for rows that are neither sensitivity nor specificity (pure)."""
+    if p is None or not p["n"]:
+        return "-"
+    return f"{p['k']}/{p['n']} ({p['k'] / p['n']:.0%})"
 
 
 def fmt_interval(v: dict) -> str:
@@ -32,58 +42,111 @@ def fmt_auc(m: dict) -> str:
     return f"{m['auc']:.3f} ({lo:.3f}-{hi:.3f})"
 
 
-def _row(name: str, m: dict) -> str:
-    return (f"| {name} | {m['n']} | {m['positives']} | {fmt_proportion(m['sensitivity'])} | "
-            f"{fmt_proportion(m['specificity'])} | {fmt_proportion(m['flag_rate'])} | {fmt_auc(m)} |")
+def _rate(m: dict, prevalence: float) -> float | None:
+    table = m["at_prevalence"]
+    return table[f"{prevalence:.2f}"]["flag_rate"]["value"] if table else None
 
 
-_HEAD = ("| group | series | positives | sensitivity (95% CI) | specificity (95% CI) | flag rate | ROC AUC (95% CI) |\n"
-         "|---|---|---|---|---|---|---|")
+def verdict_line(info: dict) -> str:
+    """The card's first line: meets / does not meet, with the figures of the variant the
+    box runs and of FP32 (pure)."""
+    t, verdicts, test = info["targets"], info["verdicts"], info["metrics"]["test"]
+    meets = all(v["meets"] for v in verdicts.values())
+    box = info["box_variant"]
+
+    def figures(name: str) -> str:
+        m, s = test[name], info["stability"][name]
+        rate = _rate(m, t["prevalence"])
+        return (f"in-indication sensitivity {fmt_proportion(m['sensitivity'])}, specificity "
+                f"{fmt_proportion(m['specificity'])}, flag rate at {t['prevalence']:.0%} prevalence "
+                f"{'not estimable' if rate is None else f'{rate:.3f}'}, flags flipped by 1 HU noise {s['noise']['k']}/{s['noise']['n']}")
+
+    head = (f"**{'Meets' if meets else 'Does not meet'} its target** on the sealed test set "
+            f"({info['sealed']['series']} series, read once by this build) for "
+            f"{'every shipped variant' if meets else 'at least one shipped variant'}: ")
+    line = head + f"`{box}` (what the box runs where it qualifies) {figures(box)}"
+    if box != "onnxruntime/fp32":
+        line += f"; `onnxruntime/fp32` {figures('onnxruntime/fp32')}"
+    line += (f". Targets: sensitivity >= {t['sensitivity']:g} (lower bound >= {t['sensitivity_lower']:g}), "
+             f"specificity >= {t['specificity']:g} (lower bound >= {t['specificity_lower']:g}), flag rate <= "
+             f"{t['max_flag_rate']:g} at {t['prevalence']:.0%} prevalence, at most {t['max_flip']:.0%} of flags flipped.")
+    misses = [f"`{name}`: " + "; ".join(v["misses"]) for name, v in verdicts.items() if not v["meets"]]
+    if misses:
+        line += "\n\nShort of the target: " + " | ".join(misses) + "."
+    if not info["operating_point"]["meets_both"]:
+        line += ("\n\n**No threshold on the calibration split met the sensitivity target and the flag-rate bound "
+                 "together**; the operating point keeps sensitivity first.")
+    return line
 
 
-def metrics_table(metrics: dict[str, dict[str, dict]], splits: tuple[str, ...]) -> str:
-    """One row per (split, variant) at the operating point (pure)."""
-    rows = [_row(f"{split}: {variant}", m) for split in splits for variant, m in metrics.get(split, {}).items()]
-    return "\n".join([_HEAD, *rows])
+def results_table(metrics: dict[str, dict], prevalence: float) -> str:
+    """One row per variant: the figures at the operating point (pure)."""
+    rows = ["| variant | in-indication sensitivity | specificity | sub-indication flagged | flagged (all series) | "
+            f"flag rate at {prevalence:.0%} prevalence | ROC AUC | ECE |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        rate = _rate(m, prevalence)
+        ece = "-" if m["ece"] is None else f"{m['ece']:.3f}"
+        rows.append(f"| {name} | {fmt_proportion(m['sensitivity'])} | {fmt_proportion(m['specificity'])} | "
+                    f"{fmt_count(m['sub_indication_flags'])} | {fmt_count(m['flag_rate'])} | "
+                    f"{'-' if rate is None else f'{rate:.3f}'} | {fmt_auc(m)} | {ece} |")
+    return "\n".join(rows)
 
 
-def prevalence_table(metrics: dict[str, dict[str, dict]], split: str) -> str:
-    """Flag rate, PPV and NPV at each reported prevalence, per variant of ``split`` (pure)."""
-    head = ["| variant | prevalence | flag rate (95% CI) | PPV (95% CI) | NPV (95% CI) |", "|---|---|---|---|---|"]
-    rows = []
-    for variant, m in metrics.get(split, {}).items():
+def workload_table(metrics: dict[str, dict]) -> str:
+    """Flag rate, PPV and flags per true positive at each reported prevalence (pure)."""
+    rows = ["| variant | prevalence | flag rate (95% CI) | PPV (95% CI) | flags per true positive (95% CI) |",
+            "|---|---|---|---|---|"]
+    for name, m in metrics.items():
         table = m["at_prevalence"]
         if table is None:
-            rows.append(f"| {variant} | - | not estimable | not estimable | not estimable |")
+            rows.append(f"| {name} | - | not estimable | not estimable | not estimable |")
             continue
         for prevalence, v in table.items():
-            rows.append(f"| {variant} | {float(prevalence):.0%} | {fmt_interval(v['flag_rate'])} | "
-                        f"{fmt_interval(v['ppv'])} | {fmt_interval(v['npv'])} |")
-    return "\n".join(head + rows)
+            rows.append(f"| {name} | {float(prevalence):.0%} | {fmt_interval(v['flag_rate'])} | {fmt_interval(v['ppv'])} | "
+                        f"{fmt_interval(v['flags_per_true_positive'])} |")
+    return "\n".join(rows)
 
 
 def subgroup_table(subgroups: dict[str, dict[str, dict]]) -> str:
-    """One row per subgroup (pure)."""
-    rows = [_row(f"{kind}: {name}", m) for kind, groups in subgroups.items() for name, m in groups.items()]
-    return "\n".join([_HEAD, *rows])
+    """One row per subgroup: in-indication sensitivity, specificity, sub-indication flags (pure)."""
+    rows = ["| subgroup | in-indication sensitivity | specificity | sub-indication flagged |", "|---|---|---|---|"]
+    for attribute, groups in subgroups.items():
+        for value, m in groups.items():
+            rows.append(f"| {attribute}: {value} | {fmt_proportion(m['sensitivity']) if m['sensitivity']['n'] else '-'} | "
+                        f"{fmt_proportion(m['specificity']) if m['specificity'] else '-'} | "
+                        f"{fmt_count(m['sub_indication_flags'])} |")
+    return "\n".join(rows)
+
+
+def stability_table(stability: dict[str, dict], max_flip: float) -> str:
+    rows = ["| variant | 1 HU Gaussian noise before the windows | inputs x (1 + 1e-6 N(0, 1)) |", "|---|---|---|"]
+    for name, s in stability.items():
+        rows.append(f"| {name} | {s['noise']['k']} of {s['noise']['n']} flags flipped | "
+                    f"{s['relative']['k']} of {s['relative']['n']} flags flipped |")
+    return "\n".join(rows) + f"\n\nThe target allows at most {max_flip:.0%} of flags to flip."
 
 
 def gate_table(variants: list[dict]) -> str:
-    """The variant gate: flag agreement with FP32 on the gate split and the verdict (pure)."""
-    head = ["| backend | precision | gate agreement | positives lost | gate sensitivity | gate specificity | status |",
+    """The variant gate: agreement with FP32 on the gate split, calibration figures, the verdict (pure)."""
+    head = ["| backend | precision | gate agreement | findings lost | calibration sensitivity | calibration specificity | status |",
             "|---|---|---|---|---|---|---|"]
-    rows = [f"| {v['backend']} | {v['precision']} | {v['gate']['agreement']:.4f} ({v['gate']['n'] - v['gate']['lost'] - v['gate']['gained']}/{v['gate']['n']}) | "
-            f"{v['gate']['lost_positives']} | {fmt_proportion(v['gate_metrics']['sensitivity'])} | "
-            f"{fmt_proportion(v['gate_metrics']['specificity'])} | {v['status']} |" for v in variants]
+    rows = [f"| {v['backend']} | {v['precision']} | {v['gate']['agreement']:.4f} "
+            f"({v['gate']['n'] - v['gate']['lost'] - v['gate']['gained']}/{v['gate']['n']}) | {v['gate']['lost_positives']} | "
+            f"{fmt_proportion(v['calibration']['sensitivity'])} | {fmt_proportion(v['calibration']['specificity'])} | "
+            f"{v['status']} |" for v in variants]
     return "\n".join(head + rows)
 
 
-def schedule_text(info: dict) -> str:
-    """How many epochs ran and which weights were kept."""
-    if info.get("keep_last"):
-        return (f"{info['epochs_run']} epochs on a fixed cosine schedule, the last weights kept (the validation "
-                f"loss, only watched, was lowest at epoch {info['best_epoch']})")
-    return f"{info['epochs_run']} epochs (early stopping on validation loss, best epoch {info['best_epoch']})"
+def counts_text(summary: dict[str, dict[str, int]]) -> str:
+    """A dataset's make-up from its labels, one line per attribute (pure)."""
+    names = {"indication": "class", "lesion_type": "finding type", "size_group": "finding size", "contrast": "contrast",
+             "mimic": "mimic", "acquisition": "slice thickness", "scanner": "scanner"}
+    total = sum(summary["indication"].values())
+    lines = []
+    for attribute, counts in summary.items():
+        parts = ", ".join(f"{value} {n} ({n / total:.0%})" for value, n in counts.items())
+        lines.append(f"- {names.get(attribute, attribute)}: {parts}")
+    return "\n".join(lines)
 
 
 def constraints_text(constraints: dict | None) -> str:
@@ -104,71 +167,139 @@ def constraints_text(constraints: dict | None) -> str:
     return "\n".join(lines)
 
 
-def mixed_stream_text(stream: dict | None) -> str:
-    """The flag rate the appliance showed on a fresh mixed stream, against the card (pure;
-    empty when the build ran none)."""
+def external_text(info: dict) -> str:
+    """The held-out scanner's figures against the calibration split's, and where its flags
+    come from (pure)."""
+    name = info["box_variant"]
+    ext, cal = info["metrics"]["external"][name], info["metrics"]["calibration"][name]
+    flagged, n = ext["flag_rate"]["k"], ext["flag_rate"]["n"]
+    findings = ext["in_indication"] + ext["sub_indication"]
+    fp_ext, fp_cal = ext["fp"] / max(ext["negatives"], 1), cal["fp"] / max(cal["negatives"], 1)
+    why = (f"{findings} of its {n} series hold a finding ({findings / max(n, 1):.0%}, against "
+           f"{info['targets']['prevalence']:.0%} in a clinical stream), so most of its flags are true ones"
+           if findings / max(n, 1) > 0.3 else f"{findings} of its {n} series hold a finding")
+    drift = ("its negatives are flagged about as often as the calibration split's"
+             if abs(fp_ext - fp_cal) <= 0.05 else
+             f"its negatives are flagged {'more' if fp_ext > fp_cal else 'less'} often than the calibration split's "
+             f"({ext['fp']}/{ext['negatives']} against {cal['fp']}/{cal['negatives']}): the scanner differs")
+    return (f"The held-out scanner style `{info['external_scanner']}` (never in training, calibration or threshold "
+            f"choice) had {flagged} of {n} series flagged by `{name}`. {why}; {drift}.")
+
+
+def mixed_stream_text(stream: dict | None, targets: dict) -> str:
     if not stream:
         return ""
-    if stream["card_interval"] is None:
-        against = "; this card gives no interval to hold it against (test split too small)"
-    else:
-        lo, hi = stream["card_interval"]
-        verdict = "inside" if stream["within"] else "**outside**"
-        against = (f", {verdict} this card's\n95% interval for {stream['prevalence']:.0%} prevalence "
-                   f"({lo:.3f}-{hi:.3f}, the table above)")
-    groups = "\n".join(f"| {name} | {g['series']} | {g['positives']} | {g['flagged']} |"
+    m = stream["metrics"]
+    rate = stream["flag_rate"]
+    within = "within" if rate["value"] <= targets["max_flag_rate"] else "**above**"
+    groups = "\n".join(f"| {name} | {g['series']} | {g['findings']} | {g['flagged']} |"
                        for name, g in stream["by_acquisition"].items())
-    return f"""### Flag rate on a mixed stream (the appliance, after signing)
-The signed package was verified, golden-tested and its variant chosen as activation does
-(`{stream['variant']}` ran), then a fresh stream it never saw (seed {stream['seed']}, every scanner
-style including the external one, every slice thickness in equal shares, {stream['prevalence']:.0%}
-positives drawn) went through the appliance's decode, preprocessing, inference, aggregation,
-calibration and threshold (`training.mixed_stream`): {stream['series']} series, {stream['positives']} positive,
-{stream['flagged']} flagged. Flag rate {fmt_proportion(stream['flag_rate'])}{against}. On the stream:
-sensitivity {fmt_proportion(stream['sensitivity'])}, specificity {fmt_proportion(stream['specificity'])}.
-
-| acquisition | series | positives | flagged |
-|---|---|---|---|
-{groups}
-
+    table = f"\n| slice thickness | series | with a finding | flagged |\n|---|---|---|---|\n{groups}\n" if groups else ""
+    return f"""### Flag rate on a mixed stream, through a real appliance
+The signed package was installed and activated on an appliance (`appliance models install --activate`:
+golden tests on every variant, `{stream['variant']}` chosen), which then received a fresh stream over
+DICOM (seed {stream['seed']}, every scanner style including the external one{', every slice thickness in equal shares' if groups else ''},
+{stream['prevalence']:.0%} of patients with a finding of any size): {stream['series']} series, {stream['positives']} with a finding,
+**{stream['flagged']} flagged: {fmt_proportion(rate)}**, {within} the bound of {targets['max_flag_rate']:g}. On the stream:
+in-indication sensitivity {fmt_proportion(m['sensitivity'])}, specificity {fmt_proportion(m['specificity'])},
+sub-indication flagged {fmt_count(m['sub_indication_flags'])}. Final states: {', '.join(f'{k} {v}' for k, v in stream['states'].items())}.
+{table}
 """
 
 
 def model_card(info: dict) -> str:
-    """The model card (Markdown) from a build's ``info`` dict (see ``training.demo.build``)."""
-    op, cal, lineage = info["operating_point"], info["calibration"], info["lineage"]
-    prevalences = ", ".join(f"{p:.0%}" for p in PREVALENCES)
+    """The model card (Markdown) from a build's ``info`` dict (see ``training.build``)."""
+    op, cal, lineage, t = info["operating_point"], info["calibration"], info["lineage"], info["targets"]
+    test, sealed = info["metrics"]["test"], info["sealed"]
+    box = info["box_variant"]
+    timings = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in info["timings"].items())
     return f"""# Model card: {info['id']} {info['version']}
+
+{verdict_line(info)}
 
 **NOT FOR DIAGNOSTIC USE.** A demonstration model trained only on synthetic phantoms
 generated by `training.data`; it has never seen a real patient image.
 
+## Indication
+{info['indication']}
+
+**What it is not for.** {info['not_for']}
+
 ## Intended use
 {info['intended_use']}
+
+## Results on the sealed test set
+{sealed['series']} series from a seed no other step of any build uses (`{sealed['name']}`, seed {sealed['seed']},
+content sha256 `{sealed['sha256']}`), read once by this build and logged in
+`training/specs/sealed-test-ledger.tsv`. Sensitivity counts in-indication series only,
+specificity negatives only; flags on sub-indication series are their own column. Wilson 95%
+intervals; a proportion over fewer than {MIN_ESTIMABLE} cases is not estimable. ECE: expected
+calibration error of the calibrated score (in-indication against negative series, 10 bins).
+
+{results_table(test, t['prevalence'])}
+
+### Workload at assumed prevalences (of in-indication findings)
+From each variant's sensitivity and specificity above; intervals propagate both Wilson
+bounds (conservative). Flags per true positive: how many series a radiologist opens for
+each in-indication finding flagged.
+
+{workload_table(test)}
+
+{mixed_stream_text(info.get('mixed_stream'), t)}### Stability of the flags
+Every sealed series scored again, once with Gaussian noise of 1 HU (for a radiograph, one
+stored grey level) added to every pixel before the windows, once with every model input
+multiplied by (1 + 1e-6 N(0, 1)).
+
+{stability_table(info['stability'], t['max_flip'])}
+
+### Subgroups (sealed test set, `{box}`)
+Sensitivity over the group's in-indication series, specificity over its negatives (none
+for attributes only findings carry), sub-indication flags apart.
+
+{subgroup_table(info['subgroups'][box])}
+
+### External scanner
+{external_text(info)}
+
+{results_table(info['metrics']['external'], t['prevalence'])}
+
+## Operating point
+Calibrated score >= {op['threshold']:.4f}, chosen on the calibration split with FP32 (never the
+sealed set): sensitivity must reach {t['sensitivity']:g} there (true up to a threshold of
+{op['threshold_for_sensitivity']:.4f}) and the flag rate at {t['prevalence']:.0%} prevalence stay at or under
+{t['max_flag_rate']:g} (true from {'-' if op['threshold_for_flag_rate'] is None else f"{op['threshold_for_flag_rate']:.4f}"});
+{'both hold between the two, and the threshold is their midpoint in logit units, as far from either edge as the split allows' if op['meets_both'] else 'no threshold meets both, so the threshold keeps sensitivity first'}.
+On calibration: sensitivity {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}, flag rate at
+{t['prevalence']:.0%} prevalence {op['flag_rate_at_prevalence']:.3f}.
+
+{results_table(info['metrics']['calibration'], t['prevalence'])}
 
 ## Model
 - Architecture: `TriageNet` (plain torch; {info['parameters']:,} parameters), input
   {info['input_desc']}; outputs `score` (sigmoid, shape N) and `cam`
   (class-activation map, logit units, {info['cam_size']}x{info['cam_size']}).
 - Series score: {info['aggregation_desc']}, then calibrated: Platt scaling
-  `sigmoid({cal['a']:.4f} * logit(score) + {cal['b']:.4f})`, fitted on the calibration split
-  ({cal['n']} series, {cal['positives']} positive). The manifest carries it (`calibration`)
-  and the appliance applies the same function before thresholding. The calibrated score
-  is a probability at the calibration split's prevalence ({cal['positives'] / cal['n']:.0%}), not
-  at a clinical one; the PPV/NPV below restate it at {prevalences}.
-- Operating point: calibrated score >= {op['threshold']:.4f}, chosen on the calibration
-  split (never the test split) as the highest threshold with sensitivity >=
-  {op['target_sensitivity']:.2f} there (sensitivity {op['validation_sensitivity']:.3f},
-  specificity {op['validation_specificity']:.3f} on that split).
+  `sigmoid({cal['a']:.4f} * logit(score) + {cal['b']:.4f})`, fitted on the calibration split's
+  {cal['n']} in-indication and negative series. The manifest carries it and the appliance
+  applies the same function before thresholding. The calibrated score is a probability at
+  that split's mix, not at a clinical prevalence; the box shows it with the threshold,
+  never as a probability.
 
 ## Data
 {info['data_desc']}
 
-Splits, disjoint by patient (seed {info['seed']}): {info['split_counts']}. Train fits the
-weights; validation only {'is watched during training' if info.get('keep_last') else 'drives early stopping'}; calibration fits the calibration and the
-threshold; gate decides which quantised variants ship; test is read once, for this card.
-External: every series of the scanner style `{info['external_scanner']}`, never seen in training,
-calibration or threshold choice.
+Development set, counted from its labels (content sha256 `{lineage['dataset_manifest_sha256']}`):
+
+{counts_text(info['dev_summary'])}
+
+Splits, disjoint by patient (seed {info['seed']}): {'; '.join(f"{k} {info['split_sizes'][k]} series ({v})" for k, v in info['split_counts'].items())}.
+Train fits the weights; val is only watched; calibration fits the calibration and the
+operating point; gate decides which quantised variants ship. External: every series of the
+scanner style `{info['external_scanner']}`, never seen in training, calibration or threshold choice.
+
+Sealed test set, counted from its labels:
+
+{counts_text(sealed['summary'])}
 
 ## Input constraints the appliance enforces
 A series outside these ranges (those of the training data) is not scored: the box sends a
@@ -178,52 +309,31 @@ A series outside these ranges (those of the training data) is not scored: the bo
 
 ## Training
 {info['objective']}
-Seed {info['seed']}, {schedule_text(info)}, {info['train_seconds']:.0f} s; whole build {info['build_seconds']:.0f} s on
-{info['machine']} (CPU flags: {info['cpu_flags']}).
+Seed {info['seed']}, {info['epochs_run']} epochs on a fixed cosine schedule, the last weights kept. Whole
+build {info['build_seconds']:.0f} s ({timings}) on {info['machine']} (CPU flags: {info['cpu_flags']}).
 Rebuild: `{info['command']}`.
 
 ## Lineage
 - Parent version: {lineage['parent_version'] or 'none (first version)'}
-- Dataset manifest sha256: `{lineage['dataset_manifest_sha256']}` (sha256 of every file of
-  the generated dataset, listed by path; `training.demo.dataset_manifest`)
-- Code revision: `{lineage['code_revision'] or 'unknown (not built from a git checkout)'}`
-
-## Metrics at the operating point
-Wilson score 95% intervals; a proportion over fewer than {MIN_ESTIMABLE} cases is not estimable.
-Each shipped variant is evaluated with the same calibration and threshold.
-
-{metrics_table(info['metrics'], ('test', 'external'))}
-
-### Flag rate, PPV and NPV at assumed prevalences (test split)
-From each variant's test sensitivity and specificity; intervals propagate both Wilson
-bounds (conservative).
-
-{prevalence_table(info['metrics'], 'test')}
-
-{mixed_stream_text(info.get('mixed_stream'))}### Subgroups (test split, FP32)
-Lesion type, size and contrast: that group's positives against all test negatives.
-Scanner, mimic and acquisition: that group's own series.
-
-{subgroup_table(info['subgroups'])}
-
-### External validation (held-out scanner style `{info['external_scanner']}`, FP32)
-
-{subgroup_table(info['external_subgroups'])}
+- Development dataset content sha256: `{lineage['dataset_manifest_sha256']}`; sealed test set: `{lineage['sealed_test_sha256']}`
+  (sha256 over `sha256  path` of every file; `training.datasets`)
+- Code revision: `{lineage['code_revision'] or 'unknown (not built from a git checkout)'}`{'' if info['release'] else ' (not a release build)'}
 
 ## Backends and precisions
-A variant ships only if, on the gate split, its flags agree with FP32 ONNX Runtime on at
-least {info['gate_min_agreement']:.0%} of series and it unflags no positive FP32 flags.
+A quantised variant ships only if, on the gate split, its flags agree with FP32 ONNX Runtime
+on at least {info['gate_min_agreement']:.0%} of series and it unflags no finding FP32 flags; and
+if, on the calibration split, it finds every in-indication series FP32 finds there (the rule
+the threshold was chosen by).
 
 {gate_table(info['variants'])}
 
 {info['int8_note']}
 
-Golden test: {len(info['golden']['series'])} test series shipped as DICOM (key slice and neighbours), checked on the
-box end to end (decode, preprocessing, every variant, aggregation, calibration, flag: the flag
-must match and the series score stay within the measured spread x {info['golden']['margin']:g}), plus their
-key-image tensors (score within the spread x {info['golden']['margin']:g}, heat-map top-region overlap within
-{info['golden']['cam_overlap_margin']:g} of the measured one). Golden outputs measured at build time on:
-{info['golden_cpus']}.
+Golden test: {len(info['golden']['series'])} gate-split series shipped as DICOM (key slice and neighbours), checked on
+the box end to end (decode, preprocessing, every variant, aggregation, calibration, flag),
+plus their key-image tensors (score within the measured spread x {info['golden']['margin']:g}, heat-map
+top-region overlap within {info['golden']['cam_overlap_margin']:g} of the measured one). Golden outputs measured
+at build time on: {info['golden_cpus']}.
 
 ## Limits
 - Synthetic data only: real scanners, patients, artefacts and post-operative changes are

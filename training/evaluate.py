@@ -20,6 +20,7 @@ from scipy.stats import rankdata
 
 from training.backends import Runner, run_batched
 from training.data.folder import Series
+from training.indication import Indication
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -47,31 +48,6 @@ def bootstrap_auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed
     return float(lo), float(hi)
 
 
-def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float) -> float:
-    """Operating point (score >= t is positive) with sensitivity >= ``target``.
-
-    Takes the highest threshold reaching the target (best specificity), then lowers it to
-    halfway to the next negative score below, which keeps that specificity and adds any
-    sensitivity it can.
-    """
-    y, s = np.asarray(labels) == 1, np.asarray(scores, dtype=np.float64)
-    pos = np.sort(s[y])
-    if len(pos) == 0:
-        raise ValueError("no positives to choose an operating point on")
-    t = pos[int(np.floor((1 - target) * len(pos) + 1e-9))]
-    below = s[~y][s[~y] < t]
-    lower = float(below.max()) if below.size else 0.0
-    return float((lower + s[s > lower].min()) / 2)
-
-
-def sensitivity_specificity(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
-    """Sensitivity and specificity of ``score >= threshold``; NaN where a class is missing."""
-    y, pred = np.asarray(labels) == 1, np.asarray(scores) >= threshold
-    sens = float(pred[y].mean()) if y.any() else float("nan")
-    spec = float((~pred[~y]).mean()) if (~y).any() else float("nan")
-    return sens, spec
-
-
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
     """ECE over ``bins`` equal-width probability bins (weighted mean |accuracy - confidence|)."""
     y, p = np.asarray(labels, dtype=np.float64), np.clip(np.asarray(probs, dtype=np.float64), 0, 1)
@@ -93,7 +69,8 @@ def series_scores(runner: Runner, series: list[Series], aggregate: Callable[[np.
 Z95 = 1.959963984540054
 #: Fewer positives (or negatives) than this and sensitivity (or specificity) is not estimable.
 MIN_ESTIMABLE = 10
-#: Prevalences at which flag rate, PPV and NPV are reported.
+#: Prevalences (of in-indication findings) at which flag rate, PPV and flags per true
+#: positive are reported.
 PREVALENCES = (0.05, 0.10)
 
 
@@ -109,27 +86,28 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def proportion(k: int, n: int, minimum: int = MIN_ESTIMABLE) -> dict:
     """``{"k", "n", "value", "ci95", "estimable"}``; value and interval ``None`` below ``minimum`` cases."""
-    estimable = n >= minimum
+    estimable = n >= minimum and n > 0
     return {"k": int(k), "n": int(n), "estimable": estimable,
             "value": k / n if estimable else None, "ci95": list(wilson_interval(k, n)) if estimable else None}
 
 
 def at_prevalence(sens: float, spec: float, prevalence: float) -> dict[str, float]:
-    """Flag rate, PPV and NPV of a test with ``sens``/``spec`` in a population at ``prevalence``."""
+    """Flag rate, PPV and flags per true positive of a test with ``sens``/``spec`` in a
+    population where ``prevalence`` of the series hold an in-indication finding."""
     flagged = sens * prevalence + (1 - spec) * (1 - prevalence)
-    ppv = sens * prevalence / flagged if flagged > 0 else float("nan")
-    unflagged = 1 - flagged
-    npv = spec * (1 - prevalence) / unflagged if unflagged > 0 else float("nan")
-    return {"flag_rate": flagged, "ppv": ppv, "npv": npv}
+    true = sens * prevalence
+    return {"flag_rate": flagged, "ppv": true / flagged if flagged > 0 else float("nan"),
+            "flags_per_true_positive": flagged / true if true > 0 else float("inf")}
 
 
 def prevalence_table(sensitivity: dict, specificity: dict, prevalences=PREVALENCES) -> dict[str, dict] | None:
-    """Flag rate, PPV, NPV at each prevalence with 95 % intervals, or ``None`` if not estimable.
+    """Flag rate, PPV and flags per true positive at each prevalence with 95 % intervals, or
+    ``None`` if not estimable.
 
     Intervals propagate the Wilson bounds of sensitivity and specificity through the
-    formulas, which are monotone in both: PPV and NPV rise with each, the flag rate rises
-    with sensitivity and falls with specificity. Taking both bounds together makes the
-    interval conservative (wider than a joint 95 % interval).
+    formulas, which are monotone in both: PPV rises with each (flags per true positive, its
+    inverse, falls), the flag rate rises with sensitivity and falls with specificity. Taking
+    both bounds together makes the interval conservative (wider than a joint 95 % interval).
     """
     if not (sensitivity["estimable"] and specificity["estimable"]):
         return None
@@ -142,74 +120,143 @@ def prevalence_table(sensitivity: dict, specificity: dict, prevalences=PREVALENC
         out[f"{p:.2f}"] = {
             "flag_rate": {"value": point["flag_rate"], "ci95": [flag_lo, flag_hi]},
             "ppv": {"value": point["ppv"], "ci95": [low["ppv"], high["ppv"]]},
-            "npv": {"value": point["npv"], "ci95": [low["npv"], high["npv"]]},
+            "flags_per_true_positive": {"value": point["flags_per_true_positive"],
+                                        "ci95": [high["flags_per_true_positive"], low["flags_per_true_positive"]]},
         }
     return out
 
 
-def operating_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
+def _classes(classes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    c = np.asarray(classes).astype(str)
+    unknown = set(c) - {i.value for i in Indication}
+    if unknown:
+        raise ValueError(f"unknown indication classes {sorted(unknown)}")
+    return c == Indication.IN, c == Indication.NEGATIVE, c == Indication.SUB
+
+
+def operating_metrics(classes, scores: np.ndarray, threshold: float, seed: int = 0) -> dict:
     """Everything reported at one operating point for one set of series (pure).
 
-    Returns a JSON-able dict: counts (``n``, ``positives``, ``tp``, ``fn``, ``tn``,
-    ``fp``); ``sensitivity``, ``specificity`` and the observed ``flag_rate`` as
-    :func:`proportion` dicts (Wilson intervals); ``at_prevalence`` (:func:`prevalence_table`);
-    ``auc`` and ``auc_ci95`` (bootstrap; ``None`` when either class has fewer than
-    :data:`MIN_ESTIMABLE` series); ``ece``.
+    ``classes`` are :class:`training.indication.Indication` values per series.
+    Sensitivity counts in-indication series, specificity negatives; flags on
+    sub-indication series are their own proportion, never in either.
+
+    Returns a JSON-able dict: counts (``n``, ``in_indication``, ``negatives``,
+    ``sub_indication``, ``tp``, ``fn``, ``tn``, ``fp``, ``sub_flagged``); ``sensitivity``,
+    ``specificity``, ``sub_indication_flags`` and the observed ``flag_rate`` as
+    :func:`proportion` dicts (Wilson intervals); ``at_prevalence``
+    (:func:`prevalence_table`); ``auc`` and ``auc_ci95`` (in-indication against negatives,
+    bootstrap; ``None`` when either has fewer than :data:`MIN_ESTIMABLE` series); ``ece``
+    (the same series, in-indication as 1).
     """
-    y = np.asarray(labels).astype(int) == 1
+    inside, negative, sub = _classes(classes)
     s = np.asarray(scores, dtype=np.float64)
     flag = s >= threshold
-    tp, fn = int((flag & y).sum()), int((~flag & y).sum())
-    tn, fp = int((~flag & ~y).sum()), int((flag & ~y).sum())
+    tp, fn = int((flag & inside).sum()), int((~flag & inside).sum())
+    tn, fp = int((~flag & negative).sum()), int((flag & negative).sum())
     sens, spec = proportion(tp, tp + fn), proportion(tn, tn + fp)
+    scored = inside | negative
     auc_ok = sens["estimable"] and spec["estimable"]
-    lo, hi = bootstrap_auc_ci(y, s, seed=seed) if auc_ok else (None, None)
+    lo, hi = bootstrap_auc_ci(inside[scored], s[scored], seed=seed) if auc_ok else (None, None)
     return {
-        "n": int(len(y)), "positives": int(y.sum()), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
-        "threshold": float(threshold), "sensitivity": sens, "specificity": spec,
-        "flag_rate": proportion(int(flag.sum()), int(len(y)), minimum=1),
+        "n": int(len(s)), "in_indication": int(inside.sum()), "negatives": int(negative.sum()),
+        "sub_indication": int(sub.sum()), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
+        "sub_flagged": int((flag & sub).sum()), "threshold": float(threshold),
+        "sensitivity": sens, "specificity": spec,
+        "sub_indication_flags": proportion(int((flag & sub).sum()), int(sub.sum()), minimum=1),
+        "flag_rate": proportion(int(flag.sum()), int(len(s)), minimum=1),
         "at_prevalence": prevalence_table(sens, spec),
-        "auc": roc_auc(y, s) if auc_ok else None, "auc_ci95": [lo, hi] if auc_ok else None,
-        "ece": expected_calibration_error(y, s) if len(y) else None,
+        "auc": roc_auc(inside[scored], s[scored]) if auc_ok else None, "auc_ci95": [lo, hi] if auc_ok else None,
+        "ece": expected_calibration_error(inside[scored], s[scored]) if scored.any() else None,
     }
 
 
+def choose_operating_point(classes, scores: np.ndarray, target_sensitivity: float, max_flag_rate: float,
+                           prevalence: float) -> dict:
+    """The threshold for a workload, chosen on the calibration split (pure).
+
+    Sensitivity (in-indication) must reach ``target_sensitivity``, which holds for every
+    threshold up to ``t_sensitivity`` (the highest such); the flag rate at ``prevalence``
+    (:func:`at_prevalence` from the split's sensitivity and specificity) must stay at or
+    under ``max_flag_rate``, which holds from ``t_flag_rate`` up (the lowest such). When
+    both hold somewhere (``t_flag_rate <= t_sensitivity``) the threshold is the midpoint
+    of that range in logit units, as far from either edge as the split allows; otherwise
+    it is ``t_sensitivity`` (sensitivity first) and ``meets_both`` is false: the build
+    says so and the card leads with it. Thresholds sit halfway between neighbouring
+    scores, never on one.
+    """
+    inside, negative, _ = _classes(classes)
+    s = np.asarray(scores, dtype=np.float64)
+    if not inside.any() or not negative.any():
+        raise ValueError("an operating point needs in-indication and negative series")
+    cuts = np.unique(s[inside | negative])
+    candidates = np.concatenate([[cuts[0] / 2], (cuts[:-1] + cuts[1:]) / 2, [(cuts[-1] + 1) / 2]])
+
+    def figures(t: float) -> tuple[float, float, float]:
+        sens, spec = float((s[inside] >= t).mean()), float((s[negative] < t).mean())
+        return sens, spec, at_prevalence(sens, spec, prevalence)["flag_rate"]
+
+    table = [(float(t), *figures(t)) for t in candidates]
+    t_sens = max(t for t, sens, _, _ in table if sens >= target_sensitivity - 1e-12)
+    feasible = [t for t, _, _, rate in table if rate <= max_flag_rate + 1e-12]
+    t_flag = min(feasible) if feasible else None
+    meets_both = t_flag is not None and t_flag <= t_sens
+    threshold = float(_sigmoid((_logit(np.array(t_flag)) + _logit(np.array(t_sens))) / 2)) if meets_both else t_sens
+    sens, spec, rate = figures(threshold)
+    return {"threshold": threshold, "meets_both": bool(meets_both), "target_sensitivity": target_sensitivity,
+            "max_flag_rate": max_flag_rate, "prevalence": prevalence, "threshold_for_sensitivity": t_sens,
+            "threshold_for_flag_rate": t_flag, "sensitivity": sens, "specificity": spec,
+            "flag_rate_at_prevalence": rate, "chosen_on": "calibration split"}
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
 #: Label attributes reported as subgroups, in card order (absent ones are skipped).
-SUBGROUP_ATTRIBUTES = ("lesion_type", "size_bucket", "contrast", "mimic", "acquisition")
+SUBGROUP_ATTRIBUTES = ("lesion_type", "size_group", "contrast", "mimic", "acquisition", "scanner")
 _NO_VALUE = ("", "none")
 
 
-def subgroup_metrics(series: list[Series], scores: np.ndarray, threshold: float) -> dict[str, dict[str, dict]]:
-    """Operating-point metrics per scanner style and per label attribute (pure).
+def subgroup_metrics(classes, attributes: list[dict[str, str]], scores: np.ndarray, threshold: float) -> dict[str, dict[str, dict]]:
+    """Per value of each label attribute: in-indication sensitivity, specificity and
+    sub-indication flags among that value's own series (pure).
 
-    ``scanner`` and attributes that negatives carry too (``mimic``, ``acquisition``): each
-    value's own series. Attributes only positives carry (``lesion_type``, ``size_bucket``,
-    ``contrast``; negatives have ``none``): that value's positives against all negatives,
-    so its specificity is the split's.
+    Attributes only findings carry (``lesion_type``, ``size_group``, ``contrast``;
+    negatives have ``none``) get no specificity: a negative has no lesion type, and a flag
+    rate over a mix of positives and negatives would be neither figure.
     """
-    y = np.array([s.label for s in series])
-    out: dict[str, dict[str, dict]] = {"scanner": {}}
-    for scanner in sorted({s.scanner for s in series}):
-        m = np.array([s.scanner == scanner for s in series])
-        out["scanner"][scanner] = operating_metrics(y[m], scores[m], threshold)
+    inside, negative, sub = _classes(classes)
+    flag = np.asarray(scores, dtype=np.float64) >= threshold
+    out: dict[str, dict[str, dict]] = {}
     for attr in SUBGROUP_ATTRIBUTES:
-        values = [s.attributes.get(attr, "") for s in series]
-        if all(v == "" for v in values):
+        values = np.array([a.get(attr, "") for a in attributes])
+        if (values == "").all():
             continue
-        positive_only = all(v in _NO_VALUE for v, s in zip(values, series) if s.label == 0)
+        finding_only = all(v in _NO_VALUE for v in values[negative])
         out[attr] = {}
-        for value in sorted(set(values) - set(_NO_VALUE) if positive_only else set(values) - {""}):
-            m = np.array([(positive_only and s.label == 0) or v == value for v, s in zip(values, series)])
-            out[attr][value] = operating_metrics(y[m], scores[m], threshold)
+        for value in sorted(set(values) - set(_NO_VALUE)):
+            m = values == value
+            out[attr][value] = {
+                "sensitivity": proportion(int((flag & inside & m).sum()), int((inside & m).sum())),
+                "specificity": None if finding_only else proportion(int((~flag & negative & m).sum()), int((negative & m).sum())),
+                "sub_indication_flags": proportion(int((flag & sub & m).sum()), int((sub & m).sum()), minimum=1),
+            }
     return out
+
+
+def flip_share(flags: np.ndarray, perturbed_flags: np.ndarray) -> dict:
+    """Share of series whose flag changed under a perturbation (:func:`proportion`)."""
+    a, b = np.asarray(flags, bool), np.asarray(perturbed_flags, bool)
+    return proportion(int((a != b).sum()), len(a), minimum=1)
 
 
 def variant_agreement(reference_flags: np.ndarray, variant_flags: np.ndarray, labels: np.ndarray) -> dict:
     """Flag agreement of a variant with the reference (FP32) on the same series (pure).
 
-    ``agreement``: fraction of series flagged alike; ``lost_positives``: positives the
-    reference flags and the variant does not; ``gained``: series the variant flags and the
-    reference does not.
+    ``agreement``: fraction of series flagged alike; ``lost_positives``: series with a
+    finding (``labels`` 1) the reference flags and the variant does not; ``gained``: series
+    the variant flags and the reference does not.
     """
     ref, var, y = (np.asarray(a).astype(bool) for a in (reference_flags, variant_flags, labels))
     return {"n": int(len(ref)), "agreement": float((ref == var).mean()) if len(ref) else float("nan"),

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.models.package import MANIFEST_NAME, SIGNATURE_NAME, Manifest, public_key_b64
 from training.backends import Runner, run_batched
 from training.data.folder import Series
+from training.indication import Indication
 
 #: Tolerance floors of the golden score check per precision.
 SCORE_FLOOR = {"fp32": 1e-4, "int8": 0.01}
@@ -59,25 +60,25 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def golden_series(series: list[Series], series_scores: np.ndarray, threshold: float,
-                  per_class: int = GOLDEN_PER_CLASS) -> list[int]:
-    """Indices of the golden cases: of each class, the ``per_class`` series FP32 gets right
-    by the widest margin from the threshold, so a backend that moves the verdict fails."""
-    y = np.array([s.label for s in series])
-    margin = np.where(y == 1, series_scores - threshold, threshold - series_scores)
-    chosen = []
-    for label in (1, 0):
-        right = [i for i in np.argsort(-margin) if y[i] == label and margin[i] > 0]
-        chosen += [int(i) for i in right[:per_class]]
+def golden_series(classes, series_scores: np.ndarray, threshold: float, per_class: int = GOLDEN_PER_CLASS) -> list[int]:
+    """Indices of the golden cases: the ``per_class`` in-indication series FP32 flags and
+    the ``per_class`` negatives it leaves, each by the widest margin from the threshold, so
+    a backend that moves the verdict fails (pure; sub-indication series are never chosen)."""
+    c, s = np.asarray(classes).astype(str), np.asarray(series_scores, dtype=np.float64)
+    chosen: list[int] = []
+    for cls, margin in ((Indication.IN, s - threshold), (Indication.NEGATIVE, threshold - s)):
+        right = [int(i) for i in np.argsort(-margin, kind="stable") if c[i] == cls and margin[i] > 0]
+        chosen += right[:per_class]
     return sorted(chosen)
 
 
-def golden(series: list[Series], reference: Runner, calibration, threshold: float,
-           variants: dict[str, tuple[str, Runner]], per_class: int = GOLDEN_PER_CLASS) -> tuple[bytes, dict[str, dict], dict]:
+def golden(series: list[Series], series_scores: np.ndarray, reference: Runner, threshold: float,
+           variants: dict[str, tuple[str, Runner]]) -> tuple[bytes, dict[str, dict], dict]:
     """Golden file (npz: ``input``, ``score``, ``cam`` from ``reference``), tolerances, report.
 
-    Inputs are the key image (highest FP32 score) of each golden series
-    (:func:`golden_series`, ``per_class`` of each class). Each variant's score tolerance is its measured max difference
+    ``series`` are the golden series (:func:`golden_series`), loaded, and
+    ``series_scores`` their calibrated FP32 series scores; the inputs are each one's key
+    image (highest FP32 score). Each variant's score tolerance is its measured max difference
     from FP32 times :data:`TOLERANCE_MARGIN`, at least the precision's floor; its heat-map
     check is top-region overlap (``appliance.models.qualify.cam_top_overlap``) at least
     the measured overlap minus :data:`CAM_OVERLAP_MARGIN`. The report holds what was
@@ -85,10 +86,8 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
     """
     from appliance.models.qualify import cam_top_overlap
 
-    per_series = [run_batched(reference, s.model_inputs()) for s in series]
-    scores = np.array([calibration.apply(float(np.max(sc))) for sc, _ in per_series])
-    chosen = golden_series(series, scores, threshold, per_class)
-    inputs = np.stack([series[i].model_inputs()[int(np.argmax(per_series[i][0]))] for i in chosen]).astype(np.float32)
+    keys = [int(np.argmax(run_batched(reference, s.model_inputs())[0])) for s in series]
+    inputs = np.stack([s.model_inputs()[k] for s, k in zip(series, keys)]).astype(np.float32)
     score, cam = reference(inputs)
     buf = io.BytesIO()
     np.savez(buf, input=inputs, score=score.astype(np.float32), cam=cam.astype(np.float32))
@@ -103,8 +102,8 @@ def golden(series: list[Series], reference: Runner, calibration, threshold: floa
             "cam_min_overlap": max(0.0, overlap - CAM_OVERLAP_MARGIN),
         }
         measured[key] = {"score_diff": score_diff, "cam_top_overlap": overlap}
-    report = {"chosen": chosen, "series": [series[i].series_uid for i in chosen], "labels": [series[i].label for i in chosen],
-              "series_scores": [float(scores[i]) for i in chosen], "threshold": threshold, "measured": measured,
+    report = {"series": [s.series_uid for s in series], "labels": [s.label for s in series],
+              "series_scores": [float(v) for v in series_scores], "threshold": threshold, "measured": measured,
               "margin": TOLERANCE_MARGIN, "cam_overlap_margin": CAM_OVERLAP_MARGIN}
     return buf.getvalue(), tolerances, report
 
@@ -129,11 +128,11 @@ def _golden_bytes(path: Path, kind: str) -> bytes:
     return out.getvalue()
 
 
-def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_input, aggregation, calibration,
+def golden_dicom(series: list[Series], data_dir: Path, spec_input, aggregation, calibration,
                  threshold: float, variants: dict[str, tuple[str, Runner]]) -> tuple[dict[str, bytes], list[dict], dict[str, float], dict]:
     """Golden DICOM cases for the box's end-to-end check (``manifest.golden_series``).
 
-    For each chosen series: its key slice (highest FP32 score) and
+    For each golden series (loaded, :func:`golden_series`): its key slice (highest FP32 score) and
     :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied from the dataset
     (:func:`_golden_bytes`). They are decoded and preprocessed exactly as the box does
     (``decode_in_order``, ``model_input``, ``stack_inputs``), scored by every variant, aggregated and
@@ -157,8 +156,7 @@ def golden_dicom(series: list[Series], chosen: list[int], data_dir: Path, spec_i
 
     reference_key = next(iter(variants))
     files, cases, diffs = {}, [], {key: 0.0 for key in variants}
-    for n, i in enumerate(chosen):
-        s = series[i]
+    for n, s in enumerate(series):
         key_index = int(np.argmax(variants[reference_key][1](s.model_inputs())[0]))
         keep = set(s.sop_uids[max(0, key_index - GOLDEN_SLICES_EACH_SIDE):key_index + GOLDEN_SLICES_EACH_SIDE + 1])
         paths = sorted(p for p in (Path(data_dir) / s.patient_id).rglob("*")

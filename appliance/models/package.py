@@ -181,6 +181,11 @@ class OperatingPoint(_Strict):
     validation_specificity: float = Field(ge=0, le=1)
     #: The split the threshold (and the two figures above) come from.
     chosen_on: str = "validation split"
+    #: The workload bound chosen with it: flag rate at most ``max_flag_rate`` at
+    #: ``prevalence``, and whether a threshold on that split met it with the sensitivity target.
+    max_flag_rate: float | None = Field(default=None, ge=0, le=1)
+    prevalence: float | None = Field(default=None, gt=0, lt=1)
+    meets_flag_rate: bool | None = None
 
 
 class Range(_Strict):
@@ -251,6 +256,8 @@ class Lineage(_Strict):
 
     parent_version: str | None = None
     dataset_manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    #: Content hash of the sealed test set the package's ``metrics.test`` was measured on.
+    sealed_test_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     code_revision: str | None = None
 
 

@@ -71,7 +71,7 @@ def head_ct(folder: Path, positive: bool) -> list[Path]:
     seed, index = (4, 1) if positive else (5, 1)
     truths = generate_ct_dataset(CTConfig(n_patients=index + 1, seed=seed, thicknesses_mm=(5.0,)), folder, workers=1)
     truth = truths[index]
-    assert (truth.label, truth.size_bucket) == ((1, "large") if positive else (0, "none"))
+    assert (truth.label, truth.indication) == ((1, "in-indication") if positive else (0, "negative"))
     return sorted(p for p in folder.glob("*/CT/*.dcm")
                   if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == truth.series_uid)
 

@@ -65,17 +65,35 @@ class Series:
 class Images:
     """Every image of some series as one set that batches draw from, each with its context.
 
-    Images are stored once (``slices``); :meth:`take` stacks the requested ones' context
-    as the box does (``preprocess.with_context``).
+    Images are stored once (``slices``, in the dtype they come in: float16 from the
+    input cache, float32 from a loaded folder); :meth:`take` stacks the requested ones'
+    context as the box does (``preprocess.with_context``) and returns float32.
+    ``series_sizes`` and ``series_labels`` say which images make up which series, for
+    series scores.
     """
 
     def __init__(self, series: list[Series]):
-        self.slices = np.concatenate([s.inputs for s in series]).astype(np.float32, copy=False)
-        offsets = np.cumsum([0] + [len(s.inputs) for s in series[:-1]])
-        self.context = np.concatenate([s.context + offset for s, offset in zip(series, offsets)])
-        self.labels = np.concatenate([s.image_labels for s in series])
-        self.masks = (np.concatenate([s.masks for s in series])
-                      if all(s.masks is not None for s in series) else None)
+        self._build([s.inputs for s in series], [s.context for s in series], [s.image_labels for s in series],
+                    [s.masks for s in series], [s.label for s in series])
+
+    @classmethod
+    def from_arrays(cls, arrays: list[dict[str, np.ndarray]], labels: list[int]) -> "Images":
+        """Images from per-series arrays (``inputs``, ``context``, ``image_labels`` and
+        optionally ``masks``, as :meth:`training.data.input_cache.CachedSeries.load` gives them)."""
+        images = cls.__new__(cls)
+        images._build([a["inputs"] for a in arrays], [a["context"] for a in arrays],
+                      [a["image_labels"] for a in arrays], [a.get("masks") for a in arrays], labels)
+        return images
+
+    def _build(self, inputs: list[np.ndarray], contexts: list[np.ndarray], image_labels: list[np.ndarray],
+               masks: list[np.ndarray | None], labels: list[int]) -> None:
+        self.slices = np.concatenate(inputs)
+        offsets = np.cumsum([0] + [len(x) for x in inputs[:-1]])
+        self.context = np.concatenate([c + offset for c, offset in zip(contexts, offsets)])
+        self.labels = np.concatenate(image_labels).astype(np.int64)
+        self.masks = np.concatenate(masks) if all(m is not None for m in masks) else None
+        self.series_sizes = np.array([len(c) for c in contexts])
+        self.series_labels = np.asarray(labels, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -85,8 +103,13 @@ class Images:
         return self.slices.shape[1] * self.context.shape[1]
 
     def take(self, index: np.ndarray) -> np.ndarray:
-        """Model inputs of the images at ``index``, ``(len(index), channels, S, S)``."""
-        return preprocess.with_context(self.slices, self.context[np.asarray(index)])
+        """Model inputs of the images at ``index``, ``(len(index), channels, S, S)`` float32."""
+        return preprocess.with_context(self.slices, self.context[np.asarray(index)]).astype(np.float32, copy=False)
+
+    def take_masks(self, index: np.ndarray) -> np.ndarray:
+        """Lesion maps of the images at ``index`` as float32."""
+        assert self.masks is not None
+        return self.masks[np.asarray(index)].astype(np.float32, copy=False)
 
 
 def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
@@ -104,9 +127,27 @@ def read_labels(path: Path) -> tuple[str, dict[str, dict[str, str]]]:
     return key, rows
 
 
-def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list[Series]:
-    """Read every labelled series under ``root`` (unlabelled series are ignored), in
-    ``workers`` processes (default: one per CPU; the result does not depend on it)."""
+@dataclass(frozen=True)
+class SeriesJob:
+    """One labelled series found in a folder, ready to load (picklable, for worker processes)."""
+
+    series_uid: str
+    paths: list[Path]
+    row: dict[str, str]
+    key: str
+    spec: InputSpec
+    slice_labels: dict[str, int]
+    masks: dict[str, np.ndarray]
+    mask_side: int | None
+    thickness_mm: float
+
+    def load(self) -> "Series":
+        """Decode and preprocess the series as the box does."""
+        return _load_series(self.paths, self.row, self.key, self.spec, self.slice_labels, self.masks, self.mask_side)
+
+
+def series_jobs(root: Path, spec: InputSpec) -> list[SeriesJob]:
+    """Every labelled series under ``root`` (unlabelled series are ignored), in series UID order."""
     root = Path(root)
     key, labels = read_labels(root / "labels.csv")
     slice_labels: dict[str, int] = {}
@@ -117,31 +158,40 @@ def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list
     mapped = set(mask_file.files) if mask_file is not None else set()
     groups: dict[str, list[Path]] = {}
     study_of: dict[str, str] = {}
+    thickness: dict[str, float] = {}
     known: dict[str, dict[str, int]] = {}
     masks: dict[str, dict[str, np.ndarray]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".csv")):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix not in (".csv", ".npz", ".txt")
+                       and p.name != "CONTENT_SHA256"):
         try:
             ds = read_header(path)
         except InvalidDicomError:
             continue
         uid = ds.SeriesInstanceUID if key == "series_instance_uid" else ds.StudyInstanceUID
         if uid in labels:
-            groups.setdefault(str(ds.SeriesInstanceUID), []).append(path)
-            study_of[str(ds.SeriesInstanceUID)] = str(ds.StudyInstanceUID)
+            series_uid = str(ds.SeriesInstanceUID)
+            groups.setdefault(series_uid, []).append(path)
+            study_of[series_uid] = str(ds.StudyInstanceUID)
+            thickness.setdefault(series_uid, float(ds.get("SliceThickness", 0) or 0))
             if ds.SOPInstanceUID in slice_labels:
-                known.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
+                known.setdefault(series_uid, {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
             if ds.SOPInstanceUID in mapped:
-                masks.setdefault(str(ds.SeriesInstanceUID), {})[ds.SOPInstanceUID] = mask_file[ds.SOPInstanceUID]
-    uids = sorted(groups)
-    rows = [labels[uid if key == "series_instance_uid" else study_of[uid]] for uid in uids]
+                masks.setdefault(series_uid, {})[ds.SOPInstanceUID] = mask_file[ds.SOPInstanceUID]
     side = mask_file[mask_file.files[0]].shape[0] if mapped else None
-    jobs = [(groups[u], row, key, spec, known.get(u, {}), masks.get(u, {}), side) for u, row in zip(uids, rows)]
+    return [SeriesJob(u, groups[u], labels[u if key == "series_instance_uid" else study_of[u]], key, spec,
+                      known.get(u, {}), masks.get(u, {}), side, thickness[u]) for u in sorted(groups)]
+
+
+def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list[Series]:
+    """Read every labelled series under ``root`` (unlabelled series are ignored), in
+    ``workers`` processes (default: one per CPU; the result does not depend on it)."""
+    jobs = series_jobs(root, spec)
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 2:
-        series = [_load_series(*job) for job in jobs]
+        series = [job.load() for job in jobs]
     else:
         with ProcessPoolExecutor(workers) as ex:
-            series = list(ex.map(_load_series, *zip(*jobs), chunksize=4))
+            series = list(ex.map(SeriesJob.load, jobs, chunksize=4))
     if not series:
         raise ValueError(f"{root}: no DICOM series matching labels.csv")
     return series

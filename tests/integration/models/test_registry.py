@@ -101,7 +101,7 @@ def test_golden_dicom_series_are_checked_end_to_end_and_catch_a_preprocessing_re
     assert all(t["series_checked"] for t in selection["trials"]) and any(t["passed"] for t in selection["trials"])
 
     def wrong_windows(manifest, model_dir):  # a preprocessing regression: the bone window twice
-        broken = manifest.input.model_copy(update={"windows": [manifest.input.windows[2]] * 3})
+        broken = manifest.input.model_copy(update={"windows": [manifest.input.windows[2]] * len(manifest.input.windows)})
         return pipeline.golden_series_inputs(manifest.model_copy(update={"input": broken}), model_dir)
 
     bad = ModelRegistry(db, tmp_path / "models", [quick_packages["public_key"]], golden_series_inputs=wrong_windows)

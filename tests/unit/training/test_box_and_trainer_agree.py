@@ -165,7 +165,7 @@ def test_context_stacks_the_slabs_a_slab_away_for_both(tmp_path):
     inputs, trainer = both(tmp_path, paths, spec)
 
     slabs = trainer.inputs  # the slab averages, checked against the slices in the test above
-    assert inputs.shape == (12, 9, CT.size, CT.size)
+    assert inputs.shape == (12, 3 * len(CT.windows), CT.size, CT.size)
     np.testing.assert_array_equal(inputs[6], np.concatenate([slabs[2], slabs[6], slabs[10]]))
     np.testing.assert_array_equal(inputs[0], np.concatenate([slabs[0], slabs[0], slabs[4]]))
     images = Images([trainer, trainer])

@@ -3,8 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from training.evaluate import (bootstrap_auc_ci, expected_calibration_error, roc_auc, sensitivity_specificity,
-                               threshold_for_sensitivity)
+from training.evaluate import bootstrap_auc_ci, expected_calibration_error, roc_auc
 
 
 def brute_auc(y, s):
@@ -30,24 +29,6 @@ def test_bootstrap_interval_brackets_the_auc():
     assert lo < roc_auc(y, s) < hi and hi - lo < 0.2
 
 
-def test_threshold_reaches_target_sensitivity_at_the_best_specificity():
-    rng = np.random.default_rng(2)
-    y = rng.integers(0, 2, 300)
-    s = rng.random(300) + 0.3 * y
-    t = threshold_for_sensitivity(y, s, 0.95)
-    sens, spec = sensitivity_specificity(y, s, t)
-    assert sens >= 0.95 and 0 < spec < 1
-    strict = np.sort(s[y == 1])[int(np.floor(0.05 * (y == 1).sum()))]  # highest threshold meeting the target
-    assert t <= strict and spec == sensitivity_specificity(y, s, strict)[1]
-    assert sensitivity_specificity(y, s, np.nextafter(strict, 2))[0] < 0.95
-
-
-def test_threshold_sits_between_the_classes_when_they_separate():
-    y = np.array([0, 0, 0, 1, 1, 1, 1])
-    s = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
-    assert threshold_for_sensitivity(y, s, 0.95) == pytest.approx(0.45)
-
-
 def test_ece_zero_when_calibrated_and_known_value_otherwise():
     assert expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == pytest.approx(0.0)
     assert expected_calibration_error([1, 1], [0.15, 0.15]) == pytest.approx(0.85)
@@ -57,8 +38,11 @@ def test_ece_zero_when_calibrated_and_known_value_otherwise():
 
 from appliance.models.package import Calibration  # noqa: E402
 from training.card import fmt_proportion  # noqa: E402
-from training.evaluate import (at_prevalence, operating_metrics, platt_fit, prevalence_table, proportion,  # noqa: E402
-                               subgroup_metrics, variant_agreement, wilson_interval)
+from training.evaluate import (at_prevalence, choose_operating_point, flip_share, operating_metrics,  # noqa: E402
+                               platt_fit, prevalence_table, proportion, subgroup_metrics, variant_agreement,
+                               wilson_interval)
+
+IN, NEG, SUB = "in-indication", "negative", "sub-indication"
 
 
 def test_wilson_interval_matches_hand_computed_values():
@@ -80,11 +64,12 @@ def test_fewer_than_ten_cases_are_not_estimable_and_say_so():
     assert fmt_proportion(ten).startswith("0.900 (0.596-0.982) 9/10")
 
 
-def test_ppv_npv_and_flag_rate_at_prevalence_by_hand():
-    # sens 0.9, spec 0.8, prevalence 0.1: flagged 0.09 + 0.18 = 0.27, PPV 0.09/0.27, NPV 0.72/0.73
+def test_ppv_flag_rate_and_flags_per_true_positive_at_prevalence_by_hand():
+    # sens 0.9, spec 0.8, prevalence 0.1: flagged 0.09 + 0.18 = 0.27, PPV 0.09/0.27, 3 flags per true positive
     v = at_prevalence(0.9, 0.8, 0.10)
     assert v["flag_rate"] == pytest.approx(0.27)
-    assert v["ppv"] == pytest.approx(1 / 3) and v["npv"] == pytest.approx(0.72 / 0.73)
+    assert v["ppv"] == pytest.approx(1 / 3) and v["flags_per_true_positive"] == pytest.approx(3.0)
+    assert "npv" not in v  # a triage flag is no rule-out: no NPV is reported
     table = prevalence_table(proportion(18, 20), proportion(80, 100))
     row = table["0.10"]
     assert row["ppv"]["value"] == pytest.approx(1 / 3)
@@ -92,42 +77,87 @@ def test_ppv_npv_and_flag_rate_at_prevalence_by_hand():
     lo_sp, hi_sp = wilson_interval(80, 100)
     assert row["ppv"]["ci95"] == [pytest.approx(at_prevalence(lo_se, lo_sp, 0.1)["ppv"]),
                                   pytest.approx(at_prevalence(hi_se, hi_sp, 0.1)["ppv"])]
+    assert row["flags_per_true_positive"]["ci95"] == [
+        pytest.approx(at_prevalence(hi_se, hi_sp, 0.1)["flags_per_true_positive"]),
+        pytest.approx(at_prevalence(lo_se, lo_sp, 0.1)["flags_per_true_positive"])]
     assert row["flag_rate"]["ci95"][0] == pytest.approx(at_prevalence(lo_se, hi_sp, 0.1)["flag_rate"])
     assert row["flag_rate"]["ci95"][0] < 0.27 < row["flag_rate"]["ci95"][1]
     assert set(table) == {"0.05", "0.10"}
     assert prevalence_table(proportion(4, 4), proportion(80, 100)) is None
 
 
-def test_operating_metrics_counts_and_intervals():
-    y = np.array([1] * 12 + [0] * 20)
-    s = np.array([0.9] * 10 + [0.1] * 2 + [0.8] * 3 + [0.2] * 17)
-    m = operating_metrics(y, s, 0.5)
-    assert (m["tp"], m["fn"], m["tn"], m["fp"]) == (10, 2, 17, 3)
+def test_sensitivity_counts_in_indication_specificity_negatives_and_sub_indication_stands_apart():
+    classes = np.array([IN] * 12 + [NEG] * 20 + [SUB] * 5)
+    s = np.array([0.9] * 10 + [0.1] * 2 + [0.8] * 3 + [0.2] * 17 + [0.9, 0.9, 0.1, 0.1, 0.1])
+    m = operating_metrics(classes, s, 0.5)
+    assert (m["tp"], m["fn"], m["tn"], m["fp"], m["sub_flagged"]) == (10, 2, 17, 3, 2)
+    assert (m["in_indication"], m["negatives"], m["sub_indication"], m["n"]) == (12, 20, 5, 37)
     assert m["sensitivity"]["value"] == pytest.approx(10 / 12)
     assert m["sensitivity"]["ci95"] == list(wilson_interval(10, 12))
     assert m["specificity"]["value"] == pytest.approx(17 / 20)
-    assert m["flag_rate"]["value"] == pytest.approx(13 / 32)
-    assert m["auc"] == pytest.approx(roc_auc(y, s)) and m["at_prevalence"]["0.05"]["ppv"]["value"] > 0
-    few = operating_metrics(y[8:], s[8:], 0.5)  # 4 positives
+    assert (m["sub_indication_flags"]["k"], m["sub_indication_flags"]["n"]) == (2, 5)
+    assert m["flag_rate"]["value"] == pytest.approx(15 / 37)
+    # AUC and ECE leave the sub-indication series out: the same as without them
+    assert m["auc"] == pytest.approx(roc_auc(classes[:32] == IN, s[:32]))
+    assert m["ece"] == pytest.approx(expected_calibration_error(classes[:32] == IN, s[:32]))
+    few = operating_metrics(classes[8:], s[8:], 0.5)  # 4 in-indication
     assert few["sensitivity"]["estimable"] is False and few["auc"] is None and few["at_prevalence"] is None
+    with pytest.raises(ValueError, match="unknown indication classes"):
+        operating_metrics(np.array(["positive", NEG]), np.array([0.9, 0.1]), 0.5)
 
 
-class _S:
-    def __init__(self, label, scanner, **attributes):
-        self.label, self.scanner, self.attributes = label, scanner, attributes
+def test_operating_point_sits_midway_between_the_sensitivity_and_flag_rate_edges():
+    # 20 in-indication, 40 negatives: sensitivity >= 0.95 needs 19 of 20 flagged
+    pos = np.linspace(0.60, 0.99, 20)
+    neg = np.linspace(0.01, 0.62, 40)
+    classes = np.array([IN] * 20 + [NEG] * 40 + [SUB])
+    scores = np.concatenate([pos, neg, [0.99]])
+    op = choose_operating_point(classes, scores, 0.95, 0.20, 0.10)
+    t_sens, t_flag = op["threshold_for_sensitivity"], op["threshold_for_flag_rate"]
+    assert (pos >= t_sens).sum() == 19  # the highest threshold that still flags 19 of 20
+    assert (pos >= np.sort(pos)[1] + 1e-9).sum() < 19 and t_sens <= np.sort(pos)[1]
+    assert op["meets_both"] and t_flag <= op["threshold"] <= t_sens
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(op["threshold"]) == pytest.approx((logit(t_flag) + logit(t_sens)) / 2)
+    sens = (pos >= op["threshold"]).mean()
+    spec = (neg < op["threshold"]).mean()
+    assert op["sensitivity"] == sens >= 0.95 and op["specificity"] == spec
+    assert op["flag_rate_at_prevalence"] == pytest.approx(0.1 * sens + 0.9 * (1 - spec))
+    assert op["flag_rate_at_prevalence"] <= 0.2
+    assert not np.isin(op["threshold"], scores)  # never on a score
 
 
-def test_subgroups_by_attribute_use_positives_against_all_negatives_and_mimics_their_own_series():
-    series = [_S(1, "A", lesion_type="subdural", mimic="none"), _S(1, "B", lesion_type="intraparenchymal", mimic="none"),
-              _S(0, "A", lesion_type="none", mimic="calcification"), _S(0, "B", lesion_type="none", mimic="none")]
-    scores = np.array([0.9, 0.2, 0.7, 0.1])
-    out = subgroup_metrics(series, scores, 0.5)
-    assert set(out) == {"scanner", "lesion_type", "mimic"}
-    sub = out["lesion_type"]["subdural"]
-    assert (sub["n"], sub["positives"], sub["tp"], sub["fp"]) == (3, 1, 1, 1)
+def test_operating_point_keeps_sensitivity_first_when_the_flag_rate_bound_cannot_be_met():
+    classes = np.array([IN] * 20 + [NEG] * 20)
+    scores = np.concatenate([np.linspace(0.2, 0.6, 20), np.linspace(0.3, 0.9, 20)])  # negatives above positives
+    op = choose_operating_point(classes, scores, 0.95, 0.20, 0.10)
+    assert not op["meets_both"] and op["threshold"] == op["threshold_for_sensitivity"]
+    assert op["sensitivity"] >= 0.95 and op["flag_rate_at_prevalence"] > 0.20
+
+
+def test_subgroups_report_sensitivity_over_in_indication_and_specificity_over_negatives():
+    classes = [IN, IN, SUB, NEG, NEG, IN]
+    attributes = [{"lesion_type": "subdural", "mimic": "none", "scanner": "A"},
+                  {"lesion_type": "intraparenchymal", "mimic": "none", "scanner": "B"},
+                  {"lesion_type": "subdural", "mimic": "none", "scanner": "A"},
+                  {"lesion_type": "none", "mimic": "calcification", "scanner": "A"},
+                  {"lesion_type": "none", "mimic": "none", "scanner": "B"},
+                  {"lesion_type": "subdural", "mimic": "calcification", "scanner": "B"}]
+    scores = np.array([0.9, 0.2, 0.7, 0.7, 0.1, 0.8])
+    out = subgroup_metrics(classes, attributes, scores, 0.5)
+    assert set(out) == {"lesion_type", "mimic", "scanner"}
+    subdural = out["lesion_type"]["subdural"]
+    assert (subdural["sensitivity"]["k"], subdural["sensitivity"]["n"]) == (2, 2)
+    assert subdural["specificity"] is None  # negatives have no lesion type: no flag rate over a mix
+    assert (subdural["sub_indication_flags"]["k"], subdural["sub_indication_flags"]["n"]) == (1, 1)
     calc = out["mimic"]["calcification"]
-    assert (calc["n"], calc["positives"], calc["fp"]) == (1, 0, 1)
-    assert out["mimic"]["none"]["n"] == 3 and out["scanner"]["B"]["n"] == 2
+    assert (calc["specificity"]["k"], calc["specificity"]["n"], calc["sensitivity"]["k"]) == (0, 1, 1)
+    assert (out["scanner"]["B"]["sensitivity"]["n"], out["scanner"]["B"]["specificity"]["k"]) == (2, 1)
+
+
+def test_flip_share_counts_flags_that_changed():
+    f = flip_share(np.array([1, 0, 1, 1]), np.array([1, 1, 1, 0]))
+    assert (f["k"], f["n"]) == (2, 4)
 
 
 def test_variant_agreement_counts_lost_positives():

@@ -30,7 +30,8 @@ def test_loads_series_with_slice_labels_attributes_and_drift(folder):
         assert s.inputs.shape == (len(t.slice_uids), 3, 16, 16) and s.inputs.dtype == np.float32
         assert s.sop_uids == list(t.slice_uids)  # sorted by position, as generated
         np.testing.assert_array_equal(s.image_labels, t.slice_labels)
-        assert s.label == t.label and s.attributes["size_bucket"] == t.size_bucket
+        assert s.label == t.label and s.attributes["size_group"] == t.size_group
+        assert s.attributes["indication"] == t.indication
         assert s.scanner == t.scanner and s.patient_id == t.patient_id
         assert sum(s.drift["slice_count"]["counts"]) == 1
         assert s.masks.shape == (len(t.slice_uids), 1, 32, 32)
