@@ -17,6 +17,10 @@ experiment head-ct|chest-cr --name NAME [--set KEY=VALUE ...] [--train-share F] 
                                  train and evaluate a variant of the spec on its development
                                  splits (never the sealed set) as an MLflow run; KEY is a spec
                                  field, train.FIELD or input.FIELD, VALUE JSON or text
+stability PACKAGE --data FOLDER [--trusted-key PUB] [--first N] [--limit N]
+                                 score a labelled folder with every variant of a package,
+                                 plain and perturbed (1 HU noise, 1e-6 relative): flags that
+                                 flip, and series near the threshold
 sealed-hash head-ct|chest-cr [--quick]
                                  generate the sealed test set (if not cached) and print its
                                  content sha256, to register it in the spec; reads no pixel
@@ -146,6 +150,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stability(args: argparse.Namespace) -> int:
+    from training.stability import stability_report
+
+    report = stability_report(args.package, args.keys, args.data, args.first, args.limit)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
 def cmd_sealed_hash(args: argparse.Namespace) -> int:
     from training.sealed import open_sealed
 
@@ -171,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("package", type=Path)
     v.add_argument("--trusted-key", type=Path, action="append", dest="keys")
     v.set_defaults(func=cmd_verify)
+    st = sub.add_parser("stability", help="flags that flip under tiny perturbations, on a labelled folder")
+    st.add_argument("package", type=Path)
+    st.add_argument("--data", type=Path, required=True, help="a labelled DICOM folder (never a sealed set)")
+    st.add_argument("--trusted-key", type=Path, action="append", dest="keys")
+    st.add_argument("--first", type=int, default=0, help="skip this many series (in series UID order)")
+    st.add_argument("--limit", type=int, help="score at most this many series")
+    st.set_defaults(func=cmd_stability)
     for name, func in (("generate", cmd_generate), ("train", cmd_train), ("build-demo", cmd_build_demo),
                        ("sealed-hash", cmd_sealed_hash), ("experiment", cmd_experiment)):
         c = sub.add_parser(name)

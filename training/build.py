@@ -200,7 +200,8 @@ class Builder:
         spec = self.spec
         train_images = Images.from_arrays([s.load(spec.thin_mm) for s in self.splits["train"]],
                                           [s.label for s in self.splits["train"]])
-        val_images = Images.from_arrays([s.load() for s in self.splits["val"]], [s.label for s in self.splits["val"]])
+        val_images = Images.from_arrays([s.load(spec.thin_mm) for s in self.splits["val"]],
+                                        [s.label for s in self.splits["val"]])
         self.log(f"training on {len(train_images)} images ({int(train_images.labels.sum())} positive), "
                  f"{len(val_images)} validation images")
         self.model, self.history = train(train_images, val_images, spec.train, spec.aggregation.apply,

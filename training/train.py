@@ -60,9 +60,6 @@ class TrainConfig:
     #: Run every epoch of the cosine schedule and keep the last weights: validation is then
     #: only watched (its loss on a few dozen series is too noisy to pick an epoch by).
     keep_last: bool = False
-    #: Train on ``crop`` x ``crop`` crops of the inputs (0: whole images), placed around the
-    #: lesion on positive images (needs lesion maps) and at random on the others.
-    crop: int = 0
 
 
 def _world() -> tuple[int, int]:
@@ -104,35 +101,6 @@ def _augment(x: torch.Tensor, maps: torch.Tensor | None, rng: np.random.Generato
     return x, torch.roll(maps, shifts=(round(dy * scale), round(dx * scale)), dims=(2, 3))
 
 
-def crop_batch(x: np.ndarray, maps: np.ndarray, labels: np.ndarray, crop: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``crop`` x ``crop`` crops of a batch ``(N, C, S, S)`` and the matching part of its
-    lesion maps ``(N, 1, M, M)`` (pure but for ``rng``).
-
-    Crops start on map-cell boundaries, so images and maps stay aligned. On a positive
-    image the crop holds a cell the lesion fills (at least a tenth, or half its fullest
-    cell), placed at a random spot in the crop's middle half; elsewhere it is anywhere.
-    """
-    size, cells = x.shape[-1], maps.shape[-1]
-    cell = size // cells
-    k = crop // cell
-    if crop % cell or not 0 < k <= cells:
-        raise ValueError(f"crop {crop} must be a multiple of the map cell ({cell} px) and at most {size}")
-    out_x = np.empty((len(x), x.shape[1], crop, crop), np.float32)
-    out_m = np.empty((len(x), 1, k, k), np.float32)
-    for j in range(len(x)):
-        m = maps[j, 0]
-        if labels[j] == 1 and m.max() > 0:
-            cells_in = np.argwhere(m >= min(MAP_POSITIVE_SHARE, 0.5 * float(m.max())))
-            cy, cx = cells_in[rng.integers(len(cells_in))]
-            oy, ox = (int(np.clip(c - rng.integers(k // 4, 3 * k // 4 + 1), 0, cells - k)) for c in (cy, cx))
-        else:
-            oy, ox = (int(v) for v in rng.integers(0, cells - k + 1, 2))
-        out_x[j] = x[j, :, oy * cell:oy * cell + crop, ox * cell:ox * cell + crop]
-        out_m[j, 0] = m[oy:oy + k, ox:ox + k]
-    return out_x, out_m
-
-
 #: A map cell at least this share lesion is a positive; cells with less, and their
 #: neighbours, are left out of :func:`map_loss` (partial cells, shifts rounded to cells).
 MAP_POSITIVE_SHARE = 0.1
@@ -157,14 +125,13 @@ def train(
     """Train and return the best model (by validation loss) and the per-epoch history."""
     rank, world = _world()
     torch.manual_seed(cfg.seed)
+    torch.set_flush_denormal(True)  # activations that decay to denormals cost a sixth of a step
     x_train = train_set if isinstance(train_set, Images) else Images(train_set)
     x_val = val_set if isinstance(val_set, Images) else Images(val_set)
     y_train = x_train.labels
     y_val = torch.from_numpy(x_val.labels.astype(np.float32))
-    model = TriageNet(x_train.channels, cfg.widths, cfg.downsamplings)
+    model = TriageNet(x_train.channels, cfg.widths, cfg.downsamplings).to(memory_format=torch.channels_last)
     supervise_maps = cfg.map_weight > 0 and x_train.masks is not None
-    if cfg.crop and x_train.masks is None:
-        raise ValueError("crop training places crops by the lesion maps: the training set has none")
     net = DistributedDataParallel(_Logits(model)) if world > 1 else _Logits(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
@@ -183,14 +150,10 @@ def train(
         net.train()
         total = 0.0
         for idx in shard:
-            xb_np = x_train.take(idx)
-            maps_np = x_train.take_masks(idx) if (supervise_maps or cfg.crop) else None
-            if cfg.crop:
-                xb_np, maps_np = crop_batch(xb_np, maps_np, y_train[idx], cfg.crop, rng)
-            maps = torch.from_numpy(maps_np) if supervise_maps else None
-            xb, maps = _augment(torch.from_numpy(xb_np), maps, rng, cfg.max_shift)
+            maps = torch.from_numpy(x_train.take_masks(idx)) if supervise_maps else None
+            xb, maps = _augment(torch.from_numpy(x_train.take(idx)), maps, rng, cfg.max_shift)
             yb = torch.from_numpy(y_train[idx].astype(np.float32))
-            logits, cam = net(xb)
+            logits, cam = net(xb.contiguous(memory_format=torch.channels_last))
             loss = loss_fn(logits, yb)
             if maps is not None:
                 loss = loss + cfg.map_weight * map_loss(cam, maps)
@@ -204,7 +167,7 @@ def train(
         _recalibrate_batchnorm(model, x_train, order, cfg.batch_size, rank, world)
         model.eval()
         with torch.no_grad():
-            val_logits = torch.cat([model.logit(torch.from_numpy(x_val.take(np.arange(i, min(i + 128, len(x_val))))))
+            val_logits = torch.cat([model.logit(_nhwc(x_val.take(np.arange(i, min(i + 128, len(x_val))))))
                                     for i in range(0, len(x_val), 128)])
             val_loss = float(loss_fn(val_logits, y_val))
         val_scores = _series_scores(torch.sigmoid(val_logits).numpy(), x_val.series_sizes, aggregate)
@@ -223,8 +186,14 @@ def train(
             break
     if not cfg.keep_last:
         model.load_state_dict(best[1])
-    model.eval()
+    model = model.to(memory_format=torch.contiguous_format).eval()
     return model, history
+
+
+def _nhwc(batch: np.ndarray) -> torch.Tensor:
+    """A batch as a channels-last tensor: oneDNN's convolutions on the CPU run about a
+    quarter faster on it than on NCHW (the values are the same)."""
+    return torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
 
 
 def _series_scores(image_scores: np.ndarray, sizes: np.ndarray, aggregate: Callable[[np.ndarray], float]) -> np.ndarray:
@@ -261,7 +230,7 @@ def _recalibrate_batchnorm(model: TriageNet, x: Images, order: np.ndarray, batch
     chunks = [order[i:i + batch] for i in range(0, len(order), batch)][rank::world][:max_batches]
     with torch.no_grad():
         for idx in chunks:
-            model.logit(torch.from_numpy(x.take(idx)))
+            model.logit(_nhwc(x.take(idx)))
     for m in norms:
         m.momentum = 0.1
         if world > 1:
