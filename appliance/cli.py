@@ -51,8 +51,12 @@ def _listener(settings: Settings):
     from appliance.triage.routing import SeriesFacts, load_routing
 
     routing = load_routing(settings.worker.routing_file)
-    return Listener(settings, priority=lambda modality, calling_ae: routing.priority_of(
-        SeriesFacts(modality=modality, calling_ae=calling_ae)))
+    return Listener(
+        settings,
+        priority=lambda modality, calling_ae: routing.priority_of(
+            SeriesFacts(modality=modality, calling_ae=calling_ae)
+        ),
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,8 +127,13 @@ def _registry(settings: Settings):
     from appliance.models.registry import ModelRegistry
     from appliance.triage.pipeline import golden_series_inputs
 
-    return ModelRegistry(open_database(settings.db_path), settings.models_dir,
-                         list(settings.models.trusted_keys), settings.models.pin_backend, golden_series_inputs)
+    return ModelRegistry(
+        open_database(settings.db_path),
+        settings.models_dir,
+        list(settings.models.trusted_keys),
+        settings.models.pin_backend,
+        golden_series_inputs,
+    )
 
 
 def _actor() -> str:
@@ -132,11 +141,24 @@ def _actor() -> str:
 
 
 def cmd_models_list(args: argparse.Namespace, settings: Settings) -> int:
-    models = _registry(settings).list()
+    models = _registry(settings).models()
     if args.json:
-        print(json.dumps([{"id": m.id, "version": m.version, "state": m.state,
-                           "package_sha256": m.package_sha256, "finding": m.manifest.finding,
-                           "selection": m.selection} for m in models], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": m.id,
+                        "version": m.version,
+                        "state": m.state,
+                        "package_sha256": m.package_sha256,
+                        "finding": m.manifest.finding,
+                        "selection": m.selection,
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
         return 0
     for m in models:
         chosen = m.selection["chosen"] if m.selection else "-"
@@ -163,7 +185,11 @@ def cmd_models_change(args: argparse.Namespace, settings: Settings) -> int:
     chosen = model.selection["chosen"] if model.selection else "-"
     print(f"{model.label} is {model.state} on {chosen}")
     for trial in (model.selection or {}).get("trials", []):
-        speed = f"{trial['ms_per_image']:.2f} ms/image" if trial["ms_per_image"] else trial.get("error") or "failed golden test"
+        speed = (
+            f"{trial['ms_per_image']:.2f} ms/image"
+            if trial["ms_per_image"]
+            else trial.get("error") or "failed golden test"
+        )
         print(f"  {trial['backend']}/{trial['device']}/{trial['precision']}: {speed}")
     return 0
 
@@ -178,8 +204,8 @@ def cmd_models_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.db import open_database
     from appliance.audit.chain import verify_database
+    from appliance.db import open_database
 
     problems = verify_database(open_database(settings.db_path))
     for problem in problems:
@@ -191,8 +217,8 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_export(args: argparse.Namespace, settings: Settings) -> int:
-    from appliance.db import open_database
     from appliance.audit.export import export
+    from appliance.db import open_database
 
     count = export(open_database(settings.db_path), sys.stdout, args.format, args.kind)
     print(f"exported {count} rows", file=sys.stderr)
@@ -245,7 +271,8 @@ def _add_sync_parser(sub) -> None:
     enrol.add_argument("--token", required=True, help="from `python -m training.hub token`")
     enrol.set_defaults(func=cmd_sync_enrol)
     actions.add_parser("status", help="enrolment, queued reports, last round, metadata age").set_defaults(
-        func=cmd_sync_status)
+        func=cmd_sync_status
+    )
     queue = actions.add_parser("queue", help="queue anonymised report JSON files for the hub")
     queue.add_argument("report", nargs="+")
     queue.set_defaults(func=cmd_sync_queue)
@@ -273,11 +300,19 @@ def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
     for m in status["models"]:
         w = m["window"]
         judged = "judged" if w["judged"] else f"not judged (< {w['min_series']} series)"
-        print(f"{m['model_id']} {m['model_version']}: {w['series']} series in the {w['days']}-day window "
-              f"ending {w['end']}, {w['flagged']} flagged, not analysed {w['not_analysed'] or 0}; {judged}")
+        print(
+            f"{m['model_id']} {m['model_version']}: {w['series']} series in the {w['days']}-day window "
+            f"ending {w['end']}, {w['flagged']} flagged, not analysed {w['not_analysed'] or 0}; {judged}"
+        )
         for name, f in sorted(m["features"].items()):
-            stat = (f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {f['threshold_source']})"
-                    + ("  EXCEEDS" if f["exceeded"] else "")) if "statistic" in f else "no reference yet"
+            stat = (
+                (
+                    f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {f['threshold_source']})"
+                    + ("  EXCEEDS" if f["exceeded"] else "")
+                )
+                if "statistic" in f
+                else "no reference yet"
+            )
             print(f"  {name:<20} {stat}")
         print(f"  alerting: {', '.join(m['alerting']) or 'none'}")
     if not status["models"]:
@@ -375,8 +410,10 @@ def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
     items = Outbox(open_database(settings.db_path)).items(args.destination, "dead" if args.dead else None)
     for item in items:
         status = f"0x{item.last_status:04X}" if item.last_status is not None else "-"
-        print(f"{item.id:>8} {item.state:<8} {item.destination:<32} tries {item.attempts:>3} {status:<7}"
-              f" {item.last_error or ''}")
+        print(
+            f"{item.id:>8} {item.state:<8} {item.destination:<32} tries {item.attempts:>3} {status:<7}"
+            f" {item.last_error or ''}"
+        )
     return 0
 
 
@@ -400,29 +437,36 @@ def cmd_dicom_change(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.web.dicom_endpoints import change
 
     entry = change(open_database(settings.db_path).conn, settings, args.kind, args.action, args.entry, _actor())
-    print(f"{args.kind}: {entry} {'added' if args.action == 'add' else 'removed'}; "
-          "the listener and the sender use it after the appliance service restarts")
+    print(
+        f"{args.kind}: {entry} {'added' if args.action == 'add' else 'removed'}; "
+        "the listener and the sender use it after the appliance service restarts"
+    )
     return 0
 
 
 def _add_outbox_commands(sub) -> None:
     """``appliance outbox`` (dead letters) and ``appliance dicom`` (peers, destinations)."""
     outbox = sub.add_parser("outbox", help="result objects waiting for or given up by destinations").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     listing = outbox.add_parser("list", help="rows, oldest first")
     listing.add_argument("--dead", action="store_true", help="dead letters only")
     listing.add_argument("--destination", help="one destination, AE@host:port")
     listing.set_defaults(func=cmd_outbox_list)
-    for action, text in (("retry", "queue a dead letter again, due now, with a fresh try count (audited)"),
-                         ("discard", "give up on a dead letter for good (audited)")):
+    for action, text in (
+        ("retry", "queue a dead letter again, due now, with a fresh try count (audited)"),
+        ("discard", "give up on a dead letter for good (audited)"),
+    ):
         change = outbox.add_parser(action, help=text)
         change.add_argument("id", type=int, help="the outbox id (appliance outbox list --dead)")
         change.set_defaults(func=cmd_outbox_change)
     dicom = sub.add_parser("dicom", help="peers and destinations, kept beside the data").add_subparsers(
-        dest="kind", required=True)
+        dest="kind", required=True
+    )
     for kind, form in (("peers", "AE@address"), ("destinations", "AE@host:port")):
-        actions = dicom.add_parser(kind, help=f"add or remove {kind} ({form}); applied at the next start").add_subparsers(
-            dest="action", required=True)
+        actions = dicom.add_parser(
+            kind, help=f"add or remove {kind} ({form}); applied at the next start"
+        ).add_subparsers(dest="action", required=True)
         for action in ("add", "remove"):
             one = actions.add_parser(action, help=f"{action} one ({form}; audited)")
             one.add_argument("entry", metavar=form)
@@ -432,16 +476,16 @@ def _add_outbox_commands(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="the listener and the web server, and the worker with the sender in a child process").set_defaults(func=cmd_serve)
+    sub.add_parser(
+        "serve", help="the listener and the web server, and the worker with the sender in a child process"
+    ).set_defaults(func=cmd_serve)
     sub.add_parser("listener", help="run the DICOM listener").set_defaults(func=cmd_listener)
     sub.add_parser("worker", help="run the inference worker and the result sender").set_defaults(func=cmd_worker)
     status = sub.add_parser("status", help="counts and series states")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
 
-    config = sub.add_parser("config", help="check or print the settings").add_subparsers(
-        dest="action", required=True
-    )
+    config = sub.add_parser("config", help="check or print the settings").add_subparsers(dest="action", required=True)
     validate = config.add_parser("validate", help="check a settings file; names any bad key")
     validate.add_argument("path", nargs="?", help="TOML file (default: the active one)")
     validate.set_defaults(func=cmd_config_validate, needs_settings=False)
@@ -459,8 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("package")
     install.add_argument("--activate", action="store_true", help="then activate it (golden test first)")
     install.set_defaults(func=cmd_models_install)
-    for action, text in (("shadow", "run beside the active model, never shown or sent"),
-                         ("activate", "golden-test on every backend, pick the fastest, make active")):
+    for action, text in (
+        ("shadow", "run beside the active model, never shown or sent"),
+        ("activate", "golden-test on every backend, pick the fastest, make active"),
+    ):
         change = models.add_parser(action, help=text)
         change.add_argument("model_id")
         change.add_argument("version")

@@ -7,9 +7,9 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import sqlite_utils
 

@@ -32,9 +32,9 @@ Job states
 
 A worker claims the highest-priority, oldest job with a lease; a job whose lease ran out
 (its worker died) can be claimed again. A restarted worker ends the leases of its own dead
-incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out. Finishing checks the lease is still ours in the
-same transaction that records the result, so a job is never recorded twice. Any other
-change raises :class:`~appliance.errors.IllegalTransition`.
+incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out.
+Finishing checks the lease is still ours in the same transaction that records the result,
+so a job is never recorded twice. Any other change raises :class:`~appliance.errors.IllegalTransition`.
 """
 
 from __future__ import annotations
@@ -114,8 +114,19 @@ def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now
         "ON CONFLICT (series_instance_uid) DO UPDATE SET "
         "instances = instances + excluded.instances, last_received_at = excluded.last_received_at, "
         "updated_at = excluded.updated_at, released_at = NULL, state = excluded.state, reason = NULL",
-        (arrival.series_instance_uid, arrival.study_instance_uid, arrival.modality, arrival.body_part,
-         arrival.series_description, arrival.calling_ae, added, RECEIVING, now, now, now),
+        (
+            arrival.series_instance_uid,
+            arrival.study_instance_uid,
+            arrival.modality,
+            arrival.body_part,
+            arrival.series_description,
+            arrival.calling_ae,
+            added,
+            RECEIVING,
+            now,
+            now,
+            now,
+        ),
     )
     conn.execute(
         "UPDATE jobs SET state = 'superseded', reason = 'new instances arrived', updated_at = ? "
@@ -163,20 +174,28 @@ def queue_complete_series(
         if not quiet and series_uid in still_sending:
             continue
         conn.execute(
-            "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? "
-            "WHERE series_instance_uid = ?", (QUEUED, now, series_uid))
+            "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? WHERE series_instance_uid = ?",
+            (QUEUED, now, series_uid),
+        )
         conn.execute(
             "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
             "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
             "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
-            (priority(modality, calling_ae), now, now, series_uid))
+            (priority(modality, calling_ae), now, now, series_uid),
+        )
         queued.append(series_uid)
     return queued
 
 
 # Worker side ----------------------------------------------------------------------------
-def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float,
-          abandoned: list[Job] | None = None) -> Job | None:
+def claim(
+    conn: sqlite3.Connection,
+    owner: str,
+    lease_s: float,
+    max_attempts: int,
+    now: float,
+    abandoned: list[Job] | None = None,
+) -> Job | None:
     """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way
     (appended to ``abandoned`` when given, so the caller can tell PACS; only those whose
     series took the failure).
@@ -187,24 +206,29 @@ def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: in
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
             "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= ?) "
-            "ORDER BY priority DESC, id LIMIT 1", (now,)).fetchone()
+            "ORDER BY priority DESC, id LIMIT 1",
+            (now,),
+        ).fetchone()
         if row is None:
             return None
         job = Job(*row)
         if job.attempts >= max_attempts:
             reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
-            conn.execute("UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
-                         (reason, now, job.id))
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?", (reason, now, job.id)
+            )
             if _set_series_state(conn, job, FAILED, reason, now) and abandoned is not None:
                 abandoned.append(job)
             continue
         conn.execute(
             "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (owner, now + lease_s, now, job.id))
+            (owner, now + lease_s, now, job.id),
+        )
         _set_series_state(conn, job, RUNNING, None, now)
-        return Job(job.id, job.series_instance_uid, job.study_instance_uid, job.generation,
-                   job.attempts + 1, job.created_at)
+        return Job(
+            job.id, job.series_instance_uid, job.study_instance_uid, job.generation, job.attempts + 1, job.created_at
+        )
 
 
 def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], now: float) -> list[int]:
@@ -212,16 +236,28 @@ def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], n
 
     A claim then takes them at once (and counts the attempt), rather than after the lease.
     """
-    dead = [job_id for job_id, owner in conn.execute(
-        "SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > ?", (now,))
-        if owner and is_dead(owner)]
-    conn.executemany("UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?",
-                     [(now, now, job_id) for job_id in dead])
+    dead = [
+        job_id
+        for job_id, owner in conn.execute(
+            "SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > ?", (now,)
+        )
+        if owner and is_dead(owner)
+    ]
+    conn.executemany(
+        "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?", [(now, now, job_id) for job_id in dead]
+    )
     return dead
 
 
-def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str | None,
-           now: float, triaged: Triaged | None = None) -> bool:
+def finish(
+    conn: sqlite3.Connection,
+    job: Job,
+    owner: str,
+    series_state: str,
+    reason: str | None,
+    now: float,
+    triaged: Triaged | None = None,
+) -> bool:
     """End a claimed job and, if its series still waits for it, set the series' state.
 
     Runs in the caller's transaction, which also records the result.
@@ -247,18 +283,21 @@ def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, re
     cursor = conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, lease_expires_at = NULL, updated_at = ? "
         "WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        (JOB_OUTCOME[series_state], reason, now, job.id, owner))
+        (JOB_OUTCOME[series_state], reason, now, job.id, owner),
+    )
     if cursor.rowcount != 1:
         raise LeaseLost(f"job {job.id}")
     return _set_series_state(conn, job, series_state, reason, now, triaged)
 
 
-def _set_series_state(conn: sqlite3.Connection, job: Job, new: str, reason: str | None, now: float,
-                      triaged: Triaged | None = None) -> bool:
+def _set_series_state(
+    conn: sqlite3.Connection, job: Job, new: str, reason: str | None, now: float, triaged: Triaged | None = None
+) -> bool:
     """Move the job's series to ``new`` if it is still at the job's generation; the one
     place a worker changes ``series.state``. False when the series has moved on."""
-    row = conn.execute("SELECT state, generation FROM series WHERE series_instance_uid = ?",
-                       (job.series_instance_uid,)).fetchone()
+    row = conn.execute(
+        "SELECT state, generation FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
+    ).fetchone()
     if row is None:
         raise IllegalTransition(f"job {job.id}: series {job.series_instance_uid} does not exist")
     current, generation = row
@@ -269,9 +308,14 @@ def _set_series_state(conn: sqlite3.Connection, job: Job, new: str, reason: str 
     check_series_transition(current, new)
     flag, score, model = (int(triaged.flag), triaged.score, triaged.model) if triaged else (None, None, None)
     if new == RUNNING:
-        conn.execute("UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
-                     (new, now, job.series_instance_uid))
+        conn.execute(
+            "UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
+            (new, now, job.series_instance_uid),
+        )
     else:
-        conn.execute("UPDATE series SET state = ?, reason = ?, flag = ?, score = ?, model = ?, updated_at = ? "
-                     "WHERE series_instance_uid = ?", (new, reason, flag, score, model, now, job.series_instance_uid))
+        conn.execute(
+            "UPDATE series SET state = ?, reason = ?, flag = ?, score = ?, model = ?, updated_at = ? "
+            "WHERE series_instance_uid = ?",
+            (new, reason, flag, score, model, now, job.series_instance_uid),
+        )
     return True

@@ -27,12 +27,22 @@ LOG = logging.getLogger(__name__)
 
 def day_of(now: float) -> dt.date:
     """The UTC day of a POSIX time."""
-    return dt.datetime.fromtimestamp(now, dt.timezone.utc).date()
+    return dt.datetime.fromtimestamp(now, dt.UTC).date()
 
 
-def record_series(conn: sqlite3.Connection, settings: DriftSettings, *, job_id: int, model_id: str,
-                  model_version: str, features: dict | None, score: float | None = None,
-                  flag: bool | None = None, failure: str | None = None, now: float) -> None:
+def record_series(
+    conn: sqlite3.Connection,
+    settings: DriftSettings,
+    *,
+    job_id: int,
+    model_id: str,
+    model_version: str,
+    features: dict | None,
+    score: float | None = None,
+    flag: bool | None = None,
+    failure: str | None = None,
+    now: float,
+) -> None:
     """Record one finished job of a model version, inside the caller's write transaction.
 
     Parameters
@@ -43,8 +53,9 @@ def record_series(conn: sqlite3.Connection, settings: DriftSettings, *, job_id: 
     """
     outcome = TRIAGED if failure is None else reason_code(failure)
     today = day_of(now)
-    store.insert_series(conn, job_id, today, model_id, model_version, outcome,
-                        features if failure is None else None, score, flag, now)
+    store.insert_series(
+        conn, job_id, today, model_id, model_version, outcome, features if failure is None else None, score, flag, now
+    )
     evaluate_due(conn, settings, today)
 
 
@@ -67,17 +78,36 @@ def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
             store.save_evaluations(conn, model_id, version, day, window.series, evaluations)
             for event in events:
                 e = event.evaluation
-                seq = append_in(conn, event.kind, {
-                    "model_id": model_id, "model_version": version, "feature": e.feature,
-                    "statistic": e.statistic, "value": round(e.value, 6), "threshold": round(e.threshold, 6),
-                    "threshold_source": e.source, "window_end": day.isoformat(),
-                    "window_days": settings.window_days, "series": window.series})
+                seq = append_in(
+                    conn,
+                    event.kind,
+                    {
+                        "model_id": model_id,
+                        "model_version": version,
+                        "feature": e.feature,
+                        "statistic": e.statistic,
+                        "value": round(e.value, 6),
+                        "threshold": round(e.threshold, 6),
+                        "threshold_source": e.source,
+                        "window_end": day.isoformat(),
+                        "window_days": settings.window_days,
+                        "series": window.series,
+                    },
+                )
                 if event.kind == "drift-alert":
                     store.open_alert(conn, model_id, version, e, day, seq)
                 else:
                     store.close_alert(conn, model_id, version, e.feature, day, seq)
-                LOG.warning("%s: %s %s feature %s (%s %.4g, threshold %.4g)", event.kind, model_id, version,
-                            e.feature, e.statistic, e.value, e.threshold)
+                LOG.warning(
+                    "%s: %s %s feature %s (%s %.4g, threshold %.4g)",
+                    event.kind,
+                    model_id,
+                    version,
+                    e.feature,
+                    e.statistic,
+                    e.value,
+                    e.threshold,
+                )
             store.save_monitor(conn, model_id, version, day, state)
             closed += 1
             day += dt.timedelta(days=1)
@@ -88,8 +118,14 @@ def day_aggregate(conn: sqlite3.Connection, model_id: str, version: str, day: dt
     return aggregate(store.series_records(conn, model_id, version, day))
 
 
-def window_aggregate(conn: sqlite3.Connection, model_id: str, version: str, end: dt.date, window_days: int,
-                     cache: dict[dt.date, Aggregate] | None = None) -> Aggregate:
+def window_aggregate(
+    conn: sqlite3.Connection,
+    model_id: str,
+    version: str,
+    end: dt.date,
+    window_days: int,
+    cache: dict[dt.date, Aggregate] | None = None,
+) -> Aggregate:
     """The sum of the ``window_days`` days ending with ``end``."""
     cache = {} if cache is None else cache
     total = Aggregate()
@@ -128,17 +164,26 @@ def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
         current = evaluate(window, load_reference(conn, model_id, version), state.baseline, settings)
         history = store.evaluations(conn, model_id, version)
         last = [h for h in history if last_day is not None and h["day"] == last_day.isoformat()]
-        models.append({
-            "model_id": model_id, "model_version": version,
-            "window": {"end": today.isoformat(), "days": settings.window_days, "series": window.series,
-                       "flagged": window.flagged, "not_analysed": window.not_analysed,
-                       "judged": window.series >= settings.min_series, "min_series": settings.min_series},
-            "features": _feature_summary(window, current),
-            "last_closed_window": last_day.isoformat() if last_day else None,
-            "last_evaluations": last,
-            "baseline_series": state.baseline.series if state.baseline else None,
-            "alerting": state.alerting(),
-        })
+        models.append(
+            {
+                "model_id": model_id,
+                "model_version": version,
+                "window": {
+                    "end": today.isoformat(),
+                    "days": settings.window_days,
+                    "series": window.series,
+                    "flagged": window.flagged,
+                    "not_analysed": window.not_analysed,
+                    "judged": window.series >= settings.min_series,
+                    "min_series": settings.min_series,
+                },
+                "features": _feature_summary(window, current),
+                "last_closed_window": last_day.isoformat() if last_day else None,
+                "last_evaluations": last,
+                "baseline_series": state.baseline.series if state.baseline else None,
+                "alerting": state.alerting(),
+            }
+        )
     return {"models": models, "alerts": store.alerts(conn, active_only=True)}
 
 
@@ -147,12 +192,17 @@ def _feature_summary(window: Aggregate, current: list) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, counts in window.histograms.items():
         out[name] = {"kind": "histogram", "count": int(counts.sum())}
-    for name, counts in window.monitored_categories().items():
-        out[name] = {"kind": "categorical", "counts": counts}
+    for name, tally in window.monitored_categories().items():
+        out[name] = {"kind": "categorical", "counts": tally}
     for name, e in by_name.items():
-        out.setdefault(name, {}).update(statistic=e.statistic, value=round(e.value, 6),
-                                        threshold=round(e.threshold, 6), threshold_source=e.source,
-                                        exceeded=e.exceeded, details={k: round(v, 6) for k, v in e.details.items()})
+        out.setdefault(name, {}).update(
+            statistic=e.statistic,
+            value=round(e.value, 6),
+            threshold=round(e.threshold, 6),
+            threshold_source=e.source,
+            exceeded=e.exceeded,
+            details={k: round(v, 6) for k, v in e.details.items()},
+        )
     return out
 
 

@@ -24,7 +24,7 @@ import posixpath
 import re
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from cryptography.exceptions import InvalidSignature
@@ -58,14 +58,16 @@ class Window(_Strict):
     zero_above: float | None = None
 
     @model_validator(mode="after")
-    def _zero_above_the_window(self) -> "Window":
+    def _zero_above_the_window(self) -> Window:
         if self.zero_above is not None and self.zero_above < self.center + self.width / 2:
-            raise ValueError(f"window {self.name!r}: zero_above ({self.zero_above:g} HU) must not be below the "
-                             f"window's top ({self.center + self.width / 2:g} HU)")
+            raise ValueError(
+                f"window {self.name!r}: zero_above ({self.zero_above:g} HU) must not be below the "
+                f"window's top ({self.center + self.width / 2:g} HU)"
+            )
         return self
 
     @classmethod
-    def from_tuple(cls, window: tuple) -> "Window":
+    def from_tuple(cls, window: tuple) -> Window:
         """The window ``(name, center, width[, zero_above])`` (as :meth:`as_tuple` gives it)."""
         name, center, width, *zero_above = window
         return cls(name=name, center=center, width=width, zero_above=zero_above[0] if zero_above else None)
@@ -100,14 +102,16 @@ class InputSpec(_Strict):
     context_slices: int = Field(default=0, ge=0, le=3)
 
     @model_validator(mode="after")
-    def _windows_match_channels(self) -> "InputSpec":
+    def _windows_match_channels(self) -> InputSpec:
         if self.kind != "ct_slice":
             if self.slab_mm is not None or self.context_slices:
                 raise ValueError("slab_mm and context_slices apply to ct_slice inputs only")
             return self
         if len(self.windows) * self.slices_per_input != self.channels:
-            raise ValueError(f"ct_slice input needs one window per channel of each of its {self.slices_per_input} "
-                             f"slice(s) ({self.channels} channels), got {len(self.windows)} windows")
+            raise ValueError(
+                f"ct_slice input needs one window per channel of each of its {self.slices_per_input} "
+                f"slice(s) ({self.channels} channels), got {len(self.windows)} windows"
+            )
         return self
 
     @property
@@ -136,7 +140,7 @@ class Aggregation(_Strict):
     k: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _k_for_topk(self) -> "Aggregation":
+    def _k_for_topk(self) -> Aggregation:
         if (self.method == "topk_mean") != (self.k is not None):
             raise ValueError("k is required for topk_mean and only for topk_mean")
         return self
@@ -146,9 +150,9 @@ class Aggregation(_Strict):
         s = np.asarray(scores, dtype=np.float64).ravel()
         if s.size == 0:
             raise ValueError("cannot aggregate an empty series")
-        if self.method == "max":
+        if self.method == "max" or self.k is None:  # the validator gives topk_mean its k
             return float(s.max())
-        return float(np.sort(s)[-min(self.k, s.size):].mean())
+        return float(np.sort(s)[-min(self.k, s.size) :].mean())
 
 
 class Calibration(_Strict):
@@ -190,7 +194,7 @@ class Range(_Strict):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -336,7 +340,7 @@ class Manifest(_Strict):
     #: Machine-readable evaluation at the operating point: split -> variant -> metrics.
     metrics: dict[str, dict[str, Any]] = {}
     #: Golden DICOM cases (each a folder of slices in the package) checked end to end.
-    golden_series: list["GoldenSeries"] = []
+    golden_series: list[GoldenSeries] = []
 
     @field_validator("signing_public_key")
     @classmethod
@@ -345,7 +349,7 @@ class Manifest(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _references_listed(self) -> "Manifest":
+    def _references_listed(self) -> Manifest:
         listed = [f.path for f in self.files]
         if len(set(listed)) != len(listed):
             raise ValueError("files: a path is listed twice")
@@ -431,7 +435,7 @@ def extract_package(path: Path, dest: Path, trusted_public_keys: list[Path] | No
             _check_name(member.name)
             if not member.isreg():
                 raise PackageError(f"{path.name}: member {member.name!r} changed during extraction")
-            data = tar.extractfile(member).read()
+            data = _member_bytes(tar, member)
             if hashlib.sha256(data).hexdigest() != expected.get(member.name):
                 raise PackageError(f"{path.name}: member {member.name!r} changed during extraction")
             target = dest / member.name
@@ -463,11 +467,30 @@ def _check_external_data(path: Path, models: dict[str, bytes], digests: dict[str
         folder = posixpath.dirname(model_name)
         for location in onnx_external_locations(f"{path.name}: {model_name}", data):
             target = posixpath.normpath(posixpath.join(folder, location)) if location else ""
-            if (not location or location.startswith("/") or "\\" in location or re.match(r"^[A-Za-z]:", location)
-                    or target == ".." or target.startswith("../") or target not in digests):
+            if (
+                not location
+                or location.startswith("/")
+                or "\\" in location
+                or re.match(r"^[A-Za-z]:", location)
+                or target == ".."
+                or target.startswith("../")
+                or target not in digests
+            ):
                 raise PackageError(
                     f"{path.name}: {model_name}: external data location {location!r} is not a file of the package"
                 )
+
+
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    """A regular member's contents as a stream."""
+    stream = tar.extractfile(member)
+    if stream is None:
+        raise PackageError(f"member {member.name!r} is not a regular file")
+    return stream
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    return _member_file(tar, member).read()
 
 
 def _check_name(name: str) -> None:
@@ -495,14 +518,22 @@ def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes,
             for m in tar:
                 _check_name(m.name)
                 if m.issym():
-                    raise PackageError(f"{path.name}: member {m.name!r} is a symlink (to {m.linkname!r}); only regular files are allowed")
+                    raise PackageError(
+                        f"{path.name}: member {m.name!r} is a symlink (to {m.linkname!r}); "
+                        "only regular files are allowed"
+                    )
                 if m.islnk():
-                    raise PackageError(f"{path.name}: member {m.name!r} is a hardlink (to {m.linkname!r}); only regular files are allowed")
+                    raise PackageError(
+                        f"{path.name}: member {m.name!r} is a hardlink (to {m.linkname!r}); "
+                        "only regular files are allowed"
+                    )
                 if not m.isreg():
-                    raise PackageError(f"{path.name}: member {m.name!r} is not a regular file; only regular files are allowed")
+                    raise PackageError(
+                        f"{path.name}: member {m.name!r} is not a regular file; only regular files are allowed"
+                    )
                 if m.name in digests or m.name in special:
                     raise PackageError(f"{path.name}: member {m.name!r} appears more than once")
-                f = tar.extractfile(m)
+                f = _member_file(tar, m)
                 if m.name in (MANIFEST_NAME, SIGNATURE_NAME):
                     if m.size > MAX_MANIFEST_BYTES:
                         raise PackageError(f"{path.name}: {m.name} is too large ({m.size} bytes)")
@@ -513,14 +544,16 @@ def _scan_archive(path: Path) -> tuple[dict[str, tuple[int, str]], bytes, bytes,
                     models[m.name] = f.read()
                     h.update(models[m.name])
                 else:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                    while chunk := f.read(1 << 20):
                         h.update(chunk)
                 digests[m.name] = (m.size, h.hexdigest())
         except (tarfile.TarError, OSError, EOFError) as e:
             raise PackageError(f"{path.name}: corrupt tar archive ({e})") from e
     for name in (MANIFEST_NAME, SIGNATURE_NAME):
         if name not in special:
-            raise PackageError(f"{path.name}: missing file {name!r}" + (" (unsigned package)" if name == SIGNATURE_NAME else ""))
+            raise PackageError(
+                f"{path.name}: missing file {name!r}" + (" (unsigned package)" if name == SIGNATURE_NAME else "")
+            )
     return digests, special[MANIFEST_NAME], special[SIGNATURE_NAME], models
 
 
@@ -581,4 +614,3 @@ def _check_files(path: Path, manifest: Manifest, digests: dict[str, tuple[int, s
                 f"{path.name}: hash mismatch for {name!r}: manifest says sha256 {entry.sha256} "
                 f"({entry.size} bytes), archive has {sha} ({size} bytes)"
             )
-

@@ -15,9 +15,9 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import sqlite_utils
@@ -64,8 +64,13 @@ class InstalledModel:
             raise PackageError(f"{self.label} has no chosen backend: shadow or activate it first")
         backend, device, precision = self.selection["chosen"].split("/")
         variant = next(v for v in self.manifest.variants if v.backend == backend and v.precision == precision)
-        return load(Target(backend, device), [self.path / f for f in variant.files], precision,
-                    variant.options, (self.manifest.outputs.score, self.manifest.outputs.cam))
+        return load(
+            Target(backend, device),
+            [self.path / f for f in variant.files],
+            precision,
+            variant.options,
+            (self.manifest.outputs.score, self.manifest.outputs.cam),
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -79,9 +84,14 @@ def _sha256(path: Path) -> str:
 class ModelRegistry:
     """The models table plus the extracted packages under ``models_dir``."""
 
-    def __init__(self, db: sqlite_utils.Database, models_dir: Path, trusted_keys: list[Path],
-                 pin_backend: str | None = None,
-                 golden_series_inputs: Callable[[Manifest, Path], list[np.ndarray]] | None = None):
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        models_dir: Path,
+        trusted_keys: list[Path],
+        pin_backend: str | None = None,
+        golden_series_inputs: Callable[[Manifest, Path], list[np.ndarray]] | None = None,
+    ):
         """``golden_series_inputs(manifest, model_dir)`` decodes and preprocesses the
         package's golden DICOM series with the box's pipeline (``appliance.triage.pipeline.
         golden_series_inputs``; injected because this stage may not import triage). Without
@@ -96,42 +106,53 @@ class ModelRegistry:
     # Reading ------------------------------------------------------------------------
     def _row(self, row: tuple) -> InstalledModel:
         model_id, version, state, sha, path, manifest, selection = row
-        return InstalledModel(model_id, version, state, sha, Path(path),
-                              Manifest.model_validate_json(manifest),
-                              json.loads(selection) if selection else None)
+        return InstalledModel(
+            model_id,
+            version,
+            state,
+            sha,
+            Path(path),
+            Manifest.model_validate_json(manifest),
+            json.loads(selection) if selection else None,
+        )
 
-    def list(self) -> list[InstalledModel]:
-        rows = self.db.conn.execute(
-            "SELECT id, version, state, package_sha256, path, manifest, selection FROM models")
+    def models(self) -> list[InstalledModel]:
+        rows = self.db.conn.execute("SELECT id, version, state, package_sha256, path, manifest, selection FROM models")
         return sorted((self._row(r) for r in rows), key=lambda m: (m.id, version_key(m.version)))
 
     def get(self, model_id: str, version: str) -> InstalledModel:
         row = self.db.conn.execute(
             "SELECT id, version, state, package_sha256, path, manifest, selection FROM models "
-            "WHERE id = ? AND version = ?", (model_id, version)).fetchone()
+            "WHERE id = ? AND version = ?",
+            (model_id, version),
+        ).fetchone()
         if row is None:
             raise PackageError(f"model {model_id} {version} is not installed")
         return self._row(row)
 
     def in_state(self, state: str) -> list[InstalledModel]:
-        return [m for m in self.list() if m.state == state]
+        return [m for m in self.models() if m.state == state]
 
     # Changes ------------------------------------------------------------------------
     def install(self, package: Path, actor: str) -> InstalledModel:
         """Verify and unpack a package; refuse one older than what is installed."""
         manifest = self._verify_only(package)
-        installed = [m for m in self.list() if m.id == manifest.id]
+        installed = [m for m in self.models() if m.id == manifest.id]
         sha = _sha256(package)
         for model in installed:
             if model.version == manifest.version:
                 if model.package_sha256 == sha:
                     return model
-                raise PackageError(f"{manifest.id} {manifest.version} is already installed with "
-                                   "different contents; a new build needs a new version")
+                raise PackageError(
+                    f"{manifest.id} {manifest.version} is already installed with "
+                    "different contents; a new build needs a new version"
+                )
         newest = max((m.version for m in installed), key=version_key, default=None)
         if newest is not None and version_key(manifest.version) < version_key(newest):
-            raise PackageError(f"{manifest.id} {manifest.version} is older than installed {newest}; "
-                               "versions only move forward (use rollback to go back)")
+            raise PackageError(
+                f"{manifest.id} {manifest.version} is older than installed {newest}; "
+                "versions only move forward (use rollback to go back)"
+            )
         target = self.models_dir / manifest.id / manifest.version
         staging = target.with_name(target.name + ".staging")
         shutil.rmtree(staging, ignore_errors=True)
@@ -144,11 +165,19 @@ class ModelRegistry:
             self.db.conn.execute(
                 "INSERT INTO models (id, version, state, package_sha256, path, manifest, installed_at, "
                 "changed_at) VALUES (?,?,?,?,?,?,?,?)",
-                (manifest.id, manifest.version, "installed", sha, str(target),
-                 manifest.model_dump_json(), now, now))
-            audit_log.append_in(self.db.conn, "model-installed", {
-                "model_id": manifest.id, "version": manifest.version, "package_sha256": sha,
-                "signing_key": manifest.signing_key_id, "actor": actor})
+                (manifest.id, manifest.version, "installed", sha, str(target), manifest.model_dump_json(), now, now),
+            )
+            audit_log.append_in(
+                self.db.conn,
+                "model-installed",
+                {
+                    "model_id": manifest.id,
+                    "version": manifest.version,
+                    "package_sha256": sha,
+                    "signing_key": manifest.signing_key_id,
+                    "actor": actor,
+                },
+            )
         return self.get(manifest.id, manifest.version)
 
     def _verify_only(self, package: Path) -> Manifest:
@@ -164,8 +193,10 @@ class ModelRegistry:
             try:
                 series_inputs = self.golden_series_inputs(model.manifest, model.path)
             except Exception as exc:  # the box cannot read its own golden cases: refuse the model
-                raise PackageError(f"{model.label}: golden series cannot be decoded and preprocessed on this box: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                raise PackageError(
+                    f"{model.label}: golden series cannot be decoded and preprocessed on this box: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         trials = try_variants(model.manifest, model.path, available_targets(), golden, series_inputs)
         chosen, runtime = choose(trials, self.pin_backend)
         return {"chosen": chosen.label, "trials": [t.as_dict() for t, _ in trials]}, runtime
@@ -186,38 +217,61 @@ class ModelRegistry:
         now = time.time()
         with transaction(self.db.conn):
             previous = self.db.conn.execute(
-                "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)).fetchone()
+                "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)
+            ).fetchone()
             if previous:
-                self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? "
-                                     "AND version = ?", (now, model_id, previous[0]))
+                self.db.conn.execute(
+                    "UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND version = ?",
+                    (now, model_id, previous[0]),
+                )
             self.db.conn.execute(
                 "UPDATE models SET state = ?, selection = ?, changed_at = ? WHERE id = ? AND version = ?",
-                (state, json.dumps(selection), now, model_id, version))
-            audit_log.append_in(self.db.conn, f"model-{state}", {
-                "model_id": model_id, "version": version, "replaces": previous[0] if previous else None,
-                "backend": selection["chosen"], "trials": selection["trials"], "actor": actor})
+                (state, json.dumps(selection), now, model_id, version),
+            )
+            audit_log.append_in(
+                self.db.conn,
+                f"model-{state}",
+                {
+                    "model_id": model_id,
+                    "version": version,
+                    "replaces": previous[0] if previous else None,
+                    "backend": selection["chosen"],
+                    "trials": selection["trials"],
+                    "actor": actor,
+                },
+            )
         return self.get(model_id, version)
 
     def rollback(self, model_id: str, actor: str) -> InstalledModel:
         """Retire the active version and activate the newest older one that was installed."""
-        active = [m for m in self.list() if m.id == model_id and m.state == "active"]
+        active = [m for m in self.models() if m.id == model_id and m.state == "active"]
         if not active:
             raise PackageError(f"no active version of {model_id} to roll back")
         current = active[0]
-        older = [m for m in self.list() if m.id == model_id
-                 and version_key(m.version) < version_key(current.version)]
+        older = [m for m in self.models() if m.id == model_id and version_key(m.version) < version_key(current.version)]
         if not older:
             raise PackageError(f"{model_id} {current.version} has no earlier version to roll back to")
         target = older[-1]
         selection, _ = self.qualify(target)
         now = time.time()
         with transaction(self.db.conn):
-            self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND "
-                                 "version = ?", (now, model_id, current.version))
-            self.db.conn.execute("UPDATE models SET state = 'active', selection = ?, changed_at = ? "
-                                 "WHERE id = ? AND version = ?",
-                                 (json.dumps(selection), now, model_id, target.version))
-            audit_log.append_in(self.db.conn, "model-rolled-back", {
-                "model_id": model_id, "from": current.version, "to": target.version,
-                "backend": selection["chosen"], "actor": actor})
+            self.db.conn.execute(
+                "UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND version = ?",
+                (now, model_id, current.version),
+            )
+            self.db.conn.execute(
+                "UPDATE models SET state = 'active', selection = ?, changed_at = ? WHERE id = ? AND version = ?",
+                (json.dumps(selection), now, model_id, target.version),
+            )
+            audit_log.append_in(
+                self.db.conn,
+                "model-rolled-back",
+                {
+                    "model_id": model_id,
+                    "from": current.version,
+                    "to": target.version,
+                    "backend": selection["chosen"],
+                    "actor": actor,
+                },
+            )
         return self.get(model_id, target.version)

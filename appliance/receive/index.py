@@ -76,9 +76,16 @@ class IngestIndex:
             if row and row[0] == item.sha256:
                 return StoreOutcome.DUPLICATE
             values = (
-                h.study_instance_uid, h.series_instance_uid, h.sop_class_uid,
-                item.transfer_syntax_uid, item.size_bytes, item.sha256, str(item.path),
-                item.calling_ae, item.association_id, now,
+                h.study_instance_uid,
+                h.series_instance_uid,
+                h.sop_class_uid,
+                item.transfer_syntax_uid,
+                item.size_bytes,
+                item.sha256,
+                str(item.path),
+                item.calling_ae,
+                item.association_id,
+                now,
             )
             if row:
                 conn.execute(
@@ -100,8 +107,14 @@ class IngestIndex:
                     (*values, h.sop_instance_uid),
                 )
             if h.series_instance_uid:
-                arrival = jobs.Arrival(h.series_instance_uid, h.study_instance_uid, h.modality,
-                                       h.body_part, h.series_description, item.calling_ae)
+                arrival = jobs.Arrival(
+                    h.series_instance_uid,
+                    h.study_instance_uid,
+                    h.modality,
+                    h.body_part,
+                    h.series_description,
+                    item.calling_ae,
+                )
                 jobs.instance_arrived(conn, arrival, 0 if row else 1, now)
         return StoreOutcome.REPLACED if row else StoreOutcome.STORED
 
@@ -125,5 +138,4 @@ class IngestIndex:
         """Queue every series that has finished arriving: :func:`appliance.jobs.queue_complete_series`."""
         now = time.time() if now is None else now
         with self._lock, transaction(self.db.conn) as conn:
-            return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending),
-                                              now, priority)
+            return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending), now, priority)

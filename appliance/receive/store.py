@@ -19,11 +19,11 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from appliance import dimse
 from appliance.config import DicomSettings
+from appliance.errors import RejectedInstance, StorageError
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
 from appliance.receive.index import IngestIndex, ReceivedInstance
 from appliance.receive.validate import Limits, inflate_to, inspect_dataset
-from appliance.errors import RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class StoreService:
         LOG.warning("association rejected: %s", reason)
         self.index.audit(
             "association-rejected",
-            {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(),
-             "address": address, "reason": reason},
+            {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(), "address": address, "reason": reason},
         )
 
     def association_opened(self, association_id: str) -> None:
@@ -136,7 +135,10 @@ class StoreService:
                     header = inspect_dataset(inflated, size, False, True, self.limits)
             else:
                 header = inspect_dataset(
-                    stream, end, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                    stream,
+                    end,
+                    transfer_syntax.is_implicit_VR,
+                    transfer_syntax.is_little_endian,
                     self.limits,
                 )
         status, comment = dimse.SUCCESS, ""
@@ -147,7 +149,9 @@ class StoreService:
         if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
             return status, comment  # an identical resend: already durable and indexed
         final = spool.instance_path(
-            self.spool_dir, header.study_instance_uid, header.series_instance_uid,
+            self.spool_dir,
+            header.study_instance_uid,
+            header.series_instance_uid,
             header.sop_instance_uid,
         )
         spool.commit_file(received.path, final)

@@ -19,6 +19,7 @@ Both are in the source study and are labelled not for diagnostic use.
 
 from appliance.report.capture import SC_SERIES_NUMBER, build_heatmap_capture
 from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE
+from appliance.report.objects import build_result_objects, warm_up, write_objects
 from appliance.report.records import (
     ANALYSIS_FAILED,
     ANALYSIS_TIMED_OUT,
@@ -35,17 +36,51 @@ from appliance.report.records import (
     device_uid,
     finding_code,
 )
-from appliance.report.objects import build_result_objects, warm_up, write_objects
 from appliance.report.sr import (
-    FLAG_REASON, FLAGGED, NOT_ANALYSED_REASON, NOTICE_SERIES_NUMBER, OPERATING_POINT, SCORE, SR_SERIES_NUMBER,
-    TRIAGE_STATUS, build_notice, build_sr, flag_wording,
+    FLAG_REASON,
+    FLAGGED,
+    NOT_ANALYSED_REASON,
+    NOTICE_SERIES_NUMBER,
+    OPERATING_POINT,
+    SCORE,
+    SR_SERIES_NUMBER,
+    TRIAGE_STATUS,
+    build_notice,
+    build_sr,
+    flag_wording,
 )
 
 __all__ = [
-    "ANALYSIS_FAILED", "ANALYSIS_TIMED_OUT", "FLAGGED", "FLAG_REASON", "INTRACRANIAL_HEMORRHAGE", "MANUFACTURER",
-    "NOTICE_SERIES_NUMBER", "NOT_ANALYSED_REASON", "NOT_FOR_DIAGNOSTIC_USE", "OPERATING_POINT",
-    "OUTSIDE_INPUT_CONSTRAINTS", "PNEUMOTHORAX", "PULMONARY_NODULE", "SCORE", "SC_SERIES_NUMBER", "SR_SERIES_NUMBER",
-    "TRIAGE_STATUS", "UUID_ROOT", "NotAnalysed", "ResultUids", "TriageDecision", "build_heatmap_capture",
-    "build_notice", "build_result_objects", "build_sr", "check_uid_root", "derive_uid", "device_uid",
-    "finding_code", "flag_wording", "warm_up", "write_objects",
+    "ANALYSIS_FAILED",
+    "ANALYSIS_TIMED_OUT",
+    "FLAGGED",
+    "FLAG_REASON",
+    "INTRACRANIAL_HEMORRHAGE",
+    "MANUFACTURER",
+    "NOTICE_SERIES_NUMBER",
+    "NOT_ANALYSED_REASON",
+    "NOT_FOR_DIAGNOSTIC_USE",
+    "OPERATING_POINT",
+    "OUTSIDE_INPUT_CONSTRAINTS",
+    "PNEUMOTHORAX",
+    "PULMONARY_NODULE",
+    "SCORE",
+    "SC_SERIES_NUMBER",
+    "SR_SERIES_NUMBER",
+    "TRIAGE_STATUS",
+    "UUID_ROOT",
+    "NotAnalysed",
+    "ResultUids",
+    "TriageDecision",
+    "build_heatmap_capture",
+    "build_notice",
+    "build_result_objects",
+    "build_sr",
+    "check_uid_root",
+    "derive_uid",
+    "device_uid",
+    "finding_code",
+    "flag_wording",
+    "warm_up",
+    "write_objects",
 ]

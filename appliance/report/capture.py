@@ -68,7 +68,9 @@ def build_heatmap_capture(
         raise ValueError("heatmap must be a finite 2-D array with values in [0, 1]")
     head = source_header(key_slice)
     out_shape = render.display_shape(shape)
-    grey = render.resample(render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape)
+    grey = render.resample(
+        render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape
+    )
     heat = render.heatmap_over(heatmap, out_shape)
     floor = render.heat_floor(decision.threshold, heat, decision.flag)
     rgb = render.burn_in(
@@ -86,7 +88,7 @@ def build_heatmap_capture(
         series_number=SC_SERIES_NUMBER,
         sop_instance_uid=uids.sc_instance_uid,
         instance_number=1,
-        pixel_spacing=_pixel_spacing(head, shape, out_shape),
+        pixel_spacing=_pixel_spacing(head, shape, out_shape),  # type: ignore[arg-type]  # highdicom says int; mm
         # highdicom takes single letters only; the real (maybe oblique or empty) value is set below.
         patient_orientation=("L", "P"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
@@ -96,7 +98,8 @@ def build_heatmap_capture(
     )
     sc.copy_patient_and_study_information(head)
     sc.PatientOrientation = _patient_orientation(head)
-    body_part, laterality = head.get("BodyPartExamined"), _laterality(head)
+    body_part: str | None = head.get("BodyPartExamined")
+    laterality = _laterality(head)
     if body_part:
         sc.BodyPartExamined = body_part
     if laterality or not body_part:
@@ -139,17 +142,19 @@ def _pixel_spacing(head: Dataset, shape: tuple[int, int], out_shape: tuple[int, 
     spacing = head.get("PixelSpacing")
     if not spacing or len(spacing) != 2:
         return None
-    return tuple(float(s) * n / m for s, n, m in zip(spacing, shape, out_shape))
+    (row, column), (rows, columns), (out_rows, out_columns) = spacing, shape, out_shape
+    return float(row) * rows / out_rows, float(column) * columns / out_columns
 
 
-def _patient_orientation(head: Dataset) -> list[str] | None:
-    """Patient Orientation of the slice: its own, else from Image Orientation (Patient)."""
+def _patient_orientation(head: Dataset) -> list[str]:
+    """Patient Orientation of the slice: its own, else from Image Orientation (Patient);
+    empty when neither is known."""
     own = head.get("PatientOrientation")
     if own and len(own) == 2 and all(own):
         return list(own)
     cosines = head.get("ImageOrientationPatient")
     if not cosines or len(cosines) != 6:
-        return None
+        return []
     return [_direction(list(map(float, cosines[:3]))), _direction(list(map(float, cosines[3:])))]
 
 
@@ -160,12 +165,12 @@ def _direction(vector: list[float]) -> str:
     return "".join(letters[i][0 if vector[i] > 0 else 1] for i in order if abs(vector[i]) >= _OBLIQUE)
 
 
-def _laterality(head: Dataset) -> str | None:
+def _laterality(head: Dataset) -> str:
     """The series' Laterality (R or L) from the source, empty when none or unpaired."""
     for keyword in ("Laterality", "ImageLaterality"):
         if head.get(keyword) in ("R", "L"):
-            return head.get(keyword)
-    return None
+            return str(head.get(keyword))
+    return ""
 
 
 def _source_reference(head: Dataset) -> Dataset:

@@ -18,8 +18,15 @@ NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 # Patient and study attributes highdicom reads from the source: Type 2, so they may be
 # empty but must exist; real archives sometimes drop them.
 _TYPE2 = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
 )
 _PATIENT_SEX = {"M", "F", "O", ""}
 
@@ -63,8 +70,10 @@ def content_datetime(decision: TriageDecision | NotAnalysed) -> dict[str, Any]:
     """Content and series date/time keyword arguments for highdicom."""
     when = decision.decided_at.replace(tzinfo=None)
     return {
-        "content_date": when.date(), "content_time": when.time(),
-        "series_date": when.date(), "series_time": when.time(),
+        "content_date": when.date(),
+        "content_time": when.time(),
+        "series_date": when.date(),
+        "series_time": when.time(),
     }
 
 

@@ -188,10 +188,12 @@ class ResultUids:
 
         The series UIDs do not depend on the generation: a re-triaged series' new SR
         joins the earlier one's series in PACS, as its next version."""
-        series = [derive_uid(root, install, source_series_uid, part)
-                  for part in ("sr-series", "sc-series", "notice-series")]
-        instance = [derive_uid(root, install, source_series_uid, str(generation), part)
-                    for part in ("sr", "sc", "notice")]
+        series = [
+            derive_uid(root, install, source_series_uid, part) for part in ("sr-series", "sc-series", "notice-series")
+        ]
+        instance = [
+            derive_uid(root, install, source_series_uid, str(generation), part) for part in ("sr", "sc", "notice")
+        ]
         return cls(series[0], instance[0], series[1], instance[1], series[2], instance[2])
 
     @classmethod

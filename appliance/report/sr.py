@@ -17,7 +17,14 @@ from pydicom.sr.codedict import codes
 
 from appliance import __version__
 from appliance.errors import DicomError
-from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
+from appliance.report.headers import (
+    MANUFACTURER,
+    NOT_FOR_DIAGNOSTIC_USE,
+    content_datetime,
+    equipment,
+    source_header,
+    stamp,
+)
 from appliance.report.records import NotAnalysed, ResultUids, TriageDecision, derive_uid
 
 SR_SERIES_NUMBER = 990
@@ -56,16 +63,27 @@ def flag_wording(decision: TriageDecision) -> str:
     """The verdict in words, as the SR and the capture say it (pure)."""
     finding = decision.finding.lower()
     if decision.flag:
-        return (f"Flagged for priority review; reason for the flag: suspected {finding} "
-                f"(score {decision.score:.3f} at or above threshold {decision.threshold:.3f})")
-    return (f"Not flagged; does not exclude {finding} "
-            f"(score {decision.score:.3f} below threshold {decision.threshold:.3f})")
+        return (
+            f"Flagged for priority review; reason for the flag: suspected {finding} "
+            f"(score {decision.score:.3f} at or above threshold {decision.threshold:.3f})"
+        )
+    return (
+        f"Not flagged; does not exclude {finding} (score {decision.score:.3f} below threshold {decision.threshold:.3f})"
+    )
 
 
-def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUids, *, device_uid: str,
-             key: Dataset | None = None, key_frame: int | None = None, capture: Dataset | None = None,
-             predecessors: Sequence[Dataset] = (), procedure: tuple[str, str, str] | None = None,
-             ) -> hd.sr.Comprehensive3DSR:
+def build_sr(
+    source: Sequence[Dataset],
+    decision: TriageDecision,
+    uids: ResultUids,
+    *,
+    device_uid: str,
+    key: Dataset | None = None,
+    key_frame: int | None = None,
+    capture: Dataset | None = None,
+    predecessors: Sequence[Dataset] = (),
+    procedure: tuple[str, str, str] | None = None,
+) -> hd.sr.Comprehensive3DSR:
     """Build the SR that reports ``decision`` about the series ``source``.
 
     The report (TID 1500) holds one measurement group (TID 1501): the algorithm
@@ -111,17 +129,38 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
         images.append(hd.sr.SourceImageForMeasurementGroup(key.SOPClassUID, key.SOPInstanceUID, frames))
     group = _measurement_group(decision, uids, images)
     if capture is not None:
-        group[0].ContentSequence.append(hd.sr.ImageContentItem(
-            name=ILLUSTRATION, referenced_sop_class_uid=capture.SOPClassUID,
-            referenced_sop_instance_uid=capture.SOPInstanceUID,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+        group[0].ContentSequence.append(
+            hd.sr.ImageContentItem(
+                name=ILLUSTRATION,
+                referenced_sop_class_uid=capture.SOPClassUID,
+                referenced_sop_instance_uid=capture.SOPInstanceUID,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     extra_evidence = [capture] if capture is not None else []
-    return _document(source, group, decision, uids.sr_series_uid, uids.sr_instance_uid, SR_SERIES_NUMBER,
-                     SR_SERIES_DESCRIPTION, device_uid, procedure, extra_evidence, predecessors)
+    return _document(
+        source,
+        group,
+        decision,
+        uids.sr_series_uid,
+        uids.sr_instance_uid,
+        SR_SERIES_NUMBER,
+        SR_SERIES_DESCRIPTION,
+        device_uid,
+        procedure,
+        extra_evidence,
+        predecessors,
+    )
 
 
-def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUids, *, device_uid: str,
-                 procedure: tuple[str, str, str] | None = None) -> hd.sr.Comprehensive3DSR:
+def build_notice(
+    source: Sequence[Dataset],
+    notice: NotAnalysed,
+    uids: ResultUids,
+    *,
+    device_uid: str,
+    procedure: tuple[str, str, str] | None = None,
+) -> hd.sr.Comprehensive3DSR:
     """Build the "not analysed" notice for a series a routing rule claimed but that got
     no triage result: the same header as a result SR, no finding, the status "Not
     performed", the reason as a code and in plain words.
@@ -130,12 +169,14 @@ def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUid
     :func:`build_sr` for the rest.
     """
     _check_source(source)
-    tracking = hd.sr.TrackingIdentifier(uid=derive_uid("2.25", uids.notice_instance_uid, "tracking"),
-                                        identifier=f"{notice.task} triage"[:64])
+    tracking = hd.sr.TrackingIdentifier(
+        uid=derive_uid("2.25", uids.notice_instance_uid, "tracking"), identifier=f"{notice.task} triage"[:64]
+    )
     algorithm = None
     if notice.model_version:
-        algorithm = hd.sr.AlgorithmIdentification(name=notice.model_id, version=notice.model_version,
-                                                  manufacturer=MANUFACTURER)
+        algorithm = hd.sr.AlgorithmIdentification(
+            name=notice.model_id, version=notice.model_version, manufacturer=MANUFACTURER
+        )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         algorithm_id=algorithm,
@@ -145,11 +186,23 @@ def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUid
         ],
     )
     assessed = f"; {notice.finding.lower()} was not assessed" if notice.finding else ""
-    _comment(group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. "
-                    "This series was not triaged; read it as usual.")
+    _comment(
+        group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. This series was not triaged; read it as usual."
+    )
     _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage notice, not a diagnosis.")
-    return _document(source, group, notice, uids.notice_series_uid, uids.notice_instance_uid,
-                     NOTICE_SERIES_NUMBER, NOTICE_SERIES_DESCRIPTION, device_uid, procedure, [], ())
+    return _document(
+        source,
+        group,
+        notice,
+        uids.notice_series_uid,
+        uids.notice_instance_uid,
+        NOTICE_SERIES_NUMBER,
+        NOTICE_SERIES_DESCRIPTION,
+        device_uid,
+        procedure,
+        [],
+        (),
+    )
 
 
 def _check_source(source: Sequence[Dataset]) -> None:
@@ -159,13 +212,25 @@ def _check_source(source: Sequence[Dataset]) -> None:
         raise DicomError("source instances are not all of one series")
 
 
-def _document(source: Sequence[Dataset], group: hd.sr.MeasurementsAndQualitativeEvaluations,
-              what: TriageDecision | NotAnalysed, series_uid: str, instance_uid: str, series_number: int,
-              description: str, device_uid: str, procedure: tuple[str, str, str] | None,
-              extra_evidence: list[Dataset], predecessors: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
+def _document(
+    source: Sequence[Dataset],
+    group: hd.sr.MeasurementsAndQualitativeEvaluations,
+    what: TriageDecision | NotAnalysed,
+    series_uid: str,
+    instance_uid: str,
+    series_number: int,
+    description: str,
+    device_uid: str,
+    procedure: tuple[str, str, str] | None,
+    extra_evidence: list[Dataset],
+    predecessors: Sequence[Dataset],
+) -> hd.sr.Comprehensive3DSR:
     evidence = [source_header(source[0]), *source[1:], *extra_evidence]
-    procedure_code = (hd.sr.CodedConcept(*procedure) if procedure
-                      else _PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure))
+    procedure_code = (
+        hd.sr.CodedConcept(*procedure)
+        if procedure
+        else _PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure)
+    )
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device_uid),
         procedure_reported=procedure_code,
@@ -182,13 +247,17 @@ def _document(source: Sequence[Dataset], group: hd.sr.MeasurementsAndQualitative
         institution_name=source[0].get("InstitutionName") or None,
         series_description=description,
         previous_versions=list(predecessors) or None,
-        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(
-            designator=SCHEME, name="Triage Appliance concepts", responsible_organization=MANUFACTURER,
-        )],
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=SCHEME,
+                name="Triage Appliance concepts",
+                responsible_organization=MANUFACTURER,
+            )
+        ],
         **equipment(what),
         **content_datetime(what),
     )
-    sr.ContributingEquipmentSequence.append(_processing_algorithm(what, device_uid))
+    sr.ContributingEquipmentSequence.append(_processing_algorithm(what, device_uid))  # type: ignore[arg-type]
     stamp(sr, what)
     return sr
 
@@ -202,8 +271,9 @@ def _processing_algorithm(what: TriageDecision | NotAnalysed, device_uid: str) -
     item.DeviceUID = device_uid
     item.PurposeOfReferenceCodeSequence = [PROCESSING_EQUIPMENT]
     variant = getattr(what, "variant", "")
-    item.ContributionDescription = (f"Processing Algorithm: {what.model_id} {what.model_version}"
-                                    + (f" on {variant}" if variant else "")).strip()[:64]
+    item.ContributionDescription = (
+        f"Processing Algorithm: {what.model_id} {what.model_version}" + (f" on {variant}" if variant else "")
+    ).strip()[:64]
     return item
 
 
@@ -212,25 +282,33 @@ def _observation_context(device_uid: str) -> hd.sr.ObservationContext:
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device_uid, name=MANUFACTURER, manufacturer_name=MANUFACTURER, model_name=MANUFACTURER,
+                uid=device_uid,
+                name=MANUFACTURER,
+                manufacturer_name=MANUFACTURER,
+                model_name=MANUFACTURER,
             ),
         ),
     )
 
 
 def _comment(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str) -> None:
-    group[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+    )
 
 
-def _measurement_group(decision: TriageDecision, uids: ResultUids,
-                       images: list[hd.sr.SourceImageForMeasurementGroup]) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def _measurement_group(
+    decision: TriageDecision, uids: ResultUids, images: list[hd.sr.SourceImageForMeasurementGroup]
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     finding = hd.sr.CodedConcept(*decision.finding_code)
     parameters = [f"sha256={decision.model_sha256}", f"threshold={decision.threshold:g}"]
     if decision.variant:
         parameters.append(f"variant={decision.variant}")
     algorithm = hd.sr.AlgorithmIdentification(
-        name=decision.model_id, version=decision.model_version, parameters=parameters, manufacturer=MANUFACTURER)
+        name=decision.model_id, version=decision.model_version, parameters=parameters, manufacturer=MANUFACTURER
+    )
     evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if decision.flag else codes.SCT.No)]
     if decision.flag:
         evaluations.append(hd.sr.QualitativeEvaluation(FLAG_REASON, finding))
@@ -248,7 +326,10 @@ def _measurement_group(decision: TriageDecision, uids: ResultUids,
         qualitative_evaluations=evaluations,
         source_images=images or None,
     )
-    _comment(group, flag_wording(decision) + ". The score is the model's output compared with its "
-                    "operating point; it is not a probability.")
+    _comment(
+        group,
+        flag_wording(decision) + ". The score is the model's output compared with its "
+        "operating point; it is not a probability.",
+    )
     _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage result, not a diagnosis; a radiologist reads every study.")
     return group

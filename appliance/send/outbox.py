@@ -31,8 +31,8 @@ from pathlib import Path
 import sqlite_utils
 
 from appliance.audit import chain as audit_log
-from appliance.db import transaction
 from appliance.config import Destination
+from appliance.db import transaction
 from appliance.send.policy import Breaker
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
@@ -71,7 +71,7 @@ class OutboxItem:
     alert: int = 0
 
     @classmethod
-    def from_row(cls, row: tuple) -> "OutboxItem":
+    def from_row(cls, row: tuple) -> OutboxItem:
         return cls(row[0], Path(row[1]), *row[2:])
 
 
@@ -106,10 +106,12 @@ def enqueue_in(
             " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
             (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now, int(alert)),
         )
-        ids.append(conn.execute(
-            "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
-            (sop_instance_uid, key),
-        ).fetchone()[0])
+        ids.append(
+            conn.execute(
+                "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
+                (sop_instance_uid, key),
+            ).fetchone()[0]
+        )
     return ids
 
 
@@ -166,8 +168,7 @@ class Outbox:
         """
         now = time.time() if now is None else now
         with self._lock, transaction(self._conn):
-            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid,
-                              destinations, now)
+            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid, destinations, now)
 
     def get(self, item_id: int) -> OutboxItem | None:
         found = self._select("id = ?", (item_id,))
@@ -187,25 +188,26 @@ class Outbox:
     def due(self, destination: str, now: float, limit: int) -> list[OutboxItem]:
         """Pending rows of one destination whose time has come, longest waiting first."""
         return self._select(
-            "destination = ? AND state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (destination, now, limit))
+            "destination = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (destination, now, limit),
+        )
 
     def next_due_at(self, destination: str) -> float | None:
         """When the next pending row of this destination falls due; None if none is pending."""
         with self._lock:
             return self._conn.execute(
-                "SELECT min(next_attempt_at) FROM outbox"
-                " WHERE destination = ? AND state = 'pending'", (destination,)).fetchone()[0]
+                "SELECT min(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'", (destination,)
+            ).fetchone()[0]
 
     def mark_sent(self, item_id: int, status: int, warning: str | None, now: float) -> None:
         """The destination acknowledged the object (status 0x0000 or a warning)."""
         self._write(
             "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_status = ?,"
             " last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?",
-            (status, warning, now, now, item_id))
+            (status, warning, now, now, item_id),
+        )
 
-    def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None,
-                    now: float) -> None:
+    def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None, now: float) -> None:
         """One failed try: pending again at ``retry_at``, or dead when ``retry_at`` is None.
 
         A row queued with ``alert`` that goes dead appends the audit event
@@ -217,15 +219,26 @@ class Outbox:
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
                 " last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ?"
                 " WHERE id = ?",
-                (state, status, error, retry_at, now, item_id))
+                (state, status, error, retry_at, now, item_id),
+            )
             if state == DEAD:
                 row = self._conn.execute(
                     "SELECT sop_instance_uid, study_instance_uid, destination, alert FROM outbox WHERE id = ?",
-                    (item_id,)).fetchone()
+                    (item_id,),
+                ).fetchone()
                 if row is not None and row[3]:
-                    audit_log.append_in(self._conn, "alert-result-dead-lettered", {
-                        "outbox_id": item_id, "sop_instance_uid": row[0], "study_instance_uid": row[1],
-                        "destination": row[2], "status": status, "error": error[:200]})
+                    audit_log.append_in(
+                        self._conn,
+                        "alert-result-dead-lettered",
+                        {
+                            "outbox_id": item_id,
+                            "sop_instance_uid": row[0],
+                            "study_instance_uid": row[1],
+                            "destination": row[2],
+                            "status": status,
+                            "error": error[:200],
+                        },
+                    )
 
     def postpone(self, destination: str, until: float, error: str, now: float) -> int:
         """The destination is unreachable: hold every pending row until ``until``.
@@ -236,7 +249,8 @@ class Outbox:
         return self._write(
             "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ?,"
             " updated_at = ? WHERE destination = ? AND state = 'pending'",
-            (until, error, now, destination))
+            (until, error, now, destination),
+        )
 
     def dead_letters(self, destination: str | None = None) -> list[OutboxItem]:
         """The objects given up on, for the admin page and ``retry``."""
@@ -254,9 +268,13 @@ class Outbox:
         """
         now = time.time() if now is None else now
         return self._change_dead(
-            item_id, "outbox-retried", actor,
+            item_id,
+            "outbox-retried",
+            actor,
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id))
+            " updated_at = ? WHERE id = ? AND state = 'dead'",
+            (now, now, item_id),
+        )
 
     def discard(self, item_id: int, actor: str) -> bool:
         """Give up on a dead-lettered object for good: its row goes, the audit log keeps
@@ -267,26 +285,38 @@ class Outbox:
         bool
             False when no dead-lettered row has this id.
         """
-        return self._change_dead(item_id, "outbox-discarded", actor,
-                                 "DELETE FROM outbox WHERE id = ? AND state = 'dead'", (item_id,))
+        return self._change_dead(
+            item_id, "outbox-discarded", actor, "DELETE FROM outbox WHERE id = ? AND state = 'dead'", (item_id,)
+        )
 
     def _change_dead(self, item_id: int, kind: str, actor: str, sql: str, params: tuple) -> bool:
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
                 "SELECT destination, sop_instance_uid, attempts, last_status, last_error, alert FROM outbox"
-                " WHERE id = ? AND state = 'dead'", (item_id,)).fetchone()
+                " WHERE id = ? AND state = 'dead'",
+                (item_id,),
+            ).fetchone()
             if row is None:
                 return False
             self._conn.execute(sql, params)
             destination, sop_instance_uid, attempts, last_status, last_error, alert = row
-            audit_log.append_in(self._conn, kind, {
-                "outbox_id": item_id, "destination": destination, "sop_instance_uid": sop_instance_uid,
-                "attempts": attempts, "last_status": last_status, "last_error": last_error,
-                "flagged_result": bool(alert), "actor": actor})
+            audit_log.append_in(
+                self._conn,
+                kind,
+                {
+                    "outbox_id": item_id,
+                    "destination": destination,
+                    "sop_instance_uid": sop_instance_uid,
+                    "attempts": attempts,
+                    "last_status": last_status,
+                    "last_error": last_error,
+                    "flagged_result": bool(alert),
+                    "actor": actor,
+                },
+            )
             return True
 
-    def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None,
-                    now: float) -> None:
+    def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None, now: float) -> None:
         """Save one destination's breaker as the sender holds it (the sender calls this)."""
         self._write(
             "INSERT INTO send_lanes (destination, failures, threshold, cooldown_s, opened_at, not_before,"
@@ -294,8 +324,17 @@ class Outbox:
             " failures = excluded.failures, threshold = excluded.threshold, cooldown_s = excluded.cooldown_s,"
             " opened_at = excluded.opened_at, not_before = excluded.not_before,"
             " last_error = excluded.last_error, updated_at = excluded.updated_at",
-            (destination, breaker.failures, breaker.threshold, breaker.cooldown_s, breaker.opened_at,
-             not_before, error, now))
+            (
+                destination,
+                breaker.failures,
+                breaker.threshold,
+                breaker.cooldown_s,
+                breaker.opened_at,
+                not_before,
+                error,
+                now,
+            ),
+        )
 
     def alerts(self) -> list[OutboxItem]:
         """Dead-lettered objects that raise an alert (flagged results PACS never got)."""
@@ -304,8 +343,7 @@ class Outbox:
     def counts(self) -> dict[str, dict[str, int]]:
         """``{destination: {state: rows}}``, for status pages and metrics."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT destination, state, count(*) FROM outbox GROUP BY destination, state")
+            rows = self._conn.execute("SELECT destination, state, count(*) FROM outbox GROUP BY destination, state")
             counts: dict[str, dict[str, int]] = {}
             for destination, state, count in rows.fetchall():
                 counts.setdefault(destination, {})[state] = count
@@ -318,14 +356,18 @@ class LaneState:
 
     destination: str
     breaker: Breaker
-    not_before: float   # no association before this time (backoff or open circuit)
+    not_before: float  # no association before this time (backoff or open circuit)
     last_error: str | None
     updated_at: float
 
 
 def lane_states(conn: sqlite3.Connection) -> dict[str, LaneState]:
     """``{destination: LaneState}`` for every destination a sender has saved."""
-    rows = conn.execute("SELECT destination, failures, threshold, cooldown_s, opened_at, not_before,"
-                        " last_error, updated_at FROM send_lanes").fetchall()
-    return {d: LaneState(d, Breaker(threshold, cooldown, failures, opened), not_before, error, updated)
-            for d, failures, threshold, cooldown, opened, not_before, error, updated in rows}
+    rows = conn.execute(
+        "SELECT destination, failures, threshold, cooldown_s, opened_at, not_before,"
+        " last_error, updated_at FROM send_lanes"
+    ).fetchall()
+    return {
+        d: LaneState(d, Breaker(threshold, cooldown, failures, opened), not_before, error, updated)
+        for d, failures, threshold, cooldown, opened, not_before, error, updated in rows
+    }

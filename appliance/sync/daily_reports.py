@@ -23,8 +23,14 @@ from appliance.drift.service import evaluate_due
 from appliance.sync import outbox
 
 
-def queue_closed_days(conn: sqlite3.Connection, settings: DriftSettings, device_id: str, today: dt.date,
-                      rng: np.random.Generator | None = None, now: float | None = None) -> list[str]:
+def queue_closed_days(
+    conn: sqlite3.Connection,
+    settings: DriftSettings,
+    device_id: str,
+    today: dt.date,
+    rng: np.random.Generator | None = None,
+    now: float | None = None,
+) -> list[str]:
     """Close the due drift windows, then queue the report of every closed day and model
     version not queued yet; return the ids queued now, oldest day first."""
     with transaction(conn):

@@ -44,13 +44,15 @@ def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = N
     with transaction(conn):
         if conn.execute("SELECT 1 FROM sync_reports WHERE report_id = ?", (report["report_id"],)).fetchone():
             return False
-        audit_seq = audit_log.append_in(conn, "drift-report-queued",
-                                        {"report_id": report["report_id"], "day": report["day"]})
+        audit_seq = audit_log.append_in(
+            conn, "drift-report-queued", {"report_id": report["report_id"], "day": report["day"]}
+        )
         audit_hash = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (audit_seq,)).fetchone()[0]
         conn.execute(
             "INSERT INTO sync_reports (report_id, day, body, audit_seq, audit_hash, state, queued_at) "
             "VALUES (?,?,?,?,?, 'pending', ?)",
-            (report["report_id"], report["day"], json.dumps(report, sort_keys=True), audit_seq, audit_hash, now))
+            (report["report_id"], report["day"], json.dumps(report, sort_keys=True), audit_seq, audit_hash, now),
+        )
     return True
 
 
@@ -61,20 +63,26 @@ def is_queued(conn: sqlite3.Connection, report_id: str) -> bool:
 
 def pending(conn: sqlite3.Connection, limit: int) -> list[QueuedReport]:
     """The oldest ``limit`` reports not yet held by the hub, in queue order."""
-    rows = conn.execute("SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports "
-                        "WHERE state = 'pending' ORDER BY seq LIMIT ?", (limit,))
+    rows = conn.execute(
+        "SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports "
+        "WHERE state = 'pending' ORDER BY seq LIMIT ?",
+        (limit,),
+    )
     return [QueuedReport(seq, rid, json.loads(body), a_seq, a_hash) for seq, rid, body, a_seq, a_hash in rows]
 
 
 def record_failure(conn: sqlite3.Connection, batch: list[QueuedReport], error: str) -> None:
     """The hub did not answer for this batch: count the try, keep the reports pending."""
     with transaction(conn):
-        conn.executemany("UPDATE sync_reports SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
-                         [(error[:500], r.seq) for r in batch])
+        conn.executemany(
+            "UPDATE sync_reports SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+            [(error[:500], r.seq) for r in batch],
+        )
 
 
-def record_results(conn: sqlite3.Connection, batch: list[QueuedReport], results: list[dict],
-                   now: float | None = None) -> tuple[int, int]:
+def record_results(
+    conn: sqlite3.Connection, batch: list[QueuedReport], results: list[dict], now: float | None = None
+) -> tuple[int, int]:
     """Apply the hub's answer: accepted or duplicate -> delivered; rejected -> rejected
     with the hub's reason (never retried: it would be refused again).
 
@@ -84,19 +92,25 @@ def record_results(conn: sqlite3.Connection, batch: list[QueuedReport], results:
     """
     now = time.time() if now is None else now
     if len(results) != len(batch) or any(
-            r.get("report_id") not in (q.report_id, None) for q, r in zip(batch, results)):
+        r.get("report_id") not in (q.report_id, None) for q, r in zip(batch, results, strict=True)
+    ):
         raise ValueError("the hub's answer does not match the batch sent")
     delivered = rejected = 0
     with transaction(conn):
-        for queued, result in zip(batch, results):
+        for queued, result in zip(batch, results, strict=True):
             if result.get("status") in ("accepted", "duplicate"):
-                conn.execute("UPDATE sync_reports SET state = 'delivered', attempts = attempts + 1, "
-                             "last_error = NULL, done_at = ? WHERE seq = ?", (now, queued.seq))
+                conn.execute(
+                    "UPDATE sync_reports SET state = 'delivered', attempts = attempts + 1, "
+                    "last_error = NULL, done_at = ? WHERE seq = ?",
+                    (now, queued.seq),
+                )
                 delivered += 1
             else:
-                conn.execute("UPDATE sync_reports SET state = 'rejected', attempts = attempts + 1, "
-                             "last_error = ?, done_at = ? WHERE seq = ?",
-                             (str(result.get("reason", "rejected"))[:500], now, queued.seq))
+                conn.execute(
+                    "UPDATE sync_reports SET state = 'rejected', attempts = attempts + 1, "
+                    "last_error = ?, done_at = ? WHERE seq = ?",
+                    (str(result.get("reason", "rejected"))[:500], now, queued.seq),
+                )
                 rejected += 1
     return delivered, rejected
 
@@ -105,8 +119,16 @@ def counts(conn: sqlite3.Connection) -> dict:
     """Reports per state, the oldest pending one's queue time and the last rejections."""
     by_state = dict(conn.execute("SELECT state, COUNT(*) FROM sync_reports GROUP BY state").fetchall())
     oldest = conn.execute("SELECT MIN(queued_at) FROM sync_reports WHERE state = 'pending'").fetchone()[0]
-    rejections = [{"report_id": rid, "reason": reason} for rid, reason in conn.execute(
-        "SELECT report_id, last_error FROM sync_reports WHERE state = 'rejected' ORDER BY seq DESC LIMIT 5")]
-    return {"pending": by_state.get("pending", 0), "delivered": by_state.get("delivered", 0),
-            "rejected": by_state.get("rejected", 0), "oldest_pending_queued_at": oldest,
-            "recent_rejections": rejections}
+    rejections = [
+        {"report_id": rid, "reason": reason}
+        for rid, reason in conn.execute(
+            "SELECT report_id, last_error FROM sync_reports WHERE state = 'rejected' ORDER BY seq DESC LIMIT 5"
+        )
+    ]
+    return {
+        "pending": by_state.get("pending", 0),
+        "delivered": by_state.get("delivered", 0),
+        "rejected": by_state.get("rejected", 0),
+        "oldest_pending_queued_at": oldest,
+        "recent_rejections": rejections,
+    }

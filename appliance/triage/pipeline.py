@@ -15,22 +15,23 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from appliance.drift import features as drift_features
 from appliance.drift.histograms import PIXEL_STRIDE
-from appliance.pixels import to_hu
-from appliance.triage.decode import Slice, decode_instance
 from appliance.errors import DecodeError, InferenceError, InferenceTimeout
-from appliance.triage import preprocess
 from appliance.models.backends import Runtime
 from appliance.models.package import InputSpec, Manifest
+from appliance.pixels import to_hu
+from appliance.triage import preprocess
+from appliance.triage.decode import Slice, decode_instance
 
 T = TypeVar("T")
 
@@ -38,13 +39,13 @@ T = TypeVar("T")
 def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
     """One decoded image as the model's input, per the package's input spec (pure)."""
     if spec.kind == "ct_slice":
-        return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
-                                         spec.window_tuples(), spec.size)
+        return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept, spec.window_tuples(), spec.size)
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
 
 
-def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[float],
-                     header: Dataset) -> tuple[np.ndarray, np.ndarray]:
+def slab_and_context(
+    spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset
+) -> tuple[np.ndarray, np.ndarray]:
     """A series' per-image model inputs in slice order, averaged over the package's slab
     (:func:`over_slab`), and which slices give each one its context
     (``preprocess.context_index``, one step = the slab, else the slice thickness) (pure).
@@ -127,6 +128,7 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     list of (Path, frame, converted)
         In slice order.
     """
+
     def one(path: Path) -> list[tuple[float, Path, int, T]]:
         return [(image.position, path, number, convert(image)) for number, image in enumerate(decode_instance(path))]
 
@@ -152,6 +154,7 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         :func:`appliance.drift.features.series_features` of the series, from the same
         decoded pixels (no second read).
     """
+
     def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, Dataset, float]:
         return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset, image.position
 
@@ -161,11 +164,16 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         raise InferenceError(f"decode failed: {exc}") from exc
     if not entries:
         raise InferenceError("series has no images")
-    inputs = stack_inputs(manifest.input, [converted[0] for _, _, converted in entries],
-                          [converted[3] for _, _, converted in entries], entries[0][2][2])
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(inputs)).cast("B")).hexdigest()  # no copy
-    features = drift_features.series_features(manifest.input.kind, entries[0][2][2],
-                                              [converted[1] for _, _, converted in entries], len(entries))
+    inputs = stack_inputs(
+        manifest.input,
+        [converted[0] for _, _, converted in entries],
+        [converted[3] for _, _, converted in entries],
+        entries[0][2][2],
+    )
+    digest = hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
+    features = drift_features.series_features(
+        manifest.input.kind, entries[0][2][2], [converted[1] for _, _, converted in entries], len(entries)
+    )
     return inputs, [(path, number) for path, number, _ in entries], digest, features
 
 
@@ -182,7 +190,7 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     for start in range(0, len(inputs), batch):
         if time.monotonic() > deadline:
             raise InferenceTimeout(f"timed out after {start} of {len(inputs)} images")
-        score, cam = runtime.run(inputs[start:start + batch])
+        score, cam = runtime.run(inputs[start : start + batch])
         scores.append(np.asarray(score, np.float64).reshape(-1))
         cams.append(np.asarray(cam, np.float32))
     score, cam = np.concatenate(scores), np.concatenate(cams)
@@ -193,20 +201,34 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     return score, cam
 
 
-def decide(manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]],
-           input_sha256: str) -> SeriesResult:
+def decide(
+    manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]], input_sha256: str
+) -> SeriesResult:
     """Aggregate per-image scores into the series score, calibrate it when the package
     carries a calibration (:meth:`Manifest.series_score`) and threshold it at the
     package's operating point; the highest-scoring image is the key slice (pure)."""
     series_score = manifest.series_score(scores)
     key = int(np.argmax(scores))
     threshold = manifest.operating_point.threshold
-    return SeriesResult(series_score, series_score >= threshold, threshold, origins[key][0], origins[key][1],
-                        cams[key], scores, input_sha256)
+    return SeriesResult(
+        series_score,
+        series_score >= threshold,
+        threshold,
+        origins[key][0],
+        origins[key][1],
+        cams[key],
+        scores,
+        input_sha256,
+    )
 
 
-def run(runtime: Runtime, manifest: Manifest, prepared: tuple[np.ndarray, list[tuple[Path, int]], str, dict],
-        batch: int, deadline: float) -> SeriesResult:
+def run(
+    runtime: Runtime,
+    manifest: Manifest,
+    prepared: tuple[np.ndarray, list[tuple[Path, int]], str, dict],
+    batch: int,
+    deadline: float,
+) -> SeriesResult:
     """Infer over prepared inputs (see :func:`prepare`) and decide."""
     inputs, origins, digest, _ = prepared
     scores, cams = infer(runtime, inputs, batch, deadline)

@@ -10,6 +10,7 @@ to every destination. A current result marks the series' earlier results superse
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,26 +38,63 @@ class Ran:
 
 
 def _model_fields(ran: Ran) -> dict:
-    return {"model_id": ran.model.id, "model_version": ran.model.version,
-            "model_sha256": ran.model.package_sha256, "backend": ran.runtime.target.label,
-            "precision": ran.runtime.precision, "input_sha256": ran.result.input_sha256}
+    return {
+        "model_id": ran.model.id,
+        "model_version": ran.model.version,
+        "model_sha256": ran.model.package_sha256,
+        "backend": ran.runtime.target.label,
+        "precision": ran.runtime.precision,
+        "input_sha256": ran.result.input_sha256,
+    }
 
 
-def _insert_result(conn: sqlite3.Connection, job: Job, role: str, ran: Ran, superseded: bool, seq: int,
-                   objects: list[tuple[Path, Dataset]], now: float) -> None:
+def _insert_result(
+    conn: sqlite3.Connection,
+    job: Job,
+    role: str,
+    ran: Ran,
+    superseded: bool,
+    seq: int,
+    objects: list[tuple[Path, Dataset]],
+    now: float,
+) -> None:
     sr, sc = (str(objects[0][1].SOPInstanceUID), str(objects[1][1].SOPInstanceUID)) if objects else (None, None)
     conn.execute(
         "INSERT OR IGNORE INTO inference_results (job_id, role, series_instance_uid, study_instance_uid, "
         "generation, model_id, model_version, score, threshold, flag, superseded, audit_seq, "
         "sr_instance_uid, sc_instance_uid, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (job.id, role, job.series_instance_uid, job.study_instance_uid, job.generation, ran.model.id,
-         ran.model.version, ran.result.score, ran.result.threshold, int(ran.result.flag), int(superseded),
-         seq, sr, sc, now))
+        (
+            job.id,
+            role,
+            job.series_instance_uid,
+            job.study_instance_uid,
+            job.generation,
+            ran.model.id,
+            ran.model.version,
+            ran.result.score,
+            ran.result.threshold,
+            int(ran.result.flag),
+            int(superseded),
+            seq,
+            sr,
+            sc,
+            now,
+        ),
+    )
 
 
-def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: dict,
-            objects: list[tuple[Path, Dataset]], destinations: list[Destination], now: float,
-            drift: DriftSettings | None = None, drift_features: dict | None = None) -> bool:
+def triaged(
+    conn: sqlite3.Connection,
+    job: Job,
+    owner: str,
+    ran: Ran,
+    timings: dict,
+    objects: list[tuple[Path, Dataset]],
+    destinations: Sequence[Destination],
+    now: float,
+    drift: DriftSettings | None = None,
+    drift_features: dict | None = None,
+) -> bool:
     """The active model's result; False when it is superseded (recorded, never sent).
     With ``drift``, the series' drift features are recorded in the same transaction.
 
@@ -68,29 +106,60 @@ def triaged(conn: sqlite3.Connection, job: Job, owner: str, ran: Ran, timings: d
     result = ran.result
     sr, sc = objects[0][1], objects[1][1]
     with transaction(conn):
-        current = jobs.finish(conn, job, owner, jobs.TRIAGED, None, now,
-                              jobs.Triaged(bool(result.flag), result.score, ran.model.label))
-        seq = audit_log.append_in(conn, "inference", {
-            "role": "active", "job_id": job.id, "study_instance_uid": job.study_instance_uid,
-            "series_instance_uid": job.series_instance_uid, "generation": job.generation,
-            **_model_fields(ran), "images": int(len(result.image_scores)), "score": round(result.score, 6),
-            "threshold": result.threshold, "flag": bool(result.flag), "latency": timings,
-            "sr_instance_uid": str(sr.SOPInstanceUID), "sc_instance_uid": str(sc.SOPInstanceUID),
-            "superseded": not current,
-        })
+        current = jobs.finish(
+            conn, job, owner, jobs.TRIAGED, None, now, jobs.Triaged(bool(result.flag), result.score, ran.model.label)
+        )
+        seq = audit_log.append_in(
+            conn,
+            "inference",
+            {
+                "role": "active",
+                "job_id": job.id,
+                "study_instance_uid": job.study_instance_uid,
+                "series_instance_uid": job.series_instance_uid,
+                "generation": job.generation,
+                **_model_fields(ran),
+                "images": int(len(result.image_scores)),
+                "score": round(result.score, 6),
+                "threshold": result.threshold,
+                "flag": bool(result.flag),
+                "latency": timings,
+                "sr_instance_uid": str(sr.SOPInstanceUID),
+                "sc_instance_uid": str(sc.SOPInstanceUID),
+                "superseded": not current,
+            },
+        )
         if current:
             conn.execute(
                 "UPDATE inference_results SET superseded = 1, superseded_by_sr = ? WHERE series_instance_uid = ? "
                 "AND role = 'active' AND superseded = 0 AND generation < ?",
-                (str(sr.SOPInstanceUID), job.series_instance_uid, job.generation))
+                (str(sr.SOPInstanceUID), job.series_instance_uid, job.generation),
+            )
         _insert_result(conn, job, "active", ran, not current, seq, objects, now)
         if current:
             for path, ds in objects:
-                enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
-                           destinations, now, alert=bool(result.flag))
+                enqueue_in(
+                    conn,
+                    path,
+                    str(ds.SOPClassUID),
+                    str(ds.SOPInstanceUID),
+                    job.study_instance_uid,
+                    destinations,
+                    now,
+                    alert=bool(result.flag),
+                )
         if drift is not None and drift_features is not None:
-            record_series(conn, drift, job_id=job.id, model_id=ran.model.id, model_version=ran.model.version,
-                          features=drift_features, score=result.score, flag=bool(result.flag), now=now)
+            record_series(
+                conn,
+                drift,
+                job_id=job.id,
+                model_id=ran.model.id,
+                model_version=ran.model.version,
+                features=drift_features,
+                score=result.score,
+                flag=bool(result.flag),
+                now=now,
+            )
     return current
 
 
@@ -100,12 +169,23 @@ def current_result_sr(conn: sqlite3.Connection, series_uid: str, generation: int
     return conn.execute(
         "SELECT study_instance_uid, sr_instance_uid FROM inference_results WHERE series_instance_uid = ? "
         "AND role = 'active' AND superseded = 0 AND generation < ? AND sr_instance_uid IS NOT NULL "
-        "ORDER BY generation DESC LIMIT 1", (series_uid, generation)).fetchone()
+        "ORDER BY generation DESC LIMIT 1",
+        (series_uid, generation),
+    ).fetchone()
 
 
-def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str, now: float,
-          drift: DriftSettings | None = None, model: InstalledModel | None = None,
-          notice: tuple[str, Path, Dataset] | None = None, destinations: list[Destination] = ()) -> bool:
+def ended(
+    conn: sqlite3.Connection,
+    job: Job,
+    owner: str,
+    series_state: str,
+    reason: str,
+    now: float,
+    drift: DriftSettings | None = None,
+    model: InstalledModel | None = None,
+    notice: tuple[str, Path, Dataset] | None = None,
+    destinations: Sequence[Destination] = (),
+) -> bool:
     """A job that ended without a result: ``not-eligible`` or ``failed``, with the reason.
     With ``drift`` and the ``model`` it was routed to, the failure counts as not analysed
     (by reason code) in that model's drift figures.
@@ -130,62 +210,128 @@ def ended(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, rea
         current = jobs.finish(conn, job, owner, series_state, reason, now)
         payload = {"job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": reason}
         if notice is not None:
-            payload.update(notice_reason_code=notice[0], notice_sr_instance_uid=str(notice[2].SOPInstanceUID),
-                           notice_sent=current)
+            payload.update(
+                notice_reason_code=notice[0], notice_sr_instance_uid=str(notice[2].SOPInstanceUID), notice_sent=current
+            )
         seq = audit_log.append_in(conn, f"series-{series_state}", payload)
         if drift is not None and model is not None:
-            record_series(conn, drift, job_id=job.id, model_id=model.id, model_version=model.version,
-                          features=None, failure=reason, now=now)
+            record_series(
+                conn,
+                drift,
+                job_id=job.id,
+                model_id=model.id,
+                model_version=model.version,
+                features=None,
+                failure=reason,
+                now=now,
+            )
         if notice is not None and current:
             code, path, ds = notice
             conn.execute(
                 "INSERT OR IGNORE INTO notices (job_id, series_instance_uid, study_instance_uid, generation, "
                 "reason_code, reason, sr_instance_uid, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (job.id, job.series_instance_uid, job.study_instance_uid, job.generation, code, reason,
-                 str(ds.SOPInstanceUID), seq, now))
-            enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
-                       destinations, now)
+                (
+                    job.id,
+                    job.series_instance_uid,
+                    job.study_instance_uid,
+                    job.generation,
+                    code,
+                    reason,
+                    str(ds.SOPInstanceUID),
+                    seq,
+                    now,
+                ),
+            )
+            enqueue_in(
+                conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid, destinations, now
+            )
     return current
 
 
-def abandoned_notice(conn: sqlite3.Connection, job: Job, notice: tuple[str, Path, Dataset],
-                     destinations: list[Destination], now: float) -> bool:
+def abandoned_notice(
+    conn: sqlite3.Connection,
+    job: Job,
+    notice: tuple[str, Path, Dataset],
+    destinations: Sequence[Destination],
+    now: float,
+) -> bool:
     """The notice of a job :func:`appliance.jobs.claim` abandoned (its worker stopped on every
     attempt): recorded and queued if the series still shows that failure; False if it moved on."""
     code, path, ds = notice
     with transaction(conn):
-        row = conn.execute("SELECT state, generation, reason FROM series WHERE series_instance_uid = ?",
-                           (job.series_instance_uid,)).fetchone()
+        row = conn.execute(
+            "SELECT state, generation, reason FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
+        ).fetchone()
         if row is None or row[:2] != (jobs.FAILED, job.generation):
             return False
-        seq = audit_log.append_in(conn, "series-failed-notice", {
-            "job_id": job.id, "series_instance_uid": job.series_instance_uid, "reason": row[2],
-            "notice_reason_code": code, "notice_sr_instance_uid": str(ds.SOPInstanceUID)})
+        seq = audit_log.append_in(
+            conn,
+            "series-failed-notice",
+            {
+                "job_id": job.id,
+                "series_instance_uid": job.series_instance_uid,
+                "reason": row[2],
+                "notice_reason_code": code,
+                "notice_sr_instance_uid": str(ds.SOPInstanceUID),
+            },
+        )
         conn.execute(
             "INSERT OR IGNORE INTO notices (job_id, series_instance_uid, study_instance_uid, generation, "
             "reason_code, reason, sr_instance_uid, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-            (job.id, job.series_instance_uid, job.study_instance_uid, job.generation, code, row[2],
-             str(ds.SOPInstanceUID), seq, now))
-        enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid,
-                   destinations, now)
+            (
+                job.id,
+                job.series_instance_uid,
+                job.study_instance_uid,
+                job.generation,
+                code,
+                row[2],
+                str(ds.SOPInstanceUID),
+                seq,
+                now,
+            ),
+        )
+        enqueue_in(conn, path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), job.study_instance_uid, destinations, now)
     return True
 
 
-def shadow(conn: sqlite3.Connection, job: Job, model: InstalledModel, runtime: Runtime,
-           result: SeriesResult | None, error: str | None, active: SeriesResult, now: float) -> None:
+def shadow(
+    conn: sqlite3.Connection,
+    job: Job,
+    model: InstalledModel,
+    runtime: Runtime,
+    result: SeriesResult | None,
+    error: str | None,
+    active: SeriesResult,
+    now: float,
+) -> None:
     """A shadow model's result on the same inputs: audited and compared, never sent or shown."""
     if result is None:
         outcome: dict = {"error": error}
     else:
-        outcome = {"score": round(result.score, 6), "threshold": result.threshold, "flag": bool(result.flag),
-                   "agrees": bool(result.flag) == bool(active.flag),
-                   "score_difference": round(result.score - active.score, 6)}
+        outcome = {
+            "score": round(result.score, 6),
+            "threshold": result.threshold,
+            "flag": bool(result.flag),
+            "agrees": bool(result.flag) == bool(active.flag),
+            "score_difference": round(result.score - active.score, 6),
+        }
     with transaction(conn):
-        seq = audit_log.append_in(conn, "inference", {
-            "role": "shadow", "job_id": job.id, "series_instance_uid": job.series_instance_uid,
-            "study_instance_uid": job.study_instance_uid, "model_id": model.id,
-            "model_version": model.version, "model_sha256": model.package_sha256,
-            "backend": runtime.target.label, "precision": runtime.precision,
-            "input_sha256": active.input_sha256, **outcome})
+        seq = audit_log.append_in(
+            conn,
+            "inference",
+            {
+                "role": "shadow",
+                "job_id": job.id,
+                "series_instance_uid": job.series_instance_uid,
+                "study_instance_uid": job.study_instance_uid,
+                "model_id": model.id,
+                "model_version": model.version,
+                "model_sha256": model.package_sha256,
+                "backend": runtime.target.label,
+                "precision": runtime.precision,
+                "input_sha256": active.input_sha256,
+                **outcome,
+            },
+        )
         if result is not None:
             _insert_result(conn, job, "shadow", Ran(model, runtime, result), False, seq, [], now)

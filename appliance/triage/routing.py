@@ -100,8 +100,9 @@ class PriorityRule(_Rule):
     modality: tuple[str, ...] = ()
 
     def matches(self, facts: SeriesFacts) -> bool:
-        return ((not self.calling_ae or facts.calling_ae in self.calling_ae)
-                and (not self.modality or facts.modality in self.modality))
+        return (not self.calling_ae or facts.calling_ae in self.calling_ae) and (
+            not self.modality or facts.modality in self.modality
+        )
 
 
 class RoutingTable(_Rule):
@@ -130,6 +131,5 @@ def load_routing(path: Path) -> RoutingTable:
     try:
         return RoutingTable.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(
-            ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        details = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {details}") from None

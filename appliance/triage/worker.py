@@ -20,16 +20,15 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import sqlite_utils
-
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from appliance import installation, jobs, report
 from appliance.config import Settings
@@ -67,14 +66,20 @@ def dead_on_this_host(owner: str, me: str) -> bool:
 class Worker:
     """Claims jobs and triages series until stopped."""
 
-    def __init__(self, settings: Settings, db: sqlite_utils.Database, name: str | None = None,
-                 on_recorded: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        settings: Settings,
+        db: sqlite_utils.Database,
+        name: str | None = None,
+        on_recorded: Callable[[], None] = lambda: None,
+    ):
         self.settings = settings
         self.db = db
         self.on_recorded = on_recorded  # e.g. wake the sender: results are in the outbox
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        self.registry = ModelRegistry(db, settings.models_dir, list(settings.models.trusted_keys),
-                                      settings.models.pin_backend)
+        self.registry = ModelRegistry(
+            db, settings.models_dir, list(settings.models.trusted_keys), settings.models.pin_backend
+        )
         self.routing: RoutingTable = load_routing(settings.worker.routing_file)
         self.install_id = installation.install_id(settings.data_dir)
         self.device_uid = report.device_uid(settings.report.uid_root, self.install_id)
@@ -107,8 +112,9 @@ class Worker:
         """End the leases held by workers of this host whose process is gone (a worker
         killed mid-series and restarted): their series are taken again at once."""
         with transaction(self.db.conn) as conn:
-            expired = jobs.expire_leases_of(conn, lambda owner: dead_on_this_host(owner, self.name),
-                                            time.time() if now is None else now)
+            expired = jobs.expire_leases_of(
+                conn, lambda owner: dead_on_this_host(owner, self.name), time.time() if now is None else now
+            )
         if expired:
             LOG.warning("took back %d job(s) from a worker process that died: %s", len(expired), expired)
 
@@ -117,8 +123,9 @@ class Worker:
         worker = self.settings.worker
         abandoned: list[Job] = []
         with transaction(self.db.conn) as conn:
-            job = jobs.claim(conn, self.name, worker.lease_s, worker.max_attempts,
-                             time.time() if now is None else now, abandoned)
+            job = jobs.claim(
+                conn, self.name, worker.lease_s, worker.max_attempts, time.time() if now is None else now, abandoned
+            )
         for lost in abandoned:
             self._notify_abandoned(lost)
         if job is None:
@@ -152,13 +159,21 @@ class Worker:
         try:
             headers = [read_header(path) for path in paths]
             if active is None:
-                self._end(job, jobs.FAILED, f"no active model for {rule.model} (routing rule {rule.name!r})",
-                          _Claim(rule, None, headers, report.ANALYSIS_FAILED))
+                self._end(
+                    job,
+                    jobs.FAILED,
+                    f"no active model for {rule.model} (routing rule {rule.name!r})",
+                    _Claim(rule, None, headers, report.ANALYSIS_FAILED),
+                )
                 return
             violation = first_violation(active.manifest.input_constraints, headers)
             if violation is not None:
-                self._end(job, jobs.NOT_ELIGIBLE, f"outside the model's input constraints: {violation}",
-                          _Claim(rule, active, headers, report.OUTSIDE_INPUT_CONSTRAINTS))
+                self._end(
+                    job,
+                    jobs.NOT_ELIGIBLE,
+                    f"outside the model's input constraints: {violation}",
+                    _Claim(rule, active, headers, report.OUTSIDE_INPUT_CONSTRAINTS),
+                )
                 return
             prepared, result = self._triage(job, rule, active, paths, headers, claimed_at)
         except LeaseLost:
@@ -172,22 +187,38 @@ class Worker:
             self._end(job, jobs.FAILED, OUT_OF_MEMORY, _Claim(rule, active, headers, report.ANALYSIS_FAILED))
         except Exception as exc:  # a bug: said, and the series still gets its notice
             LOG.exception("job %d failed", job.id)
-            self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500],
-                      _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+            self._end(
+                job,
+                jobs.FAILED,
+                f"internal error: {type(exc).__name__}: {exc}"[:500],
+                _Claim(rule, active, headers, report.ANALYSIS_FAILED),
+            )
         else:
             shadow = self._model(rule.model, "shadow")
             if shadow is not None:
                 self._shadow(job, shadow, prepared, result)
 
-    def _triage(self, job: Job, rule: RoutingRule, active: InstalledModel, paths: list[Path],
-                headers: list[Dataset], claimed_at: float) -> tuple[tuple, pipeline.SeriesResult]:
+    def _triage(
+        self,
+        job: Job,
+        rule: RoutingRule,
+        active: InstalledModel,
+        paths: list[Path],
+        headers: list[Dataset],
+        claimed_at: float,
+    ) -> tuple[tuple, pipeline.SeriesResult]:
         """Run the active model, build and record the result; returns what the shadow reuses."""
         manifest = active.manifest
         prepared = pipeline.prepare(manifest, paths)
         prepared_at = time.time()
         runtime = self._runtime(active)
-        result = pipeline.run(runtime, manifest, prepared, self.settings.worker.batch_size,
-                              self._deadline(claimed_at, rule.series_timeout_s))
+        result = pipeline.run(
+            runtime,
+            manifest,
+            prepared,
+            self.settings.worker.batch_size,
+            self._deadline(claimed_at, rule.series_timeout_s),
+        )
         inferred_at = time.time()
         objects = self._report(job, rule, active, runtime, result, headers)
         timings = {
@@ -196,17 +227,32 @@ class Worker:
             "inference_s": round(inferred_at - prepared_at, 4),
             "output_s": round(time.time() - inferred_at, 4),
         }
-        record.triaged(self.db.conn, job, self.name, record.Ran(active, runtime, result), timings, objects,
-                       self.settings.dicom.destinations, time.time(), self.settings.drift, prepared[3])
+        record.triaged(
+            self.db.conn,
+            job,
+            self.name,
+            record.Ran(active, runtime, result),
+            timings,
+            objects,
+            self.settings.dicom.destinations,
+            time.time(),
+            self.settings.drift,
+            prepared[3],
+        )
         self.on_recorded()
-        LOG.info("series triaged: flag=%s score=%.3f model=%s (%s)", result.flag, result.score,
-                 active.label, json.dumps(timings))
+        LOG.info(
+            "series triaged: flag=%s score=%.3f model=%s (%s)",
+            result.flag,
+            result.score,
+            active.label,
+            json.dumps(timings),
+        )
         return prepared, result
 
     def _series(self, job: Job) -> tuple[list[Path], SeriesFacts]:
         """The series' stored files and what routing looks at."""
         paths, negotiated, indexed = self._indexed(job)
-        for path, syntax in zip(paths, negotiated):
+        for path, syntax in zip(paths, negotiated, strict=True):
             check_transfer_syntax(path, syntax)  # decoded only under what was negotiated
         try:
             first = read_header(paths[0])
@@ -220,13 +266,23 @@ class Worker:
         """The series' stored files, their negotiated transfer syntaxes, and the routing
         facts the listener indexed (no Image Type: that is only in the files)."""
         conn = self.db.conn
-        rows = conn.execute("SELECT path, transfer_syntax_uid, sop_class_uid FROM instances "
-                            "WHERE series_instance_uid = ? ORDER BY received_at", (job.series_instance_uid,)).fetchall()
+        rows = conn.execute(
+            "SELECT path, transfer_syntax_uid, sop_class_uid FROM instances "
+            "WHERE series_instance_uid = ? ORDER BY received_at",
+            (job.series_instance_uid,),
+        ).fetchall()
         calling_ae, modality, body_part, description = conn.execute(
-            "SELECT calling_ae, modality, body_part, series_description FROM series "
-            "WHERE series_instance_uid = ?", (job.series_instance_uid,)).fetchone()
-        facts = SeriesFacts(modality=modality, body_part=body_part, sop_class_uid=rows[0][2] if rows else "",
-                            series_description=description, instances=len(rows), calling_ae=calling_ae)
+            "SELECT calling_ae, modality, body_part, series_description FROM series WHERE series_instance_uid = ?",
+            (job.series_instance_uid,),
+        ).fetchone()
+        facts = SeriesFacts(
+            modality=modality,
+            body_part=body_part,
+            sop_class_uid=rows[0][2] if rows else "",
+            series_description=description,
+            instances=len(rows),
+            calling_ae=calling_ae,
+        )
         return [Path(row[0]) for row in rows], [row[1] for row in rows], facts
 
     def _claim_unread(self, job: Job) -> _Claim | None:
@@ -270,27 +326,51 @@ class Worker:
         return time.monotonic() + limit - (time.time() - started)
 
     def _uids(self, job: Job) -> report.ResultUids:
-        return report.ResultUids.derive(self.settings.report.uid_root, self.install_id,
-                                        job.series_instance_uid, job.generation)
+        return report.ResultUids.derive(
+            self.settings.report.uid_root, self.install_id, job.series_instance_uid, job.generation
+        )
 
-    def _report(self, job: Job, rule: RoutingRule, model: InstalledModel, runtime: Runtime,
-                result: pipeline.SeriesResult, headers: list[Dataset]) -> list[tuple[Path, object]]:
+    def _report(
+        self,
+        job: Job,
+        rule: RoutingRule,
+        model: InstalledModel,
+        runtime: Runtime,
+        result: pipeline.SeriesResult,
+        headers: list[Dataset],
+    ) -> list[tuple[Path, Dataset]]:
         """Build the SR and the heat-map capture and write them under the results folder."""
         code = report.finding_code(model.manifest.finding)
         if code is None:
             raise InferenceError(f"no coded finding for {model.manifest.finding!r}")
         decision = report.TriageDecision(
-            task=model.id, finding=model.manifest.finding[:64], finding_code=code, flag=result.flag,
-            score=result.score, threshold=result.threshold, model_id=model.id, model_version=model.version,
-            model_sha256=model.package_sha256, decided_at=dt.datetime.now(dt.timezone.utc),
-            variant=f"{runtime.target.label}/{runtime.precision}"[:64])
+            task=model.id,
+            finding=model.manifest.finding[:64],
+            finding_code=code,
+            flag=result.flag,
+            score=result.score,
+            threshold=result.threshold,
+            model_id=model.id,
+            model_version=model.version,
+            model_sha256=model.package_sha256,
+            decided_at=dt.datetime.now(dt.UTC),
+            variant=f"{runtime.target.label}/{runtime.precision}"[:64],
+        )
         key = decode_instance(result.key_path)[result.key_frame]
         windows = [(w.center, w.width) for w in model.manifest.input.windows]
         objects = report.build_result_objects(
-            headers, key.dataset, to_hu(key.pixels, key.slope, key.intercept),
-            windows, pipeline.heat_map(result.key_cam), decision, self._uids(job),
-            device_uid=self.device_uid, key_frame=result.key_frame, predecessors=self._predecessors(job),
-            procedure=rule.procedure_code)
+            headers,
+            key.dataset,
+            to_hu(key.pixels, key.slope, key.intercept),
+            windows,
+            pipeline.heat_map(result.key_cam),
+            decision,
+            self._uids(job),
+            device_uid=self.device_uid,
+            key_frame=result.key_frame,
+            predecessors=self._predecessors(job),
+            procedure=rule.procedure_code,
+        )
         return report.write_objects(objects, self.settings.results_dir / job.study_instance_uid)
 
     def _predecessors(self, job: Job) -> list[Dataset]:
@@ -310,13 +390,19 @@ class Worker:
         try:
             model = claim.model
             notice = report.NotAnalysed(
-                task=claim.rule.name[:64], finding=(model.manifest.finding[:64] if model else ""),
-                reason=reason, reason_code=claim.code, model_id=claim.rule.model[:64],
-                model_version=model.version if model else "", decided_at=dt.datetime.now(dt.timezone.utc))
+                task=claim.rule.name[:64],
+                finding=(model.manifest.finding[:64] if model else ""),
+                reason=reason,
+                reason_code=claim.code,
+                model_id=claim.rule.model[:64],
+                model_version=model.version if model else "",
+                decided_at=dt.datetime.now(dt.UTC),
+            )
             headers = claim.headers or [read_header(path) for path in self._series(job)[0]]
-            ds = report.build_notice(headers, notice, self._uids(job), device_uid=self.device_uid,
-                                     procedure=claim.rule.procedure_code)
-            (path, ds), = report.write_objects([ds], self.settings.results_dir / job.study_instance_uid)
+            built = report.build_notice(
+                headers, notice, self._uids(job), device_uid=self.device_uid, procedure=claim.rule.procedure_code
+            )
+            ((path, ds),) = report.write_objects([built], self.settings.results_dir / job.study_instance_uid)
             return claim.code[0], path, ds
         except Exception:  # the series still ends with its reason; only the notice is missing
             LOG.exception("job %d: the not-analysed notice could not be built", job.id)
@@ -325,8 +411,12 @@ class Worker:
     def _shadow(self, job: Job, model: InstalledModel, prepared, active: pipeline.SeriesResult) -> None:
         runtime = self._runtime(model)
         try:
-            result, error = pipeline.run(runtime, model.manifest, prepared, self.settings.worker.batch_size,
-                                         self._deadline(time.time())), None
+            result, error = (
+                pipeline.run(
+                    runtime, model.manifest, prepared, self.settings.worker.batch_size, self._deadline(time.time())
+                ),
+                None,
+            )
         except InferenceError as exc:
             result, error = None, str(exc)
         record.shadow(self.db.conn, job, model, runtime, result, error, active, time.time())
@@ -342,12 +432,13 @@ class Worker:
             return
         if rule is None:
             return
-        reason = self.db.conn.execute("SELECT reason FROM series WHERE series_instance_uid = ?",
-                                      (job.series_instance_uid,)).fetchone()[0]
-        notice = self._notice(job, _Claim(rule, self._model(rule.model, "active"), [], report.ANALYSIS_FAILED),
-                              reason)
-        if notice is not None and record.abandoned_notice(self.db.conn, job, notice,
-                                                          self.settings.dicom.destinations, time.time()):
+        reason = self.db.conn.execute(
+            "SELECT reason FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
+        ).fetchone()[0]
+        notice = self._notice(job, _Claim(rule, self._model(rule.model, "active"), [], report.ANALYSIS_FAILED), reason)
+        if notice is not None and record.abandoned_notice(
+            self.db.conn, job, notice, self.settings.dicom.destinations, time.time()
+        ):
             self.on_recorded()
 
     def _end(self, job: Job, series_state: str, reason: str, claim: _Claim | None = None) -> None:
@@ -355,8 +446,18 @@ class Worker:
         try:
             # Drift counts a failure of the routed model (not a refusal for its input constraints).
             model = claim.model if claim is not None and series_state == jobs.FAILED else None
-            record.ended(self.db.conn, job, self.name, series_state, reason, time.time(), self.settings.drift,
-                         model, notice, self.settings.dicom.destinations)
+            record.ended(
+                self.db.conn,
+                job,
+                self.name,
+                series_state,
+                reason,
+                time.time(),
+                self.settings.drift,
+                model,
+                notice,
+                self.settings.dicom.destinations,
+            )
         except LeaseLost:
             return  # the lease went to another worker: it records the outcome
         if notice is not None:

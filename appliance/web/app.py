@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -25,14 +25,17 @@ HERE = Path(__file__).resolve().parent
 
 
 def _csp() -> str:
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-            "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
 
 
 def templates() -> Jinja2Templates:
     """Jinja2 with autoescape on for every template; nothing from DICOM is marked safe."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     filters.install(env)
     return Jinja2Templates(env=env)
 
@@ -83,14 +86,16 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         return response
 
     def wants_json(request: Request) -> bool:
-        return request.url.path.startswith(("/api/", "/metrics")) or \
-            "application/json" in request.headers.get("accept", "")
+        return request.url.path.startswith(("/api/", "/metrics")) or "application/json" in request.headers.get(
+            "accept", ""
+        )
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn):
         if wants_json(request):
-            return JSONResponse({"error": "sign in or send a bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"error": "sign in or send a bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(Refused)
@@ -98,7 +103,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         if wants_json(request):
             return JSONResponse({"error": exc.why}, status_code=403)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403)
+            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403
+        )
 
     @app.exception_handler(ApplianceError)
     async def appliance_error(request: Request, exc: ApplianceError):
@@ -106,17 +112,26 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         if wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=status)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": "Could not do that", "message": str(exc),
-                                    "principal": getattr(request.state, "principal", None)}, status_code=status)
+            request,
+            "error.html",
+            {"title": "Could not do that", "message": str(exc), "principal": getattr(request.state, "principal", None)},
+            status_code=status,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if wants_json(request):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": f"{exc.status_code}", "message": str(exc.detail),
-                                    "principal": getattr(request.state, "principal", None)},
-            status_code=exc.status_code)
+            request,
+            "error.html",
+            {
+                "title": f"{exc.status_code}",
+                "message": str(exc.detail),
+                "principal": getattr(request.state, "principal", None),
+            },
+            status_code=exc.status_code,
+        )
 
     for module in (auth, health, worklist, api, admin, drift):
         for router in module.routers():
@@ -137,5 +152,5 @@ def route_table(app: FastAPI) -> list[tuple[str, frozenset[str], str]]:
             if methods is None:
                 continue  # the static files mount
             tags = getattr(original, "tags", None) or []
-            table.append((context.path, frozenset(methods), tags[0] if tags else ""))
+            table.append((getattr(context, "path", ""), frozenset(methods), tags[0] if tags else ""))
     return table

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -42,7 +42,7 @@ class _Histogram:
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         cumulative, running = [], 0
-        for edge, count in zip((*map(str, self.buckets), "+Inf"), self.counts):
+        for edge, count in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
             running += count
             cumulative.append((edge, running))
         return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.total)
@@ -58,16 +58,20 @@ class PipelineCollector:
         self.to_result = _Histogram(RESULT_BUCKETS)
 
     def _advance(self, conn: sqlite3.Connection) -> None:
-        for seq, payload in conn.execute("SELECT seq, payload FROM audit_log WHERE kind = 'inference' AND seq > ? "
-                                         "ORDER BY seq", (self.inference.last_id,)):
+        for seq, payload in conn.execute(
+            "SELECT seq, payload FROM audit_log WHERE kind = 'inference' AND seq > ? ORDER BY seq",
+            (self.inference.last_id,),
+        ):
             latency = json.loads(payload).get("latency") or {}
             if "inference_s" in latency:
                 self.inference.observe(float(latency["inference_s"]))
             self.inference.last_id = seq
         for rid, seconds in conn.execute(
-                "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
-                "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.id > ? "
-                "ORDER BY r.id", (self.to_result.last_id,)):
+            "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
+            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.id > ? "
+            "ORDER BY r.id",
+            (self.to_result.last_id,),
+        ):
             self.to_result.observe(max(float(seconds), 0.0))
             self.to_result.last_id = rid
 
@@ -76,8 +80,9 @@ class PipelineCollector:
         with self.lock:
             self._advance(conn)
             yield self.inference.family("appliance_inference_seconds", "Model inference time per series")
-            yield self.to_result.family("appliance_time_to_result_seconds",
-                                        "From the last instance received to the result recorded")
+            yield self.to_result.family(
+                "appliance_time_to_result_seconds", "From the last instance received to the result recorded"
+            )
         received = CounterMetricFamily("appliance_instances_received", "DICOM instances stored")
         received.add_metric([], conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
         yield received
@@ -91,18 +96,22 @@ class PipelineCollector:
         yield jobs
         flags = CounterMetricFamily("appliance_flags", "Series flagged by the active model", labels=["model"])
         for model_id, version, n in conn.execute(
-                "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = 'active' AND flag = 1 "
-                "GROUP BY model_id, model_version"):
+            "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = 'active' AND flag = 1 "
+            "GROUP BY model_id, model_version"
+        ):
             flags.add_metric([f"{model_id} {version}"], n)
         yield flags
         failures = CounterMetricFamily("appliance_series_failed", "Series that ended failed")
         failures.add_metric([], conn.execute("SELECT COUNT(*) FROM series WHERE state = 'failed'").fetchone()[0])
         yield failures
-        outbox = GaugeMetricFamily("appliance_outbox", "Result objects per destination and state "
-                                   "(pending is the sender queue, dead the dead letters)",
-                                   labels=["destination", "state"])
+        outbox = GaugeMetricFamily(
+            "appliance_outbox",
+            "Result objects per destination and state (pending is the sender queue, dead the dead letters)",
+            labels=["destination", "state"],
+        )
         for destination, state, n in conn.execute(
-                "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"):
+            "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"
+        ):
             outbox.add_metric([destination, state], n)
         yield outbox
 

@@ -18,8 +18,8 @@ Every refusal is an audit event.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -120,9 +120,18 @@ async def csrf_token_sent(request: Request) -> str:
 def audit_refusal(request: Request, principal: Principal | None, why: str) -> None:
     conn = request.app.state.connection()
     with transaction(conn):
-        audit_log.append_in(conn, "web-refused", {
-            "user": principal.name if principal else None, "role": principal.role if principal else None,
-            "method": request.method, "path": request.url.path, "address": client_address(request), "why": why})
+        audit_log.append_in(
+            conn,
+            "web-refused",
+            {
+                "user": principal.name if principal else None,
+                "role": principal.role if principal else None,
+                "method": request.method,
+                "path": request.url.path,
+                "address": client_address(request),
+                "why": why,
+            },
+        )
 
 
 def require(area: str) -> Callable:
@@ -149,4 +158,3 @@ def require(area: str) -> Callable:
         return principal
 
     return dependency
-

@@ -16,11 +16,17 @@ LOG = logging.getLogger(__name__)
 def build_server(settings: Settings) -> uvicorn.Server:
     tls = settings.web.tls
     config = uvicorn.Config(
-        create_app(settings), host=settings.web.bind_address, port=settings.web.port, log_level="warning",
+        create_app(settings),
+        host=settings.web.bind_address,
+        port=settings.web.port,
+        log_level="warning",
         access_log=False,  # request lines carry study UIDs; refusals are in the audit log instead
         ssl_certfile=str(tls.certificate) if tls.enabled else None,
         ssl_keyfile=str(tls.private_key) if tls.enabled else None,
-        proxy_headers=False, server_header=False, timeout_graceful_shutdown=10)
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
     return uvicorn.Server(config)
 
 

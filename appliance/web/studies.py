@@ -16,9 +16,9 @@ eligible; the reason says why).
 
 from __future__ import annotations
 
-import sqlite3
 import json
 import re
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,13 @@ import pydicom
 from appliance.db import transaction
 
 STATES = ("flagged", "failed", "pending", "not-flagged", "not-analysed")
-STATE_WORDS = {"flagged": "Flagged", "failed": "Failed", "pending": "Pending",
-               "not-flagged": "Not flagged", "not-analysed": "Not analysed"}
+STATE_WORDS = {
+    "flagged": "Flagged",
+    "failed": "Failed",
+    "pending": "Pending",
+    "not-flagged": "Not flagged",
+    "not-analysed": "Not analysed",
+}
 #: Series changed this long before the newest summary are looked at again (seconds).
 OVERLAP_S = 60.0
 _HEADER_TAGS = ("PatientName", "PatientID", "AccessionNumber", "StudyDescription")
@@ -102,7 +107,8 @@ def summarize(rows: list[SeriesRow], findings: dict[str, str]) -> Summary:
     last_received = max(r.last_received_at for r in rows)
     scores = [r.score for r in triaged if r.score is not None]
     return Summary(
-        state=state, reason=reason,
+        state=state,
+        reason=reason,
         priority=max((r.priority or 0) for r in rows),
         modalities=",".join(sorted({r.modality for r in rows if r.modality})),
         models=", ".join(sorted({r.model for r in triaged if r.model})),
@@ -116,8 +122,10 @@ def summarize(rows: list[SeriesRow], findings: dict[str, str]) -> Summary:
 
 
 def _findings(conn: sqlite3.Connection) -> dict[str, str]:
-    return {f"{model_id} {version}": json.loads(manifest).get("finding", "finding")
-            for model_id, version, manifest in conn.execute("SELECT id, version, manifest FROM models")}
+    return {
+        f"{model_id} {version}": json.loads(manifest).get("finding", "finding")
+        for model_id, version, manifest in conn.execute("SELECT id, version, manifest FROM models")
+    }
 
 
 def refresh(conn: sqlite3.Connection) -> int:
@@ -132,7 +140,9 @@ def refresh(conn: sqlite3.Connection) -> int:
             "(SELECT MAX(created_at) FROM inference_results r WHERE r.series_instance_uid = s.series_instance_uid "
             " AND r.role = 'active' AND r.superseded = 0) "
             "FROM series s WHERE s.study_instance_uid IN "
-            "(SELECT study_instance_uid FROM series WHERE updated_at > ?)", (since,)).fetchall()
+            "(SELECT study_instance_uid FROM series WHERE updated_at > ?)",
+            (since,),
+        ).fetchall()
         if not rows:
             return 0
         by_study: dict[str, list[SeriesRow]] = {}
@@ -142,9 +152,24 @@ def refresh(conn: sqlite3.Connection) -> int:
         values = []
         for study, series in by_study.items():
             s = summarize(series, findings)
-            values.append((study, s.state, int(s.state == "flagged"), s.priority, s.reason, s.modalities, s.models,
-                           len(series), s.received_at, s.result_at, s.time_to_result_s, s.score,
-                           s.first_series_uid, s.updated_at))
+            values.append(
+                (
+                    study,
+                    s.state,
+                    int(s.state == "flagged"),
+                    s.priority,
+                    s.reason,
+                    s.modalities,
+                    s.models,
+                    len(series),
+                    s.received_at,
+                    s.result_at,
+                    s.time_to_result_s,
+                    s.score,
+                    s.first_series_uid,
+                    s.updated_at,
+                )
+            )
         with transaction(conn):
             conn.executemany(
                 "INSERT INTO web_studies (study_instance_uid, state, flag_rank, priority, reason, modalities, "
@@ -155,7 +180,9 @@ def refresh(conn: sqlite3.Connection) -> int:
                 "series_count = excluded.series_count, received_at = excluded.received_at, "
                 "result_at = excluded.result_at, time_to_result_s = excluded.time_to_result_s, "
                 "score = excluded.score, first_series_uid = excluded.first_series_uid, "
-                "updated_at = excluded.updated_at", values)
+                "updated_at = excluded.updated_at",
+                values,
+            )
         return len(values)
 
 
@@ -167,16 +194,27 @@ def read_header(path: Path) -> dict[str, str]:
 
 def fill_headers(conn: sqlite3.Connection, studies: list[str]) -> None:
     """Read and keep the header fields of the given studies not read yet."""
-    missing = [uid for (uid,) in conn.execute(
-        f"SELECT study_instance_uid FROM web_studies WHERE header_read = 0 AND study_instance_uid IN "
-        f"({','.join('?' * len(studies))})", studies)] if studies else []
+    missing = (
+        [
+            uid
+            for (uid,) in conn.execute(
+                f"SELECT study_instance_uid FROM web_studies WHERE header_read = 0 AND study_instance_uid IN "
+                f"({','.join('?' * len(studies))})",
+                studies,
+            )
+        ]
+        if studies
+        else []
+    )
     if not missing:
         return
     updates = []
     for study in missing:
         row = conn.execute(
             "SELECT i.path FROM web_studies w JOIN instances i ON i.series_instance_uid = w.first_series_uid "
-            "WHERE w.study_instance_uid = ? ORDER BY i.received_at LIMIT 1", (study,)).fetchone()
+            "WHERE w.study_instance_uid = ? ORDER BY i.received_at LIMIT 1",
+            (study,),
+        ).fetchone()
         try:
             header = read_header(Path(row[0])) if row else None
         except (OSError, pydicom.errors.InvalidDicomError):
@@ -184,11 +222,22 @@ def fill_headers(conn: sqlite3.Connection, studies: list[str]) -> None:
         if header is None:
             updates.append((2, "", "", "", "", study))  # 2: the stored file could not be read
         else:
-            updates.append((1, header["PatientName"], header["PatientID"], header["AccessionNumber"],
-                            header["StudyDescription"], study))
+            updates.append(
+                (
+                    1,
+                    header["PatientName"],
+                    header["PatientID"],
+                    header["AccessionNumber"],
+                    header["StudyDescription"],
+                    study,
+                )
+            )
     with transaction(conn):
-        conn.executemany("UPDATE web_studies SET header_read = ?, patient_name = ?, patient_id = ?, accession = ?, "
-                         "study_description = ? WHERE study_instance_uid = ?", updates)
+        conn.executemany(
+            "UPDATE web_studies SET header_read = ?, patient_name = ?, patient_id = ?, accession = ?, "
+            "study_description = ? WHERE study_instance_uid = ?",
+            updates,
+        )
 
 
 @dataclass(frozen=True)
@@ -201,8 +250,9 @@ class Filters:
     since: float | None = None
     until: float | None = None
 
-    def where(self) -> tuple[str, list]:
-        clauses, params = [], []
+    def where(self) -> tuple[str, list[str | float]]:
+        clauses: list[str] = []
+        params: list[str | float] = []
         if self.state:
             clauses.append("state = ?")
             params.append(self.state)
@@ -221,9 +271,25 @@ class Filters:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-_COLUMNS = ("study_instance_uid", "state", "priority", "reason", "modalities", "models", "series_count",
-            "received_at", "result_at", "time_to_result_s", "score", "header_read", "patient_name", "patient_id",
-            "accession", "study_description", "updated_at")
+_COLUMNS = (
+    "study_instance_uid",
+    "state",
+    "priority",
+    "reason",
+    "modalities",
+    "models",
+    "series_count",
+    "received_at",
+    "result_at",
+    "time_to_result_s",
+    "score",
+    "header_read",
+    "patient_name",
+    "patient_id",
+    "accession",
+    "study_description",
+    "updated_at",
+)
 
 
 def page(conn: sqlite3.Connection, filters: Filters, number: int, size: int) -> tuple[list[dict], int]:
@@ -233,27 +299,35 @@ def page(conn: sqlite3.Connection, filters: Filters, number: int, size: int) -> 
     rows = conn.execute(
         f"SELECT {', '.join(_COLUMNS)} FROM web_studies{where} "
         "ORDER BY flag_rank DESC, priority DESC, received_at DESC LIMIT ? OFFSET ?",
-        [*params, size, max(number - 1, 0) * size]).fetchall()
-    found = [dict(zip(_COLUMNS, row)) for row in rows]
+        [*params, size, max(number - 1, 0) * size],
+    ).fetchall()
+    found = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
     unread = [r["study_instance_uid"] for r in found if not r["header_read"]]
     if unread:
         fill_headers(conn, unread)
-        fresh = {r[0]: r for r in conn.execute(
-            f"SELECT study_instance_uid, header_read, patient_name, patient_id, accession, study_description "
-            f"FROM web_studies WHERE study_instance_uid IN ({','.join('?' * len(unread))})", unread)}
+        fresh = {
+            r[0]: r
+            for r in conn.execute(
+                f"SELECT study_instance_uid, header_read, patient_name, patient_id, accession, study_description "
+                f"FROM web_studies WHERE study_instance_uid IN ({','.join('?' * len(unread))})",
+                unread,
+            )
+        }
         for r in found:
             if r["study_instance_uid"] in fresh:
-                _, r["header_read"], r["patient_name"], r["patient_id"], r["accession"], r["study_description"] = \
-                    fresh[r["study_instance_uid"]]
+                _, r["header_read"], r["patient_name"], r["patient_id"], r["accession"], r["study_description"] = fresh[
+                    r["study_instance_uid"]
+                ]
     return found, total
 
 
 def study(conn: sqlite3.Connection, study_uid: str) -> dict | None:
     """The summary row of one study (headers read if needed), or None."""
     fill_headers(conn, [study_uid])
-    row = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM web_studies WHERE study_instance_uid = ?",
-                       (study_uid,)).fetchone()
-    return dict(zip(_COLUMNS, row)) if row else None
+    row = conn.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM web_studies WHERE study_instance_uid = ?", (study_uid,)
+    ).fetchone()
+    return dict(zip(_COLUMNS, row, strict=True)) if row else None
 
 
 def ledger(conn: sqlite3.Connection, since: float, until: float) -> dict:
@@ -265,21 +339,45 @@ def ledger(conn: sqlite3.Connection, since: float, until: float) -> dict:
     counts = {state: 0 for state in STATES}
     reasons: dict[str, dict[str, int]] = {"not-analysed": {}, "failed": {}}
     for state, reason, n in conn.execute(
-            "SELECT state, reason, COUNT(*) FROM web_studies WHERE received_at >= ? AND received_at < ? "
-            "GROUP BY state, reason", (since, until)):
+        "SELECT state, reason, COUNT(*) FROM web_studies WHERE received_at >= ? AND received_at < ? "
+        "GROUP BY state, reason",
+        (since, until),
+    ):
         counts[state] = counts.get(state, 0) + n
         if state in reasons:
             reasons[state][reason or "no reason recorded"] = reasons[state].get(reason or "no reason recorded", 0) + n
-    return {"received": sum(counts.values()), **counts,
-            "not_analysed_by_reason": sorted(reasons["not-analysed"].items(), key=lambda kv: -kv[1]),
-            "failed_by_reason": sorted(reasons["failed"].items(), key=lambda kv: -kv[1])}
+    return {
+        "received": sum(counts.values()),
+        **counts,
+        "not_analysed_by_reason": sorted(reasons["not-analysed"].items(), key=lambda kv: -kv[1]),
+        "failed_by_reason": sorted(reasons["failed"].items(), key=lambda kv: -kv[1]),
+    }
 
 
 def series_of(conn: sqlite3.Connection, study_uid: str) -> list[dict]:
     """Every series of a study with its state and active, current result (if any)."""
-    cols = ("series_instance_uid", "modality", "body_part", "series_description", "instances", "state", "reason",
-            "flag", "score", "model", "first_received_at", "last_received_at", "updated_at", "result_id",
-            "model_id", "model_version", "threshold", "sr_instance_uid", "sc_instance_uid", "result_at")
+    cols = (
+        "series_instance_uid",
+        "modality",
+        "body_part",
+        "series_description",
+        "instances",
+        "state",
+        "reason",
+        "flag",
+        "score",
+        "model",
+        "first_received_at",
+        "last_received_at",
+        "updated_at",
+        "result_id",
+        "model_id",
+        "model_version",
+        "threshold",
+        "sr_instance_uid",
+        "sc_instance_uid",
+        "result_at",
+    )
     rows = conn.execute(
         "SELECT s.series_instance_uid, s.modality, s.body_part, s.series_description, s.instances, s.state, "
         "s.reason, s.flag, s.score, s.model, s.first_received_at, s.last_received_at, s.updated_at, r.id, "
@@ -287,15 +385,18 @@ def series_of(conn: sqlite3.Connection, study_uid: str) -> list[dict]:
         "FROM series s LEFT JOIN inference_results r ON r.id = (SELECT MAX(id) FROM inference_results x "
         "WHERE x.series_instance_uid = s.series_instance_uid AND x.role = 'active' AND x.superseded = 0 "
         "AND x.generation = s.generation) WHERE s.study_instance_uid = ? ORDER BY s.first_received_at",
-        (study_uid,)).fetchall()
-    return [dict(zip(cols, row)) for row in rows]
+        (study_uid,),
+    ).fetchall()
+    return [dict(zip(cols, row, strict=True)) for row in rows]
 
 
 def result_file(conn: sqlite3.Connection, results_dir: Path, study_uid: str, sop_instance_uid: str) -> Path | None:
     """The stored result object (SR or SC) of this study with this SOP instance UID."""
     if not (is_uid(study_uid) and is_uid(sop_instance_uid)):
         return None
-    row = conn.execute("SELECT path FROM outbox WHERE sop_instance_uid = ? AND study_instance_uid = ? LIMIT 1",
-                       (sop_instance_uid, study_uid)).fetchone()
+    row = conn.execute(
+        "SELECT path FROM outbox WHERE sop_instance_uid = ? AND study_instance_uid = ? LIMIT 1",
+        (sop_instance_uid, study_uid),
+    ).fetchone()
     path = Path(row[0]) if row else results_dir / study_uid / f"{sop_instance_uid}.dcm"
     return path if path.is_file() else None

@@ -21,8 +21,8 @@ from appliance.audit.chain import verify_database
 from appliance.audit.export import export
 from appliance.db import transaction
 from appliance.models.registry import ModelRegistry
-from appliance.triage.pipeline import golden_series_inputs
 from appliance.send.outbox import Outbox, lane_states
+from appliance.triage.pipeline import golden_series_inputs
 from appliance.web import accounts, dicom_endpoints, feedback, health_stats, model_stats, sessions
 from appliance.web.routes.common import db, render, router
 from appliance.web.routes.health import readiness
@@ -32,9 +32,9 @@ operations = router("operations")
 accounts_area = router("accounts")
 MODEL_ACTIONS = {
     "shadow": "Run this version in shadow: it sees every routed series beside the active model; its results "
-              "are audited and compared, never shown to radiologists or sent to PACS.",
+    "are audited and compared, never shown to radiologists or sent to PACS.",
     "activate": "Make this version the active model: golden-tested on every backend here first; the current "
-                "active version is retired. New results are shown and sent from this version on.",
+    "active version is retired. New results are shown and sent from this version on.",
     "rollback": "Retire the active version and activate the newest earlier version again (golden-tested first).",
 }
 
@@ -48,8 +48,13 @@ def routers():
 
 def registry(request: Request) -> ModelRegistry:
     settings = request.app.state.settings
-    return ModelRegistry(request.app.state.database(), settings.models_dir, list(settings.models.trusted_keys),
-                         settings.models.pin_backend, golden_series_inputs)
+    return ModelRegistry(
+        request.app.state.database(),
+        settings.models_dir,
+        list(settings.models.trusted_keys),
+        settings.models.pin_backend,
+        golden_series_inputs,
+    )
 
 
 def _memory() -> dict[str, int]:
@@ -72,41 +77,76 @@ def health_page(request: Request):
     disk = shutil.disk_usage(settings.data_dir) if settings.data_dir.exists() else None
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     outbox = conn.execute("SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state").fetchall()
-    return render(request, "admin_health.html", section="health", disk=disk,
-                  floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024, load=os.getloadavg(),
-                  cpus=os.cpu_count(), memory=_memory(), jobs=jobs, oldest=health_stats.oldest_pending(conn, now),
-                  windows=health_stats.windows(conn, now), outbox=outbox, checks=readiness(request), now=now,
-                  result_alerts=Outbox(request.app.state.database()).alerts())
+    return render(
+        request,
+        "admin_health.html",
+        section="health",
+        disk=disk,
+        floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024,
+        load=os.getloadavg(),
+        cpus=os.cpu_count(),
+        memory=_memory(),
+        jobs=jobs,
+        oldest=health_stats.oldest_pending(conn, now),
+        windows=health_stats.windows(conn, now),
+        outbox=outbox,
+        checks=readiness(request),
+        now=now,
+        result_alerts=Outbox(request.app.state.database()).alerts(),
+    )
 
 
 @operations.get("/admin/models")
 def models_page(request: Request):
     conn = db(request)
     ppv = feedback.local_ppv(conn)
-    models = registry(request).list()
-    budgets = [model_stats.alert_budget(conn, m.id, m.manifest.operating_point.threshold, request.app.state.clock())
-               for m in models if m.state == "active"]
-    return render(request, "admin_models.html", section="models", models=models, ppv=ppv, budgets=budgets,
-                  agreement=model_stats.shadow_agreement(conn),
-                  max_upload_mb=request.app.state.settings.web.max_upload_mb,
-                  trusted_keys=request.app.state.settings.models.trusted_keys)
+    models = registry(request).models()
+    budgets = [
+        model_stats.alert_budget(conn, m.id, m.manifest.operating_point.threshold, request.app.state.clock())
+        for m in models
+        if m.state == "active"
+    ]
+    return render(
+        request,
+        "admin_models.html",
+        section="models",
+        models=models,
+        ppv=ppv,
+        budgets=budgets,
+        agreement=model_stats.shadow_agreement(conn),
+        max_upload_mb=request.app.state.settings.web.max_upload_mb,
+        trusted_keys=request.app.state.settings.models.trusted_keys,
+    )
 
 
 @operations.get("/admin/models/confirm")
 def confirm_model_action(request: Request, action: str, model_id: str, version: str = ""):
     if action not in MODEL_ACTIONS:
         raise HTTPException(400, f"action: {action!r} is not one of {', '.join(MODEL_ACTIONS)}")
-    models = [m for m in registry(request).list() if m.id == model_id]
+    models = [m for m in registry(request).models() if m.id == model_id]
     if not models:
         raise HTTPException(404, f"model_id: no model {model_id!r} is installed")
     active = next((m for m in models if m.state == "active"), None)
-    return render(request, "admin_confirm.html", section="models", action=action, model_id=model_id,
-                  version=version, explanation=MODEL_ACTIONS[action], active=active)
+    return render(
+        request,
+        "admin_confirm.html",
+        section="models",
+        action=action,
+        model_id=model_id,
+        version=version,
+        explanation=MODEL_ACTIONS[action],
+        active=active,
+    )
 
 
 @operations.post("/admin/models/change")
-async def change_model(request: Request, action: str = Form(...), model_id: str = Form(...),
-                       version: str = Form(""), confirm: str = Form("")):
+async def change_model(
+    request: Request,
+    action: str = Form(...),
+    model_id: str = Form(...),
+    version: str = Form(""),
+    confirm: str = Form(""),
+):
     if confirm != "yes":
         raise HTTPException(400, "confirm: the change was not confirmed")
     if action not in MODEL_ACTIONS:
@@ -127,21 +167,35 @@ def dicom_page(request: Request):
     pending = dicom_endpoints.saved(running)
     conn = db(request)
     counts: dict[str, dict[str, int]] = {}
-    for destination, state, n in conn.execute("SELECT destination, state, COUNT(*) FROM outbox "
-                                              "GROUP BY destination, state"):
+    for destination, state, n in conn.execute(
+        "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"
+    ):
         counts.setdefault(destination, {})[state] = n
     saved_keys = [d.text for d in pending.dicom.destinations]
-    keys = saved_keys + [k for k in [d.text for d in running.dicom.destinations] + sorted(counts) if k not in saved_keys]
+    keys = saved_keys + [
+        k for k in [d.text for d in running.dicom.destinations] + sorted(counts) if k not in saved_keys
+    ]
     keys = list(dict.fromkeys(keys))
     dead = Outbox(request.app.state.database()).dead_letters()
-    queues = [DestinationQueue.of(key, running, pending, counts.get(key, {}),
-                                  [d for d in dead if d.destination == key][-DEAD_SHOWN:]) for key in keys]
-    return render(request, "admin_dicom.html", section="dicom", dicom=running.dicom,
-                  peers=_endpoint_rows(running.dicom.peers, pending.dicom.peers),
-                  queues=queues, lanes=lane_states(conn), now=request.app.state.clock(),
-                  result_alerts=[d for d in dead if d.alert],
-                  restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
-                  or any(q.change in ('added', 'removed') for q in queues))
+    queues = [
+        DestinationQueue.of(
+            key, running, pending, counts.get(key, {}), [d for d in dead if d.destination == key][-DEAD_SHOWN:]
+        )
+        for key in keys
+    ]
+    return render(
+        request,
+        "admin_dicom.html",
+        section="dicom",
+        dicom=running.dicom,
+        peers=_endpoint_rows(running.dicom.peers, pending.dicom.peers),
+        queues=queues,
+        lanes=lane_states(conn),
+        now=request.app.state.clock(),
+        result_alerts=[d for d in dead if d.alert],
+        restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
+        or any(q.change in ("added", "removed") for q in queues),
+    )
 
 
 def _endpoint_rows(running: tuple, saved: tuple, changed_only: bool = False) -> list[tuple[str, str]]:
@@ -158,16 +212,15 @@ class DestinationQueue:
     restart still has to add it to (or take it from) the sender."""
 
     key: str
-    change: str          # '', 'added' (saved, sender starts it at restart), 'removed', 'unconfigured'
+    change: str  # '', 'added' (saved, sender starts it at restart), 'removed', 'unconfigured'
     counts: dict
     dead: list
 
     @classmethod
-    def of(cls, key: str, running, saved, counts: dict, dead: list) -> "DestinationQueue":
+    def of(cls, key: str, running, saved, counts: dict, dead: list) -> DestinationQueue:
         in_running = key in {d.text for d in running.dicom.destinations}
         in_saved = key in {d.text for d in saved.dicom.destinations}
-        change = "" if in_running and in_saved else "added" if in_saved else "removed" if in_running \
-            else "unconfigured"
+        change = "" if in_running and in_saved else "added" if in_saved else "removed" if in_running else "unconfigured"
         return cls(key, change, counts, dead)
 
 
@@ -175,10 +228,13 @@ class DestinationQueue:
 def change_endpoint(request: Request, kind: str, action: str, entry: str = Form(..., max_length=200)):
     if kind not in dicom_endpoints.FIELD or action not in ("add", "remove"):
         raise HTTPException(404, "no such change")
-    done = dicom_endpoints.change(db(request), request.app.state.settings, kind, action, entry,
-                                  request.state.principal.actor)
-    words = f"{dicom_endpoints.FIELD[kind]} {done} {'added' if action == 'add' else 'removed'}; " \
-            "the listener and the sender use it after the appliance service restarts"
+    done = dicom_endpoints.change(
+        db(request), request.app.state.settings, kind, action, entry, request.state.principal.actor
+    )
+    words = (
+        f"{dicom_endpoints.FIELD[kind]} {done} {'added' if action == 'add' else 'removed'}; "
+        "the listener and the sender use it after the appliance service restarts"
+    )
     return RedirectResponse("/admin/dicom?" + urlencode({"ok": words}), status_code=303)
 
 
@@ -209,27 +265,58 @@ async def echo_destination(request: Request, destination: str = Form(..., max_le
     result = await run_in_threadpool(echo, settings.dicom.ae_title, target, settings.sender)
     conn = db(request)
     with transaction(conn):
-        audit_log.append_in(conn, "dicom-echo", {"destination": destination, "ok": result.ok,
-                                                 "result": result.message, "actor": request.state.principal.actor})
+        audit_log.append_in(
+            conn,
+            "dicom-echo",
+            {
+                "destination": destination,
+                "ok": result.ok,
+                "result": result.message,
+                "actor": request.state.principal.actor,
+            },
+        )
     words = f"{destination}: {result.message}"
     return RedirectResponse("/admin/dicom?" + urlencode({"ok" if result.ok else "failed": words}), status_code=303)
 
 
 @operations.get("/admin/audit")
-def audit_page(request: Request, kind: str = "", study: str = "", since: str = "", until: str = "",
-               verify: int = 0, page: int = Query(1, ge=1)):
+def audit_page(
+    request: Request,
+    kind: str = "",
+    study: str = "",
+    since: str = "",
+    until: str = "",
+    verify: int = 0,
+    page: int = Query(1, ge=1),
+):
     conn = db(request)
     where, params = _audit_filter(kind, study, since, until)
     total = conn.execute(f"SELECT COUNT(*) FROM audit_log{where}", params).fetchone()[0]
-    rows = conn.execute(f"SELECT seq, at, kind, payload FROM audit_log{where} ORDER BY seq DESC LIMIT 100 OFFSET ?",
-                        [*params, (page - 1) * 100]).fetchall()
+    rows = conn.execute(
+        f"SELECT seq, at, kind, payload FROM audit_log{where} ORDER BY seq DESC LIMIT 100 OFFSET ?",
+        [*params, (page - 1) * 100],
+    ).fetchall()
     kinds = [k for (k,) in conn.execute("SELECT DISTINCT kind FROM audit_log ORDER BY kind")]
     problems = verify_database(request.app.state.database()) if verify else None
     query = {k: v for k, v in (("kind", kind), ("study", study), ("since", since), ("until", until)) if v}
-    return render(request, "admin_audit.html", section="audit", rows=rows, total=total, kinds=kinds, kind=kind,
-                  study=study, since=since, until=until, problems=problems, page=page,
-                  pages=max((total + 99) // 100, 1), query=query, export_query=urlencode(query),
-                  page_url=lambda n: "/admin/audit?" + urlencode({**query, "page": n}))
+    return render(
+        request,
+        "admin_audit.html",
+        section="audit",
+        rows=rows,
+        total=total,
+        kinds=kinds,
+        kind=kind,
+        study=study,
+        since=since,
+        until=until,
+        problems=problems,
+        page=page,
+        pages=max((total + 99) // 100, 1),
+        query=query,
+        export_query=urlencode(query),
+        page_url=lambda n: "/admin/audit?" + urlencode({**query, "page": n}),
+    )
 
 
 def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, list]:
@@ -244,7 +331,7 @@ def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, l
         params.append(study.strip())
     for text, op, field, shift in ((since, ">=", "since", 0), (until, "<", "until", 86400)):
         if text:
-            moment = dt.datetime.fromtimestamp(day_start(text, field) + shift, dt.timezone.utc)
+            moment = dt.datetime.fromtimestamp(day_start(text, field) + shift, dt.UTC)
             clauses.append(f"at {op} ?")
             params.append(moment.isoformat(timespec="microseconds"))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
@@ -256,12 +343,16 @@ def audit_export(request: Request, format: str = "csv", kind: str = ""):
         raise HTTPException(400, f"format: {format!r} is not csv or json")
     conn = db(request)
     with transaction(conn):
-        audit_log.append_in(conn, "web-audit-exported", {"format": format, "kind": kind or None,
-                                                          "actor": request.state.principal.actor})
+        audit_log.append_in(
+            conn, "web-audit-exported", {"format": format, "kind": kind or None, "actor": request.state.principal.actor}
+        )
     out = io.StringIO()
     export(request.app.state.database(), out, format, kind or None)
-    return Response(out.getvalue(), media_type="text/csv" if format == "csv" else "application/json",
-                    headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
+    return Response(
+        out.getvalue(),
+        media_type="text/csv" if format == "csv" else "application/json",
+        headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+    )
 
 
 # Users, tokens, sessions (admin) ------------------------------------------------------
@@ -269,14 +360,26 @@ def audit_export(request: Request, format: str = "csv", kind: str = ""):
 def users_page(request: Request, token: str = "", done: str = ""):
     conn = db(request)
     settings = request.app.state.settings
-    return render(request, "admin_users.html", section="users", users=accounts.list_users(conn),
-                  tokens=accounts.list_tokens(conn), roles=accounts.ROLES, new_token=token, done=done,
-                  live=sessions.live_sessions(conn, settings.web, request.app.state.clock()))
+    return render(
+        request,
+        "admin_users.html",
+        section="users",
+        users=accounts.list_users(conn),
+        tokens=accounts.list_tokens(conn),
+        roles=accounts.ROLES,
+        new_token=token,
+        done=done,
+        live=sessions.live_sessions(conn, settings.web, request.app.state.clock()),
+    )
 
 
 @accounts_area.post("/admin/users")
-def add_user(request: Request, name: str = Form(..., max_length=64), role: str = Form(...),
-             password: str = Form(..., max_length=1024)):
+def add_user(
+    request: Request,
+    name: str = Form(..., max_length=64),
+    role: str = Form(...),
+    password: str = Form(..., max_length=1024),
+):
     accounts.add_user(db(request), name, role, password, request.state.principal.actor)
     return RedirectResponse("/admin/users?" + urlencode({"done": f"user {name} added"}), status_code=303)
 

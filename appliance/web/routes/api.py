@@ -22,18 +22,34 @@ def routers():
 
 def _study_json(row: dict) -> dict:
     return {
-        "study_instance_uid": row["study_instance_uid"], "state": row["state"], "reason": row["reason"],
-        "patient_name": row["patient_name"], "patient_id": row["patient_id"], "accession": row["accession"],
-        "study_description": row["study_description"], "modalities": row["modalities"].split(",")
-        if row["modalities"] else [], "models": row["models"], "score": row["score"], "priority": row["priority"],
-        "received_at": row["received_at"], "result_at": row["result_at"],
+        "study_instance_uid": row["study_instance_uid"],
+        "state": row["state"],
+        "reason": row["reason"],
+        "patient_name": row["patient_name"],
+        "patient_id": row["patient_id"],
+        "accession": row["accession"],
+        "study_description": row["study_description"],
+        "modalities": row["modalities"].split(",") if row["modalities"] else [],
+        "models": row["models"],
+        "score": row["score"],
+        "priority": row["priority"],
+        "received_at": row["received_at"],
+        "result_at": row["result_at"],
         "time_to_result_s": row["time_to_result_s"],
     }
 
 
 @clinical.get("/studies")
-def api_studies(request: Request, state: str = "", modality: str = "", model: str = "", since: str = "",
-                until: str = "", page: int = Query(1, ge=1), page_size: int = Query(50, ge=1, le=500)):
+def api_studies(
+    request: Request,
+    state: str = "",
+    modality: str = "",
+    model: str = "",
+    since: str = "",
+    until: str = "",
+    page: int = Query(1, ge=1),
+    page_size: int = Query(50, ge=1, le=500),
+):
     conn = db(request)
     studies.refresh(conn)
     rows, total = studies.page(conn, worklist_query(state, modality, model, since, until), page, page_size)
@@ -53,10 +69,20 @@ def api_models(request: Request):
     from appliance.web.routes.admin import registry
 
     ppv = feedback.local_ppv(db(request))
-    return [{"id": m.id, "version": m.version, "state": m.state, "finding": m.manifest.finding,
-             "package_sha256": m.package_sha256, "signing_key": m.manifest.signing_key_id,
-             "threshold": m.manifest.operating_point.threshold, "selection": m.selection,
-             "local_ppv": ppv.get((m.id, m.version))} for m in registry(request).list()]
+    return [
+        {
+            "id": m.id,
+            "version": m.version,
+            "state": m.state,
+            "finding": m.manifest.finding,
+            "package_sha256": m.package_sha256,
+            "signing_key": m.manifest.signing_key_id,
+            "threshold": m.manifest.operating_point.threshold,
+            "selection": m.selection,
+            "local_ppv": ppv.get((m.id, m.version)),
+        }
+        for m in registry(request).models()
+    ]
 
 
 @operations.get("/audit/verify")
@@ -72,13 +98,20 @@ async def api_upload_model(request: Request):
     from appliance.web.routes.admin import registry
 
     settings = request.app.state.settings
-    path = await uploads.receive_to_file(request, settings.data_dir / "uploads",
-                                         settings.web.max_upload_mb * 1024 * 1024)
+    path = await uploads.receive_to_file(
+        request, settings.data_dir / "uploads", settings.web.max_upload_mb * 1024 * 1024
+    )
     try:
         model = await run_in_threadpool(registry(request).install, path, request.state.principal.actor)
     except PackageError as exc:
         return JSONResponse({"verified": False, "error": str(exc)}, status_code=400)
     finally:
         path.unlink(missing_ok=True)
-    return {"verified": True, "id": model.id, "version": model.version, "state": model.state,
-            "signing_key": model.manifest.signing_key_id, "package_sha256": model.package_sha256}
+    return {
+        "verified": True,
+        "id": model.id,
+        "version": model.version,
+        "state": model.state,
+        "signing_key": model.manifest.signing_key_id,
+        "package_sha256": model.package_sha256,
+    }

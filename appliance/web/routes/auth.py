@@ -11,8 +11,14 @@ from fastapi.responses import RedirectResponse
 from appliance.errors import LoginRefused
 from appliance.web import accounts, sessions
 from appliance.web.routes.common import db, render, router
-from appliance.web.security import (LOGIN_CSRF_COOKIE, SESSION_COOKIE, Principal, audit_refusal, client_address,
-                                    same_origin)
+from appliance.web.security import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    Principal,
+    audit_refusal,
+    client_address,
+    same_origin,
+)
 
 public = router("public")
 signed_in = router("signed-in")
@@ -23,14 +29,20 @@ def routers():
 
 
 def _cookie_flags(request: Request) -> dict:
-    return {"httponly": True, "samesite": "strict", "secure": request.app.state.settings.web.tls.enabled,
-            "path": "/"}
+    return {"httponly": True, "samesite": "strict", "secure": request.app.state.settings.web.tls.enabled, "path": "/"}
 
 
 def _login_page(request: Request, message: str = "", status_code: int = 200):
     token = secrets.token_urlsafe(32)
-    response = render(request, "login.html", status_code=status_code, csrf=token, message=message,
-                      no_users=accounts.count_users(db(request)) == 0, principal=None)
+    response = render(
+        request,
+        "login.html",
+        status_code=status_code,
+        csrf=token,
+        message=message,
+        no_users=accounts.count_users(db(request)) == 0,
+        principal=None,
+    )
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, **_cookie_flags(request))
     return response
 
@@ -41,16 +53,21 @@ def login_form(request: Request):
 
 
 @public.post("/login")
-def login(request: Request, name: str = Form(..., max_length=64), password: str = Form(..., max_length=1024),
-          csrf: str = Form("")):
+def login(
+    request: Request,
+    name: str = Form(..., max_length=64),
+    password: str = Form(..., max_length=1024),
+    csrf: str = Form(""),
+):
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not same_origin(request) or not expected or not hmac.compare_digest(csrf, expected):
         audit_refusal(request, None, "sign-in form without a valid CSRF token or from another origin")
         return _login_page(request, "The sign-in form was stale or came from another site. Please try again.", 403)
     state = request.app.state
     try:
-        token, _ = sessions.sign_in(db(request), state.settings.web, name, password, client_address(request),
-                                    state.clock())
+        token, _ = sessions.sign_in(
+            db(request), state.settings.web, name, password, client_address(request), state.clock()
+        )
     except LoginRefused as exc:
         return _login_page(request, str(exc), 429 if "too many" in str(exc) else 401)
     response = RedirectResponse("/", status_code=303)

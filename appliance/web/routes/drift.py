@@ -39,11 +39,23 @@ def drift_page(request: Request):
     available = set(files)
     for model in status["models"]:
         prefix = f"{model['model_id']}-{model['model_version']}"
-        model["plots"] = {name: [f"/admin/drift/plots/{key}/{prefix}-{name}-{kind}.png" for kind in PLOT_KINDS
-                                 if f"{prefix}-{name}-{kind}.png" in available]
-                          for name in sorted(model["features"])}
-    return render(request, "admin_drift.html", section="drift", status=status, drift=settings.drift,
-                  history=store.alerts(conn)[:20], today=today)
+        model["plots"] = {
+            name: [
+                f"/admin/drift/plots/{key}/{prefix}-{name}-{kind}.png"
+                for kind in PLOT_KINDS
+                if f"{prefix}-{name}-{kind}.png" in available
+            ]
+            for name in sorted(model["features"])
+        }
+    return render(
+        request,
+        "admin_drift.html",
+        section="drift",
+        status=status,
+        drift=settings.drift,
+        history=store.alerts(conn)[:20],
+        today=today,
+    )
 
 
 @operations.get("/admin/drift/plots/{key}/{name}")

@@ -55,8 +55,9 @@ def readiness(request: Request) -> dict[str, str | None]:
 def readyz(request: Request):
     checks = readiness(request)
     ready = not any(checks.values())
-    return JSONResponse({"ready": ready, "checks": {k: v or "ok" for k, v in checks.items()}},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"ready": ready, "checks": {k: v or "ok" for k, v in checks.items()}}, status_code=200 if ready else 503
+    )
 
 
 @operations.get("/metrics")

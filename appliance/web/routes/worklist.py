@@ -33,13 +33,17 @@ def worklist_query(state: str, modality: str, model: str, since: str, until: str
     if state and state not in studies.STATES:
         raise HTTPException(400, f"state: {state!r} is not one of {', '.join(studies.STATES)}")
     return studies.Filters(
-        state=state, modality=modality.strip().upper()[:16], model=model.strip()[:64],
+        state=state,
+        modality=modality.strip().upper()[:16],
+        model=model.strip()[:64],
         since=day_start(since, "since") if since else None,
-        until=day_start(until, "until") + 86400 if until else None)
+        until=day_start(until, "until") + 86400 if until else None,
+    )
 
 
-def _context(request: Request, state: str, modality: str, model: str, since: str, until: str, page: int,
-             day: str) -> dict:
+def _context(
+    request: Request, state: str, modality: str, model: str, since: str, until: str, page: int, day: str
+) -> dict:
     conn = db(request)
     studies.refresh(conn)
     settings = request.app.state.settings
@@ -48,29 +52,58 @@ def _context(request: Request, state: str, modality: str, model: str, since: str
     today = dt.date.fromtimestamp(request.app.state.clock()).isoformat()
     day = day or today
     start = day_start(day, "day")
-    query = {k: v for k, v in (("state", state), ("modality", modality), ("model", model), ("since", since),
-                               ("until", until)) if v}
+    query = {
+        k: v
+        for k, v in (("state", state), ("modality", modality), ("model", model), ("since", since), ("until", until))
+        if v
+    }
     pages = max((total + settings.web.page_size - 1) // settings.web.page_size, 1)
-    return dict(rows=rows, total=total, page=page, pages=pages, query=query, filters=filters,
-                ledger=studies.ledger(conn, start, start + 86400), day=day, today=today,
-                now=request.app.state.clock(), state_words=studies.STATE_WORDS, states=studies.STATES,
-                poll_s=settings.web.poll_interval_s,
-                rows_url="/worklist/rows?" + urlencode({**query, "page": page, "day": day}),
-                page_url=lambda n: "/worklist?" + urlencode({**query, "page": n, "day": day}))
+    return dict(
+        rows=rows,
+        total=total,
+        page=page,
+        pages=pages,
+        query=query,
+        filters=filters,
+        ledger=studies.ledger(conn, start, start + 86400),
+        day=day,
+        today=today,
+        now=request.app.state.clock(),
+        state_words=studies.STATE_WORDS,
+        states=studies.STATES,
+        poll_s=settings.web.poll_interval_s,
+        rows_url="/worklist/rows?" + urlencode({**query, "page": page, "day": day}),
+        page_url=lambda n: "/worklist?" + urlencode({**query, "page": n, "day": day}),
+    )
 
 
 @clinical.get("/worklist")
-def worklist(request: Request, state: str = "", modality: str = "", model: str = "", since: str = "",
-             until: str = "", page: int = Query(1, ge=1), day: str = ""):
+def worklist(
+    request: Request,
+    state: str = "",
+    modality: str = "",
+    model: str = "",
+    since: str = "",
+    until: str = "",
+    page: int = Query(1, ge=1),
+    day: str = "",
+):
     return render(request, "worklist.html", **_context(request, state, modality, model, since, until, page, day))
 
 
 @clinical.get("/worklist/rows")
-def worklist_rows(request: Request, state: str = "", modality: str = "", model: str = "", since: str = "",
-                  until: str = "", page: int = Query(1, ge=1), day: str = ""):
+def worklist_rows(
+    request: Request,
+    state: str = "",
+    modality: str = "",
+    model: str = "",
+    since: str = "",
+    until: str = "",
+    page: int = Query(1, ge=1),
+    day: str = "",
+):
     """The ledger and the table body, for the page's poll to swap in."""
-    return render(request, "worklist_live.html",
-                  **_context(request, state, modality, model, since, until, page, day))
+    return render(request, "worklist_live.html", **_context(request, state, modality, model, since, until, page, day))
 
 
 @clinical.get("/studies/{study_uid}")
@@ -82,12 +115,23 @@ def study_page(request: Request, study_uid: str):
     for entry in series:
         sr = studies.result_file(conn, settings.results_dir, study_uid, entry["sr_instance_uid"] or "")
         entry["sr_lines"] = results.sr_lines(sr) if sr else None
-        entry["has_capture"] = bool(entry["sc_instance_uid"]) and studies.result_file(
-            conn, settings.results_dir, study_uid, entry["sc_instance_uid"]) is not None
+        entry["has_capture"] = (
+            bool(entry["sc_instance_uid"])
+            and studies.result_file(conn, settings.results_dir, study_uid, entry["sc_instance_uid"]) is not None
+        )
     cards = _model_cards(conn)
-    return render(request, "study.html", study=summary, series=series, feedback=feedback.of_study(conn, study_uid),
-                  verdicts=feedback.VERDICTS, state_words=studies.STATE_WORDS, cards=cards,
-                  now=request.app.state.clock(), saved=request.query_params.get("saved") == "1")
+    return render(
+        request,
+        "study.html",
+        study=summary,
+        series=series,
+        feedback=feedback.of_study(conn, study_uid),
+        verdicts=feedback.VERDICTS,
+        state_words=studies.STATE_WORDS,
+        cards=cards,
+        now=request.app.state.clock(),
+        saved=request.query_params.get("saved") == "1",
+    )
 
 
 def _model_cards(conn) -> dict[str, dict]:
@@ -100,9 +144,12 @@ def _model_cards(conn) -> dict[str, dict]:
             text = card.read_text(errors="replace")[:20000] if card.is_file() else ""
         except OSError:
             text = ""
-        cards[f"{model_id} {version}"] = {"finding": data.get("finding", ""),
-                                          "operating_point": data.get("operating_point") or {},
-                                          "input": data.get("input") or {}, "text": text}
+        cards[f"{model_id} {version}"] = {
+            "finding": data.get("finding", ""),
+            "operating_point": data.get("operating_point") or {},
+            "input": data.get("input") or {},
+            "text": text,
+        }
     return cards
 
 
@@ -111,13 +158,17 @@ def capture(request: Request, study_uid: str, sop_uid: str):
     path = studies.result_file(db(request), request.app.state.settings.results_dir, study_uid, sop_uid)
     if path is None:
         raise HTTPException(404, "no such result image")
-    return Response(results.capture_png(path), media_type="image/png",
-                    headers={"Cache-Control": "private, no-store"})
+    return Response(results.capture_png(path), media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
 @clinical.post("/studies/{study_uid}/feedback")
-def give_feedback(request: Request, study_uid: str, series_uid: str = Form(..., max_length=64),
-                  verdict: str = Form(..., max_length=32), comment: str = Form("", max_length=feedback.MAX_COMMENT)):
+def give_feedback(
+    request: Request,
+    study_uid: str,
+    series_uid: str = Form(..., max_length=64),
+    verdict: str = Form(..., max_length=32),
+    comment: str = Form("", max_length=feedback.MAX_COMMENT),
+):
     if not studies.is_uid(study_uid) or not studies.is_uid(series_uid):
         raise AccessError("not a study or series UID")
     feedback.record(db(request), study_uid, series_uid, verdict, comment, request.state.principal.name)

@@ -25,7 +25,7 @@ HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 def _models(settings) -> list[tuple[str, str, str]]:
     registry = ModelRegistry(open_database(settings.db_path), settings.models_dir, [])
-    return [(m.id, m.version, m.state) for m in registry.list()]
+    return [(m.id, m.version, m.state) for m in registry.models()]
 
 
 def _round(settings):

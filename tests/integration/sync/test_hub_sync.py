@@ -206,7 +206,7 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
         result = run_round(box, sleep=_no_sleep)
         assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
         registry = ModelRegistry(open_database(box.db_path), box.models_dir, [])
-        assert [(m.id, m.version, m.state) for m in registry.list()] == [
+        assert [(m.id, m.version, m.state) for m in registry.models()] == [
             ("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]  # never active
         assert run_round(box, sleep=_no_sleep).staged == []  # staged once
     page = httpx.get(f"{hub.url}/fleet").text
