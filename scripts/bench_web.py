@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 from appliance.db import open_database, transaction  # noqa: E402
 from appliance.web import accounts  # noqa: E402
 from scripts.bench_ingest import machine, write_section  # noqa: E402
-from tests.support import ct_dataset, free_port  # noqa: E402
+from scripts.harness import free_port
+from tests.helpers.series import ct_dataset
 
 MIX = (("flagged", 0.03), ("not-flagged", 0.72), ("not-eligible", 0.15), ("failed", 0.02), ("queued", 0.08))
 

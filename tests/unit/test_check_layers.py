@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support import REPO
+from scripts.harness import REPO
 
 CHECK_LAYERS = REPO / "scripts" / "check-layers"
 
@@ -92,3 +92,35 @@ def test_a_module_in_no_stage_is_reported(tmp_path):
     code, lines = check_layers(tree(tmp_path, {**CLEAN, "appliance/gadgets.py": ""}))
     assert (code, lines) == (1, ["appliance/gadgets.py:1: module appliance.gadgets is in no stage; "
                                  "add it to check-layers' table"])
+
+
+def test_a_test_importing_another_test_or_a_conftest_is_named(tmp_path):
+    root = tree(tmp_path, {
+        **CLEAN,
+        "tests/__init__.py": "",
+        "tests/helpers/__init__.py": "",
+        "tests/helpers/sr.py": "def only(sr):\n    return sr\n",
+        "tests/unit/report/test_objects.py": "from tests.helpers.sr import only\n\n"
+                                             "def test_it():\n    assert only(1) == 1\n",
+        "tests/unit/report/test_more.py": "from tests.unit.report.test_objects import only\n",
+        "tests/unit/report/test_sibling.py": "import test_objects\n",
+        "tests/integration/web/conftest.py": "PASSWORD = 'x'\n",
+        "tests/integration/web/test_pages.py": "def test_it():\n"
+                                               "    from tests.integration.web.conftest import PASSWORD\n",
+        "tests/integration/web/shared.py": "",
+        "tests/integration/web/test_shared.py": "from tests.integration.web import shared\n",
+        "tests/integration/ddp/runner.py": "",
+        "tests/integration/ddp/test_ddp.py": "from runner import main\n",  # a script beside its test
+    })
+    code, lines = check_layers(root)
+    assert code == 1
+    assert lines == [
+        "tests/integration/web/test_pages.py:2: imports tests.integration.web.conftest, which is test code; "
+        "shared test code goes in tests/helpers/",
+        "tests/integration/web/test_shared.py:1: imports tests.integration.web, which is test code; "
+        "shared test code goes in tests/helpers/",
+        "tests/unit/report/test_more.py:1: imports tests.unit.report.test_objects, which is test code; "
+        "shared test code goes in tests/helpers/",
+        "tests/unit/report/test_sibling.py:1: imports test_objects, which is test code; "
+        "shared test code goes in tests/helpers/",
+    ]

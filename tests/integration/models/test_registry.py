@@ -10,7 +10,7 @@ from appliance.audit import chain as audit_log
 from appliance.db import open_database
 from appliance.errors import PackageError
 from appliance.models.registry import ModelRegistry, version_key
-from tests.inference_packages import rebuilt
+from tests.helpers.packages import rebuilt
 
 
 @pytest.fixture

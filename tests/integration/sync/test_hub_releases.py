@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.sync.round import enrol, run_round, status
-from tests.hub_support import SHIPPED, box_settings
+from tests.helpers.hub import SHIPPED, box_settings
 from training.hub.repository import Repository
 
 CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"

@@ -21,8 +21,7 @@ from appliance.sync import outbox, signing
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, key_path, load_or_create_key, public_bytes
 from appliance.sync.round import enrol, run_round, status
-
-from tests.hub_support import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
+from tests.helpers.hub import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
 
 CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
 

@@ -22,7 +22,7 @@ from appliance.db import open_database
 from appliance.sync.client import HubError
 from appliance.sync.outbox import enqueue_report
 from appliance.sync.round import enrol, run_round
-from tests.hub_support import REPO, HubProcess, box_settings, make_report, wait_for
+from tests.helpers.hub import REPO, HubProcess, box_settings, make_report, wait_for
 
 
 def _pem_key(key) -> bytes:

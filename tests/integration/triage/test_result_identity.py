@@ -11,9 +11,10 @@ from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.report import ResultUids
 from appliance.triage.worker import Worker
-from tests.integration.triage.test_worker import head_ct, queued_series, send
-from tests.support import ApplianceProcess
-from tests.unit.report.test_result_objects import only
+from scripts.harness import ApplianceProcess
+from tests.helpers.dimse import queued_series, send
+from tests.helpers.series import head_ct
+from tests.helpers.sr import only
 
 
 def appliance(folder, quick_packages):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,16 +11,16 @@ import pydicom
 import pytest
 
 from appliance.audit import chain as audit_log
-from appliance.db import open_database
 from appliance.config import load_settings
+from appliance.db import open_database, transaction
+from appliance.errors import LeaseLost
+from appliance.jobs import claim
 from appliance.models.registry import ModelRegistry
 from appliance.triage.worker import Worker
-from appliance.errors import LeaseLost
-from appliance.db import transaction
-from appliance.jobs import claim
-from tests.support import ROUTINE_SLICES, ApplianceProcess, tcp_env, wait_until, write_mr_series
-from tests.unit.report.test_result_objects import coded_value, content_items, only
-from training.data.ct_synth import CTConfig, generate_ct_dataset
+from scripts.harness import ApplianceProcess
+from tests.helpers.dimse import queued_series, send
+from tests.helpers.series import head_ct, write_mr_series
+from tests.helpers.sr import coded_value, content_items, only
 
 
 @pytest.fixture
@@ -40,24 +39,6 @@ def box(tmp_path, quick_packages):
     registry.activate(model.id, model.version, "test")
     yield listener, settings, db
     listener.stop()
-
-
-def send(listener: ApplianceProcess, files: list[Path]) -> None:
-    subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(listener.port), *map(str, files)],
-                   env=tcp_env(), check=True, timeout=120, capture_output=True)
-
-
-def queued_series(listener: ApplianceProcess, count: int) -> list[dict]:
-    def queued() -> list[dict]:
-        series = listener.status()["series"]
-        return series if len(series) >= count and all(s["state"] == "queued" for s in series) else []
-
-    return wait_until(queued, what=f"{count} queued series", interval=0.2)
-
-
-def head_ct(folder: Path, seed: int) -> list[Path]:
-    generate_ct_dataset(CTConfig(n_patients=1, seed=seed, **ROUTINE_SLICES), folder, workers=1)
-    return sorted(folder.glob("*/CT/*.dcm"))
 
 
 def test_ct_is_triaged_mr_is_not_eligible_and_both_are_audited(box, tmp_path):
@@ -148,7 +129,7 @@ def test_a_series_whose_worker_died_on_every_attempt_fails_and_pacs_gets_a_notic
 
 def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp_path, quick_packages):
     listener, settings, db = box
-    from tests.inference_packages import rebuilt
+    from tests.helpers.packages import rebuilt
 
     registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
     candidate = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from appliance.config import load_settings
-from tests.inference_packages import rebuilt
-from tests.integration.web.conftest import screenshot, sign_in, start_server
-from tests.support import free_port
+from scripts.harness import free_port
+from tests.helpers.boxes import screenshot, sign_in, start_server
+from tests.helpers.packages import rebuilt
 
 SLOW = 300_000  # golden tests on every backend run inside these requests
 

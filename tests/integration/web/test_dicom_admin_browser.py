@@ -12,14 +12,15 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from appliance.config import local_dicom_path, load_settings
+from appliance.config import load_settings, local_dicom_path
 from appliance.send.outbox import Outbox, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
 from appliance.web.filters import duration
 from appliance.web.health_stats import windows
-from tests.integration.web.conftest import SCREENSHOTS, screenshot, session_client, sign_in
-from tests.support import ct_dataset, free_port, wait_until
+from scripts.harness import free_port, wait_until
+from tests.helpers.boxes import SCREENSHOTS, screenshot, session_client, sign_in
+from tests.helpers.series import ct_dataset
 
 OLD = "PACS@127.0.0.1:9"  # the box's configured destination: nothing listens there
 

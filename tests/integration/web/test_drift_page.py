@@ -13,9 +13,9 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.drift import store
 from appliance.web import accounts
-from tests.drift_support import record_days
-from tests.integration.web.conftest import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
-from tests.support import free_port
+from scripts.harness import free_port
+from tests.helpers.boxes import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
+from tests.helpers.drift import record_days
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from appliance.send.outbox import Outbox
 from appliance.send.sender import Sender
 from appliance.status import collect_status
 from appliance.triage.worker import Worker
-from tests.integration.web.conftest import queue_and_work, session_client, sign_in
-from tests.support import ct_dataset
+from tests.helpers.boxes import queue_and_work, session_client, sign_in
+from tests.helpers.series import ct_dataset
 
 DESTINATION = "PACS@127.0.0.1:9"  # the box's destination: nothing listens there
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."

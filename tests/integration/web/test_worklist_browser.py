@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.integration.web.conftest import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
+from tests.helpers.boxes import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
 
 
 def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_feedback(box, page):
@@ -94,7 +94,7 @@ def test_hostile_patient_names_show_as_text(box, page):
 def test_the_worklist_picks_up_new_results_without_a_reload(box, page):
     from appliance.db import open_database
     from appliance.receive.index import IngestIndex
-    from tests.integration.web.conftest import ingest_series
+    from tests.helpers.boxes import ingest_series
 
     sign_in(page, box, "rad")
     before = page.locator("#live").get_attribute("data-updated")

@@ -18,7 +18,7 @@ from appliance.drift.report import anonymise, daily_report
 from appliance.drift.service import alert_summary, day_of, drift_status, evaluate_due, gauges, record_series
 from appliance.errors import ReportError
 from appliance.status import collect_status
-from tests.unit.drift.drift_simulation import REFERENCE_STYLE, UNSEEN_STYLE, series_record
+from tests.helpers.drift import REFERENCE_STYLE, UNSEEN_STYLE, series_record
 
 DAY0 = dt.datetime(2026, 3, 1, 9, tzinfo=dt.timezone.utc).timestamp()
 SETTINGS = DriftSettings(min_series=40)

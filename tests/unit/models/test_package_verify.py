@@ -8,9 +8,8 @@ from pydantic import ValidationError
 
 from appliance.errors import PackageError
 from appliance.models.package import Aggregation, InputSpec, Window, extract_package, verify_package
+from tests.helpers.packages import FILES, manifest_fields, members, rewrite, tiny_onnx
 from training.package import load_private_key, resign_package, write_package
-
-from package_helpers import FILES, manifest_fields, members, rewrite, tiny_onnx
 
 
 def test_valid_package_verifies_and_returns_manifest(package, keys):

@@ -13,7 +13,7 @@ from appliance.drift.report import daily_report, stable_report_id
 from appliance.drift.service import day_of
 from appliance.sync import outbox
 from appliance.sync.daily_reports import queue_closed_days
-from tests.drift_support import DAY, record_days
+from tests.helpers.drift import DAY, record_days
 
 NOW = dt.datetime(2026, 3, 20, 15, tzinfo=dt.timezone.utc).timestamp()
 SETTINGS = DriftSettings(k=2, min_series=1000)

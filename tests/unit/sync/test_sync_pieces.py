@@ -14,9 +14,17 @@ from appliance.errors import ReportError, SyncError
 from appliance.sync import outbox, signing
 from appliance.sync.identity import key_path, load_or_create_key, public_bytes
 from appliance.sync.releases import Candidate, choose
-from tests.hub_support import make_report
-from training.hub.fleet import (SiteRow, drifting_features, feature_psi, merge_features, psi, psi_by_day, render,
-                                sparkline)
+from tests.helpers.hub import make_report
+from training.hub.fleet import (
+    SiteRow,
+    drifting_features,
+    feature_psi,
+    merge_features,
+    psi,
+    psi_by_day,
+    render,
+    sparkline,
+)
 
 
 def test_a_signature_binds_method_path_body_time_nonce_and_device():
