@@ -406,8 +406,9 @@ def _add_web_commands(sub) -> None:
 def cmd_outbox_list(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.db import open_database
     from appliance.send.outbox import Outbox
+    from appliance.states import OutboxState
 
-    items = Outbox(open_database(settings.db_path)).items(args.destination, "dead" if args.dead else None)
+    items = Outbox(open_database(settings.db_path)).items(args.destination, OutboxState.DEAD if args.dead else None)
     for item in items:
         status = f"0x{item.last_status:04X}" if item.last_status is not None else "-"
         print(

@@ -44,21 +44,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from appliance.errors import IllegalTransition, LeaseLost
-
-RECEIVING, QUEUED, RUNNING = "receiving", "queued", "running"
-TRIAGED, NOT_ELIGIBLE, FAILED = "triaged", "not-eligible", "failed"
+from appliance.states import JobState, SeriesState
 
 #: Allowed series transitions (``receiving`` is reachable from every state: a late arrival).
-SERIES_TRANSITIONS: dict[str, frozenset[str]] = {
-    RECEIVING: frozenset({QUEUED}),
-    QUEUED: frozenset({RUNNING, FAILED, RECEIVING}),
-    RUNNING: frozenset({TRIAGED, NOT_ELIGIBLE, FAILED, RECEIVING}),
-    TRIAGED: frozenset({RECEIVING}),
-    NOT_ELIGIBLE: frozenset({RECEIVING}),
-    FAILED: frozenset({RECEIVING}),
+SERIES_TRANSITIONS: dict[SeriesState, frozenset[SeriesState]] = {
+    SeriesState.RECEIVING: frozenset({SeriesState.QUEUED}),
+    SeriesState.QUEUED: frozenset({SeriesState.RUNNING, SeriesState.FAILED, SeriesState.RECEIVING}),
+    SeriesState.RUNNING: frozenset(
+        {SeriesState.TRIAGED, SeriesState.NOT_ELIGIBLE, SeriesState.FAILED, SeriesState.RECEIVING}
+    ),
+    SeriesState.TRIAGED: frozenset({SeriesState.RECEIVING}),
+    SeriesState.NOT_ELIGIBLE: frozenset({SeriesState.RECEIVING}),
+    SeriesState.FAILED: frozenset({SeriesState.RECEIVING}),
 }
 #: How a finished job ends, by the series state it leads to.
-JOB_OUTCOME = {TRIAGED: "done", NOT_ELIGIBLE: "done", FAILED: "failed"}
+JOB_OUTCOME = {
+    SeriesState.TRIAGED: JobState.DONE,
+    SeriesState.NOT_ELIGIBLE: JobState.DONE,
+    SeriesState.FAILED: JobState.FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,10 @@ class Triaged:
     model: str  # "id version"
 
 
-def check_series_transition(current: str, new: str) -> None:
+def check_series_transition(current: SeriesState, new: SeriesState) -> None:
     """Raise :class:`IllegalTransition` unless ``current -> new`` is allowed (pure)."""
     if new not in SERIES_TRANSITIONS.get(current, frozenset()):
-        raise IllegalTransition(f"series cannot go from {current!r} to {new!r}")
+        raise IllegalTransition(f"series cannot go from '{current}' to '{new}'")
 
 
 # Listener side --------------------------------------------------------------------------
@@ -122,16 +126,16 @@ def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now
             arrival.series_description,
             arrival.calling_ae,
             added,
-            RECEIVING,
+            SeriesState.RECEIVING,
             now,
             now,
             now,
         ),
     )
     conn.execute(
-        "UPDATE jobs SET state = 'superseded', reason = 'new instances arrived', updated_at = ? "
-        "WHERE series_instance_uid = ? AND state = 'queued'",
-        (now, arrival.series_instance_uid),
+        "UPDATE jobs SET state = ?, reason = 'new instances arrived', updated_at = ? "
+        "WHERE series_instance_uid = ? AND state = ?",
+        (JobState.SUPERSEDED, now, arrival.series_instance_uid, JobState.QUEUED),
     )
 
 
@@ -139,7 +143,7 @@ def mark_released(conn: sqlite3.Connection, series_uids: Iterable[str], now: flo
     """The association that carried these series was released normally."""
     conn.executemany(
         "UPDATE series SET released_at = ? WHERE series_instance_uid = ? AND state = ?",
-        [(now, uid, RECEIVING) for uid in series_uids],
+        [(now, uid, SeriesState.RECEIVING) for uid in series_uids],
     )
 
 
@@ -166,7 +170,7 @@ def queue_complete_series(
     rows = conn.execute(
         "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
         "WHERE state = ? AND (last_received_at <= ? OR (released_at IS NOT NULL AND released_at <= ?))",
-        (RECEIVING, now - quiet_period_s, now - release_grace_s),
+        (SeriesState.RECEIVING, now - quiet_period_s, now - release_grace_s),
     ).fetchall()
     queued = []
     for series_uid, last_received_at, modality, calling_ae in rows:
@@ -175,13 +179,13 @@ def queue_complete_series(
             continue
         conn.execute(
             "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? WHERE series_instance_uid = ?",
-            (QUEUED, now, series_uid),
+            (SeriesState.QUEUED, now, series_uid),
         )
         conn.execute(
             "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
             "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
-            "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
-            (priority(modality, calling_ae), now, now, series_uid),
+            "generation, ?, ?, ?, ? FROM series WHERE series_instance_uid = ?",
+            (JobState.QUEUED, priority(modality, calling_ae), now, now, series_uid),
         )
         queued.append(series_uid)
     return queued
@@ -205,9 +209,9 @@ def claim(
     while True:
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-            "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= ?) "
+            "FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) "
             "ORDER BY priority DESC, id LIMIT 1",
-            (now,),
+            (JobState.QUEUED, JobState.RUNNING, now),
         ).fetchone()
         if row is None:
             return None
@@ -215,17 +219,18 @@ def claim(
         if job.attempts >= max_attempts:
             reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
             conn.execute(
-                "UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?", (reason, now, job.id)
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                (JobState.FAILED, reason, now, job.id),
             )
-            if _set_series_state(conn, job, FAILED, reason, now) and abandoned is not None:
+            if _set_series_state(conn, job, SeriesState.FAILED, reason, now) and abandoned is not None:
                 abandoned.append(job)
             continue
         conn.execute(
-            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
+            "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (owner, now + lease_s, now, job.id),
+            (JobState.RUNNING, owner, now + lease_s, now, job.id),
         )
-        _set_series_state(conn, job, RUNNING, None, now)
+        _set_series_state(conn, job, SeriesState.RUNNING, None, now)
         return Job(
             job.id, job.series_instance_uid, job.study_instance_uid, job.generation, job.attempts + 1, job.created_at
         )
@@ -239,7 +244,7 @@ def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], n
     dead = [
         job_id
         for job_id, owner in conn.execute(
-            "SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > ?", (now,)
+            "SELECT id, lease_owner FROM jobs WHERE state = ? AND lease_expires_at > ?", (JobState.RUNNING, now)
         )
         if owner and is_dead(owner)
     ]
@@ -253,7 +258,7 @@ def finish(
     conn: sqlite3.Connection,
     job: Job,
     owner: str,
-    series_state: str,
+    series_state: SeriesState,
     reason: str | None,
     now: float,
     triaged: Triaged | None = None,
@@ -264,8 +269,8 @@ def finish(
 
     Parameters
     ----------
-    series_state : str
-        ``triaged`` (with ``triaged``), ``not-eligible`` or ``failed`` (with ``reason``).
+    series_state : SeriesState
+        ``TRIAGED`` (with ``triaged``), ``NOT_ELIGIBLE`` or ``FAILED`` (with ``reason``).
 
     Returns
     -------
@@ -278,12 +283,12 @@ def finish(
     LeaseLost
         The lease ran out and another worker took the job: record nothing.
     """
-    if series_state not in JOB_OUTCOME or (series_state == TRIAGED) != (triaged is not None):
-        raise IllegalTransition(f"a job cannot finish with series state {series_state!r}")
+    if series_state not in JOB_OUTCOME or (series_state == SeriesState.TRIAGED) != (triaged is not None):
+        raise IllegalTransition(f"a job cannot finish with series state '{series_state}'")
     cursor = conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, lease_expires_at = NULL, updated_at = ? "
-        "WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        (JOB_OUTCOME[series_state], reason, now, job.id, owner),
+        "WHERE id = ? AND lease_owner = ? AND state = ?",
+        (JOB_OUTCOME[series_state], reason, now, job.id, owner, JobState.RUNNING),
     )
     if cursor.rowcount != 1:
         raise LeaseLost(f"job {job.id}")
@@ -291,7 +296,12 @@ def finish(
 
 
 def _set_series_state(
-    conn: sqlite3.Connection, job: Job, new: str, reason: str | None, now: float, triaged: Triaged | None = None
+    conn: sqlite3.Connection,
+    job: Job,
+    new: SeriesState,
+    reason: str | None,
+    now: float,
+    triaged: Triaged | None = None,
 ) -> bool:
     """Move the job's series to ``new`` if it is still at the job's generation; the one
     place a worker changes ``series.state``. False when the series has moved on."""
@@ -300,14 +310,14 @@ def _set_series_state(
     ).fetchone()
     if row is None:
         raise IllegalTransition(f"job {job.id}: series {job.series_instance_uid} does not exist")
-    current, generation = row
-    if generation != job.generation or current == RECEIVING:
+    current, generation = SeriesState(row[0]), row[1]
+    if generation != job.generation or current == SeriesState.RECEIVING:
         return False  # a late arrival reopened the series: this job's outcome is superseded
     if current == new:
         return True  # claimed again after a lease ran out: still running
     check_series_transition(current, new)
     flag, score, model = (int(triaged.flag), triaged.score, triaged.model) if triaged else (None, None, None)
-    if new == RUNNING:
+    if new == SeriesState.RUNNING:
         conn.execute(
             "UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
             (new, now, job.series_instance_uid),

@@ -9,6 +9,7 @@ import sqlite_utils
 
 from appliance.drift.service import alert_summary
 from appliance.send.outbox import Outbox
+from appliance.states import ModelState, SeriesState
 
 
 def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> dict[str, Any]:
@@ -24,11 +25,12 @@ def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> d
         for row in conn.execute(
             "SELECT s.study_instance_uid, s.series_instance_uid, s.modality, s.instances, s.state, s.reason, s.flag, "
             "s.score, s.model, r.sr_instance_uid, r.sc_instance_uid, n.sr_instance_uid FROM series s "
-            "LEFT JOIN inference_results r ON r.series_instance_uid = s.series_instance_uid AND r.role = 'active' "
-            "AND r.superseded = 0 AND r.generation = s.generation AND s.state = 'triaged' "
+            "LEFT JOIN inference_results r ON r.series_instance_uid = s.series_instance_uid AND r.role = ? "
+            "AND r.superseded = 0 AND r.generation = s.generation AND s.state = ? "
             "LEFT JOIN notices n ON n.series_instance_uid = s.series_instance_uid AND n.generation = s.generation "
-            "AND s.state IN ('not-eligible', 'failed') "
-            "ORDER BY s.first_received_at"
+            "AND s.state IN (?, ?) "
+            "ORDER BY s.first_received_at",
+            (ModelState.ACTIVE, SeriesState.TRIAGED, SeriesState.NOT_ELIGIBLE, SeriesState.FAILED),
         )
     ]
     status = {
@@ -82,7 +84,7 @@ def _series_entry(
         "instances": instances,
         "state": state,
     }
-    if state == "triaged" and score is not None:
+    if state == SeriesState.TRIAGED and score is not None:
         entry.update(flag=bool(flag), score=round(score, 4), model=model)
         if sr:
             entry["result"] = {"sr_instance_uid": sr, "sc_instance_uid": sc}

@@ -15,8 +15,7 @@ import numpy as np
 
 from appliance.drift.features import SCORE_EDGES
 from appliance.drift.histograms import histogram
-
-TRIAGED = "triaged"
+from appliance.states import SeriesState
 
 #: Not-analysed reason codes, by words of the worker's failure reason (first match wins).
 _REASONS = (
@@ -75,7 +74,7 @@ class Aggregate:
         return {
             **self.categories,
             "flag": {"flagged": self.flagged, "not flagged": self.series - self.flagged},
-            "outcome": {TRIAGED: self.series, **self.not_analysed},
+            "outcome": {SeriesState.TRIAGED.value: self.series, **self.not_analysed},
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -110,7 +109,7 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> Aggregate:
 
 def series_aggregate(record: Mapping[str, Any]) -> Aggregate:
     """One series record as an aggregate of one."""
-    if record["outcome"] != TRIAGED:
+    if record["outcome"] != SeriesState.TRIAGED:
         return Aggregate(not_analysed={record["outcome"]: 1})
     features = record["features"]
     hists = {k: np.asarray(v, np.int64) for k, v in features["histograms"].items()}

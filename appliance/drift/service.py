@@ -19,8 +19,9 @@ from typing import Any
 from appliance.audit.chain import append_in
 from appliance.config import DriftSettings
 from appliance.drift import store
-from appliance.drift.aggregate import TRIAGED, Aggregate, aggregate, reason_code
+from appliance.drift.aggregate import Aggregate, aggregate, reason_code
 from appliance.drift.monitor import evaluate, step
+from appliance.states import SeriesState
 
 LOG = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def record_series(
         :func:`appliance.drift.features.series_features` of a triaged series; None when
         the series failed (then ``failure`` is the worker's reason, kept only as a code).
     """
-    outcome = TRIAGED if failure is None else reason_code(failure)
+    outcome = SeriesState.TRIAGED.value if failure is None else reason_code(failure)
     today = day_of(now)
     store.insert_series(
         conn, job_id, today, model_id, model_version, outcome, features if failure is None else None, score, flag, now

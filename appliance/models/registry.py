@@ -1,4 +1,4 @@
-"""Installed model packages and their states: installed, shadow, active, retired.
+"""Installed model packages and their states (:class:`~appliance.states.ModelState`).
 
 Versions of a model id only move forward: a package older than one already installed is
 refused; going back is an explicit :meth:`ModelRegistry.rollback` by a biomed user. One
@@ -28,6 +28,7 @@ from appliance.errors import PackageError
 from appliance.models.backends import Runtime, Target, available_targets, load
 from appliance.models.package import Manifest, extract_package
 from appliance.models.qualify import Golden, choose, try_variants
+from appliance.states import ModelState
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?")
 
@@ -48,7 +49,7 @@ class InstalledModel:
 
     id: str
     version: str
-    state: str
+    state: ModelState
     package_sha256: str
     path: Path
     manifest: Manifest
@@ -109,7 +110,7 @@ class ModelRegistry:
         return InstalledModel(
             model_id,
             version,
-            state,
+            ModelState(state),
             sha,
             Path(path),
             Manifest.model_validate_json(manifest),
@@ -130,7 +131,7 @@ class ModelRegistry:
             raise PackageError(f"model {model_id} {version} is not installed")
         return self._row(row)
 
-    def in_state(self, state: str) -> list[InstalledModel]:
+    def in_state(self, state: ModelState) -> list[InstalledModel]:
         return [m for m in self.models() if m.state == state]
 
     # Changes ------------------------------------------------------------------------
@@ -165,7 +166,16 @@ class ModelRegistry:
             self.db.conn.execute(
                 "INSERT INTO models (id, version, state, package_sha256, path, manifest, installed_at, "
                 "changed_at) VALUES (?,?,?,?,?,?,?,?)",
-                (manifest.id, manifest.version, "installed", sha, str(target), manifest.model_dump_json(), now, now),
+                (
+                    manifest.id,
+                    manifest.version,
+                    ModelState.INSTALLED,
+                    sha,
+                    str(target),
+                    manifest.model_dump_json(),
+                    now,
+                    now,
+                ),
             )
             audit_log.append_in(
                 self.db.conn,
@@ -203,13 +213,13 @@ class ModelRegistry:
 
     def activate(self, model_id: str, version: str, actor: str) -> InstalledModel:
         """Make a model the active one for its id; the previous active one is retired."""
-        return self._promote(model_id, version, "active", actor)
+        return self._promote(model_id, version, ModelState.ACTIVE, actor)
 
     def shadow(self, model_id: str, version: str, actor: str) -> InstalledModel:
         """Run a model beside the active one, audited and compared, never shown or sent."""
-        return self._promote(model_id, version, "shadow", actor)
+        return self._promote(model_id, version, ModelState.SHADOW, actor)
 
-    def _promote(self, model_id: str, version: str, state: str, actor: str) -> InstalledModel:
+    def _promote(self, model_id: str, version: str, state: ModelState, actor: str) -> InstalledModel:
         model = self.get(model_id, version)
         if model.state == state:
             return model
@@ -220,14 +230,8 @@ class ModelRegistry:
                 "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)
             ).fetchone()
             if previous:
-                self.db.conn.execute(
-                    "UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND version = ?",
-                    (now, model_id, previous[0]),
-                )
-            self.db.conn.execute(
-                "UPDATE models SET state = ?, selection = ?, changed_at = ? WHERE id = ? AND version = ?",
-                (state, json.dumps(selection), now, model_id, version),
-            )
+                self._set_state(model_id, previous[0], ModelState.RETIRED, now)
+            self._set_state(model_id, version, state, now, selection)
             audit_log.append_in(
                 self.db.conn,
                 f"model-{state}",
@@ -244,7 +248,7 @@ class ModelRegistry:
 
     def rollback(self, model_id: str, actor: str) -> InstalledModel:
         """Retire the active version and activate the newest older one that was installed."""
-        active = [m for m in self.models() if m.id == model_id and m.state == "active"]
+        active = [m for m in self.models() if m.id == model_id and m.state == ModelState.ACTIVE]
         if not active:
             raise PackageError(f"no active version of {model_id} to roll back")
         current = active[0]
@@ -255,14 +259,8 @@ class ModelRegistry:
         selection, _ = self.qualify(target)
         now = time.time()
         with transaction(self.db.conn):
-            self.db.conn.execute(
-                "UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND version = ?",
-                (now, model_id, current.version),
-            )
-            self.db.conn.execute(
-                "UPDATE models SET state = 'active', selection = ?, changed_at = ? WHERE id = ? AND version = ?",
-                (json.dumps(selection), now, model_id, target.version),
-            )
+            self._set_state(model_id, current.version, ModelState.RETIRED, now)
+            self._set_state(model_id, target.version, ModelState.ACTIVE, now, selection)
             audit_log.append_in(
                 self.db.conn,
                 "model-rolled-back",
@@ -275,3 +273,14 @@ class ModelRegistry:
                 },
             )
         return self.get(model_id, target.version)
+
+    def _set_state(
+        self, model_id: str, version: str, state: ModelState, now: float, selection: dict | None = None
+    ) -> None:
+        """The one place a model changes state (in the caller's transaction); a new
+        ``selection`` (the backend chosen by qualification) replaces the old one."""
+        self.db.conn.execute(
+            "UPDATE models SET state = ?, selection = coalesce(?, selection), changed_at = ? "
+            "WHERE id = ? AND version = ?",
+            (state, None if selection is None else json.dumps(selection), now, model_id, version),
+        )

@@ -34,8 +34,7 @@ from appliance.audit import chain as audit_log
 from appliance.config import Destination
 from appliance.db import transaction
 from appliance.send.policy import Breaker
-
-PENDING, SENT, DEAD = "pending", "sent", "dead"
+from appliance.states import OutboxState
 
 _COLUMNS = (
     "id, path, sop_class_uid, sop_instance_uid, study_instance_uid, destination, state, "
@@ -60,7 +59,7 @@ class OutboxItem:
     sop_instance_uid: str
     study_instance_uid: str
     destination: str
-    state: str
+    state: OutboxState
     attempts: int
     next_attempt_at: float
     last_status: int | None
@@ -72,7 +71,9 @@ class OutboxItem:
 
     @classmethod
     def from_row(cls, row: tuple) -> OutboxItem:
-        return cls(row[0], Path(row[1]), *row[2:])
+        fields = list(row)  # in the order of _COLUMNS
+        fields[1], fields[6] = Path(fields[1]), OutboxState(fields[6])
+        return cls(*fields)
 
 
 def enqueue_in(
@@ -102,9 +103,20 @@ def enqueue_in(
         conn.execute(
             "INSERT INTO outbox (path, sop_class_uid, sop_instance_uid, study_instance_uid,"
             " destination, state, next_attempt_at, created_at, updated_at, alert)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
-            (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now, int(alert)),
+            (
+                str(path),
+                sop_class_uid,
+                sop_instance_uid,
+                study_uid,
+                key,
+                OutboxState.PENDING,
+                now,
+                now,
+                now,
+                int(alert),
+            ),
         )
         ids.append(
             conn.execute(
@@ -174,7 +186,7 @@ class Outbox:
         found = self._select("id = ?", (item_id,))
         return found[0] if found else None
 
-    def items(self, destination: str | None = None, state: str | None = None) -> list[OutboxItem]:
+    def items(self, destination: str | None = None, state: OutboxState | None = None) -> list[OutboxItem]:
         """Rows, oldest first, optionally of one destination key and/or one state."""
         where, params = ["1"], []
         if destination is not None:
@@ -188,23 +200,24 @@ class Outbox:
     def due(self, destination: str, now: float, limit: int) -> list[OutboxItem]:
         """Pending rows of one destination whose time has come, longest waiting first."""
         return self._select(
-            "destination = ? AND state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-            (destination, now, limit),
+            "destination = ? AND state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (destination, OutboxState.PENDING, now, limit),
         )
 
     def next_due_at(self, destination: str) -> float | None:
         """When the next pending row of this destination falls due; None if none is pending."""
         with self._lock:
             return self._conn.execute(
-                "SELECT min(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'", (destination,)
+                "SELECT min(next_attempt_at) FROM outbox WHERE destination = ? AND state = ?",
+                (destination, OutboxState.PENDING),
             ).fetchone()[0]
 
     def mark_sent(self, item_id: int, status: int, warning: str | None, now: float) -> None:
         """The destination acknowledged the object (status 0x0000 or a warning)."""
         self._write(
-            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_status = ?,"
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
             " last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?",
-            (status, warning, now, now, item_id),
+            (OutboxState.SENT, status, warning, now, now, item_id),
         )
 
     def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None, now: float) -> None:
@@ -213,7 +226,7 @@ class Outbox:
         A row queued with ``alert`` that goes dead appends the audit event
         ``alert-result-dead-lettered`` in the same transaction.
         """
-        state = PENDING if retry_at is not None else DEAD
+        state = OutboxState.PENDING if retry_at is not None else OutboxState.DEAD
         with self._lock, transaction(self._conn):
             self._conn.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
@@ -221,7 +234,7 @@ class Outbox:
                 " WHERE id = ?",
                 (state, status, error, retry_at, now, item_id),
             )
-            if state == DEAD:
+            if state == OutboxState.DEAD:
                 row = self._conn.execute(
                     "SELECT sop_instance_uid, study_instance_uid, destination, alert FROM outbox WHERE id = ?",
                     (item_id,),
@@ -248,13 +261,13 @@ class Outbox:
         """
         return self._write(
             "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ?,"
-            " updated_at = ? WHERE destination = ? AND state = 'pending'",
-            (until, error, now, destination),
+            " updated_at = ? WHERE destination = ? AND state = ?",
+            (until, error, now, destination, OutboxState.PENDING),
         )
 
     def dead_letters(self, destination: str | None = None) -> list[OutboxItem]:
         """The objects given up on, for the admin page and ``retry``."""
-        return self.items(destination, DEAD)
+        return self.items(destination, OutboxState.DEAD)
 
     def retry(self, item_id: int, actor: str, now: float | None = None) -> bool:
         """Put a dead-lettered object back in its queue, due now, with a fresh try count.
@@ -271,9 +284,8 @@ class Outbox:
             item_id,
             "outbox-retried",
             actor,
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " updated_at = ? WHERE id = ? AND state = 'dead'",
-            (now, now, item_id),
+            "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+            (OutboxState.PENDING, now, now, item_id),
         )
 
     def discard(self, item_id: int, actor: str) -> bool:
@@ -285,16 +297,14 @@ class Outbox:
         bool
             False when no dead-lettered row has this id.
         """
-        return self._change_dead(
-            item_id, "outbox-discarded", actor, "DELETE FROM outbox WHERE id = ? AND state = 'dead'", (item_id,)
-        )
+        return self._change_dead(item_id, "outbox-discarded", actor, "DELETE FROM outbox WHERE id = ?", (item_id,))
 
     def _change_dead(self, item_id: int, kind: str, actor: str, sql: str, params: tuple) -> bool:
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
                 "SELECT destination, sop_instance_uid, attempts, last_status, last_error, alert FROM outbox"
-                " WHERE id = ? AND state = 'dead'",
-                (item_id,),
+                " WHERE id = ? AND state = ?",
+                (item_id, OutboxState.DEAD),
             ).fetchone()
             if row is None:
                 return False
@@ -338,7 +348,7 @@ class Outbox:
 
     def alerts(self) -> list[OutboxItem]:
         """Dead-lettered objects that raise an alert (flagged results PACS never got)."""
-        return self._select("state = 'dead' AND alert = 1 ORDER BY id", ())
+        return self._select("state = ? AND alert = 1 ORDER BY id", (OutboxState.DEAD,))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{destination: {state: rows}}``, for status pages and metrics."""

@@ -28,15 +28,15 @@ from appliance.config import SenderSettings
 FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
-class Outcome(enum.Enum):
+class Disposition(enum.Enum):
     """What a C-STORE response status means for the object."""
 
-    SENT = "sent"  # success or warning: the peer has it
-    RETRY = "retry"  # a failure that may pass: try again later
-    DEAD = "dead"  # a failure that will not pass: dead-letter
+    SENT = enum.auto()  # success or warning: the peer has it
+    RETRY = enum.auto()  # a failure that may pass: try again later
+    DEAD = enum.auto()  # a failure that will not pass: dead-letter
 
 
-def classify_status(status: int) -> Outcome:
+def classify_status(status: int) -> Disposition:
     """Map a C-STORE response status to what happens to the object.
 
     Success (0x0000) and warnings (0xB0xx and the general warnings 0x0001, 0x0107, 0x0116)
@@ -44,10 +44,10 @@ def classify_status(status: int) -> Outcome:
     and cannot understand (0xCxxx) are permanent. Any other failure is retried.
     """
     if dimse.is_success_or_warning(status):
-        return Outcome.SENT
+        return Disposition.SENT
     if dimse.is_permanent_failure(status):
-        return Outcome.DEAD
-    return Outcome.RETRY
+        return Disposition.DEAD
+    return Disposition.RETRY
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float, jitter: float, draw: float) -> float:

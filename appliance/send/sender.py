@@ -29,17 +29,18 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from appliance.config import Destination, SenderSettings, Settings
-from appliance.send.outbox import DEAD, PENDING, SENT, Outbox, OutboxItem, destination_key
+from appliance.send.outbox import Outbox, OutboxItem, destination_key
 from appliance.send.policy import (
     Breaker,
     BreakerMode,
-    Outcome,
+    Disposition,
     choose_transfer_syntax,
     classify_status,
     next_association_at,
     proposed_syntaxes,
     retry_at,
 )
+from appliance.states import OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Result:
     """How one object fared on an established association."""
 
     item: OutboxItem
-    outcome: Outcome
+    disposition: Disposition
     status: int | None
     error: str | None
 
@@ -89,7 +90,7 @@ def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]]
             UID(dataset.file_meta.TransferSyntaxUID), UID(dataset.SOPClassUID)
             loaded.append((item, dataset))
         except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
-            failed.append(Result(item, Outcome.DEAD, None, f"cannot read result file: {type(exc).__name__}: {exc}"))
+            failed.append(Result(item, Disposition.DEAD, None, f"cannot read result file: {type(exc).__name__}: {exc}"))
     return loaded, failed
 
 
@@ -125,7 +126,7 @@ def _association_error(assoc: Association, connected: bool) -> str:
 
 def _no_context(item: OutboxItem, dataset: Dataset) -> Result:
     return Result(
-        item, Outcome.RETRY, None, f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}"
+        item, Disposition.RETRY, None, f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}"
     )
 
 
@@ -146,9 +147,9 @@ def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result
             dataset.decompress(generate_instance_uid=False)
         response = assoc.send_c_store(dataset)
     except (ValueError, RuntimeError, AttributeError, NotImplementedError) as exc:
-        return Result(item, Outcome.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
+        return Result(item, Disposition.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
     if "Status" not in response:
-        return Result(item, Outcome.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
+        return Result(item, Disposition.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
     status = int(response.Status)
     comment = str(response.get("ErrorComment", "")).strip()
     outcome = classify_status(status)
@@ -307,7 +308,7 @@ class Sender:
             self._account(lane, delivery, now)
         else:
             delivery = Delivery(False, None, ())
-        counts = {SENT: 0, PENDING: 0, DEAD: 0}
+        counts = dict.fromkeys(OutboxState, 0)
         for result in delivery.results:
             counts[self._record(lane, result, now)] += 1
         if len(items) == limit and delivery.association_error is None:
@@ -320,9 +321,9 @@ class Sender:
             lane.key,
             delivery.reached or delivery.association_error is not None,
             delivery.association_error,
-            counts[SENT],
-            counts[PENDING],
-            counts[DEAD],
+            counts[OutboxState.SENT],
+            counts[OutboxState.PENDING],
+            counts[OutboxState.DEAD],
             next_at,
         )
 
@@ -354,24 +355,24 @@ class Sender:
                 lane.breaker.failures,
             )
 
-    def _record(self, lane: _Lane, result: Result, now: float) -> str:
+    def _record(self, lane: _Lane, result: Result, now: float) -> OutboxState:
         """Write one object's result to the outbox; returns its new state."""
         item, tries = result.item, result.item.attempts + 1
         # Peer error comments stay in the database; the log gets the status code only.
         reason = f"status 0x{result.status:04X}" if result.status is not None else result.error
-        if result.outcome is Outcome.SENT:
+        if result.disposition is Disposition.SENT:
             self.outbox.mark_sent(item.id, result.status or 0, result.error, now)
             if result.status:
                 log.info("sender %s: outbox %d stored with warning %s", lane.key, item.id, reason)
-            return SENT
+            return OutboxState.SENT
         when = None
-        if result.outcome is Outcome.RETRY:
+        if result.disposition is Disposition.RETRY:
             when = retry_at(tries, now, self.policy, self._rng())
-        self.outbox.mark_failed(item.id, result.status, result.error or "failed", when, now)
+        self.outbox.mark_failed(item.id, result.status, result.error or "C-STORE failed", when, now)
         if when is None:
             log.warning("sender %s: outbox %d dead-lettered after %d tries: %s", lane.key, item.id, tries, reason)
-            return DEAD
+            return OutboxState.DEAD
         log.info(
             "sender %s: outbox %d try %d failed (%s), next in %.1f s", lane.key, item.id, tries, reason, when - now
         )
-        return PENDING
+        return OutboxState.PENDING

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.drift.schema import check_report
+from appliance.states import ReportState
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,16 @@ def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = N
         audit_hash = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (audit_seq,)).fetchone()[0]
         conn.execute(
             "INSERT INTO sync_reports (report_id, day, body, audit_seq, audit_hash, state, queued_at) "
-            "VALUES (?,?,?,?,?, 'pending', ?)",
-            (report["report_id"], report["day"], json.dumps(report, sort_keys=True), audit_seq, audit_hash, now),
+            "VALUES (?,?,?,?,?,?,?)",
+            (
+                report["report_id"],
+                report["day"],
+                json.dumps(report, sort_keys=True),
+                audit_seq,
+                audit_hash,
+                ReportState.PENDING,
+                now,
+            ),
         )
     return True
 
@@ -64,9 +73,8 @@ def is_queued(conn: sqlite3.Connection, report_id: str) -> bool:
 def pending(conn: sqlite3.Connection, limit: int) -> list[QueuedReport]:
     """The oldest ``limit`` reports not yet held by the hub, in queue order."""
     rows = conn.execute(
-        "SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports "
-        "WHERE state = 'pending' ORDER BY seq LIMIT ?",
-        (limit,),
+        "SELECT seq, report_id, body, audit_seq, audit_hash FROM sync_reports WHERE state = ? ORDER BY seq LIMIT ?",
+        (ReportState.PENDING, limit),
     )
     return [QueuedReport(seq, rid, json.loads(body), a_seq, a_hash) for seq, rid, body, a_seq, a_hash in rows]
 
@@ -95,40 +103,35 @@ def record_results(
         r.get("report_id") not in (q.report_id, None) for q, r in zip(batch, results, strict=True)
     ):
         raise ValueError("the hub's answer does not match the batch sent")
-    delivered = rejected = 0
+    done = dict.fromkeys(ReportState, 0)
     with transaction(conn):
         for queued, result in zip(batch, results, strict=True):
-            if result.get("status") in ("accepted", "duplicate"):
-                conn.execute(
-                    "UPDATE sync_reports SET state = 'delivered', attempts = attempts + 1, "
-                    "last_error = NULL, done_at = ? WHERE seq = ?",
-                    (now, queued.seq),
-                )
-                delivered += 1
-            else:
-                conn.execute(
-                    "UPDATE sync_reports SET state = 'rejected', attempts = attempts + 1, "
-                    "last_error = ?, done_at = ? WHERE seq = ?",
-                    (str(result.get("reason", "rejected"))[:500], now, queued.seq),
-                )
-                rejected += 1
-    return delivered, rejected
+            held = result.get("status") in ("accepted", "duplicate")
+            state = ReportState.DELIVERED if held else ReportState.REJECTED
+            error = None if held else str(result.get("reason", "the hub gave no reason"))[:500]
+            conn.execute(
+                "UPDATE sync_reports SET state = ?, attempts = attempts + 1, last_error = ?, done_at = ? WHERE seq = ?",
+                (state, error, now, queued.seq),
+            )
+            done[state] += 1
+    return done[ReportState.DELIVERED], done[ReportState.REJECTED]
 
 
 def counts(conn: sqlite3.Connection) -> dict:
     """Reports per state, the oldest pending one's queue time and the last rejections."""
     by_state = dict(conn.execute("SELECT state, COUNT(*) FROM sync_reports GROUP BY state").fetchall())
-    oldest = conn.execute("SELECT MIN(queued_at) FROM sync_reports WHERE state = 'pending'").fetchone()[0]
+    oldest = conn.execute("SELECT MIN(queued_at) FROM sync_reports WHERE state = ?", (ReportState.PENDING,)).fetchone()[
+        0
+    ]
     rejections = [
         {"report_id": rid, "reason": reason}
         for rid, reason in conn.execute(
-            "SELECT report_id, last_error FROM sync_reports WHERE state = 'rejected' ORDER BY seq DESC LIMIT 5"
+            "SELECT report_id, last_error FROM sync_reports WHERE state = ? ORDER BY seq DESC LIMIT 5",
+            (ReportState.REJECTED,),
         )
     ]
     return {
-        "pending": by_state.get("pending", 0),
-        "delivered": by_state.get("delivered", 0),
-        "rejected": by_state.get("rejected", 0),
+        **{state.value: by_state.get(state, 0) for state in ReportState},
         "oldest_pending_queued_at": oldest,
         "recent_rejections": rejections,
     }

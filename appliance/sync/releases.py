@@ -31,6 +31,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 from appliance.db import transaction
 from appliance.errors import PackageError, ReleaseRefused
 from appliance.models.registry import ModelRegistry, version_key
+from appliance.states import ReleaseState
 from appliance.sync.client import HubError
 
 _CUSTOM_KEYS = {"model_id", "version", "min_appliance_version", "ring"}
@@ -166,7 +167,9 @@ class ReleaseRound:
     error: str | None
 
 
-def _record(conn: sqlite3.Connection, info: TargetFile, candidate: Candidate, state: str, reason: str | None) -> None:
+def _record(
+    conn: sqlite3.Connection, info: TargetFile, candidate: Candidate, state: ReleaseState, reason: str | None
+) -> None:
     with transaction(conn):
         conn.execute(
             "INSERT OR REPLACE INTO sync_releases (target, sha256, model_id, version, state, reason, at) "
@@ -212,7 +215,8 @@ def refresh_and_stage(
     refused = {
         path
         for (path,) in conn.execute(
-            "SELECT target FROM sync_releases WHERE state = 'refused' AND at > ?", (time.time() - retry_refused_s,)
+            "SELECT target FROM sync_releases WHERE state = ? AND at > ?",
+            (ReleaseState.REFUSED, time.time() - retry_refused_s),
         )
     }
     installed: dict[str, list[str]] = {}
@@ -233,12 +237,12 @@ def refresh_and_stage(
             model = registry.install(package, "sync")
             model = registry.shadow(model.id, model.version, "sync")
         except PackageError as exc:
-            _record(conn, info, candidate, "refused", str(exc))
+            _record(conn, info, candidate, ReleaseState.REFUSED, str(exc))
             errors.append(f"{info.path}: refused by the package check: {exc}")
             continue
         finally:
             package.unlink(missing_ok=True)
-        _record(conn, info, candidate, "shadow", None)
+        _record(conn, info, candidate, ReleaseState.SHADOW, None)
         staged.append(model.label)
     return ReleaseRound(True, staged, "; ".join(errors) or None)
 

@@ -25,6 +25,7 @@ from appliance.jobs import Job
 from appliance.models.backends import Runtime
 from appliance.models.registry import InstalledModel
 from appliance.send.outbox import enqueue_in
+from appliance.states import ModelState, SeriesState
 from appliance.triage.pipeline import SeriesResult
 
 
@@ -51,7 +52,7 @@ def _model_fields(ran: Ran) -> dict:
 def _insert_result(
     conn: sqlite3.Connection,
     job: Job,
-    role: str,
+    role: ModelState,
     ran: Ran,
     superseded: bool,
     seq: int,
@@ -107,13 +108,19 @@ def triaged(
     sr, sc = objects[0][1], objects[1][1]
     with transaction(conn):
         current = jobs.finish(
-            conn, job, owner, jobs.TRIAGED, None, now, jobs.Triaged(bool(result.flag), result.score, ran.model.label)
+            conn,
+            job,
+            owner,
+            SeriesState.TRIAGED,
+            None,
+            now,
+            jobs.Triaged(bool(result.flag), result.score, ran.model.label),
         )
         seq = audit_log.append_in(
             conn,
             "inference",
             {
-                "role": "active",
+                "role": ModelState.ACTIVE,
                 "job_id": job.id,
                 "study_instance_uid": job.study_instance_uid,
                 "series_instance_uid": job.series_instance_uid,
@@ -132,10 +139,10 @@ def triaged(
         if current:
             conn.execute(
                 "UPDATE inference_results SET superseded = 1, superseded_by_sr = ? WHERE series_instance_uid = ? "
-                "AND role = 'active' AND superseded = 0 AND generation < ?",
-                (str(sr.SOPInstanceUID), job.series_instance_uid, job.generation),
+                "AND role = ? AND superseded = 0 AND generation < ?",
+                (str(sr.SOPInstanceUID), job.series_instance_uid, ModelState.ACTIVE, job.generation),
             )
-        _insert_result(conn, job, "active", ran, not current, seq, objects, now)
+        _insert_result(conn, job, ModelState.ACTIVE, ran, not current, seq, objects, now)
         if current:
             for path, ds in objects:
                 enqueue_in(
@@ -168,9 +175,9 @@ def current_result_sr(conn: sqlite3.Connection, series_uid: str, generation: int
     generation, which a new result replaces; None when there is none."""
     return conn.execute(
         "SELECT study_instance_uid, sr_instance_uid FROM inference_results WHERE series_instance_uid = ? "
-        "AND role = 'active' AND superseded = 0 AND generation < ? AND sr_instance_uid IS NOT NULL "
+        "AND role = ? AND superseded = 0 AND generation < ? AND sr_instance_uid IS NOT NULL "
         "ORDER BY generation DESC LIMIT 1",
-        (series_uid, generation),
+        (series_uid, ModelState.ACTIVE, generation),
     ).fetchone()
 
 
@@ -178,7 +185,7 @@ def ended(
     conn: sqlite3.Connection,
     job: Job,
     owner: str,
-    series_state: str,
+    series_state: SeriesState,
     reason: str,
     now: float,
     drift: DriftSettings | None = None,
@@ -262,7 +269,7 @@ def abandoned_notice(
         row = conn.execute(
             "SELECT state, generation, reason FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
         ).fetchone()
-        if row is None or row[:2] != (jobs.FAILED, job.generation):
+        if row is None or row[:2] != (SeriesState.FAILED, job.generation):
             return False
         seq = audit_log.append_in(
             conn,
@@ -320,7 +327,7 @@ def shadow(
             conn,
             "inference",
             {
-                "role": "shadow",
+                "role": ModelState.SHADOW,
                 "job_id": job.id,
                 "series_instance_uid": job.series_instance_uid,
                 "study_instance_uid": job.study_instance_uid,
@@ -334,4 +341,4 @@ def shadow(
             },
         )
         if result is not None:
-            _insert_result(conn, job, "shadow", Ran(model, runtime, result), False, seq, [], now)
+            _insert_result(conn, job, ModelState.SHADOW, Ran(model, runtime, result), False, seq, [], now)

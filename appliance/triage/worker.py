@@ -38,6 +38,7 @@ from appliance.jobs import Job
 from appliance.models.backends import Runtime
 from appliance.models.registry import InstalledModel, ModelRegistry
 from appliance.pixels import to_hu
+from appliance.states import ModelState, SeriesState
 from appliance.triage import pipeline, record
 from appliance.triage.constraints import first_violation
 from appliance.triage.decode import check_transfer_syntax, decode_instance, read_header
@@ -90,7 +91,7 @@ class Worker:
     def warm_up(self) -> None:
         """Run every active model once and build throwaway result objects, so the first
         study does not pay for ONNX Runtime's first run or highdicom's table loading."""
-        for model in self.registry.in_state("active"):
+        for model in self.registry.in_state(ModelState.ACTIVE):
             try:
                 golden = np.load(model.path / model.manifest.golden)["input"][:1]
                 self._runtime(model).run(golden)
@@ -136,10 +137,10 @@ class Worker:
             LOG.warning("job %d: lease expired before the result was recorded; another worker has it", job.id)
         except MemoryError:
             LOG.error("job %d: out of memory", job.id)
-            self._end(job, jobs.FAILED, OUT_OF_MEMORY)
+            self._end(job, SeriesState.FAILED, OUT_OF_MEMORY)
         except Exception as exc:  # whatever went wrong is said, never swallowed into a negative
             LOG.exception("job %d failed", job.id)
-            self._end(job, jobs.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500])
+            self._end(job, SeriesState.FAILED, f"internal error: {type(exc).__name__}: {exc}"[:500])
         return True
 
     # One job --------------------------------------------------------------------------
@@ -148,20 +149,20 @@ class Worker:
         try:
             paths, facts = self._series(job)
         except ApplianceError as exc:  # DecodeError: an unreadable header, a changed transfer syntax
-            self._end(job, jobs.FAILED, str(exc), self._claim_unread(job))
+            self._end(job, SeriesState.FAILED, str(exc), self._claim_unread(job))
             return
         rule, why = self.routing.route(facts)
         if rule is None:
-            self._end(job, jobs.NOT_ELIGIBLE, why)
+            self._end(job, SeriesState.NOT_ELIGIBLE, why)
             return
         headers: list[Dataset] = []
-        active = self._model(rule.model, "active")
+        active = self._model(rule.model, ModelState.ACTIVE)
         try:
             headers = [read_header(path) for path in paths]
             if active is None:
                 self._end(
                     job,
-                    jobs.FAILED,
+                    SeriesState.FAILED,
                     f"no active model for {rule.model} (routing rule {rule.name!r})",
                     _Claim(rule, None, headers, report.ANALYSIS_FAILED),
                 )
@@ -170,7 +171,7 @@ class Worker:
             if violation is not None:
                 self._end(
                     job,
-                    jobs.NOT_ELIGIBLE,
+                    SeriesState.NOT_ELIGIBLE,
                     f"outside the model's input constraints: {violation}",
                     _Claim(rule, active, headers, report.OUTSIDE_INPUT_CONSTRAINTS),
                 )
@@ -179,22 +180,22 @@ class Worker:
         except LeaseLost:
             raise
         except InferenceTimeout as exc:
-            self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_TIMED_OUT))
+            self._end(job, SeriesState.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_TIMED_OUT))
         except ApplianceError as exc:  # InferenceError, DecodeError, PackageError: said as the reason
-            self._end(job, jobs.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+            self._end(job, SeriesState.FAILED, str(exc), _Claim(rule, active, headers, report.ANALYSIS_FAILED))
         except MemoryError:  # the big arrays are gone with the frames that held them
             LOG.error("job %d: out of memory", job.id)
-            self._end(job, jobs.FAILED, OUT_OF_MEMORY, _Claim(rule, active, headers, report.ANALYSIS_FAILED))
+            self._end(job, SeriesState.FAILED, OUT_OF_MEMORY, _Claim(rule, active, headers, report.ANALYSIS_FAILED))
         except Exception as exc:  # a bug: said, and the series still gets its notice
             LOG.exception("job %d failed", job.id)
             self._end(
                 job,
-                jobs.FAILED,
+                SeriesState.FAILED,
                 f"internal error: {type(exc).__name__}: {exc}"[:500],
                 _Claim(rule, active, headers, report.ANALYSIS_FAILED),
             )
         else:
-            shadow = self._model(rule.model, "shadow")
+            shadow = self._model(rule.model, ModelState.SHADOW)
             if shadow is not None:
                 self._shadow(job, shadow, prepared, result)
 
@@ -307,9 +308,9 @@ class Worker:
         if not headers:
             LOG.warning("job %d: no header of the series reads; it fails without a notice", job.id)
             return None
-        return _Claim(rule, self._model(rule.model, "active"), headers, report.ANALYSIS_FAILED)
+        return _Claim(rule, self._model(rule.model, ModelState.ACTIVE), headers, report.ANALYSIS_FAILED)
 
-    def _model(self, model_id: str, state: str) -> InstalledModel | None:
+    def _model(self, model_id: str, state: ModelState) -> InstalledModel | None:
         return next((m for m in self.registry.in_state(state) if m.id == model_id), None)
 
     def _runtime(self, model: InstalledModel) -> Runtime:
@@ -435,17 +436,19 @@ class Worker:
         reason = self.db.conn.execute(
             "SELECT reason FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
         ).fetchone()[0]
-        notice = self._notice(job, _Claim(rule, self._model(rule.model, "active"), [], report.ANALYSIS_FAILED), reason)
+        notice = self._notice(
+            job, _Claim(rule, self._model(rule.model, ModelState.ACTIVE), [], report.ANALYSIS_FAILED), reason
+        )
         if notice is not None and record.abandoned_notice(
             self.db.conn, job, notice, self.settings.dicom.destinations, time.time()
         ):
             self.on_recorded()
 
-    def _end(self, job: Job, series_state: str, reason: str, claim: _Claim | None = None) -> None:
+    def _end(self, job: Job, series_state: SeriesState, reason: str, claim: _Claim | None = None) -> None:
         notice = self._notice(job, claim, reason) if claim is not None else None
         try:
             # Drift counts a failure of the routed model (not a refusal for its input constraints).
-            model = claim.model if claim is not None and series_state == jobs.FAILED else None
+            model = claim.model if claim is not None and series_state == SeriesState.FAILED else None
             record.ended(
                 self.db.conn,
                 job,

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance.config import Settings
 from appliance.db import open_database
 from appliance.errors import ApplianceError
+from appliance.states import JobState, ModelState, OutboxState, SeriesState, StudyState
 from appliance.web import filters
 from appliance.web.security import NotSignedIn, Refused
 from appliance.web.uploads import UploadTooLarge
@@ -37,6 +38,9 @@ def templates() -> Jinja2Templates:
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
     )
     filters.install(env)
+    env.globals.update(
+        {state.__name__: state for state in (SeriesState, JobState, StudyState, ModelState, OutboxState)}
+    )
     return Jinja2Templates(env=env)
 
 

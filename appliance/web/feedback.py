@@ -12,6 +12,7 @@ import time
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.errors import AccessError
+from appliance.states import ModelState
 
 VERDICTS = {
     "agree": "Agree",
@@ -31,9 +32,9 @@ def record(conn: sqlite3.Connection, study_uid: str, series_uid: str, verdict: s
         row = conn.execute(
             "SELECT r.id, r.model_id, r.model_version, r.flag FROM inference_results r JOIN series s "
             "ON s.series_instance_uid = r.series_instance_uid AND s.generation = r.generation "
-            "WHERE r.series_instance_uid = ? AND r.study_instance_uid = ? AND r.role = 'active' "
+            "WHERE r.series_instance_uid = ? AND r.study_instance_uid = ? AND r.role = ? "
             "AND r.superseded = 0 ORDER BY r.id DESC LIMIT 1",
-            (series_uid, study_uid),
+            (series_uid, study_uid, ModelState.ACTIVE),
         ).fetchone()
         if row is None:
             raise AccessError("that series has no current result to give feedback on")

@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import generate_latest
 
 from appliance.drift.service import gauges
+from appliance.states import ModelState, SeriesState
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 RESULT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -68,9 +69,9 @@ class PipelineCollector:
             self.inference.last_id = seq
         for rid, seconds in conn.execute(
             "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
-            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.id > ? "
+            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = ? AND r.id > ? "
             "ORDER BY r.id",
-            (self.to_result.last_id,),
+            (ModelState.ACTIVE, self.to_result.last_id),
         ):
             self.to_result.observe(max(float(seconds), 0.0))
             self.to_result.last_id = rid
@@ -96,13 +97,15 @@ class PipelineCollector:
         yield jobs
         flags = CounterMetricFamily("appliance_flags", "Series flagged by the active model", labels=["model"])
         for model_id, version, n in conn.execute(
-            "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = 'active' AND flag = 1 "
-            "GROUP BY model_id, model_version"
+            "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = ? AND flag = 1 "
+            "GROUP BY model_id, model_version",
+            (ModelState.ACTIVE,),
         ):
             flags.add_metric([f"{model_id} {version}"], n)
         yield flags
         failures = CounterMetricFamily("appliance_series_failed", "Series that ended failed")
-        failures.add_metric([], conn.execute("SELECT COUNT(*) FROM series WHERE state = 'failed'").fetchone()[0])
+        failed = conn.execute("SELECT COUNT(*) FROM series WHERE state = ?", (SeriesState.FAILED,)).fetchone()[0]
+        failures.add_metric([], failed)
         yield failures
         outbox = GaugeMetricFamily(
             "appliance_outbox",

@@ -26,19 +26,11 @@ from pathlib import Path
 import pydicom
 
 from appliance.db import transaction
+from appliance.states import IN_FLIGHT, ModelState, SeriesState, StudyState
 
-STATES = ("flagged", "failed", "pending", "not-flagged", "not-analysed")
-STATE_WORDS = {
-    "flagged": "Flagged",
-    "failed": "Failed",
-    "pending": "Pending",
-    "not-flagged": "Not flagged",
-    "not-analysed": "Not analysed",
-}
 #: Series changed this long before the newest summary are looked at again (seconds).
 OVERLAP_S = 60.0
 _HEADER_TAGS = ("PatientName", "PatientID", "AccessionNumber", "StudyDescription")
-_IN_FLIGHT = ("receiving", "queued", "running")
 _lock = threading.Lock()
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -52,7 +44,7 @@ def is_uid(text: str) -> bool:
 class SeriesRow:
     series_instance_uid: str
     modality: str
-    state: str
+    state: SeriesState
     reason: str | None
     flag: int | None
     score: float | None
@@ -66,7 +58,7 @@ class SeriesRow:
 
 @dataclass(frozen=True)
 class Summary:
-    state: str
+    state: StudyState
     reason: str | None
     priority: int
     modalities: str
@@ -86,24 +78,27 @@ def summarize(rows: list[SeriesRow], findings: dict[str, str]) -> Summary:
     which is the reason shown on a flagged study.
     """
     rows = sorted(rows, key=lambda r: (r.first_received_at, r.series_instance_uid))
-    flagged = [r for r in rows if r.state == "triaged" and r.flag]
-    failed = [r for r in rows if r.state == "failed"]
-    pending = [r for r in rows if r.state in _IN_FLIGHT]
-    triaged = [r for r in rows if r.state == "triaged"]
+    triaged = [r for r in rows if r.state == SeriesState.TRIAGED]
+    flagged = [r for r in triaged if r.flag]
+    failed = [r for r in rows if r.state == SeriesState.FAILED]
+    pending = [r for r in rows if r.state in IN_FLIGHT]
+    state: StudyState
     if flagged:
-        state, reason = "flagged", ", ".join(sorted({findings.get(r.model or "", "finding") for r in flagged}))
+        state, reason = StudyState.FLAGGED, ", ".join(sorted({findings.get(r.model or "", "finding") for r in flagged}))
     elif failed:
-        state, reason = "failed", failed[0].reason or "no reason recorded"
+        state, reason = StudyState.FAILED, failed[0].reason or "no reason recorded"
     elif pending:
-        state, reason = "pending", pending[0].state
+        state, reason = StudyState.PENDING, pending[0].state.value
     elif triaged:
-        state, reason = "not-flagged", None
+        state, reason = StudyState.NOT_FLAGGED, None
     else:
-        state, reason = "not-analysed", next((r.reason for r in rows if r.reason), "no reason recorded")
-    decided = [r for r in rows if r.state not in _IN_FLIGHT]
+        state, reason = StudyState.NOT_ANALYSED, next((r.reason for r in rows if r.reason), "no reason recorded")
+    decided = [r for r in rows if r.state not in IN_FLIGHT]
     result_at = None
     if not pending and decided:
-        result_at = max((r.result_at if r.state == "triaged" and r.result_at else r.updated_at) for r in decided)
+        result_at = max(
+            (r.result_at if r.state == SeriesState.TRIAGED and r.result_at else r.updated_at) for r in decided
+        )
     last_received = max(r.last_received_at for r in rows)
     scores = [r.score for r in triaged if r.score is not None]
     return Summary(
@@ -138,16 +133,16 @@ def refresh(conn: sqlite3.Connection) -> int:
             "s.model, s.first_received_at, s.last_received_at, s.updated_at, "
             "(SELECT MAX(priority) FROM jobs j WHERE j.series_instance_uid = s.series_instance_uid), "
             "(SELECT MAX(created_at) FROM inference_results r WHERE r.series_instance_uid = s.series_instance_uid "
-            " AND r.role = 'active' AND r.superseded = 0) "
+            " AND r.role = ? AND r.superseded = 0) "
             "FROM series s WHERE s.study_instance_uid IN "
             "(SELECT study_instance_uid FROM series WHERE updated_at > ?)",
-            (since,),
+            (ModelState.ACTIVE, since),
         ).fetchall()
         if not rows:
             return 0
         by_study: dict[str, list[SeriesRow]] = {}
         for row in rows:
-            by_study.setdefault(row[0], []).append(SeriesRow(*row[1:]))
+            by_study.setdefault(row[0], []).append(SeriesRow(row[1], row[2], SeriesState(row[3]), *row[4:]))
         findings = _findings(conn)
         values = []
         for study, series in by_study.items():
@@ -156,7 +151,7 @@ def refresh(conn: sqlite3.Connection) -> int:
                 (
                     study,
                     s.state,
-                    int(s.state == "flagged"),
+                    int(s.state == StudyState.FLAGGED),
                     s.priority,
                     s.reason,
                     s.modalities,
@@ -336,21 +331,23 @@ def ledger(conn: sqlite3.Connection, since: float, until: float) -> dict:
     ``received`` always equals the sum of the parts, each study counted once in the state
     that matters most; not-analysed and failed studies are split by their reason.
     """
-    counts = {state: 0 for state in STATES}
-    reasons: dict[str, dict[str, int]] = {"not-analysed": {}, "failed": {}}
-    for state, reason, n in conn.execute(
+    counts = dict.fromkeys(StudyState, 0)
+    reasons: dict[StudyState, dict[str, int]] = {StudyState.NOT_ANALYSED: {}, StudyState.FAILED: {}}
+    for text, reason, n in conn.execute(
         "SELECT state, reason, COUNT(*) FROM web_studies WHERE received_at >= ? AND received_at < ? "
         "GROUP BY state, reason",
         (since, until),
     ):
-        counts[state] = counts.get(state, 0) + n
+        state = StudyState(text)
+        counts[state] += n
         if state in reasons:
-            reasons[state][reason or "no reason recorded"] = reasons[state].get(reason or "no reason recorded", 0) + n
+            why = reason or "no reason recorded"
+            reasons[state][why] = reasons[state].get(why, 0) + n
     return {
         "received": sum(counts.values()),
-        **counts,
-        "not_analysed_by_reason": sorted(reasons["not-analysed"].items(), key=lambda kv: -kv[1]),
-        "failed_by_reason": sorted(reasons["failed"].items(), key=lambda kv: -kv[1]),
+        **{state.value: n for state, n in counts.items()},
+        "not_analysed_by_reason": sorted(reasons[StudyState.NOT_ANALYSED].items(), key=lambda kv: -kv[1]),
+        "failed_by_reason": sorted(reasons[StudyState.FAILED].items(), key=lambda kv: -kv[1]),
     }
 
 
@@ -383,9 +380,9 @@ def series_of(conn: sqlite3.Connection, study_uid: str) -> list[dict]:
         "s.reason, s.flag, s.score, s.model, s.first_received_at, s.last_received_at, s.updated_at, r.id, "
         "r.model_id, r.model_version, r.threshold, r.sr_instance_uid, r.sc_instance_uid, r.created_at "
         "FROM series s LEFT JOIN inference_results r ON r.id = (SELECT MAX(id) FROM inference_results x "
-        "WHERE x.series_instance_uid = s.series_instance_uid AND x.role = 'active' AND x.superseded = 0 "
+        "WHERE x.series_instance_uid = s.series_instance_uid AND x.role = ? AND x.superseded = 0 "
         "AND x.generation = s.generation) WHERE s.study_instance_uid = ? ORDER BY s.first_received_at",
-        (study_uid,),
+        (ModelState.ACTIVE, study_uid),
     ).fetchall()
     return [dict(zip(cols, row, strict=True)) for row in rows]
 

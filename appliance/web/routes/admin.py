@@ -22,6 +22,7 @@ from appliance.audit.export import export
 from appliance.db import transaction
 from appliance.models.registry import ModelRegistry
 from appliance.send.outbox import Outbox, lane_states
+from appliance.states import ModelState
 from appliance.triage.pipeline import golden_series_inputs
 from appliance.web import accounts, dicom_endpoints, feedback, health_stats, model_stats, sessions
 from appliance.web.routes.common import db, render, router
@@ -104,7 +105,7 @@ def models_page(request: Request):
     budgets = [
         model_stats.alert_budget(conn, m.id, m.manifest.operating_point.threshold, request.app.state.clock())
         for m in models
-        if m.state == "active"
+        if m.state == ModelState.ACTIVE
     ]
     return render(
         request,
@@ -126,7 +127,7 @@ def confirm_model_action(request: Request, action: str, model_id: str, version: 
     models = [m for m in registry(request).models() if m.id == model_id]
     if not models:
         raise HTTPException(404, f"model_id: no model {model_id!r} is installed")
-    active = next((m for m in models if m.state == "active"), None)
+    active = next((m for m in models if m.state == ModelState.ACTIVE), None)
     return render(
         request,
         "admin_confirm.html",
@@ -157,7 +158,7 @@ async def change_model(
         model = await run_in_threadpool(models.rollback, model_id, actor)
     else:
         model = await run_in_threadpool(getattr(models, action), model_id, version, actor)
-    query = urlencode({"done": f"{model.label} is {model.state} on {(model.selection or {}).get('chosen', '-')}"})
+    query = urlencode({"ok": f"{model.label} is {model.state} on {(model.selection or {}).get('chosen', '-')}"})
     return RedirectResponse(f"/admin/models?{query}", status_code=303)
 
 
@@ -276,7 +277,7 @@ async def echo_destination(request: Request, destination: str = Form(..., max_le
             },
         )
     words = f"{destination}: {result.message}"
-    return RedirectResponse("/admin/dicom?" + urlencode({"ok" if result.ok else "failed": words}), status_code=303)
+    return RedirectResponse("/admin/dicom?" + urlencode({"ok" if result.ok else "error": words}), status_code=303)
 
 
 @operations.get("/admin/audit")
@@ -357,7 +358,7 @@ def audit_export(request: Request, format: str = "csv", kind: str = ""):
 
 # Users, tokens, sessions (admin) ------------------------------------------------------
 @accounts_area.get("/admin/users")
-def users_page(request: Request, token: str = "", done: str = ""):
+def users_page(request: Request, token: str = "", ok: str = ""):
     conn = db(request)
     settings = request.app.state.settings
     return render(
@@ -368,7 +369,7 @@ def users_page(request: Request, token: str = "", done: str = ""):
         tokens=accounts.list_tokens(conn),
         roles=accounts.ROLES,
         new_token=token,
-        done=done,
+        ok=ok,
         live=sessions.live_sessions(conn, settings.web, request.app.state.clock()),
     )
 
@@ -381,7 +382,7 @@ def add_user(
     password: str = Form(..., max_length=1024),
 ):
     accounts.add_user(db(request), name, role, password, request.state.principal.actor)
-    return RedirectResponse("/admin/users?" + urlencode({"done": f"user {name} added"}), status_code=303)
+    return RedirectResponse("/admin/users?" + urlencode({"ok": f"user {name} added"}), status_code=303)
 
 
 @accounts_area.post("/admin/users/{name}/{action}")
@@ -395,23 +396,23 @@ def change_user(request: Request, name: str, action: str, password: str = Form("
         accounts.reset_password(db(request), name, password, actor)
     else:
         raise HTTPException(404, "no such action")
-    return RedirectResponse("/admin/users?" + urlencode({"done": f"user {name}: {action} done"}), status_code=303)
+    return RedirectResponse("/admin/users?" + urlencode({"ok": f"user {name}: {action} done"}), status_code=303)
 
 
 @accounts_area.post("/admin/tokens")
 def create_token(request: Request, role: str = Form(...), name: str = Form(..., max_length=64)):
     token = accounts.create_token(db(request), role, name, request.state.principal.actor)
     # Shown once, on the page this redirect-free response renders; never stored in clear.
-    return users_page(request, token=token, done=f"token {name} created; copy it now, it is not shown again")
+    return users_page(request, token=token, ok=f"token {name} created; copy it now, it is not shown again")
 
 
 @accounts_area.post("/admin/tokens/{token_id}/revoke")
 def revoke_token(request: Request, token_id: int):
     accounts.revoke_token(db(request), token_id, request.state.principal.actor)
-    return RedirectResponse("/admin/users?" + urlencode({"done": f"token {token_id} revoked"}), status_code=303)
+    return RedirectResponse("/admin/users?" + urlencode({"ok": f"token {token_id} revoked"}), status_code=303)
 
 
 @accounts_area.post("/admin/sessions/end")
 def end_session(request: Request, session: str = Form(..., max_length=64)):
     sessions.end(db(request), session, f"ended by {request.state.principal.actor}", request.app.state.clock())
-    return RedirectResponse("/admin/users?" + urlencode({"done": "session ended"}), status_code=303)
+    return RedirectResponse("/admin/users?" + urlencode({"ok": "session ended"}), status_code=303)

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from appliance.states import JobState, ModelState
 from appliance.web.metrics import exposition, registry_for
 from appliance.web.routes.common import db, router
 
@@ -43,10 +44,10 @@ def readiness(request: Request) -> dict[str, str | None]:
     except OSError as exc:
         checks["listener"] = f"DICOM port {settings.dicom.port} not accepting: {exc.strerror or exc}"
     # The worker keeps no heartbeat row: it is stale when a job has waited longer than a lease.
-    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()[0]
+    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", (JobState.QUEUED,)).fetchone()[0]
     waited = request.app.state.clock() - oldest if oldest is not None else 0.0
     checks["worker"] = None if waited <= settings.worker.lease_s else f"a job has waited {waited:.0f} s"
-    active = conn.execute("SELECT COUNT(*) FROM models WHERE state = 'active'").fetchone()[0]
+    active = conn.execute("SELECT COUNT(*) FROM models WHERE state = ?", (ModelState.ACTIVE,)).fetchone()[0]
     checks["model"] = None if active else "no model is active"
     return checks
 

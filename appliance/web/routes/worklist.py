@@ -11,6 +11,7 @@ from fastapi import Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from appliance.errors import AccessError
+from appliance.states import StudyState
 from appliance.web import feedback, results, studies
 from appliance.web.routes.common import db, render, router, study_or_404
 
@@ -30,8 +31,8 @@ def day_start(text: str, field: str) -> float:
 
 
 def worklist_query(state: str, modality: str, model: str, since: str, until: str) -> studies.Filters:
-    if state and state not in studies.STATES:
-        raise HTTPException(400, f"state: {state!r} is not one of {', '.join(studies.STATES)}")
+    if state and state not in set(StudyState):
+        raise HTTPException(400, f"state: {state!r} is not one of {', '.join(StudyState)}")
     return studies.Filters(
         state=state,
         modality=modality.strip().upper()[:16],
@@ -69,8 +70,7 @@ def _context(
         day=day,
         today=today,
         now=request.app.state.clock(),
-        state_words=studies.STATE_WORDS,
-        states=studies.STATES,
+        states=list(StudyState),
         poll_s=settings.web.poll_interval_s,
         rows_url="/worklist/rows?" + urlencode({**query, "page": page, "day": day}),
         page_url=lambda n: "/worklist?" + urlencode({**query, "page": n, "day": day}),
@@ -127,7 +127,6 @@ def study_page(request: Request, study_uid: str):
         series=series,
         feedback=feedback.of_study(conn, study_uid),
         verdicts=feedback.VERDICTS,
-        state_words=studies.STATE_WORDS,
         cards=cards,
         now=request.app.state.clock(),
         saved=request.query_params.get("saved") == "1",

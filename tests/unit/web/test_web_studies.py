@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from appliance.states import SeriesState
 from appliance.web.studies import SeriesRow, summarize
 
 FINDINGS = {"ich 1.0.0": "intracranial haemorrhage"}
 
 
 def series(uid: str, state: str, *, flag=None, reason=None, model=None, t=100.0, result_at=None, priority=0):
-    return SeriesRow(uid, "CT", state, reason, flag, 0.9 if flag else (0.1 if flag == 0 else None), model, t, t + 5,
+    return SeriesRow(uid, "CT", SeriesState(state), reason, flag, 0.9 if flag else (0.1 if flag == 0 else None), model, t, t + 5,
                      t + 9, priority, result_at)
 
 
