@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from appliance.drift.histograms import merge
-from appliance.models.package import Aggregation, Calibration, InputSpec, Window, verify_package
+from appliance.models.manifest import Aggregation, Calibration, InputSpec, Window
+from appliance.models.package import verify_package
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training import export, quantize
 from training.constraints import input_constraints

@@ -22,7 +22,7 @@ import numpy as np
 
 from appliance.errors import PackageError
 from appliance.models.backends import Runtime, Target, load
-from appliance.models.package import Manifest, Variant
+from appliance.models.manifest import Manifest, Variant
 
 TIMING_ROUNDS = 5
 #: Share of a CAM's cells that make its top region (where the heat map points).

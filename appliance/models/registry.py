@@ -10,11 +10,12 @@ refused and the active one stays.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.errors import PackageError
 from appliance.models.backends import Runtime, Target, available_targets, load
-from appliance.models.package import Manifest, extract_package
+from appliance.models.manifest import Manifest
+from appliance.models.package import read_package
 from appliance.models.qualify import Golden, choose, try_variants
 from appliance.states import ModelState
 
@@ -72,14 +74,6 @@ class InstalledModel:
             variant.options,
             (self.manifest.outputs.score, self.manifest.outputs.cam),
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelRegistry:
@@ -136,31 +130,26 @@ class ModelRegistry:
 
     # Changes ------------------------------------------------------------------------
     def install(self, package: Path, actor: str) -> InstalledModel:
-        """Verify and unpack a package; refuse one older than what is installed."""
-        manifest = self._verify_only(package)
-        installed = [m for m in self.models() if m.id == manifest.id]
-        sha = _sha256(package)
-        for model in installed:
-            if model.version == manifest.version:
-                if model.package_sha256 == sha:
-                    return model
-                raise PackageError(
-                    f"{manifest.id} {manifest.version} is already installed with "
-                    "different contents; a new build needs a new version"
-                )
-        newest = max((m.version for m in installed), key=version_key, default=None)
-        if newest is not None and version_key(manifest.version) < version_key(newest):
-            raise PackageError(
-                f"{manifest.id} {manifest.version} is older than installed {newest}; "
-                "versions only move forward (use rollback to go back)"
-            )
-        target = self.models_dir / manifest.id / manifest.version
-        staging = target.with_name(target.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        extract_package(package, staging, self.trusted_keys)
-        shutil.copy2(package, staging / "package.tar")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        """Verify and unpack a package (one read of the file, which is kept beside what it
+        unpacks as ``package.tar``); refuse one older than what is installed, or a version
+        installed before with other contents."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        incoming = self.models_dir / f".incoming-{uuid.uuid4().hex}"
+        copy = incoming.with_name(incoming.name + ".tar")
+        try:
+            read = read_package(package, self.trusted_keys, into=incoming, copy_to=copy)
+            manifest, sha = read.manifest, read.sha256
+            already = self._check_new(manifest, sha)
+            if already is not None:
+                return already
+            target = self.models_dir / manifest.id / manifest.version
+            os.replace(copy, incoming / "package.tar")
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            incoming.rename(target)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+            copy.unlink(missing_ok=True)
         now = time.time()
         with transaction(self.db.conn):
             self.db.conn.execute(
@@ -190,10 +179,25 @@ class ModelRegistry:
             )
         return self.get(manifest.id, manifest.version)
 
-    def _verify_only(self, package: Path) -> Manifest:
-        from appliance.models.package import verify_package
-
-        return verify_package(package, self.trusted_keys)
+    def _check_new(self, manifest: Manifest, sha: str) -> InstalledModel | None:
+        """The installed model when this exact package is installed already; PackageError
+        when its version is installed with other contents or is older than one installed."""
+        installed = [m for m in self.models() if m.id == manifest.id]
+        for model in installed:
+            if model.version == manifest.version:
+                if model.package_sha256 == sha:
+                    return model
+                raise PackageError(
+                    f"{manifest.id} {manifest.version} is already installed with "
+                    "different contents; a new build needs a new version"
+                )
+        newest = max((m.version for m in installed), key=version_key, default=None)
+        if newest is not None and version_key(manifest.version) < version_key(newest):
+            raise PackageError(
+                f"{manifest.id} {manifest.version} is older than installed {newest}; "
+                "versions only move forward (use rollback to go back)"
+            )
+        return None
 
     def qualify(self, model: InstalledModel) -> tuple[dict, Runtime]:
         """Golden-test every variant on every target and choose one (PackageError if none)."""

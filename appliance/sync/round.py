@@ -22,7 +22,7 @@ from appliance.config import Settings
 from appliance.db import open_database, transaction
 from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
-from appliance.models.package import Manifest
+from appliance.models.manifest import Manifest
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
 from appliance.sync import outbox, releases

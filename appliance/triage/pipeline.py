@@ -28,7 +28,7 @@ from appliance.drift import features as drift_features
 from appliance.drift.histograms import PIXEL_STRIDE
 from appliance.errors import DecodeError, InferenceError, InferenceTimeout
 from appliance.models.backends import Runtime
-from appliance.models.package import InputSpec, Manifest
+from appliance.models.manifest import InputSpec, Manifest
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, decode_instance

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from appliance.models.backends import Runtime, Target
-from appliance.models.package import Manifest, Variant
+from appliance.models.manifest import Manifest, Variant
 from appliance.models.qualify import Golden, cam_top_overlap, golden_check, top_region
 from appliance.triage.pipeline import decide
 from tests.helpers.packages import manifest_fields

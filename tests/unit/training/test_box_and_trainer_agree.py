@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from appliance.models.package import FileEntry, InputSpec, Manifest, public_key_b64
+from appliance.models.manifest import FileEntry, InputSpec, Manifest, public_key_b64
 from appliance.triage import preprocess
 from appliance.triage.pipeline import prepare
 from training.data.cr_synth import CR_IMAGE_STORAGE

@@ -55,7 +55,7 @@ def test_ece_zero_when_calibrated_and_known_value_otherwise():
 
 # --- operating-point statistics (issue 9): values computed by hand ---------------------
 
-from appliance.models.package import Calibration  # noqa: E402
+from appliance.models.manifest import Calibration  # noqa: E402
 from training.card import fmt_proportion  # noqa: E402
 from training.evaluate import (at_prevalence, operating_metrics, platt_fit, prevalence_table, proportion,  # noqa: E402
                                subgroup_metrics, variant_agreement, wilson_interval)
