@@ -34,29 +34,10 @@ def _until_signalled(stop: threading.Event) -> None:
     stop.wait()
 
 
-def _worker_and_sender(settings: Settings):
-    """A worker and the sender it wakes, each with its own database connection."""
-    from appliance.db import open_database
-    from appliance.send.sender import Sender
-    from appliance.triage.worker import Worker
+def _parts(settings: Settings):
+    from appliance.parts import Parts
 
-    sender = Sender(settings, open_database(settings.db_path))
-    worker = Worker(settings, open_database(settings.db_path), on_recorded=sender.wake)
-    return worker, sender
-
-
-def _listener(settings: Settings):
-    """The listener, ranking completed series by the routing table's priority rules."""
-    from appliance.receive.listener import Listener
-    from appliance.triage.routing import SeriesFacts, load_routing
-
-    routing = load_routing(settings.worker.routing_file)
-    return Listener(
-        settings,
-        priority=lambda modality, calling_ae: routing.priority_of(
-            SeriesFacts(modality=modality, calling_ae=calling_ae)
-        ),
-    )
+    return Parts(settings)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,7 +46,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.triage.process import WorkerProcess
     from appliance.web.server import start_in_thread
 
-    listener = _listener(settings)
+    listener = _parts(settings).listener()
     worker = WorkerProcess(settings.worker.memory_limit_mb)
     listener.start()
     worker.start()
@@ -79,7 +60,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
-    listener = _listener(settings)
+    listener = _parts(settings).listener()
     listener.start()
     _until_signalled(threading.Event())
     listener.stop()
@@ -88,7 +69,7 @@ def cmd_listener(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """The worker and the result sender (results leave from the process that makes them)."""
-    worker, sender = _worker_and_sender(settings)
+    worker, sender = _parts(settings).worker_and_sender()
     sender.start()
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
@@ -123,17 +104,7 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _registry(settings: Settings):
-    from appliance.db import open_database
-    from appliance.models.registry import ModelRegistry
-    from appliance.triage.pipeline import golden_series_inputs
-
-    return ModelRegistry(
-        open_database(settings.db_path),
-        settings.models_dir,
-        list(settings.models.trusted_keys),
-        settings.models.pin_backend,
-        golden_series_inputs,
-    )
+    return _parts(settings).registry()
 
 
 def _actor() -> str:

@@ -30,6 +30,10 @@ Job states
     running --lease expired (or its worker is known dead), claimed again--> running
     queued, running --past max attempts--> failed
 
+Two records cross this module: :class:`InstanceArrived` (from the listener's index: an
+instance is durable) and :class:`Job` (to the worker: a claimed job carries its series'
+stored files and the :class:`SeriesFacts` routing looks at).
+
 A worker claims the highest-priority, oldest job with a lease; a job whose lease ran out
 (its worker died) can be claimed again. A restarted worker ends the leases of its own dead
 incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out.
@@ -42,6 +46,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.errors import IllegalTransition, LeaseLost
 from appliance.states import JobState, SeriesState
@@ -66,8 +71,51 @@ JOB_OUTCOME = {
 
 
 @dataclass(frozen=True)
+class InstanceArrived:
+    """An instance the listener stored durably: what the index records and the series
+    state machine hears (``series_instance_uid`` empty: stored, never triaged)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    body_part: str
+    series_description: str
+    transfer_syntax_uid: str  # as negotiated: the series is decoded only under it
+    size_bytes: int
+    sha256: str
+    path: Path
+    calling_ae: str
+    association_id: str
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What routing looks at: the series as the listener indexed it; the Image Type is
+    only in the files, read by the worker."""
+
+    modality: str
+    body_part: str = ""
+    sop_class_uid: str = ""
+    series_description: str = ""
+    image_type: tuple[str, ...] = ()
+    instances: int = 1
+    calling_ae: str = ""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored instance of a series."""
+
+    path: Path
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
 class Job:
-    """A claimed job."""
+    """A job a worker claimed: one generation of a series, with its stored files (in
+    arrival order) and facts, leased to ``owner``."""
 
     id: int
     series_instance_uid: str
@@ -75,18 +123,9 @@ class Job:
     generation: int
     attempts: int
     created_at: float
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """The series facts an arriving instance carries."""
-
-    series_instance_uid: str
-    study_instance_uid: str
-    modality: str
-    body_part: str
-    series_description: str
-    calling_ae: str
+    owner: str
+    files: tuple[StoredFile, ...]
+    facts: SeriesFacts
 
 
 @dataclass(frozen=True)
@@ -105,7 +144,7 @@ def check_series_transition(current: SeriesState, new: SeriesState) -> None:
 
 
 # Listener side --------------------------------------------------------------------------
-def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now: float) -> None:
+def instance_arrived(conn: sqlite3.Connection, arrival: InstanceArrived, added: int, now: float) -> None:
     """An instance of this series was stored (``added`` new instances: 0 or 1).
 
     Creates the series or reopens it (``receiving``), and supersedes the job still
@@ -153,14 +192,14 @@ def queue_complete_series(
     release_grace_s: float,
     still_sending: set[str],
     now: float,
-    priority: Callable[[str, str], int],
+    priority: Callable[[SeriesFacts], int],
 ) -> list[str]:
     """Queue a job for every series that has finished arriving.
 
     A series is complete when nothing arrived for ``quiet_period_s``, or when the
     association that carried it was released ``release_grace_s`` ago and no other open
-    association is still sending to it. ``priority(modality, calling_ae)`` gives the
-    job's priority (higher is taken first).
+    association is still sending to it. ``priority(facts)`` (its modality and calling
+    AE) gives the job's priority (higher is taken first).
 
     Returns
     -------
@@ -185,7 +224,7 @@ def queue_complete_series(
             "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
             "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
             "generation, ?, ?, ?, ? FROM series WHERE series_instance_uid = ?",
-            (JobState.QUEUED, priority(modality, calling_ae), now, now, series_uid),
+            (JobState.QUEUED, priority(SeriesFacts(modality, calling_ae=calling_ae)), now, now, series_uid),
         )
         queued.append(series_uid)
     return queued
@@ -215,25 +254,54 @@ def claim(
         ).fetchone()
         if row is None:
             return None
-        job = Job(*row)
-        if job.attempts >= max_attempts:
-            reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
+        attempts = row[4]
+        if attempts >= max_attempts:
+            reason = abandoned_reason(attempts)
             conn.execute(
                 "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
-                (JobState.FAILED, reason, now, job.id),
+                (JobState.FAILED, reason, now, row[0]),
             )
+            job = _job(conn, row, "", attempts)
             if _set_series_state(conn, job, SeriesState.FAILED, reason, now) and abandoned is not None:
                 abandoned.append(job)
             continue
         conn.execute(
             "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (JobState.RUNNING, owner, now + lease_s, now, job.id),
+            (JobState.RUNNING, owner, now + lease_s, now, row[0]),
         )
+        job = _job(conn, row, owner, attempts + 1)
         _set_series_state(conn, job, SeriesState.RUNNING, None, now)
-        return Job(
-            job.id, job.series_instance_uid, job.study_instance_uid, job.generation, job.attempts + 1, job.created_at
-        )
+        return job
+
+
+def abandoned_reason(attempts: int) -> str:
+    """Why a job given up by :func:`claim` failed (pure)."""
+    return f"abandoned after {attempts} attempts (worker stopped each time)"
+
+
+def _job(conn: sqlite3.Connection, row: tuple, owner: str, attempts: int) -> Job:
+    """The job of a ``jobs`` row, with its series' stored files and indexed facts."""
+    job_id, series_uid, study_uid, generation, _, created_at = row
+    stored = conn.execute(
+        "SELECT path, transfer_syntax_uid, sop_class_uid FROM instances WHERE series_instance_uid = ? "
+        "ORDER BY received_at",
+        (series_uid,),
+    ).fetchall()
+    modality, body_part, description, calling_ae = conn.execute(
+        "SELECT modality, body_part, series_description, calling_ae FROM series WHERE series_instance_uid = ?",
+        (series_uid,),
+    ).fetchone()
+    facts = SeriesFacts(
+        modality=modality,
+        body_part=body_part,
+        sop_class_uid=stored[0][2] if stored else "",
+        series_description=description,
+        instances=len(stored),
+        calling_ae=calling_ae,
+    )
+    files = tuple(StoredFile(Path(path), syntax) for path, syntax, _ in stored)
+    return Job(job_id, series_uid, study_uid, generation, attempts, created_at, owner, files, facts)
 
 
 def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], now: float) -> list[int]:
@@ -257,7 +325,6 @@ def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], n
 def finish(
     conn: sqlite3.Connection,
     job: Job,
-    owner: str,
     series_state: SeriesState,
     reason: str | None,
     now: float,
@@ -288,7 +355,7 @@ def finish(
     cursor = conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, lease_expires_at = NULL, updated_at = ? "
         "WHERE id = ? AND lease_owner = ? AND state = ?",
-        (JOB_OUTCOME[series_state], reason, now, job.id, owner, JobState.RUNNING),
+        (JOB_OUTCOME[series_state], reason, now, job.id, job.owner, JobState.RUNNING),
     )
     if cursor.rowcount != 1:
         raise LeaseLost(f"job {job.id}")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from appliance import sd_notify
 from appliance.config import DicomSettings
+from appliance.jobs import SeriesFacts
 from appliance.receive.index import IngestIndex
 
 LOG = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def run_completion(
     settings: DicomSettings,
     index: IngestIndex,
     tracker: SeriesTracker,
-    priority: Callable[[str, str], int],
+    priority: Callable[[SeriesFacts], int],
     stop: threading.Event,
 ) -> None:
     """Queue finished series until ``stop``; each pass that reaches the database feeds

@@ -19,6 +19,7 @@ from appliance import sd_notify
 from appliance.config import Settings, TlsSettings
 from appliance.db import open_database
 from appliance.errors import ConfigError
+from appliance.jobs import SeriesFacts
 from appliance.receive import spool
 from appliance.receive.association import AssociationSession
 from appliance.receive.completion import run_completion
@@ -58,9 +59,9 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
 class Listener:
     """The running listener."""
 
-    def __init__(self, settings: Settings, priority: Callable[[str, str], int] = lambda modality, calling_ae: 0):
-        """``priority(modality, calling_ae)`` ranks the jobs of completed series (the
-        routing table's priority rules, wired by the CLI)."""
+    def __init__(self, settings: Settings, priority: Callable[[SeriesFacts], int] = lambda facts: 0):
+        """``priority(facts)`` ranks the jobs of completed series (the routing table's
+        priority rules, wired by :class:`appliance.parts.Parts`)."""
         self.settings = settings
         self.db = open_database(settings.db_path)
         self.index = IngestIndex(self.db)

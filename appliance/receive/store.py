@@ -20,9 +20,10 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from appliance import dimse
 from appliance.config import DicomSettings
 from appliance.errors import RejectedInstance, StorageError
+from appliance.jobs import InstanceArrived
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
-from appliance.receive.index import IngestIndex, ReceivedInstance
+from appliance.receive.index import IngestIndex
 from appliance.receive.validate import Limits, inflate_to, inspect_dataset
 
 LOG = logging.getLogger(__name__)
@@ -156,8 +157,14 @@ class StoreService:
         )
         spool.commit_file(received.path, final)
         self.index.record(
-            ReceivedInstance(
-                header=header,
+            InstanceArrived(
+                sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                modality=header.modality,
+                body_part=header.body_part,
+                series_description=header.series_description,
                 transfer_syntax_uid=str(transfer_syntax),
                 size_bytes=received.dataset_size,
                 sha256=received.sha256,

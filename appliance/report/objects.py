@@ -14,8 +14,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from appliance.report.capture import build_heatmap_capture
-from appliance.report.records import INTRACRANIAL_HEMORRHAGE, ResultUids, TriageDecision, device_uid
+from appliance.report.content import INTRACRANIAL_HEMORRHAGE, ResultContent
 from appliance.report.sr import build_sr
+from appliance.report.uids import ResultUids, device_uid
 
 
 def display_window(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -33,7 +34,7 @@ def build_result_objects(
     key_pixels: np.ndarray,
     windows: Sequence[tuple[float, float]],
     heat: np.ndarray,
-    decision: TriageDecision,
+    content: ResultContent,
     uids: ResultUids,
     *,
     device_uid: str,
@@ -56,10 +57,10 @@ def build_result_objects(
     heat : ndarray
         The heat map in [0, 1] over the key slice.
     """
-    capture = build_heatmap_capture(key, key_pixels, display_window(key_pixels, windows), heat, decision, uids)
+    capture = build_heatmap_capture(key, key_pixels, display_window(key_pixels, windows), heat, content, uids)
     sr = build_sr(
         list(headers),
-        decision,
+        content,
         uids,
         device_uid=device_uid,
         key=key,
@@ -91,7 +92,7 @@ def warm_up() -> None:
     source.SOPClassUID, source.SOPInstanceUID = pydicom.uid.CTImageStorage, pydicom.uid.generate_uid()
     source.StudyInstanceUID, source.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     source.Modality, source.Rows, source.Columns = "CT", 8, 8
-    decision = TriageDecision(
+    content = ResultContent(
         "warm-up",
         "warm-up",
         INTRACRANIAL_HEMORRHAGE,
@@ -109,7 +110,7 @@ def warm_up() -> None:
         np.zeros((8, 8), np.float32),
         [(40.0, 80.0)],
         np.zeros((2, 2), np.float32),
-        decision,
+        content,
         ResultUids.from_key("warm-up"),
         device_uid=device_uid("2.25", "warm-up"),
     )

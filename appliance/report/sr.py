@@ -1,4 +1,4 @@
-"""The triage decision, and the "not analysed" notice, as Comprehensive 3D SR (TID 1500).
+"""The triage content, and the "not analysed" notice, as Comprehensive 3D SR (TID 1500).
 
 Wording follows the intended use: the appliance flags series for priority review; it
 never states that a finding is absent. A flagged series' SR gives the finding as the
@@ -17,6 +17,7 @@ from pydicom.sr.codedict import codes
 
 from appliance import __version__
 from appliance.errors import DicomError
+from appliance.report.content import NoticeContent, ResultContent
 from appliance.report.headers import (
     MANUFACTURER,
     NOT_FOR_DIAGNOSTIC_USE,
@@ -25,7 +26,7 @@ from appliance.report.headers import (
     source_header,
     stamp,
 )
-from appliance.report.records import NotAnalysed, ResultUids, TriageDecision, derive_uid
+from appliance.report.uids import ResultUids, derive_uid
 
 SR_SERIES_NUMBER = 990
 NOTICE_SERIES_NUMBER = 992
@@ -59,22 +60,22 @@ _PROCEDURES = {
 }
 
 
-def flag_wording(decision: TriageDecision) -> str:
+def flag_wording(content: ResultContent) -> str:
     """The verdict in words, as the SR and the capture say it (pure)."""
-    finding = decision.finding.lower()
-    if decision.flag:
+    finding = content.finding.lower()
+    if content.flag:
         return (
             f"Flagged for priority review; reason for the flag: suspected {finding} "
-            f"(score {decision.score:.3f} at or above threshold {decision.threshold:.3f})"
+            f"(score {content.score:.3f} at or above threshold {content.threshold:.3f})"
         )
     return (
-        f"Not flagged; does not exclude {finding} (score {decision.score:.3f} below threshold {decision.threshold:.3f})"
+        f"Not flagged; does not exclude {finding} (score {content.score:.3f} below threshold {content.threshold:.3f})"
     )
 
 
 def build_sr(
     source: Sequence[Dataset],
-    decision: TriageDecision,
+    content: ResultContent,
     uids: ResultUids,
     *,
     device_uid: str,
@@ -84,7 +85,7 @@ def build_sr(
     predecessors: Sequence[Dataset] = (),
     procedure: tuple[str, str, str] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
-    """Build the SR that reports ``decision`` about the series ``source``.
+    """Build the SR that reports ``content`` about the series ``source``.
 
     The report (TID 1500) holds one measurement group (TID 1501): the algorithm
     identification (model id and version; sha256, threshold and the variant that ran as
@@ -99,7 +100,7 @@ def build_sr(
     ----------
     source : sequence of pydicom.Dataset
         The instances of the source series; headers are enough (no pixel data needed).
-    decision : TriageDecision
+    content : ResultContent
         What to report.
     uids : ResultUids
         ``sr_series_uid`` and ``sr_instance_uid`` are used.
@@ -109,7 +110,7 @@ def build_sr(
         The key slice's header (one of ``source``) and its frame (0-based) when
         multi-frame.
     capture : pydicom.Dataset, optional
-        The heat-map Secondary Capture of the same decision.
+        The heat-map Secondary Capture of the same content.
     predecessors : sequence of pydicom.Dataset
         Earlier SRs about the same series that this one replaces (Predecessor Documents).
     procedure : (value, scheme, meaning), optional
@@ -127,7 +128,7 @@ def build_sr(
     if key is not None:
         frames = [key_frame + 1] if key_frame is not None and int(key.get("NumberOfFrames", 1) or 1) > 1 else None
         images.append(hd.sr.SourceImageForMeasurementGroup(key.SOPClassUID, key.SOPInstanceUID, frames))
-    group = _measurement_group(decision, uids, images)
+    group = _measurement_group(content, uids, images)
     if capture is not None:
         group[0].ContentSequence.append(
             hd.sr.ImageContentItem(
@@ -141,7 +142,7 @@ def build_sr(
     return _document(
         source,
         group,
-        decision,
+        content,
         uids.sr_series_uid,
         uids.sr_instance_uid,
         SR_SERIES_NUMBER,
@@ -155,7 +156,7 @@ def build_sr(
 
 def build_notice(
     source: Sequence[Dataset],
-    notice: NotAnalysed,
+    notice: NoticeContent,
     uids: ResultUids,
     *,
     device_uid: str,
@@ -215,7 +216,7 @@ def _check_source(source: Sequence[Dataset]) -> None:
 def _document(
     source: Sequence[Dataset],
     group: hd.sr.MeasurementsAndQualitativeEvaluations,
-    what: TriageDecision | NotAnalysed,
+    what: ResultContent | NoticeContent,
     series_uid: str,
     instance_uid: str,
     series_number: int,
@@ -262,7 +263,7 @@ def _document(
     return sr
 
 
-def _processing_algorithm(what: TriageDecision | NotAnalysed, device_uid: str) -> Dataset:
+def _processing_algorithm(what: ResultContent | NoticeContent, device_uid: str) -> Dataset:
     """The Contributing Equipment item of IHE AI Results: the algorithm that processed the series."""
     item = Dataset()
     item.Manufacturer = MANUFACTURER
@@ -300,35 +301,35 @@ def _comment(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str) -> N
 
 
 def _measurement_group(
-    decision: TriageDecision, uids: ResultUids, images: list[hd.sr.SourceImageForMeasurementGroup]
+    content: ResultContent, uids: ResultUids, images: list[hd.sr.SourceImageForMeasurementGroup]
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    finding = hd.sr.CodedConcept(*decision.finding_code)
-    parameters = [f"sha256={decision.model_sha256}", f"threshold={decision.threshold:g}"]
-    if decision.variant:
-        parameters.append(f"variant={decision.variant}")
+    finding = hd.sr.CodedConcept(*content.finding_code)
+    parameters = [f"sha256={content.model_sha256}", f"threshold={content.threshold:g}"]
+    if content.variant:
+        parameters.append(f"variant={content.variant}")
     algorithm = hd.sr.AlgorithmIdentification(
-        name=decision.model_id, version=decision.model_version, parameters=parameters, manufacturer=MANUFACTURER
+        name=content.model_id, version=content.model_version, parameters=parameters, manufacturer=MANUFACTURER
     )
-    evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if decision.flag else codes.SCT.No)]
-    if decision.flag:
+    evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if content.flag else codes.SCT.No)]
+    if content.flag:
         evaluations.append(hd.sr.QualitativeEvaluation(FLAG_REASON, finding))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derive_uid("2.25", uids.sr_instance_uid, "tracking"),
-            identifier=f"{decision.task} triage",
+            identifier=f"{content.task} triage",
         ),
-        finding_type=finding if decision.flag else None,
+        finding_type=finding if content.flag else None,
         algorithm_id=algorithm,
         measurements=[
-            hd.sr.Measurement(name=SCORE, value=decision.score, unit=_NO_UNITS),
-            hd.sr.Measurement(name=OPERATING_POINT, value=decision.threshold, unit=_NO_UNITS),
+            hd.sr.Measurement(name=SCORE, value=content.score, unit=_NO_UNITS),
+            hd.sr.Measurement(name=OPERATING_POINT, value=content.threshold, unit=_NO_UNITS),
         ],
         qualitative_evaluations=evaluations,
         source_images=images or None,
     )
     _comment(
         group,
-        flag_wording(decision) + ". The score is the model's output compared with its "
+        flag_wording(content) + ". The score is the model's output compared with its "
         "operating point; it is not a probability.",
     )
     _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage result, not a diagnosis; a radiologist reads every study.")

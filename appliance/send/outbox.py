@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
+from pydicom.dataset import Dataset
 
 from appliance.audit import chain as audit_log
 from appliance.config import Destination
@@ -76,21 +77,33 @@ class OutboxItem:
         return cls(*fields)
 
 
+@dataclass(frozen=True)
+class OutgoingObject:
+    """A result object file on its way out: what the outbox queues for every destination.
+
+    The file is DICOM Part 10 (with file meta); the outbox never deletes it. With
+    ``alert`` (a flagged result), giving the object up raises an alert.
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    alert: bool = False
+
+    @classmethod
+    def of(cls, path: Path, ds: Dataset, alert: bool = False) -> OutgoingObject:
+        """The object written to ``path`` from ``ds``."""
+        return cls(path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), alert)
+
+
 def enqueue_in(
-    conn: sqlite3.Connection,
-    path: Path,
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    study_uid: str,
-    destinations: Iterable[Destination | str],
-    now: float,
-    alert: bool = False,
+    conn: sqlite3.Connection, obj: OutgoingObject, destinations: Iterable[Destination | str], now: float
 ) -> list[int]:
     """Queue one result object for each destination inside the caller's open transaction.
 
     Use this to commit results and their outbox rows together (e.g. with the job that made
     them). Queuing the same SOP Instance UID for the same destination again is a no-op.
-    ``alert``: giving this object up (dead letter) raises an alert (a flagged result).
 
     Returns
     -------
@@ -106,22 +119,22 @@ def enqueue_in(
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
             (
-                str(path),
-                sop_class_uid,
-                sop_instance_uid,
-                study_uid,
+                str(obj.path),
+                obj.sop_class_uid,
+                obj.sop_instance_uid,
+                obj.study_instance_uid,
                 key,
                 OutboxState.PENDING,
                 now,
                 now,
                 now,
-                int(alert),
+                int(obj.alert),
             ),
         )
         ids.append(
             conn.execute(
                 "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
-                (sop_instance_uid, key),
+                (obj.sop_instance_uid, key),
             ).fetchone()[0]
         )
     return ids
@@ -152,22 +165,14 @@ class Outbox:
             return [OutboxItem.from_row(row) for row in rows.fetchall()]
 
     def enqueue(
-        self,
-        path: Path,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        study_uid: str,
-        destinations: Iterable[Destination | str],
-        now: float | None = None,
+        self, obj: OutgoingObject, destinations: Iterable[Destination | str], now: float | None = None
     ) -> list[int]:
         """Queue one result object file for each destination, in one transaction.
 
         Parameters
         ----------
-        path : Path
-            The DICOM file (Part 10, with file meta). The outbox never deletes it.
-        sop_class_uid, sop_instance_uid, study_uid : str
-            The object's identity, for the peers' presentation contexts and for finding it.
+        obj : OutgoingObject
+            The file and its identity (for the peers' presentation contexts and for finding it).
         destinations : iterable of Destination or "AE@host:port"
             Usually ``settings.dicom.destinations``.
         now : float, optional
@@ -180,7 +185,7 @@ class Outbox:
         """
         now = time.time() if now is None else now
         with self._lock, transaction(self._conn):
-            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid, destinations, now)
+            return enqueue_in(self._conn, obj, destinations, now)
 
     def get(self, item_id: int) -> OutboxItem | None:
         found = self._select("id = ?", (item_id,))

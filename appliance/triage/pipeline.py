@@ -1,13 +1,16 @@
-"""One series through one model: decode, preprocess (:func:`prepare`), batch and infer
-(:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
+"""One series through one model: decode, preprocess (:func:`prepare`: the series'
+:class:`~appliance.outcome.decision.SeriesInputs`), batch and infer (:func:`infer`),
+aggregate and threshold (:func:`decide`: a :class:`~appliance.outcome.decision.Verdict`);
+:func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
 model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab
 and context (:func:`slab_and_context`). The trainer (``training.data.folder``) builds its
 inputs with :func:`decode_in_order`, :func:`model_input` and :func:`slab_and_context`
 too, so the box and the trainer see the same tensor for the same series. The key slice
-(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
-passing raise :class:`InferenceError`; there is no path to a silent negative.
+(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure
+or the deadline passing raise :class:`InferenceError`; there is no path to a silent
+negative.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +31,7 @@ from appliance.drift.histograms import PIXEL_STRIDE
 from appliance.errors import DecodeError, InferenceError, InferenceTimeout
 from appliance.models.backends import Runtime
 from appliance.models.manifest import InputSpec, Manifest
+from appliance.outcome.decision import SeriesInputs, Verdict
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, decode_instance
@@ -101,20 +104,6 @@ def heat_map(cam: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(cam.astype(np.float64), -60, 60)))).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class SeriesResult:
-    """The model's verdict on one series."""
-
-    score: float
-    flag: bool
-    threshold: float
-    key_path: Path
-    key_frame: int
-    key_cam: np.ndarray
-    image_scores: np.ndarray
-    input_sha256: str
-
-
 def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tuple[Path, int, T]]:
     """Decode every instance, ``convert`` each frame, and order the results along the slice normal.
 
@@ -139,21 +128,10 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     return [(path, number, converted) for _, path, number, converted in entries]
 
 
-def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str, dict]:
-    """Decode and preprocess a series in slice order.
-
-    Returns
-    -------
-    inputs : ndarray
-        ``(N, C, S, S)`` float32.
-    origins : list of (Path, frame)
-        Where each input came from.
-    input_sha256 : str
-        Hash of the model inputs, for the audit trail.
-    drift_features : dict
-        :func:`appliance.drift.features.series_features` of the series, from the same
-        decoded pixels (no second read).
-    """
+def prepare(manifest: Manifest, paths: list[Path]) -> SeriesInputs:
+    """Decode and preprocess a series in slice order: the model inputs, where each came
+    from, their hash and the series' drift features from the same decoded pixels (no
+    second read)."""
 
     def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, Dataset, float]:
         return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset, image.position
@@ -174,14 +152,14 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
     features = drift_features.series_features(
         manifest.input.kind, entries[0][2][2], [converted[1] for _, _, converted in entries], len(entries)
     )
-    return inputs, [(path, number) for path, number, _ in entries], digest, features
+    return SeriesInputs(inputs, [(path, number) for path, number, _ in entries], digest, features)
 
 
 def golden_series_inputs(manifest: Manifest, model_dir: Path) -> list[np.ndarray]:
     """The package's golden DICOM series through this pipeline's decode and preprocessing
     (:func:`prepare`), one ``(N, C, S, S)`` array per ``manifest.golden_series`` entry, for
     ``appliance.models.qualify`` to score end to end."""
-    return [prepare(manifest, [Path(model_dir) / f for f in case.files])[0] for case in manifest.golden_series]
+    return [prepare(manifest, [Path(model_dir) / f for f in case.files]).inputs for case in manifest.golden_series]
 
 
 def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:
@@ -203,14 +181,14 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
 
 def decide(
     manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]], input_sha256: str
-) -> SeriesResult:
+) -> Verdict:
     """Aggregate per-image scores into the series score, calibrate it when the package
     carries a calibration (:meth:`Manifest.series_score`) and threshold it at the
     package's operating point; the highest-scoring image is the key slice (pure)."""
     series_score = manifest.series_score(scores)
     key = int(np.argmax(scores))
     threshold = manifest.operating_point.threshold
-    return SeriesResult(
+    return Verdict(
         series_score,
         series_score >= threshold,
         threshold,
@@ -222,14 +200,7 @@ def decide(
     )
 
 
-def run(
-    runtime: Runtime,
-    manifest: Manifest,
-    prepared: tuple[np.ndarray, list[tuple[Path, int]], str, dict],
-    batch: int,
-    deadline: float,
-) -> SeriesResult:
-    """Infer over prepared inputs (see :func:`prepare`) and decide."""
-    inputs, origins, digest, _ = prepared
-    scores, cams = infer(runtime, inputs, batch, deadline)
-    return decide(manifest, scores, cams, origins, digest)
+def run(runtime: Runtime, manifest: Manifest, series: SeriesInputs, batch: int, deadline: float) -> Verdict:
+    """Infer over a series' inputs (see :func:`prepare`) and decide."""
+    scores, cams = infer(runtime, series.inputs, batch, deadline)
+    return decide(manifest, scores, cams, series.origins, series.input_sha256)

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from appliance.config import Settings
 from appliance.db import open_database
-from appliance.receive.index import IngestIndex, ReceivedInstance
-from appliance.receive.validate import InstanceHeader
+from appliance.jobs import InstanceArrived
+from appliance.receive.index import IngestIndex
 from appliance.triage.worker import Worker
 from appliance.web.app import create_app
 from scripts.harness import REPO
@@ -69,19 +70,23 @@ def ingest_series(index: IngestIndex, spool: Path, count: int, *, modality: str 
             ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
         path = folder / f"{ds.SOPInstanceUID}.dcm"
         ds.save_as(path, enforce_file_format=True)
-        data = path.read_bytes()
-        header = InstanceHeader(sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
-                                study_instance_uid=study, series_instance_uid=series, modality=modality,
-                                body_part="HEAD", series_description=description, rows=64, columns=64,
-                                bits_allocated=16)
-        index.record(ReceivedInstance(header, str(ds.file_meta.TransferSyntaxUID), len(data),
-                                      hashlib.sha256(data).hexdigest(), path, calling_ae, "assoc-test"), now=now)
+        index.record(arrived(ds, path, calling_ae, "assoc-test", description), now=now)
     return study, series
+
+
+def arrived(ds: Dataset, path: Path, calling_ae: str, association_id: str, description: str) -> InstanceArrived:
+    """What the listener would have recorded for ``ds`` stored at ``path`` (a head series
+    described as ``description``)."""
+    data = path.read_bytes()
+    return InstanceArrived(str(ds.SOPInstanceUID), str(ds.SOPClassUID), str(ds.StudyInstanceUID),
+                           str(ds.SeriesInstanceUID), str(ds.Modality), "HEAD", description,
+                           str(ds.file_meta.TransferSyntaxUID), len(data), hashlib.sha256(data).hexdigest(), path,
+                           calling_ae, association_id)
 
 
 def queue_and_work(index: IngestIndex, worker: Worker | None) -> None:
     index.queue_complete_series(0.0, 0.0, now=time.time() + 1,
-                                priority=lambda modality, calling_ae: 10 if calling_ae == "ED_CT" else 0)
+                                priority=lambda facts: 10 if facts.calling_ae == "ED_CT" else 0)
     while worker is not None and worker.run_once():
         pass
 

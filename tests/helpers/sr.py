@@ -12,7 +12,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from appliance.report import INTRACRANIAL_HEMORRHAGE, PULMONARY_NODULE, TriageDecision
+from appliance.report import INTRACRANIAL_HEMORRHAGE, PULMONARY_NODULE, ResultContent
 
 WHEN = dt.datetime(2025, 3, 14, 10, 20, 5)
 DEVICE_UID = "1.2.826.0.1.3680043.8.498.1"
@@ -20,17 +20,17 @@ SHA = "0123456789abcdef" * 4
 
 
 # --- what the builders are given -----------------------------------------------------------
-def decision(flag: bool = True, score: float | None = None, **overrides) -> TriageDecision:
+def decision(flag: bool = True, score: float | None = None, **overrides) -> ResultContent:
     fields = dict(
         task="head-ct-ich", finding="Intracranial hemorrhage", finding_code=INTRACRANIAL_HEMORRHAGE,
         flag=flag, score=(0.87 if flag else 0.12) if score is None else score, threshold=0.5,
         model_id="head-ct-ich", model_version="1.2.0", model_sha256=SHA, decided_at=WHEN,
     )
     fields.update(overrides)
-    return TriageDecision(**fields)
+    return ResultContent(**fields)
 
 
-def nodule_decision(flag: bool) -> TriageDecision:
+def nodule_decision(flag: bool) -> ResultContent:
     return decision(
         flag, task="chest-cr-nodule", finding="Pulmonary nodule", finding_code=PULMONARY_NODULE,
         model_id="chest-cr-nodule", model_version="0.3.1",

@@ -18,7 +18,7 @@ from pydicom.pixels import apply_modality_lut
 
 from appliance.report import (
     OUTSIDE_INPUT_CONSTRAINTS,
-    NotAnalysed,
+    NoticeContent,
     ResultUids,
     build_heatmap_capture,
     build_notice,
@@ -82,7 +82,7 @@ def test_chest_radiograph_sr_passes_dciodvfy(tmp_path):
 def test_not_analysed_notice_passes_dciodvfy(tmp_path):
     paths = source_files(tmp_path, ct_series(3))
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    notice = NotAnalysed("head CT", "Intracranial hemorrhage", "slice thickness 10 mm outside 0.5-5 mm",
+    notice = NoticeContent("head CT", "Intracranial hemorrhage", "slice thickness 10 mm outside 0.5-5 mm",
                          OUTSIDE_INPUT_CONSTRAINTS, "head-ct-ich", "1.2.0", dt.datetime(2025, 3, 14, 10, 20, 5))
     out = write(build_notice(headers, notice, ResultUids.from_key("n"), device_uid=DEVICE_UID,
                              procedure=("24725-4", "LN", "Head CT")), tmp_path / "notice.dcm")

@@ -24,7 +24,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
 from appliance.config import Settings, load_settings
 from appliance.db import open_database
-from appliance.send.outbox import Outbox, OutboxItem, destination_key, lane_states
+from appliance.send.outbox import Outbox, OutboxItem, OutgoingObject, destination_key, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
 from scripts.harness import READY_TIMEOUT_S, Orthanc, free_port, stop_process, tcp_env, wait_until
@@ -71,8 +71,7 @@ def secondary_capture(folder: Path, study_uid: str, syntax: str = ExplicitVRLitt
 
 def enqueue(outbox: Outbox, path: Path, ds: Dataset, destinations, now: float | None = None
             ) -> list[int]:
-    return outbox.enqueue(path, ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID,
-                          destinations, now=now)
+    return outbox.enqueue(OutgoingObject.of(path, ds), destinations, now=now)
 
 
 class Storescp:

@@ -11,7 +11,7 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.receive.index import IngestIndex
-from appliance.triage.worker import Worker
+from appliance.parts import Parts
 from appliance.web import accounts
 from appliance.web.app import create_app
 from scripts.harness import free_port
@@ -48,7 +48,7 @@ def box(tmp_path_factory, quick_packages):
     registry.activate(flags_all.id, flags_all.version, "test")
     index = IngestIndex(db)
     spool = settings.spool_dir
-    worker = Worker(settings, db)
+    worker = Parts(settings).worker(db)
     out = Box(settings, "")
     now = time.time()
     out.studies["flagged"], out.series["flagged"] = ingest_series(
@@ -63,7 +63,7 @@ def box(tmp_path_factory, quick_packages):
     flags_none = registry.install(rebuilt(quick_packages["head-ct"], key, root, "1.1.0", threshold=1.0), "test")
     registry.activate(flags_none.id, flags_none.version, "test")
     registry.shadow(flags_all.id, flags_all.version, "test")  # flags what the active one does not
-    worker = Worker(settings, db)
+    worker = Parts(settings).worker(db)
     out.studies["not-flagged"], _ = ingest_series(index, spool, 10, name=IMG_NAME, patient_id="P-IMG",
                                                   accession="A103", now=now - 300)
     queue_and_work(index, worker)
