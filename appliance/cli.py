@@ -251,23 +251,29 @@ def _add_sync_parser(sub) -> None:
 
 # Drift monitoring (issue 11) -------------------------------------------------------------
 def _drift_db(settings: Settings):
-    """The database with every window ending before today closed (alerts raised or cleared)."""
-    from appliance.db import open_database, transaction
-    from appliance.drift.service import day_of, evaluate_due
+    """The database as the worker's upkeep last left it (windows are closed there)."""
+    from appliance.db import open_database
 
-    db = open_database(settings.db_path)
-    with transaction(db.conn) as conn:
-        evaluate_due(conn, settings.drift, day_of(time.time()))
-    return db
+    return open_database(settings.db_path)
 
 
 def cmd_drift_status(args: argparse.Namespace, settings: Settings) -> int:
     from appliance.drift.service import day_of, drift_status
+    from appliance.outcome.upkeep import DRIFT_WINDOWS, last_ran
 
-    status = drift_status(_drift_db(settings).conn, settings.drift, day_of(time.time()))
+    conn = _drift_db(settings).conn
+    status = {
+        **drift_status(conn, settings.drift, day_of(time.time())),
+        "windows_closed_at": last_ran(conn, DRIFT_WINDOWS),
+    }
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    closed_at = status["windows_closed_at"]
+    print(
+        "windows closed by the worker "
+        + (f"{time.time() - closed_at:.0f} s ago" if closed_at is not None else "never yet (is the worker running?)")
+    )
     for m in status["models"]:
         w = m["window"]
         judged = "judged" if w["judged"] else f"not judged (< {w['min_series']} series)"

@@ -263,6 +263,8 @@ class WorkerSettings(_Section):
     batch_size: int = Field(16, ge=1, le=1024)
     series_timeout_s: float = Field(120.0, gt=0)
     memory_limit_mb: int = Field(4096, ge=256)
+    summary_interval_s: float = Field(1.0, gt=0)
+    drift_interval_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_series(self) -> WorkerSettings:

@@ -350,6 +350,14 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     )
     """,
+    # 9: when the worker's scheduled upkeep (study summaries, drift windows) last ran, so
+    # the pages that show its figures can say how old they are (appliance.outcome.upkeep).
+    """
+    CREATE TABLE upkeep (
+        task TEXT PRIMARY KEY,
+        ran_at REAL NOT NULL
+    )
+    """,
 )
 
 

@@ -23,6 +23,7 @@ from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.outcome.objects import ObjectWriter
 from appliance.outcome.recorder import Recorder
+from appliance.outcome.upkeep import Upkeep
 from appliance.receive.listener import Listener
 from appliance.send.sender import Sender
 from appliance.triage.decide import Triage
@@ -68,7 +69,12 @@ class Parts:
     def recorder(self, db: sqlite_utils.Database | None = None) -> Recorder:
         """The outcome stage, writing on ``db``."""
         writer = ObjectWriter(self.settings.results_dir, self.settings.report.uid_root, self.install_id)
-        return Recorder(db or self.database(), writer, self.settings.dicom.destinations, self.settings.drift)
+        return Recorder(db or self.database(), writer, self.settings.dicom.destinations)
+
+    def upkeep(self, db: sqlite_utils.Database | None = None) -> Upkeep:
+        """The scheduled work the worker owns: study summaries, drift windows."""
+        worker = self.settings.worker
+        return Upkeep(db or self.database(), self.settings.drift, worker.summary_interval_s, worker.drift_interval_s)
 
     def worker(
         self,
@@ -76,9 +82,10 @@ class Parts:
         name: str | None = None,
         on_sent: Callable[[], None] = lambda: None,
     ) -> Worker:
-        """A worker whose triage, outcome stage and queue share one connection."""
+        """A worker whose triage, outcome stage, upkeep and queue share one connection."""
         db = db or self.database()
-        return Worker(db, self.settings.worker, self.triage(db), self.recorder(db), name, on_sent)
+        triage, recorder, upkeep = self.triage(db), self.recorder(db), self.upkeep(db)
+        return Worker(db, self.settings.worker, triage, recorder, name, on_sent, upkeep.run_due)
 
     def sender(self, db: sqlite_utils.Database | None = None) -> Sender:
         return Sender(self.settings, db or self.database())

@@ -8,7 +8,7 @@ anywhere else in ``appliance/`` (:mod:`appliance.db`, whose schema checks them, 
 Which module moves each state (the one place its transitions are written):
 
 - :class:`SeriesState` and :class:`JobState`: :mod:`appliance.jobs`;
-- :class:`StudyState`: the study summary, derived from the series (:mod:`appliance.web.studies`);
+- :class:`StudyState`: the study summary, derived from the series (:mod:`appliance.outcome.studies`);
 - :class:`ModelState`: :mod:`appliance.models.registry`;
 - :class:`OutboxState`: :mod:`appliance.send.outbox`;
 - :class:`ReportState` and :class:`ReleaseState`: :mod:`appliance.sync`.

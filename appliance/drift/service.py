@@ -1,9 +1,10 @@
 """Drift monitoring on the box: recording series, closing daily windows, status, gauges.
 
-The worker calls :func:`record_series` once per finished job inside its recording
-transaction. Recording the first series of a new day (and ``appliance drift status``)
-closes every window that ended before that day with :func:`evaluate_due`; an alert
-raised or cleared is an audit event in the same transaction.
+The outcome stage calls :func:`record_series` once per finished job inside its
+recording transaction. The worker's scheduled upkeep (:mod:`appliance.outcome.upkeep`)
+closes every window that ended before today with :func:`evaluate_due`; an alert raised
+or cleared is an audit event in the same transaction. Status, reports, plots and gauges
+only read.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ def day_of(now: float) -> dt.date:
 
 def record_series(
     conn: sqlite3.Connection,
-    settings: DriftSettings,
     *,
     job_id: int,
     model_id: str,
@@ -53,11 +53,18 @@ def record_series(
         the series failed (then ``failure`` is the worker's reason, kept only as a code).
     """
     outcome = SeriesState.TRIAGED.value if failure is None else reason_code(failure)
-    today = day_of(now)
     store.insert_series(
-        conn, job_id, today, model_id, model_version, outcome, features if failure is None else None, score, flag, now
+        conn,
+        job_id,
+        day_of(now),
+        model_id,
+        model_version,
+        outcome,
+        features if failure is None else None,
+        score,
+        flag,
+        now,
     )
-    evaluate_due(conn, settings, today)
 
 
 def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.date) -> int:

@@ -23,7 +23,7 @@ import sqlite_utils
 
 from appliance import jobs, report
 from appliance.audit import chain as audit_log
-from appliance.config import Destination, DriftSettings
+from appliance.config import Destination
 from appliance.db import transaction
 from appliance.drift.service import record_series
 from appliance.errors import ApplianceError, internal_error
@@ -53,8 +53,6 @@ class Recorder:
     ----------
     destinations : sequence of Destination
         Where the objects go (``settings.dicom.destinations``).
-    drift : DriftSettings
-        The drift monitor's settings; every finished job of a routed model is a drift row.
     clock : callable, optional
         Wall-clock seconds; tests pass their own.
     """
@@ -64,13 +62,11 @@ class Recorder:
         db: sqlite_utils.Database,
         writer: ObjectWriter,
         destinations: Sequence[Destination],
-        drift: DriftSettings,
         clock: Callable[[], float] = time.time,
     ):
         self.db = db
         self.writer = writer
         self.destinations = destinations
-        self.drift = drift
         self.clock = clock
 
     def record(self, decision: Decision) -> Outcome:
@@ -214,7 +210,6 @@ class Recorder:
                     enqueue_in(conn, obj, self.destinations, now)
             record_series(
                 conn,
-                self.drift,
                 job_id=job.id,
                 model_id=run.model.id,
                 model_version=run.model.version,
@@ -257,7 +252,6 @@ class Recorder:
                 # Drift counts a failure of the routed model (not a refusal for its input constraints).
                 record_series(
                     conn,
-                    self.drift,
                     job_id=job.id,
                     model_id=model.id,
                     model_version=model.version,

@@ -16,10 +16,8 @@ import sqlite3
 import numpy as np
 
 from appliance.config import DriftSettings
-from appliance.db import transaction
 from appliance.drift import store
 from appliance.drift.report import daily_report, stable_report_id
-from appliance.drift.service import evaluate_due
 from appliance.sync import outbox
 
 
@@ -31,10 +29,9 @@ def queue_closed_days(
     rng: np.random.Generator | None = None,
     now: float | None = None,
 ) -> list[str]:
-    """Close the due drift windows, then queue the report of every closed day and model
-    version not queued yet; return the ids queued now, oldest day first."""
-    with transaction(conn):
-        evaluate_due(conn, settings, today)
+    """Queue the report of every closed day and model version not queued yet (a report
+    holds the day's counts, not the monitor's judgements); return the ids queued now,
+    oldest day first."""
     queued = []
     for model_id, version, day in store.model_version_days(conn, before=today):
         report_id = stable_report_id(device_id, day, model_id, version)

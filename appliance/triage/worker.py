@@ -3,7 +3,8 @@
 Each step lives in its stage: the queue in :mod:`appliance.jobs`, the decision in
 :class:`appliance.triage.decide.Triage`, what follows from it (result objects or notice,
 the records, the sends, the drift row) in :class:`appliance.outcome.recorder.Recorder`.
-The shadow model runs after
+Between jobs the worker runs the scheduled upkeep it owns (study summaries, drift
+windows: :mod:`appliance.outcome.upkeep`). The shadow model runs after
 the active model's outcome is recorded, so it never delays a result.
 """
 
@@ -51,6 +52,8 @@ class Worker:
     ----------
     on_sent : callable, optional
         Called when an outcome queued objects for sending (e.g. wake the sender).
+    upkeep : callable, optional
+        The scheduled work, called between jobs with the wall-clock time (it runs what is due).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Worker:
         outcome: Recorder,
         name: str | None = None,
         on_sent: Callable[[], None] = lambda: None,
+        upkeep: Callable[[float], object] = lambda now: None,
     ):
         self.db = db
         self.settings = settings
@@ -68,12 +72,14 @@ class Worker:
         self.outcome = outcome
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.on_sent = on_sent
+        self.upkeep = upkeep
         self._stop = threading.Event()
 
     def run(self) -> None:
         self.expire_dead_incarnations()
         self.triage.warm_up()
         while not self._stop.is_set():
+            self.upkeep(time.time())
             if not self.run_once():
                 self._stop.wait(self.settings.poll_interval_s)
 

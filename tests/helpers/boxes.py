@@ -84,11 +84,14 @@ def arrived(ds: Dataset, path: Path, calling_ae: str, association_id: str, descr
                            calling_ae, association_id)
 
 
-def queue_and_work(index: IngestIndex, worker: Worker | None) -> None:
+def queue_and_work(index: IngestIndex, worker: Worker) -> None:
+    """Queue every series, work every job, then run the worker's upkeep (the study
+    summary the worklist reads), as the worker's loop does between jobs."""
     index.queue_complete_series(0.0, 0.0, now=time.time() + 1,
                                 priority=lambda facts: 10 if facts.calling_ae == "ED_CT" else 0)
-    while worker is not None and worker.run_once():
+    while worker.run_once():
         pass
+    worker.upkeep(time.time())
 
 
 def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:

@@ -21,7 +21,7 @@ from appliance.drift.aggregate import aggregate
 from appliance.drift.features import intensity_counts, series_features
 from appliance.drift.histograms import merge
 from appliance.drift.monitor import MonitorState, step
-from appliance.drift.service import record_series
+from appliance.drift.service import day_of, evaluate_due, record_series
 from training.drift import reference_thresholds
 
 REFERENCE_FEATURES = ("hu", "slice_count", "slice_thickness_mm", "pixel_spacing_mm", "matrix_size")
@@ -143,7 +143,8 @@ def record_days(db_path, settings: DriftSettings, model_version: str, days_ago: 
                 now: float | None = None) -> int:
     """Record ``per_day`` series on each day ``days_ago`` days before the day of ``now``
     (from its midnight UTC on), in the unseen scanner style from ``unseen_from`` days ago
-    on, plus one not-analysed series per day; return the next free job id."""
+    on, plus one not-analysed series per day, then close the windows that ended as the
+    worker's upkeep would; return the next free job id."""
     now = time.time() if now is None else now
     midnight = now - now % DAY
     rng = np.random.default_rng(seed)
@@ -155,13 +156,15 @@ def record_days(db_path, settings: DriftSettings, model_version: str, days_ago: 
         for i in range(per_day):
             r = series_record(style, rng)
             with transaction(db.conn) as conn:
-                record_series(conn, settings, job_id=job, model_id=model_id, model_version=model_version,
+                record_series(conn, job_id=job, model_id=model_id, model_version=model_version,
                               features=r["features"], score=r["score"], flag=r["flag"], now=start + i)
             job += 1
         with transaction(db.conn) as conn:
-            record_series(conn, settings, job_id=job, model_id=model_id, model_version=model_version,
+            record_series(conn, job_id=job, model_id=model_id, model_version=model_version,
                           features=None, failure="decode failed: 1.2.3.dcm: truncated", now=start + per_day)
         job += 1
+    with transaction(db.conn) as conn:  # the worker's scheduled upkeep closes the windows that ended
+        evaluate_due(conn, settings, day_of(now))
     db.close()
     return job
 

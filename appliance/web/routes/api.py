@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from appliance.audit.chain import verify_database
 from appliance.errors import PackageError
+from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.web import feedback, studies, uploads
 from appliance.web.routes.common import db, router, study_or_404
 from appliance.web.routes.worklist import worklist_query
@@ -51,9 +52,14 @@ def api_studies(
     page_size: int = Query(50, ge=1, le=500),
 ):
     conn = db(request)
-    studies.refresh(conn)
     rows, total = studies.page(conn, worklist_query(state, modality, model, since, until), page, page_size)
-    return {"total": total, "page": page, "page_size": page_size, "studies": [_study_json(r) for r in rows]}
+    return {
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+        "summarised_at": last_ran(conn, STUDY_SUMMARY),  # the worker's summary: the studies are as of then
+        "studies": [_study_json(r) for r in rows],
+    }
 
 
 @clinical.get("/studies/{study_uid}")

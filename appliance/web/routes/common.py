@@ -27,11 +27,10 @@ def db(request: Request):
 
 
 def study_or_404(conn, study_uid: str) -> dict:
-    """The worklist's summary of one study (after folding in new results); 404 for a
-    malformed or unknown UID, the same answer for both so a UID cannot be probed."""
+    """The worklist's summary of one study; 404 for a malformed or unknown UID, the same
+    answer for both so a UID cannot be probed."""
     if not studies.is_uid(study_uid):
         raise HTTPException(404, "no such study")
-    studies.refresh(conn)
     summary = studies.study(conn, study_uid)
     if summary is None:
         raise HTTPException(404, "no such study")

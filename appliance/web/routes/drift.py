@@ -2,9 +2,9 @@
 monitor's pictures, from the same functions ``appliance drift status`` and
 ``appliance drift plot`` use.
 
-Like ``appliance drift status``, opening the page first closes the windows that ended
-before today (each alert raised or cleared is audited there), so it never shows a
-judgement older than yesterday's window.
+Like ``appliance drift status``, the page only reads: the worker's upkeep closes the
+windows that ended (each alert raised or cleared is audited there), and the page says
+when it last did.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 
-from appliance.db import transaction
 from appliance.drift import store
-from appliance.drift.service import day_of, drift_status, evaluate_due
+from appliance.drift.service import day_of, drift_status
+from appliance.outcome.upkeep import DRIFT_WINDOWS, last_ran
 from appliance.web.drift_plots import current_plots, plot_file
 from appliance.web.routes.common import db, render, router
 
@@ -32,8 +32,6 @@ def drift_page(request: Request):
     conn = db(request)
     now = request.app.state.clock()
     today = day_of(now)
-    with transaction(conn):
-        evaluate_due(conn, settings.drift, today)
     status = drift_status(conn, settings.drift, today)
     key, files = current_plots(conn, settings.drift, settings.data_dir, now)
     available = set(files)
@@ -55,6 +53,8 @@ def drift_page(request: Request):
         drift=settings.drift,
         history=store.alerts(conn)[:20],
         today=today,
+        now=now,
+        windows_closed_at=last_ran(conn, DRIFT_WINDOWS),
     )
 
 

@@ -11,6 +11,7 @@ from fastapi import Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from appliance.errors import AccessError
+from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.states import StudyState
 from appliance.web import feedback, results, studies
 from appliance.web.routes.common import db, render, router, study_or_404
@@ -46,7 +47,6 @@ def _context(
     request: Request, state: str, modality: str, model: str, since: str, until: str, page: int, day: str
 ) -> dict:
     conn = db(request)
-    studies.refresh(conn)
     settings = request.app.state.settings
     filters = worklist_query(state, modality, model, since, until)
     rows, total = studies.page(conn, filters, page, settings.web.page_size)
@@ -70,6 +70,7 @@ def _context(
         day=day,
         today=today,
         now=request.app.state.clock(),
+        summary_at=last_ran(conn, STUDY_SUMMARY),
         states=list(StudyState),
         poll_s=settings.web.poll_interval_s,
         rows_url="/worklist/rows?" + urlencode({**query, "page": page, "day": day}),

@@ -68,7 +68,8 @@ def box(tmp_path_factory, quick_packages):
                                                   accession="A103", now=now - 300)
     queue_and_work(index, worker)
     out.studies["pending"], _ = ingest_series(index, spool, 10, name="Still^Arriving", patient_id="P-WAIT",
-                                              accession="A104", now=now - 60)
+                                              accession="A104", now=time.time())  # after the summaries so far
+    Parts(settings).upkeep(db).run_due(time.time())  # the worker's upkeep summarises the studies
     for name, role in (("rad", "radiologist"), ("bio", "biomed"), ("boss", "admin")):
         accounts.add_user(db.conn, name, role, PASSWORD, "test")
     out.app = create_app(settings)

@@ -17,6 +17,7 @@ from appliance.drift.aggregate import Aggregate
 from appliance.drift.report import anonymise, daily_report
 from appliance.drift.service import alert_summary, day_of, drift_status, evaluate_due, gauges, record_series
 from appliance.errors import ReportError
+from appliance.outcome.upkeep import DRIFT_WINDOWS, STUDY_SUMMARY, Upkeep
 from appliance.status import collect_status
 from tests.helpers.drift import REFERENCE_STYLE, UNSEEN_STYLE, series_record
 
@@ -25,20 +26,24 @@ SETTINGS = DriftSettings(min_series=40)
 
 
 def _feed(db, rng, days: range, style, per_day: int, job0: int) -> int:
+    """Series recorded as the outcome stage records them, and each day the worker's
+    scheduled upkeep, which closes the windows that ended."""
+    upkeep = Upkeep(db, SETTINGS, summary_every_s=3600, drift_every_s=3600)
     job = job0
     for day in days:
         for i in range(per_day):
             r = series_record(style, rng)
             with transaction(db.conn) as conn:
-                record_series(conn, SETTINGS, job_id=job, model_id="head-ct", model_version="1.0.0",
+                record_series(conn, job_id=job, model_id="head-ct", model_version="1.0.0",
                               features=r["features"], score=r["score"], flag=r["flag"],
                               now=DAY0 + day * 86400 + i)
             job += 1
         with transaction(db.conn) as conn:
-            record_series(conn, SETTINGS, job_id=job, model_id="head-ct", model_version="1.0.0", features=None,
+            record_series(conn, job_id=job, model_id="head-ct", model_version="1.0.0", features=None,
                           failure=f"decode failed: 1.2.826.0.1.3680043.2.99.{job}.dcm: broken",
                           now=DAY0 + day * 86400 + 3600)
         job += 1
+        assert upkeep.run_due(DAY0 + day * 86400 + 7200) == [STUDY_SUMMARY, DRIFT_WINDOWS]
     return job
 
 
@@ -48,7 +53,7 @@ def test_windows_alert_and_clear_as_audit_events(tmp_path):
     job = _feed(db, rng, range(0, 12), REFERENCE_STYLE, 8, 1)
     assert not alert_summary(db.conn)["alerts"]
     job = _feed(db, rng, range(12, 16), UNSEEN_STYLE, 8, job)
-    # The first series of day 16 closes day 15's window.
+    # The worker's upkeep on day 16 closes day 15's window.
     job = _feed(db, rng, range(16, 17), REFERENCE_STYLE, 1, job)
     summary = alert_summary(db.conn)
     assert summary["active_alerts"] >= 1

@@ -9,7 +9,6 @@ import pytest
 from pydicom.uid import generate_uid
 
 from appliance import jobs, report
-from appliance.config import DriftSettings
 from appliance.db import open_database, transaction
 from appliance.errors import LeaseLost
 from appliance.outcome.decision import Claim, Decision
@@ -36,7 +35,7 @@ def box(tmp_path):
         jobs.queue_complete_series(conn, 5, 1, set(), 110.0, lambda facts: 0)
         job = jobs.claim(conn, "worker-1", 300, 3, 111.0)
     writer = ObjectWriter(tmp_path / "results", "2.25", "install-1")
-    recorder = Recorder(db, writer, DESTINATIONS, DriftSettings(), clock=lambda: 120.0)
+    recorder = Recorder(db, writer, DESTINATIONS, clock=lambda: 120.0)
     return db, job, tuple(headers), recorder
 
 
