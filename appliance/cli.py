@@ -50,7 +50,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     worker = WorkerProcess(settings.worker.memory_limit_mb)
     listener.start()
     worker.start()
-    web, web_thread = start_in_thread(settings)
+    web, web_thread = start_in_thread(_parts(settings))
     _until_signalled(threading.Event())
     web.should_exit = True
     worker.stop(timeout=30)
@@ -338,7 +338,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """The web pages, API, health and metrics alone (for systemd)."""
     from appliance.web.server import build_server
 
-    build_server(settings).run()
+    build_server(_parts(settings)).run()
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,11 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from appliance.config import Settings
-from appliance.db import open_database
 from appliance.errors import ApplianceError
+from appliance.parts import Parts
 from appliance.states import JobState, ModelState, OutboxState, SeriesState, StudyState
 from appliance.web import filters
+from appliance.web.deps import ConnectionPool
+from appliance.web.metrics import registry_for
 from appliance.web.security import NotSignedIn, Refused
 from appliance.web.uploads import UploadTooLarge
 
@@ -44,36 +44,27 @@ def templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
-    """Build the app for these settings.
+def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
+    """Build the app from the composition root's parts.
 
     Parameters
     ----------
-    settings : Settings
-        The appliance settings (data dir, ``[web]``, DICOM, models).
+    parts : Parts
+        The settings (data dir, ``[web]``, DICOM, models) and what is built from them.
     clock : callable, optional
         Wall-clock seconds; tests pass their own to move sessions through their timeouts.
+
+    Routes get what they use as typed dependencies (:mod:`appliance.web.deps`).
     """
-    from appliance.web.routes import admin, api, auth, drift, health, worklist
+    from appliance.web.routes import accounts, admin, api, audit, auth, dicom, drift, health, models, worklist
 
+    settings = parts.settings
     app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
-    local = threading.local()
-
-    def database():
-        """This thread's own connection (sqlite connections are not shared across threads)."""
-        if not hasattr(local, "db"):
-            local.db = open_database(settings.db_path)
-        return local.db
-
-    def connection():
-        return database().conn
-
-    app.state.settings = settings
+    app.state.parts = parts
+    app.state.pool = pool = ConnectionPool(parts.database)
+    app.state.metrics = registry_for(pool.borrow)
     app.state.clock = clock
-    app.state.database = database
-    app.state.connection = connection
     app.state.templates = templates()
-    app.state.started_at = clock()
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -137,7 +128,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
             status_code=exc.status_code,
         )
 
-    for module in (auth, health, worklist, api, admin, drift):
+    for module in (auth, health, worklist, api, admin, models, dicom, audit, accounts, drift):
         for router in module.routers():
             app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -15,7 +15,9 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
+import sqlite_utils
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
@@ -25,6 +27,8 @@ from appliance.states import ModelState, SeriesState
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 RESULT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+#: Lends a database connection for the length of a ``with`` block.
+Borrow = Callable[[], AbstractContextManager[sqlite_utils.Database]]
 
 
 class _Histogram:
@@ -52,8 +56,8 @@ class _Histogram:
 class PipelineCollector:
     """A prometheus-client collector over the appliance database."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection]):
-        self.connection = connection
+    def __init__(self, borrow: Borrow):
+        self.borrow = borrow
         self.lock = threading.Lock()
         self.inference = _Histogram(LATENCY_BUCKETS)
         self.to_result = _Histogram(RESULT_BUCKETS)
@@ -77,7 +81,10 @@ class PipelineCollector:
             self.to_result.last_id = rid
 
     def collect(self) -> Iterator:
-        conn = self.connection()
+        with self.borrow() as db:
+            yield from self._families(db.conn)
+
+    def _families(self, conn: sqlite3.Connection) -> Iterator:
         with self.lock:
             self._advance(conn)
             yield self.inference.family("appliance_inference_seconds", "Model inference time per series")
@@ -130,12 +137,14 @@ _DRIFT_HELP = {
 class DriftCollector:
     """The drift monitor's gauges, grouped into one family per name."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection]):
-        self.connection = connection
+    def __init__(self, borrow: Borrow):
+        self.borrow = borrow
 
     def collect(self) -> Iterator:
         families: dict[str, GaugeMetricFamily] = {}
-        for name, labels, value in gauges(self.connection()):
+        with self.borrow() as db:
+            found = gauges(db.conn)
+        for name, labels, value in found:
             family = families.get(name)
             if family is None:
                 family = families[name] = GaugeMetricFamily(name, _DRIFT_HELP.get(name, name), labels=sorted(labels))
@@ -143,10 +152,11 @@ class DriftCollector:
         yield from families.values()
 
 
-def registry_for(connection: Callable[[], sqlite3.Connection]) -> CollectorRegistry:
+def registry_for(borrow: Borrow) -> CollectorRegistry:
+    """The collectors over the database, each borrowing a connection for one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(connection))
-    registry.register(DriftCollector(connection))
+    registry.register(PipelineCollector(borrow))
+    registry.register(DriftCollector(borrow))
     return registry
 
 

@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from appliance.config import Settings
 from appliance.db import open_database
 from appliance.jobs import InstanceArrived
+from appliance.parts import Parts
 from appliance.receive.index import IngestIndex
 from appliance.triage.worker import Worker
 from appliance.web.app import create_app
@@ -95,7 +96,7 @@ def queue_and_work(index: IngestIndex, worker: Worker) -> None:
 
 
 def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:
-    server = uvicorn.Server(uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=settings.web.port,
+    server = uvicorn.Server(uvicorn.Config(app or create_app(Parts(settings)), host="127.0.0.1", port=settings.web.port,
                                            log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

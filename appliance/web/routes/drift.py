@@ -15,8 +15,9 @@ from fastapi.responses import FileResponse
 from appliance.drift import store
 from appliance.drift.service import day_of, drift_status
 from appliance.outcome.upkeep import DRIFT_WINDOWS, last_ran
+from appliance.web.deps import Connection, Now, SettingsDep
 from appliance.web.drift_plots import current_plots, plot_file
-from appliance.web.routes.common import db, render, router
+from appliance.web.routes.common import render, router
 
 operations = router("operations")
 PLOT_KINDS = ("histogram", "categories", "statistic")
@@ -27,10 +28,7 @@ def routers():
 
 
 @operations.get("/admin/drift")
-def drift_page(request: Request):
-    settings = request.app.state.settings
-    conn = db(request)
-    now = request.app.state.clock()
+def drift_page(request: Request, conn: Connection, settings: SettingsDep, now: Now):
     today = day_of(now)
     status = drift_status(conn, settings.drift, today)
     key, files = current_plots(conn, settings.drift, settings.data_dir, now)
@@ -59,8 +57,8 @@ def drift_page(request: Request):
 
 
 @operations.get("/admin/drift/plots/{key}/{name}")
-def drift_plot(request: Request, key: str, name: str):
-    path = plot_file(request.app.state.settings.data_dir, key, name)
+def drift_plot(settings: SettingsDep, key: str, name: str):
+    path = plot_file(settings.data_dir, key, name)
     if path is None:
         raise HTTPException(404, "no such drift picture (the page may have drawn newer ones: reload it)")
     return FileResponse(path, media_type="image/png")

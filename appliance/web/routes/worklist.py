@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
+from appliance.config import Settings
 from appliance.errors import AccessError
 from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.states import StudyState
 from appliance.web import feedback, results, studies
-from appliance.web.routes.common import db, render, router, study_or_404
+from appliance.web.deps import Connection, Now, SettingsDep
+from appliance.web.routes.common import render, router, study_or_404
+from appliance.web.security import SignedIn
 
 clinical = router("clinical")
 
@@ -44,13 +48,20 @@ def worklist_query(state: str, modality: str, model: str, since: str, until: str
 
 
 def _context(
-    request: Request, state: str, modality: str, model: str, since: str, until: str, page: int, day: str
+    conn: sqlite3.Connection,
+    settings: Settings,
+    now: float,
+    state: str,
+    modality: str,
+    model: str,
+    since: str,
+    until: str,
+    page: int,
+    day: str,
 ) -> dict:
-    conn = db(request)
-    settings = request.app.state.settings
     filters = worklist_query(state, modality, model, since, until)
     rows, total = studies.page(conn, filters, page, settings.web.page_size)
-    today = dt.date.fromtimestamp(request.app.state.clock()).isoformat()
+    today = dt.date.fromtimestamp(now).isoformat()
     day = day or today
     start = day_start(day, "day")
     query = {
@@ -69,7 +80,7 @@ def _context(
         ledger=studies.ledger(conn, start, start + 86400),
         day=day,
         today=today,
-        now=request.app.state.clock(),
+        now=now,
         summary_at=last_ran(conn, STUDY_SUMMARY),
         states=list(StudyState),
         poll_s=settings.web.poll_interval_s,
@@ -81,6 +92,9 @@ def _context(
 @clinical.get("/worklist")
 def worklist(
     request: Request,
+    conn: Connection,
+    settings: SettingsDep,
+    now: Now,
     state: str = "",
     modality: str = "",
     model: str = "",
@@ -89,12 +103,16 @@ def worklist(
     page: int = Query(1, ge=1),
     day: str = "",
 ):
-    return render(request, "worklist.html", **_context(request, state, modality, model, since, until, page, day))
+    context = _context(conn, settings, now, state, modality, model, since, until, page, day)
+    return render(request, "worklist.html", **context)
 
 
 @clinical.get("/worklist/rows")
 def worklist_rows(
     request: Request,
+    conn: Connection,
+    settings: SettingsDep,
+    now: Now,
     state: str = "",
     modality: str = "",
     model: str = "",
@@ -104,14 +122,13 @@ def worklist_rows(
     day: str = "",
 ):
     """The ledger and the table body, for the page's poll to swap in."""
-    return render(request, "worklist_live.html", **_context(request, state, modality, model, since, until, page, day))
+    context = _context(conn, settings, now, state, modality, model, since, until, page, day)
+    return render(request, "worklist_live.html", **context)
 
 
 @clinical.get("/studies/{study_uid}")
-def study_page(request: Request, study_uid: str):
-    conn = db(request)
+def study_page(request: Request, conn: Connection, settings: SettingsDep, now: Now, study_uid: str):
     summary = study_or_404(conn, study_uid)
-    settings = request.app.state.settings
     series = studies.series_of(conn, study_uid)
     for entry in series:
         sr = studies.result_file(conn, settings.results_dir, study_uid, entry["sr_instance_uid"] or "")
@@ -120,7 +137,6 @@ def study_page(request: Request, study_uid: str):
             bool(entry["sc_instance_uid"])
             and studies.result_file(conn, settings.results_dir, study_uid, entry["sc_instance_uid"]) is not None
         )
-    cards = _model_cards(conn)
     return render(
         request,
         "study.html",
@@ -128,13 +144,13 @@ def study_page(request: Request, study_uid: str):
         series=series,
         feedback=feedback.of_study(conn, study_uid),
         verdicts=feedback.VERDICTS,
-        cards=cards,
-        now=request.app.state.clock(),
+        cards=_model_cards(conn),
+        now=now,
         saved=request.query_params.get("saved") == "1",
     )
 
 
-def _model_cards(conn) -> dict[str, dict]:
+def _model_cards(conn: sqlite3.Connection) -> dict[str, dict]:
     """Per model label: finding, operating point, input and the card text from its package."""
     cards = {}
     for model_id, version, manifest, path in conn.execute("SELECT id, version, manifest, path FROM models"):
@@ -154,8 +170,8 @@ def _model_cards(conn) -> dict[str, dict]:
 
 
 @clinical.get("/studies/{study_uid}/capture/{sop_uid}.png")
-def capture(request: Request, study_uid: str, sop_uid: str):
-    path = studies.result_file(db(request), request.app.state.settings.results_dir, study_uid, sop_uid)
+def capture(conn: Connection, settings: SettingsDep, study_uid: str, sop_uid: str):
+    path = studies.result_file(conn, settings.results_dir, study_uid, sop_uid)
     if path is None:
         raise HTTPException(404, "no such result image")
     return Response(results.capture_png(path), media_type="image/png", headers={"Cache-Control": "private, no-store"})
@@ -163,7 +179,8 @@ def capture(request: Request, study_uid: str, sop_uid: str):
 
 @clinical.post("/studies/{study_uid}/feedback")
 def give_feedback(
-    request: Request,
+    conn: Connection,
+    principal: SignedIn,
     study_uid: str,
     series_uid: str = Form(..., max_length=64),
     verdict: str = Form(..., max_length=32),
@@ -171,5 +188,5 @@ def give_feedback(
 ):
     if not studies.is_uid(study_uid) or not studies.is_uid(series_uid):
         raise AccessError("not a study or series UID")
-    feedback.record(db(request), study_uid, series_uid, verdict, comment, request.state.principal.name)
+    feedback.record(conn, study_uid, series_uid, verdict, comment, principal.name)
     return RedirectResponse(f"/studies/{study_uid}?saved=1#feedback", status_code=303)

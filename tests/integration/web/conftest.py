@@ -72,7 +72,7 @@ def box(tmp_path_factory, quick_packages):
     Parts(settings).upkeep(db).run_due(time.time())  # the worker's upkeep summarises the studies
     for name, role in (("rad", "radiologist"), ("bio", "biomed"), ("boss", "admin")):
         accounts.add_user(db.conn, name, role, PASSWORD, "test")
-    out.app = create_app(settings)
+    out.app = create_app(Parts(settings))
     server, thread, out.url = start_server(settings, out.app)
     yield out
     server.should_exit = True
