@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from appliance import __version__
 from appliance.audit import chain as audit_log
@@ -22,7 +21,6 @@ from appliance.config import Settings
 from appliance.db import open_database, transaction
 from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
-from appliance.models.manifest import Manifest
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
 from appliance.sync import outbox, releases
@@ -105,26 +103,15 @@ def _last_refresh(conn: sqlite3.Connection) -> float | None:
     return conn.execute("SELECT MAX(finished_at) FROM sync_rounds WHERE metadata_refreshed = 1").fetchone()[0]
 
 
-def run_round(
-    settings: Settings,
-    sleep: Callable[[float], None] = time.sleep,
-    golden_series_inputs: Callable[[Manifest, Path], list] | None = None,
-) -> RoundResult:
-    """One round; the outcome is recorded in ``sync_rounds`` and returned.
-
-    ``golden_series_inputs`` (the triage stage's decoder, wired by the CLI: this stage may
-    not import triage) lets a staged release's golden DICOM series be checked end to end,
-    as on activation from the CLI or the admin page.
-    """
+def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[float], None] = time.sleep) -> RoundResult:
+    """One round, on the registry's database connection; the outcome is recorded in
+    ``sync_rounds`` and returned. The registry (built by :class:`appliance.parts.Parts`)
+    stages releases in shadow after the same golden tests as an activation."""
     data_dir = settings.data_dir
     enrolment = Enrolment.load(data_dir)
     pinned_root = Enrolment.root_path(data_dir).read_bytes()
     key = load_or_create_key(data_dir)
-    db = open_database(settings.db_path)
-    conn = db.conn
-    registry = ModelRegistry(
-        db, settings.models_dir, list(settings.models.trusted_keys), settings.models.pin_backend, golden_series_inputs
-    )
+    conn = registry.db.conn
     result = RoundResult()
     started = time.time()
     result.queued = len(queue_closed_days(conn, settings.drift, enrolment.device_id, day_of(started)))

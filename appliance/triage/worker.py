@@ -79,8 +79,9 @@ class Worker:
         self.expire_dead_incarnations()
         self.triage.warm_up()
         while not self._stop.is_set():
-            self.upkeep(time.time())
-            if not self.run_once():
+            worked = self.run_once()
+            self.upkeep(time.time())  # after the job: a result is never kept waiting for it
+            if not worked:
                 self._stop.wait(self.settings.poll_interval_s)
 
     def stop(self) -> None:

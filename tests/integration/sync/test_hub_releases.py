@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
+from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
 from tests.helpers.hub import SHIPPED, box_settings
 from training.hub.repository import Repository
@@ -29,7 +30,7 @@ def _models(settings) -> list[tuple[str, str, str]]:
 
 
 def _round(settings):
-    return run_round(settings, sleep=lambda _: None)
+    return run_round(settings, Parts(settings).registry(), sleep=lambda _: None)
 
 
 def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tmp_path):
