@@ -141,7 +141,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE series ADD COLUMN score REAL;
     ALTER TABLE series ADD COLUMN model TEXT
     """,
-    # 4: the hub sync: the report outbox (written only by appliance.sync.outbox), the
+    # 4: the hub sync: the report outbox (written only by appliance.sync.report_queue), the
     # releases the box has acted on (appliance.sync.releases) and each sync round
     # (appliance.sync.round).
     """
@@ -180,7 +180,7 @@ MIGRATIONS: tuple[str, ...] = (
         staged TEXT NOT NULL
     )
     """,
-    # 5: drift monitoring (written only by appliance/drift/store.py): per-series features
+    # 5: drift monitoring (written only by appliance/drift/tables.py): per-series features
     # (no UIDs: the job id links back inside the box), each closed window's judgement per
     # feature, the monitor's state per model version, and alerts raised and cleared.
     """

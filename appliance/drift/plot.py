@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from appliance.config import DriftSettings
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.features import feature_edges
 from appliance.drift.service import load_reference, window_aggregate
 
@@ -28,9 +28,9 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
     """Write the PNGs under ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for model_id, version, _ in store.model_versions(conn):
+    for model_id, version, _ in tables.model_versions(conn):
         prefix = f"{model_id}-{version}"
-        _, state = store.load_monitor(conn, model_id, version)
+        _, state = tables.load_monitor(conn, model_id, version)
         window = window_aggregate(conn, model_id, version, today, settings.window_days)
         reference = (load_reference(conn, model_id, version) or {}).get("histograms", {})
         edges = feature_edges(window.kind) if window.kind else {}
@@ -65,7 +65,7 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
             ax.set_title(f"{model_id} {version}: {name} (window ending {today})")
             ax.legend(fontsize=8)
             written.append(_save(fig, out_dir / f"{prefix}-{name}-categories.png"))
-        history = store.evaluations(conn, model_id, version)
+        history = tables.evaluations(conn, model_id, version)
         for name in sorted({h["feature"] for h in history}):
             rows = [h for h in history if h["feature"] == name]
             days = mdates.date2num([dt.date.fromisoformat(h["day"]) for h in rows])

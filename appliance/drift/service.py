@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance.audit.chain import append_in
 from appliance.config import DriftSettings
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.aggregate import Aggregate, aggregate, reason_code
 from appliance.drift.monitor import evaluate, step
 from appliance.states import SeriesState
@@ -53,7 +53,7 @@ def record_series(
         the series failed (then ``failure`` is the worker's reason, kept only as a code).
     """
     outcome = SeriesState.TRIAGED.value if failure is None else reason_code(failure)
-    store.insert_series(
+    tables.insert_series(
         conn,
         job_id,
         day_of(now),
@@ -73,8 +73,8 @@ def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
     Runs in the caller's write transaction.
     """
     closed = 0
-    for model_id, version, first_day in store.model_versions(conn):
-        last_day, state = store.load_monitor(conn, model_id, version)
+    for model_id, version, first_day in tables.model_versions(conn):
+        last_day, state = tables.load_monitor(conn, model_id, version)
         day = first_day if last_day is None else last_day + dt.timedelta(days=1)
         if day >= today:
             continue
@@ -83,7 +83,7 @@ def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
         while day < today:
             window = window_aggregate(conn, model_id, version, day, settings.window_days, days)
             evaluations, events = step(state, window, reference, settings)
-            store.save_evaluations(conn, model_id, version, day, window.series, evaluations)
+            tables.save_evaluations(conn, model_id, version, day, window.series, evaluations)
             for event in events:
                 e = event.evaluation
                 seq = append_in(
@@ -103,9 +103,9 @@ def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
                     },
                 )
                 if event.kind == "drift-alert":
-                    store.open_alert(conn, model_id, version, e, day, seq)
+                    tables.open_alert(conn, model_id, version, e, day, seq)
                 else:
-                    store.close_alert(conn, model_id, version, e.feature, day, seq)
+                    tables.close_alert(conn, model_id, version, e.feature, day, seq)
                 LOG.warning(
                     "%s: %s %s feature %s (%s %.4g, threshold %.4g)",
                     event.kind,
@@ -116,14 +116,14 @@ def evaluate_due(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
                     e.value,
                     e.threshold,
                 )
-            store.save_monitor(conn, model_id, version, day, state)
+            tables.save_monitor(conn, model_id, version, day, state)
             closed += 1
             day += dt.timedelta(days=1)
     return closed
 
 
 def day_aggregate(conn: sqlite3.Connection, model_id: str, version: str, day: dt.date) -> Aggregate:
-    return aggregate(store.series_records(conn, model_id, version, day))
+    return aggregate(tables.series_records(conn, model_id, version, day))
 
 
 def window_aggregate(
@@ -147,7 +147,7 @@ def window_aggregate(
 
 def load_reference(conn: sqlite3.Connection, model_id: str, version: str) -> dict | None:
     """The package's drift reference of an installed model version, or None."""
-    where = store.reference_of(conn, model_id, version)
+    where = tables.reference_of(conn, model_id, version)
     if where is None or not where[1]:
         return None
     return _read_reference(str(Path(where[0]) / where[1]))
@@ -166,11 +166,11 @@ def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
     """Per model version: the current window's counts, statistics and thresholds, the
     last closed window's judgement, and the alerts (read only)."""
     models = []
-    for model_id, version, _ in store.model_versions(conn):
-        last_day, state = store.load_monitor(conn, model_id, version)
+    for model_id, version, _ in tables.model_versions(conn):
+        last_day, state = tables.load_monitor(conn, model_id, version)
         window = window_aggregate(conn, model_id, version, today, settings.window_days)
         current = evaluate(window, load_reference(conn, model_id, version), state.baseline, settings)
-        history = store.evaluations(conn, model_id, version)
+        history = tables.evaluations(conn, model_id, version)
         last = [h for h in history if last_day is not None and h["day"] == last_day.isoformat()]
         models.append(
             {
@@ -192,7 +192,7 @@ def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
                 "alerting": state.alerting(),
             }
         )
-    return {"models": models, "alerts": store.alerts(conn, active_only=True)}
+    return {"models": models, "alerts": tables.alerts(conn, active_only=True)}
 
 
 def _feature_summary(window: Aggregate, current: list) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def _feature_summary(window: Aggregate, current: list) -> dict[str, Any]:
 
 def alert_summary(conn: sqlite3.Connection) -> dict[str, Any]:
     """What ``appliance status --json`` shows of drift: the active alerts."""
-    active = store.alerts(conn, active_only=True)
+    active = tables.alerts(conn, active_only=True)
     return {"active_alerts": len(active), "alerts": active}
 
 
@@ -224,16 +224,16 @@ def gauges(conn: sqlite3.Connection) -> list[tuple[str, dict[str, str], float]]:
     """Prometheus gauges ``(name, labels, value)``: the last closed window's statistic and
     threshold per feature, and the active alert count (for the web's ``/metrics``)."""
     out: list[tuple[str, dict[str, str], float]] = []
-    for model_id, version, _ in store.model_versions(conn):
-        last_day, _ = store.load_monitor(conn, model_id, version)
+    for model_id, version, _ in tables.model_versions(conn):
+        last_day, _ = tables.load_monitor(conn, model_id, version)
         if last_day is None:
             continue
-        for e in store.evaluations(conn, model_id, version):
+        for e in tables.evaluations(conn, model_id, version):
             if e["day"] != last_day.isoformat():
                 continue
             labels = {"model": model_id, "version": version, "feature": e["feature"], "statistic": e["statistic"]}
             out.append(("triage_drift_statistic", labels, float(e["value"])))
             out.append(("triage_drift_threshold", labels, float(e["threshold"])))
             out.append(("triage_drift_exceeded", labels, float(e["exceeded"])))
-    out.append(("triage_drift_active_alerts", {}, float(len(store.alerts(conn, active_only=True)))))
+    out.append(("triage_drift_active_alerts", {}, float(len(tables.alerts(conn, active_only=True)))))
     return out

@@ -55,7 +55,7 @@ MAX_CONTEXTS = 128  # presentation context ids are odd numbers 1..255
 
 
 @dataclass(frozen=True)
-class Result:
+class StoreAttempt:
     """How one object fared on an established association."""
 
     item: OutboxItem
@@ -77,20 +77,22 @@ class Delivery:
 
     reached: bool
     association_error: str | None
-    results: tuple[Result, ...]
+    results: tuple[StoreAttempt, ...]
 
 
-def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]], list[Result]]:
+def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]], list[StoreAttempt]]:
     """Read the batch's files; an unreadable one is dead at once (it cannot get better)."""
     loaded: list[tuple[OutboxItem, Dataset]] = []
-    failed: list[Result] = []
+    failed: list[StoreAttempt] = []
     for item in items:
         try:
             dataset: Dataset = dcmread(item.path)
             UID(dataset.file_meta.TransferSyntaxUID), UID(dataset.SOPClassUID)
             loaded.append((item, dataset))
         except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
-            failed.append(Result(item, Disposition.DEAD, None, f"cannot read result file: {type(exc).__name__}: {exc}"))
+            failed.append(
+                StoreAttempt(item, Disposition.DEAD, None, f"cannot read result file: {type(exc).__name__}: {exc}")
+            )
     return loaded, failed
 
 
@@ -124,13 +126,13 @@ def _association_error(assoc: Association, connected: bool) -> str:
     return "no answer to the association request (ACSE timeout)"
 
 
-def _no_context(item: OutboxItem, dataset: Dataset) -> Result:
-    return Result(
+def _no_context(item: OutboxItem, dataset: Dataset) -> StoreAttempt:
+    return StoreAttempt(
         item, Disposition.RETRY, None, f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}"
     )
 
 
-def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result:
+def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> StoreAttempt:
     own = UID(dataset.file_meta.TransferSyntaxUID)
     accepted = [
         UID(cx.transfer_syntax[0])
@@ -147,14 +149,14 @@ def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result
             dataset.decompress(generate_instance_uid=False)
         response = assoc.send_c_store(dataset)
     except (ValueError, RuntimeError, AttributeError, NotImplementedError) as exc:
-        return Result(item, Disposition.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
+        return StoreAttempt(item, Disposition.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
     if "Status" not in response:
-        return Result(item, Disposition.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
+        return StoreAttempt(item, Disposition.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
     status = int(response.Status)
     comment = str(response.get("ErrorComment", "")).strip()
-    outcome = classify_status(status)
+    disposition = classify_status(status)
     text = None if status == 0 else f"status 0x{status:04X}" + (f": {comment}" if comment else "")
-    return Result(item, outcome, status, text)
+    return StoreAttempt(item, disposition, status, text)
 
 
 def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem], policy: SenderSettings) -> Delivery:
@@ -355,7 +357,7 @@ class Sender:
                 lane.breaker.failures,
             )
 
-    def _record(self, lane: _Lane, result: Result, now: float) -> OutboxState:
+    def _record(self, lane: _Lane, result: StoreAttempt, now: float) -> OutboxState:
         """Write one object's result to the outbox; returns its new state."""
         item, tries = result.item, result.item.attempts + 1
         # Peer error comments stay in the database; the log gets the status code only.

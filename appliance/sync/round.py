@@ -23,9 +23,9 @@ from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
-from appliance.sync import outbox, releases
-from appliance.sync.daily_reports import queue_closed_days
+from appliance.sync import releases, report_queue
 from appliance.sync.identity import Enrolment, load_or_create_key, sync_dir
+from appliance.sync.report_queue import queue_closed_days
 
 
 def _http(settings: Settings, base_url: str):
@@ -80,12 +80,12 @@ def push_reports(
     is unreachable; stop after ``sync.round_attempts`` failed tries in a row."""
     s = settings.sync
     delay, failures = s.retry_initial_s, 0
-    while batch := outbox.pending(conn, s.batch_size):
+    while batch := report_queue.pending(conn, s.batch_size):
         try:
             answer = client.post("/v1/reports", {"reports": [r.as_upload() for r in batch]})
-            delivered, rejected = outbox.record_results(conn, batch, answer.get("results", []))
+            delivered, rejected = report_queue.record_results(conn, batch, answer.get("results", []))
         except (hub.HubError, ValueError) as exc:
-            outbox.record_failure(conn, batch, str(exc))
+            report_queue.record_failure(conn, batch, str(exc))
             failures += 1
             retryable = getattr(exc, "retryable", True)
             if not retryable or failures >= s.round_attempts:
@@ -173,7 +173,7 @@ def drift_alerts(conn: sqlite3.Connection) -> list[dict]:
 
 
 def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dict:
-    """Enrolment, outbox, last round and release-metadata freshness (read only); what
+    """Enrolment, report queue, last round and release-metadata freshness (read only); what
     ``appliance sync status`` prints and ``appliance status --json`` carries as ``sync``."""
     now = time.time() if now is None else now
     try:
@@ -198,7 +198,7 @@ def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dic
     return {
         "enrolled": enrolment is not None,
         "enrolment": enrolment,
-        "reports": outbox.counts(conn),
+        "reports": report_queue.counts(conn),
         "last_round": last_round,
         "metadata": {
             **releases.metadata_state(sync_dir(data_dir), now),

@@ -69,7 +69,7 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def show_report(args: argparse.Namespace, parts: Parts) -> int:
-    from appliance.drift.report import daily_report
+    from appliance.drift.anonymised import daily_report
 
     print(json.dumps(daily_report(parts.database().conn, parts.settings.drift, args.day), indent=2))
     return 0

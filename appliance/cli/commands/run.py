@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace, parts: Parts) -> int:
     """The listener and the web server here; the worker and the sender in a child process
     with a memory limit."""
-    from appliance.triage.process import WorkerProcess
+    from appliance.triage.supervisor import WorkerProcess
     from appliance.web.server import start_in_thread
 
     dicom = parts.listener()

@@ -50,7 +50,7 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def queue_reports(args: argparse.Namespace, parts: Parts) -> int:
-    from appliance.sync.outbox import enqueue_report
+    from appliance.sync.report_queue import enqueue_report
 
     conn = parts.database().conn
     queued = sum(enqueue_report(conn, json.loads(Path(p).read_text())) for p in args.report)

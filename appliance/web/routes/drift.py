@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import HTTPException, Request
 from fastapi.responses import FileResponse
 
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.service import day_of, drift_status
 from appliance.outcome.upkeep import DRIFT_WINDOWS, last_ran
 from appliance.web.deps import Connection, Now, SettingsDep
@@ -49,7 +49,7 @@ def drift_page(request: Request, conn: Connection, settings: SettingsDep, now: N
         section="drift",
         status=status,
         drift=settings.drift,
-        history=store.alerts(conn)[:20],
+        history=tables.alerts(conn)[:20],
         today=today,
         now=now,
         windows_closed_at=last_ran(conn, DRIFT_WINDOWS),

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from appliance.db import open_database
-from appliance.drift.report import stable_report_id
+from appliance.drift.anonymised import stable_report_id
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, load_or_create_key
 from appliance.sync.round import enrol

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
-from appliance.sync import outbox, signing
+from appliance.sync import report_queue, signing
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, key_path, load_or_create_key, public_bytes
 from appliance.parts import Parts
@@ -41,7 +41,7 @@ def _queue(settings, count: int, **kwargs) -> list[str]:
     conn = open_database(settings.db_path).conn
     reports = [make_report(**kwargs) for _ in range(count)]
     for report in reports:
-        assert outbox.enqueue_report(conn, report)
+        assert report_queue.enqueue_report(conn, report)
     return [r["report_id"] for r in reports]
 
 
@@ -172,13 +172,13 @@ def test_killing_the_hub_mid_upload_loses_and_duplicates_nothing(hub, tmp_path):
     finally:
         if sync.poll() is None:
             sync.kill()
-    assert outbox.counts(open_database(settings.db_path).conn)["pending"] > 0
+    assert report_queue.counts(open_database(settings.db_path).conn)["pending"] > 0
     hub.start()
     result = run_round(settings, Parts(settings).registry(), sleep=_no_sleep)
     assert result.push_error is None
     ids = hub.report_ids()
     assert len(ids) == len(set(ids)) == len(sent) and set(ids) == set(sent)
-    assert outbox.counts(open_database(settings.db_path).conn)["delivered"] == len(sent)
+    assert report_queue.counts(open_database(settings.db_path).conn)["delivered"] == len(sent)
 
 
 def test_a_thousand_reports_queued_while_the_hub_is_down_all_arrive_once(hub, tmp_path):

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.db import open_database
 from appliance.sync.client import HubError
-from appliance.sync.outbox import enqueue_report
+from appliance.sync.report_queue import enqueue_report
 from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round
 from tests.helpers.hub import REPO, HubProcess, box_settings, make_report, wait_for

@@ -12,9 +12,9 @@ import pytest
 from appliance.audit.chain import verify_database
 from appliance.config import DriftSettings
 from appliance.db import open_database, transaction
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.aggregate import Aggregate
-from appliance.drift.report import anonymise, daily_report
+from appliance.drift.anonymised import anonymise, daily_report
 from appliance.drift.service import alert_summary, day_of, drift_status, evaluate_due, gauges, record_series
 from appliance.errors import ReportError
 from appliance.outcome.upkeep import DRIFT_WINDOWS, STUDY_SUMMARY, Upkeep
@@ -87,7 +87,7 @@ def test_evaluate_due_is_idempotent_and_skips_thin_windows(tmp_path):
     with transaction(db.conn) as conn:
         assert evaluate_due(conn, SETTINGS, dt.date(2026, 3, 10)) == 7  # days 3..9 closed, nothing judged
         assert evaluate_due(conn, SETTINGS, dt.date(2026, 3, 10)) == 0
-    assert store.evaluations(db.conn, "head-ct", "1.0.0") == []
+    assert tables.evaluations(db.conn, "head-ct", "1.0.0") == []
 
 
 def test_daily_report_suppresses_small_cells_and_holds_no_failure_text(tmp_path):

@@ -1,21 +1,34 @@
-"""The durable report outbox: drift reports wait here, in order, until the hub holds them.
+"""The drift-report queue: anonymised drift reports wait here, in order, until the hub
+holds them. The only writer of ``sync_reports``.
 
-This module is the only writer of ``sync_reports``. A report is checked against the
-anonymisation schema before it is queued (what the hub would refuse never waits here),
-and it carries the audit chain head taken in the same transaction as its own
-``drift-report-queued`` audit event, so the hub holds an anchor of this box's chain that
-the box cannot rewrite later.
+:func:`queue_closed_days` queues each closed day's report once per model version: a day
+is closed when it is before today (UTC, the day the drift tables record); the report id
+:func:`appliance.drift.anonymised.stable_report_id` derives from the device id, the day
+and the model version, so asking again finds it queued and builds nothing, and a report
+resent after a lost ledger is a duplicate the hub already holds. Every ``appliance
+sync`` round starts with it, so the timer that pushes reports also makes them.
+
+A report is checked against the anonymisation schema before it is queued (what the hub
+would refuse never waits here), and it carries the audit chain head taken in the same
+transaction as its own ``drift-report-queued`` audit event, so the hub holds an anchor
+of this box's chain that the box cannot rewrite later.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from appliance.audit import chain as audit_log
+from appliance.config import DriftSettings
 from appliance.db import transaction
+from appliance.drift import tables
+from appliance.drift.anonymised import daily_report, stable_report_id
 from appliance.drift.schema import check_report
 from appliance.states import ReportState
 
@@ -30,6 +43,28 @@ class QueuedReport:
 
     def as_upload(self) -> dict:
         return {"report": self.report, "audit_head": {"seq": self.audit_seq, "hash": self.audit_hash}}
+
+
+def queue_closed_days(
+    conn: sqlite3.Connection,
+    settings: DriftSettings,
+    device_id: str,
+    today: dt.date,
+    rng: np.random.Generator | None = None,
+    now: float | None = None,
+) -> list[str]:
+    """Queue the report of every closed day and model version not queued yet (a report
+    holds the day's counts, not the monitor's judgements); return the ids queued now,
+    oldest day first."""
+    queued = []
+    for model_id, version, day in tables.model_version_days(conn, before=today):
+        report_id = stable_report_id(device_id, day, model_id, version)
+        if is_queued(conn, report_id):
+            continue
+        report = daily_report(conn, settings, day, rng, model=(model_id, version), report_id=report_id)
+        if enqueue_report(conn, report, now=now):
+            queued.append(report_id)
+    return queued
 
 
 def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = None) -> bool:

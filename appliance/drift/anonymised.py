@@ -21,7 +21,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.config import DriftSettings
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.aggregate import Aggregate
 from appliance.drift.features import feature_edges
 from appliance.drift.schema import SCHEMA, check_report
@@ -110,12 +110,12 @@ def daily_report(
     Parameters
     ----------
     model : (model_id, model_version), optional
-        Only this model version (the sync outbox queues one report per model version and
+        Only this model version (the sync report queue holds one report per model version and
         day); every model version with series that day when omitted.
     report_id : str, optional
         A stable id (:func:`stable_report_id`); a fresh random one when omitted.
     """
-    versions = [(m, v) for m, v, _ in store.model_versions(conn)] if model is None else [model]
+    versions = [(m, v) for m, v, _ in tables.model_versions(conn)] if model is None else [model]
     models = [(m, v, day_aggregate(conn, m, v, day)) for m, v in versions]
     models = [(m, v, a) for m, v, a in models if a.series or a.not_analysed]
     return anonymise(
