@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 
 from appliance.jobs import Job
 from appliance.models.registry import InstalledModel
+from appliance.report.content import Code
 from appliance.states import SeriesState
 
 
@@ -101,7 +102,7 @@ class Decision:
     reason: str | None = None
     claim: Claim | None = None
     headers: tuple[Dataset, ...] = ()
-    notice: tuple[str, str, str] | None = None
+    notice: Code | None = None
     inputs: SeriesInputs | None = None
     run: Run | None = None
     key: KeyImage | None = None
@@ -127,7 +128,7 @@ class Decision:
         reason: str,
         claim: Claim | None = None,
         headers: tuple[Dataset, ...] = (),
-        notice: tuple[str, str, str] | None = None,
+        notice: Code | None = None,
     ) -> Decision:
         return cls(job, SeriesState.NOT_ELIGIBLE, reason, claim, headers, notice)
 
@@ -138,6 +139,6 @@ class Decision:
         reason: str,
         claim: Claim | None = None,
         headers: tuple[Dataset, ...] = (),
-        notice: tuple[str, str, str] | None = None,
+        notice: Code | None = None,
     ) -> Decision:
         return cls(job, SeriesState.FAILED, reason, claim, headers, notice)

@@ -131,7 +131,7 @@ class Recorder:
             ).fetchone()
             if row is None or row[:2] != (SeriesState.FAILED, job.generation):
                 return Outcome(SeriesState.FAILED, False)
-            code = decision.notice[0] if decision.notice else ""
+            code = decision.notice.value if decision.notice else ""
             seq = audit_log.append_in(
                 conn,
                 "series-failed-notice",
@@ -242,7 +242,7 @@ class Recorder:
             }
             if notice is not None and decision.notice is not None:
                 payload.update(
-                    notice_reason_code=decision.notice[0],
+                    notice_reason_code=decision.notice.value,
                     notice_sr_instance_uid=notice.sop_instance_uid,
                     notice_sent=current,
                 )
@@ -260,7 +260,7 @@ class Recorder:
                     now=now,
                 )
             if notice is not None and decision.notice is not None and current:
-                results.insert_notice(conn, job, decision.notice[0], reason, notice.sop_instance_uid, seq, now)
+                results.insert_notice(conn, job, decision.notice.value, reason, notice.sop_instance_uid, seq, now)
                 enqueue_in(conn, notice, self.destinations, now)
         LOG.info("series %s: %s", decision.state, reason)
         return Outcome(decision.state, current, (notice,) if notice is not None and current else ())

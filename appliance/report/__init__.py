@@ -29,6 +29,7 @@ from appliance.report.content import (
     OUTSIDE_INPUT_CONSTRAINTS,
     PNEUMOTHORAX,
     PULMONARY_NODULE,
+    Code,
     NoticeContent,
     ResultContent,
     finding_code,
@@ -53,6 +54,7 @@ from appliance.report.uids import UUID_ROOT, ResultUids, check_uid_root, derive_
 __all__ = [
     "ANALYSIS_FAILED",
     "ANALYSIS_TIMED_OUT",
+    "Code",
     "FLAGGED",
     "FLAG_REASON",
     "INTRACRANIAL_HEMORRHAGE",

@@ -7,17 +7,27 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
-#: SNOMED CT codes (value, scheme designator, meaning) of the findings the demo models triage.
-INTRACRANIAL_HEMORRHAGE = ("1386000", "SCT", "Intracranial hemorrhage")
-PULMONARY_NODULE = ("786838002", "SCT", "Pulmonary nodule")
-PNEUMOTHORAX = ("36118008", "SCT", "Pneumothorax")
+
+class Code(NamedTuple):
+    """A coded concept as DICOM writes it."""
+
+    value: str
+    scheme: str  # coding scheme designator
+    meaning: str
+
+
+#: SNOMED CT codes of the findings the demo models triage.
+INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial hemorrhage")
+PULMONARY_NODULE = Code("786838002", "SCT", "Pulmonary nodule")
+PNEUMOTHORAX = Code("36118008", "SCT", "Pneumothorax")
 
 #: Why a claimed series was not analysed: codes of the private scheme ``99TRIAGE``
 #: (DICOM and SNOMED CT have none that say this), each with its plain-words meaning.
-OUTSIDE_INPUT_CONSTRAINTS = ("NA-INPUT", "99TRIAGE", "Series outside the model's input constraints")
-ANALYSIS_FAILED = ("NA-FAILED", "99TRIAGE", "AI analysis failed")
-ANALYSIS_TIMED_OUT = ("NA-TIMEOUT", "99TRIAGE", "AI analysis timed out")
+OUTSIDE_INPUT_CONSTRAINTS = Code("NA-INPUT", "99TRIAGE", "Series outside the model's input constraints")
+ANALYSIS_FAILED = Code("NA-FAILED", "99TRIAGE", "AI analysis failed")
+ANALYSIS_TIMED_OUT = Code("NA-TIMEOUT", "99TRIAGE", "AI analysis timed out")
 NOTICE_REASONS = (OUTSIDE_INPUT_CONSTRAINTS, ANALYSIS_FAILED, ANALYSIS_TIMED_OUT)
 
 

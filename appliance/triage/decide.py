@@ -181,7 +181,7 @@ class Triage:
         reason: str,
         claim: Claim,
         headers: tuple[Dataset, ...],
-        notice: tuple[str, str, str] = report.ANALYSIS_FAILED,
+        notice: report.Code = report.ANALYSIS_FAILED,
     ) -> Decision:
         """A claimed series that failed, with the headers its notice references (those that
         still read whole when the full read did not get that far)."""

@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 
 from appliance.config import Settings
 from appliance.models.registry import ModelRegistry
-from appliance.parts import Parts
 
 
 class ConnectionPool:
@@ -49,10 +48,6 @@ class ConnectionPool:
             self._free.put(db)
 
 
-def parts(request: Request) -> Parts:
-    return request.app.state.parts
-
-
 def settings(request: Request) -> Settings:
     return request.app.state.parts.settings
 
@@ -72,13 +67,8 @@ def registry(request: Request, db: Annotated[sqlite_utils.Database, Depends(data
     return request.app.state.parts.registry(db)
 
 
-def clock(request: Request) -> Callable[[], float]:
-    """Wall-clock seconds (tests give the app their own clock)."""
-    return request.app.state.clock
-
-
 def now(request: Request) -> float:
-    """The clock's reading when the request asked."""
+    """The app's clock (tests give the app their own) when the request asked."""
     return request.app.state.clock()
 
 
@@ -91,12 +81,9 @@ def metrics(request: Request) -> CollectorRegistry:
     return request.app.state.metrics
 
 
-PartsDep = Annotated[Parts, Depends(parts)]
 SettingsDep = Annotated[Settings, Depends(settings)]
 Database = Annotated[sqlite_utils.Database, Depends(database)]
 Connection = Annotated[sqlite3.Connection, Depends(connection)]
 Registry = Annotated[ModelRegistry, Depends(registry)]
-Clock = Annotated[Callable[[], float], Depends(clock)]
 Now = Annotated[float, Depends(now)]
-Templates = Annotated[Jinja2Templates, Depends(templates)]
 Metrics = Annotated[CollectorRegistry, Depends(metrics)]
