@@ -88,9 +88,9 @@ class Recorder:
         if active is None:
             raise ValueError("a shadow run is compared with a triaged decision")
         if run.verdict is None:
-            outcome: dict[str, Any] = {"error": run.error}
+            compared: dict[str, Any] = {"error": run.error}
         else:
-            outcome = {
+            compared = {
                 "score": round(run.verdict.score, 6),
                 "threshold": run.verdict.threshold,
                 "flag": bool(run.verdict.flag),
@@ -109,7 +109,7 @@ class Recorder:
                     "study_instance_uid": job.study_instance_uid,
                     **_model_fields(run),
                     "input_sha256": active.input_sha256,
-                    **outcome,
+                    **compared,
                 },
             )
             if run.verdict is not None:

@@ -2,10 +2,9 @@
 
 A route declares what it uses (``conn: Connection``, ``settings: SettingsDep``,
 ``models: Registry``; ``principal: SignedIn`` from :mod:`appliance.web.security`) and
-FastAPI hands it over. The app keeps
-its :class:`appliance.parts.Parts`, a pool of database connections and its clock; this
-module (with the app factory that puts them there) is the one place that reads
-``app.state``.
+FastAPI hands it over. The app keeps its :class:`appliance.parts.Parts`, a pool of
+database connections and its clock; this module (with the app factory that puts them
+there) is the one place that reads ``app.state``.
 
 A request borrows one connection for its whole life: its route and every dependency share
 it, whichever threads they run on, and it goes back to the pool when the response is

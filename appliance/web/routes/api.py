@@ -12,7 +12,7 @@ from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.web import feedback, studies, uploads
 from appliance.web.deps import Connection, Database, Registry, SettingsDep
 from appliance.web.routes.common import router, study_or_404
-from appliance.web.routes.worklist import worklist_query
+from appliance.web.routes.worklist import Selected
 from appliance.web.security import SignedIn
 
 clinical = router("clinical", prefix="/api")
@@ -45,15 +45,11 @@ def _study_json(row: dict) -> dict:
 @clinical.get("/studies")
 def api_studies(
     conn: Connection,
-    state: str = "",
-    modality: str = "",
-    model: str = "",
-    since: str = "",
-    until: str = "",
+    selected: Selected,
     page: int = Query(1, ge=1),
     page_size: int = Query(50, ge=1, le=500),
 ):
-    rows, total = studies.page(conn, worklist_query(state, modality, model, since, until), page, page_size)
+    rows, total = studies.page(conn, selected.filters, page, page_size)
     return {
         "total": total,
         "page": page,

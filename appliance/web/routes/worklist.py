@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import Form, HTTPException, Query, Request
+from fastapi import Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from appliance.config import Settings
@@ -35,40 +37,42 @@ def day_start(text: str, field: str) -> float:
         raise HTTPException(400, f"{field}: {text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def worklist_query(state: str, modality: str, model: str, since: str, until: str) -> studies.Filters:
+@dataclass(frozen=True)
+class Selection:
+    """What a worklist URL selects: the filters, and the same as URL parameters (for the
+    links that keep them)."""
+
+    filters: studies.Filters
+    query: dict[str, str]
+
+
+def selection(state: str = "", modality: str = "", model: str = "", since: str = "", until: str = "") -> Selection:
+    """The worklist's filters from the URL; a 400 naming the field that is malformed."""
     if state and state not in set(StudyState):
         raise HTTPException(400, f"state: {state!r} is not one of {', '.join(StudyState)}")
-    return studies.Filters(
+    filters = studies.Filters(
         state=state,
         modality=modality.strip().upper()[:16],
         model=model.strip()[:64],
         since=day_start(since, "since") if since else None,
         until=day_start(until, "until") + 86400 if until else None,
     )
+    given = (("state", state), ("modality", modality), ("model", model), ("since", since), ("until", until))
+    return Selection(filters, {k: v for k, v in given if v})
+
+
+#: The worklist's filters, as a typed dependency (the pages and ``/api/studies`` share them).
+Selected = Annotated[Selection, Depends(selection)]
 
 
 def _context(
-    conn: sqlite3.Connection,
-    settings: Settings,
-    now: float,
-    state: str,
-    modality: str,
-    model: str,
-    since: str,
-    until: str,
-    page: int,
-    day: str,
+    conn: sqlite3.Connection, settings: Settings, now: float, selected: Selection, page: int, day: str
 ) -> dict:
-    filters = worklist_query(state, modality, model, since, until)
-    rows, total = studies.page(conn, filters, page, settings.web.page_size)
+    rows, total = studies.page(conn, selected.filters, page, settings.web.page_size)
     today = dt.date.fromtimestamp(now).isoformat()
     day = day or today
     start = day_start(day, "day")
-    query = {
-        k: v
-        for k, v in (("state", state), ("modality", modality), ("model", model), ("since", since), ("until", until))
-        if v
-    }
+    query = selected.query
     pages = max((total + settings.web.page_size - 1) // settings.web.page_size, 1)
     return dict(
         rows=rows,
@@ -76,7 +80,7 @@ def _context(
         page=page,
         pages=pages,
         query=query,
-        filters=filters,
+        filters=selected.filters,
         ledger=studies.ledger(conn, start, start + 86400),
         day=day,
         today=today,
@@ -95,16 +99,11 @@ def worklist(
     conn: Connection,
     settings: SettingsDep,
     now: Now,
-    state: str = "",
-    modality: str = "",
-    model: str = "",
-    since: str = "",
-    until: str = "",
+    selected: Selected,
     page: int = Query(1, ge=1),
     day: str = "",
 ):
-    context = _context(conn, settings, now, state, modality, model, since, until, page, day)
-    return render(request, "worklist.html", **context)
+    return render(request, "worklist.html", **_context(conn, settings, now, selected, page, day))
 
 
 @clinical.get("/worklist/rows")
@@ -113,17 +112,12 @@ def worklist_rows(
     conn: Connection,
     settings: SettingsDep,
     now: Now,
-    state: str = "",
-    modality: str = "",
-    model: str = "",
-    since: str = "",
-    until: str = "",
+    selected: Selected,
     page: int = Query(1, ge=1),
     day: str = "",
 ):
     """The ledger and the table body, for the page's poll to swap in."""
-    context = _context(conn, settings, now, state, modality, model, since, until, page, day)
-    return render(request, "worklist_live.html", **context)
+    return render(request, "worklist_live.html", **_context(conn, settings, now, selected, page, day))
 
 
 @clinical.get("/studies/{study_uid}")
