@@ -68,7 +68,7 @@ class Peer(_Section):
     address: str
 
     @classmethod
-    def parse(cls, text: str) -> "Peer":
+    def parse(cls, text: str) -> Peer:
         ae, sep, address = text.strip().partition("@")
         if not sep or not ae or not address:
             raise ValueError(f"{text!r} is not AE@address")
@@ -98,7 +98,7 @@ class Destination(_Section):
     port: int
 
     @classmethod
-    def parse(cls, text: str) -> "Destination":
+    def parse(cls, text: str) -> Destination:
         ae, sep, hostport = text.strip().partition("@")
         host, colon, port = hostport.rpartition(":")
         if not sep or not colon or not ae or not host or not port.isdigit():
@@ -187,7 +187,7 @@ class WebTlsSettings(_Section):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "WebTlsSettings":
+    def _both_or_neither(self) -> WebTlsSettings:
         if (self.certificate is None) != (self.private_key is None):
             raise ValueError("certificate and private_key go together (both set, or both empty)")
         return self
@@ -263,9 +263,11 @@ class WorkerSettings(_Section):
     batch_size: int = Field(16, ge=1, le=1024)
     series_timeout_s: float = Field(120.0, gt=0)
     memory_limit_mb: int = Field(4096, ge=256)
+    summary_interval_s: float = Field(1.0, gt=0)
+    drift_interval_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
-    def _lease_outlasts_a_series(self) -> "WorkerSettings":
+    def _lease_outlasts_a_series(self) -> WorkerSettings:
         if self.lease_s <= self.series_timeout_s:
             raise ValueError("lease_s must exceed series_timeout_s, or a slow series is taken twice")
         return self
@@ -304,7 +306,7 @@ class DriftSettings(_Section):
     noise_epsilon: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
-    def _after_within_of(self) -> "DriftSettings":
+    def _after_within_of(self) -> DriftSettings:
         if self.alert_after > self.alert_of:
             raise ValueError("alert_after must not exceed alert_of")
         return self
@@ -381,14 +383,14 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for var, value in environ.items():
         if not var.startswith(ENV_PREFIX) or var == "APPLIANCE_CONFIG":
             continue
-        key = var[len(ENV_PREFIX):].lower()
+        key = var[len(ENV_PREFIX) :].lower()
         if key in Settings.model_fields and key not in sections:
             overrides[key] = value
             continue
         for section, fields in sections.items():
             prefix = section + "_"
             if key.startswith(prefix):
-                sub = key[len(prefix):]
+                sub = key[len(prefix) :]
                 if sub.startswith("tls_") and "tls" in fields:
                     overrides.setdefault(section, {}).setdefault("tls", {})[sub[4:]] = value
                     break
@@ -462,7 +464,7 @@ def load_settings(path: Path | None = None, environ: dict[str, str] | None = Non
 
 # Peers and destinations changed on the admin page ---------------------------------------
 LOCAL_DICOM_FILE = "dicom-endpoints.json"
-LOCAL_DICOM_KINDS = {"peers": Peer, "destinations": Destination}
+LOCAL_DICOM_KINDS: dict[str, type[Peer] | type[Destination]] = {"peers": Peer, "destinations": Destination}
 
 
 def local_dicom_path(data_dir: Path) -> Path:
@@ -523,9 +525,12 @@ def apply_local_dicom(entries: tuple, kind: str, local: dict[str, dict[str, list
 
 def with_local_dicom(settings: Settings, local: dict[str, dict[str, list[str]]]) -> Settings:
     """``settings`` with the admin page's peer and destination changes applied."""
-    dicom = settings.dicom.model_copy(update={
-        "peers": apply_local_dicom(settings.dicom.peers, "peers", local),
-        "destinations": apply_local_dicom(settings.dicom.destinations, "destinations", local)})
+    dicom = settings.dicom.model_copy(
+        update={
+            "peers": apply_local_dicom(settings.dicom.peers, "peers", local),
+            "destinations": apply_local_dicom(settings.dicom.destinations, "destinations", local),
+        }
+    )
     return settings.model_copy(update={"dicom": dicom})
 
 

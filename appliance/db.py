@@ -7,9 +7,9 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import sqlite_utils
 
@@ -141,7 +141,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE series ADD COLUMN score REAL;
     ALTER TABLE series ADD COLUMN model TEXT
     """,
-    # 4: the hub sync: the report outbox (written only by appliance.sync.outbox), the
+    # 4: the hub sync: the report outbox (written only by appliance.sync.report_queue), the
     # releases the box has acted on (appliance.sync.releases) and each sync round
     # (appliance.sync.round).
     """
@@ -180,7 +180,7 @@ MIGRATIONS: tuple[str, ...] = (
         staged TEXT NOT NULL
     )
     """,
-    # 5: drift monitoring (written only by appliance/drift/store.py): per-series features
+    # 5: drift monitoring (written only by appliance/drift/tables.py): per-series features
     # (no UIDs: the job id links back inside the box), each closed window's judgement per
     # feature, the monitor's state per model version, and alerts raised and cleared.
     """
@@ -348,6 +348,14 @@ MIGRATIONS: tuple[str, ...] = (
         not_before REAL NOT NULL,
         last_error TEXT,
         updated_at REAL NOT NULL
+    )
+    """,
+    # 9: when the worker's scheduled upkeep (study summaries, drift windows) last ran, so
+    # the pages that show its figures can say how old they are (appliance.outcome.upkeep).
+    """
+    CREATE TABLE upkeep (
+        task TEXT PRIMARY KEY,
+        ran_at REAL NOT NULL
     )
     """,
 )

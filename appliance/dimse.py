@@ -31,11 +31,15 @@ DATASET_TOO_LARGE = 0xC217  # bytes besides pixel data past dicom.max_non_pixel_
 
 def is_success_or_warning(status: int) -> bool:
     """Success, or a warning: the peer stored the object (PS3.7 C)."""
-    return (status == SUCCESS or status in (0x0001, WARNING_ATTRIBUTE_LIST_ERROR,
-                                            WARNING_ATTRIBUTE_VALUE_OUT_OF_RANGE)
-            or status & 0xF000 == 0xB000)
+    return (
+        status == SUCCESS
+        or status in (0x0001, WARNING_ATTRIBUTE_LIST_ERROR, WARNING_ATTRIBUTE_VALUE_OUT_OF_RANGE)
+        or status & 0xF000 == 0xB000
+    )
 
 
 def is_permanent_failure(status: int) -> bool:
     """Out of resources (0xA7xx), SOP class mismatch (0xA9xx) or cannot understand (0xCxxx)."""
-    return status & 0xFF00 in (OUT_OF_RESOURCES, DATASET_DOES_NOT_MATCH_SOP_CLASS) or status & 0xF000 == CANNOT_UNDERSTAND
+    return (
+        status & 0xFF00 in (OUT_OF_RESOURCES, DATASET_DOES_NOT_MATCH_SOP_CLASS) or status & 0xF000 == CANNOT_UNDERSTAND
+    )

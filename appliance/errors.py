@@ -102,3 +102,8 @@ class AccessError(ApplianceError):
 
 class LoginRefused(AccessError):
     """A sign-in was refused: wrong name or password, disabled user, or throttled."""
+
+
+def internal_error(exc: BaseException) -> str:
+    """The reason a bug gives a series: what was raised, in at most 500 characters."""
+    return f"internal error: {type(exc).__name__}: {exc}"[:500]

@@ -30,11 +30,15 @@ Job states
     running --lease expired (or its worker is known dead), claimed again--> running
     queued, running --past max attempts--> failed
 
+Two records cross this module: :class:`InstanceArrived` (from the listener's index: an
+instance is durable) and :class:`Job` (to the worker: a claimed job carries its series'
+stored files and the :class:`SeriesFacts` routing looks at).
+
 A worker claims the highest-priority, oldest job with a lease; a job whose lease ran out
 (its worker died) can be claimed again. A restarted worker ends the leases of its own dead
-incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out. Finishing checks the lease is still ours in the
-same transaction that records the result, so a job is never recorded twice. Any other
-change raises :class:`~appliance.errors.IllegalTransition`.
+incarnations at once (:func:`expire_leases_of`) instead of waiting for them to run out.
+Finishing checks the lease is still ours in the same transaction that records the result,
+so a job is never recorded twice. Any other change raises :class:`~appliance.errors.IllegalTransition`.
 """
 
 from __future__ import annotations
@@ -42,28 +46,76 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from appliance.errors import IllegalTransition, LeaseLost
-
-RECEIVING, QUEUED, RUNNING = "receiving", "queued", "running"
-TRIAGED, NOT_ELIGIBLE, FAILED = "triaged", "not-eligible", "failed"
+from appliance.states import JobState, SeriesState
 
 #: Allowed series transitions (``receiving`` is reachable from every state: a late arrival).
-SERIES_TRANSITIONS: dict[str, frozenset[str]] = {
-    RECEIVING: frozenset({QUEUED}),
-    QUEUED: frozenset({RUNNING, FAILED, RECEIVING}),
-    RUNNING: frozenset({TRIAGED, NOT_ELIGIBLE, FAILED, RECEIVING}),
-    TRIAGED: frozenset({RECEIVING}),
-    NOT_ELIGIBLE: frozenset({RECEIVING}),
-    FAILED: frozenset({RECEIVING}),
+SERIES_TRANSITIONS: dict[SeriesState, frozenset[SeriesState]] = {
+    SeriesState.RECEIVING: frozenset({SeriesState.QUEUED}),
+    SeriesState.QUEUED: frozenset({SeriesState.RUNNING, SeriesState.FAILED, SeriesState.RECEIVING}),
+    SeriesState.RUNNING: frozenset(
+        {SeriesState.TRIAGED, SeriesState.NOT_ELIGIBLE, SeriesState.FAILED, SeriesState.RECEIVING}
+    ),
+    SeriesState.TRIAGED: frozenset({SeriesState.RECEIVING}),
+    SeriesState.NOT_ELIGIBLE: frozenset({SeriesState.RECEIVING}),
+    SeriesState.FAILED: frozenset({SeriesState.RECEIVING}),
 }
 #: How a finished job ends, by the series state it leads to.
-JOB_OUTCOME = {TRIAGED: "done", NOT_ELIGIBLE: "done", FAILED: "failed"}
+JOB_OUTCOME = {
+    SeriesState.TRIAGED: JobState.DONE,
+    SeriesState.NOT_ELIGIBLE: JobState.DONE,
+    SeriesState.FAILED: JobState.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class InstanceArrived:
+    """An instance the listener stored durably: what the index records and the series
+    state machine hears (``series_instance_uid`` empty: stored, never triaged)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str
+    body_part: str
+    series_description: str
+    transfer_syntax_uid: str  # as negotiated: the series is decoded only under it
+    size_bytes: int
+    sha256: str
+    path: Path
+    calling_ae: str
+    association_id: str
+
+
+@dataclass(frozen=True)
+class SeriesFacts:
+    """What routing looks at: the series as the listener indexed it; the Image Type is
+    only in the files, read by the worker."""
+
+    modality: str
+    body_part: str = ""
+    sop_class_uid: str = ""
+    series_description: str = ""
+    image_type: tuple[str, ...] = ()
+    instances: int = 1
+    calling_ae: str = ""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One stored instance of a series."""
+
+    path: Path
+    transfer_syntax_uid: str
 
 
 @dataclass(frozen=True)
 class Job:
-    """A claimed job."""
+    """A job a worker claimed: one generation of a series, with its stored files (in
+    arrival order) and facts, leased to ``owner``."""
 
     id: int
     series_instance_uid: str
@@ -71,18 +123,9 @@ class Job:
     generation: int
     attempts: int
     created_at: float
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """The series facts an arriving instance carries."""
-
-    series_instance_uid: str
-    study_instance_uid: str
-    modality: str
-    body_part: str
-    series_description: str
-    calling_ae: str
+    owner: str
+    files: tuple[StoredFile, ...]
+    facts: SeriesFacts
 
 
 @dataclass(frozen=True)
@@ -94,14 +137,14 @@ class Triaged:
     model: str  # "id version"
 
 
-def check_series_transition(current: str, new: str) -> None:
+def check_series_transition(current: SeriesState, new: SeriesState) -> None:
     """Raise :class:`IllegalTransition` unless ``current -> new`` is allowed (pure)."""
     if new not in SERIES_TRANSITIONS.get(current, frozenset()):
-        raise IllegalTransition(f"series cannot go from {current!r} to {new!r}")
+        raise IllegalTransition(f"series cannot go from '{current}' to '{new}'")
 
 
 # Listener side --------------------------------------------------------------------------
-def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now: float) -> None:
+def instance_arrived(conn: sqlite3.Connection, arrival: InstanceArrived, added: int, now: float) -> None:
     """An instance of this series was stored (``added`` new instances: 0 or 1).
 
     Creates the series or reopens it (``receiving``), and supersedes the job still
@@ -114,13 +157,24 @@ def instance_arrived(conn: sqlite3.Connection, arrival: Arrival, added: int, now
         "ON CONFLICT (series_instance_uid) DO UPDATE SET "
         "instances = instances + excluded.instances, last_received_at = excluded.last_received_at, "
         "updated_at = excluded.updated_at, released_at = NULL, state = excluded.state, reason = NULL",
-        (arrival.series_instance_uid, arrival.study_instance_uid, arrival.modality, arrival.body_part,
-         arrival.series_description, arrival.calling_ae, added, RECEIVING, now, now, now),
+        (
+            arrival.series_instance_uid,
+            arrival.study_instance_uid,
+            arrival.modality,
+            arrival.body_part,
+            arrival.series_description,
+            arrival.calling_ae,
+            added,
+            SeriesState.RECEIVING,
+            now,
+            now,
+            now,
+        ),
     )
     conn.execute(
-        "UPDATE jobs SET state = 'superseded', reason = 'new instances arrived', updated_at = ? "
-        "WHERE series_instance_uid = ? AND state = 'queued'",
-        (now, arrival.series_instance_uid),
+        "UPDATE jobs SET state = ?, reason = 'new instances arrived', updated_at = ? "
+        "WHERE series_instance_uid = ? AND state = ?",
+        (JobState.SUPERSEDED, now, arrival.series_instance_uid, JobState.QUEUED),
     )
 
 
@@ -128,7 +182,7 @@ def mark_released(conn: sqlite3.Connection, series_uids: Iterable[str], now: flo
     """The association that carried these series was released normally."""
     conn.executemany(
         "UPDATE series SET released_at = ? WHERE series_instance_uid = ? AND state = ?",
-        [(now, uid, RECEIVING) for uid in series_uids],
+        [(now, uid, SeriesState.RECEIVING) for uid in series_uids],
     )
 
 
@@ -138,14 +192,14 @@ def queue_complete_series(
     release_grace_s: float,
     still_sending: set[str],
     now: float,
-    priority: Callable[[str, str], int],
+    priority: Callable[[SeriesFacts], int],
 ) -> list[str]:
     """Queue a job for every series that has finished arriving.
 
     A series is complete when nothing arrived for ``quiet_period_s``, or when the
     association that carried it was released ``release_grace_s`` ago and no other open
-    association is still sending to it. ``priority(modality, calling_ae)`` gives the
-    job's priority (higher is taken first).
+    association is still sending to it. ``priority(facts)`` (its modality and calling
+    AE) gives the job's priority (higher is taken first).
 
     Returns
     -------
@@ -155,7 +209,7 @@ def queue_complete_series(
     rows = conn.execute(
         "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
         "WHERE state = ? AND (last_received_at <= ? OR (released_at IS NOT NULL AND released_at <= ?))",
-        (RECEIVING, now - quiet_period_s, now - release_grace_s),
+        (SeriesState.RECEIVING, now - quiet_period_s, now - release_grace_s),
     ).fetchall()
     queued = []
     for series_uid, last_received_at, modality, calling_ae in rows:
@@ -163,20 +217,28 @@ def queue_complete_series(
         if not quiet and series_uid in still_sending:
             continue
         conn.execute(
-            "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? "
-            "WHERE series_instance_uid = ?", (QUEUED, now, series_uid))
+            "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? WHERE series_instance_uid = ?",
+            (SeriesState.QUEUED, now, series_uid),
+        )
         conn.execute(
             "INSERT INTO jobs (series_instance_uid, study_instance_uid, generation, state, "
             "priority, created_at, updated_at) SELECT series_instance_uid, study_instance_uid, "
-            "generation, 'queued', ?, ?, ? FROM series WHERE series_instance_uid = ?",
-            (priority(modality, calling_ae), now, now, series_uid))
+            "generation, ?, ?, ?, ? FROM series WHERE series_instance_uid = ?",
+            (JobState.QUEUED, priority(SeriesFacts(modality, calling_ae=calling_ae)), now, now, series_uid),
+        )
         queued.append(series_uid)
     return queued
 
 
 # Worker side ----------------------------------------------------------------------------
-def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: int, now: float,
-          abandoned: list[Job] | None = None) -> Job | None:
+def claim(
+    conn: sqlite3.Connection,
+    owner: str,
+    lease_s: float,
+    max_attempts: int,
+    now: float,
+    abandoned: list[Job] | None = None,
+) -> Job | None:
     """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way
     (appended to ``abandoned`` when given, so the caller can tell PACS; only those whose
     series took the failure).
@@ -186,25 +248,60 @@ def claim(conn: sqlite3.Connection, owner: str, lease_s: float, max_attempts: in
     while True:
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-            "FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires_at <= ?) "
-            "ORDER BY priority DESC, id LIMIT 1", (now,)).fetchone()
+            "FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) "
+            "ORDER BY priority DESC, id LIMIT 1",
+            (JobState.QUEUED, JobState.RUNNING, now),
+        ).fetchone()
         if row is None:
             return None
-        job = Job(*row)
-        if job.attempts >= max_attempts:
-            reason = f"abandoned after {job.attempts} attempts (worker stopped each time)"
-            conn.execute("UPDATE jobs SET state = 'failed', reason = ?, updated_at = ? WHERE id = ?",
-                         (reason, now, job.id))
-            if _set_series_state(conn, job, FAILED, reason, now) and abandoned is not None:
+        attempts = row[4]
+        if attempts >= max_attempts:
+            reason = abandoned_reason(attempts)
+            conn.execute(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                (JobState.FAILED, reason, now, row[0]),
+            )
+            job = _job(conn, row, "", attempts)
+            if _set_series_state(conn, job, SeriesState.FAILED, reason, now) and abandoned is not None:
                 abandoned.append(job)
             continue
         conn.execute(
-            "UPDATE jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
+            "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires_at = ?, "
             "attempts = attempts + 1, updated_at = ? WHERE id = ?",
-            (owner, now + lease_s, now, job.id))
-        _set_series_state(conn, job, RUNNING, None, now)
-        return Job(job.id, job.series_instance_uid, job.study_instance_uid, job.generation,
-                   job.attempts + 1, job.created_at)
+            (JobState.RUNNING, owner, now + lease_s, now, row[0]),
+        )
+        job = _job(conn, row, owner, attempts + 1)
+        _set_series_state(conn, job, SeriesState.RUNNING, None, now)
+        return job
+
+
+def abandoned_reason(attempts: int) -> str:
+    """Why a job given up by :func:`claim` failed (pure)."""
+    return f"abandoned after {attempts} attempts (worker stopped each time)"
+
+
+def _job(conn: sqlite3.Connection, row: tuple, owner: str, attempts: int) -> Job:
+    """The job of a ``jobs`` row, with its series' stored files and indexed facts."""
+    job_id, series_uid, study_uid, generation, _, created_at = row
+    stored = conn.execute(
+        "SELECT path, transfer_syntax_uid, sop_class_uid FROM instances WHERE series_instance_uid = ? "
+        "ORDER BY received_at",
+        (series_uid,),
+    ).fetchall()
+    modality, body_part, description, calling_ae = conn.execute(
+        "SELECT modality, body_part, series_description, calling_ae FROM series WHERE series_instance_uid = ?",
+        (series_uid,),
+    ).fetchone()
+    facts = SeriesFacts(
+        modality=modality,
+        body_part=body_part,
+        sop_class_uid=stored[0][2] if stored else "",
+        series_description=description,
+        instances=len(stored),
+        calling_ae=calling_ae,
+    )
+    files = tuple(StoredFile(Path(path), syntax) for path, syntax, _ in stored)
+    return Job(job_id, series_uid, study_uid, generation, attempts, created_at, owner, files, facts)
 
 
 def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], now: float) -> list[int]:
@@ -212,24 +309,35 @@ def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], n
 
     A claim then takes them at once (and counts the attempt), rather than after the lease.
     """
-    dead = [job_id for job_id, owner in conn.execute(
-        "SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at > ?", (now,))
-        if owner and is_dead(owner)]
-    conn.executemany("UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?",
-                     [(now, now, job_id) for job_id in dead])
+    dead = [
+        job_id
+        for job_id, owner in conn.execute(
+            "SELECT id, lease_owner FROM jobs WHERE state = ? AND lease_expires_at > ?", (JobState.RUNNING, now)
+        )
+        if owner and is_dead(owner)
+    ]
+    conn.executemany(
+        "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ?", [(now, now, job_id) for job_id in dead]
+    )
     return dead
 
 
-def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, reason: str | None,
-           now: float, triaged: Triaged | None = None) -> bool:
+def finish(
+    conn: sqlite3.Connection,
+    job: Job,
+    series_state: SeriesState,
+    reason: str | None,
+    now: float,
+    triaged: Triaged | None = None,
+) -> bool:
     """End a claimed job and, if its series still waits for it, set the series' state.
 
     Runs in the caller's transaction, which also records the result.
 
     Parameters
     ----------
-    series_state : str
-        ``triaged`` (with ``triaged``), ``not-eligible`` or ``failed`` (with ``reason``).
+    series_state : SeriesState
+        ``TRIAGED`` (with ``triaged``), ``NOT_ELIGIBLE`` or ``FAILED`` (with ``reason``).
 
     Returns
     -------
@@ -242,36 +350,49 @@ def finish(conn: sqlite3.Connection, job: Job, owner: str, series_state: str, re
     LeaseLost
         The lease ran out and another worker took the job: record nothing.
     """
-    if series_state not in JOB_OUTCOME or (series_state == TRIAGED) != (triaged is not None):
-        raise IllegalTransition(f"a job cannot finish with series state {series_state!r}")
+    if series_state not in JOB_OUTCOME or (series_state == SeriesState.TRIAGED) != (triaged is not None):
+        raise IllegalTransition(f"a job cannot finish with series state '{series_state}'")
     cursor = conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, lease_expires_at = NULL, updated_at = ? "
-        "WHERE id = ? AND lease_owner = ? AND state = 'running'",
-        (JOB_OUTCOME[series_state], reason, now, job.id, owner))
+        "WHERE id = ? AND lease_owner = ? AND state = ?",
+        (JOB_OUTCOME[series_state], reason, now, job.id, job.owner, JobState.RUNNING),
+    )
     if cursor.rowcount != 1:
         raise LeaseLost(f"job {job.id}")
     return _set_series_state(conn, job, series_state, reason, now, triaged)
 
 
-def _set_series_state(conn: sqlite3.Connection, job: Job, new: str, reason: str | None, now: float,
-                      triaged: Triaged | None = None) -> bool:
+def _set_series_state(
+    conn: sqlite3.Connection,
+    job: Job,
+    new: SeriesState,
+    reason: str | None,
+    now: float,
+    triaged: Triaged | None = None,
+) -> bool:
     """Move the job's series to ``new`` if it is still at the job's generation; the one
     place a worker changes ``series.state``. False when the series has moved on."""
-    row = conn.execute("SELECT state, generation FROM series WHERE series_instance_uid = ?",
-                       (job.series_instance_uid,)).fetchone()
+    row = conn.execute(
+        "SELECT state, generation FROM series WHERE series_instance_uid = ?", (job.series_instance_uid,)
+    ).fetchone()
     if row is None:
         raise IllegalTransition(f"job {job.id}: series {job.series_instance_uid} does not exist")
-    current, generation = row
-    if generation != job.generation or current == RECEIVING:
+    current, generation = SeriesState(row[0]), row[1]
+    if generation != job.generation or current == SeriesState.RECEIVING:
         return False  # a late arrival reopened the series: this job's outcome is superseded
     if current == new:
         return True  # claimed again after a lease ran out: still running
     check_series_transition(current, new)
     flag, score, model = (int(triaged.flag), triaged.score, triaged.model) if triaged else (None, None, None)
-    if new == RUNNING:
-        conn.execute("UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
-                     (new, now, job.series_instance_uid))
+    if new == SeriesState.RUNNING:
+        conn.execute(
+            "UPDATE series SET state = ?, updated_at = ? WHERE series_instance_uid = ?",
+            (new, now, job.series_instance_uid),
+        )
     else:
-        conn.execute("UPDATE series SET state = ?, reason = ?, flag = ?, score = ?, model = ?, updated_at = ? "
-                     "WHERE series_instance_uid = ?", (new, reason, flag, score, model, now, job.series_instance_uid))
+        conn.execute(
+            "UPDATE series SET state = ?, reason = ?, flag = ?, score = ?, model = ?, updated_at = ? "
+            "WHERE series_instance_uid = ?",
+            (new, reason, flag, score, model, now, job.series_instance_uid),
+        )
     return True

@@ -9,8 +9,8 @@ same thing everywhere. Arrays in, new ``float32`` arrays out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def multi_window(hu: np.ndarray, windows: Sequence[tuple]) -> np.ndarray:
     channel (bone removed) instead of clipping it to 1.
     """
     out = np.empty((len(windows), *hu.shape), np.float32)
-    for channel, (_, center, width, *zero_above) in zip(out, windows):
+    for channel, (_, center, width, *zero_above) in zip(out, windows, strict=True):
         if width <= 0:
             raise ValueError(f"window width must be positive, got {width}")
         _window_into(channel, hu, center, width)

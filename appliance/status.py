@@ -9,6 +9,7 @@ import sqlite_utils
 
 from appliance.drift.service import alert_summary
 from appliance.send.outbox import Outbox
+from appliance.states import ModelState, SeriesState
 
 
 def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> dict[str, Any]:
@@ -16,19 +17,22 @@ def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> d
     state (enrolment, queued reports, last round, release metadata age) too."""
     conn = db.conn
     instances = conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
-    without_series = conn.execute(
-        "SELECT COUNT(*) FROM instances WHERE series_instance_uid = ''"
-    ).fetchone()[0]
+    without_series = conn.execute("SELECT COUNT(*) FROM instances WHERE series_instance_uid = ''").fetchone()[0]
     jobs = dict(conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
     # The current result of each series only: superseded ones (an earlier generation) are left out.
-    series = [_series_entry(*row) for row in conn.execute(
-        "SELECT s.study_instance_uid, s.series_instance_uid, s.modality, s.instances, s.state, s.reason, s.flag, "
-        "s.score, s.model, r.sr_instance_uid, r.sc_instance_uid, n.sr_instance_uid FROM series s "
-        "LEFT JOIN inference_results r ON r.series_instance_uid = s.series_instance_uid AND r.role = 'active' "
-        "AND r.superseded = 0 AND r.generation = s.generation AND s.state = 'triaged' "
-        "LEFT JOIN notices n ON n.series_instance_uid = s.series_instance_uid AND n.generation = s.generation "
-        "AND s.state IN ('not-eligible', 'failed') "
-        "ORDER BY s.first_received_at")]
+    series = [
+        _series_entry(*row)
+        for row in conn.execute(
+            "SELECT s.study_instance_uid, s.series_instance_uid, s.modality, s.instances, s.state, s.reason, s.flag, "
+            "s.score, s.model, r.sr_instance_uid, r.sc_instance_uid, n.sr_instance_uid FROM series s "
+            "LEFT JOIN inference_results r ON r.series_instance_uid = s.series_instance_uid AND r.role = ? "
+            "AND r.superseded = 0 AND r.generation = s.generation AND s.state = ? "
+            "LEFT JOIN notices n ON n.series_instance_uid = s.series_instance_uid AND n.generation = s.generation "
+            "AND s.state IN (?, ?) "
+            "ORDER BY s.first_received_at",
+            (ModelState.ACTIVE, SeriesState.TRIAGED, SeriesState.NOT_ELIGIBLE, SeriesState.FAILED),
+        )
+    ]
     status = {
         "instances_received": instances,
         # Stored as sent but never triaged: the sender left out the Series Instance UID.
@@ -37,10 +41,17 @@ def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> d
         # Result objects per destination and state (pending, sent, dead).
         "outbox": Outbox(db).counts(),
         # Flagged results given up on (dead-lettered): PACS never got them.
-        "alerts": [{"kind": "flagged-result-dead-lettered", "outbox_id": item.id,
-                    "sop_instance_uid": item.sop_instance_uid, "study_instance_uid": item.study_instance_uid,
-                    "destination": item.destination, "error": item.last_error}
-                   for item in Outbox(db).alerts()],
+        "alerts": [
+            {
+                "kind": "flagged-result-dead-lettered",
+                "outbox_id": item.id,
+                "sop_instance_uid": item.sop_instance_uid,
+                "study_instance_uid": item.study_instance_uid,
+                "destination": item.destination,
+                "error": item.last_error,
+            }
+            for item in Outbox(db).alerts()
+        ],
         "series": series,
         # Drift alerts not yet cleared, per model version and feature.
         "drift": alert_summary(conn),
@@ -52,12 +63,28 @@ def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> d
     return status
 
 
-def _series_entry(study: str, series: str, modality: str, instances: int, state: str,
-                  reason: str | None, flag: int | None, score: float | None, model: str | None,
-                  sr: str | None, sc: str | None, notice: str | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"study_instance_uid": study, "series_instance_uid": series,
-                             "modality": modality, "instances": instances, "state": state}
-    if state == "triaged":
+def _series_entry(
+    study: str,
+    series: str,
+    modality: str,
+    instances: int,
+    state: str,
+    reason: str | None,
+    flag: int | None,
+    score: float | None,
+    model: str | None,
+    sr: str | None,
+    sc: str | None,
+    notice: str | None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "study_instance_uid": study,
+        "series_instance_uid": series,
+        "modality": modality,
+        "instances": instances,
+        "state": state,
+    }
+    if state == SeriesState.TRIAGED and score is not None:
         entry.update(flag=bool(flag), score=round(score, 4), model=model)
         if sr:
             entry["result"] = {"sr_instance_uid": sr, "sc_instance_uid": sc}

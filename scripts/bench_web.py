@@ -23,10 +23,13 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from appliance.config import load_settings  # noqa: E402
 from appliance.db import open_database, transaction  # noqa: E402
+from appliance.parts import Parts  # noqa: E402
 from appliance.web import accounts  # noqa: E402
 from scripts.bench_ingest import machine, write_section  # noqa: E402
-from tests.support import ct_dataset, free_port  # noqa: E402
+from scripts.harness import free_port  # noqa: E402
+from tests.helpers.series import ct_dataset  # noqa: E402
 
 MIX = (("flagged", 0.03), ("not-flagged", 0.72), ("not-eligible", 0.15), ("failed", 0.02), ("queued", 0.08))
 
@@ -108,6 +111,9 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "APPLIANCE_DATA_DIR": str(data), "APPLIANCE_WEB_PORT": str(port),
                "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1"}
+        started = time.perf_counter()  # the worker's upkeep builds the summary the pages read
+        Parts(load_settings(environ=env)).upkeep().run_due(time.time())
+        summary_s = time.perf_counter() - started
         server = subprocess.Popen([sys.executable, "-m", "appliance.cli", "web"], cwd=REPO, env=env)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
@@ -121,10 +127,9 @@ def main() -> None:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-            first = timed(client, ["/worklist"])[0]
             rng = random.Random(1)
             pages = [f"/worklist?page={rng.randint(1, 200)}" for _ in range(args.requests)]
-            timed(client, pages)  # headers of these pages read once, as a day of use would
+            timed(client, pages)  # warm the page cache, as a day of use would
             results = {
                 "worklist, first page": timed(client, ["/worklist"] * args.requests),
                 "worklist, pages 1-200": timed(client, pages),
@@ -136,8 +141,9 @@ def main() -> None:
             server.wait(timeout=30)
     lines = [f"Measured on {machine()}; {args.studies:,} studies, {args.requests} requests each, one client, "
              f"`appliance web` in its own process, 50 rows a page.", "",
-             f"First request on a database whose per-study summary is still empty (it is built once, from every "
-             f"series row, and kept across restarts; afterwards only changed studies are recomputed): {first:.0f} ms", "",
+             f"The worker's upkeep building the per-study summary the pages read, from every series row, on a "
+             f"database that has none yet (kept across restarts; afterwards only changed studies are recomputed): "
+             f"{summary_s:.1f} s", "",
              "| request | p50 ms | p95 ms |", "|---|---|---|"]
     for name, values in results.items():
         lines.append(f"| {name} | {statistics.median(values):.1f} | {percentile(values, 0.95):.1f} |")

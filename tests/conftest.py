@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ApplianceProcess
+from scripts.harness import ApplianceProcess
 
 
 @pytest.fixture

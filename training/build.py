@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from appliance.drift.histograms import merge
-from appliance.models.package import Calibration, verify_package
+from appliance.models.manifest import Calibration
+from appliance.models.package import verify_package
 from training import export, quantize
 from training.backends import OPENVINO_OPTIONS, Runner, onnxruntime_runner, openvino_runner
 from training.card import model_card

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from appliance.models.package import Aggregation, InputSpec, Window
+from appliance.models.manifest import Aggregation, InputSpec, Window
 from appliance.triage.preprocess import BLOOD_WINDOW, HEAD_CT_WINDOWS
 from training.data.cr_synth import CR_EXTERNAL_STYLE, CR_IMAGE_STORAGE, CRConfig
 from training.data.ct_synth import CT_EXTERNAL_STYLE, CT_IMAGE_STORAGE, CTConfig

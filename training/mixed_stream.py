@@ -29,6 +29,7 @@ import numpy as np
 import pydicom
 from pynetdicom import AE
 
+from appliance.states import SeriesState
 from training.data.cr_synth import CRConfig
 from training.data.ct_synth import CTConfig
 from training.data.folder import read_labels
@@ -40,7 +41,7 @@ from training.evaluate import operating_metrics, proportion
 STREAM_PREVALENCE = 0.10
 #: Seconds every series of the stream may take to reach a final state once sent.
 STREAM_DEADLINE_S = 1800.0
-FINAL_STATES = ("triaged", "not-eligible", "failed")
+FINAL_STATES = (SeriesState.TRIAGED, SeriesState.NOT_ELIGIBLE, SeriesState.FAILED)
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 

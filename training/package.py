@@ -18,7 +18,8 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.models.package import MANIFEST_NAME, SIGNATURE_NAME, Manifest, public_key_b64
+from appliance.models.manifest import Manifest, public_key_b64
+from appliance.models.package import MANIFEST_NAME, SIGNATURE_NAME
 from training.backends import Runner, run_batched
 from training.data.folder import Series
 from training.indication import Indication

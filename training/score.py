@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from appliance.models.package import Aggregation, InputSpec
+from appliance.models.manifest import Aggregation, InputSpec
 from appliance.triage.decode import Slice
 from appliance.triage.pipeline import decode_in_order, model_input, stack_inputs
 from training.backends import Runner, run_batched

@@ -10,9 +10,10 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlite_utils
 
@@ -41,7 +42,7 @@ def append(db: sqlite_utils.Database, kind: str, payload: dict[str, Any]) -> int
 def append_in(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> int:
     """Append one event inside the caller's open write transaction (so the event commits
     or rolls back with the change it records)."""
-    at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
@@ -84,7 +85,5 @@ def verify_chain(rows: Iterable[tuple[int, str, str, str, str, str]]) -> list[Ch
 
 def verify_database(db: sqlite_utils.Database) -> list[ChainProblem]:
     """Verify the whole audit log stored in ``db``."""
-    rows = db.conn.execute(
-        "SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log ORDER BY rowid"
-    )
+    rows = db.conn.execute("SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log ORDER BY rowid")
     return verify_chain(rows)

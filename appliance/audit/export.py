@@ -14,8 +14,7 @@ COLUMNS = ("seq", "at", "kind", "payload", "prev_hash", "hash")
 def export(db: sqlite_utils.Database, out: TextIO, fmt: str, kind: str | None = None) -> int:
     """Write every row (or those of one kind) in sequence order; return how many."""
     query = "SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log"
-    rows = db.conn.execute(query + (" WHERE kind = ?" if kind else "") + " ORDER BY seq",
-                           (kind,) if kind else ())
+    rows = db.conn.execute(query + (" WHERE kind = ?" if kind else "") + " ORDER BY seq", (kind,) if kind else ())
     count = 0
     if fmt == "csv":
         writer = csv.writer(out)
@@ -26,7 +25,7 @@ def export(db: sqlite_utils.Database, out: TextIO, fmt: str, kind: str | None = 
         return count
     out.write("[")
     for row in rows:
-        record = dict(zip(COLUMNS, row))
+        record = dict(zip(COLUMNS, row, strict=True))
         record["payload"] = json.loads(record["payload"])
         out.write(("," if count else "") + "\n" + json.dumps(record, sort_keys=True))
         count += 1

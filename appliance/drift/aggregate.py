@@ -7,15 +7,15 @@ a not-analysed reason code from :func:`reason_code`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 from appliance.drift.features import SCORE_EDGES
 from appliance.drift.histograms import histogram
-
-TRIAGED = "triaged"
+from appliance.states import SeriesState
 
 #: Not-analysed reason codes, by words of the worker's failure reason (first match wins).
 _REASONS = (
@@ -48,12 +48,16 @@ class Aggregate:
     histograms: dict[str, np.ndarray] = field(default_factory=dict)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, other: "Aggregate") -> "Aggregate":
+    def add(self, other: Aggregate) -> Aggregate:
         """This plus ``other``, as a new aggregate (bins must match)."""
-        out = Aggregate(self.kind or other.kind, self.series + other.series, self.flagged + other.flagged,
-                        _add_counts(self.not_analysed, other.not_analysed),
-                        {k: v.copy() for k, v in self.histograms.items()},
-                        {k: dict(v) for k, v in self.categories.items()})
+        out = Aggregate(
+            self.kind or other.kind,
+            self.series + other.series,
+            self.flagged + other.flagged,
+            _add_counts(self.not_analysed, other.not_analysed),
+            {k: v.copy() for k, v in self.histograms.items()},
+            {k: dict(v) for k, v in self.categories.items()},
+        )
         for name, counts in other.histograms.items():
             if name in out.histograms:
                 if out.histograms[name].shape != counts.shape:
@@ -61,27 +65,38 @@ class Aggregate:
                 out.histograms[name] = out.histograms[name] + counts
             else:
                 out.histograms[name] = counts.copy()
-        for name, counts in other.categories.items():
-            out.categories[name] = _add_counts(out.categories.get(name, {}), counts)
+        for name, tally in other.categories.items():
+            out.categories[name] = _add_counts(out.categories.get(name, {}), tally)
         return out
 
     def monitored_categories(self) -> dict[str, dict[str, int]]:
         """The categorical features plus the outputs as categories: flag and outcome."""
-        return {**self.categories,
-                "flag": {"flagged": self.flagged, "not flagged": self.series - self.flagged},
-                "outcome": {TRIAGED: self.series, **self.not_analysed}}
+        return {
+            **self.categories,
+            "flag": {"flagged": self.flagged, "not flagged": self.series - self.flagged},
+            "outcome": {SeriesState.TRIAGED.value: self.series, **self.not_analysed},
+        }
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "series": self.series, "flagged": self.flagged,
-                "not_analysed": self.not_analysed,
-                "histograms": {k: v.tolist() for k, v in self.histograms.items()},
-                "categories": self.categories}
+        return {
+            "kind": self.kind,
+            "series": self.series,
+            "flagged": self.flagged,
+            "not_analysed": self.not_analysed,
+            "histograms": {k: v.tolist() for k, v in self.histograms.items()},
+            "categories": self.categories,
+        }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> "Aggregate":
-        return cls(d["kind"], int(d["series"]), int(d["flagged"]), dict(d["not_analysed"]),
-                   {k: np.asarray(v, np.int64) for k, v in d["histograms"].items()},
-                   {k: dict(v) for k, v in d["categories"].items()})
+    def from_json(cls, d: Mapping[str, Any]) -> Aggregate:
+        return cls(
+            d["kind"],
+            int(d["series"]),
+            int(d["flagged"]),
+            dict(d["not_analysed"]),
+            {k: np.asarray(v, np.int64) for k, v in d["histograms"].items()},
+            {k: dict(v) for k, v in d["categories"].items()},
+        )
 
 
 def aggregate(records: Iterable[Mapping[str, Any]]) -> Aggregate:
@@ -94,13 +109,19 @@ def aggregate(records: Iterable[Mapping[str, Any]]) -> Aggregate:
 
 def series_aggregate(record: Mapping[str, Any]) -> Aggregate:
     """One series record as an aggregate of one."""
-    if record["outcome"] != TRIAGED:
+    if record["outcome"] != SeriesState.TRIAGED:
         return Aggregate(not_analysed={record["outcome"]: 1})
     features = record["features"]
     hists = {k: np.asarray(v, np.int64) for k, v in features["histograms"].items()}
     hists["score"] = histogram(np.array([record["score"]]), SCORE_EDGES)
-    return Aggregate(features["kind"], 1, int(bool(record["flag"])), {}, hists,
-                     {k: {v: 1} for k, v in features["categories"].items()})
+    return Aggregate(
+        features["kind"],
+        1,
+        int(bool(record["flag"])),
+        {},
+        hists,
+        {k: {v: 1} for k, v in features["categories"].items()},
+    )
 
 
 def _add_counts(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:

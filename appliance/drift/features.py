@@ -17,7 +17,8 @@ never a serial number, a name or a time.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,17 @@ CATEGORY_KEYWORDS = {
 #: Every feature name the monitor can judge (and so alert on): the controlled vocabulary
 #: of the alert names a box tells the hub at check-in.
 FEATURE_NAMES: frozenset[str] = frozenset(
-    {*histograms.CT_EDGES, *histograms.RADIOGRAPH_EDGES, "slice_count", *HEADER_EDGES, "score",
-     *CATEGORY_KEYWORDS, "flag", "outcome"})
+    {
+        *histograms.CT_EDGES,
+        *histograms.RADIOGRAPH_EDGES,
+        "slice_count",
+        *HEADER_EDGES,
+        "score",
+        *CATEGORY_KEYWORDS,
+        "flag",
+        "outcome",
+    }
+)
 
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9 _.+-]+")
 UNKNOWN = "unknown"
@@ -94,8 +104,9 @@ def intensity_counts(kind: str, values: np.ndarray) -> np.ndarray:
     return histograms.histogram(values, feature_edges(kind)[INTENSITY[kind]])
 
 
-def series_features(kind: str, header: Mapping[str, Any] | Any, image_counts: Sequence[np.ndarray],
-                    images: int) -> dict[str, Any]:
+def series_features(
+    kind: str, header: Mapping[str, Any] | Any, image_counts: Sequence[np.ndarray], images: int
+) -> dict[str, Any]:
     """The input features of one series.
 
     Parameters

@@ -13,7 +13,7 @@ A histogram set is a plain JSON-able dict::
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -66,9 +66,7 @@ def ct_series_histograms(
     return _pack(values, CT_EDGES)
 
 
-def radiograph_histograms(
-    normalized: np.ndarray, pixel_spacing_mm: float
-) -> dict[str, dict[str, list[float]]]:
+def radiograph_histograms(normalized: np.ndarray, pixel_spacing_mm: float) -> dict[str, dict[str, list[float]]]:
     """Histograms of one radiograph normalised to [0, 1] (``normalize_radiograph``)."""
     values = {
         "intensity": normalized[::PIXEL_STRIDE, ::PIXEL_STRIDE],
@@ -84,7 +82,7 @@ def merge(sets: list[Mapping[str, Mapping[str, list[float]]]]) -> dict[str, dict
         raise ValueError("merge needs at least one histogram set")
     out: dict[str, dict[str, list[float]]] = {}
     for name, first in sets[0].items():
-        total = np.zeros(len(first["counts"]), dtype=np.int64)
+        total: np.ndarray = np.zeros(len(first["counts"]), dtype=np.int64)
         for s in sets:
             if list(s[name]["edges"]) != list(first["edges"]):
                 raise ValueError(f"histogram {name!r}: bin edges differ, cannot merge")

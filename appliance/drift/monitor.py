@@ -16,16 +16,17 @@ and clears when none of its last ``alert_of`` did.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from appliance.config import DriftSettings
 from appliance.drift.aggregate import Aggregate
-from appliance.drift.statistics import chi_square, js_distance, ks_binned, psi, wasserstein_binned
 from appliance.drift.features import INTENSITY, feature_edges
+from appliance.drift.statistics import chi_square, js_distance, ks_binned, psi, wasserstein_binned
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ def corrected_z(sigma: float, tests: int) -> float:
     return NormalDist().inv_cdf(1 - tail_probability(sigma) / max(tests, 1))
 
 
-def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: Aggregate | None,
-             settings: DriftSettings) -> list[Evaluation]:
+def evaluate(
+    window: Aggregate, reference: Mapping[str, Any] | None, baseline: Aggregate | None, settings: DriftSettings
+) -> list[Evaluation]:
     """Judge every feature of ``window``.
 
     Parameters
@@ -93,26 +95,33 @@ def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: A
     ref_hists = dict((reference or {}).get("histograms", {}))
     thresholds = dict((reference or {}).get("thresholds", {}))
     edges = feature_edges(window.kind) if window.kind else {}
-    against_reference = [n for n, c in window.histograms.items()
-                         if n in ref_hists and len(ref_hists[n]["counts"]) == len(c)
-                         and sum(ref_hists[n]["counts"]) > 0 and c.sum() > 0]
+    against_reference = [
+        n
+        for n, c in window.histograms.items()
+        if n in ref_hists and len(ref_hists[n]["counts"]) == len(c) and sum(ref_hists[n]["counts"]) > 0 and c.sum() > 0
+    ]
     pixel_features = set(INTENSITY.values())
-    distance_to_baseline: list[str] = []
+    distance_to_baseline: list[tuple[str, np.ndarray]] = []
     against_baseline: list[tuple[str, np.ndarray, np.ndarray]] = []
     if baseline is not None:
         for name, counts in window.histograms.items():
             if name in against_reference or name not in baseline.histograms:
                 continue
             if name in pixel_features:  # pixel counts are not independent draws: no chi-square
-                distance_to_baseline.append(name)
+                distance_to_baseline.append((name, baseline.histograms[name]))
             else:
                 against_baseline.append((name, baseline.histograms[name], counts))
         base_cats = baseline.monitored_categories()
-        for name, counts in window.monitored_categories().items():
+        for name, tally in window.monitored_categories().items():
             if name in base_cats:
-                labels = sorted(set(counts) | set(base_cats[name]))
-                against_baseline.append((name, np.array([base_cats[name].get(k, 0) for k in labels]),
-                                         np.array([counts.get(k, 0) for k in labels])))
+                labels = sorted(set(tally) | set(base_cats[name]))
+                against_baseline.append(
+                    (
+                        name,
+                        np.array([base_cats[name].get(k, 0) for k in labels]),
+                        np.array([tally.get(k, 0) for k in labels]),
+                    )
+                )
     tests = len(against_reference) + len(distance_to_baseline) + len(against_baseline)
     z = corrected_z(settings.sigma, tests)
     level = tail_probability(settings.sigma) / max(tests, 1)
@@ -130,23 +139,42 @@ def evaluate(window: Aggregate, reference: Mapping[str, Any] | None, baseline: A
         if name in edges:
             details["wasserstein"] = wasserstein_binned(edges[name], ref, cur)
         out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, source, details))
-    for name in distance_to_baseline:
-        base, cur = baseline.histograms[name], window.histograms[name]
+    for name, base in distance_to_baseline:
+        cur = window.histograms[name]
         if base.sum() > 0 and cur.sum() > 0:
             value, threshold = js_distance(base, cur), settings.fallback_js_distance
-            out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, "config",
-                                  {"psi": psi(base, cur), "ks": ks_binned(base, cur)}))
+            out.append(
+                Evaluation(
+                    name,
+                    "js_distance",
+                    value,
+                    threshold,
+                    value > threshold,
+                    "config",
+                    {"psi": psi(base, cur), "ks": ks_binned(base, cur)},
+                )
+            )
     for name, base, cur in against_baseline:
         if cur.sum() == 0 or base.sum() == 0:
             continue
         stat, dof, p = chi_square(base, cur)
-        out.append(Evaluation(name, "chi_square_p", p, level, p < level, "baseline",
-                              {"chi_square": stat, "dof": float(dof), "js_distance": js_distance(base, cur)}))
+        out.append(
+            Evaluation(
+                name,
+                "chi_square_p",
+                p,
+                level,
+                p < level,
+                "baseline",
+                {"chi_square": stat, "dof": float(dof), "js_distance": js_distance(base, cur)},
+            )
+        )
     return out
 
 
-def step(state: MonitorState, window: Aggregate, reference: Mapping[str, Any] | None,
-         settings: DriftSettings) -> tuple[list[Evaluation], list[Event]]:
+def step(
+    state: MonitorState, window: Aggregate, reference: Mapping[str, Any] | None, settings: DriftSettings
+) -> tuple[list[Evaluation], list[Event]]:
     """Judge one closed window and update ``state`` in place.
 
     A window with fewer than ``settings.min_series`` triaged series is not judged (no
@@ -160,7 +188,7 @@ def step(state: MonitorState, window: Aggregate, reference: Mapping[str, Any] | 
     events = []
     for e in evaluations:
         f = state.features.setdefault(e.feature, FeatureState())
-        f.history = (f.history + [e.exceeded])[-settings.alert_of:]
+        f.history = (f.history + [e.exceeded])[-settings.alert_of :]
         if not f.alerting and sum(f.history) >= settings.alert_after:
             f.alerting = True
             events.append(Event("drift-alert", e))

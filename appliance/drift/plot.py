@@ -14,22 +14,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
 
-from appliance.config import DriftSettings  # noqa: E402
-from appliance.drift import store  # noqa: E402
-from appliance.drift.features import feature_edges  # noqa: E402
-from appliance.drift.service import load_reference, window_aggregate  # noqa: E402
+from appliance.config import DriftSettings
+from appliance.drift import tables
+from appliance.drift.features import feature_edges
+from appliance.drift.service import load_reference, window_aggregate
 
 
 def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path, today: dt.date) -> list[Path]:
     """Write the PNGs under ``out_dir``; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for model_id, version, _ in store.model_versions(conn):
+    for model_id, version, _ in tables.model_versions(conn):
         prefix = f"{model_id}-{version}"
-        _, state = store.load_monitor(conn, model_id, version)
+        _, state = tables.load_monitor(conn, model_id, version)
         window = window_aggregate(conn, model_id, version, today, settings.window_days)
         reference = (load_reference(conn, model_id, version) or {}).get("histograms", {})
         edges = feature_edges(window.kind) if window.kind else {}
@@ -50,34 +51,35 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
             ax.legend(fontsize=8)
             written.append(_save(fig, out_dir / f"{prefix}-{name}-histogram.png"))
         base = state.baseline.monitored_categories() if state.baseline else {}
-        for name, counts in window.monitored_categories().items():
-            labels = sorted(set(counts) | set(base.get(name, {})))
+        for name, tally in window.monitored_categories().items():
+            labels = sorted(set(tally) | set(base.get(name, {})))
             if not labels:
                 continue
             x = np.arange(len(labels))
             fig, ax = plt.subplots(figsize=(7, 3.5))
-            for offset, source, text in ((-0.2, base.get(name), "baseline window"), (0.2, counts, "current window")):
+            for offset, source, text in ((-0.2, base.get(name), "baseline window"), (0.2, tally, "current window")):
                 if source:
-                    v = np.array([source.get(k, 0) for k in labels], float)
+                    v = np.array([source.get(k, 0) for k in labels], dtype=np.float64)
                     ax.bar(x + offset, v / max(v.sum(), 1), width=0.4, label=text)
             ax.set_xticks(x, labels, rotation=20, fontsize=7)
             ax.set_title(f"{model_id} {version}: {name} (window ending {today})")
             ax.legend(fontsize=8)
             written.append(_save(fig, out_dir / f"{prefix}-{name}-categories.png"))
-        history = store.evaluations(conn, model_id, version)
+        history = tables.evaluations(conn, model_id, version)
         for name in sorted({h["feature"] for h in history}):
             rows = [h for h in history if h["feature"] == name]
-            days = [dt.date.fromisoformat(h["day"]) for h in rows]
+            days = mdates.date2num([dt.date.fromisoformat(h["day"]) for h in rows])
             fig, ax = plt.subplots(figsize=(7, 3.5))
             values = [max(h["value"], 1e-300) for h in rows]
             plot = ax.semilogy if rows[0]["statistic"] == "chi_square_p" else ax.plot
             plot(days, values, marker=".", label=rows[0]["statistic"])
             plot(days, [h["threshold"] for h in rows], "r--", label="threshold")
-            for h, d in zip(rows, days):
+            for h, d in zip(rows, days, strict=True):
                 if h["exceeded"]:
                     ax.axvline(d, color="orange", alpha=0.3)
             ax.set_title(f"{model_id} {version}: {name} per {settings.window_days}-day window")
             ax.legend(fontsize=8)
+            ax.xaxis_date()
             fig.autofmt_xdate()
             written.append(_save(fig, out_dir / f"{prefix}-{name}-statistic.png"))
     return written

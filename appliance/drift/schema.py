@@ -73,8 +73,9 @@ def check_report(obj: dict) -> None:
     if not _is_int(k) or k < 1:
         raise ReportError("k: must be an integer >= 1")
     eps = obj["noise_epsilon"]
-    if eps is not None and (not isinstance(eps, (int, float)) or isinstance(eps, bool)
-                            or not math.isfinite(eps) or eps <= 0):
+    if eps is not None and (
+        not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0
+    ):
         raise ReportError("noise_epsilon: must be null or a finite number > 0")
     models = obj["models"]
     if not isinstance(models, list):

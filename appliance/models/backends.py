@@ -8,9 +8,9 @@ providers when installed), the OpenVINO runtime on the CPU (and a GPU when prese
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -71,8 +71,13 @@ _ORT_PROVIDERS = {
 }
 
 
-def load(target: Target, files: list[Path], precision: str, options: Mapping[str, str],
-         output_names: tuple[str, str] = ("score", "cam")) -> Runtime:
+def load(
+    target: Target,
+    files: list[Path],
+    precision: str,
+    options: Mapping[str, str],
+    output_names: tuple[str, str] = ("score", "cam"),
+) -> Runtime:
     """Compile one variant's files for ``target``.
 
     Parameters

@@ -10,6 +10,8 @@ Field numbers are those of onnx.proto (IR version 10).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 _MODEL, _TRAINING, _FUNCTION, _GRAPH, _NODE, _ATTRIBUTE, _SPARSE, _TENSOR, _ENTRY = range(9)
 #: For each message kind: field number -> kind of the sub-message it holds.
 _CHILDREN: dict[int, dict[int, int]] = {
@@ -43,10 +45,11 @@ def _varint(data: memoryview, offset: int) -> tuple[int, int]:
             return value, offset
 
 
-def _fields(data: memoryview):
+def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview | None]]:
     """(field number, wire type, value) of each field; value is a memoryview for wire type 2."""
     offset = 0
     while offset < len(data):
+        value: int | memoryview | None
         key, offset = _varint(data, offset)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -56,7 +59,7 @@ def _fields(data: memoryview):
             value = None
         elif wire == 2:
             length, offset = _varint(data, offset)
-            value = data[offset:offset + length]
+            value = data[offset : offset + length]
             offset += length
         else:
             raise NotOnnx(f"unsupported wire type {wire}")
@@ -80,13 +83,13 @@ def external_locations(model: bytes) -> list[str]:
         if depth > MAX_DEPTH:
             raise NotOnnx(f"messages nested deeper than {MAX_DEPTH}")
         entry: dict[int, bytes] = {}
-        for number, wire, value in _fields(data):
+        for number, _, value in _fields(data):
             child = _CHILDREN[kind].get(number)
-            if child is not None and wire != 2:
-                raise NotOnnx(f"field {number} should be a message")
             if child is not None:
+                if not isinstance(value, memoryview):
+                    raise NotOnnx(f"field {number} should be a message")
                 stack.append((child, value, depth + 1))
-            elif kind == _ENTRY and wire == 2 and number in (1, 2):
+            elif kind == _ENTRY and isinstance(value, memoryview) and number in (1, 2):
                 entry[number] = bytes(value)
         if kind == _ENTRY and entry.get(1) == b"location":
             try:

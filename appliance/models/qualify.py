@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from appliance.errors import PackageError
 from appliance.models.backends import Runtime, Target, load
-from appliance.models.package import Manifest, Variant
+from appliance.models.manifest import Manifest, Variant
 
 TIMING_ROUNDS = 5
 #: Share of a CAM's cells that make its top region (where the heat map points).
@@ -41,8 +42,10 @@ def cam_top_overlap(expected: np.ndarray, actual: np.ndarray, fraction: float = 
     """Smallest, over the batch, share of the expected top region that the actual top region
     covers: 1.0 when every map points at the same cells (pure)."""
     expected, actual = np.asarray(expected), np.asarray(actual)
-    overlaps = [float((top_region(e, fraction) & top_region(a, fraction)).sum() / top_region(e, fraction).sum())
-                for e, a in zip(expected, actual)]
+    overlaps = [
+        float((top_region(e, fraction) & top_region(a, fraction)).sum() / top_region(e, fraction).sum())
+        for e, a in zip(expected, actual, strict=True)
+    ]
     return min(overlaps) if overlaps else 1.0
 
 
@@ -55,7 +58,7 @@ class Golden:
     cam: np.ndarray
 
     @classmethod
-    def read(cls, path: Path) -> "Golden":
+    def read(cls, path: Path) -> Golden:
         with np.load(path) as data:
             return cls(data["input"].astype(np.float32), data["score"], data["cam"])
 
@@ -105,8 +108,9 @@ def golden_check(runtime: Runtime, variant: Variant, golden: Golden) -> tuple[bo
     return score_diff <= tolerance.score_atol and cam_diff <= tolerance.cam_atol, score_diff, cam_diff
 
 
-def golden_series_check(runtime: Runtime, manifest: Manifest, variant: Variant,
-                        series_inputs: list[np.ndarray]) -> tuple[bool, float]:
+def golden_series_check(
+    runtime: Runtime, manifest: Manifest, variant: Variant, series_inputs: list[np.ndarray]
+) -> tuple[bool, float]:
     """Score each golden DICOM series' preprocessed inputs, aggregate and calibrate as
     :meth:`Manifest.series_score` does, and compare score (within ``series_atol``) and
     flag (exactly) with the manifest's golden verdicts. Returns (passed, max difference)."""
@@ -135,7 +139,10 @@ def time_per_image(runtime: Runtime, inputs: np.ndarray) -> float:
 
 
 def try_variants(
-    manifest: Manifest, model_dir: Path, targets: list[Target], golden: Golden,
+    manifest: Manifest,
+    model_dir: Path,
+    targets: list[Target],
+    golden: Golden,
     series_inputs: list[np.ndarray] | None = None,
 ) -> list[tuple[Trial, Runtime | None]]:
     """Every (variant, target) pair this box can run, golden-tested and timed.
@@ -148,22 +155,33 @@ def try_variants(
     outputs = (manifest.outputs.score, manifest.outputs.cam)
     for variant in manifest.variants:
         for target in (t for t in targets if t.backend == variant.backend):
-            base = dict(backend=target.backend, device=target.device, precision=variant.precision)
+            trial = partial(Trial, backend=target.backend, device=target.device, precision=variant.precision)
             try:
-                runtime = load(target, [model_dir / f for f in variant.files], variant.precision,
-                               variant.options, outputs)
+                runtime = load(
+                    target, [model_dir / f for f in variant.files], variant.precision, variant.options, outputs
+                )
                 passed, score_diff, cam_diff = golden_check(runtime, variant, golden)
                 series_diff = None
                 if series_inputs is not None and manifest.golden_series:
                     series_passed, series_diff = golden_series_check(runtime, manifest, variant, series_inputs)
                     passed = passed and series_passed
-            except Exception as exc:  # a variant that cannot load is a failed trial, not a crash
-                trials.append((Trial(**base, passed=False, error=f"{type(exc).__name__}: {exc}"[:300]), None))
+            except Exception as exc:  # noqa: BLE001 - a variant that cannot load is a failed trial, not a crash
+                trials.append((trial(passed=False, error=f"{type(exc).__name__}: {exc}"[:300]), None))
                 continue
             speed = time_per_image(runtime, golden.inputs) if passed else None
-            trials.append((Trial(**base, passed=passed, score_diff=score_diff, cam_diff=cam_diff,
-                                 ms_per_image=speed, series_diff=series_diff,
-                                 series_checked=series_diff is not None), runtime if passed else None))
+            trials.append(
+                (
+                    trial(
+                        passed=passed,
+                        score_diff=score_diff,
+                        cam_diff=cam_diff,
+                        ms_per_image=speed,
+                        series_diff=series_diff,
+                        series_checked=series_diff is not None,
+                    ),
+                    runtime if passed else None,
+                )
+            )
     return trials
 
 
@@ -180,11 +198,18 @@ def choose(trials: list[tuple[Trial, Runtime | None]], pin: str | None = None) -
         for trial, runtime in passing:
             if trial.label == pin:
                 return trial, runtime
-        raise PackageError(f"pinned backend {pin!r} is not available or failed its golden test; "
-                           f"passing: {[t.label for t, _ in passing]}")
+        raise PackageError(
+            f"pinned backend {pin!r} is not available or failed its golden test; "
+            f"passing: {[t.label for t, _ in passing]}"
+        )
     if not passing:
-        reasons = "; ".join(f"{t.label}: {t.error or f'score diff {t.score_diff:.3g}, cam diff {t.cam_diff:.3g}'}"
-                            + (f", golden series diff {t.series_diff:.3g}" if t.series_checked else "")
-                            for t, _ in trials) or "no variant runs on this box"
+        reasons = (
+            "; ".join(
+                f"{t.label}: {t.error or f'score diff {t.score_diff:.3g}, cam diff {t.cam_diff:.3g}'}"
+                + (f", golden series diff {t.series_diff:.3g}" if t.series_checked else "")
+                for t, _ in trials
+            )
+            or "no variant runs on this box"
+        )
         raise PackageError(f"no variant passed its golden test ({reasons})")
     return min(passing, key=lambda pair: pair[0].ms_per_image or float("inf"))

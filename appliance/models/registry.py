@@ -1,4 +1,4 @@
-"""Installed model packages and their states: installed, shadow, active, retired.
+"""Installed model packages and their states (:class:`~appliance.states.ModelState`).
 
 Versions of a model id only move forward: a package older than one already installed is
 refused; going back is an explicit :meth:`ModelRegistry.rollback` by a biomed user. One
@@ -10,14 +10,15 @@ refused and the active one stays.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import re
 import shutil
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import sqlite_utils
@@ -26,8 +27,10 @@ from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.errors import PackageError
 from appliance.models.backends import Runtime, Target, available_targets, load
-from appliance.models.package import Manifest, extract_package
+from appliance.models.manifest import Manifest
+from appliance.models.package import read_package
 from appliance.models.qualify import Golden, choose, try_variants
+from appliance.states import ModelState
 
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?")
 
@@ -48,7 +51,7 @@ class InstalledModel:
 
     id: str
     version: str
-    state: str
+    state: ModelState
     package_sha256: str
     path: Path
     manifest: Manifest
@@ -64,24 +67,26 @@ class InstalledModel:
             raise PackageError(f"{self.label} has no chosen backend: shadow or activate it first")
         backend, device, precision = self.selection["chosen"].split("/")
         variant = next(v for v in self.manifest.variants if v.backend == backend and v.precision == precision)
-        return load(Target(backend, device), [self.path / f for f in variant.files], precision,
-                    variant.options, (self.manifest.outputs.score, self.manifest.outputs.cam))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return load(
+            Target(backend, device),
+            [self.path / f for f in variant.files],
+            precision,
+            variant.options,
+            (self.manifest.outputs.score, self.manifest.outputs.cam),
+        )
 
 
 class ModelRegistry:
     """The models table plus the extracted packages under ``models_dir``."""
 
-    def __init__(self, db: sqlite_utils.Database, models_dir: Path, trusted_keys: list[Path],
-                 pin_backend: str | None = None,
-                 golden_series_inputs: Callable[[Manifest, Path], list[np.ndarray]] | None = None):
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        models_dir: Path,
+        trusted_keys: list[Path],
+        pin_backend: str | None = None,
+        golden_series_inputs: Callable[[Manifest, Path], list[np.ndarray]] | None = None,
+    ):
         """``golden_series_inputs(manifest, model_dir)`` decodes and preprocesses the
         package's golden DICOM series with the box's pipeline (``appliance.triage.pipeline.
         golden_series_inputs``; injected because this stage may not import triage). Without
@@ -96,65 +101,103 @@ class ModelRegistry:
     # Reading ------------------------------------------------------------------------
     def _row(self, row: tuple) -> InstalledModel:
         model_id, version, state, sha, path, manifest, selection = row
-        return InstalledModel(model_id, version, state, sha, Path(path),
-                              Manifest.model_validate_json(manifest),
-                              json.loads(selection) if selection else None)
+        return InstalledModel(
+            model_id,
+            version,
+            ModelState(state),
+            sha,
+            Path(path),
+            Manifest.model_validate_json(manifest),
+            json.loads(selection) if selection else None,
+        )
 
-    def list(self) -> list[InstalledModel]:
-        rows = self.db.conn.execute(
-            "SELECT id, version, state, package_sha256, path, manifest, selection FROM models")
+    def models(self) -> list[InstalledModel]:
+        rows = self.db.conn.execute("SELECT id, version, state, package_sha256, path, manifest, selection FROM models")
         return sorted((self._row(r) for r in rows), key=lambda m: (m.id, version_key(m.version)))
 
     def get(self, model_id: str, version: str) -> InstalledModel:
         row = self.db.conn.execute(
             "SELECT id, version, state, package_sha256, path, manifest, selection FROM models "
-            "WHERE id = ? AND version = ?", (model_id, version)).fetchone()
+            "WHERE id = ? AND version = ?",
+            (model_id, version),
+        ).fetchone()
         if row is None:
             raise PackageError(f"model {model_id} {version} is not installed")
         return self._row(row)
 
-    def in_state(self, state: str) -> list[InstalledModel]:
-        return [m for m in self.list() if m.state == state]
+    def in_state(self, state: ModelState) -> list[InstalledModel]:
+        return [m for m in self.models() if m.state == state]
 
     # Changes ------------------------------------------------------------------------
     def install(self, package: Path, actor: str) -> InstalledModel:
-        """Verify and unpack a package; refuse one older than what is installed."""
-        manifest = self._verify_only(package)
-        installed = [m for m in self.list() if m.id == manifest.id]
-        sha = _sha256(package)
-        for model in installed:
-            if model.version == manifest.version:
-                if model.package_sha256 == sha:
-                    return model
-                raise PackageError(f"{manifest.id} {manifest.version} is already installed with "
-                                   "different contents; a new build needs a new version")
-        newest = max((m.version for m in installed), key=version_key, default=None)
-        if newest is not None and version_key(manifest.version) < version_key(newest):
-            raise PackageError(f"{manifest.id} {manifest.version} is older than installed {newest}; "
-                               "versions only move forward (use rollback to go back)")
-        target = self.models_dir / manifest.id / manifest.version
-        staging = target.with_name(target.name + ".staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        extract_package(package, staging, self.trusted_keys)
-        shutil.copy2(package, staging / "package.tar")
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        """Verify and unpack a package (one read of the file, which is kept beside what it
+        unpacks as ``package.tar``); refuse one older than what is installed, or a version
+        installed before with other contents."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        incoming = self.models_dir / f".incoming-{uuid.uuid4().hex}"
+        copy = incoming.with_name(incoming.name + ".tar")
+        try:
+            read = read_package(package, self.trusted_keys, into=incoming, copy_to=copy)
+            manifest, sha = read.manifest, read.sha256
+            already = self._check_new(manifest, sha)
+            if already is not None:
+                return already
+            target = self.models_dir / manifest.id / manifest.version
+            os.replace(copy, incoming / "package.tar")
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            incoming.rename(target)
+        finally:
+            shutil.rmtree(incoming, ignore_errors=True)
+            copy.unlink(missing_ok=True)
         now = time.time()
         with transaction(self.db.conn):
             self.db.conn.execute(
                 "INSERT INTO models (id, version, state, package_sha256, path, manifest, installed_at, "
                 "changed_at) VALUES (?,?,?,?,?,?,?,?)",
-                (manifest.id, manifest.version, "installed", sha, str(target),
-                 manifest.model_dump_json(), now, now))
-            audit_log.append_in(self.db.conn, "model-installed", {
-                "model_id": manifest.id, "version": manifest.version, "package_sha256": sha,
-                "signing_key": manifest.signing_key_id, "actor": actor})
+                (
+                    manifest.id,
+                    manifest.version,
+                    ModelState.INSTALLED,
+                    sha,
+                    str(target),
+                    manifest.model_dump_json(),
+                    now,
+                    now,
+                ),
+            )
+            audit_log.append_in(
+                self.db.conn,
+                "model-installed",
+                {
+                    "model_id": manifest.id,
+                    "version": manifest.version,
+                    "package_sha256": sha,
+                    "signing_key": manifest.signing_key_id,
+                    "actor": actor,
+                },
+            )
         return self.get(manifest.id, manifest.version)
 
-    def _verify_only(self, package: Path) -> Manifest:
-        from appliance.models.package import verify_package
-
-        return verify_package(package, self.trusted_keys)
+    def _check_new(self, manifest: Manifest, sha: str) -> InstalledModel | None:
+        """The installed model when this exact package is installed already; PackageError
+        when its version is installed with other contents or is older than one installed."""
+        installed = [m for m in self.models() if m.id == manifest.id]
+        for model in installed:
+            if model.version == manifest.version:
+                if model.package_sha256 == sha:
+                    return model
+                raise PackageError(
+                    f"{manifest.id} {manifest.version} is already installed with "
+                    "different contents; a new build needs a new version"
+                )
+        newest = max((m.version for m in installed), key=version_key, default=None)
+        if newest is not None and version_key(manifest.version) < version_key(newest):
+            raise PackageError(
+                f"{manifest.id} {manifest.version} is older than installed {newest}; "
+                "versions only move forward (use rollback to go back)"
+            )
+        return None
 
     def qualify(self, model: InstalledModel) -> tuple[dict, Runtime]:
         """Golden-test every variant on every target and choose one (PackageError if none)."""
@@ -164,21 +207,23 @@ class ModelRegistry:
             try:
                 series_inputs = self.golden_series_inputs(model.manifest, model.path)
             except Exception as exc:  # the box cannot read its own golden cases: refuse the model
-                raise PackageError(f"{model.label}: golden series cannot be decoded and preprocessed on this box: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                raise PackageError(
+                    f"{model.label}: golden series cannot be decoded and preprocessed on this box: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         trials = try_variants(model.manifest, model.path, available_targets(), golden, series_inputs)
         chosen, runtime = choose(trials, self.pin_backend)
         return {"chosen": chosen.label, "trials": [t.as_dict() for t, _ in trials]}, runtime
 
     def activate(self, model_id: str, version: str, actor: str) -> InstalledModel:
         """Make a model the active one for its id; the previous active one is retired."""
-        return self._promote(model_id, version, "active", actor)
+        return self._promote(model_id, version, ModelState.ACTIVE, actor)
 
     def shadow(self, model_id: str, version: str, actor: str) -> InstalledModel:
         """Run a model beside the active one, audited and compared, never shown or sent."""
-        return self._promote(model_id, version, "shadow", actor)
+        return self._promote(model_id, version, ModelState.SHADOW, actor)
 
-    def _promote(self, model_id: str, version: str, state: str, actor: str) -> InstalledModel:
+    def _promote(self, model_id: str, version: str, state: ModelState, actor: str) -> InstalledModel:
         model = self.get(model_id, version)
         if model.state == state:
             return model
@@ -186,38 +231,60 @@ class ModelRegistry:
         now = time.time()
         with transaction(self.db.conn):
             previous = self.db.conn.execute(
-                "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)).fetchone()
+                "SELECT version FROM models WHERE id = ? AND state = ?", (model_id, state)
+            ).fetchone()
             if previous:
-                self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? "
-                                     "AND version = ?", (now, model_id, previous[0]))
-            self.db.conn.execute(
-                "UPDATE models SET state = ?, selection = ?, changed_at = ? WHERE id = ? AND version = ?",
-                (state, json.dumps(selection), now, model_id, version))
-            audit_log.append_in(self.db.conn, f"model-{state}", {
-                "model_id": model_id, "version": version, "replaces": previous[0] if previous else None,
-                "backend": selection["chosen"], "trials": selection["trials"], "actor": actor})
+                self._set_state(model_id, previous[0], ModelState.RETIRED, now)
+            self._set_state(model_id, version, state, now, selection)
+            audit_log.append_in(
+                self.db.conn,
+                f"model-{state}",
+                {
+                    "model_id": model_id,
+                    "version": version,
+                    "replaces": previous[0] if previous else None,
+                    "backend": selection["chosen"],
+                    "trials": selection["trials"],
+                    "actor": actor,
+                },
+            )
         return self.get(model_id, version)
 
     def rollback(self, model_id: str, actor: str) -> InstalledModel:
         """Retire the active version and activate the newest older one that was installed."""
-        active = [m for m in self.list() if m.id == model_id and m.state == "active"]
+        active = [m for m in self.models() if m.id == model_id and m.state == ModelState.ACTIVE]
         if not active:
             raise PackageError(f"no active version of {model_id} to roll back")
         current = active[0]
-        older = [m for m in self.list() if m.id == model_id
-                 and version_key(m.version) < version_key(current.version)]
+        older = [m for m in self.models() if m.id == model_id and version_key(m.version) < version_key(current.version)]
         if not older:
             raise PackageError(f"{model_id} {current.version} has no earlier version to roll back to")
         target = older[-1]
         selection, _ = self.qualify(target)
         now = time.time()
         with transaction(self.db.conn):
-            self.db.conn.execute("UPDATE models SET state = 'retired', changed_at = ? WHERE id = ? AND "
-                                 "version = ?", (now, model_id, current.version))
-            self.db.conn.execute("UPDATE models SET state = 'active', selection = ?, changed_at = ? "
-                                 "WHERE id = ? AND version = ?",
-                                 (json.dumps(selection), now, model_id, target.version))
-            audit_log.append_in(self.db.conn, "model-rolled-back", {
-                "model_id": model_id, "from": current.version, "to": target.version,
-                "backend": selection["chosen"], "actor": actor})
+            self._set_state(model_id, current.version, ModelState.RETIRED, now)
+            self._set_state(model_id, target.version, ModelState.ACTIVE, now, selection)
+            audit_log.append_in(
+                self.db.conn,
+                "model-rolled-back",
+                {
+                    "model_id": model_id,
+                    "from": current.version,
+                    "to": target.version,
+                    "backend": selection["chosen"],
+                    "actor": actor,
+                },
+            )
         return self.get(model_id, target.version)
+
+    def _set_state(
+        self, model_id: str, version: str, state: ModelState, now: float, selection: dict | None = None
+    ) -> None:
+        """The one place a model changes state (in the caller's transaction); a new
+        ``selection`` (the backend chosen by qualification) replaces the old one."""
+        self.db.conn.execute(
+            "UPDATE models SET state = ?, selection = coalesce(?, selection), changed_at = ? "
+            "WHERE id = ? AND version = ?",
+            (state, None if selection is None else json.dumps(selection), now, model_id, version),
+        )

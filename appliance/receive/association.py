@@ -19,8 +19,9 @@ import socket
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import NoReturn
 
 from pydicom.uid import UID
 from pynetdicom.pdu import A_ASSOCIATE_AC as AssociateAcPDU
@@ -36,12 +37,12 @@ from pynetdicom.presentation import PresentationContext
 
 from appliance import dimse
 from appliance.config import DicomSettings
+from appliance.errors import MalformedMessage, RejectedInstance, StorageError
 from appliance.receive import messages as m
 from appliance.receive import spool
-from appliance.receive.store import REJECT_LIMIT_EXCEEDED, ReceivedDataset, StoreService, refusal_reason
 from appliance.receive.negotiation import negotiate_contexts
+from appliance.receive.store import REJECT_LIMIT_EXCEEDED, ReceivedDataset, StoreService, refusal_reason
 from appliance.receive.validate import check_uid
-from appliance.errors import MalformedMessage, RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
@@ -143,8 +144,15 @@ class AssociationSession:
         self.sock.settimeout(left)
         header = self._recv_exact(6, deadline)
         pdu_type, _, length = struct.unpack(">BBI", header)
-        if pdu_type not in (m.A_ASSOCIATE_RQ, m.P_DATA_TF, m.A_RELEASE_RQ, m.A_ABORT,
-                            m.A_ASSOCIATE_AC, m.A_ASSOCIATE_RJ, m.A_RELEASE_RP):
+        if pdu_type not in (
+            m.A_ASSOCIATE_RQ,
+            m.P_DATA_TF,
+            m.A_RELEASE_RQ,
+            m.A_ABORT,
+            m.A_ASSOCIATE_AC,
+            m.A_ASSOCIATE_RJ,
+            m.A_RELEASE_RP,
+        ):
             self._abort(m.ABORT_UNRECOGNIZED_PDU, f"unrecognised PDU type 0x{pdu_type:02X}")
         if length > cap:
             self._abort(m.ABORT_INVALID_PARAMETER, f"PDU declares {length} bytes, more than {cap}")
@@ -158,7 +166,7 @@ class AssociationSession:
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def _abort(self, reason: int, why: str) -> None:
+    def _abort(self, reason: int, why: str) -> NoReturn:
         LOG.warning("aborting association from %s (%s): %s", self.calling_ae or "?", self.address, why)
         try:
             self._send(m.abort_pdu(2, reason))
@@ -209,7 +217,7 @@ class AssociationSession:
         try:
             pdu.decode(bytes(data))
             request = pdu.to_primitive()
-        except Exception:
+        except Exception:  # noqa: BLE001 - whatever pynetdicom raises on a bad PDU, the answer is an abort
             self._abort(m.ABORT_INVALID_PARAMETER, "undecodable A-ASSOCIATE-RQ")
         self.calling_ae = str(request.calling_ae_title).strip()
         called_ae = str(request.called_ae_title).strip()
@@ -227,7 +235,7 @@ class AssociationSession:
             return False
         self.peer_max_pdu = request.maximum_length_received or 0
         results = negotiate_contexts(request.presentation_context_definition_list)
-        self.contexts = {cx.context_id: cx for cx in results if cx.result == 0x00}
+        self.contexts = {cx.context_id or 0: cx for cx in results if cx.result == 0x00}
         self._send(_accept_pdu(request, results, self.settings.max_pdu_bytes))
         return True
 
@@ -288,12 +296,23 @@ class AssociationSession:
             response_field = command.command_field | 0x8000
             if command.has_dataset:  # its dataset is read and dropped before answering
                 self._pending = _PendingStore(
-                    context, command.message_id, command.affected_sop_class_uid, "", None,
-                    (dimse.UNRECOGNIZED_OPERATION, "operation not supported"), response_field,
+                    context,
+                    command.message_id,
+                    command.affected_sop_class_uid,
+                    "",
+                    None,
+                    (dimse.UNRECOGNIZED_OPERATION, "operation not supported"),
+                    response_field,
                 )
                 return
-            self._respond(context, response_field, command.message_id, dimse.UNRECOGNIZED_OPERATION,
-                          command.affected_sop_class_uid, error="operation not supported")
+            self._respond(
+                context,
+                response_field,
+                command.message_id,
+                dimse.UNRECOGNIZED_OPERATION,
+                command.affected_sop_class_uid,
+                error="operation not supported",
+            )
 
     def _begin_store(self, context: PresentationContext, command: m.Command) -> _PendingStore:
         sop_class, sop_instance = command.affected_sop_class_uid, command.affected_sop_instance_uid
@@ -348,15 +367,28 @@ class AssociationSession:
         finally:
             if incoming is not None:
                 incoming.discard()  # a no-op once committed: the file was renamed away
-        self._respond(pending.context, pending.response_field, pending.message_id, status, pending.sop_class_uid,
-                      pending.sop_instance_uid, comment)
+        self._respond(
+            pending.context,
+            pending.response_field,
+            pending.message_id,
+            status,
+            pending.sop_class_uid,
+            pending.sop_instance_uid,
+            comment,
+        )
 
     def _respond(
-        self, context: PresentationContext, field: int, message_id: int, status: int,
-        sop_class_uid: str, sop_instance_uid: str = "", error: str = "",
+        self,
+        context: PresentationContext,
+        field: int,
+        message_id: int,
+        status: int,
+        sop_class_uid: str,
+        sop_instance_uid: str = "",
+        error: str = "",
     ) -> None:
         command = m.encode_response(field, message_id, status, sop_class_uid, sop_instance_uid, error)
-        self._send(m.p_data_pdu(context.context_id, True, True, command))
+        self._send(m.p_data_pdu(context.context_id or 0, True, True, command))
 
     def _drop_pending(self) -> None:
         if self._pending is not None and self._pending.incoming is not None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from appliance import sd_notify
 from appliance.config import DicomSettings
+from appliance.jobs import SeriesFacts
 from appliance.receive.index import IngestIndex
 
 LOG = logging.getLogger(__name__)
@@ -54,16 +55,22 @@ class SeriesTracker:
         return set().union(*self._series.values()) if self._series else set()
 
 
-def run_completion(settings: DicomSettings, index: IngestIndex, tracker: SeriesTracker,
-                   priority: Callable[[str, str], int], stop: threading.Event) -> None:
+def run_completion(
+    settings: DicomSettings,
+    index: IngestIndex,
+    tracker: SeriesTracker,
+    priority: Callable[[SeriesFacts], int],
+    stop: threading.Event,
+) -> None:
     """Queue finished series until ``stop``; each pass that reaches the database feeds
     the systemd watchdog, so a stuck database stops the pings."""
     watchdog = sd_notify.watchdog_interval_s()
     last_ping = 0.0
     while not stop.wait(COMPLETION_POLL_S):
         try:
-            queued = index.queue_complete_series(settings.quiet_period_s, settings.release_grace_s,
-                                                 tracker.still_sending(), priority=priority)
+            queued = index.queue_complete_series(
+                settings.quiet_period_s, settings.release_grace_s, tracker.still_sending(), priority=priority
+            )
         except Exception:
             LOG.exception("series completion check failed; retrying")
             continue

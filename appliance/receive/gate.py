@@ -26,7 +26,7 @@ def preferred_addresses(peers: Iterable[Peer]) -> frozenset[str]:
 class Ticket:
     """One pending connection's place at the gate; :meth:`release` is idempotent."""
 
-    def __init__(self, gate: "ConnectionGate", address: str, pooled: bool):
+    def __init__(self, gate: ConnectionGate, address: str, pooled: bool):
         self._gate = gate
         self.address = address
         self.pooled = pooled

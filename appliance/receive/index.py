@@ -11,16 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 import sqlite_utils
 
 from appliance import jobs
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
-from appliance.receive.validate import InstanceHeader
+from appliance.jobs import InstanceArrived, SeriesFacts
 
 
 class StoreOutcome(Enum):
@@ -29,19 +27,6 @@ class StoreOutcome(Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # same SOP instance, same bytes: acknowledged, nothing written
     REPLACED = "replaced"  # same SOP instance, different bytes: new copy, change recorded
-
-
-@dataclass(frozen=True)
-class ReceivedInstance:
-    """One received instance, ready to index."""
-
-    header: InstanceHeader
-    transfer_syntax_uid: str
-    size_bytes: int
-    sha256: str
-    path: Path
-    calling_ae: str
-    association_id: str
 
 
 class IngestIndex:
@@ -64,45 +49,49 @@ class IngestIndex:
             ).fetchone()
         return row[0] if row else None
 
-    def record(self, item: ReceivedInstance, now: float | None = None) -> StoreOutcome:
+    def record(self, item: InstanceArrived, now: float | None = None) -> StoreOutcome:
         """Index a received instance whose file is already durable in the spool."""
         now = time.time() if now is None else now
-        h = item.header
         conn = self.db.conn
         with self._lock, transaction(conn):
             row = conn.execute(
-                "SELECT sha256 FROM instances WHERE sop_instance_uid = ?", (h.sop_instance_uid,)
+                "SELECT sha256 FROM instances WHERE sop_instance_uid = ?", (item.sop_instance_uid,)
             ).fetchone()
             if row and row[0] == item.sha256:
                 return StoreOutcome.DUPLICATE
             values = (
-                h.study_instance_uid, h.series_instance_uid, h.sop_class_uid,
-                item.transfer_syntax_uid, item.size_bytes, item.sha256, str(item.path),
-                item.calling_ae, item.association_id, now,
+                item.study_instance_uid,
+                item.series_instance_uid,
+                item.sop_class_uid,
+                item.transfer_syntax_uid,
+                item.size_bytes,
+                item.sha256,
+                str(item.path),
+                item.calling_ae,
+                item.association_id,
+                now,
             )
             if row:
                 conn.execute(
                     "UPDATE instances SET study_instance_uid=?, series_instance_uid=?, "
                     "sop_class_uid=?, transfer_syntax_uid=?, size_bytes=?, sha256=?, path=?, "
                     "calling_ae=?, association_id=?, received_at=? WHERE sop_instance_uid=?",
-                    (*values, h.sop_instance_uid),
+                    (*values, item.sop_instance_uid),
                 )
                 conn.execute(
                     "INSERT INTO instance_replacements (sop_instance_uid, old_sha256, new_sha256, "
                     "calling_ae, association_id, replaced_at) VALUES (?,?,?,?,?,?)",
-                    (h.sop_instance_uid, row[0], item.sha256, item.calling_ae, item.association_id, now),
+                    (item.sop_instance_uid, row[0], item.sha256, item.calling_ae, item.association_id, now),
                 )
             else:
                 conn.execute(
                     "INSERT INTO instances (study_instance_uid, series_instance_uid, sop_class_uid, "
                     "transfer_syntax_uid, size_bytes, sha256, path, calling_ae, association_id, "
                     "received_at, sop_instance_uid) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*values, h.sop_instance_uid),
+                    (*values, item.sop_instance_uid),
                 )
-            if h.series_instance_uid:
-                arrival = jobs.Arrival(h.series_instance_uid, h.study_instance_uid, h.modality,
-                                       h.body_part, h.series_description, item.calling_ae)
-                jobs.instance_arrived(conn, arrival, 0 if row else 1, now)
+            if item.series_instance_uid:
+                jobs.instance_arrived(conn, item, 0 if row else 1, now)
         return StoreOutcome.REPLACED if row else StoreOutcome.STORED
 
     def mark_released(self, series_uids: Iterable[str], now: float | None = None) -> None:
@@ -120,10 +109,9 @@ class IngestIndex:
         release_grace_s: float,
         still_sending: set[str] = frozenset(),  # type: ignore[assignment]
         now: float | None = None,
-        priority: Callable[[str, str], int] = lambda modality, calling_ae: 0,
+        priority: Callable[[SeriesFacts], int] = lambda facts: 0,
     ) -> list[str]:
         """Queue every series that has finished arriving: :func:`appliance.jobs.queue_complete_series`."""
         now = time.time() if now is None else now
         with self._lock, transaction(self.db.conn) as conn:
-            return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending),
-                                              now, priority)
+            return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending), now, priority)

@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable
 
 from appliance import sd_notify
-from appliance.db import open_database
 from appliance.config import Settings, TlsSettings
+from appliance.db import open_database
+from appliance.errors import ConfigError
+from appliance.jobs import SeriesFacts
 from appliance.receive import spool
 from appliance.receive.association import AssociationSession
 from appliance.receive.completion import run_completion
 from appliance.receive.gate import ConnectionGate, Ticket, preferred_addresses
+from appliance.receive.index import IngestIndex
 from appliance.receive.rejector import Rejector
 from appliance.receive.store import StoreService
-from appliance.receive.index import IngestIndex
-from appliance.errors import ConfigError
 
 LOG = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
 class Listener:
     """The running listener."""
 
-    def __init__(self, settings: Settings, priority: Callable[[str, str], int] = lambda modality, calling_ae: 0):
-        """``priority(modality, calling_ae)`` ranks the jobs of completed series (the
-        routing table's priority rules, wired by the CLI)."""
+    def __init__(self, settings: Settings, priority: Callable[[SeriesFacts], int] = lambda facts: 0):
+        """``priority(facts)`` ranks the jobs of completed series (the routing table's
+        priority rules, wired by :class:`appliance.parts.Parts`)."""
         self.settings = settings
         self.db = open_database(settings.db_path)
         self.index = IngestIndex(self.db)
@@ -78,8 +79,12 @@ class Listener:
         self._refused, self._refusal_logged_at = 0, float("-inf")
         self._threads = [
             threading.Thread(target=self._accept_loop, name="dicom-accept", daemon=True),
-            threading.Thread(target=run_completion, name="completion", daemon=True,
-                             args=(settings.dicom, self.index, self.service.tracker, priority, self._stop)),
+            threading.Thread(
+                target=run_completion,
+                name="completion",
+                daemon=True,
+                args=(settings.dicom, self.index, self.service.tracker, priority, self._stop),
+            ),
         ]
 
     @property
@@ -92,14 +97,15 @@ class Listener:
         incoming = spool.incoming_dir(self.settings.spool_dir)
         for leftover in incoming.iterdir():  # never acknowledged: the sender will resend
             leftover.unlink()
-        self._socket = socket.create_server(
-            (dicom.bind_address, dicom.port), backlog=64, reuse_port=False
-        )
+        self._socket = socket.create_server((dicom.bind_address, dicom.port), backlog=64, reuse_port=False)
         for thread in self._threads:
             thread.start()
         sd_notify.notify("READY=1")
         LOG.info(
-            "listening as %s on %s:%d%s", dicom.ae_title, dicom.bind_address, self.port,
+            "listening as %s on %s:%d%s",
+            dicom.ae_title,
+            dicom.bind_address,
+            self.port,
             " (TLS)" if self._ssl else "",
         )
 
@@ -172,11 +178,11 @@ class Listener:
 
         deadline = accepted_at + self.settings.dicom.acse_timeout_s
         try:
-            sock = conn
+            sock: socket.socket | None = conn
             if self._ssl is not None:
                 sock = self._wrap_tls(conn, address, deadline)
-                if sock is None:
-                    return
+            if sock is None:
+                return
             AssociationSession(sock, address, self.settings.dicom, self.service, admit, deadline).run()
         except Exception:
             LOG.exception("association from %s failed", address)

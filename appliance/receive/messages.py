@@ -7,6 +7,7 @@ Command sets are always Implicit VR Little Endian (PS3.7 6.3.1); PDUs are big en
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pydicom.uid import generate_uid
@@ -54,7 +55,7 @@ def decode_command(data: bytes) -> Command:
         offset += 8
         if length > size - offset:
             raise MalformedMessage("command element runs past the end of the command set")
-        fields[tag] = data[offset:offset + length]
+        fields[tag] = data[offset : offset + length]
         offset += length
 
     def us(tag: int) -> int:
@@ -112,7 +113,7 @@ def p_data_pdu(context_id: int, is_command: bool, is_last: bool, fragment: bytes
     return struct.pack(">BBI", P_DATA_TF, 0, len(item)) + item
 
 
-def iter_pdvs(pdu_body: bytes):
+def iter_pdvs(pdu_body: bytes | memoryview) -> Iterator[tuple[int, bool, bool, memoryview]]:
     """Yield ``(context_id, is_command, is_last, fragment)`` for each PDV of a P-DATA-TF."""
     view = memoryview(pdu_body)
     offset, size = 0, len(pdu_body)
@@ -122,7 +123,7 @@ def iter_pdvs(pdu_body: bytes):
         length, context_id, header = struct.unpack_from(">IBB", pdu_body, offset)
         if length < 2 or offset + 4 + length > size:
             raise MalformedMessage("P-DATA item length is inconsistent with the PDU")
-        yield context_id, bool(header & 0x01), bool(header & 0x02), view[offset + 6:offset + 4 + length]
+        yield context_id, bool(header & 0x01), bool(header & 0x02), view[offset + 6 : offset + 4 + length]
         offset += 4 + length
 
 
@@ -154,4 +155,3 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: st
         body += _explicit(0x00020016, b"AE", _even(source_ae.encode("ascii", "replace"), b" "))
     group_length = _explicit(0x00020000, b"UL", struct.pack("<I", len(body)))
     return b"\x00" * 128 + b"DICM" + group_length + body
-

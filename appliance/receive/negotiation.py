@@ -9,12 +9,12 @@ preference. Anything else is refused per context, not per association.
 from __future__ import annotations
 
 from pydicom.uid import (
+    JPEG2000,
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -25,11 +25,11 @@ from pydicom.uid import (
     RLELossless,
 )
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.sop_class import Verification, uid_to_service_class
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import Verification, uid_to_service_class  # type: ignore[attr-defined]
 
-UNCOMPRESSED = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
-ACCEPTED_TRANSFER_SYNTAXES = (
+UNCOMPRESSED: tuple[UID, ...] = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
+ACCEPTED_TRANSFER_SYNTAXES: tuple[UID, ...] = (
     *UNCOMPRESSED,
     DeflatedExplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -61,7 +61,8 @@ def negotiate_contexts(requested: list[PresentationContext]) -> list[Presentatio
     """One result per requested context, in context ID order."""
     results = []
     for rq in requested:
-        abstract = UID(rq.abstract_syntax)
+        abstract = UID(rq.abstract_syntax or "")
+        acceptable: tuple[UID, ...]
         if abstract == Verification:
             acceptable = UNCOMPRESSED
         elif is_storage_class(abstract):
@@ -72,7 +73,7 @@ def negotiate_contexts(requested: list[PresentationContext]) -> list[Presentatio
         # A refused context still carries one transfer syntax sub-item, whose value is not
         # significant (PS3.8 9.3.3.2); a requestor that proposed none (which PS3.8 9.3.2.2
         # does not allow) gets Implicit VR Little Endian there and result 4.
-        placeholder = [rq.transfer_syntax[0] if rq.transfer_syntax else ImplicitVRLittleEndian]
+        placeholder: list[str | bytes | UID] = [rq.transfer_syntax[0] if rq.transfer_syntax else ImplicitVRLittleEndian]
         result = PresentationContext()
         result.context_id = rq.context_id
         result.abstract_syntax = abstract
@@ -86,4 +87,4 @@ def negotiate_contexts(requested: list[PresentationContext]) -> list[Presentatio
             result.result = ACCEPTANCE
             result.transfer_syntax = [chosen]
         results.append(result)
-    return sorted(results, key=lambda cx: cx.context_id)
+    return sorted(results, key=lambda cx: cx.context_id or 0)

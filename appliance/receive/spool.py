@@ -93,7 +93,7 @@ class IncomingFile:
     def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view):]
+            view = view[os.write(self._fd, view) :]
 
     def append(self, fragment: bytes | memoryview) -> None:
         self._write(fragment)

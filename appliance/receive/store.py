@@ -19,11 +19,12 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from appliance import dimse
 from appliance.config import DicomSettings
+from appliance.errors import RejectedInstance, StorageError
+from appliance.jobs import InstanceArrived
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
-from appliance.receive.index import IngestIndex, ReceivedInstance
+from appliance.receive.index import IngestIndex
 from appliance.receive.validate import Limits, inflate_to, inspect_dataset
-from appliance.errors import RejectedInstance, StorageError
 
 LOG = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ class StoreService:
         LOG.warning("association rejected: %s", reason)
         self.index.audit(
             "association-rejected",
-            {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(),
-             "address": address, "reason": reason},
+            {"calling_ae": calling_ae.strip(), "called_ae": called_ae.strip(), "address": address, "reason": reason},
         )
 
     def association_opened(self, association_id: str) -> None:
@@ -136,7 +136,10 @@ class StoreService:
                     header = inspect_dataset(inflated, size, False, True, self.limits)
             else:
                 header = inspect_dataset(
-                    stream, end, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian,
+                    stream,
+                    end,
+                    transfer_syntax.is_implicit_VR,
+                    transfer_syntax.is_little_endian,
                     self.limits,
                 )
         status, comment = dimse.SUCCESS, ""
@@ -147,13 +150,21 @@ class StoreService:
         if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
             return status, comment  # an identical resend: already durable and indexed
         final = spool.instance_path(
-            self.spool_dir, header.study_instance_uid, header.series_instance_uid,
+            self.spool_dir,
+            header.study_instance_uid,
+            header.series_instance_uid,
             header.sop_instance_uid,
         )
         spool.commit_file(received.path, final)
         self.index.record(
-            ReceivedInstance(
-                header=header,
+            InstanceArrived(
+                sop_instance_uid=header.sop_instance_uid,
+                sop_class_uid=header.sop_class_uid,
+                study_instance_uid=header.study_instance_uid,
+                series_instance_uid=header.series_instance_uid,
+                modality=header.modality,
+                body_part=header.body_part,
+                series_description=header.series_description,
                 transfer_syntax_uid=str(transfer_syntax),
                 size_bytes=received.dataset_size,
                 sha256=received.sha256,

@@ -20,14 +20,32 @@ from pydicom.datadict import dictionary_VR
 from appliance import dimse
 from appliance.errors import RejectedInstance
 
-
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 #: Every VR of PS3.5 6.2; pydicom cannot read an element with any other, so it is refused.
 _VRS = _LONG_VRS | {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
-    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FD",
+    b"FL",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
 }
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
@@ -153,7 +171,8 @@ class _Walker:
             tag, vr, length = self._header(implicit)
             if tag >> 16 == 0x0002:  # pydicom would read it as File Meta and obey it
                 raise RejectedInstance(
-                    dimse.FILE_META_IN_DATASET, f"File Meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) inside the dataset"
+                    dimse.FILE_META_IN_DATASET,
+                    f"File Meta element ({tag >> 16:04X},{tag & 0xFFFF:04X}) inside the dataset",
                 )
 
             if stack and stack[-1][0] == "fragments":  # encapsulated pixel data
@@ -188,9 +207,7 @@ class _Walker:
             if is_sequence:
                 depth = sum(1 for kind, _, _ in stack if kind == "seq") + 1
                 if depth > self.max_depth:
-                    raise RejectedInstance(
-                        dimse.NESTED_TOO_DEEP, f"sequences nested deeper than {self.max_depth}"
-                    )
+                    raise RejectedInstance(dimse.NESTED_TOO_DEEP, f"sequences nested deeper than {self.max_depth}")
                 # Undefined-length UN is an implicit VR little endian sequence (PS3.5 6.2.2).
                 content_implicit = implicit or vr == b"UN"
                 stack.append(("seq", None if length == UNDEFINED else self.stream.tell() + length, content_implicit))
@@ -332,11 +349,14 @@ def check_image_bounds(header: InstanceHeader, limits: Limits) -> None:
     if header.number_of_frames < 1:
         raise RejectedInstance(dimse.IMAGE_TOO_LARGE, "NumberOfFrames below 1")
     pixel_bytes = (
-        header.rows * header.columns * header.number_of_frames
-        * max(header.samples_per_pixel, 1) * header.bits_allocated // 8
+        header.rows
+        * header.columns
+        * header.number_of_frames
+        * max(header.samples_per_pixel, 1)
+        * header.bits_allocated
+        // 8
     )
     if pixel_bytes > limits.max_pixel_bytes:
         raise RejectedInstance(
             dimse.IMAGE_TOO_LARGE, f"declared image of {pixel_bytes} bytes exceeds {limits.max_pixel_bytes}"
         )
-

@@ -10,8 +10,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, TM
 
 from appliance.report import render
+from appliance.report.content import ResultContent
 from appliance.report.headers import NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
-from appliance.report.records import ResultUids, TriageDecision
+from appliance.report.uids import ResultUids
 
 SC_SERIES_NUMBER = 991
 SC_SERIES_DESCRIPTION = f"AI TRIAGE HEAT MAP - {NOT_FOR_DIAGNOSTIC_USE}"
@@ -23,7 +24,7 @@ def build_heatmap_capture(
     key_pixels: np.ndarray,
     window: tuple[float, float],
     heatmap: np.ndarray,
-    decision: TriageDecision,
+    content: ResultContent,
     uids: ResultUids,
 ) -> hd.sc.SCImage:
     """Build the Secondary Capture of the key slice with the heat map overlaid.
@@ -45,7 +46,7 @@ def build_heatmap_capture(
     heatmap : numpy.ndarray
         2-D activation map in [0, 1], any size: either of the slice's aspect ratio or
         square over the slice padded to a square (see :func:`render.heatmap_over`).
-    decision : TriageDecision
+    content : ResultContent
         What the burned-in line and the header say.
     uids : ResultUids
         ``sc_series_uid`` and ``sc_instance_uid`` are used.
@@ -68,13 +69,15 @@ def build_heatmap_capture(
         raise ValueError("heatmap must be a finite 2-D array with values in [0, 1]")
     head = source_header(key_slice)
     out_shape = render.display_shape(shape)
-    grey = render.resample(render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape)
+    grey = render.resample(
+        render.grey(key_pixels, *window, head.get("PhotometricInterpretation", "MONOCHROME2")), out_shape
+    )
     heat = render.heatmap_over(heatmap, out_shape)
-    floor = render.heat_floor(decision.threshold, heat, decision.flag)
+    floor = render.heat_floor(content.threshold, heat, content.flag)
     rgb = render.burn_in(
         render.overlay(np.clip(grey, 0.0, 1.0), heat, floor),
         NOT_FOR_DIAGNOSTIC_USE,
-        _summary(decision),
+        _summary(content),
     )
     sc = hd.sc.SCImage.from_ref_dataset(
         head,
@@ -86,17 +89,18 @@ def build_heatmap_capture(
         series_number=SC_SERIES_NUMBER,
         sop_instance_uid=uids.sc_instance_uid,
         instance_number=1,
-        pixel_spacing=_pixel_spacing(head, shape, out_shape),
+        pixel_spacing=_pixel_spacing(head, shape, out_shape),  # type: ignore[arg-type]  # highdicom says int; mm
         # highdicom takes single letters only; the real (maybe oblique or empty) value is set below.
         patient_orientation=("L", "P"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         series_description=SC_SERIES_DESCRIPTION,
-        **equipment(decision),
-        **content_datetime(decision),
+        **equipment(content),
+        **content_datetime(content),
     )
     sc.copy_patient_and_study_information(head)
     sc.PatientOrientation = _patient_orientation(head)
-    body_part, laterality = head.get("BodyPartExamined"), _laterality(head)
+    body_part: str | None = head.get("BodyPartExamined")
+    laterality = _laterality(head)
     if body_part:
         sc.BodyPartExamined = body_part
     if laterality or not body_part:
@@ -105,23 +109,23 @@ def build_heatmap_capture(
     sc.BurnedInAnnotation = "YES"
     sc.RecognizableVisualFeatures = "NO"
     sc.LossyImageCompression = "01" if head.get("LossyImageCompression") == "01" else "00"
-    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(_summary(decision))}"
+    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(_summary(content))}"
     sc.DerivationDescription = (
         f"Key slice windowed (center {window[0]:g}, width {window[1]:g}), resampled to {out_shape[0]}x{out_shape[1]}; "
         f"model activation map overlaid where >= {floor:.3g} (the operating point); text burned in"
     )
     sc.SourceImageSequence = [_source_reference(head)]
-    local = decision.decided_at.replace(tzinfo=None)
+    local = content.decided_at.replace(tzinfo=None)
     sc.DateOfSecondaryCapture, sc.TimeOfSecondaryCapture = DA(local.date()), TM(local.time())
-    stamp(sc, decision)
+    stamp(sc, content)
     return sc
 
 
-def _summary(decision: TriageDecision) -> list[str]:
+def _summary(content: ResultContent) -> list[str]:
     """The burned-in lines: the verdict in the SR's words, then the score against the
     threshold (a score, not a probability) and the model."""
-    finding = decision.finding.lower()
-    if decision.flag:
+    finding = content.finding.lower()
+    if content.flag:
         verdict = f"FLAGGED for priority review: suspected {finding}"
         comparison = ">="
     else:
@@ -129,9 +133,8 @@ def _summary(decision: TriageDecision) -> list[str]:
         comparison = "<"
     return [
         verdict,
-        f"Triage score {decision.score:.3f} {comparison} threshold {decision.threshold:.3f} "
-        "(a score, not a probability)",
-        f"{decision.model_id} {decision.model_version}",
+        f"Triage score {content.score:.3f} {comparison} threshold {content.threshold:.3f} (a score, not a probability)",
+        f"{content.model_id} {content.model_version}",
     ]
 
 
@@ -139,17 +142,19 @@ def _pixel_spacing(head: Dataset, shape: tuple[int, int], out_shape: tuple[int, 
     spacing = head.get("PixelSpacing")
     if not spacing or len(spacing) != 2:
         return None
-    return tuple(float(s) * n / m for s, n, m in zip(spacing, shape, out_shape))
+    (row, column), (rows, columns), (out_rows, out_columns) = spacing, shape, out_shape
+    return float(row) * rows / out_rows, float(column) * columns / out_columns
 
 
-def _patient_orientation(head: Dataset) -> list[str] | None:
-    """Patient Orientation of the slice: its own, else from Image Orientation (Patient)."""
+def _patient_orientation(head: Dataset) -> list[str]:
+    """Patient Orientation of the slice: its own, else from Image Orientation (Patient);
+    empty when neither is known."""
     own = head.get("PatientOrientation")
     if own and len(own) == 2 and all(own):
         return list(own)
     cosines = head.get("ImageOrientationPatient")
     if not cosines or len(cosines) != 6:
-        return None
+        return []
     return [_direction(list(map(float, cosines[:3]))), _direction(list(map(float, cosines[3:])))]
 
 
@@ -160,12 +165,12 @@ def _direction(vector: list[float]) -> str:
     return "".join(letters[i][0 if vector[i] > 0 else 1] for i in order if abs(vector[i]) >= _OBLIQUE)
 
 
-def _laterality(head: Dataset) -> str | None:
+def _laterality(head: Dataset) -> str:
     """The series' Laterality (R or L) from the source, empty when none or unpaired."""
     for keyword in ("Laterality", "ImageLaterality"):
         if head.get(keyword) in ("R", "L"):
-            return head.get(keyword)
-    return None
+            return str(head.get(keyword))
+    return ""
 
 
 def _source_reference(head: Dataset) -> Dataset:

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, DT, TM
 
 from appliance import __version__
-from appliance.report.records import NotAnalysed, TriageDecision
+from appliance.report.content import NoticeContent, ResultContent
 
 MANUFACTURER = "Triage Appliance"
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
@@ -18,15 +18,22 @@ NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
 # Patient and study attributes highdicom reads from the source: Type 2, so they may be
 # empty but must exist; real archives sometimes drop them.
 _TYPE2 = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
 )
 _PATIENT_SEX = {"M", "F", "O", ""}
 
 
-def equipment(decision: TriageDecision | NotAnalysed) -> dict[str, Any]:
+def equipment(content: ResultContent | NoticeContent) -> dict[str, Any]:
     """General Equipment keyword arguments for highdicom: the appliance and the model."""
-    model = f"{decision.model_id} {decision.model_version}".strip()
+    model = f"{content.model_id} {content.model_version}".strip()
     return {
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": MANUFACTURER,
@@ -59,23 +66,25 @@ def source_header(source: Dataset) -> Dataset:
     return head
 
 
-def content_datetime(decision: TriageDecision | NotAnalysed) -> dict[str, Any]:
+def content_datetime(content: ResultContent | NoticeContent) -> dict[str, Any]:
     """Content and series date/time keyword arguments for highdicom."""
-    when = decision.decided_at.replace(tzinfo=None)
+    when = content.decided_at.replace(tzinfo=None)
     return {
-        "content_date": when.date(), "content_time": when.time(),
-        "series_date": when.date(), "series_time": when.time(),
+        "content_date": when.date(),
+        "content_time": when.time(),
+        "series_date": when.date(),
+        "series_time": when.time(),
     }
 
 
-def stamp(ds: Dataset, decision: TriageDecision | NotAnalysed) -> None:
+def stamp(ds: Dataset, content: ResultContent | NoticeContent) -> None:
     """Replace the wall-clock times highdicom writes with the decision's time.
 
     Sets the instance creation date/time, the contribution date/time of highdicom's
     own contributing equipment item, and, for an aware ``decided_at``, the Timezone
     Offset From UTC.
     """
-    when = decision.decided_at
+    when = content.decided_at
     local = when.replace(tzinfo=None)
     ds.InstanceCreationDate, ds.InstanceCreationTime = DA(local.date()), TM(local.time())
     for item in ds.get("ContributingEquipmentSequence", []):

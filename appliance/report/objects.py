@@ -14,8 +14,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from appliance.report.capture import build_heatmap_capture
-from appliance.report.records import INTRACRANIAL_HEMORRHAGE, ResultUids, TriageDecision, device_uid
+from appliance.report.content import INTRACRANIAL_HEMORRHAGE, ResultContent
 from appliance.report.sr import build_sr
+from appliance.report.uids import ResultUids, device_uid
 
 
 def display_window(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -27,11 +28,20 @@ def display_window(hu: np.ndarray, windows: Sequence[tuple[float, float]]) -> tu
     return float(low + high) / 2, float(max(high - low, 1.0))
 
 
-def build_result_objects(headers: Sequence[Dataset], key: Dataset, key_pixels: np.ndarray,
-                         windows: Sequence[tuple[float, float]], heat: np.ndarray,
-                         decision: TriageDecision, uids: ResultUids, *, device_uid: str,
-                         key_frame: int = 0, predecessors: Sequence[Dataset] = (),
-                         procedure: tuple[str, str, str] | None = None) -> list[Dataset]:
+def build_result_objects(
+    headers: Sequence[Dataset],
+    key: Dataset,
+    key_pixels: np.ndarray,
+    windows: Sequence[tuple[float, float]],
+    heat: np.ndarray,
+    content: ResultContent,
+    uids: ResultUids,
+    *,
+    device_uid: str,
+    key_frame: int = 0,
+    predecessors: Sequence[Dataset] = (),
+    procedure: tuple[str, str, str] | None = None,
+) -> list[Dataset]:
     """The SR and the heat-map secondary capture of one decision; the SR references the
     capture and the key slice (see :func:`build_sr` for ``device_uid``, ``predecessors``
     and ``procedure``).
@@ -47,9 +57,18 @@ def build_result_objects(headers: Sequence[Dataset], key: Dataset, key_pixels: n
     heat : ndarray
         The heat map in [0, 1] over the key slice.
     """
-    capture = build_heatmap_capture(key, key_pixels, display_window(key_pixels, windows), heat, decision, uids)
-    sr = build_sr(list(headers), decision, uids, device_uid=device_uid, key=key, key_frame=key_frame,
-                  capture=capture, predecessors=predecessors, procedure=procedure)
+    capture = build_heatmap_capture(key, key_pixels, display_window(key_pixels, windows), heat, content, uids)
+    sr = build_sr(
+        list(headers),
+        content,
+        uids,
+        device_uid=device_uid,
+        key=key,
+        key_frame=key_frame,
+        capture=capture,
+        predecessors=predecessors,
+        procedure=procedure,
+    )
     return [sr, capture]
 
 
@@ -73,8 +92,25 @@ def warm_up() -> None:
     source.SOPClassUID, source.SOPInstanceUID = pydicom.uid.CTImageStorage, pydicom.uid.generate_uid()
     source.StudyInstanceUID, source.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
     source.Modality, source.Rows, source.Columns = "CT", 8, 8
-    decision = TriageDecision("warm-up", "warm-up", INTRACRANIAL_HEMORRHAGE, False, 0.0, 0.5,
-                              "warm-up", "0.0.0", "0" * 64, dt.datetime.now(dt.timezone.utc))
-    build_result_objects([source], source, np.zeros((8, 8), np.float32), [(40.0, 80.0)],
-                         np.zeros((2, 2), np.float32), decision, ResultUids.from_key("warm-up"),
-                         device_uid=device_uid("2.25", "warm-up"))
+    content = ResultContent(
+        "warm-up",
+        "warm-up",
+        INTRACRANIAL_HEMORRHAGE,
+        False,
+        0.0,
+        0.5,
+        "warm-up",
+        "0.0.0",
+        "0" * 64,
+        dt.datetime.now(dt.UTC),
+    )
+    build_result_objects(
+        [source],
+        source,
+        np.zeros((8, 8), np.float32),
+        [(40.0, 80.0)],
+        np.zeros((2, 2), np.float32),
+        content,
+        ResultUids.from_key("warm-up"),
+        device_uid=device_uid("2.25", "warm-up"),
+    )

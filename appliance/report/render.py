@@ -25,7 +25,8 @@ def display_shape(shape: tuple[int, int]) -> tuple[int, int]:
     low, high = DISPLAY_LONG_SIDE
     long_side = max(shape)
     target = min(max(long_side, low), high)
-    return tuple(max(1, round(n * target / long_side)) for n in shape)
+    rows, columns = shape
+    return max(1, round(rows * target / long_side)), max(1, round(columns * target / long_side))
 
 
 def heatmap_over(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -49,7 +50,7 @@ def heatmap_over(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"heat map {hh}x{hw} fits neither the {h}x{w} image nor its padded square")
     n = max(h, w)
     top, left = (n - h) // 2, (n - w) // 2
-    return resample(heatmap, (n, n))[top:top + h, left:left + w]
+    return resample(heatmap, (n, n))[top : top + h, left : left + w]
 
 
 def grey(pixels: np.ndarray, center: float, width: float, photometric: str) -> np.ndarray:
@@ -80,7 +81,9 @@ def overlay(grey_image: np.ndarray, heat: np.ndarray, floor: float) -> np.ndarra
     return np.round(rgb * 255.0).astype(np.uint8)
 
 
-def _font(draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def _font(
+    draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int
+) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     # The largest size up to ``size`` at which ``text`` fits in ``max_width``, at least 8.
     font = ImageFont.load_default(size=size)
     length = draw.textlength(text, font=font)
@@ -104,7 +107,7 @@ def burn_in(rgb: np.ndarray, banner: str, lines: Sequence[str]) -> np.ndarray:
     font = _font(draw, banner, max(10, width // 14), width - 2 * margin)
     x = (width - draw.textlength(banner, font=font)) / 2
     draw.text((x, margin), banner, font=font, fill=_BANNER, stroke_width=max(1, width // 256), stroke_fill=(0, 0, 0))
-    y = height - margin
+    y: float = height - margin
     for line in reversed(lines):
         font = _font(draw, line, max(8, width // 32), width - 2 * margin)
         y -= font.getbbox(line)[3] + 1

@@ -1,4 +1,4 @@
-"""The triage decision, and the "not analysed" notice, as Comprehensive 3D SR (TID 1500).
+"""The triage content, and the "not analysed" notice, as Comprehensive 3D SR (TID 1500).
 
 Wording follows the intended use: the appliance flags series for priority review; it
 never states that a finding is absent. A flagged series' SR gives the finding as the
@@ -17,8 +17,16 @@ from pydicom.sr.codedict import codes
 
 from appliance import __version__
 from appliance.errors import DicomError
-from appliance.report.headers import MANUFACTURER, NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
-from appliance.report.records import NotAnalysed, ResultUids, TriageDecision, derive_uid
+from appliance.report.content import NoticeContent, ResultContent
+from appliance.report.headers import (
+    MANUFACTURER,
+    NOT_FOR_DIAGNOSTIC_USE,
+    content_datetime,
+    equipment,
+    source_header,
+    stamp,
+)
+from appliance.report.uids import ResultUids, derive_uid
 
 SR_SERIES_NUMBER = 990
 NOTICE_SERIES_NUMBER = 992
@@ -52,21 +60,32 @@ _PROCEDURES = {
 }
 
 
-def flag_wording(decision: TriageDecision) -> str:
+def flag_wording(content: ResultContent) -> str:
     """The verdict in words, as the SR and the capture say it (pure)."""
-    finding = decision.finding.lower()
-    if decision.flag:
-        return (f"Flagged for priority review; reason for the flag: suspected {finding} "
-                f"(score {decision.score:.3f} at or above threshold {decision.threshold:.3f})")
-    return (f"Not flagged; does not exclude {finding} "
-            f"(score {decision.score:.3f} below threshold {decision.threshold:.3f})")
+    finding = content.finding.lower()
+    if content.flag:
+        return (
+            f"Flagged for priority review; reason for the flag: suspected {finding} "
+            f"(score {content.score:.3f} at or above threshold {content.threshold:.3f})"
+        )
+    return (
+        f"Not flagged; does not exclude {finding} (score {content.score:.3f} below threshold {content.threshold:.3f})"
+    )
 
 
-def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUids, *, device_uid: str,
-             key: Dataset | None = None, key_frame: int | None = None, capture: Dataset | None = None,
-             predecessors: Sequence[Dataset] = (), procedure: tuple[str, str, str] | None = None,
-             ) -> hd.sr.Comprehensive3DSR:
-    """Build the SR that reports ``decision`` about the series ``source``.
+def build_sr(
+    source: Sequence[Dataset],
+    content: ResultContent,
+    uids: ResultUids,
+    *,
+    device_uid: str,
+    key: Dataset | None = None,
+    key_frame: int | None = None,
+    capture: Dataset | None = None,
+    predecessors: Sequence[Dataset] = (),
+    procedure: tuple[str, str, str] | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the SR that reports ``content`` about the series ``source``.
 
     The report (TID 1500) holds one measurement group (TID 1501): the algorithm
     identification (model id and version; sha256, threshold and the variant that ran as
@@ -81,7 +100,7 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
     ----------
     source : sequence of pydicom.Dataset
         The instances of the source series; headers are enough (no pixel data needed).
-    decision : TriageDecision
+    content : ResultContent
         What to report.
     uids : ResultUids
         ``sr_series_uid`` and ``sr_instance_uid`` are used.
@@ -91,7 +110,7 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
         The key slice's header (one of ``source``) and its frame (0-based) when
         multi-frame.
     capture : pydicom.Dataset, optional
-        The heat-map Secondary Capture of the same decision.
+        The heat-map Secondary Capture of the same content.
     predecessors : sequence of pydicom.Dataset
         Earlier SRs about the same series that this one replaces (Predecessor Documents).
     procedure : (value, scheme, meaning), optional
@@ -109,19 +128,40 @@ def build_sr(source: Sequence[Dataset], decision: TriageDecision, uids: ResultUi
     if key is not None:
         frames = [key_frame + 1] if key_frame is not None and int(key.get("NumberOfFrames", 1) or 1) > 1 else None
         images.append(hd.sr.SourceImageForMeasurementGroup(key.SOPClassUID, key.SOPInstanceUID, frames))
-    group = _measurement_group(decision, uids, images)
+    group = _measurement_group(content, uids, images)
     if capture is not None:
-        group[0].ContentSequence.append(hd.sr.ImageContentItem(
-            name=ILLUSTRATION, referenced_sop_class_uid=capture.SOPClassUID,
-            referenced_sop_instance_uid=capture.SOPInstanceUID,
-            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+        group[0].ContentSequence.append(
+            hd.sr.ImageContentItem(
+                name=ILLUSTRATION,
+                referenced_sop_class_uid=capture.SOPClassUID,
+                referenced_sop_instance_uid=capture.SOPInstanceUID,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     extra_evidence = [capture] if capture is not None else []
-    return _document(source, group, decision, uids.sr_series_uid, uids.sr_instance_uid, SR_SERIES_NUMBER,
-                     SR_SERIES_DESCRIPTION, device_uid, procedure, extra_evidence, predecessors)
+    return _document(
+        source,
+        group,
+        content,
+        uids.sr_series_uid,
+        uids.sr_instance_uid,
+        SR_SERIES_NUMBER,
+        SR_SERIES_DESCRIPTION,
+        device_uid,
+        procedure,
+        extra_evidence,
+        predecessors,
+    )
 
 
-def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUids, *, device_uid: str,
-                 procedure: tuple[str, str, str] | None = None) -> hd.sr.Comprehensive3DSR:
+def build_notice(
+    source: Sequence[Dataset],
+    notice: NoticeContent,
+    uids: ResultUids,
+    *,
+    device_uid: str,
+    procedure: tuple[str, str, str] | None = None,
+) -> hd.sr.Comprehensive3DSR:
     """Build the "not analysed" notice for a series a routing rule claimed but that got
     no triage result: the same header as a result SR, no finding, the status "Not
     performed", the reason as a code and in plain words.
@@ -130,12 +170,14 @@ def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUid
     :func:`build_sr` for the rest.
     """
     _check_source(source)
-    tracking = hd.sr.TrackingIdentifier(uid=derive_uid("2.25", uids.notice_instance_uid, "tracking"),
-                                        identifier=f"{notice.task} triage"[:64])
+    tracking = hd.sr.TrackingIdentifier(
+        uid=derive_uid("2.25", uids.notice_instance_uid, "tracking"), identifier=f"{notice.task} triage"[:64]
+    )
     algorithm = None
     if notice.model_version:
-        algorithm = hd.sr.AlgorithmIdentification(name=notice.model_id, version=notice.model_version,
-                                                  manufacturer=MANUFACTURER)
+        algorithm = hd.sr.AlgorithmIdentification(
+            name=notice.model_id, version=notice.model_version, manufacturer=MANUFACTURER
+        )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         algorithm_id=algorithm,
@@ -145,11 +187,23 @@ def build_notice(source: Sequence[Dataset], notice: NotAnalysed, uids: ResultUid
         ],
     )
     assessed = f"; {notice.finding.lower()} was not assessed" if notice.finding else ""
-    _comment(group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. "
-                    "This series was not triaged; read it as usual.")
+    _comment(
+        group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. This series was not triaged; read it as usual."
+    )
     _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage notice, not a diagnosis.")
-    return _document(source, group, notice, uids.notice_series_uid, uids.notice_instance_uid,
-                     NOTICE_SERIES_NUMBER, NOTICE_SERIES_DESCRIPTION, device_uid, procedure, [], ())
+    return _document(
+        source,
+        group,
+        notice,
+        uids.notice_series_uid,
+        uids.notice_instance_uid,
+        NOTICE_SERIES_NUMBER,
+        NOTICE_SERIES_DESCRIPTION,
+        device_uid,
+        procedure,
+        [],
+        (),
+    )
 
 
 def _check_source(source: Sequence[Dataset]) -> None:
@@ -159,13 +213,25 @@ def _check_source(source: Sequence[Dataset]) -> None:
         raise DicomError("source instances are not all of one series")
 
 
-def _document(source: Sequence[Dataset], group: hd.sr.MeasurementsAndQualitativeEvaluations,
-              what: TriageDecision | NotAnalysed, series_uid: str, instance_uid: str, series_number: int,
-              description: str, device_uid: str, procedure: tuple[str, str, str] | None,
-              extra_evidence: list[Dataset], predecessors: Sequence[Dataset]) -> hd.sr.Comprehensive3DSR:
+def _document(
+    source: Sequence[Dataset],
+    group: hd.sr.MeasurementsAndQualitativeEvaluations,
+    what: ResultContent | NoticeContent,
+    series_uid: str,
+    instance_uid: str,
+    series_number: int,
+    description: str,
+    device_uid: str,
+    procedure: tuple[str, str, str] | None,
+    extra_evidence: list[Dataset],
+    predecessors: Sequence[Dataset],
+) -> hd.sr.Comprehensive3DSR:
     evidence = [source_header(source[0]), *source[1:], *extra_evidence]
-    procedure_code = (hd.sr.CodedConcept(*procedure) if procedure
-                      else _PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure))
+    procedure_code = (
+        hd.sr.CodedConcept(*procedure)
+        if procedure
+        else _PROCEDURES.get(source[0].get("Modality"), codes.SCT.ImagingProcedure)
+    )
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device_uid),
         procedure_reported=procedure_code,
@@ -182,18 +248,22 @@ def _document(source: Sequence[Dataset], group: hd.sr.MeasurementsAndQualitative
         institution_name=source[0].get("InstitutionName") or None,
         series_description=description,
         previous_versions=list(predecessors) or None,
-        coding_schemes=[hd.coding_schemes.CodingSchemeIdentificationItem(
-            designator=SCHEME, name="Triage Appliance concepts", responsible_organization=MANUFACTURER,
-        )],
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=SCHEME,
+                name="Triage Appliance concepts",
+                responsible_organization=MANUFACTURER,
+            )
+        ],
         **equipment(what),
         **content_datetime(what),
     )
-    sr.ContributingEquipmentSequence.append(_processing_algorithm(what, device_uid))
+    sr.ContributingEquipmentSequence.append(_processing_algorithm(what, device_uid))  # type: ignore[arg-type]
     stamp(sr, what)
     return sr
 
 
-def _processing_algorithm(what: TriageDecision | NotAnalysed, device_uid: str) -> Dataset:
+def _processing_algorithm(what: ResultContent | NoticeContent, device_uid: str) -> Dataset:
     """The Contributing Equipment item of IHE AI Results: the algorithm that processed the series."""
     item = Dataset()
     item.Manufacturer = MANUFACTURER
@@ -202,8 +272,9 @@ def _processing_algorithm(what: TriageDecision | NotAnalysed, device_uid: str) -
     item.DeviceUID = device_uid
     item.PurposeOfReferenceCodeSequence = [PROCESSING_EQUIPMENT]
     variant = getattr(what, "variant", "")
-    item.ContributionDescription = (f"Processing Algorithm: {what.model_id} {what.model_version}"
-                                    + (f" on {variant}" if variant else "")).strip()[:64]
+    item.ContributionDescription = (
+        f"Processing Algorithm: {what.model_id} {what.model_version}" + (f" on {variant}" if variant else "")
+    ).strip()[:64]
     return item
 
 
@@ -212,43 +283,54 @@ def _observation_context(device_uid: str) -> hd.sr.ObservationContext:
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=device_uid, name=MANUFACTURER, manufacturer_name=MANUFACTURER, model_name=MANUFACTURER,
+                uid=device_uid,
+                name=MANUFACTURER,
+                manufacturer_name=MANUFACTURER,
+                model_name=MANUFACTURER,
             ),
         ),
     )
 
 
 def _comment(group: hd.sr.MeasurementsAndQualitativeEvaluations, text: str) -> None:
-    group[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+    )
 
 
-def _measurement_group(decision: TriageDecision, uids: ResultUids,
-                       images: list[hd.sr.SourceImageForMeasurementGroup]) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    finding = hd.sr.CodedConcept(*decision.finding_code)
-    parameters = [f"sha256={decision.model_sha256}", f"threshold={decision.threshold:g}"]
-    if decision.variant:
-        parameters.append(f"variant={decision.variant}")
+def _measurement_group(
+    content: ResultContent, uids: ResultUids, images: list[hd.sr.SourceImageForMeasurementGroup]
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    finding = hd.sr.CodedConcept(*content.finding_code)
+    parameters = [f"sha256={content.model_sha256}", f"threshold={content.threshold:g}"]
+    if content.variant:
+        parameters.append(f"variant={content.variant}")
     algorithm = hd.sr.AlgorithmIdentification(
-        name=decision.model_id, version=decision.model_version, parameters=parameters, manufacturer=MANUFACTURER)
-    evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if decision.flag else codes.SCT.No)]
-    if decision.flag:
+        name=content.model_id, version=content.model_version, parameters=parameters, manufacturer=MANUFACTURER
+    )
+    evaluations = [hd.sr.QualitativeEvaluation(FLAGGED, codes.SCT.Yes if content.flag else codes.SCT.No)]
+    if content.flag:
         evaluations.append(hd.sr.QualitativeEvaluation(FLAG_REASON, finding))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derive_uid("2.25", uids.sr_instance_uid, "tracking"),
-            identifier=f"{decision.task} triage",
+            identifier=f"{content.task} triage",
         ),
-        finding_type=finding if decision.flag else None,
+        finding_type=finding if content.flag else None,
         algorithm_id=algorithm,
         measurements=[
-            hd.sr.Measurement(name=SCORE, value=decision.score, unit=_NO_UNITS),
-            hd.sr.Measurement(name=OPERATING_POINT, value=decision.threshold, unit=_NO_UNITS),
+            hd.sr.Measurement(name=SCORE, value=content.score, unit=_NO_UNITS),
+            hd.sr.Measurement(name=OPERATING_POINT, value=content.threshold, unit=_NO_UNITS),
         ],
         qualitative_evaluations=evaluations,
         source_images=images or None,
     )
-    _comment(group, flag_wording(decision) + ". The score is the model's output compared with its "
-                    "operating point; it is not a probability.")
+    _comment(
+        group,
+        flag_wording(content) + ". The score is the model's output compared with its "
+        "operating point; it is not a probability.",
+    )
     _comment(group, f"{NOT_FOR_DIAGNOSTIC_USE}: AI triage result, not a diagnosis; a radiologist reads every study.")
     return group

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
+from pydicom.dataset import Dataset
 
 from appliance.audit import chain as audit_log
-from appliance.db import transaction
 from appliance.config import Destination
+from appliance.db import transaction
 from appliance.send.policy import Breaker
-
-PENDING, SENT, DEAD = "pending", "sent", "dead"
+from appliance.states import OutboxState
 
 _COLUMNS = (
     "id, path, sop_class_uid, sop_instance_uid, study_instance_uid, destination, state, "
@@ -60,7 +60,7 @@ class OutboxItem:
     sop_instance_uid: str
     study_instance_uid: str
     destination: str
-    state: str
+    state: OutboxState
     attempts: int
     next_attempt_at: float
     last_status: int | None
@@ -71,25 +71,39 @@ class OutboxItem:
     alert: int = 0
 
     @classmethod
-    def from_row(cls, row: tuple) -> "OutboxItem":
-        return cls(row[0], Path(row[1]), *row[2:])
+    def from_row(cls, row: tuple) -> OutboxItem:
+        fields = list(row)  # in the order of _COLUMNS
+        fields[1], fields[6] = Path(fields[1]), OutboxState(fields[6])
+        return cls(*fields)
+
+
+@dataclass(frozen=True)
+class OutgoingObject:
+    """A result object file on its way out: what the outbox queues for every destination.
+
+    The file is DICOM Part 10 (with file meta); the outbox never deletes it. With
+    ``alert`` (a flagged result), giving the object up raises an alert.
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    alert: bool = False
+
+    @classmethod
+    def of(cls, path: Path, ds: Dataset, alert: bool = False) -> OutgoingObject:
+        """The object written to ``path`` from ``ds``."""
+        return cls(path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.StudyInstanceUID), alert)
 
 
 def enqueue_in(
-    conn: sqlite3.Connection,
-    path: Path,
-    sop_class_uid: str,
-    sop_instance_uid: str,
-    study_uid: str,
-    destinations: Iterable[Destination | str],
-    now: float,
-    alert: bool = False,
+    conn: sqlite3.Connection, obj: OutgoingObject, destinations: Iterable[Destination | str], now: float
 ) -> list[int]:
     """Queue one result object for each destination inside the caller's open transaction.
 
     Use this to commit results and their outbox rows together (e.g. with the job that made
     them). Queuing the same SOP Instance UID for the same destination again is a no-op.
-    ``alert``: giving this object up (dead letter) raises an alert (a flagged result).
 
     Returns
     -------
@@ -102,14 +116,27 @@ def enqueue_in(
         conn.execute(
             "INSERT INTO outbox (path, sop_class_uid, sop_instance_uid, study_instance_uid,"
             " destination, state, next_attempt_at, created_at, updated_at, alert)"
-            " VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (sop_instance_uid, destination) DO NOTHING",
-            (str(path), sop_class_uid, sop_instance_uid, study_uid, key, now, now, now, int(alert)),
+            (
+                str(obj.path),
+                obj.sop_class_uid,
+                obj.sop_instance_uid,
+                obj.study_instance_uid,
+                key,
+                OutboxState.PENDING,
+                now,
+                now,
+                now,
+                int(obj.alert),
+            ),
         )
-        ids.append(conn.execute(
-            "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
-            (sop_instance_uid, key),
-        ).fetchone()[0])
+        ids.append(
+            conn.execute(
+                "SELECT id FROM outbox WHERE sop_instance_uid = ? AND destination = ?",
+                (obj.sop_instance_uid, key),
+            ).fetchone()[0]
+        )
     return ids
 
 
@@ -138,22 +165,14 @@ class Outbox:
             return [OutboxItem.from_row(row) for row in rows.fetchall()]
 
     def enqueue(
-        self,
-        path: Path,
-        sop_class_uid: str,
-        sop_instance_uid: str,
-        study_uid: str,
-        destinations: Iterable[Destination | str],
-        now: float | None = None,
+        self, obj: OutgoingObject, destinations: Iterable[Destination | str], now: float | None = None
     ) -> list[int]:
         """Queue one result object file for each destination, in one transaction.
 
         Parameters
         ----------
-        path : Path
-            The DICOM file (Part 10, with file meta). The outbox never deletes it.
-        sop_class_uid, sop_instance_uid, study_uid : str
-            The object's identity, for the peers' presentation contexts and for finding it.
+        obj : OutgoingObject
+            The file and its identity (for the peers' presentation contexts and for finding it).
         destinations : iterable of Destination or "AE@host:port"
             Usually ``settings.dicom.destinations``.
         now : float, optional
@@ -166,14 +185,13 @@ class Outbox:
         """
         now = time.time() if now is None else now
         with self._lock, transaction(self._conn):
-            return enqueue_in(self._conn, path, sop_class_uid, sop_instance_uid, study_uid,
-                              destinations, now)
+            return enqueue_in(self._conn, obj, destinations, now)
 
     def get(self, item_id: int) -> OutboxItem | None:
         found = self._select("id = ?", (item_id,))
         return found[0] if found else None
 
-    def items(self, destination: str | None = None, state: str | None = None) -> list[OutboxItem]:
+    def items(self, destination: str | None = None, state: OutboxState | None = None) -> list[OutboxItem]:
         """Rows, oldest first, optionally of one destination key and/or one state."""
         where, params = ["1"], []
         if destination is not None:
@@ -187,45 +205,58 @@ class Outbox:
     def due(self, destination: str, now: float, limit: int) -> list[OutboxItem]:
         """Pending rows of one destination whose time has come, longest waiting first."""
         return self._select(
-            "destination = ? AND state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?", (destination, now, limit))
+            "destination = ? AND state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            (destination, OutboxState.PENDING, now, limit),
+        )
 
     def next_due_at(self, destination: str) -> float | None:
         """When the next pending row of this destination falls due; None if none is pending."""
         with self._lock:
             return self._conn.execute(
-                "SELECT min(next_attempt_at) FROM outbox"
-                " WHERE destination = ? AND state = 'pending'", (destination,)).fetchone()[0]
+                "SELECT min(next_attempt_at) FROM outbox WHERE destination = ? AND state = ?",
+                (destination, OutboxState.PENDING),
+            ).fetchone()[0]
 
     def mark_sent(self, item_id: int, status: int, warning: str | None, now: float) -> None:
         """The destination acknowledged the object (status 0x0000 or a warning)."""
         self._write(
-            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, last_status = ?,"
+            "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
             " last_error = ?, sent_at = ?, updated_at = ? WHERE id = ?",
-            (status, warning, now, now, item_id))
+            (OutboxState.SENT, status, warning, now, now, item_id),
+        )
 
-    def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None,
-                    now: float) -> None:
+    def mark_failed(self, item_id: int, status: int | None, error: str, retry_at: float | None, now: float) -> None:
         """One failed try: pending again at ``retry_at``, or dead when ``retry_at`` is None.
 
         A row queued with ``alert`` that goes dead appends the audit event
         ``alert-result-dead-lettered`` in the same transaction.
         """
-        state = PENDING if retry_at is not None else DEAD
+        state = OutboxState.PENDING if retry_at is not None else OutboxState.DEAD
         with self._lock, transaction(self._conn):
             self._conn.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
                 " last_error = ?, next_attempt_at = coalesce(?, next_attempt_at), updated_at = ?"
                 " WHERE id = ?",
-                (state, status, error, retry_at, now, item_id))
-            if state == DEAD:
+                (state, status, error, retry_at, now, item_id),
+            )
+            if state == OutboxState.DEAD:
                 row = self._conn.execute(
                     "SELECT sop_instance_uid, study_instance_uid, destination, alert FROM outbox WHERE id = ?",
-                    (item_id,)).fetchone()
+                    (item_id,),
+                ).fetchone()
                 if row is not None and row[3]:
-                    audit_log.append_in(self._conn, "alert-result-dead-lettered", {
-                        "outbox_id": item_id, "sop_instance_uid": row[0], "study_instance_uid": row[1],
-                        "destination": row[2], "status": status, "error": error[:200]})
+                    audit_log.append_in(
+                        self._conn,
+                        "alert-result-dead-lettered",
+                        {
+                            "outbox_id": item_id,
+                            "sop_instance_uid": row[0],
+                            "study_instance_uid": row[1],
+                            "destination": row[2],
+                            "status": status,
+                            "error": error[:200],
+                        },
+                    )
 
     def postpone(self, destination: str, until: float, error: str, now: float) -> int:
         """The destination is unreachable: hold every pending row until ``until``.
@@ -235,12 +266,13 @@ class Outbox:
         """
         return self._write(
             "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?), last_error = ?,"
-            " updated_at = ? WHERE destination = ? AND state = 'pending'",
-            (until, error, now, destination))
+            " updated_at = ? WHERE destination = ? AND state = ?",
+            (until, error, now, destination, OutboxState.PENDING),
+        )
 
     def dead_letters(self, destination: str | None = None) -> list[OutboxItem]:
         """The objects given up on, for the admin page and ``retry``."""
-        return self.items(destination, DEAD)
+        return self.items(destination, OutboxState.DEAD)
 
     def retry(self, item_id: int, actor: str, now: float | None = None) -> bool:
         """Put a dead-lettered object back in its queue, due now, with a fresh try count.
@@ -254,9 +286,12 @@ class Outbox:
         """
         now = time.time() if now is None else now
         return self._change_dead(
-            item_id, "outbox-retried", actor,
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " updated_at = ? WHERE id = ? AND state = 'dead'", (now, now, item_id))
+            item_id,
+            "outbox-retried",
+            actor,
+            "UPDATE outbox SET state = ?, attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+            (OutboxState.PENDING, now, now, item_id),
+        )
 
     def discard(self, item_id: int, actor: str) -> bool:
         """Give up on a dead-lettered object for good: its row goes, the audit log keeps
@@ -267,26 +302,36 @@ class Outbox:
         bool
             False when no dead-lettered row has this id.
         """
-        return self._change_dead(item_id, "outbox-discarded", actor,
-                                 "DELETE FROM outbox WHERE id = ? AND state = 'dead'", (item_id,))
+        return self._change_dead(item_id, "outbox-discarded", actor, "DELETE FROM outbox WHERE id = ?", (item_id,))
 
     def _change_dead(self, item_id: int, kind: str, actor: str, sql: str, params: tuple) -> bool:
         with self._lock, transaction(self._conn):
             row = self._conn.execute(
                 "SELECT destination, sop_instance_uid, attempts, last_status, last_error, alert FROM outbox"
-                " WHERE id = ? AND state = 'dead'", (item_id,)).fetchone()
+                " WHERE id = ? AND state = ?",
+                (item_id, OutboxState.DEAD),
+            ).fetchone()
             if row is None:
                 return False
             self._conn.execute(sql, params)
             destination, sop_instance_uid, attempts, last_status, last_error, alert = row
-            audit_log.append_in(self._conn, kind, {
-                "outbox_id": item_id, "destination": destination, "sop_instance_uid": sop_instance_uid,
-                "attempts": attempts, "last_status": last_status, "last_error": last_error,
-                "flagged_result": bool(alert), "actor": actor})
+            audit_log.append_in(
+                self._conn,
+                kind,
+                {
+                    "outbox_id": item_id,
+                    "destination": destination,
+                    "sop_instance_uid": sop_instance_uid,
+                    "attempts": attempts,
+                    "last_status": last_status,
+                    "last_error": last_error,
+                    "flagged_result": bool(alert),
+                    "actor": actor,
+                },
+            )
             return True
 
-    def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None,
-                    now: float) -> None:
+    def record_lane(self, destination: str, breaker: Breaker, not_before: float, error: str | None, now: float) -> None:
         """Save one destination's breaker as the sender holds it (the sender calls this)."""
         self._write(
             "INSERT INTO send_lanes (destination, failures, threshold, cooldown_s, opened_at, not_before,"
@@ -294,18 +339,26 @@ class Outbox:
             " failures = excluded.failures, threshold = excluded.threshold, cooldown_s = excluded.cooldown_s,"
             " opened_at = excluded.opened_at, not_before = excluded.not_before,"
             " last_error = excluded.last_error, updated_at = excluded.updated_at",
-            (destination, breaker.failures, breaker.threshold, breaker.cooldown_s, breaker.opened_at,
-             not_before, error, now))
+            (
+                destination,
+                breaker.failures,
+                breaker.threshold,
+                breaker.cooldown_s,
+                breaker.opened_at,
+                not_before,
+                error,
+                now,
+            ),
+        )
 
     def alerts(self) -> list[OutboxItem]:
         """Dead-lettered objects that raise an alert (flagged results PACS never got)."""
-        return self._select("state = 'dead' AND alert = 1 ORDER BY id", ())
+        return self._select("state = ? AND alert = 1 ORDER BY id", (OutboxState.DEAD,))
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{destination: {state: rows}}``, for status pages and metrics."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT destination, state, count(*) FROM outbox GROUP BY destination, state")
+            rows = self._conn.execute("SELECT destination, state, count(*) FROM outbox GROUP BY destination, state")
             counts: dict[str, dict[str, int]] = {}
             for destination, state, count in rows.fetchall():
                 counts.setdefault(destination, {})[state] = count
@@ -318,14 +371,18 @@ class LaneState:
 
     destination: str
     breaker: Breaker
-    not_before: float   # no association before this time (backoff or open circuit)
+    not_before: float  # no association before this time (backoff or open circuit)
     last_error: str | None
     updated_at: float
 
 
 def lane_states(conn: sqlite3.Connection) -> dict[str, LaneState]:
     """``{destination: LaneState}`` for every destination a sender has saved."""
-    rows = conn.execute("SELECT destination, failures, threshold, cooldown_s, opened_at, not_before,"
-                        " last_error, updated_at FROM send_lanes").fetchall()
-    return {d: LaneState(d, Breaker(threshold, cooldown, failures, opened), not_before, error, updated)
-            for d, failures, threshold, cooldown, opened, not_before, error, updated in rows}
+    rows = conn.execute(
+        "SELECT destination, failures, threshold, cooldown_s, opened_at, not_before,"
+        " last_error, updated_at FROM send_lanes"
+    ).fetchall()
+    return {
+        d: LaneState(d, Breaker(threshold, cooldown, failures, opened), not_before, error, updated)
+        for d, failures, threshold, cooldown, opened, not_before, error, updated in rows
+    }

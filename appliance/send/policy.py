@@ -28,15 +28,15 @@ from appliance.config import SenderSettings
 FALLBACK_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
 
-class Outcome(enum.Enum):
+class Disposition(enum.Enum):
     """What a C-STORE response status means for the object."""
 
-    SENT = "sent"        # success or warning: the peer has it
-    RETRY = "retry"      # a failure that may pass: try again later
-    DEAD = "dead"        # a failure that will not pass: dead-letter
+    SENT = enum.auto()  # success or warning: the peer has it
+    RETRY = enum.auto()  # a failure that may pass: try again later
+    DEAD = enum.auto()  # a failure that will not pass: dead-letter
 
 
-def classify_status(status: int) -> Outcome:
+def classify_status(status: int) -> Disposition:
     """Map a C-STORE response status to what happens to the object.
 
     Success (0x0000) and warnings (0xB0xx and the general warnings 0x0001, 0x0107, 0x0116)
@@ -44,14 +44,13 @@ def classify_status(status: int) -> Outcome:
     and cannot understand (0xCxxx) are permanent. Any other failure is retried.
     """
     if dimse.is_success_or_warning(status):
-        return Outcome.SENT
+        return Disposition.SENT
     if dimse.is_permanent_failure(status):
-        return Outcome.DEAD
-    return Outcome.RETRY
+        return Disposition.DEAD
+    return Disposition.RETRY
 
 
-def backoff_delay(failures: int, initial_s: float, max_s: float, jitter: float,
-                  draw: float) -> float:
+def backoff_delay(failures: int, initial_s: float, max_s: float, jitter: float, draw: float) -> float:
     """Seconds to wait after the ``failures``-th failure in a row.
 
     ``initial_s`` doubled per failure, capped at ``max_s``, then shortened by up to the
@@ -100,10 +99,10 @@ class Breaker:
         """When an open circuit lets its trial through; None while closed."""
         return None if self.opened_at is None else self.opened_at + self.cooldown_s
 
-    def after_success(self) -> "Breaker":
+    def after_success(self) -> Breaker:
         return replace(self, failures=0, opened_at=None)
 
-    def after_failure(self, now: float) -> "Breaker":
+    def after_failure(self, now: float) -> Breaker:
         failures = self.failures + 1
         opened_at = now if failures >= self.threshold else None
         return replace(self, failures=failures, opened_at=opened_at)
@@ -114,16 +113,14 @@ def next_association_at(breaker: Breaker, now: float, policy: SenderSettings, dr
     trial = breaker.closes_trial_at()
     if trial is not None:
         return trial
-    return now + backoff_delay(breaker.failures, policy.retry_initial_s, policy.retry_max_s,
-                               policy.retry_jitter, draw)
+    return now + backoff_delay(breaker.failures, policy.retry_initial_s, policy.retry_max_s, policy.retry_jitter, draw)
 
 
 def retry_at(attempts: int, now: float, policy: SenderSettings, draw: float) -> float | None:
     """After an object's ``attempts``-th failed try: when to try again, or None to give up."""
     if attempts >= policy.max_attempts:
         return None
-    return now + backoff_delay(attempts, policy.retry_initial_s, policy.retry_max_s,
-                               policy.retry_jitter, draw)
+    return now + backoff_delay(attempts, policy.retry_initial_s, policy.retry_max_s, policy.retry_jitter, draw)
 
 
 def proposed_syntaxes(own: UID) -> tuple[UID, ...]:

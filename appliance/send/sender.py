@@ -29,17 +29,18 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from appliance.config import Destination, SenderSettings, Settings
+from appliance.send.outbox import Outbox, OutboxItem, destination_key
 from appliance.send.policy import (
     Breaker,
     BreakerMode,
-    Outcome,
+    Disposition,
     choose_transfer_syntax,
     classify_status,
     next_association_at,
     proposed_syntaxes,
     retry_at,
 )
-from appliance.send.outbox import DEAD, PENDING, SENT, Outbox, OutboxItem, destination_key
+from appliance.states import OutboxState
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,11 @@ MAX_CONTEXTS = 128  # presentation context ids are odd numbers 1..255
 
 
 @dataclass(frozen=True)
-class Result:
+class StoreAttempt:
     """How one object fared on an established association."""
 
     item: OutboxItem
-    outcome: Outcome
+    disposition: Disposition
     status: int | None
     error: str | None
 
@@ -76,20 +77,22 @@ class Delivery:
 
     reached: bool
     association_error: str | None
-    results: tuple[Result, ...]
+    results: tuple[StoreAttempt, ...]
 
 
-def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]], list[Result]]:
+def _load(items: Sequence[OutboxItem]) -> tuple[list[tuple[OutboxItem, Dataset]], list[StoreAttempt]]:
     """Read the batch's files; an unreadable one is dead at once (it cannot get better)."""
-    loaded, failed = [], []
+    loaded: list[tuple[OutboxItem, Dataset]] = []
+    failed: list[StoreAttempt] = []
     for item in items:
         try:
-            dataset = dcmread(item.path)
+            dataset: Dataset = dcmread(item.path)
             UID(dataset.file_meta.TransferSyntaxUID), UID(dataset.SOPClassUID)
             loaded.append((item, dataset))
         except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
-            failed.append(Result(item, Outcome.DEAD, None,
-                                 f"cannot read result file: {type(exc).__name__}: {exc}"))
+            failed.append(
+                StoreAttempt(item, Disposition.DEAD, None, f"cannot read result file: {type(exc).__name__}: {exc}")
+            )
     return loaded, failed
 
 
@@ -113,22 +116,29 @@ def _association_error(assoc: Association, connected: bool) -> str:
         return "no connection: refused, unreachable or timed out"
     if assoc.is_rejected:
         rsp = assoc.acceptor.primitive
-        return (f"association rejected ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
-                if rsp is not None else "association rejected")
+        return (
+            f"association rejected ({rsp.result_str}, {rsp.source_str}: {rsp.reason_str})"
+            if rsp is not None
+            else "association rejected"
+        )
     if assoc.is_aborted:
         return "association aborted by the peer"
     return "no answer to the association request (ACSE timeout)"
 
 
-def _no_context(item: OutboxItem, dataset: Dataset) -> Result:
-    return Result(item, Outcome.RETRY, None,
-                  f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}")
+def _no_context(item: OutboxItem, dataset: Dataset) -> StoreAttempt:
+    return StoreAttempt(
+        item, Disposition.RETRY, None, f"peer accepted no presentation context for {UID(dataset.SOPClassUID).name}"
+    )
 
 
-def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result:
+def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> StoreAttempt:
     own = UID(dataset.file_meta.TransferSyntaxUID)
-    accepted = [UID(cx.transfer_syntax[0]) for cx in assoc.accepted_contexts
-                if cx.abstract_syntax == dataset.SOPClassUID and cx.as_scu]
+    accepted = [
+        UID(cx.transfer_syntax[0])
+        for cx in assoc.accepted_contexts
+        if cx.abstract_syntax == dataset.SOPClassUID and cx.as_scu
+    ]
     chosen = choose_transfer_syntax(own, accepted)
     if chosen is None:
         return _no_context(item, dataset)
@@ -139,18 +149,17 @@ def _store_one(assoc: Association, item: OutboxItem, dataset: Dataset) -> Result
             dataset.decompress(generate_instance_uid=False)
         response = assoc.send_c_store(dataset)
     except (ValueError, RuntimeError, AttributeError, NotImplementedError) as exc:
-        return Result(item, Outcome.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
+        return StoreAttempt(item, Disposition.RETRY, None, f"cannot send: {type(exc).__name__}: {exc}")
     if "Status" not in response:
-        return Result(item, Outcome.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
+        return StoreAttempt(item, Disposition.RETRY, None, "no C-STORE response (DIMSE timeout or abort)")
     status = int(response.Status)
     comment = str(response.get("ErrorComment", "")).strip()
-    outcome = classify_status(status)
+    disposition = classify_status(status)
     text = None if status == 0 else f"status 0x{status:04X}" + (f": {comment}" if comment else "")
-    return Result(item, outcome, status, text)
+    return StoreAttempt(item, disposition, status, text)
 
 
-def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem],
-            policy: SenderSettings) -> Delivery:
+def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem], policy: SenderSettings) -> Delivery:
     """Send ``items`` over one association; results only for the objects tried.
 
     Objects after one whose association broke, or beyond the presentation context limit,
@@ -166,9 +175,13 @@ def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem]
     ae.dimse_timeout = policy.dimse_timeout_s
     ae.network_timeout = max(policy.acse_timeout_s, policy.dimse_timeout_s)
     connected = threading.Event()
-    assoc = ae.associate(destination.host, destination.port, contexts=contexts,
-                         ae_title=destination.ae_title,
-                         evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.set())])
+    assoc = ae.associate(
+        destination.host,
+        destination.port,
+        contexts=contexts,
+        ae_title=destination.ae_title,
+        evt_handlers=[(evt.EVT_CONN_OPEN, lambda event: connected.set())],
+    )
     if assoc.rejected_contexts and not assoc.accepted_contexts:  # pynetdicom aborted it
         refused = [_no_context(item, dataset) for item, dataset in loaded[:fitted]]
         return Delivery(True, None, (*unreadable, *refused))
@@ -198,12 +211,12 @@ class Round:
     """What one round of one lane did (returned by :meth:`Sender.send_due_once`)."""
 
     destination: str
-    associated: bool          # an association was attempted
+    associated: bool  # an association was attempted
     association_error: str | None
-    sent: int                 # objects the peer acknowledged
-    retried: int              # objects that failed and wait for another try
-    dead: int                 # objects dead-lettered
-    next_at: float            # when this lane has work next (or should look again)
+    sent: int  # objects the peer acknowledged
+    retried: int  # objects that failed and wait for another try
+    dead: int  # objects dead-lettered
+    next_at: float  # when this lane has work next (or should look again)
 
 
 class _Lane:
@@ -236,14 +249,12 @@ class Sender:
     both at the same time.
     """
 
-    def __init__(self, settings: Settings, db: sqlite_utils.Database,
-                 rng: Callable[[], float] = random.random):
+    def __init__(self, settings: Settings, db: sqlite_utils.Database, rng: Callable[[], float] = random.random):
         self.ae_title = settings.dicom.ae_title
         self.policy = settings.sender
         self.outbox = Outbox(db)
         self._rng = rng
-        self._lanes = {lane.key: lane for lane in
-                       (_Lane(d, self.policy) for d in settings.dicom.destinations)}
+        self._lanes = {lane.key: lane for lane in (_Lane(d, self.policy) for d in settings.dicom.destinations)}
         self._stopping = threading.Event()
         for lane in self._lanes.values():  # a new sender starts closed: say so
             self._save(lane, None, time.time())
@@ -260,8 +271,7 @@ class Sender:
         """Start one worker thread per destination."""
         self._stopping.clear()
         for lane in self._lanes.values():
-            lane.thread = threading.Thread(target=self._run, args=(lane,), daemon=True,
-                                           name=f"sender {lane.key}")
+            lane.thread = threading.Thread(target=self._run, args=(lane,), daemon=True, name=f"sender {lane.key}")
             lane.thread.start()
 
     def wake(self) -> None:
@@ -300,7 +310,7 @@ class Sender:
             self._account(lane, delivery, now)
         else:
             delivery = Delivery(False, None, ())
-        counts = {SENT: 0, PENDING: 0, DEAD: 0}
+        counts = dict.fromkeys(OutboxState, 0)
         for result in delivery.results:
             counts[self._record(lane, result, now)] += 1
         if len(items) == limit and delivery.association_error is None:
@@ -309,9 +319,15 @@ class Sender:
             poll_at = now + self.policy.poll_interval_s
             next_due = self.outbox.next_due_at(lane.key) or poll_at
             next_at = max(lane.not_before, min(poll_at, next_due))
-        return Round(lane.key, delivery.reached or delivery.association_error is not None,
-                     delivery.association_error, counts[SENT], counts[PENDING], counts[DEAD],
-                     next_at)
+        return Round(
+            lane.key,
+            delivery.reached or delivery.association_error is not None,
+            delivery.association_error,
+            counts[OutboxState.SENT],
+            counts[OutboxState.PENDING],
+            counts[OutboxState.DEAD],
+            next_at,
+        )
 
     def _save(self, lane: _Lane, error: str | None, now: float) -> None:
         """Write the lane's breaker to ``send_lanes`` when it changed (for the admin page)."""
@@ -331,28 +347,34 @@ class Sender:
             lane.not_before = next_association_at(lane.breaker, now, self.policy, self._rng())
             held = self.outbox.postpone(lane.key, lane.not_before, delivery.association_error, now)
             self._save(lane, delivery.association_error, now)
-            log.warning("sender %s: %s; %d object(s) wait %.1f s (circuit %s after %d failure(s))",
-                        lane.key, delivery.association_error, held, lane.not_before - now,
-                        lane.breaker.mode(now).value, lane.breaker.failures)
+            log.warning(
+                "sender %s: %s; %d object(s) wait %.1f s (circuit %s after %d failure(s))",
+                lane.key,
+                delivery.association_error,
+                held,
+                lane.not_before - now,
+                lane.breaker.mode(now).value,
+                lane.breaker.failures,
+            )
 
-    def _record(self, lane: _Lane, result: Result, now: float) -> str:
+    def _record(self, lane: _Lane, result: StoreAttempt, now: float) -> OutboxState:
         """Write one object's result to the outbox; returns its new state."""
         item, tries = result.item, result.item.attempts + 1
         # Peer error comments stay in the database; the log gets the status code only.
         reason = f"status 0x{result.status:04X}" if result.status is not None else result.error
-        if result.outcome is Outcome.SENT:
+        if result.disposition is Disposition.SENT:
             self.outbox.mark_sent(item.id, result.status or 0, result.error, now)
             if result.status:
                 log.info("sender %s: outbox %d stored with warning %s", lane.key, item.id, reason)
-            return SENT
+            return OutboxState.SENT
         when = None
-        if result.outcome is Outcome.RETRY:
+        if result.disposition is Disposition.RETRY:
             when = retry_at(tries, now, self.policy, self._rng())
-        self.outbox.mark_failed(item.id, result.status, result.error or "failed", when, now)
+        self.outbox.mark_failed(item.id, result.status, result.error or "C-STORE failed", when, now)
         if when is None:
-            log.warning("sender %s: outbox %d dead-lettered after %d tries: %s", lane.key, item.id,
-                        tries, reason)
-            return DEAD
-        log.info("sender %s: outbox %d try %d failed (%s), next in %.1f s", lane.key, item.id,
-                 tries, reason, when - now)
-        return PENDING
+            log.warning("sender %s: outbox %d dead-lettered after %d tries: %s", lane.key, item.id, tries, reason)
+            return OutboxState.DEAD
+        log.info(
+            "sender %s: outbox %d try %d failed (%s), next in %.1f s", lane.key, item.id, tries, reason, when - now
+        )
+        return OutboxState.PENDING

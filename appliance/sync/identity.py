@@ -32,8 +32,9 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process made it first: use theirs
@@ -46,10 +47,10 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise SyncError(f"{path}: device key is readable by others (mode {mode:o}); chmod 600 it")
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
+    stored = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(stored, Ed25519PrivateKey):
         raise SyncError(f"{path}: not an ed25519 private key")
-    return key
+    return stored
 
 
 def public_bytes(key: Ed25519PrivateKey) -> bytes:
@@ -75,7 +76,7 @@ class Enrolment:
         return sync_dir(data_dir) / "pinned-root.json"
 
     @classmethod
-    def load(cls, data_dir: Path) -> "Enrolment":
+    def load(cls, data_dir: Path) -> Enrolment:
         try:
             return cls(**json.loads(cls.path(data_dir).read_text()))
         except FileNotFoundError:

@@ -18,19 +18,20 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, TargetFile
+from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
 from appliance.db import transaction
 from appliance.errors import PackageError, ReleaseRefused
 from appliance.models.registry import ModelRegistry, version_key
+from appliance.states import ReleaseState
 from appliance.sync.client import HubError
 
 _CUSTOM_KEYS = {"model_id", "version", "min_appliance_version", "ring"}
@@ -93,8 +94,9 @@ def download(client: httpx.Client, url: str, info: TargetFile, destination: Path
                 with client.stream("GET", url, headers=headers) as response:
                     if response.status_code == 200:
                         mode = "wb"  # the server sent the whole file: start over
-                    elif response.status_code == 206 and response.headers.get(
-                            "content-range", "").startswith(f"bytes {have}-"):
+                    elif response.status_code == 206 and response.headers.get("content-range", "").startswith(
+                        f"bytes {have}-"
+                    ):
                         mode = "ab"
                     else:
                         raise HubError(f"GET {url}: unexpected {response.status_code}", True)
@@ -120,8 +122,9 @@ def download(client: httpx.Client, url: str, info: TargetFile, destination: Path
         os.replace(partial, destination)
         return destination
     kept = partial.stat().st_size if partial.exists() else 0
-    raise HubError(f"{info.path}: download broke {attempts} times ({last_error}); "
-                   f"{kept} bytes kept, the next round resumes", True)
+    raise HubError(
+        f"{info.path}: download broke {attempts} times ({last_error}); {kept} bytes kept, the next round resumes", True
+    )
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,9 @@ class Candidate:
     version: str
 
 
-def choose(targets: dict[str, dict], installed: dict[str, list[str]], ring: str, appliance_version: str,
-           refused: set[str]) -> list[Candidate]:
+def choose(
+    targets: dict[str, dict], installed: dict[str, list[str]], ring: str, appliance_version: str, refused: set[str]
+) -> list[Candidate]:
     """Which targets to stage (pure): for each model id, the newest version that is newer
     than anything installed, meant for this ring and this appliance version, and not
     refused before. ``targets`` maps target path to its custom fields."""
@@ -163,17 +167,28 @@ class ReleaseRound:
     error: str | None
 
 
-def _record(conn: sqlite3.Connection, info: TargetFile, candidate: Candidate, state: str,
-            reason: str | None) -> None:
+def _record(
+    conn: sqlite3.Connection, info: TargetFile, candidate: Candidate, state: ReleaseState, reason: str | None
+) -> None:
     with transaction(conn):
-        conn.execute("INSERT OR REPLACE INTO sync_releases (target, sha256, model_id, version, state, reason, at) "
-                     "VALUES (?,?,?,?,?,?,?)", (info.path, info.hashes["sha256"], candidate.model_id,
-                                                candidate.version, state, reason, time.time()))
+        conn.execute(
+            "INSERT OR REPLACE INTO sync_releases (target, sha256, model_id, version, state, reason, at) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (info.path, info.hashes["sha256"], candidate.model_id, candidate.version, state, reason, time.time()),
+        )
 
 
-def refresh_and_stage(conn: sqlite3.Connection, registry: ModelRegistry, client: httpx.Client,
-                      sync_dir: Path, pinned_root: bytes, ring: str, appliance_version: str,
-                      download_attempts: int, retry_refused_s: float) -> ReleaseRound:
+def refresh_and_stage(
+    conn: sqlite3.Connection,
+    registry: ModelRegistry,
+    client: httpx.Client,
+    sync_dir: Path,
+    pinned_root: bytes,
+    ring: str,
+    appliance_version: str,
+    download_attempts: int,
+    retry_refused_s: float,
+) -> ReleaseRound:
     """Refresh the TUF metadata and stage every release meant for this box in shadow.
 
     A package the appliance's check refused is not fetched again for ``retry_refused_s``
@@ -182,23 +197,33 @@ def refresh_and_stage(conn: sqlite3.Connection, registry: ModelRegistry, client:
     downloads = sync_dir / "downloads"
     metadata_dir.mkdir(parents=True, exist_ok=True)
     base = str(client.base_url).rstrip("/")
-    updater = Updater(str(metadata_dir), f"{base}/tuf/metadata/", str(downloads), f"{base}/tuf/targets/",
-                      fetcher=HttpxFetcher(client), bootstrap=pinned_root)
+    updater = Updater(
+        str(metadata_dir),
+        f"{base}/tuf/metadata/",
+        str(downloads),
+        f"{base}/tuf/targets/",
+        fetcher=HttpxFetcher(client),
+        bootstrap=pinned_root,
+    )
     try:
         updater.refresh()
     except (tuf_errors.RepositoryError, tuf_errors.DownloadError) as exc:
         if isinstance(exc, tuf_errors.DownloadError) and not isinstance(exc, tuf_errors.DownloadLengthMismatchError):
             raise HubError(refusal_reason(exc), True) from exc
         raise ReleaseRefused(f"release metadata refused, updates blocked: {refusal_reason(exc)}") from exc
-    listed = Metadata.from_bytes((metadata_dir / "targets.json").read_bytes()).signed.targets
-    refused = {path for path, in conn.execute(
-        "SELECT target FROM sync_releases WHERE state = 'refused' AND at > ?", (time.time() - retry_refused_s,))}
+    listed = Metadata[Targets].from_bytes((metadata_dir / "targets.json").read_bytes()).signed.targets
+    refused = {
+        path
+        for (path,) in conn.execute(
+            "SELECT target FROM sync_releases WHERE state = ? AND at > ?",
+            (ReleaseState.REFUSED, time.time() - retry_refused_s),
+        )
+    }
     installed: dict[str, list[str]] = {}
-    for model in registry.list():
+    for model in registry.models():
         installed.setdefault(model.id, []).append(model.version)
     staged, errors = [], []
-    for candidate in choose({p: t.custom for p, t in listed.items()}, installed, ring, appliance_version,
-                            refused):
+    for candidate in choose({p: t.custom for p, t in listed.items()}, installed, ring, appliance_version, refused):
         info = updater.get_targetinfo(candidate.path)
         if info is None:
             continue
@@ -212,12 +237,12 @@ def refresh_and_stage(conn: sqlite3.Connection, registry: ModelRegistry, client:
             model = registry.install(package, "sync")
             model = registry.shadow(model.id, model.version, "sync")
         except PackageError as exc:
-            _record(conn, info, candidate, "refused", str(exc))
+            _record(conn, info, candidate, ReleaseState.REFUSED, str(exc))
             errors.append(f"{info.path}: refused by the package check: {exc}")
             continue
         finally:
             package.unlink(missing_ok=True)
-        _record(conn, info, candidate, "shadow", None)
+        _record(conn, info, candidate, ReleaseState.SHADOW, None)
         staged.append(model.label)
     return ReleaseRound(True, staged, "; ".join(errors) or None)
 
@@ -229,6 +254,8 @@ def metadata_state(sync_dir: Path, now: float | None = None) -> dict:
         return {"timestamp_version": None, "expires": None, "expired": None}
     signed = Metadata.from_bytes(path.read_bytes()).signed
     now = time.time() if now is None else now
-    return {"timestamp_version": signed.version, "expires": signed.expires.isoformat(),
-            "expired": signed.expires.timestamp() < now}
-
+    return {
+        "timestamp_version": signed.version,
+        "expires": signed.expires.isoformat(),
+        "expired": signed.expires.timestamp() < now,
+    }

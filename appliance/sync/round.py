@@ -1,6 +1,7 @@
 """One sync round (``appliance sync``, run by a systemd timer): queue the closed days'
-drift reports, push the pending reports in order with backoff, refresh the release metadata, download and stage in shadow, check
-in. Also enrolment and the status view. The only writer of ``sync_rounds``.
+drift reports, push the pending reports in order with backoff, refresh the release
+metadata, download and stage in shadow, check in. Also enrolment and the status view.
+The only writer of ``sync_rounds``.
 
 A round never raises for the hub being away: reports stay queued and the round records
 why, so the next one (the timer) picks up where this one stopped.
@@ -11,9 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable
 
 from appliance import __version__
 from appliance.audit import chain as audit_log
@@ -21,12 +21,11 @@ from appliance.config import Settings
 from appliance.db import open_database, transaction
 from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
-from appliance.models.package import Manifest
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
-from appliance.sync import outbox, releases
-from appliance.sync.daily_reports import queue_closed_days
+from appliance.sync import releases, report_queue
 from appliance.sync.identity import Enrolment, load_or_create_key, sync_dir
+from appliance.sync.report_queue import queue_closed_days
 
 
 def _http(settings: Settings, base_url: str):
@@ -38,8 +37,10 @@ def enrol(settings: Settings, hub_url: str, token: str) -> Enrolment:
     """Make (once) the device key, spend the token at the hub, pin the TUF root it sends."""
     data_dir = settings.data_dir
     if Enrolment.path(data_dir).exists():
-        raise SyncError(f"already enrolled ({Enrolment.path(data_dir)}); a new identity needs a new data dir "
-                        "or that file removed by an operator")
+        raise SyncError(
+            f"already enrolled ({Enrolment.path(data_dir)}); a new identity needs a new data dir "
+            "or that file removed by an operator"
+        )
     key = load_or_create_key(data_dir)
     with _http(settings, hub_url) as http:
         answer = hub.enrol(http, token, key, __version__)
@@ -50,8 +51,9 @@ def enrol(settings: Settings, hub_url: str, token: str) -> Enrolment:
         raise SyncError(f"the hub's enrolment answer lacks {exc}") from None
     enrolment.save(data_dir, root)
     db = open_database(settings.db_path)
-    audit_log.append(db, "sync-enrolled", {"hub": enrolment.hub_url, "device_id": enrolment.device_id,
-                                           "ring": enrolment.ring})
+    audit_log.append(
+        db, "sync-enrolled", {"hub": enrolment.hub_url, "device_id": enrolment.device_id, "ring": enrolment.ring}
+    )
     return enrolment
 
 
@@ -67,18 +69,23 @@ class RoundResult:
     checkin_error: str | None = None
 
 
-def push_reports(conn: sqlite3.Connection, client: hub.HubClient, settings: Settings, result: RoundResult,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+def push_reports(
+    conn: sqlite3.Connection,
+    client: hub.HubClient,
+    settings: Settings,
+    result: RoundResult,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
     """Send pending reports in queue order, a batch at a time, backing off while the hub
     is unreachable; stop after ``sync.round_attempts`` failed tries in a row."""
     s = settings.sync
     delay, failures = s.retry_initial_s, 0
-    while batch := outbox.pending(conn, s.batch_size):
+    while batch := report_queue.pending(conn, s.batch_size):
         try:
             answer = client.post("/v1/reports", {"reports": [r.as_upload() for r in batch]})
-            delivered, rejected = outbox.record_results(conn, batch, answer.get("results", []))
+            delivered, rejected = report_queue.record_results(conn, batch, answer.get("results", []))
         except (hub.HubError, ValueError) as exc:
-            outbox.record_failure(conn, batch, str(exc))
+            report_queue.record_failure(conn, batch, str(exc))
             failures += 1
             retryable = getattr(exc, "retryable", True)
             if not retryable or failures >= s.round_attempts:
@@ -96,22 +103,15 @@ def _last_refresh(conn: sqlite3.Connection) -> float | None:
     return conn.execute("SELECT MAX(finished_at) FROM sync_rounds WHERE metadata_refreshed = 1").fetchone()[0]
 
 
-def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep,
-              golden_series_inputs: Callable[[Manifest, Path], list] | None = None) -> RoundResult:
-    """One round; the outcome is recorded in ``sync_rounds`` and returned.
-
-    ``golden_series_inputs`` (the triage stage's decoder, wired by the CLI: this stage may
-    not import triage) lets a staged release's golden DICOM series be checked end to end,
-    as on activation from the CLI or the admin page.
-    """
+def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[float], None] = time.sleep) -> RoundResult:
+    """One round, on the registry's database connection; the outcome is recorded in
+    ``sync_rounds`` and returned. The registry (built by :class:`appliance.parts.Parts`)
+    stages releases in shadow after the same golden tests as an activation."""
     data_dir = settings.data_dir
     enrolment = Enrolment.load(data_dir)
     pinned_root = Enrolment.root_path(data_dir).read_bytes()
     key = load_or_create_key(data_dir)
-    db = open_database(settings.db_path)
-    conn = db.conn
-    registry = ModelRegistry(db, settings.models_dir, list(settings.models.trusted_keys),
-                             settings.models.pin_backend, golden_series_inputs)
+    conn = registry.db.conn
     result = RoundResult()
     started = time.time()
     result.queued = len(queue_closed_days(conn, settings.drift, enrolment.device_id, day_of(started)))
@@ -119,28 +119,49 @@ def run_round(settings: Settings, sleep: Callable[[float], None] = time.sleep,
         client = hub.HubClient(http, enrolment.device_id, key)
         push_reports(conn, client, settings, result, sleep)
         try:
-            staged = releases.refresh_and_stage(conn, registry, http, sync_dir(data_dir), pinned_root,
-                                                enrolment.ring, __version__, settings.sync.download_attempts,
-                                                settings.sync.retry_refused_s)
+            staged = releases.refresh_and_stage(
+                conn,
+                registry,
+                http,
+                sync_dir(data_dir),
+                pinned_root,
+                enrolment.ring,
+                __version__,
+                settings.sync.download_attempts,
+                settings.sync.retry_refused_s,
+            )
             result.metadata_refreshed = True
             result.staged, result.release_error = staged.staged, staged.error
         except SyncError as exc:
             result.release_error = str(exc)
         refreshed_at = time.time() if result.metadata_refreshed else _last_refresh(conn)
         try:
-            client.post("/v1/checkin", {
-                "appliance_version": __version__,
-                "models": [{"model_id": m.id, "version": m.version, "state": m.state} for m in registry.list()],
-                "metadata_refreshed_at": refreshed_at,
-                "release_error": result.release_error[:500] if result.release_error else None,
-                "drift_alerts": drift_alerts(conn)})
+            client.post(
+                "/v1/checkin",
+                {
+                    "appliance_version": __version__,
+                    "models": [{"model_id": m.id, "version": m.version, "state": m.state} for m in registry.models()],
+                    "metadata_refreshed_at": refreshed_at,
+                    "release_error": result.release_error[:500] if result.release_error else None,
+                    "drift_alerts": drift_alerts(conn),
+                },
+            )
         except hub.HubError as exc:
             result.checkin_error = str(exc)
     with transaction(conn):
-        conn.execute("INSERT INTO sync_rounds (started_at, finished_at, pushed, push_error, metadata_refreshed, "
-                     "release_error, staged) VALUES (?,?,?,?,?,?,?)",
-                     (started, time.time(), result.pushed, result.push_error, int(result.metadata_refreshed),
-                      result.release_error, json.dumps(result.staged)))
+        conn.execute(
+            "INSERT INTO sync_rounds (started_at, finished_at, pushed, push_error, metadata_refreshed, "
+            "release_error, staged) VALUES (?,?,?,?,?,?,?)",
+            (
+                started,
+                time.time(),
+                result.pushed,
+                result.push_error,
+                int(result.metadata_refreshed),
+                result.release_error,
+                json.dumps(result.staged),
+            ),
+        )
     return result
 
 
@@ -152,27 +173,40 @@ def drift_alerts(conn: sqlite3.Connection) -> list[dict]:
 
 
 def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dict:
-    """Enrolment, outbox, last round and release-metadata freshness (read only); what
+    """Enrolment, report queue, last round and release-metadata freshness (read only); what
     ``appliance sync status`` prints and ``appliance status --json`` carries as ``sync``."""
     now = time.time() if now is None else now
     try:
         enrolment = asdict(Enrolment.load(data_dir))
     except SyncError:
         enrolment = None
-    last = conn.execute("SELECT started_at, finished_at, pushed, push_error, metadata_refreshed, release_error, "
-                        "staged FROM sync_rounds ORDER BY id DESC LIMIT 1").fetchone()
+    last = conn.execute(
+        "SELECT started_at, finished_at, pushed, push_error, metadata_refreshed, release_error, "
+        "staged FROM sync_rounds ORDER BY id DESC LIMIT 1"
+    ).fetchone()
     last_round = None
     if last:
         keys = ("started_at", "finished_at", "pushed", "push_error", "metadata_refreshed", "release_error")
-        last_round = dict(zip(keys, last[:6]), staged=json.loads(last[6]))
-    staged = [{"target": t, "model_id": m, "version": v, "state": s, "reason": r} for t, m, v, s, r in conn.execute(
-        "SELECT target, model_id, version, state, reason FROM sync_releases ORDER BY at")]
+        last_round = dict(zip(keys, last[:6], strict=True), staged=json.loads(last[6]))
+    staged = [
+        {"target": t, "model_id": m, "version": v, "state": s, "reason": r}
+        for t, m, v, s, r in conn.execute(
+            "SELECT target, model_id, version, state, reason FROM sync_releases ORDER BY at"
+        )
+    ]
     refreshed = _last_refresh(conn)
-    return {"enrolled": enrolment is not None, "enrolment": enrolment, "reports": outbox.counts(conn),
-            "last_round": last_round,
-            "metadata": {**releases.metadata_state(sync_dir(data_dir), now), "last_refreshed_at": refreshed,
-                         "age_s": None if refreshed is None else round(now - refreshed, 1)},
-            "releases": staged}
+    return {
+        "enrolled": enrolment is not None,
+        "enrolment": enrolment,
+        "reports": report_queue.counts(conn),
+        "last_round": last_round,
+        "metadata": {
+            **releases.metadata_state(sync_dir(data_dir), now),
+            "last_refreshed_at": refreshed,
+            "age_s": None if refreshed is None else round(now - refreshed, 1),
+        },
+        "releases": staged,
+    }
 
 
 def status(settings: Settings) -> dict:

@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 TAG = "triage-hub-request/1"
 
 
-def signing_string(method: str, path: str, body: bytes, timestamp: int, nonce: str,
-                   device_id: str) -> bytes:
+def signing_string(method: str, path: str, body: bytes, timestamp: int, nonce: str, device_id: str) -> bytes:
     """The exact bytes that are signed for one request."""
     digest = hashlib.sha256(body).hexdigest()
     return "\n".join((TAG, method.upper(), path, digest, str(timestamp), nonce, device_id)).encode()
@@ -49,5 +48,6 @@ def verify(public_key: bytes, message: bytes, signature: str) -> bool:
 
 def enrolment_string(token: str, public_key: bytes) -> bytes:
     """What a box signs when it enrols: proof that it holds the key it asks to pin."""
-    return "\n".join((TAG, "enrol", hashlib.sha256(token.encode()).hexdigest(),
-                      base64.b64encode(public_key).decode())).encode()
+    return "\n".join(
+        (TAG, "enrol", hashlib.sha256(token.encode()).hexdigest(), base64.b64encode(public_key).decode())
+    ).encode()

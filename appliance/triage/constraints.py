@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from pydicom.dataset import Dataset
 
-from appliance.models.package import InputConstraints, Range
+from appliance.models.manifest import InputConstraints, Range
 
 
 def first_violation(constraints: InputConstraints | None, headers: Sequence[Dataset]) -> str | None:

@@ -18,7 +18,6 @@ from pydicom.filereader import read_file_meta_info
 
 from appliance.errors import DecodeError
 
-
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 
 
@@ -86,4 +85,3 @@ def decode_instance(path: Path) -> list[Slice]:
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     base = _position(ds)
     return [Slice(ds, frame, slope, intercept, photometric, base + i) for i, frame in enumerate(frames)]
-

@@ -1,13 +1,16 @@
-"""One series through one model: decode, preprocess (:func:`prepare`), batch and infer
-(:func:`infer`), aggregate and threshold (:func:`decide`); :func:`run` chains the last two.
+"""One series through one model: decode, preprocess (:func:`prepare`: the series'
+:class:`~appliance.outcome.decision.SeriesInputs`), batch and infer (:func:`infer`),
+aggregate and threshold (:func:`decide`: a :class:`~appliance.outcome.decision.Verdict`);
+:func:`run` chains the last two.
 
 Slices are decoded and turned into model inputs one instance at a time, so memory holds
 model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab
 and context (:func:`slab_and_context`). The trainer (``training.data.folder``) builds its
 inputs with :func:`decode_in_order`, :func:`model_input` and :func:`slab_and_context`
 too, so the box and the trainer see the same tensor for the same series. The key slice
-(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure or the deadline
-passing raise :class:`InferenceError`; there is no path to a silent negative.
+(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure
+or the deadline passing raise :class:`InferenceError`; there is no path to a silent
+negative.
 """
 
 from __future__ import annotations
@@ -15,22 +18,23 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from appliance.drift import features as drift_features
 from appliance.drift.histograms import PIXEL_STRIDE
-from appliance.pixels import to_hu
-from appliance.triage.decode import Slice, decode_instance
 from appliance.errors import DecodeError, InferenceError, InferenceTimeout
-from appliance.triage import preprocess
 from appliance.models.backends import Runtime
-from appliance.models.package import InputSpec, Manifest
+from appliance.models.manifest import InputSpec, Manifest
+from appliance.outcome.decision import SeriesInputs, Verdict
+from appliance.pixels import to_hu
+from appliance.triage import preprocess
+from appliance.triage.decode import Slice, decode_instance
 
 T = TypeVar("T")
 
@@ -38,13 +42,13 @@ T = TypeVar("T")
 def model_input(spec: InputSpec, image: Slice) -> np.ndarray:
     """One decoded image as the model's input, per the package's input spec (pure)."""
     if spec.kind == "ct_slice":
-        return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept,
-                                         spec.window_tuples(), spec.size)
+        return preprocess.ct_slice_input(image.pixels, image.slope, image.intercept, spec.window_tuples(), spec.size)
     return preprocess.radiograph_input(image.pixels, image.photometric, spec.size)
 
 
-def slab_and_context(spec: InputSpec, inputs: list[np.ndarray], positions: list[float],
-                     header: Dataset) -> tuple[np.ndarray, np.ndarray]:
+def slab_and_context(
+    spec: InputSpec, inputs: list[np.ndarray], positions: list[float], header: Dataset
+) -> tuple[np.ndarray, np.ndarray]:
     """A series' per-image model inputs in slice order, averaged over the package's slab
     (:func:`over_slab`), and which slices give each one its context
     (``preprocess.context_index``, one step = the slab, else the slice thickness) (pure).
@@ -100,20 +104,6 @@ def heat_map(cam: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(cam.astype(np.float64), -60, 60)))).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class SeriesResult:
-    """The model's verdict on one series."""
-
-    score: float
-    flag: bool
-    threshold: float
-    key_path: Path
-    key_frame: int
-    key_cam: np.ndarray
-    image_scores: np.ndarray
-    input_sha256: str
-
-
 def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tuple[Path, int, T]]:
     """Decode every instance, ``convert`` each frame, and order the results along the slice normal.
 
@@ -127,6 +117,7 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     list of (Path, frame, converted)
         In slice order.
     """
+
     def one(path: Path) -> list[tuple[float, Path, int, T]]:
         return [(image.position, path, number, convert(image)) for number, image in enumerate(decode_instance(path))]
 
@@ -137,21 +128,11 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     return [(path, number, converted) for _, path, number, converted in entries]
 
 
-def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tuple[Path, int]], str, dict]:
-    """Decode and preprocess a series in slice order.
+def prepare(manifest: Manifest, paths: list[Path]) -> SeriesInputs:
+    """Decode and preprocess a series in slice order: the model inputs, where each came
+    from, their hash and the series' drift features from the same decoded pixels (no
+    second read)."""
 
-    Returns
-    -------
-    inputs : ndarray
-        ``(N, C, S, S)`` float32.
-    origins : list of (Path, frame)
-        Where each input came from.
-    input_sha256 : str
-        Hash of the model inputs, for the audit trail.
-    drift_features : dict
-        :func:`appliance.drift.features.series_features` of the series, from the same
-        decoded pixels (no second read).
-    """
     def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, Dataset, float]:
         return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset, image.position
 
@@ -161,19 +142,24 @@ def prepare(manifest: Manifest, paths: list[Path]) -> tuple[np.ndarray, list[tup
         raise InferenceError(f"decode failed: {exc}") from exc
     if not entries:
         raise InferenceError("series has no images")
-    inputs = stack_inputs(manifest.input, [converted[0] for _, _, converted in entries],
-                          [converted[3] for _, _, converted in entries], entries[0][2][2])
-    digest = hashlib.sha256(memoryview(np.ascontiguousarray(inputs)).cast("B")).hexdigest()  # no copy
-    features = drift_features.series_features(manifest.input.kind, entries[0][2][2],
-                                              [converted[1] for _, _, converted in entries], len(entries))
-    return inputs, [(path, number) for path, number, _ in entries], digest, features
+    inputs = stack_inputs(
+        manifest.input,
+        [converted[0] for _, _, converted in entries],
+        [converted[3] for _, _, converted in entries],
+        entries[0][2][2],
+    )
+    digest = hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
+    features = drift_features.series_features(
+        manifest.input.kind, entries[0][2][2], [converted[1] for _, _, converted in entries], len(entries)
+    )
+    return SeriesInputs(inputs, [(path, number) for path, number, _ in entries], digest, features)
 
 
 def golden_series_inputs(manifest: Manifest, model_dir: Path) -> list[np.ndarray]:
     """The package's golden DICOM series through this pipeline's decode and preprocessing
     (:func:`prepare`), one ``(N, C, S, S)`` array per ``manifest.golden_series`` entry, for
     ``appliance.models.qualify`` to score end to end."""
-    return [prepare(manifest, [Path(model_dir) / f for f in case.files])[0] for case in manifest.golden_series]
+    return [prepare(manifest, [Path(model_dir) / f for f in case.files]).inputs for case in manifest.golden_series]
 
 
 def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +168,7 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     for start in range(0, len(inputs), batch):
         if time.monotonic() > deadline:
             raise InferenceTimeout(f"timed out after {start} of {len(inputs)} images")
-        score, cam = runtime.run(inputs[start:start + batch])
+        score, cam = runtime.run(inputs[start : start + batch])
         scores.append(np.asarray(score, np.float64).reshape(-1))
         cams.append(np.asarray(cam, np.float32))
     score, cam = np.concatenate(scores), np.concatenate(cams)
@@ -193,21 +179,28 @@ def infer(runtime: Runtime, inputs: np.ndarray, batch: int, deadline: float) -> 
     return score, cam
 
 
-def decide(manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]],
-           input_sha256: str) -> SeriesResult:
+def decide(
+    manifest: Manifest, scores: np.ndarray, cams: np.ndarray, origins: list[tuple[Path, int]], input_sha256: str
+) -> Verdict:
     """Aggregate per-image scores into the series score, calibrate it when the package
     carries a calibration (:meth:`Manifest.series_score`) and threshold it at the
     package's operating point; the highest-scoring image is the key slice (pure)."""
     series_score = manifest.series_score(scores)
     key = int(np.argmax(scores))
     threshold = manifest.operating_point.threshold
-    return SeriesResult(series_score, series_score >= threshold, threshold, origins[key][0], origins[key][1],
-                        cams[key], scores, input_sha256)
+    return Verdict(
+        series_score,
+        series_score >= threshold,
+        threshold,
+        origins[key][0],
+        origins[key][1],
+        cams[key],
+        scores,
+        input_sha256,
+    )
 
 
-def run(runtime: Runtime, manifest: Manifest, prepared: tuple[np.ndarray, list[tuple[Path, int]], str, dict],
-        batch: int, deadline: float) -> SeriesResult:
-    """Infer over prepared inputs (see :func:`prepare`) and decide."""
-    inputs, origins, digest, _ = prepared
-    scores, cams = infer(runtime, inputs, batch, deadline)
-    return decide(manifest, scores, cams, origins, digest)
+def run(runtime: Runtime, manifest: Manifest, series: SeriesInputs, batch: int, deadline: float) -> Verdict:
+    """Infer over a series' inputs (see :func:`prepare`) and decide."""
+    scores, cams = infer(runtime, series.inputs, batch, deadline)
+    return decide(manifest, scores, cams, series.origins, series.input_sha256)

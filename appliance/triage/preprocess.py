@@ -17,7 +17,7 @@ chains them.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -63,8 +63,9 @@ def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float,
         return inputs
     z = np.asarray(positions, dtype=np.float64)
     half_t, half_s = thickness_mm / 2.0, slab_mm / 2.0
-    overlap = (np.minimum(z[None, :] + half_t, z[:, None] + half_s)
-               - np.maximum(z[None, :] - half_t, z[:, None] - half_s))
+    overlap = np.minimum(z[None, :] + half_t, z[:, None] + half_s) - np.maximum(
+        z[None, :] - half_t, z[:, None] - half_s
+    )
     weights = np.clip(overlap, 0.0, None)
     weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
     flat = inputs.reshape(len(z), -1)

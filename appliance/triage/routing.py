@@ -9,7 +9,6 @@ rule's first failed condition as the reason. Priority rules raise a job's priori
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from appliance.config import read_toml
 from appliance.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class SeriesFacts:
-    """What routing looks at, read from a series' first instance and the index."""
-
-    modality: str
-    body_part: str = ""
-    sop_class_uid: str = ""
-    series_description: str = ""
-    image_type: tuple[str, ...] = ()
-    instances: int = 1
-    calling_ae: str = ""
+from appliance.jobs import SeriesFacts
 
 
 class _Rule(BaseModel):
@@ -100,8 +87,9 @@ class PriorityRule(_Rule):
     modality: tuple[str, ...] = ()
 
     def matches(self, facts: SeriesFacts) -> bool:
-        return ((not self.calling_ae or facts.calling_ae in self.calling_ae)
-                and (not self.modality or facts.modality in self.modality))
+        return (not self.calling_ae or facts.calling_ae in self.calling_ae) and (
+            not self.modality or facts.modality in self.modality
+        )
 
 
 class RoutingTable(_Rule):
@@ -130,6 +118,5 @@ def load_routing(path: Path) -> RoutingTable:
     try:
         return RoutingTable.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(
-            ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        details = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {details}") from None

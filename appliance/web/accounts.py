@@ -81,15 +81,16 @@ def add_user(conn: sqlite3.Connection, name: str, role: str, password: str, acto
     with transaction(conn):
         if conn.execute("SELECT 1 FROM web_users WHERE name = ?", (name,)).fetchone():
             raise AccessError(f"user {name!r} already exists")
-        conn.execute("INSERT INTO web_users (name, role, password_hash, created_at, updated_at) "
-                     "VALUES (?,?,?,?,?)", (name, role, password_hash, now, now))
+        conn.execute(
+            "INSERT INTO web_users (name, role, password_hash, created_at, updated_at) VALUES (?,?,?,?,?)",
+            (name, role, password_hash, now, now),
+        )
         audit_log.append_in(conn, "web-user-added", {"user": name, "role": role, "actor": actor})
     return user_named(conn, name)
 
 
 def user_named(conn: sqlite3.Connection, name: str) -> User:
-    row = conn.execute("SELECT id, name, role, disabled, created_at FROM web_users WHERE name = ?",
-                       (name,)).fetchone()
+    row = conn.execute("SELECT id, name, role, disabled, created_at FROM web_users WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise AccessError(f"no user {name!r}")
     return User(row[0], row[1], row[2], bool(row[3]), row[4])
@@ -110,18 +111,28 @@ def authenticate(conn: sqlite3.Connection, name: str, password: str) -> User | N
 def set_disabled(conn: sqlite3.Connection, name: str, disabled: bool, actor: str) -> None:
     """Disable (every session of the user stops working at once) or enable a user."""
     with transaction(conn):
-        if conn.execute("UPDATE web_users SET disabled = ?, updated_at = ? WHERE name = ?",
-                        (int(disabled), time.time(), name)).rowcount != 1:
+        if (
+            conn.execute(
+                "UPDATE web_users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), time.time(), name)
+            ).rowcount
+            != 1
+        ):
             raise AccessError(f"no user {name!r}")
-        audit_log.append_in(conn, "web-user-disabled" if disabled else "web-user-enabled",
-                            {"user": name, "actor": actor})
+        audit_log.append_in(
+            conn, "web-user-disabled" if disabled else "web-user-enabled", {"user": name, "actor": actor}
+        )
 
 
 def reset_password(conn: sqlite3.Connection, name: str, password: str, actor: str) -> None:
     password_hash = _HASHER.hash(check_password(password))
     with transaction(conn):
-        if conn.execute("UPDATE web_users SET password_hash = ?, updated_at = ? WHERE name = ?",
-                        (password_hash, time.time(), name)).rowcount != 1:
+        if (
+            conn.execute(
+                "UPDATE web_users SET password_hash = ?, updated_at = ? WHERE name = ?",
+                (password_hash, time.time(), name),
+            ).rowcount
+            != 1
+        ):
             raise AccessError(f"no user {name!r}")
         audit_log.append_in(conn, "web-password-reset", {"user": name, "actor": actor})
 
@@ -133,10 +144,13 @@ def create_token(conn: sqlite3.Connection, role: str, name: str, actor: str) -> 
         raise AccessError("token name must be 1-64 characters")
     token = "tap_" + secrets.token_urlsafe(32)
     with transaction(conn):
-        cursor = conn.execute("INSERT INTO web_tokens (name, role, token_sha256, created_at) VALUES (?,?,?,?)",
-                              (name, role, token_sha256(token), time.time()))
-        audit_log.append_in(conn, "web-token-created",
-                            {"token_id": cursor.lastrowid, "name": name, "role": role, "actor": actor})
+        cursor = conn.execute(
+            "INSERT INTO web_tokens (name, role, token_sha256, created_at) VALUES (?,?,?,?)",
+            (name, role, token_sha256(token), time.time()),
+        )
+        audit_log.append_in(
+            conn, "web-token-created", {"token_id": cursor.lastrowid, "name": name, "role": role, "actor": actor}
+        )
     return token
 
 
@@ -147,14 +161,20 @@ def list_tokens(conn: sqlite3.Connection) -> list[Token]:
 
 def revoke_token(conn: sqlite3.Connection, token_id: int, actor: str) -> None:
     with transaction(conn):
-        if conn.execute("UPDATE web_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                        (time.time(), token_id)).rowcount != 1:
+        if (
+            conn.execute(
+                "UPDATE web_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (time.time(), token_id)
+            ).rowcount
+            != 1
+        ):
             raise AccessError(f"no live token with id {token_id}")
         audit_log.append_in(conn, "web-token-revoked", {"token_id": token_id, "actor": actor})
 
 
 def token_holder(conn: sqlite3.Connection, token: str) -> Token | None:
     """The live token with this secret, or None."""
-    row = conn.execute("SELECT id, name, role, created_at, revoked_at FROM web_tokens "
-                       "WHERE token_sha256 = ? AND revoked_at IS NULL", (token_sha256(token),)).fetchone()
+    row = conn.execute(
+        "SELECT id, name, role, created_at, revoked_at FROM web_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+        (token_sha256(token),),
+    ).fetchone()
     return Token(*row) if row else None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -14,10 +13,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from appliance.config import Settings
-from appliance.db import open_database
 from appliance.errors import ApplianceError
+from appliance.parts import Parts
+from appliance.states import JobState, ModelState, OutboxState, SeriesState, StudyState
 from appliance.web import filters
+from appliance.web.deps import ConnectionPool
+from appliance.web.metrics import registry_for
 from appliance.web.security import NotSignedIn, Refused
 from appliance.web.uploads import UploadTooLarge
 
@@ -25,48 +26,45 @@ HERE = Path(__file__).resolve().parent
 
 
 def _csp() -> str:
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
-            "base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
 
 
 def templates() -> Jinja2Templates:
     """Jinja2 with autoescape on for every template; nothing from DICOM is marked safe."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     filters.install(env)
+    env.globals.update(
+        {state.__name__: state for state in (SeriesState, JobState, StudyState, ModelState, OutboxState)}
+    )
     return Jinja2Templates(env=env)
 
 
-def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> FastAPI:
-    """Build the app for these settings.
+def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
+    """Build the app from the composition root's parts.
 
     Parameters
     ----------
-    settings : Settings
-        The appliance settings (data dir, ``[web]``, DICOM, models).
+    parts : Parts
+        The settings (data dir, ``[web]``, DICOM, models) and what is built from them.
     clock : callable, optional
         Wall-clock seconds; tests pass their own to move sessions through their timeouts.
+
+    Routes get what they use as typed dependencies (:mod:`appliance.web.deps`).
     """
-    from appliance.web.routes import admin, api, auth, drift, health, worklist
+    from appliance.web.routes import accounts, admin, api, audit, auth, dicom, drift, health, models, worklist
 
+    settings = parts.settings
     app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
-    local = threading.local()
-
-    def database():
-        """This thread's own connection (sqlite connections are not shared across threads)."""
-        if not hasattr(local, "db"):
-            local.db = open_database(settings.db_path)
-        return local.db
-
-    def connection():
-        return database().conn
-
-    app.state.settings = settings
+    app.state.parts = parts
+    app.state.pool = pool = ConnectionPool(parts.database)
+    app.state.metrics = registry_for(pool.borrow)
     app.state.clock = clock
-    app.state.database = database
-    app.state.connection = connection
     app.state.templates = templates()
-    app.state.started_at = clock()
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -83,14 +81,16 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         return response
 
     def wants_json(request: Request) -> bool:
-        return request.url.path.startswith(("/api/", "/metrics")) or \
-            "application/json" in request.headers.get("accept", "")
+        return request.url.path.startswith(("/api/", "/metrics")) or "application/json" in request.headers.get(
+            "accept", ""
+        )
 
     @app.exception_handler(NotSignedIn)
     async def not_signed_in(request: Request, exc: NotSignedIn):
         if wants_json(request):
-            return JSONResponse({"error": "sign in or send a bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return JSONResponse(
+                {"error": "sign in or send a bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
         return RedirectResponse("/login", status_code=303)
 
     @app.exception_handler(Refused)
@@ -98,7 +98,8 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         if wants_json(request):
             return JSONResponse({"error": exc.why}, status_code=403)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403)
+            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403
+        )
 
     @app.exception_handler(ApplianceError)
     async def appliance_error(request: Request, exc: ApplianceError):
@@ -106,19 +107,28 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> Fa
         if wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=status)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": "Could not do that", "message": str(exc),
-                                    "principal": getattr(request.state, "principal", None)}, status_code=status)
+            request,
+            "error.html",
+            {"title": "Could not do that", "message": str(exc), "principal": getattr(request.state, "principal", None)},
+            status_code=status,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if wants_json(request):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
         return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": f"{exc.status_code}", "message": str(exc.detail),
-                                    "principal": getattr(request.state, "principal", None)},
-            status_code=exc.status_code)
+            request,
+            "error.html",
+            {
+                "title": f"{exc.status_code}",
+                "message": str(exc.detail),
+                "principal": getattr(request.state, "principal", None),
+            },
+            status_code=exc.status_code,
+        )
 
-    for module in (auth, health, worklist, api, admin, drift):
+    for module in (auth, health, worklist, api, admin, models, dicom, audit, accounts, drift):
         for router in module.routers():
             app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -137,5 +147,5 @@ def route_table(app: FastAPI) -> list[tuple[str, frozenset[str], str]]:
             if methods is None:
                 continue  # the static files mount
             tags = getattr(original, "tags", None) or []
-            table.append((context.path, frozenset(methods), tags[0] if tags else ""))
+            table.append((getattr(context, "path", ""), frozenset(methods), tags[0] if tags else ""))
     return table

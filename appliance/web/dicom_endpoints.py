@@ -89,8 +89,11 @@ def change(conn: sqlite3.Connection, settings: Settings, kind: str, action: str,
             local[kind][out_of].remove(entry)
         if entry not in local[kind][into]:
             local[kind][into].append(entry)
-        audit_log.append_in(conn, f"dicom-{FIELD[kind]}-{'added' if action == 'add' else 'removed'}",
-                            {FIELD[kind]: entry, "actor": actor, "effective": "after a restart"})
+        audit_log.append_in(
+            conn,
+            f"dicom-{FIELD[kind]}-{'added' if action == 'add' else 'removed'}",
+            {FIELD[kind]: entry, "actor": actor, "effective": "after a restart"},
+        )
         _write(path, local)  # inside the transaction: a failed write leaves no audit row
     return entry
 

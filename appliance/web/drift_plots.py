@@ -35,15 +35,18 @@ def plots_root(data_dir: Path) -> Path:
 def fingerprint(conn: sqlite3.Connection, settings: DriftSettings, now: float) -> str:
     """16 hex digits naming the pictures of this hour and these judgements (read only)."""
     parts = [str(int(now // 3600)), str(settings.window_days)]
-    for sql in ("SELECT COUNT(*) > 0 FROM drift_series",
-                "SELECT COUNT(*), MAX(day) FROM drift_evaluations",
-                "SELECT COUNT(*), MAX(id), COUNT(cleared_day) FROM drift_alerts"):
+    for sql in (
+        "SELECT COUNT(*) > 0 FROM drift_series",
+        "SELECT COUNT(*), MAX(day) FROM drift_evaluations",
+        "SELECT COUNT(*), MAX(id), COUNT(cleared_day) FROM drift_alerts",
+    ):
         parts.append(repr(conn.execute(sql).fetchone()))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def current_plots(conn: sqlite3.Connection, settings: DriftSettings, data_dir: Path,
-                  now: float) -> tuple[str, list[str]]:
+def current_plots(
+    conn: sqlite3.Connection, settings: DriftSettings, data_dir: Path, now: float
+) -> tuple[str, list[str]]:
     """(folder key, PNG file names) of the pictures of the drift tables, drawn this hour."""
     from appliance.drift.plot import write_plots  # matplotlib only when the page is asked for
 

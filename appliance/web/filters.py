@@ -36,9 +36,14 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400} d {s % 86400 // 3600} h"
 
 
+def age(seconds: float | None, now: float) -> str:
+    """How old a figure computed at ``seconds`` is: ``as of 12 s ago``; ``not computed yet``."""
+    return "not computed yet" if seconds is None else f"as of {duration(now - seconds)} ago"
+
+
 def score(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, short_when=short_when, duration=duration, score=score)
+    env.filters.update(when=when, short_when=short_when, duration=duration, age=age, score=score)

@@ -9,8 +9,9 @@ import math
 import sqlite3
 from dataclasses import dataclass
 
+from appliance.states import IN_FLIGHT, ModelState
+
 WINDOWS = (("last hour", 3600.0), ("last day", 86400.0))
-PENDING_STATES = ("receiving", "queued", "running")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -27,8 +28,8 @@ class Window:
 
     label: str
     span_s: float
-    instances: int            # instances received
-    analysed: int             # series the active model decided on
+    instances: int  # instances received
+    analysed: int  # series the active model decided on
     to_result_p50: float | None
     to_result_p95: float | None
 
@@ -57,12 +58,18 @@ def window(conn: sqlite3.Connection, label: str, span_s: float, now: float) -> W
     ``/metrics`` measures it).
     """
     since = now - span_s
-    instances = conn.execute("SELECT COUNT(*) FROM instances WHERE received_at > ? AND received_at <= ?",
-                             (since, now)).fetchone()[0]
-    to_result = [max(float(v), 0.0) for (v,) in conn.execute(
-        "SELECT r.created_at - s.last_received_at FROM inference_results r JOIN series s "
-        "ON s.series_instance_uid = r.series_instance_uid "
-        "WHERE r.role = 'active' AND r.created_at > ? AND r.created_at <= ?", (since, now))]
+    instances = conn.execute(
+        "SELECT COUNT(*) FROM instances WHERE received_at > ? AND received_at <= ?", (since, now)
+    ).fetchone()[0]
+    to_result = [
+        max(float(v), 0.0)
+        for (v,) in conn.execute(
+            "SELECT r.created_at - s.last_received_at FROM inference_results r JOIN series s "
+            "ON s.series_instance_uid = r.series_instance_uid "
+            "WHERE r.role = ? AND r.created_at > ? AND r.created_at <= ?",
+            (ModelState.ACTIVE, since, now),
+        )
+    ]
     return Window(label, span_s, instances, len(to_result), percentile(to_result, 0.5), percentile(to_result, 0.95))
 
 
@@ -74,6 +81,8 @@ def windows(conn: sqlite3.Connection, now: float) -> list[Window]:
 def oldest_pending(conn: sqlite3.Connection, now: float) -> Pending | None:
     """The series still receiving, queued or running that arrived first; None if none."""
     row = conn.execute(
-        f"SELECT state, modality, first_received_at FROM series WHERE state IN ({','.join('?' * len(PENDING_STATES))}) "
-        "ORDER BY first_received_at LIMIT 1", PENDING_STATES).fetchone()
+        f"SELECT state, modality, first_received_at FROM series WHERE state IN ({','.join('?' * len(IN_FLIGHT))}) "
+        "ORDER BY first_received_at LIMIT 1",
+        tuple(IN_FLIGHT),
+    ).fetchone()
     return None if row is None else Pending(row[0], row[1], max(now - row[2], 0.0))

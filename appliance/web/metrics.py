@@ -14,16 +14,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
+import sqlite_utils
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 
 from appliance.drift.service import gauges
+from appliance.states import ModelState, SeriesState
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 RESULT_BUCKETS = (0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
+#: Lends a database connection for the length of a ``with`` block.
+Borrow = Callable[[], AbstractContextManager[sqlite_utils.Database]]
 
 
 class _Histogram:
@@ -42,7 +47,7 @@ class _Histogram:
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         cumulative, running = [], 0
-        for edge, count in zip((*map(str, self.buckets), "+Inf"), self.counts):
+        for edge, count in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
             running += count
             cumulative.append((edge, running))
         return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=self.total)
@@ -51,33 +56,41 @@ class _Histogram:
 class PipelineCollector:
     """A prometheus-client collector over the appliance database."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection]):
-        self.connection = connection
+    def __init__(self, borrow: Borrow):
+        self.borrow = borrow
         self.lock = threading.Lock()
         self.inference = _Histogram(LATENCY_BUCKETS)
         self.to_result = _Histogram(RESULT_BUCKETS)
 
     def _advance(self, conn: sqlite3.Connection) -> None:
-        for seq, payload in conn.execute("SELECT seq, payload FROM audit_log WHERE kind = 'inference' AND seq > ? "
-                                         "ORDER BY seq", (self.inference.last_id,)):
+        for seq, payload in conn.execute(
+            "SELECT seq, payload FROM audit_log WHERE kind = 'inference' AND seq > ? ORDER BY seq",
+            (self.inference.last_id,),
+        ):
             latency = json.loads(payload).get("latency") or {}
             if "inference_s" in latency:
                 self.inference.observe(float(latency["inference_s"]))
             self.inference.last_id = seq
         for rid, seconds in conn.execute(
-                "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
-                "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = 'active' AND r.id > ? "
-                "ORDER BY r.id", (self.to_result.last_id,)):
+            "SELECT r.id, r.created_at - s.last_received_at FROM inference_results r JOIN series s "
+            "ON s.series_instance_uid = r.series_instance_uid WHERE r.role = ? AND r.id > ? "
+            "ORDER BY r.id",
+            (ModelState.ACTIVE, self.to_result.last_id),
+        ):
             self.to_result.observe(max(float(seconds), 0.0))
             self.to_result.last_id = rid
 
     def collect(self) -> Iterator:
-        conn = self.connection()
+        with self.borrow() as db:
+            yield from self._families(db.conn)
+
+    def _families(self, conn: sqlite3.Connection) -> Iterator:
         with self.lock:
             self._advance(conn)
             yield self.inference.family("appliance_inference_seconds", "Model inference time per series")
-            yield self.to_result.family("appliance_time_to_result_seconds",
-                                        "From the last instance received to the result recorded")
+            yield self.to_result.family(
+                "appliance_time_to_result_seconds", "From the last instance received to the result recorded"
+            )
         received = CounterMetricFamily("appliance_instances_received", "DICOM instances stored")
         received.add_metric([], conn.execute("SELECT COUNT(*) FROM instances").fetchone()[0])
         yield received
@@ -91,18 +104,24 @@ class PipelineCollector:
         yield jobs
         flags = CounterMetricFamily("appliance_flags", "Series flagged by the active model", labels=["model"])
         for model_id, version, n in conn.execute(
-                "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = 'active' AND flag = 1 "
-                "GROUP BY model_id, model_version"):
+            "SELECT model_id, model_version, COUNT(*) FROM inference_results WHERE role = ? AND flag = 1 "
+            "GROUP BY model_id, model_version",
+            (ModelState.ACTIVE,),
+        ):
             flags.add_metric([f"{model_id} {version}"], n)
         yield flags
         failures = CounterMetricFamily("appliance_series_failed", "Series that ended failed")
-        failures.add_metric([], conn.execute("SELECT COUNT(*) FROM series WHERE state = 'failed'").fetchone()[0])
+        failed = conn.execute("SELECT COUNT(*) FROM series WHERE state = ?", (SeriesState.FAILED,)).fetchone()[0]
+        failures.add_metric([], failed)
         yield failures
-        outbox = GaugeMetricFamily("appliance_outbox", "Result objects per destination and state "
-                                   "(pending is the sender queue, dead the dead letters)",
-                                   labels=["destination", "state"])
+        outbox = GaugeMetricFamily(
+            "appliance_outbox",
+            "Result objects per destination and state (pending is the sender queue, dead the dead letters)",
+            labels=["destination", "state"],
+        )
         for destination, state, n in conn.execute(
-                "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"):
+            "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"
+        ):
             outbox.add_metric([destination, state], n)
         yield outbox
 
@@ -118,12 +137,14 @@ _DRIFT_HELP = {
 class DriftCollector:
     """The drift monitor's gauges, grouped into one family per name."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection]):
-        self.connection = connection
+    def __init__(self, borrow: Borrow):
+        self.borrow = borrow
 
     def collect(self) -> Iterator:
         families: dict[str, GaugeMetricFamily] = {}
-        for name, labels, value in gauges(self.connection()):
+        with self.borrow() as db:
+            found = gauges(db.conn)
+        for name, labels, value in found:
             family = families.get(name)
             if family is None:
                 family = families[name] = GaugeMetricFamily(name, _DRIFT_HELP.get(name, name), labels=sorted(labels))
@@ -131,10 +152,11 @@ class DriftCollector:
         yield from families.values()
 
 
-def registry_for(connection: Callable[[], sqlite3.Connection]) -> CollectorRegistry:
+def registry_for(borrow: Borrow) -> CollectorRegistry:
+    """The collectors over the database, each borrowing a connection for one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PipelineCollector(connection))
-    registry.register(DriftCollector(connection))
+    registry.register(PipelineCollector(borrow))
+    registry.register(DriftCollector(borrow))
     return registry
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from appliance.states import ModelState
+
 WHAT_IF_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DAY = 86400.0
 
@@ -24,17 +26,26 @@ def shadow_agreement(conn: sqlite3.Connection) -> list[Agreement]:
     """Per shadow model version: over the series it saw, how often its flag matched the active one's."""
     rows = conn.execute(
         "SELECT s.model_id, s.model_version, a.score, s.score, a.flag, s.flag FROM inference_results s "
-        "JOIN inference_results a ON a.job_id = s.job_id AND a.role = 'active' WHERE s.role = 'shadow' "
-        "ORDER BY s.id DESC").fetchall()
+        "JOIN inference_results a ON a.job_id = s.job_id AND a.role = ? WHERE s.role = ? "
+        "ORDER BY s.id DESC",
+        (ModelState.ACTIVE, ModelState.SHADOW),
+    ).fetchall()
     grouped: dict[tuple[str, str], list[tuple]] = {}
     for model_id, version, *values in rows:
         grouped.setdefault((model_id, version), []).append(tuple(values))
     out = []
     for (model_id, version), values in sorted(grouped.items()):
         agree = sum(1 for _, _, af, sf in values if bool(af) == bool(sf))
-        out.append(Agreement(model_id, version, len(values), agree / len(values),
-                             sum(abs(a - s) for a, s, _, _ in values) / len(values),
-                             [(a, s) for a, s, _, _ in values[:200]]))
+        out.append(
+            Agreement(
+                model_id,
+                version,
+                len(values),
+                agree / len(values),
+                sum(abs(a - s) for a, s, _, _ in values) / len(values),
+                [(a, s) for a, s, _, _ in values[:200]],
+            )
+        )
     return out
 
 
@@ -54,8 +65,14 @@ def what_if(scores: list[tuple[float, str | None, int]], days: float, thresholds
                 continue
             judged += 1
             positives += verdict == "missed-finding" or (verdict == "agree" and was)
-        out.append({"threshold": threshold, "flags_per_day": len(flagged) / days if days else 0.0,
-                    "judged": judged, "ppv": positives / judged if judged else None})
+        out.append(
+            {
+                "threshold": threshold,
+                "flags_per_day": len(flagged) / days if days else 0.0,
+                "judged": judged,
+                "ppv": positives / judged if judged else None,
+            }
+        )
     return out
 
 
@@ -63,8 +80,15 @@ def alert_budget(conn: sqlite3.Connection, model_id: str, threshold: float, now:
     """The active model line's last ``days`` of local scores under the what-if thresholds."""
     rows = conn.execute(
         "SELECT r.score, (SELECT verdict FROM web_feedback f WHERE f.inference_result_id = r.id ORDER BY f.id DESC "
-        "LIMIT 1), r.flag FROM inference_results r WHERE r.role = 'active' AND r.model_id = ? AND r.superseded = 0 "
-        "AND r.created_at > ?", (model_id, now - days * DAY)).fetchall()
+        "LIMIT 1), r.flag FROM inference_results r WHERE r.role = ? AND r.model_id = ? AND r.superseded = 0 "
+        "AND r.created_at > ?",
+        (ModelState.ACTIVE, model_id, now - days * DAY),
+    ).fetchall()
     thresholds = tuple(sorted(set(WHAT_IF_THRESHOLDS) | {round(threshold, 4)}))
-    return {"model_id": model_id, "threshold": threshold, "cases": len(rows), "days": days,
-            "rows": what_if(rows, float(days), thresholds)}
+    return {
+        "model_id": model_id,
+        "threshold": threshold,
+        "cases": len(rows),
+        "days": days,
+        "rows": what_if(rows, float(days), thresholds),
+    }

@@ -18,15 +18,19 @@ Every refusal is an audit event.
 from __future__ import annotations
 
 import hmac
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from appliance.audit import chain as audit_log
+from appliance.config import WebSettings
 from appliance.db import transaction
 from appliance.web import accounts, sessions
+from appliance.web.deps import Connection, Now, SettingsDep
 
 AREAS: dict[str, frozenset[str]] = {
     "public": frozenset(accounts.ROLES),
@@ -74,10 +78,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def principal_of(request: Request) -> Principal | None:
+def principal_of(request: Request, conn: sqlite3.Connection, web: WebSettings, now: float) -> Principal | None:
     """The session or bearer token of a request, or None (no body is read)."""
-    state = request.app.state
-    conn = state.connection()
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         token = accounts.token_holder(conn, header[7:].strip())
@@ -85,7 +87,7 @@ def principal_of(request: Request) -> Principal | None:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
         return None
-    session = sessions.session_for(conn, state.settings.web, cookie, state.clock())
+    session = sessions.session_for(conn, web, cookie, now)
     if session is None:
         return None
     return Principal(session.user_name, session.role, "session", session.csrf_token, session.token_sha256)
@@ -117,12 +119,20 @@ async def csrf_token_sent(request: Request) -> str:
     return ""
 
 
-def audit_refusal(request: Request, principal: Principal | None, why: str) -> None:
-    conn = request.app.state.connection()
+def audit_refusal(conn: sqlite3.Connection, request: Request, principal: Principal | None, why: str) -> None:
     with transaction(conn):
-        audit_log.append_in(conn, "web-refused", {
-            "user": principal.name if principal else None, "role": principal.role if principal else None,
-            "method": request.method, "path": request.url.path, "address": client_address(request), "why": why})
+        audit_log.append_in(
+            conn,
+            "web-refused",
+            {
+                "user": principal.name if principal else None,
+                "role": principal.role if principal else None,
+                "method": request.method,
+                "path": request.url.path,
+                "address": client_address(request),
+                "why": why,
+            },
+        )
 
 
 def require(area: str) -> Callable:
@@ -130,23 +140,31 @@ def require(area: str) -> Callable:
     state-changing session requests. Stores the principal on ``request.state.principal``."""
     allowed = AREAS[area]
 
-    async def dependency(request: Request) -> Principal:
-        principal = principal_of(request)
+    async def dependency(request: Request, conn: Connection, settings: SettingsDep, now: Now) -> Principal:
+        principal = principal_of(request, conn, settings.web, now)
         if principal is None:
             raise NotSignedIn()
         if principal.role not in allowed:
-            audit_refusal(request, principal, f"role {principal.role} may not use {area}")
+            audit_refusal(conn, request, principal, f"role {principal.role} may not use {area}")
             raise Refused(f"your role ({principal.role}) may not open this page")
         if request.method in UNSAFE_METHODS and principal.kind == "session":
             if not same_origin(request):
-                audit_refusal(request, principal, "cross-origin request")
+                audit_refusal(conn, request, principal, "cross-origin request")
                 raise Refused("the request did not come from this site")
             sent = await csrf_token_sent(request)
             if not sent or not hmac.compare_digest(sent, principal.csrf_token):
-                audit_refusal(request, principal, "missing or wrong CSRF token")
+                audit_refusal(conn, request, principal, "missing or wrong CSRF token")
                 raise Refused("the form was stale or forged (CSRF token); reload the page and try again")
         request.state.principal = principal
         return principal
 
     return dependency
 
+
+def signed_in(request: Request) -> Principal:
+    """Who is asking: the principal the route's access area checked (:func:`require`)."""
+    return request.state.principal
+
+
+#: A route's signed-in principal, as a typed dependency.
+SignedIn = Annotated[Principal, Depends(signed_in)]

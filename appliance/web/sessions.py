@@ -37,8 +37,9 @@ def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def sign_in(conn: sqlite3.Connection, settings: WebSettings, name: str, password: str, address: str,
-            now: float) -> tuple[str, Session]:
+def sign_in(
+    conn: sqlite3.Connection, settings: WebSettings, name: str, password: str, address: str, now: float
+) -> tuple[str, Session]:
     """Check the throttle and the password; on success start a session.
 
     Returns
@@ -52,10 +53,12 @@ def sign_in(conn: sqlite3.Connection, settings: WebSettings, name: str, password
         Throttled, or wrong name/password, or disabled (the message does not say which).
     """
     window = now - settings.login_lockout_minutes * 60
-    user_failures = conn.execute("SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 "
-                                 "AND at > ?", (name, window)).fetchone()[0]
-    address_failures = conn.execute("SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 "
-                                    "AND at > ?", (address, window)).fetchone()[0]
+    user_failures = conn.execute(
+        "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
+    ).fetchone()[0]
+    address_failures = conn.execute(
+        "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
+    ).fetchone()[0]
     if user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address:
         with transaction(conn):
             audit_log.append_in(conn, "web-login-throttled", {"user": name, "address": address})
@@ -63,13 +66,18 @@ def sign_in(conn: sqlite3.Connection, settings: WebSettings, name: str, password
     user = accounts.authenticate(conn, name, password)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with transaction(conn):
-        conn.execute("INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,?,?)",
-                     (name, address, int(user is not None), now))
+        conn.execute(
+            "INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,?,?)",
+            (name, address, int(user is not None), now),
+        )
         if user is None:
             audit_log.append_in(conn, "web-login-failed", {"user": name, "address": address})
         else:
-            conn.execute("INSERT INTO web_sessions (token_sha256, user_id, csrf_token, address, created_at, "
-                         "last_seen_at) VALUES (?,?,?,?,?,?)", (_sha(token), user.id, csrf, address, now, now))
+            conn.execute(
+                "INSERT INTO web_sessions (token_sha256, user_id, csrf_token, address, created_at, "
+                "last_seen_at) VALUES (?,?,?,?,?,?)",
+                (_sha(token), user.id, csrf, address, now, now),
+            )
             audit_log.append_in(conn, "web-login", {"user": name, "role": user.role, "address": address})
     if user is None:  # raised after the commit, so the failed attempt is counted
         raise LoginRefused("user name or password is wrong, or the user is disabled")
@@ -81,12 +89,14 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
     row = conn.execute(
         "SELECT s.token_sha256, u.name, u.role, s.csrf_token, s.created_at, s.last_seen_at, s.ended_at, "
         "u.disabled FROM web_sessions s JOIN web_users u ON u.id = s.user_id WHERE s.token_sha256 = ?",
-        (_sha(token),)).fetchone()
+        (_sha(token),),
+    ).fetchone()
     if row is None:
         return None
     sha, name, role, csrf, created, last_seen, ended, disabled = row
-    expired = (now - last_seen > settings.session_idle_minutes * 60
-               or now - created > settings.session_absolute_hours * 3600)
+    expired = (
+        now - last_seen > settings.session_idle_minutes * 60 or now - created > settings.session_absolute_hours * 3600
+    )
     if ended is not None or disabled:
         return None
     if expired:
@@ -101,14 +111,19 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
 def end(conn: sqlite3.Connection, token_sha256: str, reason: str, now: float) -> None:
     """End a session (sign-out, timeout, revoked by an admin); audited once."""
     with transaction(conn):
-        row = conn.execute("SELECT u.name FROM web_sessions s JOIN web_users u ON u.id = s.user_id "
-                           "WHERE s.token_sha256 = ? AND s.ended_at IS NULL", (token_sha256,)).fetchone()
+        row = conn.execute(
+            "SELECT u.name FROM web_sessions s JOIN web_users u ON u.id = s.user_id "
+            "WHERE s.token_sha256 = ? AND s.ended_at IS NULL",
+            (token_sha256,),
+        ).fetchone()
         if row is None:
             return
-        conn.execute("UPDATE web_sessions SET ended_at = ?, end_reason = ? WHERE token_sha256 = ?",
-                     (now, reason, token_sha256))
-        audit_log.append_in(conn, "web-logout" if reason == "signed out" else "web-session-ended",
-                            {"user": row[0], "reason": reason})
+        conn.execute(
+            "UPDATE web_sessions SET ended_at = ?, end_reason = ? WHERE token_sha256 = ?", (now, reason, token_sha256)
+        )
+        audit_log.append_in(
+            conn, "web-logout" if reason == "signed out" else "web-session-ended", {"user": row[0], "reason": reason}
+        )
 
 
 def live_sessions(conn: sqlite3.Connection, settings: WebSettings, now: float) -> list[dict]:
@@ -116,6 +131,17 @@ def live_sessions(conn: sqlite3.Connection, settings: WebSettings, now: float) -
         "SELECT s.token_sha256, u.name, u.role, s.address, s.created_at, s.last_seen_at FROM web_sessions s "
         "JOIN web_users u ON u.id = s.user_id WHERE s.ended_at IS NULL AND u.disabled = 0 "
         "AND s.last_seen_at > ? AND s.created_at > ? ORDER BY s.created_at DESC",
-        (now - settings.session_idle_minutes * 60, now - settings.session_absolute_hours * 3600))
-    return [{"id": r[0][:16], "sha": r[0], "user": r[1], "role": r[2], "address": r[3], "created_at": r[4],
-             "last_seen_at": r[5]} for r in rows]
+        (now - settings.session_idle_minutes * 60, now - settings.session_absolute_hours * 3600),
+    )
+    return [
+        {
+            "id": r[0][:16],
+            "sha": r[0],
+            "user": r[1],
+            "role": r[2],
+            "address": r[3],
+            "created_at": r[4],
+            "last_seen_at": r[5],
+        }
+        for r in rows
+    ]

@@ -32,8 +32,9 @@ async def receive_to_file(request: Request, folder: Path, cap_bytes: int) -> Pat
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > cap_bytes:
-                    raise UploadTooLarge(f"the upload passed the limit of {cap_bytes // (1024 * 1024)} MiB "
-                                         "and was discarded")
+                    raise UploadTooLarge(
+                        f"the upload passed the limit of {cap_bytes // (1024 * 1024)} MiB and was discarded"
+                    )
                 out.write(chunk)
             out.flush()
             os.fsync(out.fileno())

@@ -23,11 +23,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from tests.inference_packages import derived
-from tests.integration.report.test_outputs_dciodvfy import assert_valid
-from tests.orthanc import Orthanc
-from tests.support import REPO, ApplianceProcess, free_port, write_mr_series
-from tests.unit.report.test_result_objects import coded_value, content_items, find, num_value, only
+from scripts.harness import REPO, ApplianceProcess, Orthanc, free_port
+from tests.helpers.packages import derived
+from tests.helpers.series import write_mr_series
+from tests.helpers.sr import assert_valid, coded_value, content_items, find, num_value, only
 from training.constraints import input_constraints
 from training.data.cr_synth import CRConfig, generate_cr_dataset
 from training.data.ct_synth import CTConfig, generate_ct_dataset

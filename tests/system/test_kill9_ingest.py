@@ -20,7 +20,8 @@ from pathlib import Path
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import generate_uid
 
-from tests.support import READY_TIMEOUT_S, ApplianceProcess, ct_dataset, tcp_env
+from scripts.harness import READY_TIMEOUT_S, ApplianceProcess, tcp_env
+from tests.helpers.series import ct_dataset
 
 F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's capacity
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
-from tests.support import REPO, ROUTINE_SLICES, ApplianceProcess, tcp_env, wait_until
+from scripts.harness import REPO, ApplianceProcess, tcp_env, wait_until
+from tests.helpers.series import ROUTINE_SLICES
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from appliance.triage.process import limit_memory
-from tests.support import ApplianceProcess, echo, tcp_env, wait_until, write_mr_series
+from appliance.triage.supervisor import limit_memory
+from scripts.harness import ApplianceProcess, tcp_env, wait_until
+from tests.helpers.dimse import echo
+from tests.helpers.series import write_mr_series
 
 
 def children(pid: int) -> list[int]:

@@ -6,15 +6,18 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from appliance import jobs
+from appliance.states import SeriesState
 from appliance.db import open_database, transaction
 from appliance.errors import IllegalTransition, LeaseLost
 from appliance.triage.worker import dead_on_this_host
 
-ARRIVAL = jobs.Arrival("1.2.3", "1.2", "CT", "HEAD", "Head", "CT1")
+ARRIVAL = jobs.InstanceArrived("1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", "1.2", "1.2.3", "CT", "HEAD", "Head",
+                               "1.2.840.10008.1.2.1", 10, "aa", Path("/x"), "CT1", "assoc-1")
 
 
 @pytest.fixture
@@ -29,7 +32,7 @@ def arrive(conn, now: float) -> None:
 
 def complete(conn, now: float) -> list[str]:
     with transaction(conn):
-        return jobs.queue_complete_series(conn, 5, 1, set(), now, lambda modality, ae: 0)
+        return jobs.queue_complete_series(conn, 5, 1, set(), now, lambda facts: 0)
 
 
 def claim(conn, owner: str, now: float, lease_s: float = 300, max_attempts: int = 3):
@@ -49,7 +52,7 @@ def test_a_series_goes_receiving_queued_running_triaged(conn):
     job = claim(conn, "w", 107)
     assert series(conn)[0] == "running" and job.generation == 1 and job.attempts == 1
     with transaction(conn):
-        assert jobs.finish(conn, job, "w", jobs.TRIAGED, None, 108, jobs.Triaged(True, 0.9, "m 1.0.0"))
+        assert jobs.finish(conn, job, SeriesState.TRIAGED, None, 108, jobs.Triaged(True, 0.9, "m 1.0.0"))
     assert series(conn) == ("triaged", 1, None, 1, "m 1.0.0")
     assert conn.execute("SELECT state FROM jobs").fetchall() == [("done",)]
 
@@ -60,7 +63,7 @@ def test_a_late_instance_while_running_supersedes_the_result_and_queues_again(co
     job = claim(conn, "w", 107)
     arrive(conn, 108)  # a late instance reopens the series mid-triage
     with transaction(conn):
-        current = jobs.finish(conn, job, "w", jobs.TRIAGED, None, 109, jobs.Triaged(False, 0.1, "m 1.0.0"))
+        current = jobs.finish(conn, job, SeriesState.TRIAGED, None, 109, jobs.Triaged(False, 0.1, "m 1.0.0"))
     assert current is False
     assert series(conn)[0] == "receiving"  # the old result did not overwrite it
     assert complete(conn, 114) == ["1.2.3"] and series(conn)[:2] == ("queued", 2)
@@ -90,7 +93,7 @@ def test_finishing_someone_elses_job_raises_lease_lost(conn):
     job = claim(conn, "w1", 107, lease_s=10)
     assert claim(conn, "w2", 118) is not None  # w1's lease ran out
     with pytest.raises(LeaseLost), transaction(conn):
-        jobs.finish(conn, job, "w1", jobs.FAILED, "x", 119)
+        jobs.finish(conn, job, SeriesState.FAILED, "x", 119)
 
 
 def test_illegal_transitions_raise():
@@ -105,10 +108,10 @@ def test_a_job_cannot_finish_with_a_non_terminal_state(conn):
     arrive(conn, 100)
     complete(conn, 106)
     job = claim(conn, "w", 107)
-    for state, triaged in [(jobs.RUNNING, None), (jobs.TRIAGED, None),
-                           (jobs.FAILED, jobs.Triaged(True, 0.9, "m"))]:
+    for state, triaged in [(SeriesState.RUNNING, None), (SeriesState.TRIAGED, None),
+                           (SeriesState.FAILED, jobs.Triaged(True, 0.9, "m"))]:
         with pytest.raises(IllegalTransition), transaction(conn):
-            jobs.finish(conn, job, "w", state, "x", 108, triaged)
+            jobs.finish(conn, job, state, "x", 108, triaged)
 
 
 def test_leases_of_dead_owners_end_at_once(conn):

@@ -11,7 +11,7 @@ activation map too.
 
 Pixels go through the appliance's own decode, slice order and preprocessing
 (``appliance.triage.pipeline.decode_in_order``, ``model_input`` and ``slab_and_context``,
-per the package's :class:`~appliance.models.package.InputSpec`), so a series gives the
+per the package's :class:`~appliance.models.manifest.InputSpec`), so a series gives the
 trainer the tensor it gives the box: slices ordered along the slice normal, rescaled per
 instance, every frame of a multi-frame instance, averaged over the package's slab. Each
 image is kept once; its neighbours join it as channels only when a batch is built
@@ -33,7 +33,7 @@ import numpy as np
 from pydicom.errors import InvalidDicomError
 
 from appliance.drift import histograms
-from appliance.models.package import InputSpec
+from appliance.models.manifest import InputSpec
 from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from appliance import pixels
-from appliance.models.package import InputSpec
+from appliance.models.manifest import InputSpec
 from appliance.triage import decode, pipeline, preprocess
 from training.data import folder
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.responses import Response
 
-from appliance.web import studies
+from appliance.web import deps, studies
 from appliance.web.security import require
 
 
@@ -16,22 +18,17 @@ def router(area: str, **kwargs: Any) -> APIRouter:
     return APIRouter(tags=[area], dependencies=dependencies, **kwargs)
 
 
-def render(request: Request, template: str, status_code: int = 200, **context: Any):
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     """A page with the signed-in principal and the navigation it may see."""
     context.setdefault("principal", getattr(request.state, "principal", None))
-    return request.app.state.templates.TemplateResponse(request, template, context, status_code=status_code)
+    return deps.templates(request).TemplateResponse(request, template, context, status_code=status_code)
 
 
-def db(request: Request):
-    return request.app.state.connection()
-
-
-def study_or_404(conn, study_uid: str) -> dict:
-    """The worklist's summary of one study (after folding in new results); 404 for a
-    malformed or unknown UID, the same answer for both so a UID cannot be probed."""
+def study_or_404(conn: sqlite3.Connection, study_uid: str) -> dict:
+    """The worklist's summary of one study; 404 for a malformed or unknown UID, the same
+    answer for both so a UID cannot be probed."""
     if not studies.is_uid(study_uid):
         raise HTTPException(404, "no such study")
-    studies.refresh(conn)
     summary = studies.study(conn, study_uid)
     if summary is None:
         raise HTTPException(404, "no such study")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import socket
 import sqlite3
 
-from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from appliance.web.metrics import exposition, registry_for
-from appliance.web.routes.common import db, router
+from appliance.config import Settings
+from appliance.states import JobState, ModelState
+from appliance.web.deps import Connection, Metrics, Now, SettingsDep
+from appliance.web.metrics import exposition
+from appliance.web.routes.common import router
 
 public = router("public")
 operations = router("operations")
@@ -25,10 +27,8 @@ def healthz():
     return {"status": "alive"}
 
 
-def readiness(request: Request) -> dict[str, str | None]:
+def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[str, str | None]:
     """Each check's problem, or None when it passes."""
-    settings = request.app.state.settings
-    conn = db(request)
     checks: dict[str, str | None] = {}
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -43,25 +43,23 @@ def readiness(request: Request) -> dict[str, str | None]:
     except OSError as exc:
         checks["listener"] = f"DICOM port {settings.dicom.port} not accepting: {exc.strerror or exc}"
     # The worker keeps no heartbeat row: it is stale when a job has waited longer than a lease.
-    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = 'queued'").fetchone()[0]
-    waited = request.app.state.clock() - oldest if oldest is not None else 0.0
+    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", (JobState.QUEUED,)).fetchone()[0]
+    waited = now - oldest if oldest is not None else 0.0
     checks["worker"] = None if waited <= settings.worker.lease_s else f"a job has waited {waited:.0f} s"
-    active = conn.execute("SELECT COUNT(*) FROM models WHERE state = 'active'").fetchone()[0]
+    active = conn.execute("SELECT COUNT(*) FROM models WHERE state = ?", (ModelState.ACTIVE,)).fetchone()[0]
     checks["model"] = None if active else "no model is active"
     return checks
 
 
 @public.get("/readyz")
-def readyz(request: Request):
-    checks = readiness(request)
+def readyz(conn: Connection, settings: SettingsDep, now: Now):
+    checks = readiness(conn, settings, now)
     ready = not any(checks.values())
-    return JSONResponse({"ready": ready, "checks": {k: v or "ok" for k, v in checks.items()}},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"ready": ready, "checks": {k: v or "ok" for k, v in checks.items()}}, status_code=200 if ready else 503
+    )
 
 
 @operations.get("/metrics")
-def metrics(request: Request):
-    state = request.app.state
-    if not hasattr(state, "metrics_registry"):
-        state.metrics_registry = registry_for(state.connection)
-    return Response(exposition(state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(registry: Metrics):
+    return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)

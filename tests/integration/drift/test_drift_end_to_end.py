@@ -18,7 +18,8 @@ import pytest
 
 from appliance.drift.histograms import ct_series_histograms
 from appliance.pixels import to_hu
-from tests.support import REPO, ROUTINE_SLICES, ApplianceProcess, tcp_env
+from scripts.harness import REPO, ApplianceProcess, tcp_env
+from tests.helpers.series import ROUTINE_SLICES
 from training.data.ct_synth import CTConfig, generate_ct_dataset
 
 K = 2

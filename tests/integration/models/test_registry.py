@@ -10,7 +10,7 @@ from appliance.audit import chain as audit_log
 from appliance.db import open_database
 from appliance.errors import PackageError
 from appliance.models.registry import ModelRegistry, version_key
-from tests.inference_packages import rebuilt
+from tests.helpers.packages import rebuilt
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_a_model_failing_its_golden_test_is_refused_and_the_active_one_stays(reg
                                       "1.0.1", break_golden=True), "test")
     with pytest.raises(PackageError, match="no variant passed its golden test"):
         registry.activate(broken.id, broken.version, "test")
-    assert [(m.version, m.state) for m in registry.list()] == [("1.0.0", "active"), ("1.0.1", "installed")]
+    assert [(m.version, m.state) for m in registry.models()] == [("1.0.0", "active"), ("1.0.1", "installed")]
 
 
 def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, tmp_path):
@@ -74,12 +74,12 @@ def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, t
     registry.activate(first.id, first.version, "test")
     second = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path, "1.1.0"), "test")
     registry.shadow(second.id, second.version, "test")
-    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "active", "1.1.0": "shadow"}
+    assert {m.version: m.state for m in registry.models()} == {"1.0.0": "active", "1.1.0": "shadow"}
     registry.activate(second.id, second.version, "test")
-    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "retired", "1.1.0": "active"}
+    assert {m.version: m.state for m in registry.models()} == {"1.0.0": "retired", "1.1.0": "active"}
     back = registry.rollback(first.id, "biomed:alice")
     assert back.version == "1.0.0" and back.state == "active"
-    assert {m.version: m.state for m in registry.list()} == {"1.0.0": "active", "1.1.0": "retired"}
+    assert {m.version: m.state for m in registry.models()} == {"1.0.0": "active", "1.1.0": "retired"}
     last = json.loads(registry.db.conn.execute(
         "SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert last["from"] == "1.1.0" and last["to"] == "1.0.0" and last["actor"] == "biomed:alice"

@@ -12,28 +12,12 @@ import socket
 import struct
 import time
 
+from pydicom.uid import CTImageStorage
 from pynetdicom import AE
-from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
 
-from tests.integration.receive.test_hostile_inputs import fresh, store
+from tests.helpers.dimse import associate_rq, fresh, store
 
 LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # rejected-transient, service provider, local limit exceeded
-
-
-def _item(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(payload)) + payload
-
-
-def associate_rq(calling: str = "STRANGER", called: str = "TRIAGE", syntaxes=(ImplicitVRLittleEndian,)) -> bytes:
-    """An A-ASSOCIATE-RQ for CT Image Storage (PS3.8 9.3.2), by hand, proposing ``syntaxes``."""
-    context = bytes((1, 0, 0, 0)) + _item(0x30, CTImageStorage.encode())
-    context += b"".join(_item(0x40, syntax.encode()) for syntax in syntaxes)
-    body = (
-        struct.pack(">HH", 1, 0) + called.ljust(16).encode() + calling.ljust(16).encode() + bytes(32)
-        + _item(0x10, b"1.2.840.10008.3.1.1.1") + _item(0x20, context)
-        + _item(0x50, _item(0x51, struct.pack(">I", 16384)))
-    )
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
 
 
 def connect_from(address: str, port: int) -> socket.socket:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import socket
-import struct
 import sqlite3
+import struct
 import sys
 import time
 
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.support import READY_TIMEOUT_S, ct_dataset, wait_until
+from scripts.harness import READY_TIMEOUT_S, wait_until
+from tests.helpers.dimse import fresh, store
 
 
 def associate(port: int, calling: str = "TESTSCU", contexts=((CTImageStorage, None),), **timeouts):
@@ -32,18 +33,6 @@ def associate_when_a_slot_is_free(port: int):
     previous ones ended (that happens on its own threads, a moment after ours)."""
     return wait_until(lambda: (assoc := associate(port)).is_established and assoc,
                       what="an association slot to be free", interval=0.1)
-
-
-def fresh(**changes) -> Dataset:
-    ds = ct_dataset(generate_uid(), generate_uid(), 0)
-    for key, value in changes.items():
-        setattr(ds, key, value)
-    return ds
-
-
-def store(assoc, ds) -> tuple[int, str]:
-    response = assoc.send_c_store(ds)
-    return response.Status, str(response.get("ErrorComment", ""))
 
 
 def audit_kinds(data_dir) -> list[str]:
@@ -154,7 +143,7 @@ def raw_exchange(port: int, payload: bytes, wait: float = READY_TIMEOUT_S) -> tu
 
 def test_a_context_with_no_transfer_syntax_gets_an_associate_ac_refusing_it(appliance):
     """Issue 13, item 9. Before: IndexError in the handler, and the socket closed without a PDU."""
-    from tests.integration.receive.test_connection_flood import associate_rq
+    from tests.helpers.dimse import associate_rq
 
     with socket.create_connection(("127.0.0.1", appliance.port), timeout=30) as sock:
         sock.sendall(associate_rq(syntaxes=()))

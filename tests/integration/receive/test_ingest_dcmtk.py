@@ -11,7 +11,8 @@ import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from tests.support import ApplianceProcess, tcp_env, wait_until, write_ct_series
+from scripts.harness import ApplianceProcess, tcp_env, wait_until
+from tests.helpers.series import write_ct_series
 
 
 def dataset_sha256(path: Path) -> str:

@@ -16,7 +16,7 @@ import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
-from tests.support import free_port, stop_process, tcp_env, wait_for_port
+from scripts.harness import free_port, stop_process, tcp_env, wait_for_port
 
 TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
 #: Files dcmtk stores but the appliance refuses on purpose, each with the status it gets.

@@ -15,7 +15,8 @@ from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from tests.support import READY_TIMEOUT_S, ApplianceProcess, ct_dataset
+from scripts.harness import READY_TIMEOUT_S, ApplianceProcess
+from tests.helpers.series import ct_dataset
 
 
 def _issue(subject: str, issuer_key, issuer_name, ca: bool, folder: Path, name: str, san=None):

@@ -6,60 +6,38 @@ Sources go through files too: the SR is built from headers read with
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
-from pydicom.uid import ExplicitVRLittleEndian
-
-import datetime as dt
 
 from appliance.report import (
-    OUTSIDE_INPUT_CONSTRAINTS, NotAnalysed, ResultUids, build_heatmap_capture, build_notice, build_sr,
+    OUTSIDE_INPUT_CONSTRAINTS,
+    NoticeContent,
+    ResultUids,
+    build_heatmap_capture,
+    build_notice,
+    build_sr,
 )
-from tests.unit.report.test_result_objects import (
-    DEVICE_UID, coded_value, ct_series, decision, dx_image, find, nodule_decision, num_value, only,
+from tests.helpers.series import ct_series, dx_image
+from tests.helpers.sr import (
+    ALLOWED_WARNINGS,
+    DEVICE_UID,
+    assert_valid,
+    coded_value,
+    dciodvfy,
+    decision,
+    find,
+    nodule_decision,
+    num_value,
+    only,
+    write,
 )
-
-# A private coding scheme (99TRIAGE, declared in the SR) and the Device UID that IHE AI
-# Results asks for in the Contributing Equipment item (newer than dicom3tools' tables,
-# which then call the SR "Standard Extended") are the only things dciodvfy may warn
-# about; any other warning is a regression to look at.
-ALLOWED_WARNINGS = (
-    "Unrecognized defined term <99TRIAGE> for value 1 of attribute <Coding Scheme Designator>",
-    "Attribute is not present in standard DICOM IOD - (0x0018,0x1002) UI Device UID ",
-    "Dicom dataset contains attributes not present in standard DICOM IOD - this is a Standard Extended SOP Class",
-)
-
-
-def write(ds: Dataset, path: Path) -> Path:
-    if "TransferSyntaxUID" not in ds.get("file_meta", {}):
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def dciodvfy(path: Path) -> tuple[str, list[str]]:
-    """The IOD dciodvfy recognised and its findings (Error / Warning lines) for one file."""
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-    lines = (out.stdout + out.stderr).splitlines()
-    findings = [line for line in lines if line.startswith(("Error", "Warning"))]
-    iods = [line for line in lines if line and not line.startswith(("Error", "Warning"))]
-    iod = iods[0] if len(iods) == 1 else repr(iods)  # the IOD name, on a line of its own
-    assert (out.returncode == 0) == (not any(f.startswith("Error") for f in findings)), (out.returncode, findings)
-    return iod, findings
-
-
-def assert_valid(path: Path, allowed: tuple[str, ...] = ALLOWED_WARNINGS) -> None:
-    iod, findings = dciodvfy(path)
-    assert iod == {"SR": "Comprehensive3DSR", "OT": "SCImage"}[pydicom.dcmread(path).Modality]
-    assert not [f for f in findings if f.startswith("Error")], findings
-    assert not [f for f in findings if not f.endswith(allowed)], findings
 
 
 def source_files(tmp_path: Path, datasets: list[Dataset]) -> list[Path]:
@@ -104,7 +82,7 @@ def test_chest_radiograph_sr_passes_dciodvfy(tmp_path):
 def test_not_analysed_notice_passes_dciodvfy(tmp_path):
     paths = source_files(tmp_path, ct_series(3))
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    notice = NotAnalysed("head CT", "Intracranial hemorrhage", "slice thickness 10 mm outside 0.5-5 mm",
+    notice = NoticeContent("head CT", "Intracranial hemorrhage", "slice thickness 10 mm outside 0.5-5 mm",
                          OUTSIDE_INPUT_CONSTRAINTS, "head-ct-ich", "1.2.0", dt.datetime(2025, 3, 14, 10, 20, 5))
     out = write(build_notice(headers, notice, ResultUids.from_key("n"), device_uid=DEVICE_UID,
                              procedure=("24725-4", "LN", "Head CT")), tmp_path / "notice.dcm")

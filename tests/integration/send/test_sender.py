@@ -20,15 +20,16 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 
-from appliance.db import open_database
 from appliance.config import Settings, load_settings
-from appliance.send.outbox import Outbox, OutboxItem, destination_key, lane_states
+from appliance.db import open_database
+from appliance.send.outbox import Outbox, OutboxItem, OutgoingObject, destination_key, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
-from tests.orthanc import Orthanc
-from tests.support import READY_TIMEOUT_S, ct_dataset, echo, free_port, stop_process, tcp_env, wait_until
+from scripts.harness import READY_TIMEOUT_S, Orthanc, free_port, stop_process, tcp_env, wait_until
+from tests.helpers.dimse import echo
+from tests.helpers.series import ct_dataset
 
 # Fast policy for tests: retries after 0.1-0.4 s, the circuit opens after 3 failures.
 FAST = {"retry_initial_s": "0.1", "retry_max_s": "0.4", "retry_jitter": "0",
@@ -70,8 +71,7 @@ def secondary_capture(folder: Path, study_uid: str, syntax: str = ExplicitVRLitt
 
 def enqueue(outbox: Outbox, path: Path, ds: Dataset, destinations, now: float | None = None
             ) -> list[int]:
-    return outbox.enqueue(path, ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID,
-                          destinations, now=now)
+    return outbox.enqueue(OutgoingObject.of(path, ds), destinations, now=now)
 
 
 class Storescp:

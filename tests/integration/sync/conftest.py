@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hub_support import HubProcess, PostgresCluster
+from tests.helpers.hub import HubProcess, PostgresCluster
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from appliance.db import open_database
-from appliance.drift.report import stable_report_id
+from appliance.drift.anonymised import stable_report_id
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, load_or_create_key
 from appliance.sync.round import enrol
-from tests.drift_support import record_days
-from tests.hub_support import REPO, box_env, box_settings
+from tests.helpers.drift import record_days
+from tests.helpers.hub import REPO, box_env, box_settings
 
 K = 10
 

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta, timezone
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
+from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-from tests.hub_support import SHIPPED, box_settings
+from tests.helpers.hub import SHIPPED, box_settings
 from training.hub.repository import Repository
 
 CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
@@ -25,11 +26,11 @@ HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 def _models(settings) -> list[tuple[str, str, str]]:
     registry = ModelRegistry(open_database(settings.db_path), settings.models_dir, [])
-    return [(m.id, m.version, m.state) for m in registry.list()]
+    return [(m.id, m.version, m.state) for m in registry.models()]
 
 
 def _round(settings):
-    return run_round(settings, sleep=lambda _: None)
+    return run_round(settings, Parts(settings).registry(), sleep=lambda _: None)
 
 
 def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tmp_path):

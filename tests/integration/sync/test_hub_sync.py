@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
-from appliance.sync import outbox, signing
+from appliance.sync import report_queue, signing
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, key_path, load_or_create_key, public_bytes
+from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-
-from tests.hub_support import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
+from tests.helpers.hub import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
 
 CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
 
@@ -41,7 +41,7 @@ def _queue(settings, count: int, **kwargs) -> list[str]:
     conn = open_database(settings.db_path).conn
     reports = [make_report(**kwargs) for _ in range(count)]
     for report in reports:
-        assert outbox.enqueue_report(conn, report)
+        assert report_queue.enqueue_report(conn, report)
     return [r["report_id"] for r in reports]
 
 
@@ -111,9 +111,9 @@ def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, 
     boxes = [_enrolled(hub, tmp_path, name, sync_batch_size="7") for name in ("box-a", "box-b")]
     sent = [_queue(box, 20) for box in boxes]
     for box in boxes:
-        result = run_round(box, sleep=_no_sleep)
+        result = run_round(box, Parts(box).registry(), sleep=_no_sleep)
         assert (result.pushed, result.push_error) == (20, None)
-        assert run_round(box, sleep=_no_sleep).pushed == 0  # nothing is sent twice
+        assert run_round(box, Parts(box).registry(), sleep=_no_sleep).pushed == 0  # nothing is sent twice
     ids = hub.report_ids()
     assert sorted(ids) == sorted(sent[0] + sent[1])
 
@@ -152,7 +152,7 @@ def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, 
     # a later day whose histogram moved shows as a drift alert for that site only
     shifted = {"hu_mean": {"kind": "histogram", "edges": [0.0, 40.0, 80.0], "counts": [10, 30]}}
     _queue(boxes[1], 1, day="2026-11-21", features=shifted)
-    assert run_round(boxes[1], sleep=_no_sleep).pushed == 1
+    assert run_round(boxes[1], Parts(boxes[1]).registry(), sleep=_no_sleep).pushed == 1
     page = httpx.get(f"{hub.url}/fleet").text
     assert page.count('<span class="alert">head-ct-ich-demo: hu_mean</span>') == 1
     assert page.index("box-b") < page.index('<span class="alert">head-ct-ich-demo: hu_mean</span>')
@@ -172,25 +172,25 @@ def test_killing_the_hub_mid_upload_loses_and_duplicates_nothing(hub, tmp_path):
     finally:
         if sync.poll() is None:
             sync.kill()
-    assert outbox.counts(open_database(settings.db_path).conn)["pending"] > 0
+    assert report_queue.counts(open_database(settings.db_path).conn)["pending"] > 0
     hub.start()
-    result = run_round(settings, sleep=_no_sleep)
+    result = run_round(settings, Parts(settings).registry(), sleep=_no_sleep)
     assert result.push_error is None
     ids = hub.report_ids()
     assert len(ids) == len(set(ids)) == len(sent) and set(ids) == set(sent)
-    assert outbox.counts(open_database(settings.db_path).conn)["delivered"] == len(sent)
+    assert report_queue.counts(open_database(settings.db_path).conn)["delivered"] == len(sent)
 
 
 def test_a_thousand_reports_queued_while_the_hub_is_down_all_arrive_once(hub, tmp_path):
     settings = _enrolled(hub, tmp_path, "box-a")
     hub.stop()
     sent = _queue(settings, 1000)
-    down = run_round(settings, sleep=_no_sleep)
+    down = run_round(settings, Parts(settings).registry(), sleep=_no_sleep)
     assert down.pushed == 0 and "hub unreachable" in down.push_error
     assert "unreachable" in down.release_error  # stale metadata blocks updates; nothing else stops
     assert status(settings)["reports"]["pending"] == 1000
     hub.start()
-    up = run_round(settings, sleep=_no_sleep)
+    up = run_round(settings, Parts(settings).registry(), sleep=_no_sleep)
     assert (up.pushed, up.push_error) == (1000, None)
     ids = hub.report_ids()
     assert len(ids) == len(set(ids)) == 1000 and set(ids) == set(sent)
@@ -203,11 +203,11 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
     boxes = [_enrolled(hub, tmp_path, name) for name in ("box-a", "box-b")]
     assert "published" in hub.publish(CHEST)
     for box in boxes:
-        result = run_round(box, sleep=_no_sleep)
+        result = run_round(box, Parts(box).registry(), sleep=_no_sleep)
         assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
         registry = ModelRegistry(open_database(box.db_path), box.models_dir, [])
-        assert [(m.id, m.version, m.state) for m in registry.list()] == [
+        assert [(m.id, m.version, m.state) for m in registry.models()] == [
             ("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]  # never active
-        assert run_round(box, sleep=_no_sleep).staged == []  # staged once
+        assert run_round(box, Parts(box).registry(), sleep=_no_sleep).staged == []  # staged once
     page = httpx.get(f"{hub.url}/fleet").text
     assert page.count("chest-cr-pneumothorax-demo 1.1.1 (shadow)") == 2

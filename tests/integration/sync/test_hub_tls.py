@@ -20,9 +20,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.db import open_database
 from appliance.sync.client import HubError
-from appliance.sync.outbox import enqueue_report
+from appliance.sync.report_queue import enqueue_report
+from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round
-from tests.hub_support import REPO, HubProcess, box_settings, make_report, wait_for
+from tests.helpers.hub import REPO, HubProcess, box_settings, make_report, wait_for
 
 
 def _pem_key(key) -> bytes:
@@ -112,6 +113,6 @@ def test_with_mutual_tls_only_a_box_with_a_client_certificate_gets_through(tls_h
     enrol(box, tls_hub.url, token)
     report = make_report()
     enqueue_report(open_database(box.db_path).conn, report)
-    result = run_round(box, sleep=lambda _: None)
+    result = run_round(box, Parts(box).registry(), sleep=lambda _: None)
     assert (result.pushed, result.push_error, result.release_error) == (1, None, None)
     assert tls_hub.report_ids() == [report["report_id"]]

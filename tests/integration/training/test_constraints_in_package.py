@@ -3,7 +3,8 @@ and the appliance reads them back from the verified package."""
 
 from dataclasses import replace
 
-from appliance.models.package import InputConstraints, verify_package
+from appliance.models.manifest import InputConstraints
+from appliance.models.package import verify_package
 from training.__main__ import main
 from training.constraints import input_constraints
 from training.demo import DEMOS

@@ -10,10 +10,11 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.report import ResultUids
-from appliance.triage.worker import Worker
-from tests.integration.triage.test_worker import head_ct, queued_series, send
-from tests.support import ApplianceProcess
-from tests.unit.report.test_result_objects import only
+from appliance.parts import Parts
+from scripts.harness import ApplianceProcess
+from tests.helpers.dimse import queued_series, send
+from tests.helpers.series import head_ct
+from tests.helpers.sr import only
 
 
 def appliance(folder, quick_packages):
@@ -38,7 +39,7 @@ def test_two_appliances_make_disjoint_uids_and_a_restart_keeps_the_identity(tmp_
         for listener, settings, db in boxes:
             send(listener, study)
             queued_series(listener, 1)
-            worker = Worker(settings, db)
+            worker = Parts(settings).worker(db)
             assert worker.run_once()
             rows = db.conn.execute("SELECT path, sop_instance_uid FROM outbox").fetchall()
             assert len(rows) == 2
@@ -48,15 +49,16 @@ def test_two_appliances_make_disjoint_uids_and_a_restart_keeps_the_identity(tmp_
             workers.append((worker, sr))
         assert sent[0].isdisjoint(sent[1])
         assert devices[0] != devices[1]
-        assert workers[0][0].install_id != workers[1][0].install_id
+        assert workers[0][0].outcome.writer.install_id != workers[1][0].outcome.writer.install_id
 
         (first, sr), (listener, settings, db) = workers[0], boxes[0]
         listener.stop()
         listener.start()  # the appliance restarts: same data folder, same identity
-        again = Worker(settings, open_database(settings.db_path))
-        assert again.install_id == first.install_id and again.device_uid == devices[0]
+        again = Parts(settings).worker(open_database(settings.db_path))
+        assert again.outcome.writer.install_id == first.outcome.writer.install_id
+        assert again.outcome.writer.device_uid == devices[0]
         series = str(pydicom.dcmread(study[0], stop_before_pixels=True).SeriesInstanceUID)
-        uids = ResultUids.derive(settings.report.uid_root, again.install_id, series, 1)
+        uids = ResultUids.derive(settings.report.uid_root, again.outcome.writer.install_id, series, 1)
         assert uids.sr_instance_uid == sr.SOPInstanceUID and {uids.sr_instance_uid, uids.sc_instance_uid} == sent[0]
     finally:
         for listener, _, _ in boxes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,16 +11,16 @@ import pydicom
 import pytest
 
 from appliance.audit import chain as audit_log
-from appliance.db import open_database
 from appliance.config import load_settings
-from appliance.models.registry import ModelRegistry
-from appliance.triage.worker import Worker
+from appliance.db import open_database, transaction
 from appliance.errors import LeaseLost
-from appliance.db import transaction
 from appliance.jobs import claim
-from tests.support import ROUTINE_SLICES, ApplianceProcess, tcp_env, wait_until, write_mr_series
-from tests.unit.report.test_result_objects import coded_value, content_items, only
-from training.data.ct_synth import CTConfig, generate_ct_dataset
+from appliance.models.registry import ModelRegistry
+from appliance.parts import Parts
+from scripts.harness import ApplianceProcess
+from tests.helpers.dimse import queued_series, send
+from tests.helpers.series import head_ct, write_mr_series
+from tests.helpers.sr import coded_value, content_items, only
 
 
 @pytest.fixture
@@ -42,31 +41,13 @@ def box(tmp_path, quick_packages):
     listener.stop()
 
 
-def send(listener: ApplianceProcess, files: list[Path]) -> None:
-    subprocess.run(["storescu", "-aec", "TRIAGE", "127.0.0.1", str(listener.port), *map(str, files)],
-                   env=tcp_env(), check=True, timeout=120, capture_output=True)
-
-
-def queued_series(listener: ApplianceProcess, count: int) -> list[dict]:
-    def queued() -> list[dict]:
-        series = listener.status()["series"]
-        return series if len(series) >= count and all(s["state"] == "queued" for s in series) else []
-
-    return wait_until(queued, what=f"{count} queued series", interval=0.2)
-
-
-def head_ct(folder: Path, seed: int) -> list[Path]:
-    generate_ct_dataset(CTConfig(n_patients=1, seed=seed, **ROUTINE_SLICES), folder, workers=1)
-    return sorted(folder.glob("*/CT/*.dcm"))
-
-
 def test_ct_is_triaged_mr_is_not_eligible_and_both_are_audited(box, tmp_path):
     listener, settings, db = box
     send(listener, head_ct(tmp_path / "ct", seed=11))
     send(listener, write_mr_series(tmp_path / "mr", 10)[1])
     queued_series(listener, 2)
 
-    worker = Worker(settings, db)
+    worker = Parts(settings).worker(db)
     assert worker.run_once() and worker.run_once() and not worker.run_once()
 
     states = {s["modality"]: s for s in listener.status()["series"]}
@@ -97,7 +78,7 @@ def test_an_undecodable_series_fails_with_the_reason(box, tmp_path):
     broken.save_as(files[3])
     send(listener, files)
     queued_series(listener, 1)
-    assert Worker(settings, db).run_once()
+    assert Parts(settings).worker(db).run_once()
     [entry] = listener.status()["series"]
     assert entry["state"] == "failed" and "decode failed" in entry["reason"]
     # Not silence: the rule claimed the series, so PACS gets a "not analysed" notice, and only that.
@@ -117,14 +98,14 @@ def test_a_job_whose_worker_vanished_is_triaged_once_by_another(box, tmp_path):
         vanished = claim(conn, "worker-that-died", lease_s=300, max_attempts=3, now=claimed_at)
     assert vanished is not None
     assert listener.status()["series"][0]["state"] == "running"
-    survivor = Worker(settings, db, name="survivor")
+    survivor = Parts(settings).worker(db, name="survivor")
     assert not survivor.run_once(now=claimed_at + 299)  # the lease has not run out yet
     assert survivor.run_once(now=claimed_at + 301)
     assert listener.status()["series"][0]["state"] == "triaged"
     # The dead worker coming back cannot record the same job again.
-    late = Worker(settings, db, name="worker-that-died")
+    late = Parts(settings).worker(db, name="worker-that-died")
     with pytest.raises(LeaseLost):
-        late.process(vanished)
+        late.outcome.record(late.triage.decide(vanished))
     assert db.conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'inference'").fetchone()[0] == 1
     assert db.conn.execute("SELECT attempts, state FROM jobs").fetchone() == (2, "done")
 
@@ -137,7 +118,7 @@ def test_a_series_whose_worker_died_on_every_attempt_fails_and_pacs_gets_a_notic
     for attempt in range(settings.worker.max_attempts):
         with transaction(db.conn) as conn:
             assert claim(conn, f"dead-{attempt}", 300, settings.worker.max_attempts, now + 301 * attempt)
-    assert not Worker(settings, db).run_once(now=now + 301 * settings.worker.max_attempts)
+    assert not Parts(settings).worker(db).run_once(now=now + 301 * settings.worker.max_attempts)
     [entry] = listener.status()["series"]
     assert entry["state"] == "failed" and "abandoned after 3 attempts" in entry["reason"]
     [(path, sop)] = db.conn.execute("SELECT path, sop_instance_uid FROM outbox").fetchall()
@@ -148,7 +129,7 @@ def test_a_series_whose_worker_died_on_every_attempt_fails_and_pacs_gets_a_notic
 
 def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp_path, quick_packages):
     listener, settings, db = box
-    from tests.inference_packages import rebuilt
+    from tests.helpers.packages import rebuilt
 
     registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
     candidate = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path,
@@ -156,7 +137,7 @@ def test_a_shadow_model_is_audited_and_compared_but_never_sent_or_shown(box, tmp
     registry.shadow(candidate.id, candidate.version, "test")
     send(listener, head_ct(tmp_path / "ct", seed=14))
     queued_series(listener, 1)
-    assert Worker(settings, db).run_once()
+    assert Parts(settings).worker(db).run_once()
 
     rows = [json.loads(p) for (p,) in db.conn.execute(
         "SELECT payload FROM audit_log WHERE kind = 'inference' ORDER BY seq")]
@@ -183,7 +164,7 @@ def test_an_unknown_character_set_is_triaged_and_a_changed_transfer_syntax_fails
         ds.save_as(path)
     send(listener, files)
     [entry] = queued_series(listener, 1)
-    assert Worker(settings, db).run_once()
+    assert Parts(settings).worker(db).run_once()
     [entry] = listener.status()["series"]
     assert entry["state"] == "triaged", entry
 
@@ -200,7 +181,7 @@ def test_an_unknown_character_set_is_triaged_and_a_changed_transfer_syntax_fails
     value = b"1.2.840.10008.1.2.2\x00"
     Path(stored).write_bytes(data[:start] + struct.pack("<HH", 0x0002, 0x0010) + b"UI"
                              + struct.pack("<H", len(value)) + value + data[start:])
-    assert Worker(settings, db).run_once()
+    assert Parts(settings).worker(db).run_once()
     failed = next(s for s in listener.status()["series"] if s["series_instance_uid"] == queued[0]["series_instance_uid"])
     assert failed["state"] == "failed" and "negotiated" in failed["reason"], failed
     # The head CT rule claimed it by what the listener indexed: PACS gets the notice, not silence.
@@ -232,7 +213,7 @@ def test_a_claimed_series_whose_first_header_cannot_be_read_fails_with_a_notice(
     data = Path(first).read_bytes()
     start = 144 + struct.unpack_from("<I", data, 140)[0]  # preamble, DICM, (0002,0000) UL, then the meta
     Path(first).write_bytes(data[:start])  # the File Meta, and no dataset after it
-    assert Worker(settings, db).run_once()
+    assert Parts(settings).worker(db).run_once()
     [failed] = listener.status()["series"]
     assert failed["state"] == "failed" and "cannot read the header" in failed["reason"], failed
     assert_failure_notice(db, failed, "cannot read the header")

@@ -3,94 +3,29 @@ worker and models, the web app under uvicorn on a free loopback port, and Chromi
 
 from __future__ import annotations
 
-import hashlib
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-import uvicorn
-from pydicom.uid import generate_uid
 
-from appliance.config import Settings, load_settings
+from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
-from appliance.receive.index import IngestIndex, ReceivedInstance
-from appliance.receive.validate import InstanceHeader
-from appliance.triage.worker import Worker
+from appliance.receive.index import IngestIndex
+from appliance.parts import Parts
 from appliance.web import accounts
 from appliance.web.app import create_app
-from tests.inference_packages import rebuilt
-from tests.support import REPO, ct_dataset, free_port
-
-PASSWORD = "correct horse battery"
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-SCRIPT_NAME = "<script>document.title='pwned'</script>"
-IMG_NAME = '"><img src=x onerror="document.title=\'pwned\'">'
-SCREENSHOTS = REPO / "var" / "screenshots"
-
-
-@dataclass
-class Box:
-    settings: Settings
-    url: str
-    app: object = None
-    studies: dict[str, str] = field(default_factory=dict)  # what -> study UID
-    series: dict[str, str] = field(default_factory=dict)
-
-    def db(self):
-        return open_database(self.settings.db_path)
-
-
-def ingest_series(index: IngestIndex, spool: Path, count: int, *, modality: str = "CT", name: str = "Doe^Jane",
-                  patient_id: str = "PID-1", accession: str = "ACC-1", description: str = "CT HEAD",
-                  calling_ae: str = "CT_1", broken: bool = False, now: float | None = None) -> tuple[str, str]:
-    """Write a synthetic series to the spool and record it through the ingest index."""
-    study, series = generate_uid(), generate_uid()
-    folder = spool / series
-    folder.mkdir(parents=True)
-    for i in range(count):
-        ds = ct_dataset(study, series, i, size=64, seed=len(name))
-        ds.PatientName, ds.PatientID, ds.AccessionNumber, ds.StudyDescription = name, patient_id, accession, description
-        if modality != "CT":
-            from pydicom.uid import MRImageStorage
-
-            ds.Modality, ds.SOPClassUID = modality, MRImageStorage
-            ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
-        if broken and i == 3:
-            ds.PixelData = ds.PixelData[: len(ds.PixelData) // 3]
-        path = folder / f"{ds.SOPInstanceUID}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        data = path.read_bytes()
-        header = InstanceHeader(sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
-                                study_instance_uid=study, series_instance_uid=series, modality=modality,
-                                body_part="HEAD", series_description=description, rows=64, columns=64,
-                                bits_allocated=16)
-        index.record(ReceivedInstance(header, str(ds.file_meta.TransferSyntaxUID), len(data),
-                                      hashlib.sha256(data).hexdigest(), path, calling_ae, "assoc-test"), now=now)
-    return study, series
-
-
-def queue_and_work(index: IngestIndex, worker: Worker | None) -> None:
-    index.queue_complete_series(0.0, 0.0, now=time.time() + 1,
-                                priority=lambda modality, calling_ae: 10 if calling_ae == "ED_CT" else 0)
-    while worker is not None and worker.run_once():
-        pass
-
-
-def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:
-    server = uvicorn.Server(uvicorn.Config(app or create_app(settings), host="127.0.0.1", port=settings.web.port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("web server did not start")
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{settings.web.port}"
+from scripts.harness import free_port
+from tests.helpers.boxes import (
+    CHROMIUM_ARGS,
+    IMG_NAME,
+    PASSWORD,
+    SCRIPT_NAME,
+    Box,
+    ingest_series,
+    queue_and_work,
+    start_server,
+)
+from tests.helpers.packages import rebuilt
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +48,7 @@ def box(tmp_path_factory, quick_packages):
     registry.activate(flags_all.id, flags_all.version, "test")
     index = IngestIndex(db)
     spool = settings.spool_dir
-    worker = Worker(settings, db)
+    worker = Parts(settings).worker(db)
     out = Box(settings, "")
     now = time.time()
     out.studies["flagged"], out.series["flagged"] = ingest_series(
@@ -128,15 +63,16 @@ def box(tmp_path_factory, quick_packages):
     flags_none = registry.install(rebuilt(quick_packages["head-ct"], key, root, "1.1.0", threshold=1.0), "test")
     registry.activate(flags_none.id, flags_none.version, "test")
     registry.shadow(flags_all.id, flags_all.version, "test")  # flags what the active one does not
-    worker = Worker(settings, db)
+    worker = Parts(settings).worker(db)
     out.studies["not-flagged"], _ = ingest_series(index, spool, 10, name=IMG_NAME, patient_id="P-IMG",
                                                   accession="A103", now=now - 300)
     queue_and_work(index, worker)
     out.studies["pending"], _ = ingest_series(index, spool, 10, name="Still^Arriving", patient_id="P-WAIT",
-                                              accession="A104", now=now - 60)
+                                              accession="A104", now=time.time())  # after the summaries so far
+    Parts(settings).upkeep(db).run_due(time.time())  # the worker's upkeep summarises the studies
     for name, role in (("rad", "radiologist"), ("bio", "biomed"), ("boss", "admin")):
         accounts.add_user(db.conn, name, role, PASSWORD, "test")
-    out.app = create_app(settings)
+    out.app = create_app(Parts(settings))
     server, thread, out.url = start_server(settings, out.app)
     yield out
     server.should_exit = True
@@ -162,30 +98,3 @@ def page(chromium):
     context.close()
 
 
-def sign_in(page, box: Box, name: str) -> None:
-    page.goto(f"{box.url}/login")
-    page.fill("#name", name)
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-
-
-def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
-
-
-def session_client(box: Box, name: str):
-    """An httpx client signed in as ``name`` through the real form; returns (client, csrf)."""
-    import re
-
-    import httpx
-
-    client = httpx.Client(base_url=box.url, timeout=60, headers={"Origin": box.url})
-    form = client.get("/login").text
-    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
-    answer = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": token})
-    assert answer.status_code == 303, answer.text
-    page = client.get({"boss": "/admin/users", "rad": "/worklist"}.get(name, "/admin")).text
-    return client, re.search(r'name="csrf" value="([^"]+)"', page).group(1)

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from appliance.web.app import route_table
-from tests.integration.web.conftest import PASSWORD, session_client
-from tests.support import REPO
+from scripts.harness import REPO
+from tests.helpers.boxes import PASSWORD, session_client
 
 DUMMY = {"study_uid": "1.2.3", "sop_uid": "1.2.3.4", "name": "rad", "action": "disable", "token_id": "999",
          "kind": "peers", "item_id": "999", "key": "0123456789abcdef"}

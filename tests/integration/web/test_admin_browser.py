@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from appliance.config import load_settings
-from tests.inference_packages import rebuilt
-from tests.integration.web.conftest import screenshot, sign_in, start_server
-from tests.support import free_port
+from scripts.harness import free_port
+from tests.helpers.boxes import screenshot, sign_in, start_server
+from tests.helpers.packages import rebuilt
 
 SLOW = 300_000  # golden tests on every backend run inside these requests
 
@@ -15,7 +15,7 @@ def _change(page, box, link_text: str) -> str:
     page.wait_for_load_state()
     page.check("input[name=confirm]")
     page.click("form.stack button[type=submit]", timeout=SLOW)
-    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    page.wait_for_url("**/admin/models?ok=*", timeout=SLOW)
     return page.locator(".message.ok").inner_text()
 
 
@@ -43,13 +43,13 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     screenshot(page, "admin-confirm")
     page.check("input[name=confirm]")
     page.click("form.stack button[type=submit]", timeout=SLOW)
-    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    page.wait_for_url("**/admin/models?ok=*", timeout=SLOW)
     assert "head-ct-ich-demo 1.2.0 is shadow" in page.locator(".message.ok").inner_text()
 
     page.goto(f"{box.url}/admin/models/confirm?action=activate&model_id=head-ct-ich-demo&version=1.2.0")
     page.check("input[name=confirm]")
     page.click("form.stack button[type=submit]", timeout=SLOW)
-    page.wait_for_url("**/admin/models?done=*", timeout=SLOW)
+    page.wait_for_url("**/admin/models?ok=*", timeout=SLOW)
     assert "head-ct-ich-demo 1.2.0 is active" in page.locator(".message.ok").inner_text()
 
     assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back…")
@@ -69,7 +69,7 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     page.goto(f"{box.url}/admin/dicom")
     assert "PACS@127.0.0.1:9" in page.content()
     page.get_by_role("button", name="C-ECHO").click()  # nothing listens on port 9: said in words
-    page.wait_for_url("**/admin/dicom?failed=*", timeout=SLOW)
+    page.wait_for_url("**/admin/dicom?error=*", timeout=SLOW)
     assert "no association" in page.locator(".message.error").inner_text()
     assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'dicom-echo'").fetchone()[0] == 1
     screenshot(page, "admin-dicom")

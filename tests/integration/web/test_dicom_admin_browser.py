@@ -12,14 +12,16 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
-from appliance.config import local_dicom_path, load_settings
+from appliance.config import load_settings, local_dicom_path
 from appliance.send.outbox import Outbox, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
 from appliance.web.filters import duration
 from appliance.web.health_stats import windows
-from tests.integration.web.conftest import SCREENSHOTS, screenshot, session_client, sign_in
-from tests.support import ct_dataset, free_port, wait_until
+from scripts.harness import free_port, wait_until
+from tests.helpers.boxes import SCREENSHOTS, screenshot, session_client, sign_in
+from tests.helpers.series import ct_dataset
+from appliance.send.outbox import OutgoingObject
 
 OLD = "PACS@127.0.0.1:9"  # the box's configured destination: nothing listens there
 
@@ -42,9 +44,9 @@ def _breaker_opened_by_a_real_sender(box, tmp_path) -> list[int]:
     the unreadable ones and opens its circuit after five refused connections."""
     sender = Sender(box.settings, box.db())
     path, ds = _result_file(tmp_path / "results")
-    sender.outbox.enqueue(path, ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, [OLD])
-    dead = [sender.outbox.enqueue(tmp_path / f"gone-{n}.dcm", ds.SOPClassUID, generate_uid(), ds.StudyInstanceUID,
-                                  [OLD])[0] for n in range(2)]
+    sender.outbox.enqueue(OutgoingObject.of(path, ds), [OLD])
+    dead = [sender.outbox.enqueue(OutgoingObject(tmp_path / f"gone-{n}.dcm", ds.SOPClassUID, generate_uid(),
+                                                 ds.StudyInstanceUID), [OLD])[0] for n in range(2)]
     now = next_at = time.time()  # each failed association is tried when the backoff allows
     for _ in range(box.settings.sender.breaker_failures):
         now = max(next_at, now)
@@ -130,8 +132,7 @@ def test_biomed_manages_peers_destinations_and_dead_letters_and_a_restart_keeps_
         assert [d.text for d in restarted.dicom.destinations] == [new]
         sender = Sender(restarted, box.db())
         path, ds = _result_file(tmp_path / "after-restart", seed=3)
-        sender.outbox.enqueue(path, ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID,
-                              restarted.dicom.destinations)
+        sender.outbox.enqueue(OutgoingObject.of(path, ds), restarted.dicom.destinations)
         wait_until(lambda: sender.send_due_once(time.time())[new].sent == 1 or ds.SOPInstanceUID in stored,
                    what="the new destination to receive the object")
         assert stored == [ds.SOPInstanceUID]

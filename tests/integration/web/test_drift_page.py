@@ -11,11 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.config import load_settings
 from appliance.db import open_database
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.web import accounts
-from tests.drift_support import record_days
-from tests.integration.web.conftest import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
-from tests.support import free_port
+from scripts.harness import free_port
+from tests.helpers.boxes import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
+from tests.helpers.drift import record_days
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,8 @@ def test_metrics_carry_the_drift_gauges_and_the_alert_count(drift_box):
     assert answer.status_code == 200
     families = {f.name: f for f in text_string_to_metric_families(answer.text)}
     conn = open_database(drift_box.settings.db_path).conn
-    last_day = max(e["day"] for e in store.evaluations(conn, "head-ct", "1.0.0"))
-    expected = {e["feature"]: e for e in store.evaluations(conn, "head-ct", "1.0.0") if e["day"] == last_day}
+    last_day = max(e["day"] for e in tables.evaluations(conn, "head-ct", "1.0.0"))
+    expected = {e["feature"]: e for e in tables.evaluations(conn, "head-ct", "1.0.0") if e["day"] == last_day}
     assert len(expected) >= 10
     for metric, column in (("triage_drift_statistic", "value"), ("triage_drift_threshold", "threshold"),
                            ("triage_drift_exceeded", "exceeded")):
@@ -56,7 +56,7 @@ def test_metrics_carry_the_drift_gauges_and_the_alert_count(drift_box):
             assert sample.labels["model"] == "head-ct" and sample.labels["version"] == "1.0.0"
             assert sample.labels["statistic"] == expected[feature]["statistic"]
             assert sample.value == pytest.approx(float(expected[feature][column]))
-    active = store.alerts(conn, active_only=True)
+    active = tables.alerts(conn, active_only=True)
     assert {a["feature"] for a in active} >= {"kernel", "manufacturer_model"}
     [count] = families["triage_drift_active_alerts"].samples
     assert count.value == len(active)
@@ -77,11 +77,11 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     csp = page.request.get(f"{drift_box.url}/admin/drift").headers["content-security-policy"]
     assert "script-src 'self'" in csp and "img-src 'self'" in csp
     conn = open_database(drift_box.settings.db_path).conn
-    active = store.alerts(conn, active_only=True)
+    active = tables.alerts(conn, active_only=True)
     assert f"{len(active)} drift alert(s) active" in page.locator(".page-head").inner_text()
 
     alerts = page.locator("table.drift-alerts tbody tr")
-    assert alerts.count() == len(store.alerts(conn))
+    assert alerts.count() == len(tables.alerts(conn))
     kernel = page.locator("table.drift-alerts tr", has=page.locator("td:text-is('kernel')")).first.inner_text()
     assert "alerting" in kernel and "head-ct 1.0.0" in kernel and "chi_square_p" in kernel
 

@@ -7,7 +7,7 @@ from pynetdicom.sop_class import Verification
 
 from appliance.config import Destination, SenderSettings
 from appliance.send.echo import echo
-from tests.support import free_port
+from scripts.harness import free_port
 
 
 def test_echo_succeeds_against_a_listening_scp_and_says_why_when_refused():

@@ -4,19 +4,17 @@ a re-triaged series shows only its current result in the API and in the status."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
-from appliance.receive.index import IngestIndex, ReceivedInstance
-from appliance.receive.validate import InstanceHeader
+from appliance.parts import Parts
+from appliance.receive.index import IngestIndex
 from appliance.send.outbox import Outbox
 from appliance.send.sender import Sender
 from appliance.status import collect_status
-from appliance.triage.worker import Worker
-from tests.integration.web.conftest import queue_and_work, session_client, sign_in
-from tests.support import ct_dataset
+from tests.helpers.boxes import arrived, queue_and_work, session_client, sign_in
+from tests.helpers.series import ct_dataset
 
 DESTINATION = "PACS@127.0.0.1:9"  # the box's destination: nothing listens there
 SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."
@@ -71,14 +69,9 @@ def _late_instance(box, study: str, series: str) -> None:
     ds = ct_dataset(study, series, count, size=64)
     path = spool / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
-    data = path.read_bytes()
-    header = InstanceHeader(sop_class_uid=str(ds.SOPClassUID), sop_instance_uid=str(ds.SOPInstanceUID),
-                            study_instance_uid=study, series_instance_uid=series, modality="CT", body_part="HEAD",
-                            series_description="CT HEAD", rows=64, columns=64, bits_allocated=16)
     index = IngestIndex(box.db())
-    index.record(ReceivedInstance(header, str(ds.file_meta.TransferSyntaxUID), len(data),
-                                  hashlib.sha256(data).hexdigest(), path, "CT_1", "assoc-late"))
-    queue_and_work(index, Worker(box.settings, box.db()))
+    index.record(arrived(ds, path, "CT_1", "assoc-late", "CT HEAD"))
+    queue_and_work(index, Parts(box.settings).worker())
 
 
 def test_a_re_triaged_series_shows_only_its_current_result_in_the_api_and_the_status(box):

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.support import ApplianceProcess, free_port
+from scripts.harness import ApplianceProcess, free_port
 
 
 def test_serve_answers_http_beside_the_dicom_listener(tmp_path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
-from tests.integration.web.conftest import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
+from tests.helpers.boxes import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
 
 
 def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_feedback(box, page):
@@ -93,14 +94,16 @@ def test_hostile_patient_names_show_as_text(box, page):
 
 def test_the_worklist_picks_up_new_results_without_a_reload(box, page):
     from appliance.db import open_database
+    from appliance.parts import Parts
     from appliance.receive.index import IngestIndex
-    from tests.integration.web.conftest import ingest_series
+    from tests.helpers.boxes import ingest_series
 
     sign_in(page, box, "rad")
     before = page.locator("#live").get_attribute("data-updated")
     db = open_database(box.settings.db_path)
     study, _ = ingest_series(IngestIndex(db), box.settings.spool_dir, 2, name="New^Arrival", patient_id="P-NEW",
                              accession="A200")
+    Parts(box.settings).upkeep(db).run_due(time.time())  # the worker's upkeep: the worklist only reads
     page.wait_for_function("(uid) => document.querySelector(`tr[data-study='${uid}']`) !== null", arg=study,
                            timeout=60_000)
     assert page.locator("#live").get_attribute("data-updated") != before

@@ -10,7 +10,7 @@ import sys
 
 from appliance.audit import chain
 from appliance.db import open_database
-from tests.support import REPO
+from scripts.harness import REPO
 
 
 def run(data_dir, *args):

@@ -12,33 +12,38 @@ import pytest
 from appliance.audit.chain import verify_database
 from appliance.config import DriftSettings
 from appliance.db import open_database, transaction
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.aggregate import Aggregate
-from appliance.drift.report import anonymise, daily_report
+from appliance.drift.anonymised import anonymise, daily_report
 from appliance.drift.service import alert_summary, day_of, drift_status, evaluate_due, gauges, record_series
 from appliance.errors import ReportError
+from appliance.outcome.upkeep import DRIFT_WINDOWS, STUDY_SUMMARY, Upkeep
 from appliance.status import collect_status
-from tests.unit.drift.drift_simulation import REFERENCE_STYLE, UNSEEN_STYLE, series_record
+from tests.helpers.drift import REFERENCE_STYLE, UNSEEN_STYLE, series_record
 
 DAY0 = dt.datetime(2026, 3, 1, 9, tzinfo=dt.timezone.utc).timestamp()
 SETTINGS = DriftSettings(min_series=40)
 
 
 def _feed(db, rng, days: range, style, per_day: int, job0: int) -> int:
+    """Series recorded as the outcome stage records them, and each day the worker's
+    scheduled upkeep, which closes the windows that ended."""
+    upkeep = Upkeep(db, SETTINGS, summary_every_s=3600, drift_every_s=3600)
     job = job0
     for day in days:
         for i in range(per_day):
             r = series_record(style, rng)
             with transaction(db.conn) as conn:
-                record_series(conn, SETTINGS, job_id=job, model_id="head-ct", model_version="1.0.0",
+                record_series(conn, job_id=job, model_id="head-ct", model_version="1.0.0",
                               features=r["features"], score=r["score"], flag=r["flag"],
                               now=DAY0 + day * 86400 + i)
             job += 1
         with transaction(db.conn) as conn:
-            record_series(conn, SETTINGS, job_id=job, model_id="head-ct", model_version="1.0.0", features=None,
+            record_series(conn, job_id=job, model_id="head-ct", model_version="1.0.0", features=None,
                           failure=f"decode failed: 1.2.826.0.1.3680043.2.99.{job}.dcm: broken",
                           now=DAY0 + day * 86400 + 3600)
         job += 1
+        assert upkeep.run_due(DAY0 + day * 86400 + 7200) == [STUDY_SUMMARY, DRIFT_WINDOWS]
     return job
 
 
@@ -48,7 +53,7 @@ def test_windows_alert_and_clear_as_audit_events(tmp_path):
     job = _feed(db, rng, range(0, 12), REFERENCE_STYLE, 8, 1)
     assert not alert_summary(db.conn)["alerts"]
     job = _feed(db, rng, range(12, 16), UNSEEN_STYLE, 8, job)
-    # The first series of day 16 closes day 15's window.
+    # The worker's upkeep on day 16 closes day 15's window.
     job = _feed(db, rng, range(16, 17), REFERENCE_STYLE, 1, job)
     summary = alert_summary(db.conn)
     assert summary["active_alerts"] >= 1
@@ -82,7 +87,7 @@ def test_evaluate_due_is_idempotent_and_skips_thin_windows(tmp_path):
     with transaction(db.conn) as conn:
         assert evaluate_due(conn, SETTINGS, dt.date(2026, 3, 10)) == 7  # days 3..9 closed, nothing judged
         assert evaluate_due(conn, SETTINGS, dt.date(2026, 3, 10)) == 0
-    assert store.evaluations(db.conn, "head-ct", "1.0.0") == []
+    assert tables.evaluations(db.conn, "head-ct", "1.0.0") == []
 
 
 def test_daily_report_suppresses_small_cells_and_holds_no_failure_text(tmp_path):

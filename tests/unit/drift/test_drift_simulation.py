@@ -3,7 +3,7 @@ and raises at most one false alert per 60 stable days on average (20 seeds)."""
 
 from __future__ import annotations
 
-from tests.unit.drift.drift_simulation import experiment
+from tests.helpers.drift import experiment
 
 
 def test_alerts_on_unseen_style_and_stays_quiet_on_the_reference_style():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from package_helpers import FILES, manifest_fields
+from tests.helpers.packages import FILES, manifest_fields
 from training.package import generate_keypair, load_private_key, write_package
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from appliance.models.backends import Runtime, Target
-from appliance.models.package import Manifest, Variant
+from appliance.models.manifest import Manifest, Variant
 from appliance.models.qualify import Golden, cam_top_overlap, golden_check, top_region
 from appliance.triage.pipeline import decide
-from tests.unit.models.package_helpers import manifest_fields
+from tests.helpers.packages import manifest_fields
 
 def manifest(**extra) -> Manifest:
     fields = manifest_fields() | {"files": [{"path": p, "size": 1, "sha256": "0" * 64} for p in

@@ -1,16 +1,20 @@
+import gzip
+import hashlib
 import io
 import json
+import os
 import tarfile
+import threading
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from appliance.errors import PackageError
-from appliance.models.package import Aggregation, InputSpec, Window, extract_package, verify_package
+from appliance.models.manifest import Aggregation, InputSpec, Window
+from appliance.models.package import extract_package, read_package, verify_package
+from tests.helpers.packages import FILES, manifest_fields, members, rewrite, tiny_onnx
 from training.package import load_private_key, resign_package, write_package
-
-from package_helpers import FILES, manifest_fields, members, rewrite, tiny_onnx
 
 
 def test_valid_package_verifies_and_returns_manifest(package, keys):
@@ -202,6 +206,37 @@ def test_extract_refuses_a_tampered_package_before_writing(package, tmp_path, ke
     with pytest.raises(PackageError, match="hash mismatch for 'MODEL_CARD.md'"):
         extract_package(bad, tmp_path / "dest", [keys["public"]])
     assert not (tmp_path / "dest").exists()
+
+
+def test_a_package_is_read_once_front_to_back(package, tmp_path, keys):
+    """Fed through a pipe, which can be read only once: the checks, the unpacking, the
+    kept copy and the package's hash all come from that one read."""
+    pipe, data = tmp_path / "package.pipe", gzip.compress(package.read_bytes())
+    os.mkfifo(pipe)
+
+    def feed():
+        with open(pipe, "wb") as stream:
+            stream.write(data)
+
+    done = {}
+    threading.Thread(target=feed, daemon=True).start()
+    reader = threading.Thread(target=lambda: done.update(read=read_package(
+        pipe, [keys["public"]], into=tmp_path / "dest", copy_to=tmp_path / "copy.tar.gz")), daemon=True)
+    reader.start()
+    reader.join(timeout=60)  # a deadline for failing: a second open of the pipe never returns
+    assert "read" in done, "read_package opened the package more than once"
+    assert done["read"].sha256 == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "copy.tar.gz").read_bytes() == data
+    assert {f.path: (tmp_path / "dest" / f.path).read_bytes() for f in done["read"].manifest.files} == FILES
+
+
+def test_a_refused_package_leaves_neither_files_nor_copy(package, tmp_path, keys):
+    files = members(package)
+    files["golden/golden.npz"] = b"changed"
+    bad = rewrite(package, tmp_path / "bad.tar", files)
+    with pytest.raises(PackageError, match="hash mismatch"):
+        read_package(bad, [keys["public"]], into=tmp_path / "dest", copy_to=tmp_path / "copy.tar")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tar", "keys", "pkg.tar"]
 
 
 def test_aggregation():

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from appliance.db import open_database
-from appliance.receive.index import IngestIndex, ReceivedInstance, StoreOutcome
-from appliance.receive.validate import InstanceHeader
+from appliance.jobs import InstanceArrived
+from appliance.receive.index import IngestIndex, StoreOutcome
 
 
 @pytest.fixture
@@ -14,9 +14,9 @@ def index(tmp_path):
     return IngestIndex(open_database(tmp_path / "i.db"))
 
 
-def received(sop: str, series: str = "1.2.3", sha: str = "aa") -> ReceivedInstance:
-    header = InstanceHeader("1.2.840.10008.5.1.4.1.1.2", sop, "1.2", series, modality="CT")
-    return ReceivedInstance(header, "1.2.840.10008.1.2.1", 10, sha, Path("/x"), "CT", "assoc-1")
+def received(sop: str, series: str = "1.2.3", sha: str = "aa") -> InstanceArrived:
+    return InstanceArrived(sop, "1.2.840.10008.5.1.4.1.1.2", "1.2", series, "CT", "", "", "1.2.840.10008.1.2.1", 10, sha,
+                           Path("/x"), "CT", "assoc-1")
 
 
 def states(index):
@@ -68,6 +68,6 @@ def test_priority_is_set_when_the_job_is_queued(index):
     emergency = received("1.2.9.1", series="1.2.9")
     index.record(emergency, now=100)
     index.record(received("1.2.8.1", series="1.2.8"), now=100)
-    queued = index.queue_complete_series(5, 1, now=106, priority=lambda modality, ae: 10 if ae == "CT" and modality == "CT" else 0)
+    queued = index.queue_complete_series(5, 1, now=106, priority=lambda facts: 10 if facts.calling_ae == "CT" and facts.modality == "CT" else 0)
     assert sorted(queued) == ["1.2.8", "1.2.9"]
     assert {p for (p,) in index.db.conn.execute("SELECT priority FROM jobs")} == {10}

@@ -12,9 +12,9 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from appliance.receive.validate import Limits, check_uid, inflate_to, inspect_dataset, number_of_frames
 from appliance.errors import RejectedInstance
-from tests.support import ct_dataset
+from appliance.receive.validate import Limits, check_uid, inflate_to, inspect_dataset, number_of_frames
+from tests.helpers.series import ct_dataset
 
 
 def encode(ds: Dataset, implicit: bool = False, little: bool = True) -> bytes:

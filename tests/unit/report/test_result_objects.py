@@ -4,157 +4,43 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Iterator
 from io import BytesIO
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, generate_uid
 
 from appliance import __version__
+from appliance.errors import DicomError
+from appliance.pixels import resample
 from appliance.report import (
-    derive_uid,
-    device_uid,
-    INTRACRANIAL_HEMORRHAGE,
     NOT_FOR_DIAGNOSTIC_USE,
-    PULMONARY_NODULE,
     ResultUids,
-    TriageDecision,
     build_heatmap_capture,
     build_sr,
+    derive_uid,
+    device_uid,
+    render,
 )
-from appliance.pixels import resample
-from appliance.report import render
-from appliance.errors import DicomError
-
-WHEN = dt.datetime(2025, 3, 14, 10, 20, 5)
-DEVICE_UID = "1.2.826.0.1.3680043.8.498.1"
-SHA = "0123456789abcdef" * 4
-
+from tests.helpers.series import ct_series, dx_image, header_only, pixels
+from tests.helpers.sr import (
+    DEVICE_UID,
+    SHA,
+    WHEN,
+    coded_value,
+    content_items,
+    decision,
+    find,
+    nodule_decision,
+    num_value,
+    only,
+)
 
 # --- synthetic sources -------------------------------------------------------------------
 
-def _patient_study(ds: Dataset, study: str) -> None:
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.PatientName, ds.PatientID = "PHANTOM^ALEX", "SYN00042"
-    ds.PatientBirthDate, ds.PatientSex, ds.PatientAge = "19580607", "F", "066Y"
-    ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber = study, "4711", "ACC000042"
-    ds.StudyDate, ds.StudyTime = "20250314", "101500"
-    ds.StudyDescription, ds.ReferringPhysicianName = "Emergency study", "REFERRER^SYNTHETIC"
-    ds.InstitutionName, ds.Manufacturer = "Synthetic Data Hospital", "Synthetic Modality Co"
-
-
-def ct_series(count: int = 5, size: int = 64, seed: int = 0) -> list[Dataset]:
-    """A head CT series: int16 slices with rescale, axial, 0.5 mm pixels."""
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    rng = np.random.default_rng(seed)
-    slices = []
-    for i in range(count):
-        ds = Dataset()
-        _patient_study(ds, study)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series, 2, i + 1
-        ds.Modality, ds.BodyPartExamined, ds.SeriesDescription = "CT", "HEAD", "Head non-contrast"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SeriesDate = ds.ContentDate = ds.StudyDate
-        ds.SeriesTime = ds.ContentTime = ds.StudyTime
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame, ""
-        ds.ImagePositionPatient = [-16.0, -16.0, 5.0 * i]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing, ds.SliceThickness, ds.KVP = [0.5, 0.5], 5.0, 120
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
-        ds.WindowCenter, ds.WindowWidth = 40, 80
-        ds.PixelData = (rng.normal(1064, 15, (size, size))).astype(np.int16).tobytes()
-        slices.append(ds)
-    return slices
-
-
-def dx_image(rows: int = 96, columns: int = 64) -> Dataset:
-    """A PA chest radiograph, MONOCHROME1 (low values bright), not square."""
-    ds = Dataset()
-    _patient_study(ds, generate_uid())
-    ds.SOPClassUID, ds.SOPInstanceUID = DigitalXRayImageStorageForPresentation, generate_uid()
-    ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = generate_uid(), 1, 1
-    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "CHEST", "PA"
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.PatientOrientation, ds.ImageLaterality = ["L", "F"], "U"
-    ds.ImagerPixelSpacing = [0.2, 0.2]
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
-    ds.Rows, ds.Columns = rows, columns
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
-    ds.PixelData = np.full((rows, columns), 1000, np.uint16).tobytes()
-    return ds
-
-
-def header_only(ds: Dataset) -> Dataset:
-    """What ``dcmread(..., stop_before_pixels=True)`` gives: the dataset without pixels."""
-    head = copy.deepcopy(ds)
-    del head.PixelData
-    return head
-
-
-def pixels(ds: Dataset) -> np.ndarray:
-    """Rescaled pixel values of a synthetic source."""
-    dtype = np.int16 if ds.PixelRepresentation else np.uint16
-    stored = np.frombuffer(ds.PixelData, dtype).reshape(ds.Rows, ds.Columns)
-    return stored * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-
-
-def decision(flag: bool = True, score: float | None = None, **overrides) -> TriageDecision:
-    fields = dict(
-        task="head-ct-ich", finding="Intracranial hemorrhage", finding_code=INTRACRANIAL_HEMORRHAGE,
-        flag=flag, score=(0.87 if flag else 0.12) if score is None else score, threshold=0.5,
-        model_id="head-ct-ich", model_version="1.2.0", model_sha256=SHA, decided_at=WHEN,
-    )
-    fields.update(overrides)
-    return TriageDecision(**fields)
-
-
-def nodule_decision(flag: bool) -> TriageDecision:
-    return decision(
-        flag, task="chest-cr-nodule", finding="Pulmonary nodule", finding_code=PULMONARY_NODULE,
-        model_id="chest-cr-nodule", model_version="0.3.1",
-    )
-
 
 # --- reading an SR content tree with plain pydicom -----------------------------------------
-
-def content_items(item: Dataset) -> Iterator[Dataset]:
-    """Every content item below ``item``, depth first."""
-    for child in item.get("ContentSequence", []):
-        yield child
-        yield from content_items(child)
-
-
-def concept(item: Dataset) -> tuple[str, str]:
-    code = item.ConceptNameCodeSequence[0]
-    return code.CodeValue, code.CodingSchemeDesignator
-
-
-def find(sr: Dataset, value: str, scheme: str) -> list[Dataset]:
-    return [i for i in content_items(sr) if concept(i) == (value, scheme)]
-
-
-def only(sr: Dataset, value: str, scheme: str) -> Dataset:
-    items = find(sr, value, scheme)
-    assert len(items) == 1, (value, scheme, len(items))
-    return items[0]
-
-
-def coded_value(item: Dataset) -> tuple[str, str]:
-    code = item.ConceptCodeSequence[0]
-    return code.CodeValue, code.CodingSchemeDesignator
-
-
-def num_value(item: Dataset) -> float:
-    return float(item.MeasuredValueSequence[0].NumericValue)
 
 
 def encoded(ds: Dataset) -> bytes:

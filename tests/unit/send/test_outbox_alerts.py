@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.audit import chain as audit_log
 from appliance.db import open_database, transaction
-from appliance.send.outbox import Outbox, enqueue_in
+from appliance.send.outbox import Outbox, OutgoingObject, enqueue_in
 from appliance.status import collect_status
 
 PACS = "PACS@127.0.0.1:104"
@@ -17,10 +17,10 @@ def test_a_dead_flagged_result_is_audited_and_listed_and_others_are_not(tmp_path
     db = open_database(tmp_path / "appliance.db")
     outbox = Outbox(db)
     with transaction(db.conn) as conn:
-        [flagged] = enqueue_in(conn, tmp_path / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1", "2.25.9",
-                               [PACS], 100.0, alert=True)
-        [plain] = enqueue_in(conn, tmp_path / "sr2.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.2", "2.25.9",
-                             [PACS], 100.0)
+        [flagged] = enqueue_in(conn, OutgoingObject(tmp_path / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1",
+                                                    "2.25.9", alert=True), [PACS], 100.0)
+        [plain] = enqueue_in(conn, OutgoingObject(tmp_path / "sr2.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.2",
+                                                  "2.25.9"), [PACS], 100.0)
     outbox.mark_failed(flagged, 0xA700, "out of resources", retry_at=150.0, now=101.0)  # still pending
     assert outbox.alerts() == [] and collect_status(db)["alerts"] == []
     outbox.mark_failed(flagged, 0xA700, "out of resources", retry_at=None, now=160.0)

@@ -8,7 +8,7 @@ import pytest
 
 from appliance import cli
 from appliance.db import open_database
-from appliance.send.outbox import Outbox
+from appliance.send.outbox import Outbox, OutgoingObject
 
 DESTINATION = "PACS@127.0.0.1:104"
 
@@ -24,8 +24,8 @@ def _outbox_with(data_dir, states: list[str]) -> tuple[Outbox, list[int]]:
     outbox = Outbox(open_database(data_dir / "appliance.db"))
     ids = []
     for n, state in enumerate(states):
-        [item] = outbox.enqueue(data_dir / f"{n}.dcm", "1.2.840.10008.5.1.4.1.1.7", f"1.2.3.{n}", "1.2.3",
-                                [DESTINATION], now=100)
+        [item] = outbox.enqueue(OutgoingObject(data_dir / f"{n}.dcm", "1.2.840.10008.5.1.4.1.1.7", f"1.2.3.{n}",
+                                               "1.2.3"), [DESTINATION], now=100)
         if state == "dead":
             outbox.mark_failed(item, 0xA900, "status 0xA900", None, now=110)
         elif state == "sent":
@@ -81,13 +81,13 @@ def test_the_cli_lists_retries_and_discards_dead_letters(data_dir, capsys):
 
 def test_discarding_a_flagged_results_dead_letter_says_so_and_ends_its_alert(data_dir):
     from appliance.db import transaction
-    from appliance.send.outbox import enqueue_in
+    from appliance.send.outbox import OutgoingObject, enqueue_in
 
     db = open_database(data_dir / "appliance.db")
     outbox = Outbox(db)
     with transaction(db.conn) as conn:
-        [flagged] = enqueue_in(conn, data_dir / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1", "2.25.9",
-                               [DESTINATION], 100.0, alert=True)
+        [flagged] = enqueue_in(conn, OutgoingObject(data_dir / "sr.dcm", "1.2.840.10008.5.1.4.1.1.88.34", "2.25.1",
+                                                    "2.25.9", alert=True), [DESTINATION], 100.0)
     outbox.mark_failed(flagged, 0xA700, "out of resources", None, now=110)
     assert [i.id for i in outbox.alerts()] == [flagged]
     assert outbox.discard(flagged, "web:bio")

@@ -14,7 +14,7 @@ from appliance.config import SenderSettings
 from appliance.send.policy import (
     Breaker,
     BreakerMode,
-    Outcome,
+    Disposition,
     backoff_delay,
     choose_transfer_syntax,
     classify_status,
@@ -25,18 +25,18 @@ from appliance.send.policy import (
 
 
 @pytest.mark.parametrize(("status", "outcome"), [
-    (0x0000, Outcome.SENT),
-    (0xB000, Outcome.SENT),   # coercion of data elements
-    (0xB007, Outcome.SENT),   # data set does not match SOP class (warning)
-    (0x0001, Outcome.SENT),
-    (0xA700, Outcome.DEAD),   # out of resources
-    (0xA7FF, Outcome.DEAD),
-    (0xA900, Outcome.DEAD),   # data set does not match SOP class
-    (0xC000, Outcome.DEAD),   # cannot understand
-    (0xC211, Outcome.DEAD),
-    (0x0110, Outcome.RETRY),  # processing failure
-    (0x0122, Outcome.RETRY),  # SOP class not supported (the peer may be reconfigured)
-    (0xA800, Outcome.RETRY),
+    (0x0000, Disposition.SENT),
+    (0xB000, Disposition.SENT),   # coercion of data elements
+    (0xB007, Disposition.SENT),   # data set does not match SOP class (warning)
+    (0x0001, Disposition.SENT),
+    (0xA700, Disposition.DEAD),   # out of resources
+    (0xA7FF, Disposition.DEAD),
+    (0xA900, Disposition.DEAD),   # data set does not match SOP class
+    (0xC000, Disposition.DEAD),   # cannot understand
+    (0xC211, Disposition.DEAD),
+    (0x0110, Disposition.RETRY),  # processing failure
+    (0x0122, Disposition.RETRY),  # SOP class not supported (the peer may be reconfigured)
+    (0xA800, Disposition.RETRY),
 ])
 def test_statuses_map_to_sent_retry_or_dead(status, outcome):
     assert classify_status(status) is outcome

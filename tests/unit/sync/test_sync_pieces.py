@@ -11,12 +11,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.audit import chain as audit_log
 from appliance.db import open_database
 from appliance.errors import ReportError, SyncError
-from appliance.sync import outbox, signing
+from appliance.sync import report_queue, signing
 from appliance.sync.identity import key_path, load_or_create_key, public_bytes
 from appliance.sync.releases import Candidate, choose
-from tests.hub_support import make_report
-from training.hub.fleet import (SiteRow, drifting_features, feature_psi, merge_features, psi, psi_by_day, render,
-                                sparkline)
+from tests.helpers.hub import make_report
+from training.hub.fleet import (
+    SiteRow,
+    drifting_features,
+    feature_psi,
+    merge_features,
+    psi,
+    psi_by_day,
+    render,
+    sparkline,
+)
 
 
 def test_a_signature_binds_method_path_body_time_nonce_and_device():
@@ -44,30 +52,30 @@ def test_the_device_key_is_made_once_private_to_its_owner(tmp_path):
 def test_the_outbox_refuses_what_the_hub_would_and_anchors_each_report_in_the_audit_chain(tmp_path):
     conn = open_database(tmp_path / "a.db").conn
     report = make_report()
-    assert outbox.enqueue_report(conn, report, now=1.0)
-    assert not outbox.enqueue_report(conn, report, now=2.0)  # once per report id
+    assert report_queue.enqueue_report(conn, report, now=1.0)
+    assert not report_queue.enqueue_report(conn, report, now=2.0)  # once per report id
     bad = make_report()
     bad["models"][0]["series"] = 4
     with pytest.raises(ReportError, match=r"models\[0\]\.series: 4 is below k=10"):
-        outbox.enqueue_report(conn, bad)
-    [queued] = outbox.pending(conn, 10)
+        report_queue.enqueue_report(conn, bad)
+    [queued] = report_queue.pending(conn, 10)
     assert queued.report == report
     head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     assert queued.as_upload()["audit_head"] == {"seq": head[0], "hash": head[1]}
     assert audit_log.verify_database(open_database(tmp_path / "a.db")) == []
 
     second = make_report()
-    outbox.enqueue_report(conn, second)
-    batch = outbox.pending(conn, 10)
+    report_queue.enqueue_report(conn, second)
+    batch = report_queue.pending(conn, 10)
     assert [q.report_id for q in batch] == [report["report_id"], second["report_id"]]
-    outbox.record_failure(conn, batch, "hub unreachable")
-    assert outbox.counts(conn)["pending"] == 2
+    report_queue.record_failure(conn, batch, "hub unreachable")
+    assert report_queue.counts(conn)["pending"] == 2
     with pytest.raises(ValueError, match="does not match"):
-        outbox.record_results(conn, batch, [{"report_id": second["report_id"], "status": "accepted"}] * 2)
-    assert outbox.record_results(conn, batch, [
+        report_queue.record_results(conn, batch, [{"report_id": second["report_id"], "status": "accepted"}] * 2)
+    assert report_queue.record_results(conn, batch, [
         {"report_id": report["report_id"], "status": "duplicate"},
         {"report_id": second["report_id"], "status": "rejected", "reason": "day: must be a day"}]) == (1, 1)
-    counts = outbox.counts(conn)
+    counts = report_queue.counts(conn)
     assert (counts["pending"], counts["delivered"], counts["rejected"]) == (0, 1, 1)
     assert counts["recent_rejections"][0]["reason"] == "day: must be a day"
 

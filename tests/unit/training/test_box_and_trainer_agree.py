@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from appliance.models.package import FileEntry, InputSpec, Manifest, public_key_b64
+from appliance.models.manifest import FileEntry, InputSpec, Manifest, public_key_b64
 from appliance.triage import preprocess
 from appliance.triage.pipeline import prepare
 from training.data.cr_synth import CR_IMAGE_STORAGE
@@ -89,7 +89,8 @@ def save(folder: Path, datasets: list[Dataset], label: int = 1,
 
 def both(folder: Path, paths: list[Path], spec: InputSpec) -> tuple[np.ndarray, Series]:
     """The appliance's inputs and the trainer's series for the one series in ``folder``."""
-    box, origins, _, drift = prepare(manifest(spec), paths)
+    prepared = prepare(manifest(spec), paths)
+    box, drift = prepared.inputs, prepared.drift_features
     (trainer,) = load_folder(folder, spec)
     assert trainer.inputs.dtype == box.dtype == np.float32
     assert np.array_equal(trainer.model_inputs(), box), "the trainer and the box built different tensors"
@@ -220,5 +221,5 @@ def test_compressed_instance_from_pydicom_test_files(tmp_path):
 
     inputs, _ = both(tmp_path, [tmp_path / "mr.dcm"], CT)
 
-    lossless_reference, _, _, _ = prepare(manifest(CT), [plain])
+    lossless_reference = prepare(manifest(CT), [plain]).inputs
     assert np.array_equal(inputs, lossless_reference) and inputs.std() > 0

@@ -36,7 +36,7 @@ def test_ece_zero_when_calibrated_and_known_value_otherwise():
 
 # --- operating-point statistics (issue 9): values computed by hand ---------------------
 
-from appliance.models.package import Calibration  # noqa: E402
+from appliance.models.manifest import Calibration  # noqa: E402
 from training.card import fmt_proportion  # noqa: E402
 from training.evaluate import (at_prevalence, choose_operating_point, flip_share, operating_metrics,  # noqa: E402
                                platt_fit, prevalence_table, proportion, subgroup_metrics, variant_agreement,

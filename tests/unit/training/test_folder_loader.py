@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from appliance.models.package import InputSpec, Window
+from appliance.models.manifest import InputSpec, Window
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
 from training.data.folder import load_folder, read_labels, split_by_patient

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from appliance.models.package import InputSpec, Window
+from appliance.models.manifest import InputSpec, Window
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
 from training.data.folder import Images, load_folder

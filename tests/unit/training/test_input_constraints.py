@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pydicom
 
-from appliance.models.package import InputConstraints
+from appliance.models.manifest import InputConstraints
 from appliance.triage.constraints import first_violation
 from training.constraints import input_constraints
 from training.data.cr_synth import generate_cr_dataset

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from appliance.models.package import Aggregation, InputSpec, Window
+from appliance.models.manifest import Aggregation, InputSpec, Window
 from appliance.triage.decode import decode_instance
 from appliance.triage.pipeline import model_input
 from appliance.triage.preprocess import HEAD_CT_WINDOWS

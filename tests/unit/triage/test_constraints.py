@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
-from appliance.models.package import InputConstraints
+from appliance.models.manifest import InputConstraints
 from appliance.triage.constraints import first_violation, patient_age
 
 CONSTRAINTS = InputConstraints.model_validate({

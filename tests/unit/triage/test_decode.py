@@ -4,10 +4,9 @@ in colour, which the models do not take)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -15,9 +14,9 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.errors import DecodeError
-from appliance.triage.decode import check_transfer_syntax, decode_instance
 from appliance.receive.negotiation import ACCEPTED_TRANSFER_SYNTAXES
-from tests.support import ct_dataset
+from appliance.triage.decode import check_transfer_syntax, decode_instance
+from tests.helpers.series import ct_dataset
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 SAMPLES = {

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from appliance.config import DEFAULT_CONFIG_PATH
-from appliance.triage.routing import SeriesFacts, load_routing
+from appliance.jobs import SeriesFacts
+from appliance.triage.routing import load_routing
 from appliance.errors import ConfigError
 
 ROUTING = load_routing(DEFAULT_CONFIG_PATH.parent / "routing.toml")

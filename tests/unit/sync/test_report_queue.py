@@ -9,11 +9,11 @@ import numpy as np
 
 from appliance.config import DriftSettings
 from appliance.db import open_database
-from appliance.drift.report import daily_report, stable_report_id
+from appliance.drift.anonymised import daily_report, stable_report_id
 from appliance.drift.service import day_of
-from appliance.sync import outbox
-from appliance.sync.daily_reports import queue_closed_days
-from tests.drift_support import DAY, record_days
+from appliance.sync import report_queue
+from appliance.sync.report_queue import queue_closed_days
+from tests.helpers.drift import DAY, record_days
 
 NOW = dt.datetime(2026, 3, 20, 15, tzinfo=dt.timezone.utc).timestamp()
 SETTINGS = DriftSettings(k=2, min_series=1000)
@@ -34,7 +34,7 @@ def test_each_closed_day_is_queued_once_per_model_version(tmp_path):
     assert queued == expected  # oldest day first; today (still open) is not among them
     assert queue_closed_days(conn, SETTINGS, "device-a", today, now=NOW) == []
 
-    held = {r.report_id: r.report for r in outbox.pending(conn, 10)}
+    held = {r.report_id: r.report for r in report_queue.pending(conn, 10)}
     assert list(held) == expected
     report = held[expected[2]]
     assert report["day"] == days[1].isoformat()

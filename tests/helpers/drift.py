@@ -1,23 +1,27 @@
-"""A simulated site for the drift monitor: days of series from a scanner style, fed as
-day aggregates straight into :func:`appliance.drift.monitor.step` (no DICOM, no database).
+"""Drift for tests: a simulated site (days of series from a scanner style, fed as day
+aggregates straight into :func:`appliance.drift.monitor.step`: no DICOM, no database),
+and a box's drift tables filled the way the worker fills them (:func:`record_days`).
 
-``python -m tests.unit.drift.drift_simulation OUT_DIR`` runs the 20-seed experiment of
-docs/drift.md and writes its figure.
+``python -m tests.helpers.drift OUT_DIR`` runs the 20-seed experiment of docs/drift.md
+and writes its figure.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from appliance.config import DriftSettings
+from appliance.db import open_database, transaction
 from appliance.drift.aggregate import aggregate
 from appliance.drift.features import intensity_counts, series_features
 from appliance.drift.histograms import merge
 from appliance.drift.monitor import MonitorState, step
+from appliance.drift.service import day_of, evaluate_due, record_series
 from training.drift import reference_thresholds
 
 REFERENCE_FEATURES = ("hu", "slice_count", "slice_thickness_mm", "pixel_spacing_mm", "matrix_size")
@@ -128,6 +132,41 @@ def plot(site: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
+
+
+# --- a box's drift tables ---------------------------------------------------------------
+DAY = 86400.0
+
+
+def record_days(db_path, settings: DriftSettings, model_version: str, days_ago: range, per_day: int,
+                unseen_from: int | None = None, seed: int = 7, job0: int = 1, model_id: str = "head-ct",
+                now: float | None = None) -> int:
+    """Record ``per_day`` series on each day ``days_ago`` days before the day of ``now``
+    (from its midnight UTC on), in the unseen scanner style from ``unseen_from`` days ago
+    on, plus one not-analysed series per day, then close the windows that ended as the
+    worker's upkeep would; return the next free job id."""
+    now = time.time() if now is None else now
+    midnight = now - now % DAY
+    rng = np.random.default_rng(seed)
+    db = open_database(db_path)
+    job = job0
+    for ago in sorted(days_ago, reverse=True):
+        start = midnight - ago * DAY
+        style = UNSEEN_STYLE if unseen_from is not None and ago <= unseen_from else REFERENCE_STYLE
+        for i in range(per_day):
+            r = series_record(style, rng)
+            with transaction(db.conn) as conn:
+                record_series(conn, job_id=job, model_id=model_id, model_version=model_version,
+                              features=r["features"], score=r["score"], flag=r["flag"], now=start + i)
+            job += 1
+        with transaction(db.conn) as conn:
+            record_series(conn, job_id=job, model_id=model_id, model_version=model_version,
+                          features=None, failure="decode failed: 1.2.3.dcm: truncated", now=start + per_day)
+        job += 1
+    with transaction(db.conn) as conn:  # the worker's scheduled upkeep closes the windows that ended
+        evaluate_due(conn, settings, day_of(now))
+    db.close()
+    return job
 
 
 if __name__ == "__main__":

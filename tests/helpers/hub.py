@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 
 from appliance.config import Settings, load_settings
-from tests.support import free_port, wait_until
+from scripts.harness import free_port, wait_until
 from training.hub.store import HubDatabase
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "firmware-config" / "models"
 DEMO_KEY = SHIPPED / "demo-signing.pub"
 

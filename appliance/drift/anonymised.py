@@ -14,21 +14,29 @@ import datetime as dt
 import hashlib
 import sqlite3
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from appliance import __version__
 from appliance.config import DriftSettings
-from appliance.drift import store
+from appliance.drift import tables
 from appliance.drift.aggregate import Aggregate
 from appliance.drift.features import feature_edges
 from appliance.drift.schema import SCHEMA, check_report
 from appliance.drift.service import day_aggregate
 
 
-def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int, epsilon: float,
-              rng: np.random.Generator, report_id: str, appliance_version: str = __version__) -> dict[str, Any]:
+def anonymise(
+    day: dt.date,
+    models: Sequence[tuple[str, str, Aggregate]],
+    k: int,
+    epsilon: float,
+    rng: np.random.Generator,
+    report_id: str,
+    appliance_version: str = __version__,
+) -> dict[str, Any]:
     """Build and check the report from day aggregates (pure but for ``rng``).
 
     Parameters
@@ -58,39 +66,66 @@ def anonymise(day: dt.date, models: Sequence[tuple[str, str, Aggregate]], k: int
         edges = feature_edges(agg.kind) if agg.kind else {}
         features: dict[str, Any] = {}
         for name, counts in sorted(agg.histograms.items()):
-            features[name] = {"kind": "histogram", "edges": [float(e) for e in edges[name]],
-                              "counts": [cell(c) for c in counts]}
-        for name, counts in sorted(agg.categories.items()):
-            features[name] = {"kind": "categorical", "counts": {label: cell(c) for label, c in sorted(counts.items())}}
-        entries.append({"model_id": model_id, "model_version": version, "series": cell(agg.series),
-                        "flagged": cell(agg.flagged),
-                        "not_analysed": {code: cell(c) for code, c in sorted(agg.not_analysed.items())},
-                        "features": features})
-    report = {"schema": SCHEMA, "report_id": report_id, "day": day.isoformat(),
-              "appliance_version": appliance_version, "k": k,
-              "noise_epsilon": float(epsilon) if epsilon > 0 else None, "models": entries}
+            features[name] = {
+                "kind": "histogram",
+                "edges": [float(e) for e in edges[name]],
+                "counts": [cell(c) for c in counts],
+            }
+        for name, tally in sorted(agg.categories.items()):
+            features[name] = {"kind": "categorical", "counts": {label: cell(c) for label, c in sorted(tally.items())}}
+        entries.append(
+            {
+                "model_id": model_id,
+                "model_version": version,
+                "series": cell(agg.series),
+                "flagged": cell(agg.flagged),
+                "not_analysed": {code: cell(c) for code, c in sorted(agg.not_analysed.items())},
+                "features": features,
+            }
+        )
+    report = {
+        "schema": SCHEMA,
+        "report_id": report_id,
+        "day": day.isoformat(),
+        "appliance_version": appliance_version,
+        "k": k,
+        "noise_epsilon": float(epsilon) if epsilon > 0 else None,
+        "models": entries,
+    }
     check_report(report)
     return report
 
 
-def daily_report(conn: sqlite3.Connection, settings: DriftSettings, day: dt.date,
-                 rng: np.random.Generator | None = None, *, model: tuple[str, str] | None = None,
-                 report_id: str | None = None) -> dict[str, Any]:
+def daily_report(
+    conn: sqlite3.Connection,
+    settings: DriftSettings,
+    day: dt.date,
+    rng: np.random.Generator | None = None,
+    *,
+    model: tuple[str, str] | None = None,
+    report_id: str | None = None,
+) -> dict[str, Any]:
     """The report of one day from the drift tables.
 
     Parameters
     ----------
     model : (model_id, model_version), optional
-        Only this model version (the sync outbox queues one report per model version and
+        Only this model version (the sync report queue holds one report per model version and
         day); every model version with series that day when omitted.
     report_id : str, optional
         A stable id (:func:`stable_report_id`); a fresh random one when omitted.
     """
-    versions = [(m, v) for m, v, _ in store.model_versions(conn)] if model is None else [model]
+    versions = [(m, v) for m, v, _ in tables.model_versions(conn)] if model is None else [model]
     models = [(m, v, day_aggregate(conn, m, v, day)) for m, v in versions]
     models = [(m, v, a) for m, v, a in models if a.series or a.not_analysed]
-    return anonymise(day, models, settings.k, settings.noise_epsilon,
-                     rng if rng is not None else np.random.default_rng(), report_id or uuid.uuid4().hex)
+    return anonymise(
+        day,
+        models,
+        settings.k,
+        settings.noise_epsilon,
+        rng if rng is not None else np.random.default_rng(),
+        report_id or uuid.uuid4().hex,
+    )
 
 
 def stable_report_id(namespace: str, day: dt.date, model_id: str, model_version: str) -> str:
@@ -100,6 +135,7 @@ def stable_report_id(namespace: str, day: dt.date, model_id: str, model_version:
     Shaped as a uuid4 in hex, as the envelope requires; ``namespace`` (the device id the hub
     gave) keeps two boxes' reports of the same day apart.
     """
-    digest = hashlib.sha256("\n".join(("triage-drift-report-id/1", namespace, day.isoformat(), model_id,
-                                        model_version)).encode()).digest()
+    digest = hashlib.sha256(
+        "\n".join(("triage-drift-report-id/1", namespace, day.isoformat(), model_id, model_version)).encode()
+    ).digest()
     return uuid.UUID(bytes=digest[:16], version=4).hex

@@ -1,14 +1,16 @@
-"""A study's worklist state from its series (pure), and the ledger adding up."""
+"""The per-study summary: a study's worklist state from its series (pure), and the
+worker's upkeep keeping it (and the drift windows) up to date on a schedule."""
 
 from __future__ import annotations
 
-from appliance.web.studies import SeriesRow, summarize
+from appliance.states import SeriesState
+from appliance.outcome.studies import SeriesRow, summarize
 
 FINDINGS = {"ich 1.0.0": "intracranial haemorrhage"}
 
 
 def series(uid: str, state: str, *, flag=None, reason=None, model=None, t=100.0, result_at=None, priority=0):
-    return SeriesRow(uid, "CT", state, reason, flag, 0.9 if flag else (0.1 if flag == 0 else None), model, t, t + 5,
+    return SeriesRow(uid, "CT", SeriesState(state), reason, flag, 0.9 if flag else (0.1 if flag == 0 else None), model, t, t + 5,
                      t + 9, priority, result_at)
 
 
@@ -33,15 +35,3 @@ def test_time_to_result_runs_from_the_last_arrival_to_the_last_decision():
     # last arrival 106 (101 + 5); decisions at 107.5 (result) and 110 (updated_at of the other)
     assert s.received_at == 100.0 and s.time_to_result_s == 4.0 and s.priority == 0
     assert summarize([series("1", "queued", priority=10)], FINDINGS).priority == 10
-
-
-def test_the_what_if_counts_flags_per_day_and_ppv_from_feedback():
-    from appliance.web.model_stats import what_if
-
-    scores = [(0.9, "agree", 1), (0.8, "false-positive", 1), (0.6, None, 1), (0.3, "missed-finding", 0),
-              (0.1, "agree", 0)]
-    at = {r["threshold"]: r for r in what_if(scores, days=2.0, thresholds=(0.05, 0.5, 0.85))}
-    assert at[0.5]["flags_per_day"] == 1.5 and at[0.5]["judged"] == 2 and at[0.5]["ppv"] == 0.5
-    assert at[0.85]["ppv"] == 1.0
-    # At 0.05 everything is flagged: the missed finding counts as found, the agreed negative as a false alarm.
-    assert at[0.05]["judged"] == 4 and at[0.05]["ppv"] == 0.5

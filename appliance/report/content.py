@@ -1,38 +1,42 @@
-"""What the result objects say: the triage decision or the "not analysed" notice, and the
-UIDs they are stored under."""
+"""What the result objects say (:class:`ResultContent`) and what the "not analysed"
+notice says (:class:`NoticeContent`), with the codes both use."""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
-#: SNOMED CT codes (value, scheme designator, meaning) of the findings the demo models triage.
-INTRACRANIAL_HEMORRHAGE = ("1386000", "SCT", "Intracranial hemorrhage")
-PULMONARY_NODULE = ("786838002", "SCT", "Pulmonary nodule")
-PNEUMOTHORAX = ("36118008", "SCT", "Pneumothorax")
+
+class Code(NamedTuple):
+    """A coded concept as DICOM writes it."""
+
+    value: str
+    scheme: str  # coding scheme designator
+    meaning: str
+
+
+#: SNOMED CT codes of the findings the demo models triage.
+INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial hemorrhage")
+PULMONARY_NODULE = Code("786838002", "SCT", "Pulmonary nodule")
+PNEUMOTHORAX = Code("36118008", "SCT", "Pneumothorax")
 
 #: Why a claimed series was not analysed: codes of the private scheme ``99TRIAGE``
 #: (DICOM and SNOMED CT have none that say this), each with its plain-words meaning.
-OUTSIDE_INPUT_CONSTRAINTS = ("NA-INPUT", "99TRIAGE", "Series outside the model's input constraints")
-ANALYSIS_FAILED = ("NA-FAILED", "99TRIAGE", "AI analysis failed")
-ANALYSIS_TIMED_OUT = ("NA-TIMEOUT", "99TRIAGE", "AI analysis timed out")
-NOT_ANALYSED_REASONS = (OUTSIDE_INPUT_CONSTRAINTS, ANALYSIS_FAILED, ANALYSIS_TIMED_OUT)
+OUTSIDE_INPUT_CONSTRAINTS = Code("NA-INPUT", "99TRIAGE", "Series outside the model's input constraints")
+ANALYSIS_FAILED = Code("NA-FAILED", "99TRIAGE", "AI analysis failed")
+ANALYSIS_TIMED_OUT = Code("NA-TIMEOUT", "99TRIAGE", "AI analysis timed out")
+NOTICE_REASONS = (OUTSIDE_INPUT_CONSTRAINTS, ANALYSIS_FAILED, ANALYSIS_TIMED_OUT)
 
-#: The organisation root used when none is configured: UUID-derived UIDs (PS3.5 B.2),
-#: which need no registration.
-UUID_ROOT = "2.25"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LO_MAX = 64
-_UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_UID_MAX = 64
 
 
 @dataclass(frozen=True)
-class TriageDecision:
+class ResultContent:
     """One model's decision about one source series.
 
     Parameters
@@ -93,7 +97,7 @@ class TriageDecision:
 
 
 @dataclass(frozen=True)
-class NotAnalysed:
+class NoticeContent:
     """Why a series that a routing rule claimed got no triage result.
 
     Parameters
@@ -105,7 +109,7 @@ class NotAnalysed:
     reason : str
         The reason in plain words, e.g. ``"slice thickness 10 mm outside 0.5-5 mm"``.
     reason_code : tuple of str
-        One of :data:`NOT_ANALYSED_REASONS`.
+        One of :data:`NOTICE_REASONS`.
     model_id, model_version : str
         The model the rule names, and its active version (empty when none is active).
     decided_at : datetime.datetime
@@ -121,8 +125,8 @@ class NotAnalysed:
     decided_at: dt.datetime
 
     def __post_init__(self) -> None:
-        if self.reason_code not in NOT_ANALYSED_REASONS:
-            raise ValueError(f"reason_code must be one of {[c[0] for c in NOT_ANALYSED_REASONS]}")
+        if self.reason_code not in NOTICE_REASONS:
+            raise ValueError(f"reason_code must be one of {[c[0] for c in NOTICE_REASONS]}")
         if not self.reason.strip():
             raise ValueError("reason must say why, in words")
         for name in ("task", "model_id"):
@@ -135,69 +139,6 @@ class NotAnalysed:
 def _check_lo(name: str, value: str) -> None:
     if not value or len(value) > _LO_MAX or "\\" in value:
         raise ValueError(f"{name} must be 1 to {_LO_MAX} characters without a backslash")
-
-
-def check_uid_root(root: str) -> str:
-    """``root`` if it can prefix derived UIDs (digits and dots, no leading zeros, at most
-    40 characters, leaving room for 23 digits); else ValueError (pure)."""
-    if not _UID_ROOT.match(root) or len(root) > 40:
-        raise ValueError(f"{root!r} is not a UID root: digits and dots, no leading zeros, at most 40 characters")
-    return root
-
-
-def derive_uid(root: str, *parts: str) -> str:
-    """A UID under ``root`` that depends only on ``parts`` (pure).
-
-    Under the UUID root ``2.25`` the suffix is 128 bits of the parts' SHA-256 as a
-    decimal integer (a name-based UUID in PS3.5 B.2 form); under an organisation's own
-    root it is as many decimal digits of the hash as fit in 64 characters (at most 39).
-    """
-    check_uid_root(root)
-    digest = int.from_bytes(hashlib.sha256("\x00".join(parts).encode()).digest(), "big")
-    if root == UUID_ROOT:
-        return f"{root}.{digest >> 128}"
-    digits = min(_UID_MAX - len(root) - 1, 39)
-    return f"{root}.{str(digest)[:digits]}"
-
-
-def device_uid(root: str, install: str) -> str:
-    """The Device Observer UID of the appliance with install identity ``install`` (pure)."""
-    return derive_uid(root, install, "device")
-
-
-@dataclass(frozen=True)
-class ResultUids:
-    """Series and instance UIDs of the result objects of one series generation.
-
-    :meth:`derive` makes them from the install identity, the source series and its
-    generation, so a retried job rebuilds identical objects, while another appliance,
-    another series or a re-triage after a late instance gets different ones. The
-    notice UIDs are used instead of the SR's when the series is not analysed.
-    """
-
-    sr_series_uid: str
-    sr_instance_uid: str
-    sc_series_uid: str
-    sc_instance_uid: str
-    notice_series_uid: str = ""
-    notice_instance_uid: str = ""
-
-    @classmethod
-    def derive(cls, root: str, install: str, source_series_uid: str, generation: int) -> ResultUids:
-        """Six distinct UIDs under ``root`` for this appliance, series and generation (pure).
-
-        The series UIDs do not depend on the generation: a re-triaged series' new SR
-        joins the earlier one's series in PACS, as its next version."""
-        series = [derive_uid(root, install, source_series_uid, part)
-                  for part in ("sr-series", "sc-series", "notice-series")]
-        instance = [derive_uid(root, install, source_series_uid, str(generation), part)
-                    for part in ("sr", "sc", "notice")]
-        return cls(series[0], instance[0], series[1], instance[1], series[2], instance[2])
-
-    @classmethod
-    def from_key(cls, key: str) -> ResultUids:
-        """UIDs under the UUID root from one stable key (tests and warm-up) (pure)."""
-        return cls.derive(UUID_ROOT, key, "", 0)
 
 
 #: The coded finding for the words a manifest's finding uses.

@@ -1,0 +1,46 @@
+"""The ``appliance`` command: parses, asks the composition root for the parts, runs them.
+
+Each command group lives in its own module under :mod:`appliance.cli.commands` (as pip
+keeps its commands), which adds its parsers with ``register`` and runs with
+``(args, parts)``. No command holds logic of its own: it calls the functions the pages
+and the services use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from appliance.cli.commands import COMMANDS
+from appliance.config import load_settings
+from appliance.errors import ApplianceError
+from appliance.parts import Parts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if not getattr(args, "needs_settings", True):
+            return args.func(args)
+        settings = load_settings()
+        _configure_logging(settings.log_level)
+        return args.func(args, Parts(settings))
+    except ApplianceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # pynetdicom's INFO/DEBUG output echoes request identifiers; keep it to problems.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request

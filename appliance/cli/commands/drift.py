@@ -1,0 +1,84 @@
+"""``drift status|report|plot``: the drift monitor, as the worker's upkeep left it (reads only)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+from appliance.parts import Parts
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(dest="action", required=True)
+    status = drift.add_parser("status", help="features, statistics, thresholds and alerts per model version")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=show_status)
+    report = drift.add_parser("report", help="the anonymised report of one day, as JSON")
+    report.add_argument("--day", type=_day, required=True, help="YYYY-MM-DD (UTC)")
+    report.set_defaults(func=show_report)
+    plot = drift.add_parser("plot", help="write PNGs: reference vs current, statistic over time")
+    plot.add_argument("--out", required=True, help="folder for the PNGs")
+    plot.set_defaults(func=write_plots)
+
+
+def _day(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day YYYY-MM-DD") from None
+
+
+def show_status(args: argparse.Namespace, parts: Parts) -> int:
+    from appliance.drift.service import day_of, drift_status
+    from appliance.outcome.upkeep import DRIFT_WINDOWS, last_ran
+
+    conn, now = parts.database().conn, time.time()
+    status = {
+        **drift_status(conn, parts.settings.drift, day_of(now)),
+        "windows_closed_at": last_ran(conn, DRIFT_WINDOWS),
+    }
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    closed_at = status["windows_closed_at"]
+    print(
+        "windows closed by the worker "
+        + (f"{now - closed_at:.0f} s ago" if closed_at is not None else "never yet (is the worker running?)")
+    )
+    for m in status["models"]:
+        w = m["window"]
+        judged = "judged" if w["judged"] else f"not judged (< {w['min_series']} series)"
+        print(
+            f"{m['model_id']} {m['model_version']}: {w['series']} series in the {w['days']}-day window "
+            f"ending {w['end']}, {w['flagged']} flagged, not analysed {w['not_analysed'] or 0}; {judged}"
+        )
+        for name, f in sorted(m["features"].items()):
+            if "statistic" in f:
+                stat = f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {f['threshold_source']})"
+                stat += "  EXCEEDS" if f["exceeded"] else ""
+            else:
+                stat = "no reference yet"
+            print(f"  {name:<20} {stat}")
+        print(f"  alerting: {', '.join(m['alerting']) or 'none'}")
+    if not status["models"]:
+        print("no series recorded yet")
+    return 0
+
+
+def show_report(args: argparse.Namespace, parts: Parts) -> int:
+    from appliance.drift.anonymised import daily_report
+
+    print(json.dumps(daily_report(parts.database().conn, parts.settings.drift, args.day), indent=2))
+    return 0
+
+
+def write_plots(args: argparse.Namespace, parts: Parts) -> int:
+    from appliance.drift.plot import write_plots
+    from appliance.drift.service import day_of
+
+    for path in write_plots(parts.database().conn, parts.settings.drift, Path(args.out), day_of(time.time())):
+        print(path)
+    return 0

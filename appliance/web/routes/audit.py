@@ -1,0 +1,100 @@
+"""The audit page (biomed, admin): the hash-chained log, filtered and paged, its check,
+and its export (itself an audit event)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from urllib.parse import urlencode
+
+from fastapi import HTTPException, Query, Request
+from fastapi.responses import Response
+
+from appliance.audit import chain as audit_log
+from appliance.audit.chain import verify_database
+from appliance.audit.export import export
+from appliance.db import transaction
+from appliance.web.deps import Database
+from appliance.web.routes.common import render, router
+from appliance.web.routes.worklist import day_start
+from appliance.web.security import SignedIn
+
+operations = router("operations")
+PAGE_ROWS = 100
+
+
+def routers():
+    return [operations]
+
+
+@operations.get("/admin/audit")
+def audit_page(
+    request: Request,
+    db: Database,
+    kind: str = "",
+    study: str = "",
+    since: str = "",
+    until: str = "",
+    verify: int = 0,
+    page: int = Query(1, ge=1),
+):
+    conn = db.conn
+    where, params = _audit_filter(kind, study, since, until)
+    total = conn.execute(f"SELECT COUNT(*) FROM audit_log{where}", params).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT seq, at, kind, payload FROM audit_log{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+        [*params, PAGE_ROWS, (page - 1) * PAGE_ROWS],
+    ).fetchall()
+    kinds = [k for (k,) in conn.execute("SELECT DISTINCT kind FROM audit_log ORDER BY kind")]
+    query = {k: v for k, v in (("kind", kind), ("study", study), ("since", since), ("until", until)) if v}
+    return render(
+        request,
+        "admin_audit.html",
+        section="audit",
+        rows=rows,
+        total=total,
+        kinds=kinds,
+        kind=kind,
+        study=study,
+        since=since,
+        until=until,
+        problems=verify_database(db) if verify else None,
+        page=page,
+        pages=max((total + PAGE_ROWS - 1) // PAGE_ROWS, 1),
+        query=query,
+        export_query=urlencode(query),
+        page_url=lambda n: "/admin/audit?" + urlencode({**query, "page": n}),
+    )
+
+
+def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, list]:
+    clauses, params = [], []
+    if kind:
+        clauses.append("kind = ?")
+        params.append(kind)
+    if study:
+        clauses.append("instr(payload, ?) > 0")
+        params.append(study.strip())
+    for text, op, field, shift in ((since, ">=", "since", 0), (until, "<", "until", 86400)):
+        if text:
+            moment = dt.datetime.fromtimestamp(day_start(text, field) + shift, dt.UTC)
+            clauses.append(f"at {op} ?")
+            params.append(moment.isoformat(timespec="microseconds"))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+@operations.get("/admin/audit/export")
+def audit_export(db: Database, principal: SignedIn, format: str = "csv", kind: str = ""):
+    if format not in ("csv", "json"):
+        raise HTTPException(400, f"format: {format!r} is not csv or json")
+    with transaction(db.conn) as conn:
+        audit_log.append_in(
+            conn, "web-audit-exported", {"format": format, "kind": kind or None, "actor": principal.actor}
+        )
+    out = io.StringIO()
+    export(db, out, format, kind or None)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv" if format == "csv" else "application/json",
+        headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+    )
