@@ -51,8 +51,8 @@ from training import export, quantize
 from training.backends import OPENVINO_OPTIONS, Runner, onnxruntime_runner, openvino_runner
 from training.card import model_card
 from training.constraints import input_constraints
-from training.data.folder import Images, series_jobs, split_by_patient
-from training.data.input_cache import CachedSeries, cache_inputs, read_cached
+from training.data.folder import Images, SeriesJob, series_jobs, split_by_patient
+from training.data.input_cache import cache_dir, cache_inputs
 from training.datasets import Dataset, materialise
 from training.demo import DemoSpec, replace_spec
 from training.drift import reference_thresholds
@@ -181,13 +181,10 @@ class Builder:
         self.dev: Dataset = materialise(spec.generator, self.datasets, self.log)
         if self.dev.generated_seconds is not None:
             self.timings["dataset_generation"] = round(self.dev.generated_seconds, 1)
-        cache_started = time.perf_counter()
-        series = read_cached(cache_inputs(self.dev.path, spec.input, log=self.log))
-        self.timings["input_cache"] = round(time.perf_counter() - cache_started, 1)
-        self.splits: dict[str, list[CachedSeries]] = split_by_patient(
-            series, spec.train.seed, spec.fractions, names=DEV_SPLITS, external_scanner=spec.external_scanner)
-        self.classes = {name: np.array([indication_of({**s.attributes, "label": str(s.label)}) for s in split])
-                        for name, split in self.splits.items()}
+        self.splits: dict[str, list[SeriesJob]] = split_by_patient(
+            series_jobs(self.dev.path, spec.input), spec.train.seed, spec.fractions, names=DEV_SPLITS,
+            external_scanner=spec.external_scanner)
+        self.classes = {name: np.array([indication_of(j.row) for j in split]) for name, split in self.splits.items()}
         self.log("data: " + ", ".join(f"{k} {len(v)} series ({self._class_counts(k)})" for k, v in self.splits.items()))
         self.timed("data", started)
 
@@ -199,10 +196,14 @@ class Builder:
     def fit(self) -> None:
         started = time.perf_counter()
         spec = self.spec
-        train_images = Images.from_arrays([s.load(spec.thin_mm) for s in self.splits["train"]],
-                                          [s.label for s in self.splits["train"]])
-        val_images = Images.from_arrays([s.load(spec.thin_mm) for s in self.splits["val"]],
-                                        [s.label for s in self.splits["val"]])
+        watched = self.splits["train"] + self.splits["val"]
+        cached = cache_inputs(watched, cache_dir(self.dev.path, spec.input, spec.thin_mm), spec.thin_mm, log=self.log)
+        self.timings["input_cache"] = round(time.perf_counter() - started, 1)
+        train_cached, val_cached = cached[:len(self.splits["train"])], cached[len(self.splits["train"]):]
+        self.train_drift = [c.drift for c in train_cached]
+        train_images = Images.from_arrays([c.load() for c in train_cached], [c.label for c in train_cached])
+        val_images = Images.from_arrays([c.load() for c in val_cached], [c.label for c in val_cached])
+        started = time.perf_counter()
         self.log(f"training on {len(train_images)} images ({int(train_images.labels.sum())} positive), "
                  f"{len(val_images)} validation images")
         self.model, self.history = train(train_images, val_images, spec.train, spec.aggregation.apply,
@@ -240,7 +241,7 @@ class Builder:
         started = time.perf_counter()
         self.raw: dict[str, list[SeriesScores]] = {}
         for split in SCORED_SPLITS:
-            self.raw[split] = score_all(self.spec.input, self.spec.aggregation, [s.files for s in self.splits[split]],
+            self.raw[split] = score_all(self.spec.input, self.spec.aggregation, [j.paths for j in self.splits[split]],
                                         self.runners())
             self.log(f"scored {split}: {len(self.raw[split])} series")
         self.timed("scoring_dev", started)
@@ -319,8 +320,7 @@ class Builder:
         gate = self.splits["gate"]
         scores = self.calibrated("gate", key(*REFERENCE))
         chosen = golden_series(self.classes["gate"], scores, self.threshold, spec.golden_per_class)
-        jobs = {j.series_uid: j for j in series_jobs(self.dev.path, spec.input)}
-        loaded = [jobs[gate[i].series_uid].load() for i in chosen]
+        loaded = [gate[i].load() for i in chosen]
         variants = {key(*v): (v[1], self.variants[v][1]) for v in self.kept}
         golden_bytes, self.tolerances, self.golden_report = golden(loaded, scores[chosen], self.variants[REFERENCE][1],
                                                                    self.threshold, variants)
@@ -341,7 +341,7 @@ class Builder:
         self.timed("golden", started)
 
     def drift_reference(self) -> None:
-        drifts = [s.drift for s in self.splits["train"]]
+        drifts = self.train_drift
         drift = {"feature_set": self.spec.input.kind, "histograms": merge(drifts),
                  "thresholds": reference_thresholds(drifts, seed=self.spec.train.seed)}
         self.files["drift/reference.json"] = json.dumps(drift, sort_keys=True).encode()
@@ -443,8 +443,8 @@ class Builder:
             "split_sizes": {k: len(v) for k, v in self.splits.items()},
             "sealed": {"name": spec.sealed.name, "seed": spec.sealed.generator.seed, "sha256": self.sealed_sha256,
                        "series": len(self.test_classes), "summary": self.sealed_summary},
-            "dev_summary": data_summary([{**s.attributes, "label": str(s.label)} for v in self.splits.values() for s in v],
-                                        [s.scanner for v in self.splits.values() for s in v]),
+            "dev_summary": data_summary([j.row for v in self.splits.values() for j in v],
+                                        [j.scanner for v in self.splits.values() for j in v]),
             "parameters": sum(p.numel() for p in self.model.parameters()), "input_desc": spec.input_desc(),
             "cam_size": spec.input.size // self.model.stride, "aggregation_desc": spec.aggregation_desc(),
             "objective": spec.objective_desc(), "epochs_run": len(self.history), "history": self.history,
@@ -566,7 +566,7 @@ def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float 
             patients = sorted({s.patient_id for s in b.splits["train"]})
             keep = set(np.random.default_rng(spec.train.seed).permutation(patients)[:round(train_share * len(patients))])
             b.splits["train"] = [s for s in b.splits["train"] if s.patient_id in keep]
-            b.classes["train"] = np.array([indication_of({**s.attributes, "label": str(s.label)}) for s in b.splits["train"]])
+            b.classes["train"] = np.array([indication_of(j.row) for j in b.splits["train"]])
         b.fit()
         b.score_dev()
         b.operating_point()
@@ -577,10 +577,10 @@ def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float 
                       "train_series": len(b.splits["train"]), "generator": asdict(spec.generator)})
         b.run.tag("dataset_sha256", b.dev.sha256)
         b.run.metrics({"metrics": _finite(metrics), "operating_point": b.op, "timings": b.timings})
-        misses = [{"split": split, "score": float(score), **{k: s.attributes.get(k, "") for k in (
+        misses = [{"split": split, "score": float(score), **{k: j.row.get(k, "") for k in (
                        "size_group", "contrast", "lesion_hu", "acquisition", "scanner", "mimic")}}
                   for split in SCORED_SPLITS
-                  for s, score, cls in zip(b.splits[split], b.calibrated(split, key(*REFERENCE)), b.classes[split])
+                  for j, score, cls in zip(b.splits[split], b.calibrated(split, key(*REFERENCE)), b.classes[split])
                   if cls == Indication.IN and score < b.threshold]
         report = {"name": name, "metrics": _finite(metrics), "operating_point": b.op, "misses": misses,
                   "timings": b.timings, "history": b.history, "run_id": b.run.run_id}

@@ -132,6 +132,8 @@ class SeriesJob:
     """One labelled series found in a folder, ready to load (picklable, for worker processes)."""
 
     series_uid: str
+    patient_id: str
+    scanner: str
     paths: list[Path]
     row: dict[str, str]
     key: str
@@ -159,6 +161,7 @@ def series_jobs(root: Path, spec: InputSpec) -> list[SeriesJob]:
     groups: dict[str, list[Path]] = {}
     study_of: dict[str, str] = {}
     thickness: dict[str, float] = {}
+    who: dict[str, tuple[str, str]] = {}
     known: dict[str, dict[str, int]] = {}
     masks: dict[str, dict[str, np.ndarray]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix not in (".csv", ".npz", ".txt")
@@ -173,13 +176,20 @@ def series_jobs(root: Path, spec: InputSpec) -> list[SeriesJob]:
             groups.setdefault(series_uid, []).append(path)
             study_of[series_uid] = str(ds.StudyInstanceUID)
             thickness.setdefault(series_uid, float(ds.get("SliceThickness", 0) or 0))
+            who.setdefault(series_uid, (str(ds.get("PatientID", "")), scanner_of(ds)))
             if ds.SOPInstanceUID in slice_labels:
                 known.setdefault(series_uid, {})[ds.SOPInstanceUID] = slice_labels[ds.SOPInstanceUID]
             if ds.SOPInstanceUID in mapped:
                 masks.setdefault(series_uid, {})[ds.SOPInstanceUID] = mask_file[ds.SOPInstanceUID]
     side = mask_file[mask_file.files[0]].shape[0] if mapped else None
-    return [SeriesJob(u, groups[u], labels[u if key == "series_instance_uid" else study_of[u]], key, spec,
+    return [SeriesJob(u, *who[u], groups[u], labels[u if key == "series_instance_uid" else study_of[u]], key, spec,
                       known.get(u, {}), masks.get(u, {}), side, thickness[u]) for u in sorted(groups)]
+
+
+def scanner_of(header) -> str:
+    """``Manufacturer ManufacturerModelName`` of a series, the scanner style splits and
+    subgroups go by; ``unknown`` when neither is there."""
+    return f"{header.get('Manufacturer', '')} {header.get('ManufacturerModelName', '')}".strip() or "unknown"
 
 
 def load_folder(root: Path, spec: InputSpec, workers: int | None = None) -> list[Series]:
@@ -208,7 +218,7 @@ def _load_series(paths: list[Path], row: dict[str, str], key: str, spec: InputSp
     inputs, context = slab_and_context(spec, [model for _, model in pairs], positions, first)
     return Series(
         patient_id=str(first.PatientID), study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
-        scanner=f"{first.get('Manufacturer', '')} {first.get('ManufacturerModelName', '')}".strip() or "unknown",
+        scanner=scanner_of(first),
         label=label, attributes={k: v for k, v in row.items() if k not in (key, "label")},
         sop_uids=sops, image_labels=np.array([slice_labels.get(s, label) for s in sops], dtype=np.int64),
         inputs=inputs, context=context, masks=_lesion_maps(spec, masks, mask_side, sops, positions, first),

@@ -89,7 +89,7 @@ def test_a_quick_build_gives_a_verified_package_whose_card_claims_hold(tmp_path,
     classes = np.array([j.row["indication"] for j in jobs])
     for v in manifest.variants:
         run = _runner(dest, v)
-        scores = np.array([manifest.series_score(run_batched(run, pipeline.prepare(manifest, j.paths)[0])[0])
+        scores = np.array([manifest.series_score(run_batched(run, pipeline.prepare(manifest, j.paths).inputs)[0])
                            for j in jobs])
         fresh = operating_metrics(classes, scores, op.threshold, seed=spec.train.seed)
         claimed = manifest.metrics["test"][f"{v.backend}/{v.precision}"]

@@ -1,4 +1,4 @@
-"""The trainer's input cache: the box's inputs, kept as float16, thinned on request."""
+"""The trainer's input cache: the box's inputs for the training series, float16, thinned."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import pytest
 from appliance.models.manifest import InputSpec, Window
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
-from training.data.folder import Images, load_folder
-from training.data.input_cache import cache_dir, cache_inputs, read_cached
+from training.data.folder import Images, load_folder, series_jobs
+from training.data.input_cache import cache_dir, cache_inputs, thinned
 
 SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=3,
                  size=16, windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS], slab_mm=5.0)
@@ -21,48 +21,52 @@ def dataset(tmp_path_factory):
     return out
 
 
-def test_cached_inputs_are_the_loaders_to_float16_precision_with_their_files(dataset):
-    folder = cache_inputs(dataset, SPEC, workers=1, log=lambda line: None)
-    assert folder == cache_dir(dataset, SPEC)
-    cached = {s.series_uid: s for s in read_cached(folder)}
+def test_cached_inputs_are_the_loaders_to_float16_precision(dataset):
+    jobs = series_jobs(dataset, SPEC)
+    assert {j.patient_id for j in jobs} == {f"CTSYN{i:05d}" for i in range(4)} and all(j.scanner for j in jobs)
+    cached = cache_inputs(jobs, cache_dir(dataset, SPEC), workers=1, log=lambda line: None)
     loaded = {s.series_uid: s for s in load_folder(dataset, SPEC, workers=1)}
-    assert cached.keys() == loaded.keys()
-    for uid, s in loaded.items():
-        c = cached[uid]
-        arrays = c.load()
+    assert [c.series_uid for c in cached] == [j.series_uid for j in jobs]
+    for c in cached:
+        s, arrays = loaded[c.series_uid], c.load()
         assert arrays["inputs"].dtype == np.float16 and arrays["inputs"].shape == s.inputs.shape
         np.testing.assert_allclose(arrays["inputs"].astype(np.float32), s.inputs, atol=5e-4)
         np.testing.assert_array_equal(arrays["image_labels"], s.image_labels)
         assert c.label == s.label and c.attributes == s.attributes and c.patient_id == s.patient_id
-        assert sorted(p.name for p in c.files) == sorted(f"IM{i + 1:04d}.dcm" for i in range(c.images))
-        assert all(p.is_file() for p in c.files)
+        assert c.drift == s.drift
 
 
 def test_thinning_keeps_one_image_per_step_of_thin_series_only(dataset):
-    series = read_cached(cache_inputs(dataset, SPEC, workers=1, log=lambda line: None))
-    for s in series:
-        thinned = s.load(thin_mm=2.5)
-        step = 2 if s.thickness_mm == 1.25 else 1
-        assert len(thinned["inputs"]) == len(range(0, s.images, step))
-        np.testing.assert_array_equal(thinned["inputs"], s.load()["inputs"][::step])
-        assert thinned["context"].tolist() == [[i] for i in range(len(thinned["inputs"]))]
-    assert {s.thickness_mm for s in series} == {1.25, 5.0}
+    assert thinned(10, 1.25, 2.5).tolist() == [0, 2, 4, 6, 8] and thinned(5, 5.0, 2.5).tolist() == [0, 1, 2, 3, 4]
+    assert thinned(4, 0.625, None).tolist() == [0, 1, 2, 3]
+    jobs = series_jobs(dataset, SPEC)
+    whole = {c.series_uid: c.load() for c in cache_inputs(jobs, cache_dir(dataset, SPEC), workers=1, log=lambda line: None)}
+    folder = cache_dir(dataset, SPEC, 2.5)
+    assert folder != cache_dir(dataset, SPEC)
+    for job, c in zip(jobs, cache_inputs(jobs, folder, 2.5, workers=1, log=lambda line: None)):
+        step = 2 if job.thickness_mm == 1.25 else 1
+        arrays = c.load()
+        np.testing.assert_array_equal(arrays["inputs"], whole[job.series_uid]["inputs"][::step])
+        assert arrays["context"].tolist() == [[i] for i in range(len(arrays["inputs"]))] and c.images == len(arrays["inputs"])
+    assert {j.thickness_mm for j in jobs} == {1.25, 5.0}
 
 
-def test_a_second_call_keeps_what_is_cached(dataset):
-    folder = cache_inputs(dataset, SPEC, workers=1, log=lambda line: None)
+def test_only_the_series_asked_for_are_cached_and_a_second_call_keeps_them(dataset, tmp_path):
+    jobs = series_jobs(dataset, SPEC)
+    folder = tmp_path / "inputs"
+    cache_inputs(jobs[:2], folder, workers=1, log=lambda line: None)
+    assert sorted(p.name for p in folder.glob("*.npz")) == sorted(f"{j.series_uid}.npz" for j in jobs[:2])
     before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
     lines = []
-    cache_inputs(dataset, SPEC, workers=1, log=lines.append)
+    cache_inputs(jobs[:2], folder, workers=1, log=lines.append)
     assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")} == before and not lines
-    other = SPEC.model_copy(update={"size": 24})
-    assert cache_dir(dataset, other) != folder
+    assert cache_dir(dataset, SPEC.model_copy(update={"size": 24})) != cache_dir(dataset, SPEC)
 
 
 def test_images_from_cached_arrays_give_float32_batches(dataset):
-    series = read_cached(cache_inputs(dataset, SPEC, workers=1, log=lambda line: None))
-    images = Images.from_arrays([s.load() for s in series], [s.label for s in series])
-    assert images.slices.dtype == np.float16 and images.series_sizes.tolist() == [s.images for s in series]
+    cached = cache_inputs(series_jobs(dataset, SPEC), cache_dir(dataset, SPEC), workers=1, log=lambda line: None)
+    images = Images.from_arrays([c.load() for c in cached], [c.label for c in cached])
+    assert images.slices.dtype == np.float16 and images.series_sizes.tolist() == [c.images for c in cached]
     batch = images.take(np.array([0, 3]))
     assert batch.dtype == np.float32 and batch.shape == (2, 3, 16, 16)
     assert images.take_masks(np.array([1])).dtype == np.float32
