@@ -160,7 +160,7 @@ def head_ct(quick: bool = False) -> DemoSpec:
                         channels=len(windows), size=256 if not quick else 32,
                         windows=[Window.from_tuple(w) for w in windows], slab_mm=HEAD_CT_SLAB_MM),
         aggregation=Aggregation(method="max"), generator=gen, sealed=sealed,
-        train=(TrainConfig(seed=seed, epochs=16, negatives_per_positive=2.0, hard_negative_share=0.5, map_weight=1.0,
+        train=(TrainConfig(seed=seed, epochs=24, negatives_per_positive=2.0, hard_negative_share=0.5, map_weight=1.0,
                            widths=(8, 16, 32, 48, 64), downsamplings=4, keep_last=True, max_shift=8)
                if not quick else quick_train(seed)),
         fractions=(0.5, 0.1, 0.25, 0.15),
@@ -194,7 +194,7 @@ def chest_cr(quick: bool = False) -> DemoSpec:
     else:
         gen = CRConfig(n_patients=1600, seed=seed)
         sealed = SealedSet("chest-cr-sealed-20261207", CRConfig(n_patients=400, seed=CHEST_CR_SEALED_SEED),
-                           sha256="bfb8abdda215dd275b4b03413bf6981872b01b34bcad17842a5e4b3140d171a9")
+                           sha256="81530d1bac70d763a8b0554af8cd66c4816bdfe051c3cc8d28c865ff0bdfa1f5")
     return DemoSpec(
         id="chest-cr-pneumothorax-demo", version="1.2.0" if not quick else "1.0.0",
         parent_version="1.1.1" if not quick else None, finding="pneumothorax",

@@ -113,29 +113,13 @@ def golden(series: list[Series], series_scores: np.ndarray, reference: Runner, t
 GOLDEN_SLICES_EACH_SIDE = 1
 
 
-def _golden_bytes(path: Path, kind: str) -> bytes:
-    """A golden DICOM file as shipped: CT slices byte for byte; a radiograph (ten million
-    pixels at real detector sizes) re-encoded JPEG-LS lossless, as PACS often store them,
-    which the box decodes to the very same pixels."""
-    if kind != "radiograph":
-        return path.read_bytes()
-    import pydicom
-    from pydicom.uid import JPEGLSLossless
-
-    ds = pydicom.dcmread(path)
-    ds.compress(JPEGLSLossless)
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
 def golden_dicom(series: list[Series], data_dir: Path, spec_input, aggregation, calibration,
                  threshold: float, variants: dict[str, tuple[str, Runner]]) -> tuple[dict[str, bytes], list[dict], dict[str, float], dict]:
     """Golden DICOM cases for the box's end-to-end check (``manifest.golden_series``).
 
     For each golden series (loaded, :func:`golden_series`): its key slice (highest FP32 score) and
     :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied from the dataset
-    (:func:`_golden_bytes`). They are decoded and preprocessed exactly as the box does
+    byte for byte. They are decoded and preprocessed exactly as the box does
     (``decode_in_order``, ``model_input``, ``stack_inputs``), scored by every variant, aggregated and
     calibrated. The expected verdict is FP32 ONNX Runtime's (the first entry of
     ``variants``); each variant's ``series_atol`` is its measured largest difference times
@@ -164,7 +148,7 @@ def golden_dicom(series: list[Series], data_dir: Path, spec_input, aggregation, 
                        if p.is_file() and str(read_header(p).SOPInstanceUID) in keep)
         name = f"case{n + 1}-{'positive' if s.label else 'negative'}"
         names = [f"golden/series/{name}/{k + 1:02d}.dcm" for k in range(len(paths))]
-        files.update({a: _golden_bytes(p, spec_input.kind) for a, p in zip(names, paths)})
+        files.update({a: p.read_bytes() for a, p in zip(names, paths)})
         decoded = [x for _, _, x in decode_in_order(paths, lambda image: (model_input(spec_input, image), image))]
         inputs = stack_inputs(spec_input, [x for x, _ in decoded], [image.position for _, image in decoded],
                               decoded[0][1].dataset)

@@ -10,7 +10,8 @@ depth, gamma, noise and photometric interpretation (:data:`CR_STYLES`, one of th
 MONOCHROME1); matrix size and pixel spacing vary over the range of real cassettes and
 panels (by default 2000-3000 columns at 0.12-0.22 mm). The anatomy is drawn on a coarser
 grid (about 0.7-0.9 mm), blurred by the detector there and interpolated up to the stored
-matrix, where the quantum noise is added pixel by pixel.
+matrix, where the quantum noise is added pixel by pixel. Each image is stored JPEG-LS
+lossless, as PACS often keep radiographs (ten million noisy pixels: about half the bytes).
 
 Labels: ``labels.csv`` (``series_instance_uid``, ``label`` and :data:`LABEL_COLUMNS`):
 ``label`` 1 for any pneumothorax, its class under the product's indication
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydicom.uid import JPEGLSLossless
 from scipy import ndimage
 
 from training import indication
@@ -273,6 +275,7 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     ds.PhotometricInterpretation = style.photometric
     ds.BurnedInAnnotation = "NO"
     dc.set_pixels(ds, pixels, signed=False, bits_stored=style.bits)
+    ds.compress(JPEGLSLossless)  # as PACS often store radiographs: half the bytes, the same pixels
     dc.write(ds, out_dir / patient["PatientID"] / "CR" / "IM0001.dcm")
     return ImageTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),
