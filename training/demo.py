@@ -139,7 +139,7 @@ def head_ct(quick: bool = False) -> DemoSpec:
     seed = 20261127
     if quick:
         small = dict(matrix=64, thicknesses_mm=(12.0,), coverage_mm=(100.0, 110.0))
-        gen = CTConfig(n_patients=48, seed=seed, **small)
+        gen = CTConfig(n_patients=96, seed=seed, **small)
         sealed = SealedSet("head-ct-sealed-quick", CTConfig(n_patients=24, seed=HEAD_CT_SEALED_SEED, **small))
     else:
         gen = CTConfig(n_patients=720, seed=seed, thickness_weights=HEAD_CT_THICKNESS_WEIGHTS)
