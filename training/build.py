@@ -184,6 +184,11 @@ class Builder:
         self.splits: dict[str, list[SeriesJob]] = split_by_patient(
             series_jobs(self.dev.path, spec.input), spec.train.seed, spec.fractions, names=DEV_SPLITS,
             external_scanner=spec.external_scanner)
+        external = self.splits["external"]
+        self.external_total = len(external)
+        if spec.external_cap is not None and len(external) > spec.external_cap:
+            keep = set(np.random.default_rng(spec.train.seed).permutation(len(external))[:spec.external_cap].tolist())
+            self.splits["external"] = [j for i, j in enumerate(external) if i in keep]
         self.classes = {name: np.array([indication_of(j.row) for j in split]) for name, split in self.splits.items()}
         self.log("data: " + ", ".join(f"{k} {len(v)} series ({self._class_counts(k)})" for k, v in self.splits.items()))
         self.timed("data", started)
@@ -440,7 +445,7 @@ class Builder:
                                                         "n": int((self.classes["calibration"] != Indication.SUB).sum())},
             "metrics": self.metrics, "subgroups": self.subgroups, "box_variant": self.box_variant(),
             "split_counts": {k: self._class_counts(k) for k in self.splits},
-            "split_sizes": {k: len(v) for k, v in self.splits.items()},
+            "split_sizes": {k: len(v) for k, v in self.splits.items()}, "external_total": self.external_total,
             "sealed": {"name": spec.sealed.name, "seed": spec.sealed.generator.seed, "sha256": self.sealed_sha256,
                        "series": len(self.test_classes), "summary": self.sealed_summary},
             "dev_summary": data_summary([j.row for v in self.splits.values() for j in v],

@@ -186,6 +186,12 @@ def external_text(info: dict) -> str:
             f"choice) had {flagged} of {n} series flagged by `{name}`. {why}; {drift}.")
 
 
+def external_scope(info: dict) -> str:
+    """``every series`` or ``200 of the 400 series`` (a fixed random subset) (pure)."""
+    scored, total = info["split_sizes"]["external"], info.get("external_total", info["split_sizes"]["external"])
+    return "every series" if scored == total else f"{scored} of the {total} series (a fixed random subset)"
+
+
 def mixed_stream_text(stream: dict | None, targets: dict) -> str:
     if not stream:
         return ""
@@ -294,7 +300,7 @@ Development set, counted from its labels (content sha256 `{lineage['dataset_mani
 
 Splits, disjoint by patient (seed {info['seed']}): {'; '.join(f"{k} {info['split_sizes'][k]} series ({v})" for k, v in info['split_counts'].items())}.
 Train fits the weights; val is only watched; calibration fits the calibration and the
-operating point; gate decides which quantised variants ship. External: every series of the
+operating point; gate decides which quantised variants ship. External: {external_scope(info)} of the
 scanner style `{info['external_scanner']}`, never seen in training, calibration or threshold choice.
 
 Sealed test set, counted from its labels:

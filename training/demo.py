@@ -73,6 +73,8 @@ class DemoSpec:
     constrain_inputs: bool = True
     #: Scanner style (``Manufacturer ManufacturerModelName``) held out of every split but ``external``.
     external_scanner: str = ""
+    #: At most this many external series are scored (a fixed random subset; ``None``: all).
+    external_cap: int | None = None
     #: The version this one replaces (lineage); ``None`` for a first version.
     parent_version: str | None = None
     #: Series of the mixed stream sent to an appliance after the build (0: none), and its seed.
@@ -209,7 +211,7 @@ def chest_cr(quick: bool = False) -> DemoSpec:
                if not quick else quick_train(seed)),
         fractions=(0.5, 0.1, 0.25, 0.15),
         targets=Targets(sensitivity=0.90, sensitivity_lower=0.85, specificity=0.90, specificity_lower=0.85),
-        external_scanner=CR_EXTERNAL_STYLE,
+        external_scanner=CR_EXTERNAL_STYLE, external_cap=None if quick else 200,
         intended_use=("Worklist prioritisation of adult PA chest radiographs: flags images that may show a "
                       "pneumothorax within the indication for earlier reading."),
         not_for=("Ruling pneumothorax out. An unflagged image is not a negative read: every image is still read, "

@@ -14,6 +14,8 @@ files decode in.
 from __future__ import annotations
 
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -89,7 +91,12 @@ def score_series(spec: InputSpec, aggregation: Aggregation, paths: list[Path], r
                  perturbations: tuple[Perturbation, ...] = (), seed: int = 0) -> SeriesScores:
     """Score one series with every runner (and again under each perturbation)."""
     noise = next((p.noise for p in perturbations if p.noise), 0.0)
-    clean, noisy = series_tensors(spec, paths, noise, seed)
+    return _score(aggregation, series_tensors(spec, paths, noise, seed), runners, perturbations, seed)
+
+
+def _score(aggregation: Aggregation, tensors: tuple[np.ndarray, np.ndarray | None], runners: dict[str, Runner],
+           perturbations: tuple[Perturbation, ...], seed: int) -> SeriesScores:
+    clean, noisy = tensors
     scores, key_image = {}, 0
     for n, (name, runner) in enumerate(runners.items()):
         image_scores = run_batched(runner, clean)[0]
@@ -104,12 +111,24 @@ def score_series(spec: InputSpec, aggregation: Aggregation, paths: list[Path], r
     return SeriesScores(scores, perturbed, key_image)
 
 
+#: Series decoded ahead of the one being scored: a radiograph is one file, decoded on one
+#: core, so the next ones decode while the models run.
+PREFETCH = 2
+
+
 def score_all(spec: InputSpec, aggregation: Aggregation, series_paths: list[list[Path]], runners: dict[str, Runner],
               perturbations: tuple[Perturbation, ...] = (), seed: int = 0,
               progress: Callable[[int, int], None] = lambda done, total: None) -> list[SeriesScores]:
-    """:func:`score_series` over many series, in order."""
-    out = []
-    for done, paths in enumerate(series_paths, start=1):
-        out.append(score_series(spec, aggregation, paths, runners, perturbations, seed))
-        progress(done, len(series_paths))
+    """:func:`score_series` over many series, in order, decoding up to :data:`PREFETCH`
+    series ahead in threads (decoding and NumPy release the GIL)."""
+    noise = next((p.noise for p in perturbations if p.noise), 0.0)
+    out: list[SeriesScores] = []
+    with ThreadPoolExecutor(max_workers=PREFETCH) as pool:
+        pending = deque(pool.submit(series_tensors, spec, paths, noise, seed) for paths in series_paths[:PREFETCH])
+        for done, _ in enumerate(series_paths, start=1):
+            tensors = pending.popleft().result()
+            if done - 1 + PREFETCH < len(series_paths):
+                pending.append(pool.submit(series_tensors, spec, series_paths[done - 1 + PREFETCH], noise, seed))
+            out.append(_score(aggregation, tensors, runners, perturbations, seed))
+            progress(done, len(series_paths))
     return out

@@ -9,7 +9,7 @@ from appliance.triage.pipeline import model_input
 from appliance.triage.preprocess import HEAD_CT_WINDOWS
 from training.data.ct_synth import CT_IMAGE_STORAGE, CTConfig, generate_ct_dataset
 from training.data.folder import load_folder
-from training.score import STABILITY, _noisy, relative_change, score_series, series_tensors
+from training.score import STABILITY, _noisy, relative_change, score_all, score_series, series_tensors
 
 SPEC = InputSpec(kind="ct_slice", modalities=["CT"], body_part="HEAD", sop_class_uids=[CT_IMAGE_STORAGE], channels=3,
                  size=16, windows=[Window.from_tuple(w) for w in HEAD_CT_WINDOWS], slab_mm=5.0)
@@ -64,3 +64,18 @@ def test_score_series_gives_every_runner_and_perturbation_a_series_score(series)
     assert set(scored.perturbed) == {"noise", "relative"} and set(scored.perturbed["noise"]) == {"a", "b"}
     assert scored.perturbed["relative"]["a"] == pytest.approx(scored.scores["a"], rel=1e-5)
     assert scored.key_image == int(np.argmax(clean.mean(axis=(1, 2, 3))))
+
+
+def test_score_all_decodes_ahead_but_keeps_the_order(tmp_path):
+    generate_ct_dataset(CTConfig(n_patients=3, seed=6, matrix=32, thicknesses_mm=(5.0,), coverage_mm=(30.0, 30.0)),
+                        tmp_path)
+    series = [sorted(p.glob("*.dcm")) for p in sorted(tmp_path.glob("*/CT"))]
+
+    def runner(x):
+        return x.mean(axis=(1, 2, 3)), np.zeros((len(x), 2, 2), np.float32)
+
+    aggregation = Aggregation(method="max")
+    together = score_all(SPEC, aggregation, series, {"a": runner}, STABILITY, seed=1)
+    assert [s.scores for s in together] == [score_series(SPEC, aggregation, p, {"a": runner}, STABILITY, seed=1).scores
+                                            for p in series]
+    assert len({s.scores["a"] for s in together}) == 3
