@@ -64,7 +64,7 @@ from training.machine import cpu_flags, machine
 from training.mixed_stream import mixed_stream_through_appliance
 from training.package import CAM_OVERLAP_FLOOR, golden, golden_dicom, golden_series, load_private_key, write_package
 from training.score import STABILITY, SeriesScores, score_all
-from training.sealed import LEDGER, sealed_read
+from training.sealed import LEDGER, ledger_lines, sealed_read
 from training.tracking import Run
 from training.train import config_dict, save_checkpoint, train
 
@@ -261,7 +261,7 @@ class Builder:
         a, b = platt_fit((classes[scored] == Indication.IN).astype(int), raw[scored])
         self.calibration = Calibration(method="platt", a=a, b=b)
         self.op = choose_operating_point(classes, self.calibrated("calibration", ref), t.sensitivity,
-                                         t.max_flag_rate, t.prevalence)
+                                         t.specificity, t.max_flag_rate, t.prevalence)
         self.threshold = self.op["threshold"]
         self.log(f"operating point {self.threshold:.4f} on calibration: sensitivity {self.op['sensitivity']:.3f}, "
                  f"specificity {self.op['specificity']:.3f}, flag rate at {t.prevalence:.0%} prevalence "
@@ -356,6 +356,7 @@ class Builder:
         started = time.perf_counter()
         spec = self.spec
         model_sha = hashlib.sha256((self.model_dir / "fp32.onnx").read_bytes()).hexdigest()
+        self.earlier_reads = [line for line in ledger_lines(self.ledger) if line["sealed_set"] == spec.sealed.name]
         with sealed_read(spec.sealed, release=self.release, model=f"{spec.id} {spec.version}", code_revision=self.revision,
                          model_sha256=model_sha, purpose="release" if self.release else "build", ledger=self.ledger,
                          root=self.datasets, log=self.log) as reading:
@@ -447,7 +448,8 @@ class Builder:
             "split_counts": {k: self._class_counts(k) for k in self.splits},
             "split_sizes": {k: len(v) for k, v in self.splits.items()}, "external_total": self.external_total,
             "sealed": {"name": spec.sealed.name, "seed": spec.sealed.generator.seed, "sha256": self.sealed_sha256,
-                       "series": len(self.test_classes), "summary": self.sealed_summary},
+                       "series": len(self.test_classes), "summary": self.sealed_summary,
+                       "earlier_reads": self.earlier_reads},
             "dev_summary": data_summary([j.row for v in self.splits.values() for j in v],
                                         [j.scanner for v in self.splits.values() for j in v]),
             "parameters": sum(p.numel() for p in self.model.parameters()), "input_desc": spec.input_desc(),

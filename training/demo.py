@@ -150,7 +150,7 @@ def head_ct(quick: bool = False) -> DemoSpec:
                            sha256="161d92964130f9376a499cded3d309cb1dd1696a4c10c9ba9eedcce3e2a0400d")
     windows = HEAD_CT_MODEL_WINDOWS
     return DemoSpec(
-        id="head-ct-ich-demo", version="1.3.0" if not quick else "1.0.0",
+        id="head-ct-ich-demo", version="1.3.1" if not quick else "1.0.0",
         parent_version="1.2.1" if not quick else None,
         finding="intracranial haemorrhage (intraparenchymal or subdural)",
         labels=("no-haemorrhage", "haemorrhage"),

@@ -171,18 +171,22 @@ def operating_metrics(classes, scores: np.ndarray, threshold: float, seed: int =
     }
 
 
-def choose_operating_point(classes, scores: np.ndarray, target_sensitivity: float, max_flag_rate: float,
-                           prevalence: float) -> dict:
+def choose_operating_point(classes, scores: np.ndarray, target_sensitivity: float, target_specificity: float,
+                           max_flag_rate: float, prevalence: float) -> dict:
     """The threshold for a workload, chosen on the calibration split (pure).
 
     Sensitivity (in-indication) must reach ``target_sensitivity``, which holds for every
     threshold up to ``t_sensitivity`` (the highest such); the flag rate at ``prevalence``
     (:func:`at_prevalence` from the split's sensitivity and specificity) must stay at or
     under ``max_flag_rate``, which holds from ``t_flag_rate`` up (the lowest such). When
-    both hold somewhere (``t_flag_rate <= t_sensitivity``) the threshold is the midpoint
-    of that range in logit units, as far from either edge as the split allows; otherwise
-    it is ``t_sensitivity`` (sensitivity first) and ``meets_both`` is false: the build
-    says so and the card leads with it. Thresholds sit halfway between neighbouring
+    both hold somewhere (``t_flag_rate <= t_sensitivity``) the threshold is the one in that
+    range whose smaller margin over the targets, ``min(sensitivity - target_sensitivity,
+    specificity - target_specificity)``, is largest: the split's spare cases go to
+    whichever target has fewer, counted in the units the targets are stated in. Sensitivity
+    falls and specificity rises with the threshold, so the best thresholds form one range;
+    the threshold is its midpoint in logit units, as far from its edges as the split allows.
+    Otherwise it is ``t_sensitivity`` (sensitivity first) and ``meets_both`` is false: the
+    build says so and the card leads with it. Thresholds sit halfway between neighbouring
     scores, never on one.
     """
     inside, negative, _ = _classes(classes)
@@ -201,12 +205,20 @@ def choose_operating_point(classes, scores: np.ndarray, target_sensitivity: floa
     feasible = [t for t, _, _, rate in table if rate <= max_flag_rate + 1e-12]
     t_flag = min(feasible) if feasible else None
     meets_both = t_flag is not None and t_flag <= t_sens
-    threshold = float(_sigmoid((_logit(np.array(t_flag)) + _logit(np.array(t_sens))) / 2)) if meets_both else t_sens
+    if meets_both:
+        margins = [(t, min(sens - target_sensitivity, spec - target_specificity))
+                   for t, sens, spec, _ in table if t_flag <= t <= t_sens]
+        best = max(m for _, m in margins)
+        best_range = [t for t, m in margins if m >= best - 1e-12]
+        threshold = float(_sigmoid((_logit(np.array(min(best_range))) + _logit(np.array(max(best_range)))) / 2))
+    else:
+        threshold = t_sens
     sens, spec, rate = figures(threshold)
     return {"threshold": threshold, "meets_both": bool(meets_both), "target_sensitivity": target_sensitivity,
-            "max_flag_rate": max_flag_rate, "prevalence": prevalence, "threshold_for_sensitivity": t_sens,
-            "threshold_for_flag_rate": t_flag, "sensitivity": sens, "specificity": spec,
-            "flag_rate_at_prevalence": rate, "chosen_on": "calibration split"}
+            "target_specificity": target_specificity, "max_flag_rate": max_flag_rate, "prevalence": prevalence,
+            "threshold_for_sensitivity": t_sens, "threshold_for_flag_rate": t_flag, "sensitivity": sens,
+            "specificity": spec, "flag_rate_at_prevalence": rate, "chosen_on": "calibration split",
+            "rule": "largest smaller margin over the sensitivity and specificity targets"}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -106,31 +106,46 @@ def test_sensitivity_counts_in_indication_specificity_negatives_and_sub_indicati
         operating_metrics(np.array(["positive", NEG]), np.array([0.9, 0.1]), 0.5)
 
 
-def test_operating_point_sits_midway_between_the_sensitivity_and_flag_rate_edges():
+def test_operating_point_gives_the_spare_cases_to_the_target_with_the_smaller_margin():
     # 20 in-indication, 40 negatives: sensitivity >= 0.95 needs 19 of 20 flagged
     pos = np.linspace(0.60, 0.99, 20)
     neg = np.linspace(0.01, 0.62, 40)
     classes = np.array([IN] * 20 + [NEG] * 40 + [SUB])
     scores = np.concatenate([pos, neg, [0.99]])
-    op = choose_operating_point(classes, scores, 0.95, 0.20, 0.10)
+    op = choose_operating_point(classes, scores, 0.95, 0.90, 0.20, 0.10)
     t_sens, t_flag = op["threshold_for_sensitivity"], op["threshold_for_flag_rate"]
     assert (pos >= t_sens).sum() == 19  # the highest threshold that still flags 19 of 20
     assert (pos >= np.sort(pos)[1] + 1e-9).sum() < 19 and t_sens <= np.sort(pos)[1]
     assert op["meets_both"] and t_flag <= op["threshold"] <= t_sens
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    assert logit(op["threshold"]) == pytest.approx((logit(t_flag) + logit(t_sens)) / 2)
     sens = (pos >= op["threshold"]).mean()
     spec = (neg < op["threshold"]).mean()
-    assert op["sensitivity"] == sens >= 0.95 and op["specificity"] == spec
+    assert op["sensitivity"] == sens >= 0.95 and op["specificity"] == spec >= 0.90
+    # no threshold in the allowed range has a larger smaller margin over the two targets
+    grid = np.linspace(t_flag, t_sens, 2001)
+    margins = [min((pos >= t).mean() - 0.95, (neg < t).mean() - 0.90) for t in grid]
+    assert min(sens - 0.95, spec - 0.90) == pytest.approx(max(margins))
     assert op["flag_rate_at_prevalence"] == pytest.approx(0.1 * sens + 0.9 * (1 - spec))
     assert op["flag_rate_at_prevalence"] <= 0.2
     assert not np.isin(op["threshold"], scores)  # never on a score
 
 
+def test_operating_point_sits_mid_range_when_sensitivity_is_saturated():
+    # every positive above every negative: every threshold in the gap has sensitivity 1 and
+    # specificity 1, so the threshold sits inside the gap, at neither edge
+    pos = np.linspace(0.80, 0.99, 20)
+    neg = np.linspace(0.01, 0.20, 40)
+    classes = np.array([IN] * 20 + [NEG] * 40)
+    op = choose_operating_point(classes, np.concatenate([pos, neg]), 0.95, 0.90, 0.20, 0.10)
+    assert 0.20 < op["threshold"] < 0.80 and op["sensitivity"] == 1.0 and op["specificity"] == 1.0
+    # ties run down into the negatives while specificity keeps the larger margin (>= 0.95):
+    # the middle of that range sits lower in the gap than its middle, away from the positives
+    assert op["threshold"] < 0.5
+
+
 def test_operating_point_keeps_sensitivity_first_when_the_flag_rate_bound_cannot_be_met():
     classes = np.array([IN] * 20 + [NEG] * 20)
     scores = np.concatenate([np.linspace(0.2, 0.6, 20), np.linspace(0.3, 0.9, 20)])  # negatives above positives
-    op = choose_operating_point(classes, scores, 0.95, 0.20, 0.10)
+    op = choose_operating_point(classes, scores, 0.95, 0.90, 0.20, 0.10)
     assert not op["meets_both"] and op["threshold"] == op["threshold_for_sensitivity"]
     assert op["sensitivity"] >= 0.95 and op["flag_rate_at_prevalence"] > 0.20
 
