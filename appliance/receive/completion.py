@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from appliance import sd_notify
@@ -64,8 +63,7 @@ def run_completion(
 ) -> None:
     """Queue finished series until ``stop``; each pass that reaches the database feeds
     the systemd watchdog, so a stuck database stops the pings."""
-    watchdog = sd_notify.watchdog_interval_s()
-    last_ping = 0.0
+    watchdog = sd_notify.Watchdog.from_environment()
     while not stop.wait(COMPLETION_POLL_S):
         try:
             queued = index.queue_complete_series(
@@ -74,8 +72,6 @@ def run_completion(
         except Exception:
             LOG.exception("series completion check failed; retrying")
             continue
-        if watchdog is not None and time.monotonic() - last_ping >= watchdog:
-            sd_notify.notify("WATCHDOG=1")
-            last_ping = time.monotonic()
+        watchdog.progressed()
         if queued:
             LOG.info("queued %d series for triage", len(queued))

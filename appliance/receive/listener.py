@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from appliance import sd_notify
 from appliance.config import Settings, TlsSettings
 from appliance.db import open_database
 from appliance.errors import ConfigError
@@ -100,7 +99,6 @@ class Listener:
         self._socket = socket.create_server((dicom.bind_address, dicom.port), backlog=64, reuse_port=False)
         for thread in self._threads:
             thread.start()
-        sd_notify.notify("READY=1")
         LOG.info(
             "listening as %s on %s:%d%s",
             dicom.ae_title,

@@ -20,6 +20,8 @@ import sys
 import threading
 import time
 
+from appliance import sd_notify
+
 LOG = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
@@ -68,7 +70,10 @@ class WorkerProcess:
         self._thread.start()
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen(self.command, preexec_fn=lambda: _child_setup(self.limit_bytes))
+        # The parent speaks to systemd for the service; the child's notifications would not count.
+        return subprocess.Popen(
+            self.command, env=sd_notify.child_environment(), preexec_fn=lambda: _child_setup(self.limit_bytes)
+        )
 
     def _supervise(self) -> None:
         delay = RESTART_DELAY_S[0]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from appliance import jobs
+from appliance import jobs, sd_notify
 from appliance.config import WorkerSettings
 from appliance.db import transaction
 from appliance.errors import LeaseLost
@@ -76,9 +76,14 @@ class Worker:
         self._stop = threading.Event()
 
     def run(self) -> None:
+        """Work until stopped. Tells systemd READY=1 once warmed up, and WATCHDOG=1 as the
+        loop advances: a worker stuck in a job or in the database stops the pings."""
         self.expire_dead_incarnations()
         self.triage.warm_up()
+        sd_notify.notify("READY=1")
+        watchdog = sd_notify.Watchdog.from_environment()
         while not self._stop.is_set():
+            watchdog.progressed()
             worked = self.run_once()
             self.upkeep(time.time())  # after the job: a result is never kept waiting for it
             if not worked:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import signal
 import threading
+from collections.abc import Callable
 
 
 def actor() -> str:
@@ -12,9 +13,15 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def until_signalled() -> None:
-    """Wait for SIGTERM or SIGINT."""
+def on_stop_signal(action: Callable[[], object]) -> None:
+    """Run ``action`` on SIGTERM or SIGINT (in the main thread, between bytecodes)."""
+    signal.signal(signal.SIGTERM, lambda *_: action())
+    signal.signal(signal.SIGINT, lambda *_: action())
+
+
+def stop_requested() -> threading.Event:
+    """An event set by SIGTERM or SIGINT. Take it before starting anything: a signal that
+    arrives during a slow start then stops the component instead of being lost."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    on_stop_signal(stop.set)
+    return stop

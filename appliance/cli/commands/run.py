@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
-from appliance.cli.commands.common import until_signalled
+from appliance import sd_notify
+from appliance.cli.commands.common import on_stop_signal, stop_requested
 from appliance.parts import Parts
 
 
@@ -24,12 +24,14 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.triage.supervisor import WorkerProcess
     from appliance.web.server import start_in_thread
 
+    stopping = stop_requested()
     dicom = parts.listener()
     child = WorkerProcess(parts.settings.worker.memory_limit_mb)
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
-    until_signalled()
+    sd_notify.notify("READY=1")  # the listener's completion loop feeds the watchdog
+    stopping.wait()
     server.should_exit = True
     child.stop(timeout=30)
     thread.join(timeout=15)
@@ -38,19 +40,25 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def listener(args: argparse.Namespace, parts: Parts) -> int:
+    stopping = stop_requested()
     dicom = parts.listener()
     dicom.start()
-    until_signalled()
+    sd_notify.notify("READY=1")  # the completion loop feeds the watchdog
+    stopping.wait()
     dicom.stop()
     return 0
 
 
 def worker(args: argparse.Namespace, parts: Parts) -> int:
-    """The worker and the result sender (results leave from the process that makes them)."""
+    """The worker and the result sender (results leave from the process that makes them).
+    The worker tells systemd it is ready once warmed up, and feeds the watchdog as its loop
+    advances."""
+    stopping = stop_requested()
     loop, sender = parts.worker_and_sender()
+    on_stop_signal(loop.stop)
+    if stopping.is_set():  # signalled while the parts were being built
+        loop.stop()
     sender.start()
-    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
-    signal.signal(signal.SIGINT, lambda *_: loop.stop())
     loop.run()
     sender.stop(timeout=30)
     return 0
