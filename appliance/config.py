@@ -164,6 +164,11 @@ class DicomSettings(_Section):
         plus the largest rest of a dataset, unless ``max_inflated_bytes`` says otherwise."""
         return self.max_inflated_bytes or self.max_pixel_bytes + self.max_non_pixel_bytes
 
+    @property
+    def min_free_disk_bytes(self) -> int:
+        """The disk floor: below it stores are refused (0xA700) and ``/readyz`` says not ready."""
+        return self.min_free_disk_mb * 1024 * 1024
+
     @field_validator("peers", mode="before")
     @classmethod
     def _parse_peers(cls, value: Any) -> Any:

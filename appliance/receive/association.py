@@ -321,7 +321,7 @@ class AssociationSession:
             check_uid(sop_class, "Affected SOP Class UID")
             check_uid(sop_instance, "Affected SOP Instance UID")
             directory = spool.incoming_dir(self.service.spool_dir)
-            if spool.free_bytes(directory) < self.settings.min_free_disk_mb * 1024 * 1024:
+            if spool.free_bytes(directory) < self.settings.min_free_disk_bytes:
                 raise RejectedInstance(
                     dimse.OUT_OF_RESOURCES,
                     f"free disk below the {self.settings.min_free_disk_mb} MiB floor",

@@ -62,7 +62,7 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
     app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.parts = parts
     app.state.pool = pool = ConnectionPool(parts.database)
-    app.state.metrics = registry_for(pool.borrow)
+    app.state.metrics = registry_for(pool.borrow, settings)
     app.state.clock = clock
     app.state.templates = templates()
 

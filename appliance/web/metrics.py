@@ -22,7 +22,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import generate_latest
 
+from appliance import __version__
+from appliance.config import Settings
 from appliance.drift.service import gauges
+from appliance.receive.spool import free_bytes
 from appliance.states import ModelState, SeriesState
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
@@ -152,11 +155,32 @@ class DriftCollector:
         yield from families.values()
 
 
-def registry_for(borrow: Borrow) -> CollectorRegistry:
-    """The collectors over the database, each borrowing a connection for one scrape."""
+class HostCollector:
+    """The build, and the free space in the data folder against its floor."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def collect(self) -> Iterator:
+        build = GaugeMetricFamily("appliance_build_info", "The running appliance's version", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        free = GaugeMetricFamily("appliance_disk_free_bytes", "Free space in the data folder")
+        free.add_metric([], free_bytes(self.settings.data_dir))
+        yield free
+        floor = GaugeMetricFamily(
+            "appliance_disk_floor_bytes", "Below this free space stores are refused (dicom.min_free_disk_mb)"
+        )
+        floor.add_metric([], self.settings.dicom.min_free_disk_bytes)
+        yield floor
+
+
+def registry_for(borrow: Borrow, settings: Settings) -> CollectorRegistry:
+    """The collectors over the database (each borrowing a connection for one scrape) and the host."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(borrow))
     registry.register(DriftCollector(borrow))
+    registry.register(HostCollector(settings))
     return registry
 
 

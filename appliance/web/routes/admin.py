@@ -48,7 +48,7 @@ def health_page(request: Request, db: Database, settings: SettingsDep, now: Now)
         "admin_health.html",
         section="health",
         disk=disk,
-        floor_bytes=settings.dicom.min_free_disk_mb * 1024 * 1024,
+        floor_bytes=settings.dicom.min_free_disk_bytes,
         load=os.getloadavg(),
         cpus=os.cpu_count(),
         memory=_memory(),
