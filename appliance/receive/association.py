@@ -279,7 +279,7 @@ class AssociationSession:
                 if pending is None or pending.context.context_id != context_id:
                     self._abort(m.ABORT_UNEXPECTED_PDU, "dataset fragment without its command")
                 if pending.incoming is not None:
-                    pending.incoming.append(fragment)
+                    self._append(pending, fragment)
                 if is_last:
                     self._finish_store(pending)
 
@@ -333,6 +333,19 @@ class AssociationSession:
         except (OSError, StorageError) as exc:
             pending.refusal = (dimse.OUT_OF_RESOURCES, f"cannot write to the spool: {exc}")
         return pending
+
+    @staticmethod
+    def _append(pending: _PendingStore, fragment: memoryview) -> None:
+        """Write one fragment; a failed write (ENOSPC, EIO) drops the partial file and the
+        rest of the dataset is read and discarded, so the store is answered 0xA700 and the
+        association carries on."""
+        assert pending.incoming is not None
+        try:
+            pending.incoming.append(fragment)
+        except OSError as exc:
+            pending.incoming.discard()
+            pending.incoming = None
+            pending.refusal = (dimse.OUT_OF_RESOURCES, f"cannot write to the spool: {exc.strerror or exc}")
 
     def _finish_store(self, pending: _PendingStore) -> None:
         self._pending = None

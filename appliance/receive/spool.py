@@ -88,7 +88,11 @@ class IncomingFile:
         self.dataset_size = 0
         self._digest = hashlib.sha256()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-        self._write(file_meta)
+        try:
+            self._write(file_meta)
+        except OSError:
+            self.discard()  # no partial file is left behind
+            raise
 
     def _write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)

@@ -11,6 +11,7 @@ renames the file into place, fsyncs the folder and commits the row with
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,9 @@ class StoreService:
         except StorageError as exc:
             LOG.error("store failed: %s", exc)
             return self.refuse(received.calling_ae, dimse.OUT_OF_RESOURCES, str(exc))
+        except (OSError, sqlite3.Error) as exc:  # a full disk under the spool or the database
+            LOG.error("store failed: %s", exc)
+            return self.refuse(received.calling_ae, dimse.OUT_OF_RESOURCES, f"cannot store the instance: {exc}")
         except Exception:  # the association must survive whatever one instance does
             LOG.exception("unexpected failure storing an instance")
             return self.refuse(received.calling_ae, dimse.UNDECODABLE, "instance could not be processed")
@@ -117,11 +121,16 @@ class StoreService:
         return status, comment
 
     def refuse(self, calling_ae: str, status: int, reason: str) -> tuple[int, str]:
+        """Audit a refusal and return the answer. A disk so full that the audit row cannot
+        be written either still gets the sender its answer (logged instead)."""
         LOG.warning("instance refused from %s: 0x%04X %s", calling_ae, status, reason)
-        self.index.audit(
-            "instance-rejected",
-            {"calling_ae": calling_ae, "status": f"0x{status:04X}", "reason": reason},
-        )
+        try:
+            self.index.audit(
+                "instance-rejected",
+                {"calling_ae": calling_ae, "status": f"0x{status:04X}", "reason": reason},
+            )
+        except sqlite3.Error as exc:
+            LOG.error("could not audit the refusal (%s); answered 0x%04X anyway", exc, status)
         return status, reason
 
     def _store(self, received: ReceivedDataset) -> tuple[int, str]:
