@@ -6,9 +6,11 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -385,6 +387,51 @@ def open_database(path: Path) -> sqlite_utils.Database:
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open database {path}: {exc}") from exc
     return sqlite_utils.Database(conn)
+
+
+def dated_backup_path(folder: Path, now: datetime) -> Path:
+    """``<folder>/appliance-<UTC time>.db`` (pure): backups sort by when they were taken."""
+    return folder / f"appliance-{now:%Y%m%dT%H%M%SZ}.db"
+
+
+def backup_database(conn: sqlite3.Connection, target: Path) -> None:
+    """Copy the database into the new file ``target`` (0600) with SQLite's online backup
+    API: a consistent snapshot of what is committed, taken while the services keep
+    writing. The copy is one self-contained file (no WAL), passes ``integrity_check`` and
+    is fsynced before it takes its name; nothing is left behind when any step fails.
+
+    Raises
+    ------
+    StorageError
+        ``target`` exists (a backup never overwrites one), or the copy failed or is damaged.
+    """
+    if target.exists():
+        raise StorageError(f"{target} exists; a backup never overwrites a file")
+    partial = target.with_name(target.name + ".part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
+            conn.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")
+            check = copy.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            raise StorageError(f"the copy in {partial} fails integrity_check: {check}")
+        fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(partial, target)
+        fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"backup to {target} failed: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 @contextmanager

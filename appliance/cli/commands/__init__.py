@@ -1,5 +1,5 @@
 """The command groups, in the order ``appliance --help`` lists them."""
 
-from appliance.cli.commands import accounts, audit, config, dicom, drift, models, outbox, run, status, sync
+from appliance.cli.commands import accounts, audit, backup, config, dicom, drift, models, outbox, run, status, sync
 
-COMMANDS = (run, status, config, models, audit, sync, drift, accounts, outbox, dicom)
+COMMANDS = (run, status, config, models, audit, backup, sync, drift, accounts, outbox, dicom)
