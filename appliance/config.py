@@ -330,6 +330,15 @@ class ReportSettings(_Section):
         return value
 
 
+class RetentionSettings(_Section):
+    """How long received pixel data stays once its series is final and every result for its
+    study delivered (index rows, results and the audit log are kept)."""
+
+    pixel_days: float = Field(7.0, ge=0)
+    interval_s: float = Field(3600.0, gt=0)
+    batch_series: int = Field(500, ge=1)
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -343,6 +352,7 @@ class Settings(_Section):
     sync: SyncSettings = SyncSettings()
     drift: DriftSettings = DriftSettings()
     report: ReportSettings = ReportSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("log_level")
     @classmethod

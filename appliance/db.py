@@ -360,6 +360,15 @@ MIGRATIONS: tuple[str, ...] = (
         ran_at REAL NOT NULL
     )
     """,
+    # 10: retention: the series whose spooled pixel data was deleted (the index rows stay).
+    """
+    CREATE TABLE purged_series (
+        series_instance_uid TEXT PRIMARY KEY,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        purged_at REAL NOT NULL
+    )
+    """,
 )
 
 

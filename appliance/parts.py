@@ -84,11 +84,12 @@ class Parts:
         return Recorder(db or self.database(), writer, self.settings.dicom.destinations)
 
     def upkeep(self, db: sqlite_utils.Database | None = None) -> Upkeep:
-        """The scheduled work the worker owns: study summaries, drift windows."""
+        """The scheduled work the worker owns: study summaries, drift windows, retention."""
         from appliance.outcome.upkeep import Upkeep
 
-        worker = self.settings.worker
-        return Upkeep(db or self.database(), self.settings.drift, worker.summary_interval_s, worker.drift_interval_s)
+        worker, settings = self.settings.worker, self.settings
+        db = db or self.database()
+        return Upkeep(db, settings.drift, worker.summary_interval_s, worker.drift_interval_s, settings.retention)
 
     def worker(
         self,

@@ -1,11 +1,13 @@
 """The scheduled work the worker owns, so that reading never writes.
 
-Two tasks, each run when its period has passed (between jobs, by the worker's loop):
+The tasks, each run when its period has passed (between jobs, by the worker's loop):
 
 - ``study-summary``: :func:`appliance.outcome.studies.refresh`, the worklist's per-study
   summary and the header fields of new studies;
 - ``drift-windows``: :func:`appliance.drift.service.evaluate_due`, which closes every drift
-  window that ended before today (alerts raised or cleared, audited).
+  window that ended before today (alerts raised or cleared, audited);
+- ``retention``: :func:`appliance.outcome.retention.purge`, which deletes the pixel data
+  of delivered series older than ``retention.pixel_days`` (when retention settings are given).
 
 Each run is recorded in the ``upkeep`` table (this module is its one writer), so the
 worklist, the drift page and ``appliance drift status`` can say how old their figures
@@ -19,14 +21,15 @@ import sqlite3
 
 import sqlite_utils
 
-from appliance.config import DriftSettings
+from appliance.config import DriftSettings, RetentionSettings
 from appliance.db import transaction
 from appliance.drift.service import day_of, evaluate_due
-from appliance.outcome import studies
+from appliance.outcome import retention, studies
 
 LOG = logging.getLogger(__name__)
 STUDY_SUMMARY = "study-summary"
 DRIFT_WINDOWS = "drift-windows"
+RETENTION = "retention"
 
 
 class Upkeep:
@@ -36,13 +39,25 @@ class Upkeep:
     ----------
     summary_every_s, drift_every_s : float
         The tasks' periods (``worker.summary_interval_s``, ``worker.drift_interval_s``).
-        A new Upkeep runs both at its first call.
+        A new Upkeep runs every task at its first call.
+    retention : RetentionSettings, optional
+        ``[retention]``; retention runs every ``interval_s`` when given.
     """
 
-    def __init__(self, db: sqlite_utils.Database, drift: DriftSettings, summary_every_s: float, drift_every_s: float):
+    def __init__(
+        self,
+        db: sqlite_utils.Database,
+        drift: DriftSettings,
+        summary_every_s: float,
+        drift_every_s: float,
+        retention: RetentionSettings | None = None,
+    ):
         self.db = db
         self.drift = drift
+        self.retention = retention
         self.periods = {STUDY_SUMMARY: summary_every_s, DRIFT_WINDOWS: drift_every_s}
+        if retention is not None:
+            self.periods[RETENTION] = retention.interval_s
         self._last: dict[str, float] = {}
 
     def run_due(self, now: float) -> list[str]:
@@ -57,6 +72,11 @@ class Upkeep:
         conn = self.db.conn
         if task == STUDY_SUMMARY:
             studies.refresh(conn)
+            with transaction(conn):
+                _ran(conn, task, now)
+        elif task == RETENTION:
+            assert self.retention is not None
+            retention.purge(conn, self.retention, now)
             with transaction(conn):
                 _ran(conn, task, now)
         else:
