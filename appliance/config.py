@@ -339,6 +339,22 @@ class RetentionSettings(_Section):
     batch_series: int = Field(500, ge=1)
 
 
+class AlertSettings(_Section):
+    """Outbound alerts: syslog and a JSON webhook (empty: none)."""
+
+    syslog: bool = True
+    webhook_url: str = ""
+    timeout_s: float = Field(3.0, gt=0)
+    interval_s: float = Field(60.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value
+
+
 class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
@@ -353,6 +369,7 @@ class Settings(_Section):
     drift: DriftSettings = DriftSettings()
     report: ReportSettings = ReportSettings()
     retention: RetentionSettings = RetentionSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("log_level")
     @classmethod

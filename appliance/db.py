@@ -369,6 +369,21 @@ MIGRATIONS: tuple[str, ...] = (
         purged_at REAL NOT NULL
     )
     """,
+    # 11: outbound alerts, one row per audit event that needs a person (appliance.send.alerts);
+    # the events from before alerts existed count as delivered.
+    """
+    CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    INSERT INTO alerts (seq, kind, payload, created_at, delivered_at)
+        SELECT seq, kind, payload, 0, 0 FROM audit_log WHERE kind IN ('alert-result-dead-lettered', 'drift-alert')
+    """,
 )
 
 

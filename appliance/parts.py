@@ -84,12 +84,16 @@ class Parts:
         return Recorder(db or self.database(), writer, self.settings.dicom.destinations)
 
     def upkeep(self, db: sqlite_utils.Database | None = None) -> Upkeep:
-        """The scheduled work the worker owns: study summaries, drift windows, retention."""
+        """The scheduled work the worker owns: study summaries, drift windows, retention, alerts."""
         from appliance.outcome.upkeep import Upkeep
+        from appliance.send.alerts import Alerts
 
         worker, settings = self.settings.worker, self.settings
+        alerts = Alerts(settings.alerts, settings.dicom.ae_title)
         db = db or self.database()
-        return Upkeep(db, settings.drift, worker.summary_interval_s, worker.drift_interval_s, settings.retention)
+        return Upkeep(
+            db, settings.drift, worker.summary_interval_s, worker.drift_interval_s, settings.retention, alerts
+        )
 
     def worker(
         self,

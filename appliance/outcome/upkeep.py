@@ -7,7 +7,9 @@ The tasks, each run when its period has passed (between jobs, by the worker's lo
 - ``drift-windows``: :func:`appliance.drift.service.evaluate_due`, which closes every drift
   window that ended before today (alerts raised or cleared, audited);
 - ``retention``: :func:`appliance.outcome.retention.purge`, which deletes the pixel data
-  of delivered series older than ``retention.pixel_days`` (when retention settings are given).
+  of delivered series older than ``retention.pixel_days`` (when retention settings are given);
+- ``alerts``: :meth:`appliance.send.alerts.Alerts.run`, which tells syslog and the webhook
+  of new alert events (when an :class:`~appliance.send.alerts.Alerts` is given).
 
 Each run is recorded in the ``upkeep`` table (this module is its one writer), so the
 worklist, the drift page and ``appliance drift status`` can say how old their figures
@@ -25,11 +27,13 @@ from appliance.config import DriftSettings, RetentionSettings
 from appliance.db import transaction
 from appliance.drift.service import day_of, evaluate_due
 from appliance.outcome import retention, studies
+from appliance.send.alerts import Alerts
 
 LOG = logging.getLogger(__name__)
 STUDY_SUMMARY = "study-summary"
 DRIFT_WINDOWS = "drift-windows"
 RETENTION = "retention"
+ALERTS = "alerts"
 
 
 class Upkeep:
@@ -42,6 +46,8 @@ class Upkeep:
         A new Upkeep runs every task at its first call.
     retention : RetentionSettings, optional
         ``[retention]``; retention runs every ``interval_s`` when given.
+    alerts : Alerts, optional
+        Runs every ``alerts.settings.interval_s`` when given.
     """
 
     def __init__(
@@ -51,13 +57,17 @@ class Upkeep:
         summary_every_s: float,
         drift_every_s: float,
         retention: RetentionSettings | None = None,
+        alerts: Alerts | None = None,
     ):
         self.db = db
         self.drift = drift
         self.retention = retention
         self.periods = {STUDY_SUMMARY: summary_every_s, DRIFT_WINDOWS: drift_every_s}
+        self.alerts = alerts
         if retention is not None:
             self.periods[RETENTION] = retention.interval_s
+        if alerts is not None:
+            self.periods[ALERTS] = alerts.settings.interval_s
         self._last: dict[str, float] = {}
 
     def run_due(self, now: float) -> list[str]:
@@ -77,6 +87,11 @@ class Upkeep:
         elif task == RETENTION:
             assert self.retention is not None
             retention.purge(conn, self.retention, now)
+            with transaction(conn):
+                _ran(conn, task, now)
+        elif task == ALERTS:
+            assert self.alerts is not None
+            self.alerts.run(conn, now)
             with transaction(conn):
                 _ran(conn, task, now)
         else:

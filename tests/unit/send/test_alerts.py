@@ -1,0 +1,127 @@
+"""Outbound alerts (issue 23): a flagged result that could not be delivered and a drift
+alert each reach a real HTTP webhook once, as JSON, and syslog once; a webhook that is
+down gets the alert on a later run; each delivery is audited; events from before the
+alerts table existed are not sent."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from appliance.audit.chain import append, verify_database
+from appliance.config import AlertSettings, load_settings
+from appliance.db import open_database
+from appliance.errors import ConfigError
+from appliance.outcome.upkeep import ALERTS, Upkeep
+from appliance.send.alerts import Alerts
+
+NOW = 1_780_000_000.0
+
+
+class Webhook:
+    """A real HTTP server that records JSON bodies, or answers 503 while ``down``."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.down = False
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hook.down:
+                    self.send_response(503)
+                else:
+                    hook.bodies.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+def alerts_for(url: str, logged: list) -> Alerts:
+    return Alerts(AlertSettings(webhook_url=url, timeout_s=10), "TRIAGE", log=logged.append)
+
+
+def test_each_alert_reaches_the_webhook_and_syslog_once(tmp_path, webhook):
+    db = open_database(tmp_path / "appliance.db")
+    dead = append(db, "alert-result-dead-lettered", {"study_instance_uid": "1.2.3", "error": "refused"})
+    append(db, "web-login", {"user": "rad"})  # not an alert
+    drift = append(db, "drift-alert", {"model_id": "head-ct", "feature": "kernel"})
+    logged: list = []
+    alerts = alerts_for(webhook.url, logged)
+
+    assert alerts.run(db.conn, NOW) == 2
+    assert alerts.run(db.conn, NOW + 60) == 0  # nothing new: nothing sent again
+    assert [(b["alert"], b["seq"], b["appliance"]) for b in webhook.bodies] == [
+        ("alert-result-dead-lettered", dead, "TRIAGE"), ("drift-alert", drift, "TRIAGE")]
+    assert webhook.bodies[0]["details"] == {"study_instance_uid": "1.2.3", "error": "refused"}
+    assert [a.seq for a in logged] == [dead, drift]
+    sent = db.conn.execute("SELECT payload FROM audit_log WHERE kind = 'alert-sent' ORDER BY seq").fetchall()
+    assert [json.loads(p)["seq"] for (p,) in sent] == [dead, drift]
+    assert verify_database(db) == []
+
+
+def test_a_webhook_that_is_down_gets_the_alert_later_and_syslog_hears_once(tmp_path, webhook):
+    db = open_database(tmp_path / "appliance.db")
+    seq = append(db, "drift-alert", {"model_id": "head-ct"})
+    logged: list = []
+    alerts = alerts_for(webhook.url, logged)
+    webhook.down = True
+    assert alerts.run(db.conn, NOW) == 0
+    error = db.conn.execute("SELECT attempts, last_error, delivered_at FROM alerts WHERE seq = ?", (seq,)).fetchone()
+    assert error[0] == 1 and "503" in error[1] and error[2] is None
+    webhook.down = False
+    assert alerts.run(db.conn, NOW + 60) == 1
+    assert [b["seq"] for b in webhook.bodies] == [seq]
+    assert len(logged) == 1
+
+
+def test_events_from_before_the_upgrade_are_not_sent(tmp_path, webhook):
+    """The migration that made the table counts the existing events as delivered."""
+    path = tmp_path / "appliance.db"
+    db = open_database(path)
+    old = append(db, "drift-alert", {"model_id": "head-ct"})
+    with db.conn:
+        db.conn.execute("DROP TABLE alerts")
+        db.conn.execute("PRAGMA user_version = 10")
+    db.conn.close()
+    db = open_database(path)  # migrates again
+    assert alerts_for(webhook.url, []).run(db.conn, NOW) == 0
+    assert webhook.bodies == []
+    assert db.conn.execute("SELECT delivered_at FROM alerts WHERE seq = ?", (old,)).fetchone()[0] == 0
+
+
+def test_a_bad_webhook_url_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"alerts\.webhook_url.*http:// or https://"):
+        load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path), "APPLIANCE_ALERTS_WEBHOOK_URL": "ftp://x/y"})
+
+
+def test_the_worker_upkeep_runs_the_alerts(tmp_path, webhook):
+    db = open_database(tmp_path / "appliance.db")
+    append(db, "drift-alert", {"model_id": "head-ct"})
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path)})
+    upkeep = Upkeep(db, settings.drift, 3600, 3600, alerts=alerts_for(webhook.url, []))
+    assert ALERTS in upkeep.run_due(NOW)
+    assert len(webhook.bodies) == 1
