@@ -382,7 +382,8 @@ MIGRATIONS: tuple[str, ...] = (
         last_error TEXT
     );
     INSERT INTO alerts (seq, kind, payload, created_at, delivered_at)
-        SELECT seq, kind, payload, 0, 0 FROM audit_log WHERE kind IN ('alert-result-dead-lettered', 'drift-alert')
+        SELECT seq, kind, payload, 0, 0 FROM audit_log
+        WHERE kind IN ('alert-result-dead-lettered', 'drift-alert', 'alert-disk-below-floor')
     """,
 )
 

@@ -89,7 +89,8 @@ class Parts:
         from appliance.send.alerts import Alerts
 
         worker, settings = self.settings.worker, self.settings
-        alerts = Alerts(settings.alerts, settings.dicom.ae_title)
+        dicom = settings.dicom
+        alerts = Alerts(settings.alerts, dicom.ae_title, settings.data_dir, dicom.min_free_disk_bytes)
         db = db or self.database()
         return Upkeep(
             db, settings.drift, worker.summary_interval_s, worker.drift_interval_s, settings.retention, alerts

@@ -37,6 +37,7 @@ from pynetdicom.presentation import PresentationContext
 
 from appliance import dimse
 from appliance.config import DicomSettings
+from appliance.disk import free_bytes
 from appliance.errors import MalformedMessage, RejectedInstance, StorageError
 from appliance.receive import messages as m
 from appliance.receive import spool
@@ -321,7 +322,7 @@ class AssociationSession:
             check_uid(sop_class, "Affected SOP Class UID")
             check_uid(sop_instance, "Affected SOP Instance UID")
             directory = spool.incoming_dir(self.service.spool_dir)
-            if spool.free_bytes(directory) < self.settings.min_free_disk_bytes:
+            if free_bytes(directory) < self.settings.min_free_disk_bytes:
                 raise RejectedInstance(
                     dimse.OUT_OF_RESOURCES,
                     f"free disk below the {self.settings.min_free_disk_mb} MiB floor",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 
@@ -69,11 +68,6 @@ def commit_file(received: Path, final: Path) -> None:
         fsync_dir(final.parent)
     except OSError as exc:
         raise StorageError(f"cannot commit {final.name} to the spool: {exc.strerror}") from exc
-
-
-def free_bytes(path: Path) -> int:
-    """Free space for an unprivileged writer on the file system holding ``path``."""
-    return shutil.disk_usage(path).free
 
 
 class IncomingFile:

@@ -2,8 +2,11 @@
 each once.
 
 The audit log is the source: every event of a kind in :data:`ALERT_KINDS` (a flagged
-result that could not be delivered, a drift alert) becomes one ``alerts`` row (this module
-is the table's one writer), keyed by the event's audit sequence number. Syslog hears of
+result that could not be delivered, a drift alert, the data folder's free space falling
+below the floor) becomes one ``alerts`` row (this module is the table's one writer), keyed
+by the event's audit sequence number. The disk check is made here, each run: falling
+below the floor records ``alert-disk-below-floor``, coming back above it
+``disk-above-floor`` (no alert), so one episode alerts once. Syslog hears of
 it when it is picked up; the webhook is retried every run until it answers 2xx. Each
 delivery is audited (``alert-sent``), so the audit log says who was told and when. The
 worker runs this between series: a webhook that is down costs one timeout per run.
@@ -20,6 +23,7 @@ import sqlite3
 import syslog
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,9 +31,11 @@ import httpx
 from appliance.audit.chain import append_in
 from appliance.config import AlertSettings
 from appliance.db import transaction
+from appliance.disk import below_floor
 
 LOG = logging.getLogger(__name__)
-ALERT_KINDS = ("alert-result-dead-lettered", "drift-alert")
+DISK_LOW, DISK_OK = "alert-disk-below-floor", "disk-above-floor"
+ALERT_KINDS = ("alert-result-dead-lettered", "drift-alert", DISK_LOW)
 #: Posts one JSON body to the webhook; raises on failure (httpx.HTTPError).
 Post = Callable[[str, dict[str, Any], float], None]
 
@@ -64,6 +70,8 @@ class Alerts:
         ``[alerts]``.
     source : str
         Who is speaking, in the webhook body (the DICOM AE title).
+    data_dir : Path
+        The data folder, checked against ``floor_bytes`` (``dicom.min_free_disk_mb``).
     post, log : callable, optional
         The webhook and syslog calls (tests pass their own).
     """
@@ -72,17 +80,22 @@ class Alerts:
         self,
         settings: AlertSettings,
         source: str,
+        data_dir: Path,
+        floor_bytes: int,
         post: Post = post_json,
         log: Callable[[Alert], None] = to_syslog,
     ):
         self.settings = settings
         self.source = source
+        self.data_dir = data_dir
+        self.floor_bytes = floor_bytes
         self._post = post
         self._log = log
 
     def run(self, conn: sqlite3.Connection, now: float) -> int:
         """Pick up new events, tell syslog, post what the webhook has not taken; return
         how many alerts were delivered this run."""
+        self._check_disk(conn)
         for alert in self._pick_up(conn, now):
             if self.settings.syslog:
                 self._log(alert)
@@ -92,6 +105,20 @@ class Alerts:
                 break  # the webhook is down: one timeout per run, the rest wait for the next
             delivered += 1
         return delivered
+
+    def _check_disk(self, conn: sqlite3.Connection) -> None:
+        """Record the disk floor's episodes in the audit log: one event when the free space
+        falls below the floor, one when it is back above."""
+        problem = below_floor(self.data_dir, self.floor_bytes)
+        with transaction(conn):
+            last = conn.execute(
+                "SELECT kind FROM audit_log WHERE kind IN (?, ?) ORDER BY seq DESC LIMIT 1", (DISK_LOW, DISK_OK)
+            ).fetchone()
+            low = last is not None and last[0] == DISK_LOW
+            if problem is not None and not low:
+                append_in(conn, DISK_LOW, {"problem": problem})
+            elif problem is None and low:
+                append_in(conn, DISK_OK, {"data_dir": str(self.data_dir)})
 
     def _pick_up(self, conn: sqlite3.Connection, now: float) -> list[Alert]:
         marks = ", ".join("?" * len(ALERT_KINDS))

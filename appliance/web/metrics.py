@@ -24,8 +24,8 @@ from prometheus_client.exposition import generate_latest
 
 from appliance import __version__
 from appliance.config import Settings
+from appliance.disk import free_bytes
 from appliance.drift.service import gauges
-from appliance.receive.spool import free_bytes
 from appliance.states import ModelState, SeriesState
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)

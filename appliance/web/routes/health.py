@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from appliance.config import Settings
-from appliance.receive.spool import free_bytes
+from appliance.disk import below_floor
 from appliance.states import JobState, ModelState
 from appliance.web.deps import Connection, Metrics, Now, SettingsDep
 from appliance.web.metrics import exposition
@@ -49,16 +49,8 @@ def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[
     checks["worker"] = None if waited <= settings.worker.lease_s else f"a job has waited {waited:.0f} s"
     active = conn.execute("SELECT COUNT(*) FROM models WHERE state = ?", (ModelState.ACTIVE,)).fetchone()[0]
     checks["model"] = None if active else "no model is active"
-    checks["disk"] = disk_problem(settings)
+    checks["disk"] = below_floor(settings.data_dir, settings.dicom.min_free_disk_bytes)
     return checks
-
-
-def disk_problem(settings: Settings) -> str | None:
-    """Free space in the data folder below ``dicom.min_free_disk_mb`` (stores are refused then)."""
-    free, floor = free_bytes(settings.data_dir), settings.dicom.min_free_disk_bytes
-    if free >= floor:
-        return None
-    return f"{free >> 20} MiB free in {settings.data_dir}, below the floor (dicom.min_free_disk_mb = {floor >> 20})"
 
 
 @public.get("/readyz")

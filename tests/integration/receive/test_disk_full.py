@@ -20,6 +20,7 @@ from pynetdicom.sop_class import CTImageStorage
 
 from appliance import dimse
 from appliance.config import load_settings
+from appliance.disk import free_bytes
 from appliance.receive import spool
 from appliance.receive.listener import Listener
 from scripts.harness import READY_TIMEOUT_S, free_port
@@ -98,8 +99,8 @@ def test_a_full_tmpfs_answers_out_of_resources_and_the_association_carries_on(sm
     filler = small_disk / "filler"
     try:
         with open(filler, "wb") as out:
-            out.write(b"\0" * max(spool.free_bytes(small_disk) - ROOM_LEFT, 0))
-        assert spool.free_bytes(small_disk) < LARGE_SIZE * LARGE_SIZE * 2
+            out.write(b"\0" * max(free_bytes(small_disk) - ROOM_LEFT, 0))
+        assert free_bytes(small_disk) < LARGE_SIZE * LARGE_SIZE * 2
         check_refused_then_usable(listener, filler.unlink)
     finally:
         listener.stop()

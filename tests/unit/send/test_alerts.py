@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -60,8 +61,13 @@ def webhook():
     hook.close()
 
 
-def alerts_for(url: str, logged: list) -> Alerts:
-    return Alerts(AlertSettings(webhook_url=url, timeout_s=10), "TRIAGE", log=logged.append)
+#: A floor no test machine reaches (1 PiB), and none at all.
+UNREACHABLE, NO_FLOOR = 1 << 50, 0
+
+
+def alerts_for(url: str, logged: list, data_dir=None, floor: int = NO_FLOOR) -> Alerts:
+    return Alerts(AlertSettings(webhook_url=url, timeout_s=10), "TRIAGE", data_dir or Path("/"), floor,
+                  log=logged.append)
 
 
 def test_each_alert_reaches_the_webhook_and_syslog_once(tmp_path, webhook):
@@ -111,6 +117,20 @@ def test_events_from_before_the_upgrade_are_not_sent(tmp_path, webhook):
     assert alerts_for(webhook.url, []).run(db.conn, NOW) == 0
     assert webhook.bodies == []
     assert db.conn.execute("SELECT delivered_at FROM alerts WHERE seq = ?", (old,)).fetchone()[0] == 0
+
+
+def test_the_disk_floor_alerts_once_per_episode(tmp_path, webhook):
+    db = open_database(tmp_path / "appliance.db")
+    logged: list = []
+    low, fine = (alerts_for(webhook.url, logged, tmp_path, floor) for floor in (UNREACHABLE, NO_FLOOR))
+    assert low.run(db.conn, NOW) == 1
+    assert low.run(db.conn, NOW + 60) == 0  # still below: the same episode
+    assert fine.run(db.conn, NOW + 120) == 0  # back above: recorded, not alerted
+    assert low.run(db.conn, NOW + 180) == 1  # a new episode
+    assert [b["alert"] for b in webhook.bodies] == ["alert-disk-below-floor"] * 2
+    assert "below the floor (dicom.min_free_disk_mb" in webhook.bodies[0]["details"]["problem"]
+    kinds = [k for (k,) in db.conn.execute("SELECT kind FROM audit_log WHERE kind LIKE '%floor' ORDER BY seq")]
+    assert kinds == ["alert-disk-below-floor", "disk-above-floor", "alert-disk-below-floor"]
 
 
 def test_a_bad_webhook_url_names_the_key(tmp_path):

@@ -12,11 +12,10 @@ from prometheus_client.exposition import generate_latest
 from appliance import __version__
 from appliance.cli import main
 from appliance.config import load_settings
+from appliance.disk import below_floor, free_bytes
 from appliance.parts import Parts
-from appliance.receive.spool import free_bytes
 from appliance.web.app import create_app
 from appliance.web.metrics import HostCollector
-from appliance.web.routes.health import disk_problem
 
 #: A floor no test machine reaches (1 PiB), and none at all.
 UNREACHABLE_MB, NO_FLOOR_MB = 1 << 30, 0
@@ -38,7 +37,8 @@ def test_readyz_is_503_with_the_reason_below_the_disk_floor(tmp_path):
 
 
 def test_the_disk_check_passes_above_the_floor(tmp_path):
-    assert disk_problem(settings_with_floor(tmp_path, NO_FLOOR_MB)) is None
+    settings = settings_with_floor(tmp_path, NO_FLOOR_MB)
+    assert below_floor(settings.data_dir, settings.dicom.min_free_disk_bytes) is None
 
 
 def test_metrics_expose_the_build_the_free_space_and_the_floor(tmp_path):
