@@ -335,8 +335,8 @@ class RetentionSettings(_Section):
     study delivered (index rows, results and the audit log are kept)."""
 
     pixel_days: float = Field(7.0, ge=0)
-    interval_s: float = Field(3600.0, gt=0)
-    batch_series: int = Field(500, ge=1)
+    interval_s: float = Field(600.0, gt=0)
+    batch_series: int = Field(50, ge=1)
 
 
 class AlertSettings(_Section):
