@@ -64,7 +64,8 @@ def due_series(conn: sqlite3.Connection, cutoff: float, limit: int) -> list[str]
 
 
 def _delete(path: Path, cutoff: float) -> int:
-    """Delete one spooled file written before ``cutoff``; return the bytes freed."""
+    """Delete one spooled file written before ``cutoff``; return the bytes freed.
+    Raises OSError when the file is there and cannot be deleted."""
     try:
         info = path.stat()
         if info.st_mtime > cutoff:
@@ -93,7 +94,11 @@ def purge(conn: sqlite3.Connection, settings: RetentionSettings, now: float) -> 
             Path(row[0])
             for row in conn.execute("SELECT path FROM instances WHERE series_instance_uid = ?", (series_uid,))
         ]
-        freed = [_delete(path, cutoff) for path in paths]
+        try:
+            freed = [_delete(path, cutoff) for path in paths]
+        except OSError as exc:  # left unrecorded: the next run tries again
+            LOG.warning("retention: cannot delete the files of series %s: %s", series_uid, exc)
+            continue
         for folder in {path.parent for path in paths}:
             _remove_empty(folder)
         done.append((series_uid, sum(1 for n in freed if n), sum(freed)))

@@ -108,6 +108,20 @@ def test_oldest_first_and_a_file_rewritten_after_the_cutoff_is_kept(parts):
     assert files[0].exists() and not files[1].exists()
 
 
+def test_a_file_that_cannot_be_deleted_leaves_its_series_for_the_next_run(parts, monkeypatch):
+    series, files = series_in(parts, SeriesState.TRIAGED, OLD)
+    real_unlink = type(files[0]).unlink
+
+    def refuse(path, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(type(files[0]), "unlink", refuse)
+    db = parts.database()
+    assert purge(db.conn, WEEK, NOW).series == 0 and purged(parts) == set()
+    monkeypatch.setattr(type(files[0]), "unlink", real_unlink)
+    assert purge(db.conn, WEEK, NOW).series == 1 and purged(parts) == {series}
+
+
 def test_the_worker_upkeep_runs_retention(parts):
     series, files = series_in(parts, SeriesState.TRIAGED, OLD)
     settings = parts.settings
