@@ -6,6 +6,7 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import sqlite_utils
 
+from appliance import __version__
 from appliance.errors import StorageError
+
+LOG = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: durable ingest, the job queue and the audit log.
@@ -476,9 +480,17 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to date, logging each step; refuse a schema newer than this code
+    (a downgrade without restoring the backup taken before the upgrade)."""
     with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StorageError(
+                f"the database has schema {version}, newer than the {len(MIGRATIONS)} appliance {__version__} "
+                "knows: run the release that wrote it, or restore the backup taken before that upgrade"
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
+            LOG.info("database schema migrated to %d", number)
