@@ -11,7 +11,6 @@ renames the file into place, fsyncs the folder and commits the row with
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from appliance.jobs import InstanceArrived
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
 from appliance.receive.index import IngestIndex
-from appliance.receive.validate import Limits, inflate_to, inspect_dataset
+from appliance.receive.validate import Limits, inspect_dataset, inspect_deflated
 
 LOG = logging.getLogger(__name__)
 
@@ -130,10 +129,7 @@ class StoreService:
         with open(received.path, "rb") as stream:
             stream.seek(received.dataset_offset)
             if transfer_syntax == DeflatedExplicitVRLittleEndian:
-                with tempfile.TemporaryFile(dir=received.path.parent) as inflated:
-                    size = inflate_to(stream, inflated, self.limits.max_inflated_bytes)
-                    inflated.seek(0)
-                    header = inspect_dataset(inflated, size, False, True, self.limits)
+                header = inspect_deflated(stream, self.limits)
             else:
                 header = inspect_dataset(
                     stream,
