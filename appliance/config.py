@@ -159,10 +159,16 @@ class DicomSettings(_Section):
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
     @property
+    def max_dataset_bytes(self) -> int:
+        """Most bytes a received dataset may have: the largest image the bounds allow plus
+        the largest rest of a dataset. A longer one is cut off while it arrives."""
+        return self.max_pixel_bytes + self.max_non_pixel_bytes
+
+    @property
     def inflate_cap(self) -> int:
-        """Most bytes a deflated dataset may inflate to: the largest image the bounds allow
-        plus the largest rest of a dataset, unless ``max_inflated_bytes`` says otherwise."""
-        return self.max_inflated_bytes or self.max_pixel_bytes + self.max_non_pixel_bytes
+        """Most bytes a deflated dataset may inflate to: :attr:`max_dataset_bytes`, unless
+        ``max_inflated_bytes`` says otherwise."""
+        return self.max_inflated_bytes or self.max_dataset_bytes
 
     @field_validator("peers", mode="before")
     @classmethod

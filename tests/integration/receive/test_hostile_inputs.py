@@ -133,6 +133,21 @@ def test_a_deflated_pixel_bomb_is_refused_for_its_length_and_the_association_car
     assert instance_count(appliance.data_dir) == 1
 
 
+def test_raw_pixel_data_longer_than_the_image_is_refused_and_an_oversized_one_cut_off(make_appliance):
+    """Issue 24, P1-big-pixel-3G (scaled down: 3 MiB against bounds of 2 MiB). Before: both
+    were stored with 0x0000, the oversized one written whole to the spool first."""
+    appliance = make_appliance(dicom_max_pixel_bytes="1048576", dicom_max_non_pixel_bytes="1048576")
+    assoc = associate(appliance.port)
+    got, comment = store(assoc, fresh(PixelData=bytes(1024 * 1024)))
+    assert got == 0xC218 and "Pixel Data of 1048576 bytes" in comment
+    got, comment = store(assoc, fresh(PixelData=bytes(3 * 1024 * 1024)))
+    assert got == 0xC217 and "cut off while receiving" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+    assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())
+
+
 def test_a_small_deflated_instance_is_stored_as_sent(appliance):
     ds = fresh()
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
