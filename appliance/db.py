@@ -7,7 +7,7 @@ one writing process (ingest tables: the listener; jobs once claimed: the worker)
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -387,20 +387,45 @@ def open_database(path: Path) -> sqlite_utils.Database:
     return sqlite_utils.Database(conn)
 
 
+#: Callbacks waiting for the transaction open on a connection (by ``id``) to commit.
+_after_commit: dict[int, dict[str, Callable[[], None]]] = {}
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception.
 
     IMMEDIATE takes the write lock at the start, so a read-then-write inside cannot be
-    raced by another connection.
+    raced by another connection. Callbacks registered with :func:`after_commit` run after
+    the ``COMMIT``, and are dropped with a rollback.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
+        _after_commit.pop(id(conn), None)
         conn.execute("ROLLBACK")
         raise
+    callbacks = _after_commit.pop(id(conn), {})
     conn.execute("COMMIT")
+    for callback in callbacks.values():
+        callback()
+
+
+def after_commit(conn: sqlite3.Connection, key: str, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction open on ``conn`` has committed (at once when
+    none is open). A later callback under the same ``key`` replaces an earlier one, so a
+    transaction that changes a thing many times acts on it once, on its last state."""
+    if conn.in_transaction:
+        _after_commit.setdefault(id(conn), {})[key] = callback
+    else:
+        callback()
+
+
+def database_file(conn: sqlite3.Connection) -> Path | None:
+    """The file of ``conn``'s main database; ``None`` for an in-memory one."""
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(name) if name else None
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
