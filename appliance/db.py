@@ -358,6 +358,12 @@ MIGRATIONS: tuple[str, ...] = (
         ran_at REAL NOT NULL
     )
     """,
+    # 10: a user's credentials epoch, moved on a password reset and on disabling; a session
+    # made under an earlier epoch is over (appliance.web.accounts, appliance.web.sessions).
+    """
+    ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
+    """,
 )
 
 

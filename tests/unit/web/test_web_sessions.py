@@ -44,6 +44,25 @@ def test_only_the_hash_of_a_session_id_is_stored_and_disabling_ends_it(conn):
         sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=2.0)
 
 
+def test_a_password_reset_or_a_disable_ends_every_session_for_good(conn):
+    """Issue 24, W17-session-after-reset. Before: the old session answered 200 after a
+    password reset, and again after a disable and re-enable."""
+    settings = WebSettings()
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    accounts.reset_password(conn, "rad", "another long password", "admin")
+    assert sessions.session_for(conn, settings, token, now=1.0) is None
+    token, _ = sessions.sign_in(conn, settings, "rad", "another long password", "10.0.0.1", now=2.0)
+    assert sessions.session_for(conn, settings, token, now=3.0) is not None
+    accounts.set_disabled(conn, "rad", True, "admin")
+    accounts.set_disabled(conn, "rad", False, "admin")
+    assert sessions.session_for(conn, settings, token, now=4.0) is None
+    assert sessions.live_sessions(conn, settings, now=5.0) == []
+    reasons = conn.execute("SELECT end_reason FROM web_sessions ORDER BY created_at").fetchall()
+    assert reasons == [("password reset or user disabled",)] * 2
+    token, _ = sessions.sign_in(conn, settings, "rad", "another long password", "10.0.0.1", now=6.0)
+    assert sessions.session_for(conn, settings, token, now=7.0) is not None
+
+
 def test_sign_in_is_throttled_per_user_and_per_address(conn):
     settings = WebSettings(login_failures_per_user=3, login_failures_per_address=5, login_lockout_minutes=15)
     for i in range(3):
