@@ -216,7 +216,13 @@ class WebSettings(_Section):
     login_lockout_minutes: float = Field(15.0, gt=0)
     page_size: int = Field(50, ge=5, le=500)
     poll_interval_s: float = Field(10.0, ge=1)
+    allowed_hosts: tuple[str, ...] = ()  # names besides IP addresses, localhost and our own
     tls: WebTlsSettings = WebTlsSettings()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return tuple(str(v).strip().lower().rstrip(".") for v in _as_list(value) if str(v).strip())
 
 
 class ModelSettings(_Section):

@@ -19,7 +19,7 @@ from appliance.states import JobState, ModelState, OutboxState, SeriesState, Stu
 from appliance.web import filters
 from appliance.web.deps import ConnectionPool
 from appliance.web.metrics import registry_for
-from appliance.web.security import NotSignedIn, Refused
+from appliance.web.security import NotSignedIn, Refused, known_host, own_names
 from appliance.web.uploads import UploadTooLarge
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +65,14 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
     app.state.metrics = registry_for(pool.borrow)
     app.state.clock = clock
     app.state.templates = templates()
+
+    names = own_names(settings.web)
+
+    @app.middleware("http")
+    async def refuse_foreign_hosts(request: Request, call_next):
+        if not known_host(request.headers.get("host", ""), names):
+            return JSONResponse({"error": "unknown Host: add the name to web.allowed_hosts"}, status_code=400)
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

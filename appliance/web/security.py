@@ -9,7 +9,8 @@ Every route belongs to exactly one *access area*, declared as the tag of its rou
   ``/api/audit/verify`` (biomed, admin);
 - ``accounts``: users, tokens and sessions (admin).
 
-A state-changing request made with a session cookie must come from our own origin
+Every request must name this box in its ``Host`` header (:func:`known_host`). A
+state-changing request made with a session cookie must come from our own origin
 (``Origin``, else ``Referer``) and carry the session's CSRF token (form field ``csrf`` or
 header ``X-CSRF-Token``). Bearer-token requests carry no cookie and need neither.
 Every refusal is an audit event.
@@ -18,8 +19,10 @@ Every refusal is an audit event.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -91,6 +94,29 @@ def principal_of(request: Request, conn: sqlite3.Connection, web: WebSettings, n
     if session is None:
         return None
     return Principal(session.user_name, session.role, "session", session.csrf_token, session.token_sha256)
+
+
+def own_names(web: WebSettings) -> frozenset[str]:
+    """The host names this box answers to: localhost, its own names, ``web.allowed_hosts``."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn(), *web.allowed_hosts}
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
+def known_host(host_header: str, names: Collection[str]) -> bool:
+    """``Host`` is an IP address or one of ``names`` (pure). A foreign name is refused:
+    with DNS rebinding, evil.example resolves to this box and its pages run in the
+    browser as evil.example's own."""
+    try:
+        host = urlsplit("//" + host_header).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host.rstrip(".") in names
+    return True
 
 
 def same_origin(request: Request) -> bool:
