@@ -51,8 +51,10 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
             raise service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
         try:
             decoded = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise service.Refused(400, "body is not JSON") from None
+        except RecursionError:
+            raise service.Refused(400, "body is not JSON the hub reads: nested too deeply") from None
+        except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's 4300 digits
+            raise service.Refused(400, f"body is not JSON the hub reads: {str(exc)[:120]}") from None
         if not isinstance(decoded, dict):
             raise service.Refused(400, "body must be a JSON object")
         return body, decoded
