@@ -36,6 +36,22 @@ _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.tar$")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+async def _capped_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it is declared or read past
+    :data:`MAX_BODY_BYTES`: nothing bigger is ever held in memory."""
+    too_big = service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], float] = time.time,
                window_s: float = service.CLOCK_WINDOW_S) -> FastAPI:
     app = FastAPI(title="Triage hub", docs_url=None, redoc_url=None, openapi_url=None)
@@ -46,9 +62,7 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
         return JSONResponse({"error": exc.reason}, status_code=exc.status)
 
     async def _json_body(request: Request) -> tuple[bytes, dict]:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+        body = await _capped_body(request)
         try:
             decoded = json.loads(body)
         except RecursionError:

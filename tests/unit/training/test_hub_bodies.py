@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -30,3 +32,27 @@ def test_a_body_the_hub_cannot_read_is_a_400_naming_why(client, path, body, word
     """Issue 24, H6-malformed. Before: deep JSON and a 5000-digit integer gave 500."""
     answer = client.post(path, content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 400 and words in answer.json()["error"]
+
+
+def test_an_oversized_body_is_refused_as_it_arrives_not_after_it_is_buffered(tmp_path):
+    """Issue 24, H5-oversize-body. Before: the whole body was read into memory first
+    (1 GB anonymous to /v1/enrol: hub RSS +2 GB before the 413)."""
+    app = create_app(HubDatabase(str(tmp_path / "hub.db")), Repository(tmp_path))
+    chunk, chunks = bytes(1 << 20), 64
+    received, answer = 0, {}
+
+    async def receive():
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": chunk, "more_body": received < chunks}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/enrol", "raw_path": b"/v1/enrol", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"127.0.0.1"), (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert answer["status"] == 413 and received <= 17
