@@ -275,7 +275,9 @@ def _check_signature_and_schema(
 ) -> Manifest:
     try:
         raw = json.loads(manifest_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise PackageError(f"{path.name}: malformed manifest: manifest.json is nested too deeply") from None
+    except ValueError as e:  # not JSON, not UTF-8, or an integer past Python's 4300 digits
         raise PackageError(f"{path.name}: malformed manifest: manifest.json is not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise PackageError(f"{path.name}: malformed manifest: top level must be an object")

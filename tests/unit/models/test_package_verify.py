@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import threading
 
@@ -147,6 +148,29 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
 def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field):
     bad = _signed_raw_manifest(package, tmp_path, keys, edit)
     with pytest.raises(PackageError, match=rf"malformed manifest: field '{field}'"):
+        verify_package(bad, [keys["public"]])
+
+
+def _signed_raw_bytes(package, tmp_path, keys, raw: bytes) -> object:
+    files = members(package)
+    files.pop("manifest.json"), files.pop("manifest.json.sig")
+    key = load_private_key(keys["private"])
+    return rewrite(package, tmp_path / "raw.tar", {"manifest.json": raw, "manifest.json.sig": key.sign(raw), **files})
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(("raw", "words"), [
+    (b'{"version": ' + b"9" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+    (b'{"version": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+], ids=["5000-digit-integer", "200k-deep"])
+def test_a_manifest_python_cannot_parse_is_refused_naming_why(package, tmp_path, keys, raw, words, signed):
+    """Issue 24, U4-manifest-numbers. Before: both gave the upload a 500."""
+    if signed:
+        bad = _signed_raw_bytes(package, tmp_path, keys, raw)
+    else:
+        files = members(package)
+        bad = rewrite(package, tmp_path / "raw.tar", {**files, "manifest.json": raw})
+    with pytest.raises(PackageError, match=re.escape(f"malformed manifest: manifest.json is {words}")):
         verify_package(bad, [keys["public"]])
 
 
