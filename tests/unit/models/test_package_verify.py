@@ -138,6 +138,7 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
 
 @pytest.mark.parametrize("edit, field", [
     (lambda m: m["input"].update(size=-1), "input.size"),
+    (lambda m: m["input"].update(size=1_000_000), "input.size"),  # issue 24, U4: was installed
     (lambda m: m["input"].update(slab_mm=0), "input.slab_mm"),
     (lambda m: m.pop("operating_point"), "operating_point"),
     (lambda m: m.update(version="one"), "version"),
