@@ -2,6 +2,7 @@
 
 The Content-Length header is only a hint: a chunked body, or one that lies about its
 length, is cut as soon as the bytes read pass the cap, and the partial file is removed.
+What a killed process left half-written is removed when the web app starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from appliance.errors import AccessError
 
 class UploadTooLarge(AccessError):
     """The body passed the size cap; nothing of it was kept."""
+
+
+def upload_dir(data_dir: Path) -> Path:
+    """Where uploads are received."""
+    return data_dir / "uploads"
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Remove every upload file in ``folder``: at start none is in flight, so each was left
+    by a process killed while receiving or installing it."""
+    for path in folder.glob("upload-*.part"):
+        path.unlink(missing_ok=True)
 
 
 async def receive_to_file(request: Request, folder: Path, cap_bytes: int) -> Path:

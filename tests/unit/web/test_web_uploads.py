@@ -7,7 +7,10 @@ import asyncio
 import pytest
 from starlette.requests import Request
 
-from appliance.web.uploads import UploadTooLarge, receive_to_file
+from appliance.config import load_settings
+from appliance.parts import Parts
+from appliance.web.app import create_app
+from appliance.web.uploads import UploadTooLarge, receive_to_file, upload_dir
 
 CHUNK = 64 * 1024
 
@@ -43,3 +46,14 @@ def test_a_body_within_the_cap_is_kept_whole(tmp_path):
     request, _ = _request(3, [])
     path = asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK))
     assert path.stat().st_size == 3 * CHUNK
+
+
+def test_uploads_a_killed_process_left_are_removed_when_the_web_app_starts(tmp_path, monkeypatch):
+    """Issue 24, R6-kill-during-upload. Before: a 277 MB upload-*.part stayed after restart."""
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path))
+    folder = upload_dir(tmp_path)
+    folder.mkdir()
+    (folder / "upload-aabf5a0347099b2a.part").write_bytes(b"\0" * 1024)
+    (folder / "README").write_text("not an upload")
+    create_app(Parts(load_settings()))
+    assert sorted(p.name for p in folder.iterdir()) == ["README"]
