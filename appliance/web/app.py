@@ -17,6 +17,7 @@ from appliance.errors import ApplianceError
 from appliance.parts import Parts
 from appliance.states import JobState, ModelState, OutboxState, SeriesState, StudyState
 from appliance.web import filters, uploads
+from appliance.web.bodies import SmallBodies
 from appliance.web.deps import ConnectionPool
 from appliance.web.metrics import registry_for
 from appliance.web.security import NotSignedIn, Refused, known_host, own_names
@@ -66,6 +67,7 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
     app.state.clock = clock
     app.state.templates = templates()
 
+    app.add_middleware(SmallBodies)
     names = own_names(settings.web)
 
     @app.middleware("http")
