@@ -54,26 +54,31 @@ def sign_in(
         Throttled, or wrong name/password, or disabled (the message does not say which).
     """
     window = now - settings.login_lockout_minutes * 60
-    user_failures = conn.execute(
-        "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
-    ).fetchone()[0]
-    address_failures = conn.execute(
-        "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
-    ).fetchone()[0]
-    if user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address:
-        with transaction(conn):
+    with transaction(conn):  # count and claim an attempt under one write lock: no race past the limit
+        user_failures = conn.execute(
+            "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
+        ).fetchone()[0]
+        address_failures = conn.execute(
+            "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
+        ).fetchone()[0]
+        throttled = (
+            user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address
+        )
+        if throttled:
             audit_log.append_in(conn, "web-login-throttled", {"user": name, "address": address})
+        else:  # a failure until the password proves right, so attempts in flight count
+            attempt = conn.execute(
+                "INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,0,?)", (name, address, now)
+            ).lastrowid
+    if throttled:
         raise LoginRefused(f"too many failed sign-ins; try again in {settings.login_lockout_minutes:g} minutes")
     user = accounts.authenticate(conn, name, password)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,?,?)",
-            (name, address, int(user is not None), now),
-        )
         if user is None:
             audit_log.append_in(conn, "web-login-failed", {"user": name, "address": address})
         else:
+            conn.execute("UPDATE web_login_attempts SET ok = 1 WHERE rowid = ?", (attempt,))
             conn.execute(
                 "INSERT INTO web_sessions (token_sha256, user_id, csrf_token, address, created_at, "
                 "last_seen_at, credentials_epoch) "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from appliance.config import WebSettings
@@ -92,3 +95,33 @@ def test_users_and_tokens_are_checked(conn):
     assert holder is not None and holder.role == "biomed"
     accounts.revoke_token(conn, holder.id, "test")
     assert accounts.token_holder(conn, token) is None
+
+
+def test_concurrent_guesses_check_no_more_passwords_than_the_limit(tmp_path, monkeypatch):
+    """Issue 24, W3-throttle-race. Before: 40 concurrent wrong sign-ins for one user had
+    30 passwords checked against a limit of 5 (the count and the record were apart)."""
+    path = tmp_path / "appliance.db"
+    accounts.add_user(open_database(path).conn, "rad", "radiologist", PASSWORD, "test")
+    settings = WebSettings(login_failures_per_user=5, login_failures_per_address=100)
+    checked = []
+    authenticate = accounts.authenticate
+
+    def slow_authenticate(conn, name, password):
+        checked.append(name)
+        time.sleep(0.05)
+        return authenticate(conn, name, password)
+
+    monkeypatch.setattr(accounts, "authenticate", slow_authenticate)
+
+    def guess(i: int) -> str:
+        conn = open_database(path).conn
+        try:
+            sessions.sign_in(conn, settings, "rad", f"wrong guess {i}", f"10.0.0.{i}", now=100.0)
+        except LoginRefused as exc:
+            return "throttled" if "too many" in str(exc) else "wrong"
+        return "signed in"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(guess, range(40)))
+    assert len(checked) <= 5 and outcomes.count("wrong") == len(checked)
+    assert outcomes.count("throttled") == 40 - len(checked)
