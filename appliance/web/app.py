@@ -20,6 +20,7 @@ from appliance.web import filters, uploads
 from appliance.web.bodies import SmallBodies
 from appliance.web.deps import ConnectionPool
 from appliance.web.metrics import registry_for
+from appliance.web.refusals import RefusalTally
 from appliance.web.security import NotSignedIn, Refused, known_host, own_names
 
 HERE = Path(__file__).resolve().parent
@@ -65,6 +66,7 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
     app.state.pool = pool = ConnectionPool(parts.database)
     app.state.metrics = registry_for(pool.borrow)
     app.state.clock = clock
+    app.state.refusals = RefusalTally()
     app.state.templates = templates()
 
     app.add_middleware(SmallBodies)

@@ -13,7 +13,7 @@ Every request must name this box in its ``Host`` header (:func:`known_host`). A
 state-changing request made with a session cookie must come from our own origin
 (``Origin``, else ``Referer``) and carry the session's CSRF token (form field ``csrf`` or
 header ``X-CSRF-Token``). Bearer-token requests carry no cookie and need neither.
-Every refusal is an audit event.
+Every refusal is an audit event; anonymous ones by aggregate (:mod:`appliance.web.refusals`).
 """
 
 from __future__ import annotations
@@ -146,6 +146,12 @@ async def csrf_token_sent(request: Request) -> str:
 
 
 def audit_refusal(conn: sqlite3.Connection, request: Request, principal: Principal | None, why: str) -> None:
+    """An audit row for a refused request: each one of a signed-in principal, anonymous
+    ones by aggregate (:mod:`appliance.web.refusals`)."""
+    address = client_address(request)
+    held_back = 0 if principal else request.app.state.refusals.admit(address, why)
+    if held_back is None:
+        return
     with transaction(conn):
         audit_log.append_in(
             conn,
@@ -155,8 +161,9 @@ def audit_refusal(conn: sqlite3.Connection, request: Request, principal: Princip
                 "role": principal.role if principal else None,
                 "method": request.method,
                 "path": request.url.path,
-                "address": client_address(request),
+                "address": address,
                 "why": why,
+                "held_back": held_back,
             },
         )
 
