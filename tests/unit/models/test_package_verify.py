@@ -6,6 +6,7 @@ import os
 import re
 import tarfile
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -300,3 +301,22 @@ def test_a_file_named_onnx_that_is_not_onnx_is_refused(tmp_path, keys):
     write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
     with pytest.raises(PackageError, match="not a readable ONNX model"):
         verify_package(out, [keys["public"]])
+
+
+def test_an_unsigned_package_with_a_huge_model_is_refused_without_holding_it_in_memory(tmp_path, keys):
+    """Issue 24, U2-bomb-onnx (scaled down). Before: every .onnx member was kept whole in
+    memory while the archive was read, before the signature was looked at (a 3 GiB model
+    in a 3 MB .tar.gz cost 3.15 GB)."""
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("model/evil.onnx")
+        info.size = 160 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(PackageError, match="missing file 'manifest.json'"):
+            verify_package(bomb, [keys["public"]])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024 * 1024  # tarfile's own gzip buffers: the same for any member size
