@@ -11,11 +11,13 @@ Public, integrity from TUF signatures rather than the channel::
     GET /tuf/metadata/{role}.json    TUF metadata (root versions, targets, snapshot, timestamp)
     GET /tuf/targets/{name}          model packages, with HTTP range requests
 
-Operators: ``GET /fleet`` (one row per site), ``GET /healthz``.
+Operators: ``GET /fleet`` (one row per site; an operator token as Bearer, or as the
+password of HTTP Basic), ``GET /healthz``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -34,6 +36,20 @@ log = logging.getLogger("training.hub")
 _METADATA_NAME = re.compile(r"^(\d+\.root|root|targets|snapshot|timestamp)\.json$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.tar$")
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _operator_token(authorization: str) -> str:
+    """The token of ``Authorization: Bearer TOKEN``, or the password of HTTP Basic (what a
+    browser asks for; any user name)."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
 
 
 async def _capped_body(request: Request) -> bytes:
@@ -118,7 +134,10 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
         return FileResponse(path, media_type="application/x-tar")
 
     @app.get("/fleet", response_class=HTMLResponse)
-    def fleet_page() -> HTMLResponse:
+    def fleet_page(request: Request) -> HTMLResponse:
+        if not service.is_operator(db, _operator_token(request.headers.get("authorization", ""))):
+            return HTMLResponse("operators only: sign in with an operator token", status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="hub operators"'})
         return HTMLResponse(fleet.render(fleet.collect(db, clock())))
 
     return app

@@ -55,6 +55,20 @@ def create_token(db: HubDatabase, site: str, ring: str, ttl_s: float, now: float
     return token
 
 
+def create_operator_token(db: HubDatabase, name: str, now: float) -> str:
+    """A new token for an operator of the fleet page (only its hash is stored)."""
+    if not _SITE.match(name):
+        raise ValueError(f"name {name!r}: 1-64 letters, digits, spaces or _.,'()-")
+    token = secrets.token_urlsafe(24)
+    db.execute("INSERT INTO operator_tokens (token_hash, name, created_at) VALUES (?,?,?)",
+               (_token_hash(token), name, now))
+    return token
+
+
+def is_operator(db: HubDatabase, token: str) -> bool:
+    return db.one("SELECT 1 FROM operator_tokens WHERE token_hash = ?", (_token_hash(token),)) is not None
+
+
 def enrol(db: HubDatabase, body: dict, now: float) -> tuple[str, str]:
     """Spend a token and pin the box's public key to a new device id.
 

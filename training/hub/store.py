@@ -122,6 +122,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE report_models_by_device RENAME TO report_models;
     CREATE INDEX report_models_device ON report_models (device_id, model_id, model_version, day)
     """,
+    # 4: the operators' sign-in for the fleet page (hashes of their tokens).
+    """
+    CREATE TABLE operator_tokens (
+        token_hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )
+    """,
 )
 
 

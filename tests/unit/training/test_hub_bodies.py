@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from training.hub.app import create_app
 from training.hub.repository import Repository
+from training.hub.service import create_operator_token
 from training.hub.store import HubDatabase
 
 
@@ -56,3 +57,15 @@ def test_an_oversized_body_is_refused_as_it_arrives_not_after_it_is_buffered(tmp
              "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
     assert answer["status"] == 413 and received <= 17
+
+
+def test_the_fleet_page_is_for_operators_only(tmp_path):
+    """Issue 24, H8-fleet-anon. Before: 200 to anyone, with device ids and site names."""
+    db = HubDatabase(str(tmp_path / "hub.db"))
+    client = TestClient(create_app(db, Repository(tmp_path)))
+    anonymous = client.get("/fleet")
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Basic")
+    assert client.get("/fleet", headers={"Authorization": "Bearer guessed"}).status_code == 401
+    token = create_operator_token(db, "biomed lead", 1.0)
+    assert client.get("/fleet", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert client.get("/fleet", auth=("anyone", token)).status_code == 200
