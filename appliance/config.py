@@ -159,10 +159,16 @@ class DicomSettings(_Section):
     _check_ae = field_validator("ae_title")(_check_ae_title)
 
     @property
+    def max_dataset_bytes(self) -> int:
+        """Most bytes a received dataset may have: the largest image the bounds allow plus
+        the largest rest of a dataset. A longer one is cut off while it arrives."""
+        return self.max_pixel_bytes + self.max_non_pixel_bytes
+
+    @property
     def inflate_cap(self) -> int:
-        """Most bytes a deflated dataset may inflate to: the largest image the bounds allow
-        plus the largest rest of a dataset, unless ``max_inflated_bytes`` says otherwise."""
-        return self.max_inflated_bytes or self.max_pixel_bytes + self.max_non_pixel_bytes
+        """Most bytes a deflated dataset may inflate to: :attr:`max_dataset_bytes`, unless
+        ``max_inflated_bytes`` says otherwise."""
+        return self.max_inflated_bytes or self.max_dataset_bytes
 
     @property
     def min_free_disk_bytes(self) -> int:
@@ -215,7 +221,13 @@ class WebSettings(_Section):
     login_lockout_minutes: float = Field(15.0, gt=0)
     page_size: int = Field(50, ge=5, le=500)
     poll_interval_s: float = Field(10.0, ge=1)
+    allowed_hosts: tuple[str, ...] = ()  # names besides IP addresses, localhost and our own
     tls: WebTlsSettings = WebTlsSettings()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return tuple(str(v).strip().lower().rstrip(".") for v in _as_list(value) if str(v).strip())
 
 
 class ModelSettings(_Section):

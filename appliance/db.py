@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -389,6 +389,12 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT seq, kind, payload, 0, 0 FROM audit_log
         WHERE kind IN ('alert-result-dead-lettered', 'drift-alert', 'alert-disk-below-floor')
     """,
+    # 12: a user's credentials epoch, moved on a password reset and on disabling; a session
+    # made under an earlier epoch is over (appliance.web.accounts, appliance.web.sessions).
+    """
+    ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
+    """,
 )
 
 
@@ -463,20 +469,45 @@ def backup_database(conn: sqlite3.Connection, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+#: Callbacks waiting for the transaction open on a connection (by ``id``) to commit.
+_after_commit: dict[int, dict[str, Callable[[], None]]] = {}
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any exception.
 
     IMMEDIATE takes the write lock at the start, so a read-then-write inside cannot be
-    raced by another connection.
+    raced by another connection. Callbacks registered with :func:`after_commit` run after
+    the ``COMMIT``, and are dropped with a rollback.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
+        _after_commit.pop(id(conn), None)
         conn.execute("ROLLBACK")
         raise
+    callbacks = _after_commit.pop(id(conn), {})
     conn.execute("COMMIT")
+    for callback in callbacks.values():
+        callback()
+
+
+def after_commit(conn: sqlite3.Connection, key: str, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction open on ``conn`` has committed (at once when
+    none is open). A later callback under the same ``key`` replaces an earlier one, so a
+    transaction that changes a thing many times acts on it once, on its last state."""
+    if conn.in_transaction:
+        _after_commit.setdefault(id(conn), {})[key] = callback
+    else:
+        callback()
+
+
+def database_file(conn: sqlite3.Connection) -> Path | None:
+    """The file of ``conn``'s main database; ``None`` for an in-memory one."""
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    return Path(name) if name else None
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

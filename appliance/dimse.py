@@ -26,7 +26,9 @@ NESTED_TOO_DEEP = 0xC213
 INFLATE_FAILED = 0xC214
 MISSING_ATTRIBUTE = 0xC215
 FILE_META_IN_DATASET = 0xC216  # a group 0002 element inside the dataset
-DATASET_TOO_LARGE = 0xC217  # bytes besides pixel data past dicom.max_non_pixel_bytes
+DATASET_TOO_LARGE = 0xC217  # bytes besides pixel data past dicom.max_non_pixel_bytes,
+#                             or a message past max_pixel_bytes + max_non_pixel_bytes
+PIXEL_DATA_LENGTH_MISMATCH = 0xC218  # Pixel Data's length is not the declared image's
 
 
 def is_success_or_warning(status: int) -> bool:

@@ -2,6 +2,8 @@
 
 Each row carries ``hash = sha256(prev_hash || canonical(seq, at, kind, payload))``, so an
 edited, deleted or reordered row breaks the chain at a place :func:`verify_chain` names.
+A log cut short, emptied, or rewritten and re-hashed is caught by the anchor kept outside
+the database (:mod:`appliance.audit.anchor`), moved to the head after each commit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance.db import transaction
+from appliance.audit import anchor
+from appliance.db import after_commit, database_file, transaction
 
 GENESIS = "0" * 64
 _append_lock = threading.Lock()
@@ -46,10 +49,14 @@ def append_in(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> i
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    digest = row_hash(prev, seq, at, kind, text)
     conn.execute(
         "INSERT INTO audit_log (seq, at, kind, payload, prev_hash, hash) VALUES (?,?,?,?,?,?)",
-        (seq, at, kind, text, prev, row_hash(prev, seq, at, kind, text)),
+        (seq, at, kind, text, prev, digest),
     )
+    database = database_file(conn)
+    if database is not None:
+        after_commit(conn, "audit-anchor", lambda: anchor.record(database, seq, digest))
     return seq
 
 
@@ -84,6 +91,17 @@ def verify_chain(rows: Iterable[tuple[int, str, str, str, str, str]]) -> list[Ch
 
 
 def verify_database(db: sqlite_utils.Database) -> list[ChainProblem]:
-    """Verify the whole audit log stored in ``db``."""
+    """Verify the whole audit log stored in ``db``, and that it still holds the head its
+    anchor names."""
     rows = db.conn.execute("SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log ORDER BY rowid")
-    return verify_chain(rows)
+    problems = verify_chain(rows)
+    database = database_file(db.conn)
+    if database is not None:
+        count = db.conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]
+
+        def hash_at(seq: int) -> str | None:
+            row = db.conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()
+            return row[0] if row else None
+
+        problems += [ChainProblem(seq, problem) for seq, problem in anchor.problems(database, count, hash_at)]
+    return problems

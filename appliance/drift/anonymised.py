@@ -4,8 +4,11 @@ Per model version and day: counts and binned histograms only, every cell below `
 suppressed (null), and every cell of a model version whose day had fewer than ``k`` series
 (a pixel histogram counts pixels, so its cells can pass ``k`` while describing one or two
 patients); optionally two-sided geometric noise of a given epsilon added to every
-count first. The result is checked against :mod:`appliance.drift.schema` before it is
-returned, so nothing outside the closed envelope can leave.
+count first. A category (a Manufacturer, model or kernel label: text the sender wrote) is
+left out whole, label and all, unless it was seen in at least ``k`` series and its count
+still shows after the noise: its text alone could name a patient or a site. The result
+is checked against :mod:`appliance.drift.schema` before it is returned, so nothing
+outside the closed envelope can leave.
 """
 
 from __future__ import annotations
@@ -72,7 +75,11 @@ def anonymise(
                 "counts": [cell(c) for c in counts],
             }
         for name, tally in sorted(agg.categories.items()):
-            features[name] = {"kind": "categorical", "counts": {label: cell(c) for label, c in sorted(tally.items())}}
+            shown = {label: cell(c) for label, c in sorted(tally.items()) if c >= k}
+            features[name] = {
+                "kind": "categorical",
+                "counts": {label: count for label, count in shown.items() if count is not None},
+            }
         entries.append(
             {
                 "model_id": model_id,

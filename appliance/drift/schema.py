@@ -2,7 +2,9 @@
 
 The report is what leaves the box for the central hub, so its shape is closed:
 :func:`check_report` refuses unknown keys anywhere, any free-text string, and any count
-cell below ``k``. A suppressed cell is ``null``. Strings are limited to the controlled
+cell below ``k``. A suppressed cell is ``null``, except a category's: a category label
+comes from text the sender wrote, so one under ``k`` is left out whole, and a
+categorical count that is ``null`` (a label without its count) is refused. Strings are limited to the controlled
 vocabulary (ids, versions, reason codes, feature names, category labels), all of which
 must match :data:`LABEL_RE`; identifiers such as names, UIDs, serial numbers or times
 cannot fit that pattern's role because nothing in the envelope accepts them.
@@ -17,7 +19,7 @@ Envelope (``schema`` = :data:`SCHEMA`)::
                  "features": {"<name>": {"kind": "histogram", "edges": [float...],
                                          "counts": [int|null...]}
                                       | {"kind": "categorical",
-                                         "counts": {"<category>": int|null}}}}]}
+                                         "counts": {"<category>": int}}}}]}
 
 This module is pure (no I/O) so the hub can copy it verbatim.
 """
@@ -105,7 +107,7 @@ def _check_model(m: Any, k: int, path: str) -> None:
             _histogram(feat, k, fpath)
         elif kind == "categorical":
             _keys(feat, _CAT_KEYS, _CAT_KEYS, fpath)
-            _label_counts(feat["counts"], k, f"{fpath}.counts")
+            _label_counts(feat["counts"], k, f"{fpath}.counts", blank_allowed=False)
         else:
             raise ReportError(f"{fpath}.kind: must be 'histogram' or 'categorical'")
 
@@ -125,11 +127,13 @@ def _histogram(feat: dict, k: int, path: str) -> None:
         _cell(c, k, f"{path}.counts[{j}]")
 
 
-def _label_counts(d: Any, k: int, path: str) -> None:
+def _label_counts(d: Any, k: int, path: str, blank_allowed: bool = True) -> None:
     _require_dict(d, path)
     for label, c in d.items():
         if not isinstance(label, str) or not LABEL_RE.match(label):
             raise ReportError(f"{path}: key {label!r} is not a controlled label")
+        if c is None and not blank_allowed:
+            raise ReportError(f"{path}.{label}: a category under k must be left out, label and all, not null")
         _cell(c, k, f"{path}.{label}")
 
 

@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from appliance.errors import PackageError
 
+#: The largest model input side (pixels): a package asking for more would have every
+#: series decoded into buffers the box cannot hold (1e6 a side is 4 TB a channel).
+MAX_INPUT_SIZE = 2048
 _SEMVER = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
 
 
@@ -79,7 +82,7 @@ class InputSpec(_Strict):
     layout: Literal["NCHW"] = "NCHW"
     dtype: Literal["float32"] = "float32"
     channels: int = Field(gt=0)
-    size: int = Field(gt=0)
+    size: int = Field(gt=0, le=MAX_INPUT_SIZE)
     windows: list[Window] = []
     slab_mm: float | None = Field(default=None, gt=0, le=20)
     context_slices: int = Field(default=0, ge=0, le=3)

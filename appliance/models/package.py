@@ -27,6 +27,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import tempfile
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -107,10 +108,11 @@ def read_package(
         raise PackageError(f"{into}: not empty; a package unpacks into a new folder")
     staging = None if into is None else into.with_name(f".{into.name}.{uuid.uuid4().hex}")
     try:
-        scan = _read_once(path, staging, copy_to)
-        manifest = _check_signature_and_schema(path, scan.manifest, scan.signature, trusted)
-        _check_files(path, manifest, scan.digests)
-        _check_external_data(path, scan.models, scan.digests)  # parsed only once the signature holds
+        with tempfile.TemporaryDirectory(prefix="package-models-") as spare:
+            scan = _read_once(path, staging, copy_to, Path(spare))
+            manifest = _check_signature_and_schema(path, scan.manifest, scan.signature, trusted)
+            _check_files(path, manifest, scan.digests)
+            _check_external_data(path, scan.models, scan.digests)  # read only once the signature holds
     except BaseException:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -140,7 +142,7 @@ class _Scan:
     """What one pass over the archive found."""
 
     digests: dict[str, tuple[int, str]] = field(default_factory=dict)  # name -> (size, sha256)
-    models: dict[str, bytes] = field(default_factory=dict)  # each .onnx, kept for its external data
+    models: dict[str, Path] = field(default_factory=dict)  # each .onnx, on disk until the signature holds
     manifest: bytes = b""
     signature: bytes = b""
     sha256: str = ""
@@ -160,10 +162,11 @@ class _Reader:
         return data
 
 
-def _read_once(path: Path, staging: Path | None, copy_to: Path | None) -> _Scan:
+def _read_once(path: Path, staging: Path | None, copy_to: Path | None, spare: Path) -> _Scan:
     """Walk the tar as a stream: check each member, hash it (writing it under ``staging``
-    when given), keep the manifest, the signature and the ONNX models; then the rest of
-    the file (tar padding, compression trailer), so the hash covers every byte."""
+    when given), keep the manifest and the signature, and the ONNX models on disk (under
+    ``staging``, else ``spare``: never in memory before the signature holds); then the
+    rest of the file (tar padding, compression trailer), so the hash covers every byte."""
     scan = _Scan()
     try:
         stream = open(path, "rb")
@@ -176,7 +179,7 @@ def _read_once(path: Path, staging: Path | None, copy_to: Path | None) -> _Scan:
         try:
             with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    _member(path, tar, member, scan, staging)
+                    _member(path, tar, member, scan, staging, spare)
             while reader.read(_CHUNK):
                 pass
         except tarfile.ReadError as e:
@@ -194,7 +197,9 @@ def _read_once(path: Path, staging: Path | None, copy_to: Path | None) -> _Scan:
     return scan
 
 
-def _member(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, scan: _Scan, staging: Path | None) -> None:
+def _member(
+    path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, scan: _Scan, staging: Path | None, spare: Path
+) -> None:
     """Check, hash (and write) one member as the stream passes it."""
     check_member_name(m.name)
     if m.issym():
@@ -213,9 +218,10 @@ def _member(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, scan: _Scan, s
     if special and m.size > MAX_MANIFEST_BYTES:
         raise PackageError(f"{path.name}: {m.name} is too large ({m.size} bytes)")
     source = _member_file(tar, m)
-    kept = bytearray() if special or m.name.endswith(".onnx") else None
+    kept = bytearray() if special else None
     digest = hashlib.sha256()
-    target = None if staging is None else staging / m.name
+    model = m.name.endswith(".onnx")
+    target = staging / m.name if staging is not None else spare / m.name if model else None
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "wb") if target is not None else nullcontext() as out:
@@ -230,8 +236,8 @@ def _member(path: Path, tar: tarfile.TarFile, m: tarfile.TarInfo, scan: _Scan, s
         scan.manifest = bytes(kept or b"")
     elif m.name == SIGNATURE_NAME:
         scan.signature = bytes(kept or b"")
-    elif kept is not None:
-        scan.models[m.name] = bytes(kept)
+    elif target is not None and model:
+        scan.models[m.name] = target
 
 
 def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
@@ -250,11 +256,11 @@ def onnx_external_locations(name: str, data: bytes) -> list[str]:
         raise PackageError(f"{name}: not a readable ONNX model ({e})") from e
 
 
-def _check_external_data(path: Path, models: dict[str, bytes], digests: dict[str, tuple[int, str]]) -> None:
+def _check_external_data(path: Path, models: dict[str, Path], digests: dict[str, tuple[int, str]]) -> None:
     """Each location, relative to its model's folder, must be a listed file of the package."""
-    for model_name, data in sorted(models.items()):
+    for model_name, model_file in sorted(models.items()):
         folder = posixpath.dirname(model_name)
-        for location in onnx_external_locations(f"{path.name}: {model_name}", data):
+        for location in onnx_external_locations(f"{path.name}: {model_name}", model_file.read_bytes()):
             target = posixpath.normpath(posixpath.join(folder, location)) if location else ""
             if (
                 not location
@@ -275,7 +281,9 @@ def _check_signature_and_schema(
 ) -> Manifest:
     try:
         raw = json.loads(manifest_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError:
+        raise PackageError(f"{path.name}: malformed manifest: manifest.json is nested too deeply") from None
+    except ValueError as e:  # not JSON, not UTF-8, or an integer past Python's 4300 digits
         raise PackageError(f"{path.name}: malformed manifest: manifest.json is not valid JSON ({e})") from e
     if not isinstance(raw, dict):
         raise PackageError(f"{path.name}: malformed manifest: top level must be an object")

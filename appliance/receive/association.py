@@ -280,9 +280,20 @@ class AssociationSession:
                 if pending is None or pending.context.context_id != context_id:
                     self._abort(m.ABORT_UNEXPECTED_PDU, "dataset fragment without its command")
                 if pending.incoming is not None:
-                    self._append(pending, fragment)
+                    self._receive_fragment(pending, pending.incoming, fragment)
                 if is_last:
                     self._finish_store(pending)
+
+    def _receive_fragment(self, pending: _PendingStore, incoming: spool.IncomingFile, fragment: memoryview) -> None:
+        """Write a dataset fragment, or cut the dataset off once it outgrows every bound:
+        the file goes, the rest of the message is read and dropped, and the answer is 0xC217."""
+        cap = self.settings.max_dataset_bytes
+        if incoming.dataset_size + len(fragment) <= cap:
+            self._append(pending, fragment)
+            return
+        incoming.discard()
+        pending.incoming = None
+        pending.refusal = (dimse.DATASET_TOO_LARGE, f"dataset longer than {cap} bytes: cut off while receiving")
 
     def _on_command(self, context: PresentationContext, data: bytes) -> None:
         try:

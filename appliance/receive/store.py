@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from appliance.jobs import InstanceArrived
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
 from appliance.receive.index import IngestIndex
-from appliance.receive.validate import Limits, inflate_to, inspect_dataset
+from appliance.receive.validate import InstanceHeader, Limits, inspect_dataset, inspect_deflated
 
 LOG = logging.getLogger(__name__)
 
@@ -129,8 +128,8 @@ class StoreService:
                 "instance-rejected",
                 {"calling_ae": calling_ae, "status": f"0x{status:04X}", "reason": reason},
             )
-        except sqlite3.Error as exc:
-            LOG.error("could not audit the refusal (%s); answered 0x%04X anyway", exc, status)
+        except sqlite3.Error as exc:  # the refusal is answered all the same
+            LOG.error("refusal not audited (database: %s)", exc)
         return status, reason
 
     def _store(self, received: ReceivedDataset) -> tuple[int, str]:
@@ -139,10 +138,7 @@ class StoreService:
         with open(received.path, "rb") as stream:
             stream.seek(received.dataset_offset)
             if transfer_syntax == DeflatedExplicitVRLittleEndian:
-                with tempfile.TemporaryFile(dir=received.path.parent) as inflated:
-                    size = inflate_to(stream, inflated, self.limits.max_inflated_bytes)
-                    inflated.seek(0)
-                    header = inspect_dataset(inflated, size, False, True, self.limits)
+                header = inspect_deflated(stream, self.limits)
             else:
                 header = inspect_dataset(
                     stream,
@@ -156,7 +152,8 @@ class StoreService:
             status, comment = dimse.WARNING_INSTANCE_UID_MISMATCH, "dataset SOP Instance UID differs from the request's"
         if header.sop_class_uid != received.sop_class_uid:
             status, comment = dimse.WARNING_SOP_CLASS_MISMATCH, "dataset SOP Class UID differs from the request's"
-        if self.index.stored_sha256(header.sop_instance_uid) == received.sha256:
+        stored = self.index.stored_sha256(header.sop_instance_uid)
+        if stored == received.sha256:
             return status, comment  # an identical resend: already durable and indexed
         final = spool.instance_path(
             self.spool_dir,
@@ -165,6 +162,19 @@ class StoreService:
             header.sop_instance_uid,
         )
         spool.commit_file(received.path, final)
+        try:
+            self._record(received, header, transfer_syntax, final)
+        except sqlite3.Error as exc:  # busy past its timeout, say: the sender is to retry
+            if stored is None:
+                final.unlink(missing_ok=True)  # no row will ever name it
+            raise StorageError(f"index not written ({exc}); send again") from exc
+        if header.series_instance_uid:
+            self.tracker.add(received.association_id, header.series_instance_uid)
+        else:
+            LOG.warning("instance from %s has no Series Instance UID: stored, not triaged", received.calling_ae)
+        return status, comment
+
+    def _record(self, received: ReceivedDataset, header: InstanceHeader, transfer_syntax: UID, final: Path) -> None:
         self.index.record(
             InstanceArrived(
                 sop_instance_uid=header.sop_instance_uid,
@@ -182,8 +192,3 @@ class StoreService:
                 association_id=received.association_id,
             )
         )
-        if header.series_instance_uid:
-            self.tracker.add(received.association_id, header.series_instance_uid)
-        else:
-            LOG.warning("instance from %s has no Series Instance UID: stored, not triaged", received.calling_ae)
-        return status, comment

@@ -37,17 +37,40 @@ from appliance.sync.client import HubError
 _CUSTOM_KEYS = {"model_id", "version", "min_appliance_version", "ring"}
 
 
-class HttpxFetcher(FetcherInterface):
-    """ngclient's metadata transport over the box's own httpx client (TLS settings included)."""
+#: Longest a metadata file may take to arrive whole (seconds): a hub trickling bytes
+#: stays under every read timeout, so the file as a whole has a deadline too.
+METADATA_DEADLINE_S = 30.0
 
-    def __init__(self, client: httpx.Client):
+
+class HttpxFetcher(FetcherInterface):
+    """ngclient's metadata transport over the box's own httpx client (TLS settings included).
+
+    The body is streamed, so ngclient's length limits per role (16 KiB for timestamp.json,
+    say) cut an endless one short, and a file not whole within ``deadline_s`` is given up.
+    """
+
+    def __init__(self, client: httpx.Client, deadline_s: float = METADATA_DEADLINE_S):
         self.client = client
+        self.deadline_s = deadline_s
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        response = self.client.get(url)
+        response = self.client.send(self.client.build_request("GET", url), stream=True)
         if response.status_code != 200:
+            response.close()
             raise tuf_errors.DownloadHTTPError(f"GET {url}: {response.status_code}", response.status_code)
-        return iter([response.content])
+        return self._chunks(url, response)
+
+    def _chunks(self, url: str, response: httpx.Response) -> Iterator[bytes]:
+        deadline = time.monotonic() + self.deadline_s
+        try:
+            for chunk in response.iter_bytes():  # as it arrives, so the deadline is checked
+                if time.monotonic() > deadline:
+                    raise tuf_errors.DownloadError(f"GET {url}: not whole within {self.deadline_s:g} s")
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise tuf_errors.DownloadError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            response.close()
 
 
 def refusal_reason(exc: Exception) -> str:
@@ -64,6 +87,8 @@ def refusal_reason(exc: Exception) -> str:
         return f"unsigned or tampered metadata (signatures do not verify): {text}"
     if isinstance(exc, tuf_errors.LengthOrHashMismatchError):
         return f"tampered data (length or hash mismatch): {text}"
+    if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+        return f"oversized metadata (cut at its length limit): {text}"
     if isinstance(exc, tuf_errors.DownloadError):
         return f"hub unreachable: {text}"
     return f"metadata refused: {type(exc).__name__}: {text}"

@@ -109,11 +109,14 @@ def authenticate(conn: sqlite3.Connection, name: str, password: str) -> User | N
 
 
 def set_disabled(conn: sqlite3.Connection, name: str, disabled: bool, actor: str) -> None:
-    """Disable (every session of the user stops working at once) or enable a user."""
+    """Disable or enable a user. Disabling moves the credentials epoch, so every session
+    the user had is over for good, not only while disabled."""
     with transaction(conn):
         if (
             conn.execute(
-                "UPDATE web_users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), time.time(), name)
+                "UPDATE web_users SET disabled = ?, updated_at = ?, credentials_epoch = credentials_epoch + ? "
+                "WHERE name = ?",
+                (int(disabled), time.time(), int(disabled), name),
             ).rowcount
             != 1
         ):
@@ -124,11 +127,13 @@ def set_disabled(conn: sqlite3.Connection, name: str, disabled: bool, actor: str
 
 
 def reset_password(conn: sqlite3.Connection, name: str, password: str, actor: str) -> None:
+    """Set a new password; the credentials epoch moves, so the user's sessions are over."""
     password_hash = _HASHER.hash(check_password(password))
     with transaction(conn):
         if (
             conn.execute(
-                "UPDATE web_users SET password_hash = ?, updated_at = ? WHERE name = ?",
+                "UPDATE web_users SET password_hash = ?, updated_at = ?, credentials_epoch = credentials_epoch + 1 "
+                "WHERE name = ?",
                 (password_hash, time.time(), name),
             ).rowcount
             != 1

@@ -16,11 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance.errors import ApplianceError
 from appliance.parts import Parts
 from appliance.states import JobState, ModelState, OutboxState, SeriesState, StudyState
-from appliance.web import filters
+from appliance.web import filters, uploads
+from appliance.web.bodies import SmallBodies
 from appliance.web.deps import ConnectionPool
 from appliance.web.metrics import registry_for
-from appliance.web.security import NotSignedIn, Refused
-from appliance.web.uploads import UploadTooLarge
+from appliance.web.refusals import RefusalTally
+from appliance.web.security import NotSignedIn, Refused, known_host, own_names
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,12 +60,23 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
     from appliance.web.routes import accounts, admin, api, audit, auth, dicom, drift, health, models, worklist
 
     settings = parts.settings
+    uploads.remove_leftovers(uploads.upload_dir(settings.data_dir))
     app = FastAPI(title="Triage appliance", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.parts = parts
     app.state.pool = pool = ConnectionPool(parts.database)
     app.state.metrics = registry_for(pool.borrow, settings)
     app.state.clock = clock
+    app.state.refusals = RefusalTally()
     app.state.templates = templates()
+
+    app.add_middleware(SmallBodies)
+    names = own_names(settings.web)
+
+    @app.middleware("http")
+    async def refuse_foreign_hosts(request: Request, call_next):
+        if not known_host(request.headers.get("host", ""), names):
+            return JSONResponse({"error": "unknown Host: add the name to web.allowed_hosts"}, status_code=400)
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -103,7 +115,7 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
 
     @app.exception_handler(ApplianceError)
     async def appliance_error(request: Request, exc: ApplianceError):
-        status = 413 if isinstance(exc, UploadTooLarge) else 400
+        status = 413 if isinstance(exc, uploads.UploadTooLarge) else 400
         if wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=status)
         return app.state.templates.TemplateResponse(

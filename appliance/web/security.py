@@ -9,17 +9,20 @@ Every route belongs to exactly one *access area*, declared as the tag of its rou
   ``/api/audit/verify`` (biomed, admin);
 - ``accounts``: users, tokens and sessions (admin).
 
-A state-changing request made with a session cookie must come from our own origin
+Every request must name this box in its ``Host`` header (:func:`known_host`). A
+state-changing request made with a session cookie must come from our own origin
 (``Origin``, else ``Referer``) and carry the session's CSRF token (form field ``csrf`` or
 header ``X-CSRF-Token``). Bearer-token requests carry no cookie and need neither.
-Every refusal is an audit event.
+Every refusal is an audit event; anonymous ones by aggregate (:mod:`appliance.web.refusals`).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -93,6 +96,29 @@ def principal_of(request: Request, conn: sqlite3.Connection, web: WebSettings, n
     return Principal(session.user_name, session.role, "session", session.csrf_token, session.token_sha256)
 
 
+def own_names(web: WebSettings) -> frozenset[str]:
+    """The host names this box answers to: localhost, its own names, ``web.allowed_hosts``."""
+    names = {"localhost", socket.gethostname(), socket.getfqdn(), *web.allowed_hosts}
+    return frozenset(name.lower().rstrip(".") for name in names)
+
+
+def known_host(host_header: str, names: Collection[str]) -> bool:
+    """``Host`` is an IP address or one of ``names`` (pure). A foreign name is refused:
+    with DNS rebinding, evil.example resolves to this box and its pages run in the
+    browser as evil.example's own."""
+    try:
+        host = urlsplit("//" + host_header).hostname
+    except ValueError:
+        return False
+    if not host:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host.rstrip(".") in names
+    return True
+
+
 def same_origin(request: Request) -> bool:
     """``Origin`` (or, failing that, ``Referer``) names this server's host and port.
 
@@ -120,6 +146,12 @@ async def csrf_token_sent(request: Request) -> str:
 
 
 def audit_refusal(conn: sqlite3.Connection, request: Request, principal: Principal | None, why: str) -> None:
+    """An audit row for a refused request: each one of a signed-in principal, anonymous
+    ones by aggregate (:mod:`appliance.web.refusals`)."""
+    address = client_address(request)
+    held_back = 0 if principal else request.app.state.refusals.admit(address, why)
+    if held_back is None:
+        return
     with transaction(conn):
         audit_log.append_in(
             conn,
@@ -129,8 +161,9 @@ def audit_refusal(conn: sqlite3.Connection, request: Request, principal: Princip
                 "role": principal.role if principal else None,
                 "method": request.method,
                 "path": request.url.path,
-                "address": client_address(request),
+                "address": address,
                 "why": why,
+                "held_back": held_back,
             },
         )
 

@@ -4,7 +4,8 @@
 The browser holds a random session id; the database holds its sha256, the CSRF token of
 the session, and when it was made and last used. A session ends on sign-out, after
 ``session_idle_minutes`` without a request, ``session_absolute_hours`` after sign-in, or
-when its user is disabled. Sign-in is throttled per user name and per address.
+when its user is disabled or given a new password (the user's credentials epoch moved
+since the session began; re-enabling does not bring it back). Sign-in is throttled per user name and per address.
 """
 
 from __future__ import annotations
@@ -53,30 +54,36 @@ def sign_in(
         Throttled, or wrong name/password, or disabled (the message does not say which).
     """
     window = now - settings.login_lockout_minutes * 60
-    user_failures = conn.execute(
-        "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
-    ).fetchone()[0]
-    address_failures = conn.execute(
-        "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
-    ).fetchone()[0]
-    if user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address:
-        with transaction(conn):
+    with transaction(conn):  # count and claim an attempt under one write lock: no race past the limit
+        user_failures = conn.execute(
+            "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
+        ).fetchone()[0]
+        address_failures = conn.execute(
+            "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
+        ).fetchone()[0]
+        throttled = (
+            user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address
+        )
+        if throttled:
             audit_log.append_in(conn, "web-login-throttled", {"user": name, "address": address})
+        else:  # a failure until the password proves right, so attempts in flight count
+            attempt = conn.execute(
+                "INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,0,?)", (name, address, now)
+            ).lastrowid
+    if throttled:
         raise LoginRefused(f"too many failed sign-ins; try again in {settings.login_lockout_minutes:g} minutes")
     user = accounts.authenticate(conn, name, password)
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO web_login_attempts (user_name, address, ok, at) VALUES (?,?,?,?)",
-            (name, address, int(user is not None), now),
-        )
         if user is None:
             audit_log.append_in(conn, "web-login-failed", {"user": name, "address": address})
         else:
+            conn.execute("UPDATE web_login_attempts SET ok = 1 WHERE rowid = ?", (attempt,))
             conn.execute(
                 "INSERT INTO web_sessions (token_sha256, user_id, csrf_token, address, created_at, "
-                "last_seen_at) VALUES (?,?,?,?,?,?)",
-                (_sha(token), user.id, csrf, address, now, now),
+                "last_seen_at, credentials_epoch) "
+                "SELECT ?, ?, ?, ?, ?, ?, credentials_epoch FROM web_users WHERE id = ?",
+                (_sha(token), user.id, csrf, address, now, now, user.id),
             )
             audit_log.append_in(conn, "web-login", {"user": name, "role": user.role, "address": address})
     if user is None:  # raised after the commit, so the failed attempt is counted
@@ -88,16 +95,20 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
     """The live session with this id (touching its last-seen time), or None."""
     row = conn.execute(
         "SELECT s.token_sha256, u.name, u.role, s.csrf_token, s.created_at, s.last_seen_at, s.ended_at, "
-        "u.disabled FROM web_sessions s JOIN web_users u ON u.id = s.user_id WHERE s.token_sha256 = ?",
+        "u.disabled, s.credentials_epoch != u.credentials_epoch "
+        "FROM web_sessions s JOIN web_users u ON u.id = s.user_id WHERE s.token_sha256 = ?",
         (_sha(token),),
     ).fetchone()
     if row is None:
         return None
-    sha, name, role, csrf, created, last_seen, ended, disabled = row
+    sha, name, role, csrf, created, last_seen, ended, disabled, credentials_changed = row
     expired = (
         now - last_seen > settings.session_idle_minutes * 60 or now - created > settings.session_absolute_hours * 3600
     )
     if ended is not None or disabled:
+        return None
+    if credentials_changed:
+        end(conn, sha, "password reset or user disabled", now)
         return None
     if expired:
         end(conn, sha, "timed out", now)
@@ -130,6 +141,7 @@ def live_sessions(conn: sqlite3.Connection, settings: WebSettings, now: float) -
     rows = conn.execute(
         "SELECT s.token_sha256, u.name, u.role, s.address, s.created_at, s.last_seen_at FROM web_sessions s "
         "JOIN web_users u ON u.id = s.user_id WHERE s.ended_at IS NULL AND u.disabled = 0 "
+        "AND s.credentials_epoch = u.credentials_epoch "
         "AND s.last_seen_at > ? AND s.created_at > ? ORDER BY s.created_at DESC",
         (now - settings.session_idle_minutes * 60, now - settings.session_absolute_hours * 3600),
     )

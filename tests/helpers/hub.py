@@ -78,6 +78,11 @@ class HubProcess:
     def token(self, ring: str = "all", site: str = "Test site") -> str:
         return self.admin("token", "--ring", ring, "--site", site).stdout.strip().splitlines()[-1]
 
+    def fleet_page(self) -> str:
+        """The fleet page as an operator sees it."""
+        operator = self.admin("operator-token", "--name", "tests").stdout.strip().splitlines()[-1]
+        return httpx.get(f"{self.url}/fleet", headers={"Authorization": f"Bearer {operator}"}).text
+
     def publish(self, package: Path, ring: str = "all") -> str:
         return self.admin("publish", str(package), "--ring", ring, "--trusted-key", str(DEMO_KEY)).stdout
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "publish", "devices", "revoke")
+COMMANDS = ("token", "operator-token", "publish", "devices", "revoke")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +104,9 @@ def admin(argv: list[str]) -> int:
     token.add_argument("--site", default="site", help="the site's name on the fleet page")
     token.add_argument("--ring", choices=("pilot", "all"), default="all")
     token.add_argument("--ttl-h", type=float, default=72.0, help="hours until the token expires")
+    operator = sub.add_parser("operator-token", help="print a token for the fleet page (last line)")
+    _common(operator)
+    operator.add_argument("--name", default="operator", help="whose token it is")
     publish = sub.add_parser("publish", help="publish a signed model package as a release")
     _common(publish)
     publish.add_argument("package", type=Path)
@@ -125,6 +128,11 @@ def admin(argv: list[str]) -> int:
 
         print(f"enrolment token for site {args.site!r}, ring {args.ring}, valid {args.ttl_h:g} h:")
         print(create_token(db, args.site, args.ring, args.ttl_h * 3600, now))
+    elif args.command == "operator-token":
+        from training.hub.service import create_operator_token
+
+        print(f"fleet page token for {args.name!r} (HTTP Basic password, any user name, or Bearer):")
+        print(create_operator_token(db, args.name, now))
     elif args.command == "publish":
         from appliance.models.package import verify_package
 

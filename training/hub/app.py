@@ -11,11 +11,13 @@ Public, integrity from TUF signatures rather than the channel::
     GET /tuf/metadata/{role}.json    TUF metadata (root versions, targets, snapshot, timestamp)
     GET /tuf/targets/{name}          model packages, with HTTP range requests
 
-Operators: ``GET /fleet`` (one row per site), ``GET /healthz``.
+Operators: ``GET /fleet`` (one row per site; an operator token as Bearer, or as the
+password of HTTP Basic), ``GET /healthz``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -36,6 +38,36 @@ _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.tar$")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+def _operator_token(authorization: str) -> str:
+    """The token of ``Authorization: Bearer TOKEN``, or the password of HTTP Basic (what a
+    browser asks for; any user name)."""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return ""
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it is declared or read past
+    :data:`MAX_BODY_BYTES`: nothing bigger is ever held in memory."""
+    too_big = service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], float] = time.time,
                window_s: float = service.CLOCK_WINDOW_S) -> FastAPI:
     app = FastAPI(title="Triage hub", docs_url=None, redoc_url=None, openapi_url=None)
@@ -46,13 +78,13 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
         return JSONResponse({"error": exc.reason}, status_code=exc.status)
 
     async def _json_body(request: Request) -> tuple[bytes, dict]:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise service.Refused(413, f"body over {MAX_BODY_BYTES} bytes")
+        body = await _capped_body(request)
         try:
             decoded = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise service.Refused(400, "body is not JSON") from None
+        except RecursionError:
+            raise service.Refused(400, "body is not JSON the hub reads: nested too deeply") from None
+        except ValueError as exc:  # not JSON, not UTF-8, or an integer past Python's 4300 digits
+            raise service.Refused(400, f"body is not JSON the hub reads: {str(exc)[:120]}") from None
         if not isinstance(decoded, dict):
             raise service.Refused(400, "body must be a JSON object")
         return body, decoded
@@ -102,7 +134,10 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
         return FileResponse(path, media_type="application/x-tar")
 
     @app.get("/fleet", response_class=HTMLResponse)
-    def fleet_page() -> HTMLResponse:
+    def fleet_page(request: Request) -> HTMLResponse:
+        if not service.is_operator(db, _operator_token(request.headers.get("authorization", ""))):
+            return HTMLResponse("operators only: sign in with an operator token", status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="hub operators"'})
         return HTMLResponse(fleet.render(fleet.collect(db, clock())))
 
     return app

@@ -55,6 +55,20 @@ def create_token(db: HubDatabase, site: str, ring: str, ttl_s: float, now: float
     return token
 
 
+def create_operator_token(db: HubDatabase, name: str, now: float) -> str:
+    """A new token for an operator of the fleet page (only its hash is stored)."""
+    if not _SITE.match(name):
+        raise ValueError(f"name {name!r}: 1-64 letters, digits, spaces or _.,'()-")
+    token = secrets.token_urlsafe(24)
+    db.execute("INSERT INTO operator_tokens (token_hash, name, created_at) VALUES (?,?,?)",
+               (_token_hash(token), name, now))
+    return token
+
+
+def is_operator(db: HubDatabase, token: str) -> bool:
+    return db.one("SELECT 1 FROM operator_tokens WHERE token_hash = ?", (_token_hash(token),)) is not None
+
+
 def enrol(db: HubDatabase, body: dict, now: float) -> tuple[str, str]:
     """Spend a token and pin the box's public key to a new device id.
 
@@ -150,7 +164,7 @@ def _check_head(head: object) -> tuple[int, str]:
 
 
 def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> list[dict]:
-    """Store each report once (by report id), in order, in one transaction.
+    """Store each report once (by its device and report id), in order, in one transaction.
 
     Returns one result per item: ``accepted``, ``duplicate`` (already held; the box may
     forget it) or ``rejected`` with the reason naming the field.
@@ -173,22 +187,17 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
                 continue
             inserted = db.execute(
                 "INSERT INTO reports (report_id, device_id, day, received_at, audit_seq, audit_hash, body) "
-                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (report_id) DO NOTHING",
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, report_id) DO NOTHING",
                 (report_id, device.device_id, report["day"], now, seq, digest,
                  json.dumps(report, sort_keys=True)))
             if not inserted:
-                owner = db.one("SELECT device_id FROM reports WHERE report_id = ?", (report_id,))
-                if owner and owner[0] != device.device_id:
-                    results.append({"report_id": report_id, "status": "rejected",
-                                    "reason": "report_id: already used by another device"})
-                else:
-                    results.append({"report_id": report_id, "status": "duplicate"})
+                results.append({"report_id": report_id, "status": "duplicate"})
                 continue
             for model in report["models"]:
                 db.execute(
                     "INSERT INTO report_models (report_id, device_id, day, model_id, model_version, series, "
                     "flagged, not_analysed, features) VALUES (?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (report_id, model_id, model_version) DO NOTHING",
+                    "ON CONFLICT (device_id, report_id, model_id, model_version) DO NOTHING",
                     (report_id, device.device_id, report["day"], model["model_id"], model["model_version"],
                      model["series"], model["flagged"],
                      sum(v for v in model["not_analysed"].values() if v is not None),

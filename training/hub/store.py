@@ -86,6 +86,50 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE devices ADD COLUMN drift_alerts TEXT
     """,
+    # 3: a report is known by its device and its id together: an id another device sends
+    # (they are derived from device ids, which are no secret) claims nothing.
+    """
+    CREATE TABLE reports_by_device (
+        report_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        received_at DOUBLE PRECISION NOT NULL,
+        audit_seq BIGINT NOT NULL,
+        audit_hash TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (device_id, report_id)
+    );
+    INSERT INTO reports_by_device SELECT report_id, device_id, day, received_at, audit_seq, audit_hash, body
+        FROM reports;
+    DROP TABLE reports;
+    ALTER TABLE reports_by_device RENAME TO reports;
+    CREATE INDEX reports_device_day ON reports (device_id, day);
+    CREATE TABLE report_models_by_device (
+        report_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        series BIGINT,
+        flagged BIGINT,
+        not_analysed BIGINT,
+        features TEXT NOT NULL,
+        PRIMARY KEY (device_id, report_id, model_id, model_version)
+    );
+    INSERT INTO report_models_by_device SELECT report_id, device_id, day, model_id, model_version, series,
+        flagged, not_analysed, features FROM report_models;
+    DROP TABLE report_models;
+    ALTER TABLE report_models_by_device RENAME TO report_models;
+    CREATE INDEX report_models_device ON report_models (device_id, model_id, model_version, day)
+    """,
+    # 4: the operators' sign-in for the fleet page (hashes of their tokens).
+    """
+    CREATE TABLE operator_tokens (
+        token_hash TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )
+    """,
 )
 
 

@@ -21,7 +21,13 @@ def routers():
 
 
 @accounts_area.get("/admin/users")
-def users_page(request: Request, conn: Connection, settings: SettingsDep, now: Now, token: str = "", ok: str = ""):
+def users_page(request: Request, conn: Connection, settings: SettingsDep, now: Now, ok: str = ""):
+    return _users(request, conn, settings, now, "", ok)
+
+
+def _users(request: Request, conn: Connection, settings: SettingsDep, now: Now, new_token: str, ok: str):
+    """The users page; ``new_token`` only from :func:`create_token`, never from the URL,
+    where anyone could put text for the page to present as a token it made."""
     return render(
         request,
         "admin_users.html",
@@ -29,7 +35,7 @@ def users_page(request: Request, conn: Connection, settings: SettingsDep, now: N
         users=accounts.list_users(conn),
         tokens=accounts.list_tokens(conn),
         roles=accounts.ROLES,
-        new_token=token,
+        new_token=new_token,
         ok=ok,
         live=sessions.live_sessions(conn, settings.web, now),
     )
@@ -78,9 +84,7 @@ def create_token(
 ):
     token = accounts.create_token(conn, role, name, principal.actor)
     # Shown once, on the page this redirect-free response renders; never stored in clear.
-    return users_page(
-        request, conn, settings, now, token=token, ok=f"token {name} created; copy it now, it is not shown again"
-    )
+    return _users(request, conn, settings, now, token, f"token {name} created; copy it now, it is not shown again")
 
 
 @accounts_area.post("/admin/tokens/{token_id}/revoke")

@@ -96,7 +96,10 @@ def api_audit_verify(db: Database):
 async def api_upload_model(request: Request, settings: SettingsDep, models: Registry, principal: SignedIn):
     """Install a model package sent as the raw request body (streamed, capped, verified)."""
     path = await uploads.receive_to_file(
-        request, settings.data_dir / "uploads", settings.web.max_upload_mb * 1024 * 1024
+        request,
+        uploads.upload_dir(settings.data_dir),
+        settings.web.max_upload_mb * 1024 * 1024,
+        settings.dicom.min_free_disk_mb * 1024 * 1024,
     )
     try:
         model = await run_in_threadpool(models.install, path, principal.actor)

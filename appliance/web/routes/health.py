@@ -28,15 +28,23 @@ def healthz():
     return {"status": "alive"}
 
 
+#: How long readiness waits for the database's write lock (ms), not the connection's 30 s.
+DATABASE_WAIT_MS = 2000
+
+
 def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[str, str | None]:
     """Each check's problem, or None when it passes."""
     checks: dict[str, str | None] = {}
+    usual_wait = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute(f"PRAGMA busy_timeout = {DATABASE_WAIT_MS}")
     try:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("ROLLBACK")
         checks["database"] = None
     except sqlite3.Error as exc:
-        checks["database"] = f"not writable: {exc}"
+        checks["database"] = f"not writable within {DATABASE_WAIT_MS / 1000:g} s: {exc}"
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(usual_wait)}")
     host = "127.0.0.1" if settings.dicom.bind_address in ("0.0.0.0", "") else settings.dicom.bind_address
     try:
         with socket.create_connection((host, settings.dicom.port), timeout=2):

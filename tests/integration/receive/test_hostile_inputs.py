@@ -90,8 +90,8 @@ def test_sequences_nested_300_deep_are_refused(appliance):
 def test_a_deflate_bomb_is_refused(make_appliance):
     appliance = make_appliance(dicom_max_inflated_bytes="1048576")
     ds = fresh()
-    ds.PixelData = bytes(4 * 1024 * 1024)  # 4 MiB of zeros deflates to a few KiB
     ds.Rows = ds.Columns = 1448
+    ds.PixelData = bytes(1448 * 1448 * 2)  # 4 MiB of zeros deflates to a few KiB
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),
                                                 (CTImageStorage, [ExplicitVRLittleEndian])))
@@ -116,6 +116,36 @@ def test_a_deflated_dataset_hiding_a_huge_element_is_refused(appliance):
     assert store(assoc, fresh()) == (0x0000, "")
     assoc.release()
     assert instance_count(appliance.data_dir) == 1
+
+
+def test_a_deflated_pixel_bomb_is_refused_for_its_length_and_the_association_carries_on(appliance):
+    """Issue 24, P1-L3b / N-deflate-1G / N3-deflate-conc (scaled down). Before: 64 x 64
+    declared with far more zeros as Pixel Data was inflated whole and stored with 0x0000."""
+    ds = fresh()
+    ds.PixelData = bytes(64 * 1024 * 1024)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    assoc = associate(appliance.port, contexts=((CTImageStorage, [DeflatedExplicitVRLittleEndian]),
+                                                (CTImageStorage, [ExplicitVRLittleEndian])))
+    got, comment = store(assoc, ds)
+    assert got == 0xC218 and "Pixel Data of 67108864 bytes is not the declared 8192" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+
+
+def test_raw_pixel_data_longer_than_the_image_is_refused_and_an_oversized_one_cut_off(make_appliance):
+    """Issue 24, P1-big-pixel-3G (scaled down: 3 MiB against bounds of 2 MiB). Before: both
+    were stored with 0x0000, the oversized one written whole to the spool first."""
+    appliance = make_appliance(dicom_max_pixel_bytes="1048576", dicom_max_non_pixel_bytes="1048576")
+    assoc = associate(appliance.port)
+    got, comment = store(assoc, fresh(PixelData=bytes(1024 * 1024)))
+    assert got == 0xC218 and "Pixel Data of 1048576 bytes" in comment
+    got, comment = store(assoc, fresh(PixelData=bytes(3 * 1024 * 1024)))
+    assert got == 0xC217 and "cut off while receiving" in comment
+    assert store(assoc, fresh()) == (0x0000, "")
+    assoc.release()
+    assert instance_count(appliance.data_dir) == 1
+    assert not list((appliance.data_dir / "spool" / ".incoming").iterdir())
 
 
 def test_a_small_deflated_instance_is_stored_as_sent(appliance):

@@ -22,6 +22,7 @@ TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob
 #: Files dcmtk stores but the appliance refuses on purpose, each with the status it gets.
 REFUSED_ON_PURPOSE = {
     "badVR.dcm": "NumberOfFrames '1A' is not an integer string (0xC212; issue 13, item 7)",
+    "MR_small_padded.dcm": "8,320 bytes of Pixel Data for a 64 x 64 x 16-bit image (0xC218; issue 24)",
 }
 
 

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from appliance.db import open_database
@@ -103,7 +102,7 @@ def test_closed_days_reach_the_hub_once_per_model_version_and_day(hub, tmp_path)
     finally:
         db.close()
     assert {(a["model_id"], a["version"], a["feature"]) for a in told} == active
-    page = httpx.get(f"{hub.url}/fleet").text
+    page = hub.fleet_page()
     shown = re.findall(r'<span class="box-alert">([^<]+)</span> <span class="muted">hub PSI ([^<]+)</span>', page)
     assert {name for name, _ in shown} == {f"{m} {v}: {f}" for m, v, f in active}
     kernel_psi = dict(shown)["head-ct 1.0.0: kernel"]

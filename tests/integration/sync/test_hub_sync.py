@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -145,7 +144,7 @@ def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, 
         anchors[0]
     assert json.loads(box_conn.execute("SELECT payload FROM audit_log WHERE seq = ?",
                                        (anchors[0][0],)).fetchone()[0])["report_id"] == sent[0][-1]
-    page = httpx.get(f"{hub.url}/fleet").text
+    page = hub.fleet_page()
     assert "box-a" in page and "box-b" in page and "30.0 %" in page  # 12 flagged of 40
     assert '<span class="alert">' not in page
 
@@ -153,7 +152,7 @@ def test_reports_from_two_boxes_arrive_exactly_once_and_bad_ones_are_named(hub, 
     shifted = {"hu_mean": {"kind": "histogram", "edges": [0.0, 40.0, 80.0], "counts": [10, 30]}}
     _queue(boxes[1], 1, day="2026-11-21", features=shifted)
     assert run_round(boxes[1], Parts(boxes[1]).registry(), sleep=_no_sleep).pushed == 1
-    page = httpx.get(f"{hub.url}/fleet").text
+    page = hub.fleet_page()
     assert page.count('<span class="alert">head-ct-ich-demo: hu_mean</span>') == 1
     assert page.index("box-b") < page.index('<span class="alert">head-ct-ich-demo: hu_mean</span>')
 
@@ -209,5 +208,5 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
         assert [(m.id, m.version, m.state) for m in registry.models()] == [
             ("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]  # never active
         assert run_round(box, Parts(box).registry(), sleep=_no_sleep).staged == []  # staged once
-    page = httpx.get(f"{hub.url}/fleet").text
+    page = hub.fleet_page()
     assert page.count("chest-cr-pneumothorax-demo 1.1.1 (shadow)") == 2

@@ -39,6 +39,16 @@ def test_verify_then_tamper_in_three_ways(tmp_path):
     assert result.returncode == 1 and "seq 6: rows missing" in result.stdout
 
 
+def test_verify_names_a_truncated_log(tmp_path):
+    """Issue 24, A4-truncate-tail. Before: rc 0, 'audit log intact'."""
+    db = open_database(tmp_path / "appliance.db")
+    for n in range(6):
+        chain.append(db, "inference", {"n": n})
+    db.conn.execute("DELETE FROM audit_log WHERE seq > 4")
+    result = run(tmp_path, "verify")
+    assert result.returncode == 1 and "seq 6: rows missing: the anchor names seq 6" in result.stdout
+
+
 def test_export_csv_and_json(tmp_path):
     db = open_database(tmp_path / "appliance.db")
     for n in range(3):

@@ -111,7 +111,7 @@ def test_anonymise_by_hand_and_with_noise():
     m = r["models"][0]
     assert (m["series"], m["flagged"], m["not_analysed"]) == (25, None, {"timed-out": 10})
     assert m["features"]["score"]["counts"][:5] == [None, None, 10, None, None]
-    assert m["features"]["kernel"]["counts"] == {"B70f": None, "FC23": 24}
+    assert m["features"]["kernel"]["counts"] == {"FC23": 24}
     noisy = [anonymise(dt.date(2026, 3, 1), [("head-ct", "1.0.0", agg)], 10, 0.5, np.random.default_rng(s),
                        "a" * 12 + "4" + "b" * 3 + "8" + "c" * 15)["models"][0]["series"] for s in range(200)]
     shown = [v for v in noisy if v is not None]
@@ -132,7 +132,24 @@ def test_a_day_with_fewer_than_k_series_shows_no_distribution_at_all():
     m = r["models"][0]
     assert m["series"] is None and m["flagged"] is None
     assert set(m["features"]["hu"]["counts"]) == {None}
-    assert m["features"]["kernel"]["counts"] == {"FC23": None}
+    assert m["features"]["kernel"]["counts"] == {}
+
+
+def test_a_category_seen_in_fewer_than_k_series_leaves_no_trace():
+    """Issue 24, D1-labels. Before: the labels stayed in the report with null counts
+    (``{"DOE JOHN MRN 4455667": null}``), and the hub stored and showed them."""
+    agg = Aggregate("ct_slice", 30, 12, {}, {}, {
+        "manufacturer": {"ACME": 29, "DOE JOHN MRN 4455667": 1},
+        "manufacturer_model": {"ACME Scan 64": 29, "PATIENT 19700101": 1},
+        "kernel": {"FC23": 29, "Mobile Unit 7": 1},
+    })
+    reports = [anonymise(dt.date(2026, 3, 1), [("head-ct", "1.0.0", agg)], 10, epsilon,
+                         np.random.default_rng(seed), "a" * 12 + "4" + "b" * 3 + "8" + "c" * 15)
+               for epsilon, seed in [(0.0, 0)] + [(0.1, s) for s in range(50)]]
+    for report in reports:
+        text = json.dumps(report)
+        assert not any(label in text for label in ("DOE JOHN", "PATIENT 19700101", "Mobile Unit 7"))
+    assert reports[0]["models"][0]["features"]["kernel"]["counts"] == {"FC23": 29}
 
 
 def test_plots_show_reference_current_and_statistic_over_time(tmp_path):

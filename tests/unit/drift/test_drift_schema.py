@@ -28,7 +28,7 @@ def _valid() -> dict:
                 "not_analysed": {"no-pixels": None, "decode-error": 11},
                 "features": {
                     "hu": {"kind": "histogram", "edges": [-1000.0, 0.0, 1000.0], "counts": [30, None]},
-                    "manufacturer_model": {"kind": "categorical", "counts": {"ACME CT 64": 31, "other": None}},
+                    "manufacturer_model": {"kind": "categorical", "counts": {"ACME CT 64": 31}},
                 },
             }
         ],
@@ -64,6 +64,8 @@ def test_valid_report_passes():
         (lambda r: r["models"][0]["features"]["hu"]["counts"].append(12), "models[0].features.hu.counts"),
         (lambda r: r["models"][0]["features"]["manufacturer_model"]["counts"].update({"SN: 12/34": 50}),
          "models[0].features.manufacturer_model.counts: key"),
+        (lambda r: r["models"][0]["features"]["manufacturer_model"]["counts"].update({"Mobile Unit 7": None}),
+         "models[0].features.manufacturer_model.counts.Mobile Unit 7: a category under k must be left out"),
         (lambda r: r["models"][0]["features"]["manufacturer_model"].update(kind="text"),
          "models[0].features.manufacturer_model.kind"),
         (lambda r: r["models"][0]["features"].update({"": {"kind": "categorical", "counts": {}}}), "models[0].features: key"),

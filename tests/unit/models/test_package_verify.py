@@ -3,8 +3,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import threading
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -137,6 +139,7 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
 
 @pytest.mark.parametrize("edit, field", [
     (lambda m: m["input"].update(size=-1), "input.size"),
+    (lambda m: m["input"].update(size=1_000_000), "input.size"),  # issue 24, U4: was installed
     (lambda m: m["input"].update(slab_mm=0), "input.slab_mm"),
     (lambda m: m.pop("operating_point"), "operating_point"),
     (lambda m: m.update(version="one"), "version"),
@@ -147,6 +150,29 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
 def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field):
     bad = _signed_raw_manifest(package, tmp_path, keys, edit)
     with pytest.raises(PackageError, match=rf"malformed manifest: field '{field}'"):
+        verify_package(bad, [keys["public"]])
+
+
+def _signed_raw_bytes(package, tmp_path, keys, raw: bytes) -> object:
+    files = members(package)
+    files.pop("manifest.json"), files.pop("manifest.json.sig")
+    key = load_private_key(keys["private"])
+    return rewrite(package, tmp_path / "raw.tar", {"manifest.json": raw, "manifest.json.sig": key.sign(raw), **files})
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(("raw", "words"), [
+    (b'{"version": ' + b"9" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+    (b'{"version": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+], ids=["5000-digit-integer", "200k-deep"])
+def test_a_manifest_python_cannot_parse_is_refused_naming_why(package, tmp_path, keys, raw, words, signed):
+    """Issue 24, U4-manifest-numbers. Before: both gave the upload a 500."""
+    if signed:
+        bad = _signed_raw_bytes(package, tmp_path, keys, raw)
+    else:
+        files = members(package)
+        bad = rewrite(package, tmp_path / "raw.tar", {**files, "manifest.json": raw})
+    with pytest.raises(PackageError, match=re.escape(f"malformed manifest: manifest.json is {words}")):
         verify_package(bad, [keys["public"]])
 
 
@@ -275,3 +301,22 @@ def test_a_file_named_onnx_that_is_not_onnx_is_refused(tmp_path, keys):
     write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
     with pytest.raises(PackageError, match="not a readable ONNX model"):
         verify_package(out, [keys["public"]])
+
+
+def test_an_unsigned_package_with_a_huge_model_is_refused_without_holding_it_in_memory(tmp_path, keys):
+    """Issue 24, U2-bomb-onnx (scaled down). Before: every .onnx member was kept whole in
+    memory while the archive was read, before the signature was looked at (a 3 GiB model
+    in a 3 MB .tar.gz cost 3.15 GB)."""
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("model/evil.onnx")
+        info.size = 160 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(PackageError, match="missing file 'manifest.json'"):
+            verify_package(bomb, [keys["public"]])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024 * 1024  # tarfile's own gzip buffers: the same for any member size

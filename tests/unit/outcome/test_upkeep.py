@@ -62,7 +62,8 @@ def test_the_study_summary_with_its_header_fields_comes_from_the_upkeep_not_from
     db = parts.database()
     study = one_study(parts, name="Roe^Richard")
     token = accounts.create_token(db.conn, "radiologist", "ris", "test")
-    client = TestClient(create_app(parts), headers={"Authorization": f"Bearer {token}"})
+    client = TestClient(create_app(parts), base_url="http://127.0.0.1",
+                        headers={"Authorization": f"Bearer {token}"})
 
     answer = client.get("/api/studies").json()
     assert (answer["total"], answer["summarised_at"]) == (0, None)  # the read did not summarise

@@ -3,6 +3,7 @@ from __future__ import annotations
 import io
 import struct
 import sys
+import tracemalloc
 import zlib
 
 import pytest
@@ -13,7 +14,13 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from appliance.errors import RejectedInstance
-from appliance.receive.validate import Limits, check_uid, inflate_to, inspect_dataset, number_of_frames
+from appliance.receive.validate import (
+    Limits,
+    check_uid,
+    inspect_dataset,
+    inspect_deflated,
+    number_of_frames,
+)
 from tests.helpers.series import ct_dataset
 
 
@@ -123,16 +130,113 @@ def test_uid_syntax():
             check_uid(bad, "x")
 
 
-def test_inflate_stops_at_the_cap():
+def deflate(data: bytes) -> bytes:
     raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    bomb = raw.compress(bytes(10_000_000)) + raw.flush()
-    sink = io.BytesIO()
-    with pytest.raises(RejectedInstance) as refused:
-        inflate_to(io.BytesIO(bomb), sink, 1_000_000)
-    assert refused.value.status == 0xC214 and sink.tell() <= 1_000_001
-    assert inflate_to(io.BytesIO(bomb), io.BytesIO(), 10_000_000) == 10_000_000
+    return raw.compress(data) + raw.flush()
+
+
+class CountingReader(io.BytesIO):
+    """Compressed bytes, counting how many the walk asked for."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.consumed = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        self.consumed += len(data)
+        return data
+
+
+def test_a_deflated_dataset_is_inflated_only_as_far_as_its_cap():
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    ds.Rows = ds.Columns = 1000
+    ds.PixelData = bytes(2_000_000)
+    bomb = deflate(encode(ds))
+    assert inspect_deflated(io.BytesIO(bomb), Limits()).rows == 1000
+    with pytest.raises(RejectedInstance, match="inflates past 1000000") as refused:
+        inspect_deflated(io.BytesIO(bomb), Limits(max_inflated_bytes=1_000_000))
+    assert refused.value.status == 0xC214
     with pytest.raises(RejectedInstance, match="corrupt"):
-        inflate_to(io.BytesIO(b"\xff" * 100), io.BytesIO(), 1000)
+        inspect_deflated(io.BytesIO(b"\xff" * 100), Limits())
+
+
+def test_a_deflated_pixel_bomb_is_refused_at_the_pixel_data_header_without_inflating_it():
+    """Issue 24, P1-L3b / N-deflate-1G / N3-deflate-conc. Before: the whole dataset was
+    inflated to a temporary file (1.9 GB of zeros behind Rows = Columns = 64), with up to
+    2 GB asked of zlib in one call, and stored with 0x0000."""
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=64)
+    ds.PixelData = bytes(200 * 1024 * 1024)
+    bomb = CountingReader(deflate(encode(ds)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(RejectedInstance, match="is not the declared 8192") as refused:
+            inspect_deflated(bomb, Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused.value.status == 0xC218
+    assert bomb.consumed <= 1 << 20 and peak < 8 * 1024 * 1024
+
+
+def test_a_deflated_dataset_is_walked_in_bounded_memory():
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    ds.Rows = ds.Columns = 8192
+    ds.PixelData = bytes(8192 * 8192 * 2)  # 128 MiB of zeros, as declared
+    bomb = deflate(encode(ds))
+    tracemalloc.start()
+    try:
+        assert inspect_deflated(io.BytesIO(bomb), Limits()).rows == 8192
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("pixel_bytes", [0, 8190, 8194, 3 * 1024 * 1024])
+def test_native_pixel_data_must_be_the_declared_image(pixel_bytes):
+    """Issue 24, P1-big-pixel-3G. Before: any length was stored (3 GiB behind 64 x 64)."""
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=64)
+    assert inspect(encode(ds)).rows == 64
+    ds.PixelData = bytes(pixel_bytes)
+    with pytest.raises(RejectedInstance, match=f"Pixel Data of {pixel_bytes} bytes") as refused:
+        inspect(encode(ds))
+    assert refused.value.status == 0xC218
+
+
+def test_the_declared_image_counts_frames_samples_bits_and_padding():
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=8)
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.BitsAllocated = 3, 3, 8
+    ds.PixelData = bytes(8 * 8 * 3 * 3)
+    assert inspect(encode(ds)).number_of_frames == 3
+    ds.Rows, ds.Columns, ds.NumberOfFrames, ds.SamplesPerPixel, ds.BitsAllocated = 3, 3, 1, 1, 8
+    ds.PixelData = bytes(10)  # 9 bytes padded to even
+    assert inspect(encode(ds)).rows == 3
+    ds.Rows = ds.Columns = 4
+    ds.BitsAllocated, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = bytes(2)  # 16 one-bit pixels
+    assert inspect(encode(ds)).rows == 4
+    ds.BitsAllocated, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 3, "YBR_FULL_422"
+    ds.PixelData = bytes(4 * 4 * 2)
+    assert inspect(encode(ds)).rows == 4
+
+
+def encapsulated(fragment_bytes: int) -> bytes:
+    ds = ct_dataset(generate_uid(), generate_uid(), 0, size=64)  # 8 KiB declared
+    del ds.PixelData
+    return encode(ds) + (
+        struct.pack("<HH", 0x7FE0, 0x0010) + b"OB" + struct.pack("<HI", 0, 0xFFFFFFFF)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, 0)
+        + struct.pack("<HHI", 0xFFFE, 0xE000, fragment_bytes) + bytes(fragment_bytes)
+        + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+    )
+
+
+def test_encapsulated_pixel_data_is_bounded_by_twice_the_image_and_64_kib_a_frame():
+    assert inspect(encapsulated(2 * 8192 + 65536)).rows == 64
+    with pytest.raises(RejectedInstance, match="encapsulated Pixel Data over 81920") as refused:
+        inspect(encapsulated(2 * 8192 + 65536 + 2))
+    assert refused.value.status == 0xC218
 
 
 def explicit_element(group: int, element: int, vr: bytes, value: bytes) -> bytes:

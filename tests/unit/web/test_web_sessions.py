@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from appliance.config import WebSettings
@@ -44,6 +47,25 @@ def test_only_the_hash_of_a_session_id_is_stored_and_disabling_ends_it(conn):
         sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=2.0)
 
 
+def test_a_password_reset_or_a_disable_ends_every_session_for_good(conn):
+    """Issue 24, W17-session-after-reset. Before: the old session answered 200 after a
+    password reset, and again after a disable and re-enable."""
+    settings = WebSettings()
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    accounts.reset_password(conn, "rad", "another long password", "admin")
+    assert sessions.session_for(conn, settings, token, now=1.0) is None
+    token, _ = sessions.sign_in(conn, settings, "rad", "another long password", "10.0.0.1", now=2.0)
+    assert sessions.session_for(conn, settings, token, now=3.0) is not None
+    accounts.set_disabled(conn, "rad", True, "admin")
+    accounts.set_disabled(conn, "rad", False, "admin")
+    assert sessions.session_for(conn, settings, token, now=4.0) is None
+    assert sessions.live_sessions(conn, settings, now=5.0) == []
+    reasons = conn.execute("SELECT end_reason FROM web_sessions ORDER BY created_at").fetchall()
+    assert reasons == [("password reset or user disabled",)] * 2
+    token, _ = sessions.sign_in(conn, settings, "rad", "another long password", "10.0.0.1", now=6.0)
+    assert sessions.session_for(conn, settings, token, now=7.0) is not None
+
+
 def test_sign_in_is_throttled_per_user_and_per_address(conn):
     settings = WebSettings(login_failures_per_user=3, login_failures_per_address=5, login_lockout_minutes=15)
     for i in range(3):
@@ -73,3 +95,33 @@ def test_users_and_tokens_are_checked(conn):
     assert holder is not None and holder.role == "biomed"
     accounts.revoke_token(conn, holder.id, "test")
     assert accounts.token_holder(conn, token) is None
+
+
+def test_concurrent_guesses_check_no_more_passwords_than_the_limit(tmp_path, monkeypatch):
+    """Issue 24, W3-throttle-race. Before: 40 concurrent wrong sign-ins for one user had
+    30 passwords checked against a limit of 5 (the count and the record were apart)."""
+    path = tmp_path / "appliance.db"
+    accounts.add_user(open_database(path).conn, "rad", "radiologist", PASSWORD, "test")
+    settings = WebSettings(login_failures_per_user=5, login_failures_per_address=100)
+    checked = []
+    authenticate = accounts.authenticate
+
+    def slow_authenticate(conn, name, password):
+        checked.append(name)
+        time.sleep(0.05)
+        return authenticate(conn, name, password)
+
+    monkeypatch.setattr(accounts, "authenticate", slow_authenticate)
+
+    def guess(i: int) -> str:
+        conn = open_database(path).conn
+        try:
+            sessions.sign_in(conn, settings, "rad", f"wrong guess {i}", f"10.0.0.{i}", now=100.0)
+        except LoginRefused as exc:
+            return "throttled" if "too many" in str(exc) else "wrong"
+        return "signed in"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(guess, range(40)))
+    assert len(checked) <= 5 and outcomes.count("wrong") == len(checked)
+    assert outcomes.count("throttled") == 40 - len(checked)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import shutil
 
 import pytest
 from starlette.requests import Request
 
-from appliance.web.uploads import UploadTooLarge, receive_to_file
+from appliance.config import load_settings
+from appliance.parts import Parts
+from appliance.errors import AccessError
+from appliance.web import uploads
+from appliance.web.app import create_app
+from appliance.web.uploads import UploadTooLarge, receive_to_file, upload_dir
 
 CHUNK = 64 * 1024
 
@@ -43,3 +50,32 @@ def test_a_body_within_the_cap_is_kept_whole(tmp_path):
     request, _ = _request(3, [])
     path = asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK))
     assert path.stat().st_size == 3 * CHUNK
+
+
+def test_uploads_a_killed_process_left_are_removed_when_the_web_app_starts(tmp_path, monkeypatch):
+    """Issue 24, R6-kill-during-upload. Before: a 277 MB upload-*.part stayed after restart."""
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path))
+    folder = upload_dir(tmp_path)
+    folder.mkdir()
+    (folder / "upload-aabf5a0347099b2a.part").write_bytes(b"\0" * 1024)
+    (folder / "README").write_text("not an upload")
+    create_app(Parts(load_settings()))
+    assert sorted(p.name for p in folder.iterdir()) == ["README"]
+
+
+def test_an_upload_keeps_the_spools_free_space_floor_and_a_full_disk_is_named(tmp_path, monkeypatch):
+    """Issue 24, R4-upload-full-disk. Before: 500 Internal Server Error."""
+    free = shutil.disk_usage(tmp_path).free
+    request, pulled = _request(3, [(b"content-length", str(3 * CHUNK).encode())])
+    with pytest.raises(AccessError, match="not enough free disk for the upload"):
+        asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK, min_free_bytes=free))
+    assert pulled == [] and list(tmp_path.iterdir()) == []
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    request, _ = _request(3, [])
+    monkeypatch.setattr(uploads.os, "fsync", full)
+    with pytest.raises(AccessError, match="could not be written: No space left on device"):
+        asyncio.run(receive_to_file(request, tmp_path, 10 * CHUNK))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,29 @@
+"""The users page shows a new token only in the answer that created it."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from appliance.config import load_settings
+from appliance.parts import Parts
+from appliance.web import accounts, sessions
+from appliance.web.app import create_app
+from appliance.web.security import SESSION_COOKIE
+
+PASSWORD = "twelve chars or more"
+
+
+def test_a_token_in_the_url_is_not_shown_as_a_new_token(tmp_path, monkeypatch):
+    """Issue 24, W12-reflected. Before: /admin/users?token=... presented any text as
+    'New token (shown once)'."""
+    monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path))
+    parts = Parts(load_settings())
+    conn = parts.database().conn
+    accounts.add_user(conn, "boss", "admin", PASSWORD, "test")
+    session, _ = sessions.sign_in(conn, parts.settings.web, "boss", PASSWORD, "127.0.0.1", time.time())
+    client = TestClient(create_app(parts), base_url="http://127.0.0.1", cookies={SESSION_COOKIE: session})
+    page = client.get("/admin/users", params={"token": "tap_call-0800-FAKE"})
+    assert page.status_code == 200
+    assert "tap_call-0800-FAKE" not in page.text and "New token" not in page.text
