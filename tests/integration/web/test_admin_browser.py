@@ -52,7 +52,7 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     page.wait_for_url("**/admin/models?ok=*", timeout=SLOW)
     assert "head-ct-ich-demo 1.2.0 is active" in page.locator(".message.ok").inner_text()
 
-    assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back…")
+    assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back to 1.1.0…")
     kinds = [k for (k,) in box.db().conn.execute("SELECT kind FROM audit_log WHERE payload LIKE '%web:bio%'")]
     assert kinds == ["model-installed", "model-shadow", "model-active", "model-rolled-back"]
 
@@ -83,6 +83,34 @@ def test_a_model_change_needs_its_confirmation(box, page):
     page.wait_for_load_state()
     assert "not confirmed" in page.content()
     assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'model-rolled-back'").fetchone()[0] <= 1
+
+
+def test_shadowing_the_active_version_is_refused_with_a_409_page_that_says_why(box, page):
+    """Issue 26: shadowing the active version demoted it with no warning."""
+    sign_in(page, box, "bio")
+    active, earlier = box.db().conn.execute(
+        "SELECT a.version, (SELECT MAX(version) FROM models WHERE version < a.version) FROM models a "
+        "WHERE a.state = 'active'").fetchone()
+    page.goto(f"{box.url}/admin/models")
+    row = page.locator("table.models tr", has=page.locator(f"td:text-is('{active}')"))
+    assert row.get_by_role("link", name="Shadow…").count() == 0
+    assert row.get_by_role("link", name=f"Roll back to {earlier}…").count() == 1
+
+    page.goto(f"{box.url}/admin/models/confirm?action=shadow&model_id=head-ct-ich-demo&version={active}")
+    page.check("input[name=confirm]")
+    with page.expect_response("**/admin/models/change") as answer:
+        page.click("form.stack button[type=submit]")
+    assert answer.value.status == 409
+    page.wait_for_load_state()
+    assert "conflicts with the models' current state" in page.locator("h1").inner_text()
+    why = page.locator(".message.error").inner_text()
+    assert f"head-ct-ich-demo {active} is the active version" in why and "no active model" in why
+    screenshot(page, "admin-models-conflict")
+    page.get_by_role("link", name="Back to Models").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/admin/models")
+    state = box.db().conn.execute("SELECT state FROM models WHERE version = ?", (active,)).fetchone()[0]
+    assert state == "active"
 
 
 def test_an_admin_adds_a_user_and_creates_and_revokes_a_token(box, page):
