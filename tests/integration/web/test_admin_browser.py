@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from appliance.config import load_settings
 from scripts.harness import free_port
 from tests.helpers.boxes import screenshot, sign_in, start_server
@@ -24,6 +26,12 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     sign_in(page, box, "bio")
     assert page.url.endswith("/admin")
     assert page.locator("h1").inner_text() == "Health"
+    disk = shutil.disk_usage(box.settings.data_dir)  # the bar is the share not free: it and "GiB free" add up
+    meter = page.locator("#disk-taken")
+    shown = float(meter.get_attribute("value")) / float(meter.get_attribute("max"))
+    assert abs(shown - (1 - disk.free / disk.total)) < 0.01
+    taken = round(100 * (1 - disk.free / disk.total))
+    assert abs(int(page.locator("#disk-shares").inner_text().split(" %")[0]) - taken) <= 1
     screenshot(page, "admin-health")
     page.goto(f"{box.url}/admin/models")
     shadow = page.locator("section", has_text="Shadow versus active").inner_text()
