@@ -45,5 +45,17 @@ def score(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def person_name(value: str | None) -> str:
+    """A DICOM person name as PACS viewers show it: ``NEWCOMER^BLEED`` -> ``NEWCOMER, BLEED``
+    (family, then prefix, given and middle names, then suffix; the alphabetic group only)."""
+    if not value or "^" not in value:  # one component: shown as stored
+        return value or ""
+    family, given, middle, prefix, suffix = ([*value.split("=", 1)[0].split("^"), "", "", "", ""])[:5]
+    first = " ".join(p for p in (prefix, given, middle) if p.strip())
+    return ", ".join(p for p in (family.strip(), first, suffix.strip()) if p) or value
+
+
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, short_when=short_when, duration=duration, age=age, score=score)
+    env.filters.update(
+        when=when, short_when=short_when, duration=duration, age=age, score=score, person_name=person_name
+    )

@@ -60,6 +60,10 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     clear = rows[box.studies["not-flagged"]].locator(".chip").inner_text()
     pending = rows[box.studies["pending"]].locator(".chip").inner_text()
     assert skipped.startswith("⊘ Not analysed") and "modality MR" in skipped
+    assert "[" not in skipped and "'" not in skipped  # a sentence, not a Python list (issue 26)
+    names = {r: rows[r].locator("td.patient").inner_text() for r in rows}
+    assert names[box.studies["not-analysed"]] == "Mr, Brain"  # Mr^Brain as PACS viewers show it
+    assert names[box.studies["failed"]] == "Broken, Pixels"
     assert failed.startswith("✕ Failed") and "decode failed" in failed
     assert clear == "✓ Not flagged"
     assert pending.startswith("◐ Pending") and "receiving for" in pending
