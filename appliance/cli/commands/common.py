@@ -12,12 +12,19 @@ def actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
-def until_signalled() -> None:
-    """Wait for SIGTERM or SIGINT."""
+def until_signalled() -> str:
+    """Wait for SIGTERM or SIGINT; return its name, for the shutdown's log line."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    received: list[str] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
     stop.wait()
+    return received[0]
 
 
 def print_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

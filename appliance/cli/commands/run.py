@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 
 from appliance.cli.commands.common import until_signalled
 from appliance.parts import Parts
+
+LOG = logging.getLogger("appliance.run")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,19 +32,21 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
-    until_signalled()
+    LOG.info("serve: %s received; stopping the web server, the worker and the listener", until_signalled())
     server.should_exit = True
     child.stop(timeout=30)
     thread.join(timeout=15)
     dicom.stop()
+    LOG.info("serve: stopped")
     return 0
 
 
 def listener(args: argparse.Namespace, parts: Parts) -> int:
     dicom = parts.listener()
     dicom.start()
-    until_signalled()
+    LOG.info("listener: %s received; stopping", until_signalled())
     dicom.stop()
+    LOG.info("listener: stopped")
     return 0
 
 
@@ -52,7 +57,9 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     signal.signal(signal.SIGTERM, lambda *_: loop.stop())
     signal.signal(signal.SIGINT, lambda *_: loop.stop())
     loop.run()
+    LOG.info("worker: stopping the result sender")
     sender.stop(timeout=30)
+    LOG.info("worker: stopped")
     return 0
 
 
@@ -61,4 +68,5 @@ def web(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.web.server import build_server
 
     build_server(parts).run()
+    LOG.info("web: stopped")
     return 0
