@@ -41,8 +41,13 @@ def age(seconds: float | None, now: float) -> str:
     return "not computed yet" if seconds is None else f"as of {duration(now - seconds)} ago"
 
 
+#: Decimals of a score or threshold, on every page: enough that a score just under its
+#: threshold does not read the same as it.
+SCORE_DECIMALS = 3
+
+
 def score(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+    return "—" if value is None else f"{value:.{SCORE_DECIMALS}f}"
 
 
 def person_name(value: str | None) -> str:

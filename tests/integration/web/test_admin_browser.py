@@ -37,7 +37,9 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     shadow = page.locator("section", has_text="Shadow versus active").inner_text()
     assert "head-ct-ich-demo 1.0.0 saw 1 series" in shadow and "flag agreement 0.0 %" in shadow
     assert page.locator("svg.scatter circle").count() == 1
-    assert "1.0 (current)" in page.locator("section", has_text="Alert budget").inner_text()
+    budget = page.locator("section", has_text="Alert budget").inner_text()
+    assert "1.000 (current)" in budget and "current threshold 1.000" in budget  # one precision (issue 26)
+    assert "over the last 1 day" in budget  # the box is minutes old: not "per day over 30 days"
     page.set_input_files("#package", str(package))
     page.click("#upload button[type=submit]")
     page.wait_for_selector("#upload-result.ok", timeout=SLOW)
