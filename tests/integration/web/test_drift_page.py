@@ -93,6 +93,12 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert "0.1" in hu
     screenshot(page, "admin-drift")
 
+    names = [n.split()[0] for n in features.locator("tbody th").all_inner_texts()]
+    alerting = {a["feature"] for a in active}
+    assert set(names[:len(alerting)]) == alerting  # the alerting features first (issue 26)
+    pictures = [h.split()[0] for h in page.locator(".drift-plots h4").all_inner_texts()]
+    assert set(pictures[:len(alerting)]) == alerting
+
     images = page.locator(".drift-plots img")
     assert images.count() >= 20
     sources = [images.nth(i).get_attribute("src") for i in range(images.count())]

@@ -61,3 +61,14 @@ def test_a_thin_window_shows_its_statistics_but_no_verdict(tmp_path):
     beyond = [n for n, f in judged.items() if (f["value"] < f["threshold"]) == (f["statistic"] == "chi_square_p")]
     assert beyond, "some statistic is past its threshold: the case the page must not call a finding"
     assert all(f["exceeded"] is None for f in judged.values())
+
+
+def test_a_histogram_picture_is_fitted_to_the_bins_its_data_fill():
+    from appliance.drift.plot import occupied_range
+
+    edges = np.linspace(0, 65000, 66)  # columns: 0 to 65000 in bins of 1000
+    reference, current = np.zeros(65), np.zeros(65)
+    reference[0] = current[0] = 5  # 512 columns
+    current[1] = 1  # a 1024-column series
+    assert occupied_range(edges, reference, current) == (0.0, 3000.0)
+    assert occupied_range(edges, np.zeros(65)) == (0.0, 65000.0)
