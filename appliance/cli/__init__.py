@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from appliance import __version__
 from appliance.cli.commands import COMMANDS
 from appliance.config import load_settings
 from appliance.errors import ApplianceError
@@ -21,6 +22,7 @@ from appliance.parts import Parts
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="DICOM triage appliance")
+    parser.add_argument("--version", action="version", version=f"appliance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)

@@ -57,3 +57,11 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(environmen
     err = child.stderr.read().decode()
     assert child.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_version_prints_the_appliance_version(capsys):
+    from appliance import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"appliance {__version__}"
