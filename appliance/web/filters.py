@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import jinja2
 
@@ -60,7 +61,41 @@ def person_name(value: str | None) -> str:
     return ", ".join(p for p in (family.strip(), first, suffix.strip()) if p) or value
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 site``, ``2 sites``: a number with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def fields(payload: str) -> list[tuple[str, str]]:
+    """An audit row's JSON payload as ``(name, value)`` pairs a person reads: text as it
+    is, nothing as a dash, yes/no, nested values as compact JSON."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return [("text", payload)]
+    if not isinstance(data, dict):
+        return [("value", json.dumps(data))]
+
+    def words(value: object) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, str | int | float):
+            return str(value)
+        return json.dumps(value, separators=(", ", ": "), sort_keys=True)
+
+    return [(name.replace("_", " "), words(value)) for name, value in data.items()]
+
+
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
-        when=when, short_when=short_when, duration=duration, age=age, score=score, person_name=person_name
+        when=when,
+        short_when=short_when,
+        duration=duration,
+        age=age,
+        score=score,
+        person_name=person_name,
+        count=count,
+        fields=fields,
     )

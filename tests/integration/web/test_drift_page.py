@@ -13,6 +13,7 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.drift import tables
 from appliance.web import accounts
+from appliance.web.filters import count
 from scripts.harness import free_port
 from tests.helpers.boxes import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
 from tests.helpers.drift import record_days
@@ -78,7 +79,7 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert "script-src 'self'" in csp and "img-src 'self'" in csp
     conn = open_database(drift_box.settings.db_path).conn
     active = tables.alerts(conn, active_only=True)
-    assert f"{len(active)} drift alert(s) active" in page.locator(".page-head").inner_text()
+    assert f"{count(len(active), 'drift alert')} active" in page.locator(".page-head").inner_text()
 
     alerts = page.locator("table.drift-alerts tbody tr")
     assert alerts.count() == len(tables.alerts(conn))

@@ -28,3 +28,19 @@ def test_person_names_read_as_pacs_viewers_show_them():
     assert person_name("ANON") == "ANON" and person_name("") == "" and person_name(None) == ""
     assert person_name("^^") == "^^"  # nothing in any part: shown as stored
     assert person_name("<b>x='y'</b>") == "<b>x='y'</b>"  # no component separator: as stored
+
+
+def test_counts_read_with_their_noun_in_the_right_number():
+    from appliance.web.filters import count
+
+    assert count(1, "drift alert") == "1 drift alert" and count(3, "check") == "3 checks"
+    assert count(0, "analysis", "analyses") == "0 analyses"
+
+
+def test_audit_details_read_as_named_fields_not_raw_json():
+    from appliance.web.filters import fields
+
+    payload = '{"model_id": "head-ct", "replaces": null, "ok": true, "trials": [{"backend": "onnx"}]}'
+    assert fields(payload) == [("model id", "head-ct"), ("replaces", "—"), ("ok", "yes"),
+                               ("trials", '[{"backend": "onnx"}]')]
+    assert fields("not json") == [("text", "not json")]
