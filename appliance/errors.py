@@ -9,6 +9,7 @@ ApplianceError
         RejectedInstance   an instance refused with a specific DIMSE status
         MalformedMessage   a DIMSE message that cannot be parsed (the association aborts)
     PackageError           a model package is malformed, tampered with or untrusted
+        ModelConflict      a model change the models' current state does not allow (says why)
     InferenceError         a series could not be triaged; the message is the reason users see
         DecodeError        an instance's pixels could not be decoded
         InferenceTimeout   the series deadline passed before the model finished
@@ -57,6 +58,11 @@ class RejectedInstance(DicomError):
 
 class PackageError(ApplianceError):
     """A model package failed verification; the message says exactly what is wrong."""
+
+
+class ModelConflict(PackageError):
+    """A model change that conflicts with the installed versions' states (shadowing the
+    active version, rolling back with no earlier one); the message says why and what to do."""
 
 
 class MalformedMessage(DicomError):

@@ -11,6 +11,11 @@ import sqlite_utils
 COLUMNS = ("seq", "at", "kind", "payload", "prev_hash", "hash")
 
 
+def kinds(db: sqlite_utils.Database) -> list[str]:
+    """The kinds of row the audit log holds, sorted."""
+    return [k for (k,) in db.conn.execute("SELECT DISTINCT kind FROM audit_log ORDER BY kind")]
+
+
 def export(db: sqlite_utils.Database, out: TextIO, fmt: str, kind: str | None = None) -> int:
     """Write every row (or those of one kind) in sequence order; return how many."""
     query = "SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log"

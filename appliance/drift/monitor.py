@@ -3,8 +3,12 @@
 Features the package reference covers are compared with the Jensen-Shannon distance to
 the reference histogram; the threshold is the package's ``mean + z * std`` of that
 distance over reference sub-windows (see ``training/drift.py``), or the configured
-fallback. Every other feature is compared with the *baseline*, the first window of this
-model version that had enough series: an intensity histogram without a reference by its
+fallback. A package threshold was drawn on sub-windows of ``window_series`` series (150
+when the reference does not say); a window with fewer series varies more, so its
+threshold is widened by ``sqrt(window_series / n)`` (:func:`widening`).
+
+Every other feature is compared with the *baseline*, the first window of this model
+version that had enough series: an intensity histogram without a reference by its
 Jensen-Shannon distance against the configured fallback (its counts are pixels, not
 independent draws), the rest (categorical, outputs, header bins the reference lacks,
 one count per series) by a chi-square test of homogeneity. ``z`` and the chi-square level both carry a
@@ -16,6 +20,7 @@ and clears when none of its last ``alert_of`` did.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -27,6 +32,9 @@ from appliance.config import DriftSettings
 from appliance.drift.aggregate import Aggregate
 from appliance.drift.features import INTENSITY, feature_edges
 from appliance.drift.statistics import chi_square, js_distance, ks_binned, psi, wasserstein_binned
+
+#: Series per reference sub-window when a package's thresholds do not say (training/drift.py).
+CALIBRATION_SERIES = 150
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,13 @@ def tail_probability(sigma: float) -> float:
 def corrected_z(sigma: float, tests: int) -> float:
     """``sigma`` raised so the one-sided level is divided by ``tests`` (Bonferroni)."""
     return NormalDist().inv_cdf(1 - tail_probability(sigma) / max(tests, 1))
+
+
+def widening(series: int, calibrated_on: int) -> float:
+    """How much wider a package threshold is for a window of ``series`` series than for the
+    ``calibrated_on`` series of the sub-windows it was drawn on (a distance's sampling noise
+    shrinks as one over the square root of the count); 1 for a window at least that large."""
+    return math.sqrt(calibrated_on / series) if 0 < series < calibrated_on else 1.0
 
 
 def evaluate(
@@ -131,11 +146,15 @@ def evaluate(
         cur = window.histograms[name]
         value = js_distance(ref, cur)
         t = thresholds.get(name)
+        details = {"psi": psi(ref, cur), "ks": ks_binned(ref, cur)}
         if t and t.get("statistic") == "js_distance":
-            threshold, source = float(t["mean"]) + z * float(t["std"]), "package"
+            calibrated_on = int(t.get("window_series", CALIBRATION_SERIES))
+            wider = widening(window.series, calibrated_on)
+            threshold, source = (float(t["mean"]) + z * float(t["std"])) * wider, "package"
+            if wider > 1:
+                details.update(widened=wider, calibrated_series=float(calibrated_on))
         else:
             threshold, source = settings.fallback_js_distance, "config"
-        details = {"psi": psi(ref, cur), "ks": ks_binned(ref, cur)}
         if name in edges:
             details["wasserstein"] = wasserstein_binned(edges[name], ref, cur)
         out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, source, details))

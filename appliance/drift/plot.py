@@ -1,8 +1,9 @@
 """Pictures for people (``appliance drift plot``; the admin page shows the same files).
 
 Per model version and feature: the reference (the package's, or the baseline window for
-features the package lacks) against the current window, and the window statistic over
-time with its threshold.
+features the package lacks) against the current window, on an axis fitted to the bins
+either fills, and the window statistic over time with its threshold. The model and version
+are in the file name and on the page, not in the title, so titles fit.
 """
 
 from __future__ import annotations
@@ -43,10 +44,13 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
                 ref, label = None, ""
             fig, ax = plt.subplots(figsize=(7, 3.5))
             e = edges[name]
+            shown = [c for c in (ref, counts.astype(float)) if c is not None and c.sum() > 0]
             for c, text, style in ((ref, label, "C0"), (counts.astype(float), "current window", "C1")):
                 if c is not None and c.sum() > 0:
                     ax.stairs(c / c.sum(), e, label=text, color=style)
-            ax.set_title(f"{model_id} {version}: {name} (window ending {today}, {window.series} series)")
+            if shown:
+                ax.set_xlim(*occupied_range(e, *shown))
+            ax.set_title(f"{name}: window ending {today}, {window.series} series", fontsize=10)
             ax.set_ylabel("proportion")
             ax.legend(fontsize=8)
             written.append(_save(fig, out_dir / f"{prefix}-{name}-histogram.png"))
@@ -62,7 +66,7 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
                     v = np.array([source.get(k, 0) for k in labels], dtype=np.float64)
                     ax.bar(x + offset, v / max(v.sum(), 1), width=0.4, label=text)
             ax.set_xticks(x, labels, rotation=20, fontsize=7)
-            ax.set_title(f"{model_id} {version}: {name} (window ending {today})")
+            ax.set_title(f"{name}: window ending {today}", fontsize=10)
             ax.legend(fontsize=8)
             written.append(_save(fig, out_dir / f"{prefix}-{name}-categories.png"))
         history = tables.evaluations(conn, model_id, version)
@@ -77,12 +81,22 @@ def write_plots(conn: sqlite3.Connection, settings: DriftSettings, out_dir: Path
             for h, d in zip(rows, days, strict=True):
                 if h["exceeded"]:
                     ax.axvline(d, color="orange", alpha=0.3)
-            ax.set_title(f"{model_id} {version}: {name} per {settings.window_days}-day window")
+            ax.set_title(f"{name}: statistic per {settings.window_days}-day window", fontsize=10)
             ax.legend(fontsize=8)
             ax.xaxis_date()
             fig.autofmt_xdate()
             written.append(_save(fig, out_dir / f"{prefix}-{name}-statistic.png"))
     return written
+
+
+def occupied_range(edges: np.ndarray, *counts: np.ndarray) -> tuple[float, float]:
+    """The x range from the first to the last bin any of ``counts`` fills, with a bin's
+    margin each side, so a histogram fills its picture instead of a sliver of 0-65000."""
+    filled = np.flatnonzero(np.any([np.asarray(c) > 0 for c in counts], axis=0))
+    if filled.size == 0:
+        return float(edges[0]), float(edges[-1])
+    lo, hi = max(int(filled[0]) - 1, 0), min(int(filled[-1]) + 2, len(edges) - 1)
+    return float(edges[lo]), float(edges[hi])
 
 
 def _save(fig, path: Path) -> Path:

@@ -164,12 +164,15 @@ def _read_reference(path: str) -> dict | None:
 
 def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.date) -> dict[str, Any]:
     """Per model version: the current window's counts, statistics and thresholds, the
-    last closed window's judgement, and the alerts (read only)."""
+    last closed window's judgement, and the alerts (read only). A feature's ``exceeded``
+    is None while the current window holds fewer than ``min_series`` series: it is not
+    judged yet, whatever its statistic says."""
     models = []
     for model_id, version, _ in tables.model_versions(conn):
         last_day, state = tables.load_monitor(conn, model_id, version)
         window = window_aggregate(conn, model_id, version, today, settings.window_days)
         current = evaluate(window, load_reference(conn, model_id, version), state.baseline, settings)
+        judged = window.series >= settings.min_series
         history = tables.evaluations(conn, model_id, version)
         last = [h for h in history if last_day is not None and h["day"] == last_day.isoformat()]
         models.append(
@@ -182,10 +185,10 @@ def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
                     "series": window.series,
                     "flagged": window.flagged,
                     "not_analysed": window.not_analysed,
-                    "judged": window.series >= settings.min_series,
+                    "judged": judged,
                     "min_series": settings.min_series,
                 },
-                "features": _feature_summary(window, current),
+                "features": _feature_summary(window, current, judged),
                 "last_closed_window": last_day.isoformat() if last_day else None,
                 "last_evaluations": last,
                 "baseline_series": state.baseline.series if state.baseline else None,
@@ -195,7 +198,7 @@ def drift_status(conn: sqlite3.Connection, settings: DriftSettings, today: dt.da
     return {"models": models, "alerts": tables.alerts(conn, active_only=True)}
 
 
-def _feature_summary(window: Aggregate, current: list) -> dict[str, Any]:
+def _feature_summary(window: Aggregate, current: list, judged: bool) -> dict[str, Any]:
     by_name = {e.feature: e for e in current}
     out: dict[str, Any] = {}
     for name, counts in window.histograms.items():
@@ -208,7 +211,7 @@ def _feature_summary(window: Aggregate, current: list) -> dict[str, Any]:
             value=round(e.value, 6),
             threshold=round(e.threshold, 6),
             threshold_source=e.source,
-            exceeded=e.exceeded,
+            exceeded=e.exceeded if judged else None,
             details={k: round(v, 6) for k, v in e.details.items()},
         )
     return out

@@ -25,7 +25,7 @@ import sqlite_utils
 
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
-from appliance.errors import PackageError
+from appliance.errors import ModelConflict, PackageError
 from appliance.models.backends import Runtime, Target, available_targets, load
 from appliance.models.manifest import Manifest
 from appliance.models.package import read_package
@@ -227,6 +227,12 @@ class ModelRegistry:
         model = self.get(model_id, version)
         if model.state == state:
             return model
+        if state == ModelState.SHADOW and model.state == ModelState.ACTIVE:
+            raise ModelConflict(
+                f"{model.label} is the active version: shadowing it would leave {model_id} with no active "
+                f"model, and every new series would fail. Shadow another version, or activate another "
+                f"version first."
+            )
         selection, _ = self.qualify(model)  # raises before anything changes
         now = time.time()
         with transaction(self.db.conn):
@@ -250,16 +256,26 @@ class ModelRegistry:
             )
         return self.get(model_id, version)
 
+    def rollback_target(self, model_id: str) -> InstalledModel | None:
+        """The version a rollback would activate: the newest installed one older than the
+        active version (None without an active version or an earlier one)."""
+        versions = [m for m in self.models() if m.id == model_id]
+        active = next((m for m in versions if m.state == ModelState.ACTIVE), None)
+        if active is None:
+            return None
+        older = [m for m in versions if version_key(m.version) < version_key(active.version)]
+        return older[-1] if older else None
+
     def rollback(self, model_id: str, actor: str) -> InstalledModel:
         """Retire the active version and activate the newest older one that was installed."""
-        active = [m for m in self.models() if m.id == model_id and m.state == ModelState.ACTIVE]
-        if not active:
-            raise PackageError(f"no active version of {model_id} to roll back")
-        current = active[0]
-        older = [m for m in self.models() if m.id == model_id and version_key(m.version) < version_key(current.version)]
-        if not older:
-            raise PackageError(f"{model_id} {current.version} has no earlier version to roll back to")
-        target = older[-1]
+        current = next((m for m in self.in_state(ModelState.ACTIVE) if m.id == model_id), None)
+        if current is None:
+            raise ModelConflict(f"{model_id} has no active version to roll back")
+        target = self.rollback_target(model_id)
+        if target is None:
+            raise ModelConflict(
+                f"{current.label} is the earliest version installed: there is no earlier version to roll back to"
+            )
         selection, _ = self.qualify(target)
         now = time.time()
         with transaction(self.db.conn):

@@ -9,6 +9,7 @@ why, so the next one (the timer) picks up where this one stopped.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
@@ -172,6 +173,13 @@ def drift_alerts(conn: sqlite3.Connection) -> list[dict]:
     return [{"model_id": m, "version": v, "feature": f} for m, v, f in sorted(alerts)]
 
 
+def utc(seconds: float | None) -> str | None:
+    """A stored POSIX time as ISO 8601 UTC to the second (``2026-03-01T09:00:00Z``)."""
+    if seconds is None:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dict:
     """Enrolment, report queue, last round and release-metadata freshness (read only); what
     ``appliance sync status`` prints and ``appliance status --json`` carries as ``sync``."""
@@ -186,8 +194,16 @@ def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dic
     ).fetchone()
     last_round = None
     if last:
-        keys = ("started_at", "finished_at", "pushed", "push_error", "metadata_refreshed", "release_error")
-        last_round = dict(zip(keys, last[:6], strict=True), staged=json.loads(last[6]))
+        started, finished, pushed, push_error, metadata_refreshed, release_error, staged_json = last
+        last_round = {
+            "started_at": utc(started),
+            "finished_at": utc(finished),
+            "pushed": pushed,
+            "push_error": push_error,
+            "metadata_refreshed": bool(metadata_refreshed),
+            "release_error": release_error,
+            "staged": json.loads(staged_json),
+        }
     staged = [
         {"target": t, "model_id": m, "version": v, "state": s, "reason": r}
         for t, m, v, s, r in conn.execute(
@@ -202,7 +218,7 @@ def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dic
         "last_round": last_round,
         "metadata": {
             **releases.metadata_state(sync_dir(data_dir), now),
-            "last_refreshed_at": refreshed,
+            "last_refreshed_at": utc(refreshed),
             "age_s": None if refreshed is None else round(now - refreshed, 1),
         },
         "releases": staged,

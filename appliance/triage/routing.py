@@ -19,6 +19,12 @@ from appliance.errors import ConfigError
 from appliance.jobs import SeriesFacts
 
 
+def one_of(values: tuple[str, ...] | list[str]) -> str:
+    """``HEAD, BRAIN or SKULL``: alternatives as a radiologist reads them."""
+    values = list(values)
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
 class _Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,16 +69,16 @@ class RoutingRule(_Rule):
         """The first condition ``facts`` fail, in words, or None when the rule matches."""
         upper = lambda values: {v.upper() for v in values}  # noqa: E731
         if facts.modality.upper() not in upper(self.modality):
-            return f"modality {facts.modality or 'missing'} not in {list(self.modality)}"
+            return f"modality {facts.modality or 'missing'}, not {one_of(self.modality)}"
         if self.body_part and facts.body_part.upper() not in upper(self.body_part):
-            return f"body part {facts.body_part or 'missing'} not in {list(self.body_part)}"
+            return f"body part {facts.body_part or 'missing'}, not {one_of(self.body_part)}"
         if self.sop_class and facts.sop_class_uid not in self.sop_class:
             return f"SOP class {facts.sop_class_uid} not routed"
         if self.series_description and not re.search(self.series_description, facts.series_description):
             return f"series description does not match /{self.series_description}/"
         missing = upper(self.image_type_includes) - upper(facts.image_type)
         if missing:
-            return f"image type lacks {sorted(missing)}"
+            return f"image type lacks {', '.join(sorted(missing))}"
         if not self.min_instances <= facts.instances <= self.max_instances:
             return f"{facts.instances} instances outside {self.min_instances}-{self.max_instances}"
         return None

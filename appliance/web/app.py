@@ -19,6 +19,7 @@ from appliance.states import JobState, ModelState, OutboxState, SeriesState, Stu
 from appliance.web import filters, uploads
 from appliance.web.bodies import SmallBodies
 from appliance.web.deps import ConnectionPool
+from appliance.web.error_pages import back_link, status_and_title
 from appliance.web.metrics import registry_for
 from appliance.web.refusals import RefusalTally
 from appliance.web.security import NotSignedIn, Refused, known_host, own_names
@@ -105,40 +106,30 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
             )
         return RedirectResponse("/login", status_code=303)
 
+    def error_page(request: Request, title: str, message: str, status: int, principal=None) -> Response:
+        href, words = back_link(request.url.path)
+        context = {"title": title, "message": message, "principal": principal, "back": href, "back_words": words}
+        return app.state.templates.TemplateResponse(request, "error.html", context, status_code=status)
+
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused):
         if wants_json(request):
             return JSONResponse({"error": exc.why}, status_code=403)
-        return app.state.templates.TemplateResponse(
-            request, "error.html", {"title": "Not allowed", "message": exc.why, "principal": None}, status_code=403
-        )
+        return error_page(request, "Not allowed", exc.why, 403)
 
     @app.exception_handler(ApplianceError)
     async def appliance_error(request: Request, exc: ApplianceError):
-        status = 413 if isinstance(exc, uploads.UploadTooLarge) else 400
+        status, title = status_and_title(exc)
         if wants_json(request):
             return JSONResponse({"error": str(exc)}, status_code=status)
-        return app.state.templates.TemplateResponse(
-            request,
-            "error.html",
-            {"title": "Could not do that", "message": str(exc), "principal": getattr(request.state, "principal", None)},
-            status_code=status,
-        )
+        return error_page(request, title, str(exc), status, getattr(request.state, "principal", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         if wants_json(request):
             return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
-        return app.state.templates.TemplateResponse(
-            request,
-            "error.html",
-            {
-                "title": f"{exc.status_code}",
-                "message": str(exc.detail),
-                "principal": getattr(request.state, "principal", None),
-            },
-            status_code=exc.status_code,
-        )
+        principal = getattr(request.state, "principal", None)
+        return error_page(request, f"{exc.status_code}", str(exc.detail), exc.status_code, principal)
 
     for module in (auth, health, worklist, api, admin, models, dicom, audit, accounts, drift):
         for router in module.routers():

@@ -50,6 +50,10 @@ def saved(settings: Settings) -> Settings:
 def change(conn: sqlite3.Connection, settings: Settings, kind: str, action: str, text: str, actor: str) -> str:
     """Add or remove one peer or destination; audited in the same transaction.
 
+    Removing an entry added here (or adding back one removed here) undoes that change, so
+    the file keeps no trace of it: an entry later listed in the configuration or the
+    environment is then in force, not silently suppressed.
+
     Parameters
     ----------
     conn : sqlite3.Connection
@@ -85,17 +89,28 @@ def change(conn: sqlite3.Connection, settings: Settings, kind: str, action: str,
         if action == "remove" and entry not in current:
             raise ConfigError(f"{FIELD[kind]}: {entry} is not listed")
         into, out_of = ("added", "removed") if action == "add" else ("removed", "added")
-        if entry in local[kind][out_of]:
+        undoes = entry in local[kind][out_of]
+        if undoes:  # back to what the configuration file and the environment say
             local[kind][out_of].remove(entry)
-        if entry not in local[kind][into]:
+        else:
             local[kind][into].append(entry)
+        details = {FIELD[kind]: entry, "actor": actor, "effective": "after a restart"}
         audit_log.append_in(
             conn,
             f"dicom-{FIELD[kind]}-{'added' if action == 'add' else 'removed'}",
-            {FIELD[kind]: entry, "actor": actor, "effective": "after a restart"},
+            {**details, "undoes": f"the saved {'removal' if action == 'add' else 'addition'}"} if undoes else details,
         )
         _write(path, local)  # inside the transaction: a failed write leaves no audit row
     return entry
+
+
+def listing(settings: Settings, kind: str) -> list[tuple[str, str]]:
+    """``(entry, where it comes from)`` of every peer or destination the next start uses,
+    then those removed here: ``configuration``, ``added here`` or ``removed here``."""
+    local = read_local_dicom(local_dicom_path(settings.data_dir))[kind]
+    in_force = [e.text for e in getattr(saved(settings).dicom, kind)]
+    rows = [(text, "added here" if text in local["added"] else "configuration") for text in in_force]
+    return rows + [(text, "removed here") for text in local["removed"]]
 
 
 def _write(path: Path, local: dict) -> None:

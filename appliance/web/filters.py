@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import jinja2
 
@@ -41,9 +42,60 @@ def age(seconds: float | None, now: float) -> str:
     return "not computed yet" if seconds is None else f"as of {duration(now - seconds)} ago"
 
 
+#: Decimals of a score or threshold, on every page: enough that a score just under its
+#: threshold does not read the same as it.
+SCORE_DECIMALS = 3
+
+
 def score(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
+    return "—" if value is None else f"{value:.{SCORE_DECIMALS}f}"
+
+
+def person_name(value: str | None) -> str:
+    """A DICOM person name as PACS viewers show it: ``NEWCOMER^BLEED`` -> ``NEWCOMER, BLEED``
+    (family, then prefix, given and middle names, then suffix; the alphabetic group only)."""
+    if not value or "^" not in value:  # one component: shown as stored
+        return value or ""
+    family, given, middle, prefix, suffix = ([*value.split("=", 1)[0].split("^"), "", "", "", ""])[:5]
+    first = " ".join(p for p in (prefix, given, middle) if p.strip())
+    return ", ".join(p for p in (family.strip(), first, suffix.strip()) if p) or value
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 site``, ``2 sites``: a number with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def fields(payload: str) -> list[tuple[str, str]]:
+    """An audit row's JSON payload as ``(name, value)`` pairs a person reads: text as it
+    is, nothing as a dash, yes/no, nested values as compact JSON."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return [("text", payload)]
+    if not isinstance(data, dict):
+        return [("value", json.dumps(data))]
+
+    def words(value: object) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, str | int | float):
+            return str(value)
+        return json.dumps(value, separators=(", ", ": "), sort_keys=True)
+
+    return [(name.replace("_", " "), words(value)) for name, value in data.items()]
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, short_when=short_when, duration=duration, age=age, score=score)
+    env.filters.update(
+        when=when,
+        short_when=short_when,
+        duration=duration,
+        age=age,
+        score=score,
+        person_name=person_name,
+        count=count,
+        fields=fields,
+    )

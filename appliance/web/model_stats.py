@@ -77,18 +77,31 @@ def what_if(scores: list[tuple[float, str | None, int]], days: float, thresholds
 
 
 def alert_budget(conn: sqlite3.Connection, model_id: str, threshold: float, now: float, days: int = 30) -> dict:
-    """The active model line's last ``days`` of local scores under the what-if thresholds."""
+    """The active model line's last ``days`` of local scores under the what-if thresholds.
+
+    Rates are per day over the span the results cover: ``days``, or less on a box whose
+    first result is younger (at least one day, so a box up for minutes shows today's count).
+    """
     rows = conn.execute(
         "SELECT r.score, (SELECT verdict FROM web_feedback f WHERE f.inference_result_id = r.id ORDER BY f.id DESC "
-        "LIMIT 1), r.flag FROM inference_results r WHERE r.role = ? AND r.model_id = ? AND r.superseded = 0 "
-        "AND r.created_at > ?",
+        "LIMIT 1), r.flag, r.created_at FROM inference_results r WHERE r.role = ? AND r.model_id = ? "
+        "AND r.superseded = 0 AND r.created_at > ?",
         (ModelState.ACTIVE, model_id, now - days * DAY),
     ).fetchall()
+    first = min((r[3] for r in rows), default=now)
+    span = min(float(days), max((now - first) / DAY, 1.0))
     thresholds = tuple(sorted(set(WHAT_IF_THRESHOLDS) | {round(threshold, 4)}))
     return {
         "model_id": model_id,
         "threshold": threshold,
         "cases": len(rows),
         "days": days,
-        "rows": what_if(rows, float(days), thresholds),
+        "span": days_in_words(span),
+        "rows": what_if([r[:3] for r in rows], span, thresholds),
     }
+
+
+def days_in_words(days: float) -> str:
+    """``1 day``, ``2.5 days``, ``30 days``."""
+    text = f"{days:.1f}".removesuffix(".0")
+    return f"{text} day" if text == "1" else f"{text} days"

@@ -164,3 +164,12 @@ def result_file(conn: sqlite3.Connection, results_dir: Path, study_uid: str, sop
     ).fetchone()
     path = Path(row[0]) if row else results_dir / study_uid / f"{sop_instance_uid}.dcm"
     return path if path.is_file() else None
+
+
+def deliveries(conn: sqlite3.Connection, sop_instance_uid: str) -> list[tuple[str, str]]:
+    """``(destination, outbox state)`` of one result object, by destination: where it was
+    sent, is waiting to go, or was given up on (empty: it was never queued)."""
+    rows = conn.execute(
+        "SELECT destination, state FROM outbox WHERE sop_instance_uid = ? ORDER BY destination", (sop_instance_uid,)
+    )
+    return [(destination, state) for destination, state in rows]

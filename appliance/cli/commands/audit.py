@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     audit.add_parser("verify", help="check the hash chain").set_defaults(func=verify)
     export = audit.add_parser("export", help="write the audit log as CSV or JSON to stdout")
     export.add_argument("--format", choices=("csv", "json"), default="csv")
-    export.add_argument("--kind", help="only rows of this kind, e.g. inference")
+    export.add_argument("--kind", help="only rows of this kind, e.g. inference (an unknown kind lists the kinds)")
     export.set_defaults(func=export_log)
 
 
@@ -30,8 +30,16 @@ def verify(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def export_log(args: argparse.Namespace, parts: Parts) -> int:
-    from appliance.audit.export import export
+    from appliance.audit.export import export, kinds
 
-    count = export(parts.database(), sys.stdout, args.format, args.kind)
+    db = parts.database()
+    known = kinds(db)
+    if args.kind is not None and args.kind not in known:
+        print(
+            f"error: no audit row has kind {args.kind!r}; kinds in the log: {', '.join(known) or 'none yet'}",
+            file=sys.stderr,
+        )
+        return 2
+    count = export(db, sys.stdout, args.format, args.kind)
     print(f"exported {count} rows", file=sys.stderr)
     return 0

@@ -50,15 +50,15 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
     )
     for m in status["models"]:
         w = m["window"]
-        judged = "judged" if w["judged"] else f"not judged (< {w['min_series']} series)"
+        judged = "judged" if w["judged"] else f"not judged yet: {w['series']} of {w['min_series']} series"
         print(
             f"{m['model_id']} {m['model_version']}: {w['series']} series in the {w['days']}-day window "
             f"ending {w['end']}, {w['flagged']} flagged, not analysed {w['not_analysed'] or 0}; {judged}"
         )
         for name, f in sorted(m["features"].items()):
             if "statistic" in f:
-                stat = f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {f['threshold_source']})"
-                stat += "  EXCEEDS" if f["exceeded"] else ""
+                stat = f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {_source(f)})"
+                stat += {True: "  EXCEEDS", False: "", None: "  not judged yet"}[f["exceeded"]]
             else:
                 stat = "no reference yet"
             print(f"  {name:<20} {stat}")
@@ -66,6 +66,17 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
     if not status["models"]:
         print("no series recorded yet")
     return 0
+
+
+def _source(feature: dict) -> str:
+    """Where a threshold came from, and how much it was widened for a small window."""
+    details = feature.get("details", {})
+    if "widened" not in details:
+        return feature["threshold_source"]
+    return (
+        f"{feature['threshold_source']}, widened x{details['widened']:.2f}: "
+        f"calibrated on {details['calibrated_series']:.0f} series"
+    )
 
 
 def show_report(args: argparse.Namespace, parts: Parts) -> int:

@@ -37,9 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def verify_package(args: argparse.Namespace, parts: Parts) -> int:
+    from appliance.errors import PackageError
     from appliance.models.package import verify_package
 
     keys = [Path(k) for k in args.trusted_key] or list(parts.settings.models.trusted_keys)
+    if not keys:
+        raise PackageError(
+            "no trusted key to check the signature with: pass --trusted-key KEY.pem, or set [models] trusted_keys "
+            "in the configuration (APPLIANCE_MODELS_TRUSTED_KEYS in the environment)"
+        )
     manifest = verify_package(Path(args.package), keys)
     print(f"ok: {manifest.id} {manifest.version} ({manifest.task}), signature and hashes verified")
     return 0

@@ -30,7 +30,11 @@ def list_items(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.send.outbox import Outbox
     from appliance.states import OutboxState
 
-    for item in Outbox(parts.database()).items(args.destination, OutboxState.DEAD if args.dead else None):
+    items = Outbox(parts.database()).items(args.destination, OutboxState.DEAD if args.dead else None)
+    if not items:
+        what = "no dead letters" if args.dead else "no result objects queued, sent or given up"
+        print(what + (f" for {args.destination}" if args.destination else ""))
+    for item in items:
         status = f"0x{item.last_status:04X}" if item.last_status is not None else "-"
         print(
             f"{item.id:>8} {item.state:<8} {item.destination:<32} tries {item.attempts:>3} {status:<7}"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from appliance import sd_notify
-from appliance.cli.commands.common import on_stop_signal, stop_requested
+from appliance.cli.commands.common import StopRequest, on_stop_signal
 from appliance.parts import Parts
+
+LOG = logging.getLogger("appliance.run")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,28 +27,30 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.triage.supervisor import WorkerProcess
     from appliance.web.server import start_in_thread
 
-    stopping = stop_requested()
+    stopping = StopRequest()
     dicom = parts.listener()
     child = WorkerProcess(parts.settings.worker.memory_limit_mb)
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
     sd_notify.notify("READY=1")  # the listener's completion loop feeds the watchdog
-    stopping.wait()
+    LOG.info("serve: %s received; stopping the web server, the worker and the listener", stopping.wait())
     server.should_exit = True
     child.stop(timeout=30)
     thread.join(timeout=15)
     dicom.stop()
+    LOG.info("serve: stopped")
     return 0
 
 
 def listener(args: argparse.Namespace, parts: Parts) -> int:
-    stopping = stop_requested()
+    stopping = StopRequest()
     dicom = parts.listener()
     dicom.start()
     sd_notify.notify("READY=1")  # the completion loop feeds the watchdog
-    stopping.wait()
+    LOG.info("listener: %s received; stopping", stopping.wait())
     dicom.stop()
+    LOG.info("listener: stopped")
     return 0
 
 
@@ -53,14 +58,16 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     """The worker and the result sender (results leave from the process that makes them).
     The worker tells systemd it is ready once warmed up, and feeds the watchdog as its loop
     advances."""
-    stopping = stop_requested()
+    stopping = StopRequest()
     loop, sender = parts.worker_and_sender()
     on_stop_signal(loop.stop)
     if stopping.is_set():  # signalled while the parts were being built
         loop.stop()
     sender.start()
     loop.run()
+    LOG.info("worker: stopping the result sender")
     sender.stop(timeout=30)
+    LOG.info("worker: stopped")
     return 0
 
 
@@ -69,4 +76,5 @@ def web(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.web.server import build_server
 
     build_server(parts).run()
+    LOG.info("web: stopped")
     return 0

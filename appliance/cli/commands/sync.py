@@ -51,8 +51,9 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
 
 def queue_reports(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.sync.report_queue import enqueue_report
+    from appliance.web.filters import count
 
     conn = parts.database().conn
     queued = sum(enqueue_report(conn, json.loads(Path(p).read_text())) for p in args.report)
-    print(f"queued {queued} report(s) for the hub")
+    print(f"queued {count(queued, 'report')} for the hub")
     return 0

@@ -93,4 +93,4 @@ def logout(conn: Connection, principal: SignedIn, now: Now):
 
 @signed_in.get("/")
 def start(principal: SignedIn):
-    return RedirectResponse("/worklist" if principal.may("clinical") else "/admin", status_code=303)
+    return RedirectResponse("/admin" if principal.may("operations") else "/worklist", status_code=303)

@@ -21,6 +21,7 @@ from appliance.web.security import SignedIn
 
 operations = router("operations")
 DEAD_SHOWN = 100  # newest dead letters listed per destination
+OPPOSITE = {"add": "remove", "remove": "add"}
 
 
 def routers():
@@ -59,7 +60,18 @@ def dicom_page(request: Request, db: Database, running: SettingsDep, now: Now):
         result_alerts=[d for d in dead if d.alert],
         restart_needed=_endpoint_rows(running.dicom.peers, pending.dicom.peers, changed_only=True)
         or any(q.change in ("added", "removed") for q in queues),
+        undo=_undo(request.query_params),
     )
+
+
+def _undo(query) -> dict | None:
+    """The change that undoes the one just made (from the page's query), or None."""
+    kind, did, entry = query.get("kind", ""), query.get("did", ""), query.get("entry", "")
+    if kind not in dicom_endpoints.FIELD or did not in OPPOSITE or not entry:
+        return None
+    action = OPPOSITE[did]
+    words = f"Undo: {'put' if action == 'add' else 'take'} {entry} {'back' if action == 'add' else 'out again'}"
+    return {"url": f"/admin/dicom/{kind}/{action}", "entry": entry, "words": words}
 
 
 def _endpoint_rows(running: tuple, saved: tuple, changed_only: bool = False) -> list[tuple[str, str]]:
@@ -104,7 +116,8 @@ def change_endpoint(
         f"{dicom_endpoints.FIELD[kind]} {done} {'added' if action == 'add' else 'removed'}; "
         "the listener and the sender use it after the appliance service restarts"
     )
-    return RedirectResponse("/admin/dicom?" + urlencode({"ok": words}), status_code=303)
+    query = urlencode({"ok": words, "kind": kind, "did": action, "entry": done})
+    return RedirectResponse("/admin/dicom?" + query, status_code=303)
 
 
 @operations.post("/admin/dicom/outbox/{item_id}/{action}")

@@ -43,6 +43,7 @@ def drift_page(request: Request, conn: Connection, settings: SettingsDep, now: N
             ]
             for name in sorted(model["features"])
         }
+        model["order"] = first_the_findings(model)
     return render(
         request,
         "admin_drift.html",
@@ -54,6 +55,13 @@ def drift_page(request: Request, conn: Connection, settings: SettingsDep, now: N
         now=now,
         windows_closed_at=last_ran(conn, DRIFT_WINDOWS),
     )
+
+
+def first_the_findings(model: dict) -> list[str]:
+    """The model's feature names, alerting ones first, then those beyond their threshold
+    in the current window, then the rest, each group by name."""
+    features, alerting = model["features"], set(model["alerting"])
+    return sorted(features, key=lambda n: (n not in alerting, features[n].get("exceeded") is not True, n))
 
 
 @operations.get("/admin/drift/plots/{key}/{name}")

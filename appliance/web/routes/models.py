@@ -10,6 +10,7 @@ from fastapi import Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 
+from appliance.errors import ModelConflict
 from appliance.states import ModelState
 from appliance.web import feedback, model_stats
 from appliance.web.deps import Connection, Now, Registry, SettingsDep
@@ -22,7 +23,8 @@ MODEL_ACTIONS = {
     "are audited and compared, never shown to radiologists or sent to PACS.",
     "activate": "Make this version the active model: golden-tested on every backend here first; the current "
     "active version is retired. New results are shown and sent from this version on.",
-    "rollback": "Retire the active version and activate the newest earlier version again (golden-tested first).",
+    "rollback": "Retire the active version and activate the newest earlier version again (golden-tested first); "
+    "new results are shown and sent from that version on.",
 }
 
 
@@ -46,6 +48,7 @@ def models_page(request: Request, conn: Connection, models: Registry, settings: 
         ppv=feedback.local_ppv(conn),
         budgets=budgets,
         agreement=model_stats.shadow_agreement(conn),
+        rollback_to={m.id: models.rollback_target(m.id) for m in installed},
         max_upload_mb=settings.web.max_upload_mb,
         trusted_keys=settings.models.trusted_keys,
     )
@@ -58,6 +61,9 @@ def confirm_model_action(request: Request, models: Registry, action: str, model_
     versions = [m for m in models.models() if m.id == model_id]
     if not versions:
         raise HTTPException(404, f"model_id: no model {model_id!r} is installed")
+    target = models.rollback_target(model_id) if action == "rollback" else None
+    if action == "rollback" and target is None:
+        raise ModelConflict(f"{model_id} has no earlier version installed: there is nothing to roll back to")
     return render(
         request,
         "admin_confirm.html",
@@ -67,6 +73,7 @@ def confirm_model_action(request: Request, models: Registry, action: str, model_
         version=version,
         explanation=MODEL_ACTIONS[action],
         active=next((m for m in versions if m.state == ModelState.ACTIVE), None),
+        target=target,
     )
 
 

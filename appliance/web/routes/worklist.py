@@ -127,6 +127,7 @@ def study_page(request: Request, conn: Connection, settings: SettingsDep, now: N
     for entry in series:
         sr = studies.result_file(conn, settings.results_dir, study_uid, entry["sr_instance_uid"] or "")
         entry["sr_lines"] = results.sr_lines(sr) if sr else None
+        entry["deliveries"] = studies.deliveries(conn, entry["sr_instance_uid"] or "")
         entry["has_capture"] = (
             bool(entry["sc_instance_uid"])
             and studies.result_file(conn, settings.results_dir, study_uid, entry["sc_instance_uid"]) is not None
@@ -141,6 +142,7 @@ def study_page(request: Request, conn: Connection, settings: SettingsDep, now: N
         cards=_model_cards(conn),
         now=now,
         saved=request.query_params.get("saved") == "1",
+        destinations=[d.text for d in settings.dicom.destinations],
     )
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from appliance.audit import chain as audit_log
 from appliance.db import open_database
-from appliance.errors import PackageError
+from appliance.errors import ModelConflict, PackageError
 from appliance.models.registry import ModelRegistry, version_key
 from tests.helpers.packages import rebuilt
 
@@ -77,6 +77,7 @@ def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, t
     assert {m.version: m.state for m in registry.models()} == {"1.0.0": "active", "1.1.0": "shadow"}
     registry.activate(second.id, second.version, "test")
     assert {m.version: m.state for m in registry.models()} == {"1.0.0": "retired", "1.1.0": "active"}
+    assert registry.rollback_target(first.id).version == "1.0.0"
     back = registry.rollback(first.id, "biomed:alice")
     assert back.version == "1.0.0" and back.state == "active"
     assert {m.version: m.state for m in registry.models()} == {"1.0.0": "active", "1.1.0": "retired"}
@@ -84,6 +85,23 @@ def test_shadow_then_activate_then_explicit_rollback(registry, quick_packages, t
         "SELECT payload FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()[0])
     assert last["from"] == "1.1.0" and last["to"] == "1.0.0" and last["actor"] == "biomed:alice"
     assert audit_kinds(registry)[-1] == "model-rolled-back"
+
+
+def test_shadowing_the_active_version_or_rolling_back_past_the_first_is_refused_and_changes_nothing(
+        registry, quick_packages):
+    """Issue 26: shadowing the active version demoted it, and the next series failed."""
+    first = registry.install(quick_packages["head-ct"], "test")
+    assert registry.rollback_target(first.id) is None  # nothing active yet
+    with pytest.raises(ModelConflict, match="no active version"):
+        registry.rollback(first.id, "test")
+    registry.activate(first.id, first.version, "test")
+    with pytest.raises(ModelConflict, match="is the active version: shadowing it would leave .* no active model"):
+        registry.shadow(first.id, first.version, "test")
+    assert registry.rollback_target(first.id) is None
+    with pytest.raises(ModelConflict, match="no earlier version to roll back to"):
+        registry.rollback(first.id, "test")
+    assert {m.version: m.state for m in registry.models()} == {"1.0.0": "active"}
+    assert audit_kinds(registry) == ["model-installed", "model-active"]
 
 
 def test_golden_dicom_series_are_checked_end_to_end_and_catch_a_preprocessing_regression(tmp_path, quick_packages):

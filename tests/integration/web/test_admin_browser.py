@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 from appliance.config import load_settings
 from scripts.harness import free_port
 from tests.helpers.boxes import screenshot, sign_in, start_server
@@ -24,12 +26,20 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     sign_in(page, box, "bio")
     assert page.url.endswith("/admin")
     assert page.locator("h1").inner_text() == "Health"
+    disk = shutil.disk_usage(box.settings.data_dir)  # the bar is the share not free: it and "GiB free" add up
+    meter = page.locator("#disk-taken")
+    shown = float(meter.get_attribute("value")) / float(meter.get_attribute("max"))
+    assert abs(shown - (1 - disk.free / disk.total)) < 0.01
+    taken = round(100 * (1 - disk.free / disk.total))
+    assert abs(int(page.locator("#disk-shares").inner_text().split(" %")[0]) - taken) <= 1
     screenshot(page, "admin-health")
     page.goto(f"{box.url}/admin/models")
     shadow = page.locator("section", has_text="Shadow versus active").inner_text()
     assert "head-ct-ich-demo 1.0.0 saw 1 series" in shadow and "flag agreement 0.0 %" in shadow
     assert page.locator("svg.scatter circle").count() == 1
-    assert "1.0 (current)" in page.locator("section", has_text="Alert budget").inner_text()
+    budget = page.locator("section", has_text="Alert budget").inner_text()
+    assert "1.000 (current)" in budget and "current threshold 1.000" in budget  # one precision (issue 26)
+    assert "over the last 1 day" in budget  # the box is minutes old: not "per day over 30 days"
     page.set_input_files("#package", str(package))
     page.click("#upload button[type=submit]")
     page.wait_for_selector("#upload-result.ok", timeout=SLOW)
@@ -52,7 +62,7 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     page.wait_for_url("**/admin/models?ok=*", timeout=SLOW)
     assert "head-ct-ich-demo 1.2.0 is active" in page.locator(".message.ok").inner_text()
 
-    assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back…")
+    assert "head-ct-ich-demo 1.1.0 is active" in _change(page, box, "Roll back to 1.1.0…")
     kinds = [k for (k,) in box.db().conn.execute("SELECT kind FROM audit_log WHERE payload LIKE '%web:bio%'")]
     assert kinds == ["model-installed", "model-shadow", "model-active", "model-rolled-back"]
 
@@ -83,6 +93,34 @@ def test_a_model_change_needs_its_confirmation(box, page):
     page.wait_for_load_state()
     assert "not confirmed" in page.content()
     assert box.db().conn.execute("SELECT COUNT(*) FROM audit_log WHERE kind = 'model-rolled-back'").fetchone()[0] <= 1
+
+
+def test_shadowing_the_active_version_is_refused_with_a_409_page_that_says_why(box, page):
+    """Issue 26: shadowing the active version demoted it with no warning."""
+    sign_in(page, box, "bio")
+    active, earlier = box.db().conn.execute(
+        "SELECT a.version, (SELECT MAX(version) FROM models WHERE version < a.version) FROM models a "
+        "WHERE a.state = 'active'").fetchone()
+    page.goto(f"{box.url}/admin/models")
+    row = page.locator("table.models tr", has=page.locator(f"td:text-is('{active}')"))
+    assert row.get_by_role("link", name="Shadow…").count() == 0
+    assert row.get_by_role("link", name=f"Roll back to {earlier}…").count() == 1
+
+    page.goto(f"{box.url}/admin/models/confirm?action=shadow&model_id=head-ct-ich-demo&version={active}")
+    page.check("input[name=confirm]")
+    with page.expect_response("**/admin/models/change") as answer:
+        page.click("form.stack button[type=submit]")
+    assert answer.value.status == 409
+    page.wait_for_load_state()
+    assert "conflicts with the models' current state" in page.locator("h1").inner_text()
+    why = page.locator(".message.error").inner_text()
+    assert f"head-ct-ich-demo {active} is the active version" in why and "no active model" in why
+    screenshot(page, "admin-models-conflict")
+    page.get_by_role("link", name="Back to Models").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/admin/models")
+    state = box.db().conn.execute("SELECT state FROM models WHERE version = ?", (active,)).fetchone()[0]
+    assert state == "active"
 
 
 def test_an_admin_adds_a_user_and_creates_and_revokes_a_token(box, page):

@@ -174,3 +174,25 @@ def test_the_health_page_shows_rates_time_to_result_and_the_oldest_pending_serie
         duration(hour.to_result_p50), duration(hour.to_result_p95))
     assert page.locator("#oldest-pending").inner_text().startswith("CT receiving for")
     screenshot(page, "admin-health-rates")
+
+
+def test_adding_or_removing_a_peer_can_be_undone_from_the_message(box, page):
+    """Issue 26: an addition undone leaves no trace (the file keeps no "removed" entry)."""
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/dicom")
+    page.fill("#new-peer", "UNDO@10.0.0.77")
+    page.get_by_role("button", name="Add peer").click()
+    page.wait_for_url("**/admin/dicom?ok=*")
+    assert "UNDO@10.0.0.77" in page.locator("#peers").inner_text()
+    screenshot(page, "admin-dicom-undo")
+    page.get_by_role("button", name="Undo: take UNDO@10.0.0.77 out again").click()
+    page.wait_for_url("**/admin/dicom?ok=*")
+    assert "peer UNDO@10.0.0.77 removed" in page.locator(".message.ok").inner_text()
+    assert "UNDO@10.0.0.77" not in page.locator("#peers").inner_text()
+    page.get_by_role("button", name="Undo: put UNDO@10.0.0.77 back").click()
+    page.wait_for_url("**/admin/dicom?ok=*")
+    assert "UNDO@10.0.0.77" in page.locator("#peers").inner_text()
+    page.get_by_role("button", name="Undo: take UNDO@10.0.0.77 out again").click()
+    page.wait_for_url("**/admin/dicom?ok=*")
+    saved = json.loads(local_dicom_path(box.settings.data_dir).read_text())["peers"]
+    assert "UNDO@10.0.0.77" not in saved["added"] + saved["removed"]

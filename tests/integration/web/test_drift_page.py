@@ -13,6 +13,7 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.drift import tables
 from appliance.web import accounts
+from appliance.web.filters import count
 from scripts.harness import free_port
 from tests.helpers.boxes import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
 from tests.helpers.drift import record_days
@@ -78,7 +79,7 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert "script-src 'self'" in csp and "img-src 'self'" in csp
     conn = open_database(drift_box.settings.db_path).conn
     active = tables.alerts(conn, active_only=True)
-    assert f"{len(active)} drift alert(s) active" in page.locator(".page-head").inner_text()
+    assert f"{count(len(active), 'drift alert')} active" in page.locator(".page-head").inner_text()
 
     alerts = page.locator("table.drift-alerts tbody tr")
     assert alerts.count() == len(tables.alerts(conn))
@@ -92,6 +93,12 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert "js_distance" in hu and "config" in hu  # no package reference installed: the configured fallback
     assert "0.1" in hu
     screenshot(page, "admin-drift")
+
+    names = [n.split()[0] for n in features.locator("tbody th").all_inner_texts()]
+    alerting = {a["feature"] for a in active}
+    assert set(names[:len(alerting)]) == alerting  # the alerting features first (issue 26)
+    pictures = [h.split()[0] for h in page.locator(".drift-plots h4").all_inner_texts()]
+    assert set(pictures[:len(alerting)]) == alerting
 
     images = page.locator(".drift-plots img")
     assert images.count() >= 20
@@ -111,3 +118,29 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     # A name outside the folder is not served.
     assert page.request.get(f"{drift_box.url}/admin/drift/plots/{key}/..%2Fappliance.db").status == 404
     assert page.request.get(f"{drift_box.url}/admin/drift/plots/{key}/nothing.png").status == 404
+
+
+def test_a_thin_window_is_not_judged_and_shows_no_finding(page, tmp_path):
+    """Issue 26: two series from an unseen scanner after a judged history: the statistics
+    are shown, but nothing is coloured as a finding; the page says how far the window is."""
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path / "data"), "APPLIANCE_DRIFT_MIN_SERIES": "40",
+                                      "APPLIANCE_WEB_PORT": str(free_port())})
+    job = record_days(settings.db_path, settings.drift, "1.0.0", range(8, 16), per_day=12)
+    record_days(settings.db_path, settings.drift, "1.0.0", range(0, 1), per_day=2, unseen_from=0, job0=job)
+    accounts.add_user(open_database(settings.db_path).conn, "bio", "biomed", PASSWORD, "test")
+    server, thread, url = start_server(settings)
+    try:
+        sign_in(page, Box(settings, url), "bio")
+        page.goto(f"{url}/admin/drift")
+        model = page.locator("section.drift-model")
+        assert "Not judged yet: 2 of 40 series." in model.locator("p").first.inner_text()
+        features = model.locator("table.drift-features tbody tr")
+        hu = model.locator("tr", has=page.get_by_role("link", name="hu", exact=True)).inner_text()
+        assert "js_distance" in hu and "not judged yet: 2 of 40 series" in hu
+        assert features.count() >= 10
+        assert model.locator(".bad").count() == 0, "a thin window colours nothing as a finding"
+        assert "beyond threshold" not in model.inner_text()
+        screenshot(page, "admin-drift-thin-window")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -46,7 +46,7 @@ def test_a_dead_lettered_flagged_result_is_an_alert_on_the_admin_pages_until_ret
     page.goto(f"{box.url}/admin")
     alert = page.get_by_role("alert")
     text = alert.inner_text()
-    assert "1 flagged result object(s) never reached PACS" in text
+    assert "1 flagged result object never reached PACS" in text
     assert f"Object {item_id}, SR of study {study} to {DESTINATION}: cannot read result file" in text
     assert "tell the reading room" in text
     page.goto(f"{box.url}/admin/dicom")

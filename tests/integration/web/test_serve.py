@@ -31,3 +31,6 @@ def test_serve_answers_http_beside_the_dicom_listener(tmp_path):
     finally:
         box.stop()
     assert box.process.returncode == 0
+    log = box.log.read_text()  # issue 26: the shutdown is in the log, as the start is
+    assert "serve: SIGTERM received; stopping the web server, the worker and the listener" in log
+    assert log.rstrip().endswith("serve: stopped")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 
-from tests.helpers.boxes import IMG_NAME, SCRIPT_NAME, screenshot, sign_in
+from appliance.db import transaction
+from scripts.harness import free_port
+from tests.helpers.boxes import IMG_NAME, SCRIPT_NAME, Box, screenshot, sign_in, start_server
 
 
 def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_feedback(box, page):
@@ -24,7 +26,8 @@ def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_
     image.wait_for()
     width = page.evaluate("(img) => img.complete ? img.naturalWidth : 0", image.element_handle())
     assert width >= 256  # the secondary capture, decoded and served as PNG
-    assert "Result as PACS received it" in page.content()
+    delivery = page.locator("p.delivery").first.inner_text()
+    assert "PACS@127.0.0.1:9" in delivery and "Not sent" not in delivery  # queued for the configured PACS
     assert page.locator("table.sr").first.inner_text().count("\n") >= 3
     screenshot(page, "study-flagged")
     with page.context.expect_page() as opened:
@@ -57,6 +60,10 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     clear = rows[box.studies["not-flagged"]].locator(".chip").inner_text()
     pending = rows[box.studies["pending"]].locator(".chip").inner_text()
     assert skipped.startswith("⊘ Not analysed") and "modality MR" in skipped
+    assert "[" not in skipped and "'" not in skipped  # a sentence, not a Python list (issue 26)
+    names = {r: rows[r].locator("td.patient").inner_text() for r in rows}
+    assert names[box.studies["not-analysed"]] == "Mr, Brain"  # Mr^Brain as PACS viewers show it
+    assert names[box.studies["failed"]] == "Broken, Pixels"
     assert failed.startswith("✕ Failed") and "decode failed" in failed
     assert clear == "✓ Not flagged"
     assert pending.startswith("◐ Pending") and "receiving for" in pending
@@ -108,3 +115,38 @@ def test_the_worklist_picks_up_new_results_without_a_reload(box, page):
                            timeout=60_000)
     assert page.locator("#live").get_attribute("data-updated") != before
     assert page.locator(f"tr[data-study='{study}'] .chip").inner_text().startswith("◐ Pending")
+
+
+def test_each_role_lands_on_its_own_start_page(box, page):
+    """Issue 26: README says admins land on /admin; they landed on the worklist."""
+    for name, start in (("rad", "/worklist"), ("bio", "/admin"), ("boss", "/admin")):
+        page.context.clear_cookies()
+        sign_in(page, box, name)
+        assert page.url.endswith(start), (name, page.url)
+
+
+def test_a_result_never_sent_says_so_on_a_box_without_a_destination(box, page):
+    """Issue 26: the study page said "Result as PACS received it" on a box whose DICOM page
+    said "No destination: results stay on the appliance"."""
+    study = box.studies["not-flagged"]
+    db = box.db()
+    queued = db.conn.execute("SELECT * FROM outbox WHERE study_instance_uid = ?", (study,)).fetchall()
+    assert queued, "the seeded box queued the result for its PACS"
+    with transaction(db.conn) as conn:  # as if the box had had no destination when the result was made
+        conn.execute("DELETE FROM outbox WHERE study_instance_uid = ?", (study,))
+    dicom = box.settings.dicom.model_copy(update={"destinations": ()})
+    web = box.settings.web.model_copy(update={"port": free_port()})
+    settings = box.settings.model_copy(update={"dicom": dicom, "web": web})
+    server, thread, url = start_server(settings)
+    try:
+        sign_in(page, Box(settings, url), "rad")
+        page.goto(f"{url}/studies/{study}")
+        delivery = page.locator("p.delivery").first.inner_text()
+        assert delivery == "Not sent to PACS: no DICOM destination is configured. The result stays on the appliance."
+        assert "PACS received" not in page.content()
+        screenshot(page, "study-no-destination")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        with transaction(db.conn) as conn:
+            conn.executemany(f"INSERT INTO outbox VALUES ({', '.join('?' * len(queued[0]))})", queued)

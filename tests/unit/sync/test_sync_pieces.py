@@ -133,6 +133,7 @@ def test_the_fleet_page_shows_the_box_alerts_beside_the_hub_psi():
     assert '<span class="box-alert">m 1.0.0: kernel</span> <span class="muted">hub PSI 1.50</span>' in page
     assert '<span class="box-alert">m 1.0.0: flag</span> <span class="muted">hub PSI no figure</span>' in page
     assert "not reported" in render([SiteRow("dev2", "Site B", "all", None, "0.1.0", [])])
+    assert "1 site. PSI is the population stability index" in page and "site(s)" not in page  # issue 26
 
 
 def test_the_fleet_page_escapes_what_it_shows():

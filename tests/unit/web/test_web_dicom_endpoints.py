@@ -9,7 +9,7 @@ import pytest
 from appliance.config import load_settings, local_dicom_path
 from appliance.db import open_database
 from appliance.errors import ConfigError
-from appliance.web.dicom_endpoints import change, saved
+from appliance.web.dicom_endpoints import change, listing, saved
 
 
 @pytest.fixture
@@ -44,15 +44,30 @@ def test_changes_are_saved_audited_and_seen_by_the_next_start(box):
                                        "effective": "after a restart"})]
 
 
-def test_a_removed_entry_can_come_back_and_an_added_one_go_again(box):
+def test_a_change_undone_leaves_no_trace_in_the_file(box):
     environ, running, conn = box
     change(conn, running, "peers", "remove", "CT1@10.0.0.5", "t")
     change(conn, running, "peers", "add", "CT1@10.0.0.5", "t")
     change(conn, running, "peers", "add", "CT2@10.0.0.6", "t")
     change(conn, running, "peers", "remove", "CT2@10.0.0.6", "t")
     assert [p.text for p in load_settings(environ=environ).dicom.peers] == ["CT1@10.0.0.5"]
-    assert json.loads(local_dicom_path(running.data_dir).read_text())["peers"] == {
-        "added": ["CT1@10.0.0.5"], "removed": ["CT2@10.0.0.6"]}
+    assert json.loads(local_dicom_path(running.data_dir).read_text())["peers"] == {"added": [], "removed": []}
+    assert [a.get("undoes") for _, a in _audit(conn)] == [None, "the saved removal", None, "the saved addition"]
+
+
+def test_an_undone_addition_does_not_suppress_the_entry_when_the_environment_lists_it_later(box):
+    """Issue 26: add X, remove X, then X in the environment: X was silently suppressed and
+    ``remove X`` said it was not listed."""
+    environ, running, conn = box
+    change(conn, running, "peers", "add", "X@10.0.0.8", "t")
+    change(conn, running, "peers", "remove", "X@10.0.0.8", "t")
+    environ = {**environ, "APPLIANCE_DICOM_PEERS": "CT1@10.0.0.5,X@10.0.0.8"}
+    restarted = load_settings(environ=environ)
+    assert [p.text for p in restarted.dicom.peers] == ["CT1@10.0.0.5", "X@10.0.0.8"]
+    change(conn, restarted, "peers", "remove", "X@10.0.0.8", "t")
+    assert [p.text for p in load_settings(environ=environ).dicom.peers] == ["CT1@10.0.0.5"]
+    assert listing(load_settings(environ=environ), "peers") == [("CT1@10.0.0.5", "configuration"),
+                                                                ("X@10.0.0.8", "removed here")]
 
 
 @pytest.mark.parametrize(("kind", "action", "text", "words"), [

@@ -13,3 +13,9 @@ def test_the_what_if_counts_flags_per_day_and_ppv_from_feedback():
     assert at[0.85]["ppv"] == 1.0
     # At 0.05 everything is flagged: the missed finding counts as found, the agreed negative as a false alarm.
     assert at[0.05]["judged"] == 4 and at[0.05]["ppv"] == 0.5
+
+
+def test_the_span_of_a_rate_reads_as_days():
+    from appliance.web.model_stats import days_in_words
+
+    assert [days_in_words(d) for d in (1.0, 2.5, 30.0)] == ["1 day", "2.5 days", "30 days"]

@@ -17,3 +17,30 @@ def test_autoescape_is_on_and_no_template_marks_text_safe():
         assert not re.search(r"\|\s*safe\b|autoescape\s+false|Markup", text), path.name
         assert not re.search(r"\son[a-z]+\s*=", text), f"{path.name}: inline event handler"
         assert not re.search(r"<script>(?!</script>)", text), f"{path.name}: inline script"
+
+
+def test_person_names_read_as_pacs_viewers_show_them():
+    from appliance.web.filters import person_name
+
+    assert person_name("NEWCOMER^BLEED") == "NEWCOMER, BLEED"
+    assert person_name("Smith^John^Paul^Dr.^Jr.") == "Smith, Dr. John Paul, Jr."
+    assert person_name("Yamada^Tarou=山田^太郎") == "Yamada, Tarou"
+    assert person_name("ANON") == "ANON" and person_name("") == "" and person_name(None) == ""
+    assert person_name("^^") == "^^"  # nothing in any part: shown as stored
+    assert person_name("<b>x='y'</b>") == "<b>x='y'</b>"  # no component separator: as stored
+
+
+def test_counts_read_with_their_noun_in_the_right_number():
+    from appliance.web.filters import count
+
+    assert count(1, "drift alert") == "1 drift alert" and count(3, "check") == "3 checks"
+    assert count(0, "analysis", "analyses") == "0 analyses"
+
+
+def test_audit_details_read_as_named_fields_not_raw_json():
+    from appliance.web.filters import fields
+
+    payload = '{"model_id": "head-ct", "replaces": null, "ok": true, "trials": [{"backend": "onnx"}]}'
+    assert fields(payload) == [("model id", "head-ct"), ("replaces", "—"), ("ok", "yes"),
+                               ("trials", '[{"backend": "onnx"}]')]
+    assert fields("not json") == [("text", "not json")]
