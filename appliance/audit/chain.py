@@ -90,10 +90,14 @@ def verify_chain(rows: Iterable[tuple[int, str, str, str, str, str]]) -> list[Ch
     return problems
 
 
+#: The audit log's rows in the order they were appended, as :func:`verify_chain` reads them.
+AUDIT_ROWS = "SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log ORDER BY rowid"
+
+
 def verify_database(db: sqlite_utils.Database) -> list[ChainProblem]:
     """Verify the whole audit log stored in ``db``, and that it still holds the head its
     anchor names."""
-    rows = db.conn.execute("SELECT seq, at, kind, payload, prev_hash, hash FROM audit_log ORDER BY rowid")
+    rows = db.conn.execute(AUDIT_ROWS)
     problems = verify_chain(rows)
     database = database_file(db.conn)
     if database is not None:

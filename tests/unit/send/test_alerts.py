@@ -109,8 +109,10 @@ def test_events_from_before_the_upgrade_are_not_sent(tmp_path, webhook):
     path = tmp_path / "appliance.db"
     db = open_database(path)
     old = append(db, "drift-alert", {"model_id": "head-ct"})
-    with db.conn:
+    with db.conn:  # back to the schema before the alerts migration (11) and the one after it
         db.conn.execute("DROP TABLE alerts")
+        for table in ("web_users", "web_sessions"):
+            db.conn.execute(f"ALTER TABLE {table} DROP COLUMN credentials_epoch")
         db.conn.execute("PRAGMA user_version = 10")
     db.conn.close()
     db = open_database(path)  # migrates again

@@ -29,7 +29,7 @@ def settings_with_floor(tmp_path, floor_mb: int):
 
 def test_readyz_is_503_with_the_reason_below_the_disk_floor(tmp_path):
     settings = settings_with_floor(tmp_path, UNREACHABLE_MB)
-    with TestClient(create_app(Parts(settings))) as client:
+    with TestClient(create_app(Parts(settings)), base_url="http://127.0.0.1") as client:
         ready = client.get("/readyz")
     assert ready.status_code == 503
     reason = ready.json()["checks"]["disk"]
