@@ -207,7 +207,10 @@ def chest_cr(quick: bool = False) -> DemoSpec:
         input=InputSpec(kind="radiograph", modalities=["CR", "DX"], body_part="CHEST",
                         sop_class_uids=[CR_IMAGE_STORAGE, DX_FOR_PRESENTATION], channels=1, size=192 if not quick else 32),
         aggregation=Aggregation(method="max"), generator=gen, sealed=sealed,
-        train=(TrainConfig(seed=seed, epochs=15, patience=4, min_epochs=8, negatives_per_positive=1.0)
+        # Experiment c2 (2026-12-06): 15 epochs at lr 2e-3 with early stopping did not learn on
+        # these radiographs (experiment c1: AUC 0.45); 30 epochs at 1e-3, last weights kept, reached
+        # validation AUC 0.984, and on calibration 142/150 in-indication at specificity 138/145.
+        train=(TrainConfig(seed=seed, epochs=30, lr=1e-3, keep_last=True, negatives_per_positive=1.0)
                if not quick else quick_train(seed)),
         fractions=(0.5, 0.1, 0.25, 0.15),
         targets=Targets(sensitivity=0.90, sensitivity_lower=0.85, specificity=0.90, specificity_lower=0.85),
