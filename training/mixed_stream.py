@@ -65,21 +65,52 @@ def _appliance(*args: str, env: dict[str, str], check: bool = True, timeout: flo
                           text=True, check=check, timeout=timeout)
 
 
-def _send(folder: Path, port: int) -> int:
-    """C-STORE every DICOM file of ``folder`` to the appliance in one association; the
-    number of instances the appliance acknowledged with success."""
-    files = sorted(p for p in folder.rglob("*.dcm"))
+def _send(files: list[Path], port: int) -> dict[Path, str]:
+    """C-STORE ``files`` to the appliance in one association; why, for each instance the
+    appliance did not acknowledge with success (empty when all were)."""
     datasets = [pydicom.dcmread(p) for p in files]
     ae = AE(ae_title="STREAM")
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [str(datasets[0].file_meta.TransferSyntaxUID)])
     assoc = ae.associate("127.0.0.1", port, ae_title="TRIAGE")
     if not assoc.is_established:
-        raise BuildError(f"the appliance on port {port} refused the stream's association")
+        return dict.fromkeys(files, "association refused or aborted before the first C-STORE")
+    problems: dict[Path, str] = {}
     try:
-        return sum(1 for ds in datasets if getattr(assoc.send_c_store(ds), "Status", None) == 0x0000)
+        ended = False
+        for path, ds in zip(files, datasets):
+            if ended or not assoc.is_established:
+                problems[path] = "not sent, the association had ended"
+                continue
+            status = getattr(assoc.send_c_store(ds), "Status", None)
+            if status is None:  # aborted or timed out: nothing more goes over this association
+                problems[path], ended = "no response (association aborted or timed out)", True
+            elif status != 0x0000:
+                problems[path] = f"status 0x{status:04X}"
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
+    return problems
+
+
+def _send_series(folder: Path, port: int, log_path: Path, log: Callable[[str], None]) -> None:
+    """Send one series in one association, as a modality does; instances the appliance did
+    not acknowledge are logged with the reason and sent once more in a new association
+    (a C-STORE of the same SOP instance is idempotent on the box). Raises BuildError with
+    every reason and the end of the appliance's log when the second try falls short too."""
+    files = sorted(folder.rglob("*.dcm"))
+    problems = _send(files, port)
+    if not problems:
+        return
+    first, why = next(iter(problems.items()))
+    log(f"mixed stream: {folder.name}: {len(problems)} of {len(files)} instances not acknowledged "
+        f"({first.name}: {why}); sending them again in a new association")
+    retry = _send(list(problems), port)
+    if retry:
+        reasons = "; ".join(f"{path.relative_to(folder)}: {why}" for path, why in list(retry.items())[:3])
+        raise BuildError(f"the appliance did not acknowledge {len(retry)} of {len(files)} instances of {folder.name} "
+                         f"after one retry: {reasons}. End of the appliance's log:\n"
+                         f"{log_path.read_text(errors='replace')[-2000:]}")
 
 
 def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_dir: Path, datasets: Path | None = None,
@@ -117,9 +148,7 @@ def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_d
         _wait_for_port(port, serve, log_path)
         patients = sorted(p for p in stream.path.iterdir() if p.is_dir())
         for folder in patients:
-            sent = _send(folder, port)
-            if sent != sum(1 for _ in folder.rglob("*.dcm")):
-                raise BuildError(f"the appliance did not acknowledge every instance of {folder.name}")
+            _send_series(folder, port, log_path, log)
         status = _wait_final(env, len(labels), serve, log_path)
     finally:
         serve.send_signal(signal.SIGTERM)
