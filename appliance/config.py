@@ -222,6 +222,11 @@ class WebSettings(_Section):
     page_size: int = Field(50, ge=5, le=500)
     poll_interval_s: float = Field(10.0, ge=1)
     allowed_hosts: tuple[str, ...] = ()  # names besides IP addresses, localhost and our own
+    max_connections: int = Field(256, ge=1)
+    max_connections_per_address: int = Field(32, ge=1)
+    header_timeout_s: float = Field(20.0, gt=0)
+    body_timeout_s: float = Field(20.0, gt=0)
+    body_min_rate: int = Field(500, ge=1)  # bytes a second, once body_timeout_s has passed
     tls: WebTlsSettings = WebTlsSettings()
 
     @field_validator("allowed_hosts", mode="before")
