@@ -17,6 +17,7 @@ from appliance.drift.features import FEATURE_NAMES
 from appliance.drift.schema import LABEL_RE, check_report
 from appliance.errors import ReportError
 from appliance.sync import signing
+from training.hub import categories
 from training.hub.repository import RINGS
 from training.hub.store import HubDatabase
 
@@ -167,13 +168,16 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
     """Store each report once (by its device and report id), in order, in one transaction.
 
     Returns one result per item: ``accepted``, ``duplicate`` (already held; the box may
-    forget it) or ``rejected`` with the reason naming the field.
+    forget it) or ``rejected`` with the reason naming the field. Category labels not on
+    the allow-list are never stored (:func:`training.hub.categories.screen`); an accepted
+    item says how many were ``withheld``.
     """
     items = body.get("reports")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_REPORTS_PER_REQUEST:
         raise Refused(400, f"reports: must be a list of 1..{MAX_REPORTS_PER_REQUEST} items")
     results = []
     with db.transaction():
+        allow_list = categories.allowed(db)
         for index, item in enumerate(items):
             report = item.get("report") if isinstance(item, dict) else None
             report_id = report.get("report_id") if isinstance(report, dict) else None
@@ -185,6 +189,7 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
             except ReportError as exc:
                 results.append({"report_id": report_id, "status": "rejected", "reason": str(exc)})
                 continue
+            report, withheld = categories.screen(report, allow_list)
             inserted = db.execute(
                 "INSERT INTO reports (report_id, device_id, day, received_at, audit_seq, audit_hash, body) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, report_id) DO NOTHING",
@@ -204,7 +209,8 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
                      json.dumps(model["features"], sort_keys=True)))
             db.execute("UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? AND "
                        "(audit_seq IS NULL OR audit_seq <= ?)", (seq, digest, device.device_id, seq))
-            results.append({"report_id": report_id, "status": "accepted"})
+            results.append({"report_id": report_id, "status": "accepted"}
+                           | ({"withheld": withheld} if withheld else {}))
     return results
 
 

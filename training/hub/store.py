@@ -130,6 +130,15 @@ MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # 5: the category labels operators allowed beyond the defaults (training.hub.categories).
+    """
+    CREATE TABLE allowed_categories (
+        feature TEXT NOT NULL,
+        label TEXT NOT NULL,
+        added_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (feature, label)
+    )
+    """,
 )
 
 
