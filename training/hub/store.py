@@ -139,6 +139,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (feature, label)
     )
     """,
+    # 6: what the hub found comparing a box's audit chain with the anchor it holds
+    # (devices.audit_seq/audit_hash): the first problem, kept until an operator acts.
+    """
+    ALTER TABLE devices ADD COLUMN audit_problem TEXT;
+    ALTER TABLE devices ADD COLUMN audit_checked_at DOUBLE PRECISION
+    """,
 )
 
 
