@@ -152,6 +152,7 @@ class DicomSettings(_Section):
     max_inflated_bytes: int = Field(0, ge=0)  # 0: max_pixel_bytes + max_non_pixel_bytes
     max_sequence_depth: int = Field(32, ge=1, le=200)
     min_free_disk_mb: int = Field(1024, ge=0)
+    database_wait_s: float = Field(5.0, gt=0, le=300)
     quiet_period_s: float = Field(5.0, gt=0)
     release_grace_s: float = Field(1.0, ge=0)
     tls: TlsSettings = TlsSettings()
