@@ -395,6 +395,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
     """,
+    # 13: device cookies: a browser that signed in as a user before is throttled on its own
+    # failures, not locked out by anyone's guesses at that user or from its address
+    # (appliance.web.sessions).
+    """
+    CREATE TABLE web_login_devices (
+        token_sha256 TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE web_login_attempts ADD COLUMN device_sha256 TEXT;
+    CREATE INDEX web_login_attempts_device ON web_login_attempts (device_sha256, at)
+    """,
 )
 
 

@@ -51,7 +51,10 @@ def build_server(parts: Parts, guard: ConnectionGuard | None = None) -> uvicorn.
         access_log=False,  # request lines carry study UIDs; refusals are in the audit log instead
         ssl_certfile=str(tls.certificate) if tls.enabled else None,
         ssl_keyfile=str(tls.private_key) if tls.enabled else None,
-        proxy_headers=False,
+        # Behind a reverse proxy on this host every client is the proxy: its X-Forwarded-For
+        # names the client (for the sign-in throttle and the audit), from those addresses only.
+        proxy_headers=bool(settings.web.trusted_proxies),
+        forwarded_allow_ips=list(settings.web.trusted_proxies) or None,
         server_header=False,
         timeout_graceful_shutdown=10,
     )
