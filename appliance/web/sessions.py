@@ -18,18 +18,23 @@ user at the browser they sign in from.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import sqlite3
 from dataclasses import dataclass
 
 from appliance.audit import chain as audit_log
 from appliance.config import WebSettings
-from appliance.db import transaction
+from appliance.db import transaction, waiting_at_most
 from appliance.errors import LoginRefused
 from appliance.web import accounts
 
+LOG = logging.getLogger(__name__)
+
 #: A session's last-seen time is written at most this often (seconds), not on every request.
 TOUCH_EVERY_S = 30.0
+#: How long the last-seen write waits for a locked database (ms) before it is skipped.
+TOUCH_WAIT_MS = 200
 #: How long a device cookie vouches for a browser (days).
 DEVICE_DAYS = 180
 
@@ -173,8 +178,11 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
         end(conn, sha, "timed out", now)
         return None
     if now - last_seen > TOUCH_EVERY_S:
-        with transaction(conn):
-            conn.execute("UPDATE web_sessions SET last_seen_at = ? WHERE token_sha256 = ?", (now, sha))
+        try:  # best effort: a database another process holds locked must not hold the page (R5)
+            with waiting_at_most(conn, TOUCH_WAIT_MS), transaction(conn):
+                conn.execute("UPDATE web_sessions SET last_seen_at = ? WHERE token_sha256 = ?", (now, sha))
+        except sqlite3.OperationalError as exc:
+            LOG.info("session last-seen time not written, the next request tries again: %s", exc)
     return Session(sha, name, role, csrf, created)
 
 

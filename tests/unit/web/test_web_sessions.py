@@ -189,3 +189,24 @@ def test_a_device_cookie_expires(conn):
     with pytest.raises(LoginRefused, match="too many"):
         sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.9", now=later + 10, device=device)
     assert sessions.remember_device(conn, "rad", device, now=later + 20) not in (None, device)
+
+
+def test_a_database_locked_by_another_process_does_not_hold_a_signed_in_request(conn, tmp_path):
+    """Issue 24, R5-sqlite-locked: /worklist answered 500 after 30 s while another process
+    held the write lock, waiting to write the session's last-seen time."""
+    import sqlite3
+
+    settings = WebSettings()
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    holder = sqlite3.connect(tmp_path / "appliance.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        session = sessions.session_for(conn, settings, token, now=sessions.TOUCH_EVERY_S + 1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert session is not None and session.user_name == "rad"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # the usual wait is back
+    assert sessions.session_for(conn, settings, token, now=sessions.TOUCH_EVERY_S + 2) is not None
+    last_seen = conn.execute("SELECT last_seen_at FROM web_sessions").fetchone()[0]
+    assert last_seen == sessions.TOUCH_EVERY_S + 2  # written once the lock was gone
