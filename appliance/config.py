@@ -152,6 +152,7 @@ class DicomSettings(_Section):
     max_inflated_bytes: int = Field(0, ge=0)  # 0: max_pixel_bytes + max_non_pixel_bytes
     max_sequence_depth: int = Field(32, ge=1, le=200)
     min_free_disk_mb: int = Field(1024, ge=0)
+    database_wait_s: float = Field(5.0, gt=0, le=300)
     quiet_period_s: float = Field(5.0, gt=0)
     release_grace_s: float = Field(1.0, ge=0)
     tls: TlsSettings = TlsSettings()
@@ -222,12 +223,29 @@ class WebSettings(_Section):
     page_size: int = Field(50, ge=5, le=500)
     poll_interval_s: float = Field(10.0, ge=1)
     allowed_hosts: tuple[str, ...] = ()  # names besides IP addresses, localhost and our own
+    trusted_proxies: tuple[str, ...] = ()  # addresses whose X-Forwarded-For names the client
+    max_connections: int = Field(256, ge=1)
+    max_connections_per_address: int = Field(32, ge=1)
+    header_timeout_s: float = Field(20.0, gt=0)
+    body_timeout_s: float = Field(20.0, gt=0)
+    body_min_rate: int = Field(500, ge=1)  # bytes a second, once body_timeout_s has passed
     tls: WebTlsSettings = WebTlsSettings()
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return tuple(str(v).strip().lower().rstrip(".") for v in _as_list(value) if str(v).strip())
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_addresses(cls, value: Any) -> Any:
+        addresses = tuple(str(v).strip() for v in _as_list(value) if str(v).strip())
+        for address in addresses:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address") from None
+        return addresses
 
 
 class ModelSettings(_Section):

@@ -395,6 +395,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
     """,
+    # 13: device cookies: a browser that signed in as a user before is throttled on its own
+    # failures, not locked out by anyone's guesses at that user or from its address
+    # (appliance.web.sessions).
+    """
+    CREATE TABLE web_login_devices (
+        token_sha256 TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE web_login_attempts ADD COLUMN device_sha256 TEXT;
+    CREATE INDEX web_login_attempts_device ON web_login_attempts (device_sha256, at)
+    """,
 )
 
 
@@ -492,6 +504,18 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
     for callback in callbacks.values():
         callback()
+
+
+@contextmanager
+def waiting_at_most(conn: sqlite3.Connection, milliseconds: int) -> Iterator[sqlite3.Connection]:
+    """Inside, a locked database makes ``conn`` give up after ``milliseconds`` instead of
+    its usual 30 s; the usual wait is back afterwards."""
+    usual = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+    try:
+        yield conn
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(usual)}")
 
 
 def after_commit(conn: sqlite3.Connection, key: str, callback: Callable[[], None]) -> None:

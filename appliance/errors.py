@@ -5,6 +5,7 @@ Hierarchy
 ApplianceError
     ConfigError            a setting is missing, malformed or out of range (names the key)
     StorageError           the spool or the SQLite index could not be written or read
+        IndexBusy          the index stayed locked past the listener's wait (the sender retries)
     DicomError             a DICOM object or association broke a rule
         RejectedInstance   an instance refused with a specific DIMSE status
         MalformedMessage   a DIMSE message that cannot be parsed (the association aborts)
@@ -33,6 +34,10 @@ class ConfigError(ApplianceError):
 
 class StorageError(ApplianceError):
     """The spool or the index could not be written or read."""
+
+
+class IndexBusy(StorageError):
+    """The index stayed locked by another connection past ``dicom.database_wait_s``."""
 
 
 class DicomError(ApplianceError):

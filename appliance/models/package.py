@@ -1,6 +1,6 @@
 """The model package file: one pass that reads, checks and (optionally) unpacks it.
 
-A package is one tar file (optionally compressed) holding::
+A package is one tar file (optionally compressed) holding, in this order::
 
     manifest.json        the manifest (schema: :mod:`appliance.models.manifest`), signed
     manifest.json.sig    detached ed25519 signature (64 raw bytes) over manifest.json
@@ -8,12 +8,15 @@ A package is one tar file (optionally compressed) holding::
 
 :func:`read_package` reads the file once, front to back (a stream: no seek, no second
 read), and checks, in order: the archive is a tar of regular files with safe relative
-names (no links, no ``..``, no absolute paths, no duplicates), hashing each member as it
-passes (and writing it under ``into`` when asked); the signature (against the trusted
-keys); the manifest schema; every file's presence, size and sha256, and that no unlisted
-file is present; last, that every ``.onnx`` file parses and that each external-data
-location it names is a file of the package (a model pointing its weights at
-``../../etc/passwd`` would otherwise be read from outside it). What it unpacked becomes
+names (no links, no ``..``, no absolute paths, no duplicates); the two first members,
+then the signature (against the trusted keys) and the manifest schema, before any other
+member is read; each later member must be listed with the size its tar header declares
+before a byte of it is inflated (an unsigned 3 MB archive holding a 3 GiB member is
+refused at that member's header), and is hashed as it passes (and written under ``into``
+when asked); at the end every listed file's presence and sha256; last, that every
+``.onnx`` file parses and that each external-data location it names is a file of the
+package (a model pointing its weights at ``../../etc/passwd`` would otherwise be read
+from outside it). What it unpacked becomes
 visible at ``into`` only once every check passed. Any failure raises
 :class:`appliance.errors.PackageError` saying exactly what is wrong.
 """
@@ -109,8 +112,9 @@ def read_package(
     staging = None if into is None else into.with_name(f".{into.name}.{uuid.uuid4().hex}")
     try:
         with tempfile.TemporaryDirectory(prefix="package-models-") as spare:
-            scan = _read_once(path, staging, copy_to, Path(spare))
-            manifest = _check_signature_and_schema(path, scan.manifest, scan.signature, trusted)
+            scan = _read_once(path, staging, copy_to, Path(spare), trusted)
+            manifest = scan.verified
+            assert manifest is not None  # _read_once refuses a package without both first members
             _check_files(path, manifest, scan.digests)
             _check_external_data(path, scan.models, scan.digests)  # read only once the signature holds
     except BaseException:
@@ -146,6 +150,7 @@ class _Scan:
     manifest: bytes = b""
     signature: bytes = b""
     sha256: str = ""
+    verified: Manifest | None = None  # once the two first members passed the signature check
 
 
 class _Reader:
@@ -162,7 +167,9 @@ class _Reader:
         return data
 
 
-def _read_once(path: Path, staging: Path | None, copy_to: Path | None, spare: Path) -> _Scan:
+def _read_once(
+    path: Path, staging: Path | None, copy_to: Path | None, spare: Path, trusted: list[Ed25519PublicKey] | None
+) -> _Scan:
     """Walk the tar as a stream: check each member, hash it (writing it under ``staging``
     when given), keep the manifest and the signature, and the ONNX models on disk (under
     ``staging``, else ``spare``: never in memory before the signature holds); then the
@@ -180,6 +187,8 @@ def _read_once(path: Path, staging: Path | None, copy_to: Path | None, spare: Pa
             with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     _member(path, tar, member, scan, staging, spare)
+                    if scan.verified is None and {MANIFEST_NAME, SIGNATURE_NAME} <= set(scan.digests):
+                        scan.verified = _check_signature_and_schema(path, scan.manifest, scan.signature, trusted)
             while reader.read(_CHUNK):
                 pass
         except tarfile.ReadError as e:
@@ -217,6 +226,8 @@ def _member(
     special = m.name in (MANIFEST_NAME, SIGNATURE_NAME)
     if special and m.size > MAX_MANIFEST_BYTES:
         raise PackageError(f"{path.name}: {m.name} is too large ({m.size} bytes)")
+    if not special:
+        _check_listed(path, m, scan)
     source = _member_file(tar, m)
     kept = bytearray() if special else None
     digest = hashlib.sha256()
@@ -238,6 +249,26 @@ def _member(
         scan.signature = bytes(kept or b"")
     elif target is not None and model:
         scan.models[m.name] = target
+
+
+def _check_listed(path: Path, m: tarfile.TarInfo, scan: _Scan) -> None:
+    """Before a byte of member ``m`` is read: the signed manifest came first and lists it
+    with the size its tar header declares."""
+    if scan.verified is None:
+        absent = MANIFEST_NAME if MANIFEST_NAME not in scan.digests else SIGNATURE_NAME
+        unsigned = " (unsigned package)" if absent == SIGNATURE_NAME else ""
+        raise PackageError(
+            f"{path.name}: missing file {absent!r}{unsigned}: a package starts with {MANIFEST_NAME} and "
+            f"{SIGNATURE_NAME}, and {m.name!r} came first"
+        )
+    entry = next((f for f in scan.verified.files if f.path == m.name), None)
+    if entry is None:
+        raise PackageError(f"{path.name}: extra file {m.name!r} (in archive, not listed in manifest)")
+    if entry.size != m.size:
+        raise PackageError(
+            f"{path.name}: hash mismatch for {m.name!r}: manifest says sha256 {entry.sha256} ({entry.size} "
+            f"bytes), archive has {m.size} bytes (refused before reading it)"
+        )
 
 
 def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:

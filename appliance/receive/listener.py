@@ -63,6 +63,9 @@ class Listener:
         priority rules, wired by :class:`appliance.parts.Parts`)."""
         self.settings = settings
         self.db = open_database(settings.db_path)
+        # A store answers 0xA700 (send again) after this wait for a locked database, well
+        # inside a sender's DIMSE timeout (pynetdicom's default is 30 s), not after 30 s.
+        self.db.conn.execute(f"PRAGMA busy_timeout = {round(settings.dicom.database_wait_s * 1000)}")
         self.index = IngestIndex(self.db)
         self.service = StoreService(settings.dicom, self.index, settings.spool_dir)
         self._ssl = tls_context(settings.dicom.tls) if settings.dicom.tls.enabled else None

@@ -19,7 +19,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from appliance import dimse
 from appliance.config import DicomSettings
-from appliance.errors import RejectedInstance, StorageError
+from appliance.errors import IndexBusy, RejectedInstance, StorageError
 from appliance.jobs import InstanceArrived
 from appliance.receive import spool
 from appliance.receive.completion import SeriesTracker
@@ -106,6 +106,14 @@ class StoreService:
             status, comment = self._store(received)
         except RejectedInstance as exc:
             return self.refuse(received.calling_ae, exc.status, exc.reason)
+        except IndexBusy as exc:  # auditing it would wait on the same lock again
+            LOG.warning(
+                "instance refused from %s: 0x%04X %s (not audited: database locked)",
+                received.calling_ae,
+                dimse.OUT_OF_RESOURCES,
+                exc,
+            )
+            return dimse.OUT_OF_RESOURCES, str(exc)
         except StorageError as exc:
             LOG.error("store failed: %s", exc)
             return self.refuse(received.calling_ae, dimse.OUT_OF_RESOURCES, str(exc))
@@ -167,7 +175,8 @@ class StoreService:
         except sqlite3.Error as exc:  # busy past its timeout, say: the sender is to retry
             if stored is None:
                 final.unlink(missing_ok=True)  # no row will ever name it
-            raise StorageError(f"index not written ({exc}); send again") from exc
+            busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            raise (IndexBusy if busy else StorageError)(f"index not written ({exc}); send again") from exc
         if header.series_instance_uid:
             self.tracker.add(received.association_id, header.series_instance_uid)
         else:

@@ -68,6 +68,7 @@ class RoundResult:
     staged: list[str] = field(default_factory=list)
     release_error: str | None = None
     checkin_error: str | None = None
+    audit: str | None = None  # the hub's comparison of the audit chain with its anchor
 
 
 def push_reports(
@@ -137,8 +138,9 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
             result.release_error = str(exc)
         refreshed_at = time.time() if result.metadata_refreshed else _last_refresh(conn)
         try:
-            client.post(
-                "/v1/checkin",
+            answer = check_in(
+                client,
+                conn,
                 {
                     "appliance_version": __version__,
                     "models": [{"model_id": m.id, "version": m.version, "state": m.state} for m in registry.models()],
@@ -147,6 +149,7 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
                     "drift_alerts": drift_alerts(conn),
                 },
             )
+            result.audit = answer.get("audit") if isinstance(answer.get("audit"), str) else None
         except hub.HubError as exc:
             result.checkin_error = str(exc)
     with transaction(conn):
@@ -164,6 +167,32 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
             ),
         )
     return result
+
+
+def audit_evidence(conn: sqlite3.Connection, anchor_seq: int | None) -> dict:
+    """The audit chain's head, and its hash at the hub's anchor ``anchor_seq`` as the log
+    holds it now (null where that row is gone), for the hub to compare
+    (``training.hub.audit``)."""
+    head = conn.execute("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+    at = None
+    if anchor_seq is not None:
+        row = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (anchor_seq,)).fetchone()
+        at = {"seq": anchor_seq, "hash": row[0] if row else None}
+    return {"head": {"seq": head[0], "hash": head[1]} if head else None, "at": at}
+
+
+def check_in(client: hub.HubClient, conn: sqlite3.Connection, payload: dict) -> dict:
+    """Ask which audit anchor the hub holds, then check in with the chain's evidence at it;
+    the hub's answer says whether the chain agrees (``audit``). A hub without the anchor
+    route (older) gets the check-in alone."""
+    try:
+        held = client.post("/v1/audit-anchor", {}).get("seq")
+    except hub.HubError as exc:
+        if exc.status != 404:
+            raise
+        return client.post("/v1/checkin", payload)
+    seq = held if isinstance(held, int) and not isinstance(held, bool) and held >= 1 else None
+    return client.post("/v1/checkin", {**payload, "audit": audit_evidence(conn, seq)})
 
 
 def drift_alerts(conn: sqlite3.Connection) -> list[dict]:

@@ -43,6 +43,7 @@ AREAS: dict[str, frozenset[str]] = {
     "accounts": frozenset({"admin"}),
 }
 SESSION_COOKIE = "appliance_session"
+DEVICE_COOKIE = "appliance_device"
 LOGIN_CSRF_COOKIE = "appliance_login_csrf"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "operator-token", "publish", "devices", "revoke")
+COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "allow-category")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +120,11 @@ def admin(argv: list[str]) -> int:
     revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
     _common(revoke)
     revoke.add_argument("device_id")
+    allow = sub.add_parser("allow-category", help="keep a drift category label from now on (the defaults: "
+                                                  "Body Part Examined's defined terms and 'unknown')")
+    _common(allow)
+    allow.add_argument("feature", choices=("kernel", "manufacturer_model", "body_part"))
+    allow.add_argument("labels", nargs="+", help="labels as the box sends them (see a box's drift page)")
     args = parser.parse_args(argv)
     db, repository = _open(args)
     now = time.time()
@@ -149,6 +154,16 @@ def admin(argv: list[str]) -> int:
                    (target.path, manifest.id, manifest.version, args.ring, args.min_appliance_version,
                     target.hashes["sha256"], target.length, now))
         print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
+    elif args.command == "allow-category":
+        from training.hub.categories import allow
+
+        try:
+            added = [label for label in args.labels if allow(db, args.feature, label, now)]
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.feature}: allowed now: {', '.join(added) or 'none'}; "
+              f"already allowed: {', '.join(sorted(set(args.labels) - set(added))) or 'none'}")
     elif args.command == "revoke":
         from training.hub.service import revoke_device
 

@@ -4,7 +4,9 @@ Box-facing (JSON; every request but enrolment signed, see :mod:`appliance.sync.s
 
     POST /v1/enrol      token + public key + proof of possession -> device id, ring, TUF root
     POST /v1/reports    a batch of drift reports, each stored once by report id
-    POST /v1/checkin    versions, models, release-metadata age, the box's active drift alerts
+    POST /v1/checkin    versions, models, release-metadata age, the box's active drift alerts,
+                        its audit chain head and its hash at the hub's anchor
+    POST /v1/audit-anchor   the sequence number of the audit anchor the hub holds for the box
 
 Public, integrity from TUF signatures rather than the channel::
 
@@ -118,6 +120,11 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
     async def checkin(request: Request) -> dict:
         device, body = await _signed(request)
         return await run_in_threadpool(service.check_in, db, device, body, clock())
+
+    @app.post("/v1/audit-anchor")
+    async def audit_anchor(request: Request) -> dict:
+        device, _ = await _signed(request)
+        return await run_in_threadpool(service.audit_anchor, db, device)
 
     @app.get("/tuf/metadata/{name}")
     def metadata(name: str) -> FileResponse:

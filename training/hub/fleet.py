@@ -139,6 +139,7 @@ class SiteRow:
     release_error: str | None = None
     reports: int = 0
     audit_seq: int | None = None
+    audit_problem: str | None = None
     feature_psi: dict[str, float] = field(default_factory=dict)
     box_alerts: list[tuple[str, float | None]] | None = None
 
@@ -151,13 +152,14 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
     """Everything the fleet page shows, one row per enrolled device."""
     rows = []
     for (device_id, site, ring, last_checkin, version, models, refreshed, error,
-         audit_seq, box_alerts) in db.rows(
+         audit_seq, box_alerts, audit_problem) in db.rows(
             "SELECT device_id, site, ring, last_checkin, appliance_version, models, "
-            "metadata_refreshed_at, release_error, audit_seq, drift_alerts FROM devices ORDER BY site, device_id"):
+            "metadata_refreshed_at, release_error, audit_seq, drift_alerts, audit_problem FROM devices "
+            "ORDER BY site, device_id"):
         row = SiteRow(device_id, site, ring, now - last_checkin if last_checkin else None,
                       version or "-", json.loads(models) if models else [],
                       metadata_age_s=now - refreshed if refreshed else None, release_error=error,
-                      audit_seq=audit_seq)
+                      audit_seq=audit_seq, audit_problem=audit_problem)
         per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         history: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
         for day, model_id, model_version, series, flagged, not_analysed, features in db.rows(

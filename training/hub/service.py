@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import re
 import secrets
 import uuid
@@ -17,8 +18,11 @@ from appliance.drift.features import FEATURE_NAMES
 from appliance.drift.schema import LABEL_RE, check_report
 from appliance.errors import ReportError
 from appliance.sync import signing
+from training.hub import audit, categories
 from training.hub.repository import RINGS
 from training.hub.store import HubDatabase
+
+log = logging.getLogger("training.hub.service")
 
 #: A signed request's timestamp may differ from the hub's clock by at most this much.
 CLOCK_WINDOW_S = 300
@@ -167,13 +171,16 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
     """Store each report once (by its device and report id), in order, in one transaction.
 
     Returns one result per item: ``accepted``, ``duplicate`` (already held; the box may
-    forget it) or ``rejected`` with the reason naming the field.
+    forget it) or ``rejected`` with the reason naming the field. Category labels not on
+    the allow-list are never stored (:func:`training.hub.categories.screen`); an accepted
+    item says how many were ``withheld``.
     """
     items = body.get("reports")
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_REPORTS_PER_REQUEST:
         raise Refused(400, f"reports: must be a list of 1..{MAX_REPORTS_PER_REQUEST} items")
     results = []
     with db.transaction():
+        allow_list = categories.allowed(db)
         for index, item in enumerate(items):
             report = item.get("report") if isinstance(item, dict) else None
             report_id = report.get("report_id") if isinstance(report, dict) else None
@@ -185,6 +192,7 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
             except ReportError as exc:
                 results.append({"report_id": report_id, "status": "rejected", "reason": str(exc)})
                 continue
+            report, withheld = categories.screen(report, allow_list)
             inserted = db.execute(
                 "INSERT INTO reports (report_id, device_id, day, received_at, audit_seq, audit_hash, body) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT (device_id, report_id) DO NOTHING",
@@ -202,9 +210,9 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
                      model["series"], model["flagged"],
                      sum(v for v in model["not_analysed"].values() if v is not None),
                      json.dumps(model["features"], sort_keys=True)))
-            db.execute("UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? AND "
-                       "(audit_seq IS NULL OR audit_seq <= ?)", (seq, digest, device.device_id, seq))
-            results.append({"report_id": report_id, "status": "accepted"})
+            _note_report_anchor(db, device.device_id, seq, digest)
+            results.append({"report_id": report_id, "status": "accepted"}
+                           | ({"withheld": withheld} if withheld else {}))
     return results
 
 
@@ -225,11 +233,72 @@ def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
     if error is not None and (not isinstance(error, str) or len(error) > 500):
         raise Refused(400, "release_error: must be a short string or null")
     alerts = _drift_alerts(body.get("drift_alerts"))
+    audit_state = None
+    if body.get("audit") is not None:  # an older box does not send it
+        try:
+            audit_state = check_audit(db, device.device_id, body["audit"], now)
+        except audit.BadEvidence as exc:
+            raise Refused(400, str(exc)) from None
     db.execute("UPDATE devices SET last_checkin = ?, appliance_version = ?, models = ?, "
                "metadata_refreshed_at = ?, release_error = ?, drift_alerts = ? WHERE device_id = ?",
                (now, version, json.dumps(models), refreshed, error,
                 None if alerts is None else json.dumps(alerts), device.device_id))
-    return {"device_id": device.device_id, "ring": device.ring}
+    return {"device_id": device.device_id, "ring": device.ring, "audit": audit_state}
+
+
+def audit_anchor(db: HubDatabase, device: Device) -> dict:
+    """The sequence number of the anchor the hub holds for this box (null: none yet)."""
+    held = _held_anchor(db, device.device_id)
+    return {"seq": held[0] if held else None}
+
+
+def _held_anchor(db: HubDatabase, device_id: str) -> tuple[int, str] | None:
+    row = db.one("SELECT audit_seq, audit_hash FROM devices WHERE device_id = ?", (device_id,))
+    return (int(row[0]), str(row[1])) if row and row[0] is not None else None
+
+
+def check_audit(db: HubDatabase, device_id: str, evidence: object, now: float) -> str:
+    """Compare a check-in's audit evidence with the anchor held (:mod:`training.hub.audit`),
+    keep the first problem, move the anchor to the box's head while all agrees; return
+    ``"consistent"`` or the problem.
+
+    Raises
+    ------
+    training.hub.audit.BadEvidence
+    """
+    head, at = audit.parse(evidence)
+    with db.transaction():
+        found = audit.problem(_held_anchor(db, device_id), head, at)
+        known = db.one("SELECT audit_problem FROM devices WHERE device_id = ?", (device_id,))
+        earlier = known[0] if known else None
+        if found is not None and earlier is None:
+            log.warning("device %s: audit chain does not match the hub's anchor: %s", device_id, found)
+            db.execute("UPDATE devices SET audit_problem = ? WHERE device_id = ?", (found, device_id))
+        if found is None and earlier is None and head is not None:
+            db.execute(
+                "UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? "
+                "AND (audit_seq IS NULL OR audit_seq <= ?)",
+                (head[0], head[1], device_id, head[0]),
+            )
+        db.execute("UPDATE devices SET audit_checked_at = ? WHERE device_id = ?", (now, device_id))
+    return earlier or found or "consistent"
+
+
+def _note_report_anchor(db: HubDatabase, device_id: str, seq: int, digest: str) -> None:
+    """A report's chain head becomes the anchor when it is the newest; one that names the
+    anchor's own seq with another hash is a problem (inside the caller's transaction)."""
+    held = _held_anchor(db, device_id)
+    if held is not None and held[0] == seq and held[1] != digest:
+        db.execute(
+            "UPDATE devices SET audit_problem = COALESCE(audit_problem, ?) WHERE device_id = ?",
+            (f"a report names seq {seq} with another hash than the hub's anchor (rewritten and re-hashed)", device_id),
+        )
+        return
+    db.execute(
+        "UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? AND audit_problem IS NULL "
+        "AND (audit_seq IS NULL OR audit_seq < ?)",
+        (seq, digest, device_id, seq),
+    )
 
 
 def _drift_alerts(alerts: object) -> list[dict] | None:

@@ -130,6 +130,21 @@ MIGRATIONS: tuple[str, ...] = (
         created_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # 5: the category labels operators allowed beyond the defaults (training.hub.categories).
+    """
+    CREATE TABLE allowed_categories (
+        feature TEXT NOT NULL,
+        label TEXT NOT NULL,
+        added_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (feature, label)
+    )
+    """,
+    # 6: what the hub found comparing a box's audit chain with the anchor it holds
+    # (devices.audit_seq/audit_hash): the first problem, kept until an operator acts.
+    """
+    ALTER TABLE devices ADD COLUMN audit_problem TEXT;
+    ALTER TABLE devices ADD COLUMN audit_checked_at DOUBLE PRECISION
+    """,
 )
 
 

@@ -15,6 +15,7 @@ from appliance.web import accounts, sessions
 from appliance.web.deps import Connection, Now, SettingsDep
 from appliance.web.routes.common import render, router
 from appliance.web.security import (
+    DEVICE_COOKIE,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     SignedIn,
@@ -72,12 +73,15 @@ def login(
         audit_refusal(conn, request, None, "sign-in form without a valid CSRF token or from another origin")
         stale = "The sign-in form was stale or came from another site. Please try again."
         return _login_page(request, conn, settings, stale, 403)
+    device = request.cookies.get(DEVICE_COOKIE)
     try:
-        token, _ = sessions.sign_in(conn, settings.web, name, password, client_address(request), now)
+        token, _ = sessions.sign_in(conn, settings.web, name, password, client_address(request), now, device)
     except LoginRefused as exc:
         return _login_page(request, conn, settings, str(exc), 429 if "too many" in str(exc) else 401)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(SESSION_COOKIE, token, **_cookie_flags(settings))
+    if new_device := sessions.remember_device(conn, name, device, now):
+        response.set_cookie(DEVICE_COOKIE, new_device, max_age=sessions.DEVICE_DAYS * 86400, **_cookie_flags(settings))
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
     return response
 

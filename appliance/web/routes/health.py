@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from appliance.config import Settings
+from appliance.db import waiting_at_most
 from appliance.disk import below_floor
 from appliance.states import JobState, ModelState
 from appliance.web.deps import Connection, Metrics, Now, SettingsDep
@@ -35,16 +36,13 @@ DATABASE_WAIT_MS = 2000
 def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[str, str | None]:
     """Each check's problem, or None when it passes."""
     checks: dict[str, str | None] = {}
-    usual_wait = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute(f"PRAGMA busy_timeout = {DATABASE_WAIT_MS}")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("ROLLBACK")
+        with waiting_at_most(conn, DATABASE_WAIT_MS):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
         checks["database"] = None
     except sqlite3.Error as exc:
         checks["database"] = f"not writable within {DATABASE_WAIT_MS / 1000:g} s: {exc}"
-    finally:
-        conn.execute(f"PRAGMA busy_timeout = {int(usual_wait)}")
     host = "127.0.0.1" if settings.dicom.bind_address in ("0.0.0.0", "") else settings.dicom.bind_address
     try:
         with socket.create_connection((host, settings.dicom.port), timeout=2):

@@ -53,6 +53,9 @@ def test_closed_days_reach_the_hub_once_per_model_version_and_day(hub, tmp_path)
     assert len(recorded) == 16
     enrol(settings, hub.url, hub.token(site="box-a"))
     device_id = Enrolment.load(settings.data_dir).device_id
+    # The hub keeps only the category labels on its allow-list (issue 24, D2): the operator
+    # allows the kernels of this fleet; the manufacturers stay unnamed.
+    assert "allowed now: B70f, FC23" in hub.admin("allow-category", "kernel", "B70f", "FC23").stdout
 
     first = _cli(settings, "sync")
     assert first.returncode == 0, first.stdout + first.stderr
@@ -80,6 +83,10 @@ def test_closed_days_reach_the_hub_once_per_model_version_and_day(hub, tmp_path)
         assert all(c is None or c >= K for c in cells), (day, version, [c for c in cells if c is not None])
         assert any(c is not None for c in cells)
     assert set(per_key) == recorded and all(len(ids) == 1 for ids in per_key.values())
+    labels = {label for *_, body in held for model in json.loads(body)["models"]
+              for name, feature in model["features"].items() if name == "manufacturer_model"
+              for label in feature["counts"]}
+    assert labels == {"other"}  # "ACME Scan 64" and "Other Vendor X1" are on no allow-list
 
     # The box says where it stands: enrolled, what is queued and delivered, the last round,
     # how old its release metadata is, in both status commands.

@@ -137,16 +137,19 @@ def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:
     return rewrite(package, tmp_path / "schema.tar", files)
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda m: m["input"].update(size=-1), "input.size"),
-    (lambda m: m["input"].update(size=1_000_000), "input.size"),  # issue 24, U4: was installed
-    (lambda m: m["input"].update(slab_mm=0), "input.slab_mm"),
-    (lambda m: m.pop("operating_point"), "operating_point"),
-    (lambda m: m.update(version="one"), "version"),
-    (lambda m: m["variants"][0].update(backend="tensorrt"), "variants.0.backend"),
-    (lambda m: m["aggregation"].pop("k"), "aggregation"),
-    (lambda m: m.update(surprise=1), "surprise"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda m: m["input"].update(size=-1), "input.size"),
+        (lambda m: m["input"].update(size=1_000_000), "input.size"),  # issue 24, U4: was installed
+        (lambda m: m["input"].update(slab_mm=0), "input.slab_mm"),
+        (lambda m: m.pop("operating_point"), "operating_point"),
+        (lambda m: m.update(version="one"), "version"),
+        (lambda m: m["variants"][0].update(backend="tensorrt"), "variants.0.backend"),
+        (lambda m: m["aggregation"].pop("k"), "aggregation"),
+        (lambda m: m.update(surprise=1), "surprise"),
+    ],
+)
 def test_malformed_manifest_names_the_field(package, tmp_path, keys, edit, field):
     bad = _signed_raw_manifest(package, tmp_path, keys, edit)
     with pytest.raises(PackageError, match=rf"malformed manifest: field '{field}'"):
@@ -161,10 +164,14 @@ def _signed_raw_bytes(package, tmp_path, keys, raw: bytes) -> object:
 
 
 @pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize(("raw", "words"), [
-    (b'{"version": ' + b"9" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
-    (b'{"version": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
-], ids=["5000-digit-integer", "200k-deep"])
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b'{"version": ' + b"9" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+        (b'{"version": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+    ],
+    ids=["5000-digit-integer", "200k-deep"],
+)
 def test_a_manifest_python_cannot_parse_is_refused_naming_why(package, tmp_path, keys, raw, words, signed):
     """Issue 24, U4-manifest-numbers. Before: both gave the upload a 500."""
     if signed:
@@ -177,8 +184,14 @@ def test_a_manifest_python_cannot_parse_is_refused_naming_why(package, tmp_path,
 
 
 def test_slab_and_context_are_for_ct_slices_only():
-    radiograph = {"kind": "radiograph", "modalities": ["CR"], "body_part": "CHEST", "sop_class_uids": ["1.2.3"],
-                  "channels": 1, "size": 32}
+    radiograph = {
+        "kind": "radiograph",
+        "modalities": ["CR"],
+        "body_part": "CHEST",
+        "sop_class_uids": ["1.2.3"],
+        "channels": 1,
+        "size": 32,
+    }
     assert InputSpec.model_validate(radiograph).slab_mm is None
     with pytest.raises(ValidationError, match="slab_mm and context_slices apply to ct_slice inputs only"):
         InputSpec.model_validate({**radiograph, "slab_mm": 5.0})
@@ -187,8 +200,14 @@ def test_slab_and_context_are_for_ct_slices_only():
 
 
 def test_context_multiplies_the_channels_a_ct_input_needs():
-    ct = {"kind": "ct_slice", "modalities": ["CT"], "body_part": "HEAD", "sop_class_uids": ["1.2.3"], "size": 32,
-          "windows": [{"name": "brain", "center": 40, "width": 80}, {"name": "bone", "center": 600, "width": 2800}]}
+    ct = {
+        "kind": "ct_slice",
+        "modalities": ["CT"],
+        "body_part": "HEAD",
+        "sop_class_uids": ["1.2.3"],
+        "size": 32,
+        "windows": [{"name": "brain", "center": 40, "width": 80}, {"name": "bone", "center": 600, "width": 2800}],
+    }
     assert InputSpec.model_validate({**ct, "channels": 6, "context_slices": 1}).slices_per_input == 3
     with pytest.raises(ValidationError, match="each of its 3 slice"):
         InputSpec.model_validate({**ct, "channels": 2, "context_slices": 1})
@@ -198,7 +217,9 @@ def test_a_window_zeroes_dense_pixels_only_above_its_own_top():
     blood = Window.model_validate({"name": "blood", "center": 50, "width": 60, "zero_above": 200})
     assert blood.as_tuple() == ("blood", 50.0, 60.0, 200.0) and Window.from_tuple(blood.as_tuple()) == blood
     assert Window.from_tuple(("brain", 40.0, 80.0)).as_tuple() == ("brain", 40.0, 80.0)
-    with pytest.raises(ValidationError, match="window 'blood': zero_above \\(70 HU\\) must not be below the window's top \\(80 HU\\)"):
+    with pytest.raises(
+        ValidationError, match="window 'blood': zero_above \\(70 HU\\) must not be below the window's top \\(80 HU\\)"
+    ):
         Window.model_validate({"name": "blood", "center": 50, "width": 60, "zero_above": 70})
 
 
@@ -246,8 +267,12 @@ def test_a_package_is_read_once_front_to_back(package, tmp_path, keys):
 
     done = {}
     threading.Thread(target=feed, daemon=True).start()
-    reader = threading.Thread(target=lambda: done.update(read=read_package(
-        pipe, [keys["public"]], into=tmp_path / "dest", copy_to=tmp_path / "copy.tar.gz")), daemon=True)
+    reader = threading.Thread(
+        target=lambda: done.update(
+            read=read_package(pipe, [keys["public"]], into=tmp_path / "dest", copy_to=tmp_path / "copy.tar.gz")
+        ),
+        daemon=True,
+    )
     reader.start()
     reader.join(timeout=60)  # a deadline for failing: a second open of the pipe never returns
     assert "read" in done, "read_package opened the package more than once"
@@ -288,8 +313,7 @@ def test_onnx_external_data_outside_the_package_is_refused(tmp_path, keys, locat
 
 
 def test_onnx_external_data_inside_the_package_verifies(tmp_path, keys):
-    files = dict(FILES) | {"model/fp32.onnx": tiny_onnx(external="fp32.onnx.data"),
-                           "model/fp32.onnx.data": bytes(16)}
+    files = dict(FILES) | {"model/fp32.onnx": tiny_onnx(external="fp32.onnx.data"), "model/fp32.onnx.data": bytes(16)}
     out = tmp_path / "ok.tar"
     write_package(out, manifest_fields(), files, load_private_key(keys["private"]))
     assert verify_package(out, [keys["public"]]).id == "test-model"
@@ -320,3 +344,53 @@ def test_an_unsigned_package_with_a_huge_model_is_refused_without_holding_it_in_
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024 * 1024  # tarfile's own gzip buffers: the same for any member size
+
+
+def _header_only(path, files: dict[str, bytes], name: str, declared: int):
+    """``files`` as a tar, then the header of a member ``name`` declaring ``declared``
+    bytes, and the file ends there: whoever reads that member meets the end of the file."""
+    rewrite(path.with_suffix(".head"), path, files)
+    data = path.read_bytes().rstrip(b"\0")
+    data = data + bytes(-len(data) % 512)
+    info = tarfile.TarInfo(name)
+    info.size = declared
+    path.write_bytes(data + info.tobuf(format=tarfile.GNU_FORMAT) + bytes(1024))
+    return path
+
+
+def test_an_unsigned_3_gib_member_is_refused_at_its_header_before_a_byte_of_it_is_read(tmp_path, keys):
+    """Issue 24, U2-bomb (the rest of it): the signature is checked before any other member
+    is read. Before: the member was read (inflated) to its end first; here the file ends
+    after the header, so reading it failed as a corrupt archive instead."""
+    bomb = _header_only(tmp_path / "bomb.tar", {}, "model/evil.onnx", 3 * 1024**3)
+    with pytest.raises(PackageError, match=r"missing file 'manifest.json': a package starts with manifest.json"):
+        verify_package(bomb, [keys["public"]])
+
+
+def test_a_member_the_signed_manifest_does_not_list_is_refused_at_its_header(package, tmp_path, keys):
+    bomb = _header_only(tmp_path / "extra.tar", members(package), "model/evil.onnx", 3 * 1024**3)
+    with pytest.raises(PackageError, match=r"extra file 'model/evil.onnx' \(in archive, not listed in manifest\)"):
+        verify_package(bomb, [keys["public"]])
+
+
+def test_a_listed_member_of_another_size_is_refused_at_its_header(package, tmp_path, keys):
+    files = members(package)
+    card = files.pop("MODEL_CARD.md")
+    bomb = _header_only(tmp_path / "bigger.tar", files, "MODEL_CARD.md", 3 * 1024**3)
+    with pytest.raises(
+        PackageError,
+        match=rf"manifest says sha256 [0-9a-f]{{64}} \({len(card)} bytes\), archive has "
+        r"3221225472 bytes \(refused before reading it\)",
+    ):
+        verify_package(bomb, [keys["public"]])
+
+
+def test_a_member_before_the_signature_is_refused(package, tmp_path, keys):
+    files = members(package)
+    reordered = {"manifest.json": files.pop("manifest.json"), "MODEL_CARD.md": files.pop("MODEL_CARD.md")} | files
+    with pytest.raises(
+        PackageError,
+        match=r"missing file 'manifest.json.sig' \(unsigned package\): .*'MODEL_CARD.md' "
+        r"came first",
+    ):
+        verify_package(rewrite(package, tmp_path / "late-sig.tar", reordered), [keys["public"]])

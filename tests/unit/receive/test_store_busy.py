@@ -25,8 +25,17 @@ def received_file(spool_dir, ds) -> ReceivedDataset:
     data = buffer.getvalue()
     path = spool.incoming_dir(spool_dir) / f"{generate_uid()}.part"
     path.write_bytes(data)
-    return ReceivedDataset(path, 0, len(data), hashlib.sha256(data).hexdigest(), ExplicitVRLittleEndian,
-                           ds.SOPClassUID, ds.SOPInstanceUID, "SENDER", "association-1")
+    return ReceivedDataset(
+        path,
+        0,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        ExplicitVRLittleEndian,
+        ds.SOPClassUID,
+        ds.SOPInstanceUID,
+        "SENDER",
+        "association-1",
+    )
 
 
 def test_a_locked_database_answers_a_retryable_0xa700_and_leaves_no_orphan(tmp_path):
@@ -44,3 +53,21 @@ def test_a_locked_database_answers_a_retryable_0xa700_and_leaves_no_orphan(tmp_p
     holder.execute("ROLLBACK")
     assert service.store(received_file(tmp_path / "spool", ds)) == (0x0000, "")
     assert len(list((tmp_path / "spool").rglob("*.dcm"))) == 1
+
+
+def test_a_locked_database_is_answered_without_a_second_wait_to_audit_it(tmp_path):
+    """Issue 24, R5: the refusal of a store that met a locked database was audited on the
+    same locked database, a second full wait before the sender heard anything."""
+    db = open_database(tmp_path / "appliance.db")
+    db.conn.execute("PRAGMA busy_timeout = 100")
+    service = StoreService(DicomSettings(), IngestIndex(db), tmp_path / "spool")
+    statements: list[str] = []
+    holder = sqlite3.connect(tmp_path / "appliance.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    db.conn.set_trace_callback(statements.append)
+    status, _ = service.store(received_file(tmp_path / "spool", ct_dataset(generate_uid(), generate_uid(), 0, size=8)))
+    db.conn.set_trace_callback(None)
+    holder.execute("ROLLBACK")
+    assert status == 0xA700
+    # one write was tried (the index's), not a second one on the same lock (the refusal's audit)
+    assert [s for s in statements if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"], statements

@@ -125,3 +125,88 @@ def test_concurrent_guesses_check_no_more_passwords_than_the_limit(tmp_path, mon
         outcomes = list(pool.map(guess, range(40)))
     assert len(checked) <= 5 and outcomes.count("wrong") == len(checked)
     assert outcomes.count("throttled") == 40 - len(checked)
+
+
+def _signed_in_once(conn, settings, name: str, now: float) -> str:
+    """Sign in as the login route does and return the device cookie the browser got."""
+    sessions.sign_in(conn, settings, name, PASSWORD, "10.0.0.9", now)
+    device = sessions.remember_device(conn, name, None, now)
+    assert device is not None and sessions.remember_device(conn, name, device, now) is None  # kept, not renewed
+    return device
+
+
+def test_guesses_from_elsewhere_do_not_lock_a_user_out_of_the_browser_they_signed_in_from(conn):
+    """Issue 24, W2/W4. Before: five wrong passwords for a name, from anywhere, locked that
+    user out everywhere for the lockout window."""
+    settings = WebSettings(login_failures_per_user=5)
+    device = _signed_in_once(conn, settings, "rad", now=0.0)
+    for n in range(5):
+        with pytest.raises(LoginRefused, match="wrong"):
+            sessions.sign_in(conn, settings, "rad", "guess", f"203.0.113.{n}", now=10.0 + n)
+    with pytest.raises(LoginRefused, match="too many"):  # a browser without the cookie: locked
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.9", now=20.0)
+    token, session = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.9", now=21.0, device=device)
+    assert session.user_name == "rad" and sessions.session_for(conn, settings, token, now=22.0) is not None
+
+
+def test_a_locked_address_does_not_lock_out_a_user_at_their_own_browser(conn):
+    """Issue 24, W4: 21 failed sign-ins with random names from one address (behind a
+    reverse proxy on this host: every client's address) and a real user from it."""
+    accounts.add_user(conn, "boss", "admin", PASSWORD, "test")
+    settings = WebSettings(login_failures_per_address=20)
+    device = _signed_in_once(conn, settings, "boss", now=0.0)
+    for n in range(21):
+        with pytest.raises(LoginRefused):
+            sessions.sign_in(conn, settings, f"nobody{n}", "guess", "127.0.0.1", now=10.0 + n)
+    with pytest.raises(LoginRefused, match="too many"):
+        sessions.sign_in(conn, settings, "boss", PASSWORD, "127.0.0.1", now=40.0)
+    assert sessions.sign_in(conn, settings, "boss", PASSWORD, "127.0.0.1", now=41.0, device=device)[1].role == "admin"
+
+
+def test_a_device_cookie_is_throttled_on_its_own_failures_and_vouches_for_its_user_only(conn):
+    accounts.add_user(conn, "boss", "admin", PASSWORD, "test")
+    settings = WebSettings(login_failures_per_user=5)
+    device = _signed_in_once(conn, settings, "rad", now=0.0)
+    for n in range(5):
+        with pytest.raises(LoginRefused, match="wrong"):
+            sessions.sign_in(conn, settings, "rad", "guess", "10.0.0.9", now=10.0 + n, device=device)
+    with pytest.raises(LoginRefused, match="too many"):  # a stolen cookie guesses no faster than anyone
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.9", now=20.0, device=device)
+    for n in range(5):
+        with pytest.raises(LoginRefused):
+            sessions.sign_in(conn, settings, "boss", "guess", f"203.0.113.{n}", now=30.0 + n)
+    with pytest.raises(LoginRefused, match="too many"):  # rad's cookie says nothing about boss
+        sessions.sign_in(conn, settings, "boss", PASSWORD, "10.0.0.9", now=40.0, device=device)
+
+
+def test_a_device_cookie_expires(conn):
+    settings = WebSettings(login_failures_per_user=5)
+    device = _signed_in_once(conn, settings, "rad", now=0.0)
+    later = sessions.DEVICE_DAYS * 86400 + 1.0
+    for n in range(5):
+        with pytest.raises(LoginRefused):
+            sessions.sign_in(conn, settings, "rad", "guess", f"203.0.113.{n}", now=later + n)
+    with pytest.raises(LoginRefused, match="too many"):
+        sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.9", now=later + 10, device=device)
+    assert sessions.remember_device(conn, "rad", device, now=later + 20) not in (None, device)
+
+
+def test_a_database_locked_by_another_process_does_not_hold_a_signed_in_request(conn, tmp_path):
+    """Issue 24, R5-sqlite-locked: /worklist answered 500 after 30 s while another process
+    held the write lock, waiting to write the session's last-seen time."""
+    import sqlite3
+
+    settings = WebSettings()
+    token, _ = sessions.sign_in(conn, settings, "rad", PASSWORD, "10.0.0.1", now=0.0)
+    holder = sqlite3.connect(tmp_path / "appliance.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        session = sessions.session_for(conn, settings, token, now=sessions.TOUCH_EVERY_S + 1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert session is not None and session.user_name == "rad"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # the usual wait is back
+    assert sessions.session_for(conn, settings, token, now=sessions.TOUCH_EVERY_S + 2) is not None
+    last_seen = conn.execute("SELECT last_seen_at FROM web_sessions").fetchone()[0]
+    assert last_seen == sessions.TOUCH_EVERY_S + 2  # written once the lock was gone
