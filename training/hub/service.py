@@ -202,10 +202,30 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
                      model["series"], model["flagged"],
                      sum(v for v in model["not_analysed"].values() if v is not None),
                      json.dumps(model["features"], sort_keys=True)))
+            for model in report["models"]:
+                for role, stats in model.get("field", {}).items():
+                    _store_field(db, device, report, model, role, stats)
             db.execute("UPDATE devices SET audit_seq = ?, audit_hash = ? WHERE device_id = ? AND "
                        "(audit_seq IS NULL OR audit_seq <= ?)", (seq, digest, device.device_id, seq))
             results.append({"report_id": report_id, "status": "accepted"})
     return results
+
+
+def _store_field(db: HubDatabase, device: Device, report: dict, model: dict, role: str, stats: dict) -> None:
+    """One role's field evidence of a model version (schema 2), as typed columns."""
+    agreement = stats["agreement"] or {}
+    feedback = stats["feedback"]
+    db.execute(
+        "INSERT INTO report_field (report_id, device_id, day, model_id, model_version, role, k, first_day, scored, "
+        "flagged, not_analysed, ttr_p50, ttr_p95, both_flagged, shadow_only, active_only, neither_flagged, "
+        "flag_agreed, flag_disagreed, missed_finding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (device_id, report_id, model_id, model_version, role) DO NOTHING",
+        (report["report_id"], device.device_id, report["day"], model["model_id"], model["model_version"], role,
+         report["k"], stats["first_day"], stats["scored"], stats["flagged"],
+         sum(v for v in stats["not_analysed"].values() if v is not None),
+         stats["time_to_result_s"]["p50"], stats["time_to_result_s"]["p95"],
+         agreement.get("both"), agreement.get("shadow_only"), agreement.get("active_only"),
+         agreement.get("neither"), feedback["flag_agreed"], feedback["flag_disagreed"], feedback["missed_finding"]))
 
 
 def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
