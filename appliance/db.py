@@ -395,6 +395,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
     """,
+    # 13: releases the hub withdrew, as this box was told (written only by
+    # appliance.sync.withdrawals): dropped from shadow, or left active for a person to decide.
+    """
+    CREATE TABLE sync_withdrawals (
+        model_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state_then TEXT NOT NULL CHECK (state_then IN ('installed', 'shadow', 'active', 'retired')),
+        told_at REAL NOT NULL,
+        PRIMARY KEY (model_id, version)
+    )
+    """,
 )
 
 

@@ -12,6 +12,10 @@ python -m training.hub devices --data-dir DIR
     the enrolled devices
 python -m training.hub revoke DEVICE_ID --data-dir DIR
     forget a device's pinned key (lost or leaked); its requests are refused from now on
+python -m training.hub devices set-ring DEVICE_ID pilot|all --data-dir DIR
+    move a device to another ring; it follows at its next check-in
+python -m training.hub withdraw MODEL_ID VERSION --data-dir DIR
+    stop a release: no longer offered, boxes drop it from shadow, active ones are told
 python -m training.hub promote MODEL_ID VERSION --data-dir DIR [--min-boxes 3 ...]
     move a release to the next ring if the field evidence meets the rule; the rule and its
     evaluation are printed and kept either way
@@ -29,7 +33,7 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "promote")
+COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "promote", "withdraw")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +122,9 @@ def admin(argv: list[str]) -> int:
     publish.add_argument("--trusted-key", type=Path, action="append", default=[],
                          help="the package must be signed by one of these (PEM); default: "
                               "only check it is intact")
-    devices = sub.add_parser("devices", help="list enrolled devices")
+    devices = sub.add_parser("devices", help="list enrolled devices, or: devices set-ring DEVICE_ID RING")
     _common(devices)
+    devices.add_argument("action", nargs="*", help="set-ring DEVICE_ID pilot|all")
     revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
     _common(revoke)
     revoke.add_argument("device_id")
@@ -131,7 +136,13 @@ def admin(argv: list[str]) -> int:
     promote.add_argument("--min-days", type=int, default=7)
     promote.add_argument("--min-agreement", type=float, default=0.95)
     promote.add_argument("--max-not-analysed", type=float, default=0.05)
+    withdraw = sub.add_parser("withdraw", help="stop a release: boxes drop it from shadow, active ones are told")
+    _common(withdraw)
+    withdraw.add_argument("model_id")
+    withdraw.add_argument("version")
     args = parser.parse_args(argv)
+    if args.command == "devices" and args.action and (args.action[0] != "set-ring" or len(args.action) != 3):
+        parser.error("devices takes no arguments, or: set-ring DEVICE_ID RING")
     db, repository = _open(args)
     now = time.time()
     code = 0
@@ -160,6 +171,32 @@ def admin(argv: list[str]) -> int:
 
         record_release(db, target, manifest, args.ring, args.min_appliance_version, now)
         print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
+    elif args.command == "devices" and args.action:
+        from training.hub.service import set_ring
+
+        _, device_id, ring = args.action
+        try:
+            found = set_ring(db, device_id, ring)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        else:
+            if found:
+                print(f"{device_id} moves to ring {ring} at its next check-in")
+            else:
+                print(f"error: no device {device_id}", file=sys.stderr)
+                code = 2
+    elif args.command == "withdraw":
+        from training.hub.releases import withdraw as withdraw_release
+
+        target = withdraw_release(db, args.model_id, args.version, now)
+        if target is None:
+            print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+            code = 2
+        else:
+            repository.remove_target(target, _offline_keys(args))
+            print(f"withdrew {target}: no longer offered; boxes drop it from shadow at their next check-in, "
+                  "boxes where it is active are told (activation stays a person's decision)")
     elif args.command == "promote":
         code = _promote(args, db, repository, now)
     elif args.command == "revoke":

@@ -136,6 +136,7 @@ class Release:
     ring: str
     published_at: float
     expected_flag: tuple[float, float] | None
+    withdrawn_at: float | None = None
     boxes: list[BoxRow] = field(default_factory=list)
     agreement: Proportion | None = None
     roles: dict[str, RoleFigures] = field(default_factory=dict)
@@ -185,11 +186,11 @@ def collect(db: HubDatabase) -> list[Release]:
     """Every published release with its field evidence, newest first."""
     devices = db.rows("SELECT device_id, site, ring, models, drift_alerts FROM devices ORDER BY site, device_id")
     releases = []
-    for target, model_id, version, ring, published_at, low, high in db.rows(
-            "SELECT target, model_id, version, ring, published_at, expected_flag_low, expected_flag_high "
-            "FROM releases ORDER BY published_at DESC, target"):
+    for target, model_id, version, ring, published_at, low, high, withdrawn_at in db.rows(
+            "SELECT target, model_id, version, ring, published_at, expected_flag_low, expected_flag_high, "
+            "withdrawn_at FROM releases ORDER BY published_at DESC, target"):
         release = Release(target, model_id, version, ring, published_at,
-                          None if low is None or high is None else (low, high))
+                          None if low is None or high is None else (low, high), withdrawn_at)
         shadow_rows = _latest(db, model_id, version, ModelState.SHADOW)
         for device_id, site, device_ring, models, alerts in devices:
             held = [m["state"] for m in json.loads(models or "[]")
@@ -246,6 +247,16 @@ def record_release(db: HubDatabase, target: Any, manifest: Any, ring: str, min_a
                 target.hashes["sha256"], target.length, now, *expected))
 
 
+def withdraw(db: HubDatabase, model_id: str, version: str, now: float) -> str | None:
+    """Mark a release withdrawn (boxes are told at check-in); its target name, or None if
+    it is not published."""
+    row = db.one("SELECT target FROM releases WHERE model_id = ? AND version = ?", (model_id, version))
+    if row is None:
+        return None
+    db.execute("UPDATE releases SET withdrawn_at = ? WHERE target = ? AND withdrawn_at IS NULL", (now, row[0]))
+    return row[0]
+
+
 # The promotion rule ------------------------------------------------------------------
 
 
@@ -280,6 +291,8 @@ def next_ring(ring: str) -> str | None:
 
 def evaluate(release: Release, rule: Rule) -> list[Check]:
     """Each condition of ``rule`` on ``release``'s evidence, in words (pure)."""
+    if release.withdrawn_at is not None:
+        return [Check("withdrawn", False, "the release was withdrawn")]
     in_shadow = [b for b in release.boxes if b.days_in_shadow is not None]
     long_enough = [b for b in in_shadow if b.days_in_shadow >= rule.min_days]
     listed = ", ".join(f"{b.site} {b.days_in_shadow} d" for b in in_shadow) or "none"

@@ -191,6 +191,20 @@ class Repository:
             self._write("targets.json", targets_md)
             self._refresh_online(now, force=True)
 
+    def remove_target(self, name: str, offline_keys: Path, now: datetime | None = None) -> None:
+        """Stop offering a target (a withdrawn release): targets re-signed without it."""
+        with self._locked():
+            now = _utc(now)
+            targets_md = self.load("targets")
+            if targets_md.signed.targets.pop(name, None) is None:
+                return
+            targets_md.signed.version += 1
+            targets_md.signed.expires = now + TARGETS_EXPIRY
+            targets_md.signatures.clear()
+            targets_md.sign(self._signer(offline_keys, "targets", create=False))
+            self._write("targets.json", targets_md)
+            self._refresh_online(now, force=True)
+
     def refresh_online(self, now: datetime | None = None, force: bool = False) -> bool:
         """Re-sign snapshot and timestamp with the online keys when they near expiry (or
         targets changed, or ``force``). Returns True when anything was signed."""

@@ -229,7 +229,8 @@ def _store_field(db: HubDatabase, device: Device, report: dict, model: dict, rol
 
 
 def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
-    """Record what the box runs and how fresh its release metadata is."""
+    """Record what the box runs and how fresh its release metadata is; answer with its ring
+    and the releases withdrawn (the box drops them from shadow)."""
     version = body.get("appliance_version")
     models = body.get("models")
     refreshed = body.get("metadata_refreshed_at")
@@ -249,7 +250,16 @@ def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
                "metadata_refreshed_at = ?, release_error = ?, drift_alerts = ? WHERE device_id = ?",
                (now, version, json.dumps(models), refreshed, error,
                 None if alerts is None else json.dumps(alerts), device.device_id))
-    return {"device_id": device.device_id, "ring": device.ring}
+    withdrawn = [{"model_id": m, "version": v} for m, v in db.rows(
+        "SELECT model_id, version FROM releases WHERE withdrawn_at IS NOT NULL ORDER BY model_id, version")]
+    return {"device_id": device.device_id, "ring": device.ring, "withdrawn": withdrawn}
+
+
+def set_ring(db: HubDatabase, device_id: str, ring: str) -> bool:
+    """Move a device to another ring (it follows at its next check-in); False: no such device."""
+    if ring not in RINGS:
+        raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
+    return bool(db.execute("UPDATE devices SET ring = ? WHERE device_id = ?", (ring, device_id)))
 
 
 def _drift_alerts(alerts: object) -> list[dict] | None:

@@ -131,7 +131,8 @@ MIGRATIONS: tuple[str, ...] = (
     )
     """,
     # 5: field evidence (reports of schema 2), one row per report, model version and role;
-    # the card's expected flag-rate interval per release; every promotion decision.
+    # the card's expected flag-rate interval and the withdrawal of each release; every
+    # promotion decision.
     """
     CREATE TABLE report_field (
         report_id TEXT NOT NULL,
@@ -159,6 +160,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX report_field_release ON report_field (model_id, model_version, role, device_id, day);
     ALTER TABLE releases ADD COLUMN expected_flag_low DOUBLE PRECISION;
     ALTER TABLE releases ADD COLUMN expected_flag_high DOUBLE PRECISION;
+    ALTER TABLE releases ADD COLUMN withdrawn_at DOUBLE PRECISION;
     CREATE TABLE promotions (
         id BIGINT PRIMARY KEY,
         target TEXT NOT NULL,
