@@ -167,7 +167,7 @@ def daily_report(
     *,
     model: tuple[str, str] | None = None,
     report_id: str | None = None,
-    previous: dict | None = None,
+    previous: Callable[[str, str], dict | None] | None = None,
 ) -> dict[str, Any]:
     """The report of one day from the drift tables and the results.
 
@@ -178,8 +178,9 @@ def daily_report(
         day); every model version with series or results that day when omitted.
     report_id : str, optional
         A stable id (:func:`stable_report_id`); a fresh random one when omitted.
-    previous : dict, optional
-        The ``field`` of the previous report of ``model`` (:func:`anonymise`).
+    previous : callable (model_id, model_version) -> dict or None, optional
+        The ``field`` of the box's previous report of a model version, which the to-date
+        counts move on from (:func:`anonymise`); from zero when omitted.
     """
     if model is None:
         known = {(m, v) for m, v, _ in tables.model_versions(conn)}
@@ -202,7 +203,7 @@ def daily_report(
         rng if rng is not None else np.random.default_rng(),
         report_id or uuid.uuid4().hex,
         field=found,
-        previous={model: previous} if model is not None and previous is not None else None,
+        previous={(m, v): before for m, v, _ in models if previous and (before := previous(m, v)) is not None},
     )
 
 

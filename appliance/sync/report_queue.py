@@ -20,6 +20,7 @@ of this box's chain that the box cannot rewrite later.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import time
@@ -73,14 +74,14 @@ def queue_closed_days(
             rng,
             model=(model_id, version),
             report_id=report_id,
-            previous=previous_field(conn, model_id, version, day),
+            previous=functools.partial(previous_field, conn, day=day),
         )
         if enqueue_report(conn, report, now=now):
             queued.append(report_id)
     return queued
 
 
-def previous_field(conn: sqlite3.Connection, model_id: str, version: str, day: dt.date) -> dict | None:
+def previous_field(conn: sqlite3.Connection, model_id: str, version: str, *, day: dt.date) -> dict | None:
     """The ``field`` of the last report of this model version queued for a day before ``day``:
     the to-date counts already published, which the next report moves on from."""
     row = conn.execute(
