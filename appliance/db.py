@@ -407,6 +407,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE web_login_attempts ADD COLUMN device_sha256 TEXT;
     CREATE INDEX web_login_attempts_device ON web_login_attempts (device_sha256, at)
     """,
+    # 14: releases the hub withdrew, as this box was told (written only by
+    # appliance.sync.withdrawals): dropped from shadow, or left active for a person to decide.
+    """
+    CREATE TABLE sync_withdrawals (
+        model_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state_then TEXT NOT NULL CHECK (state_then IN ('installed', 'shadow', 'active', 'retired')),
+        told_at REAL NOT NULL,
+        PRIMARY KEY (model_id, version)
+    )
+    """,
 )
 
 

@@ -9,9 +9,10 @@ vocabulary (ids, versions, reason codes, feature names, category labels), all of
 must match :data:`LABEL_RE`; identifiers such as names, UIDs, serial numbers or times
 cannot fit that pattern's role because nothing in the envelope accepts them.
 
-Envelope (``schema`` = :data:`SCHEMA`)::
+Envelope (``schema`` = :data:`SCHEMA`; :data:`SCHEMA_V1`, the same without ``field``,
+is still accepted from boxes not yet updated)::
 
-    {"schema": "triage-drift-report/1", "report_id": "<uuid4 hex>", "day": "YYYY-MM-DD",
+    {"schema": "triage-drift-report/2", "report_id": "<uuid4 hex>", "day": "YYYY-MM-DD",
      "appliance_version": "x.y.z", "k": 10, "noise_epsilon": null | float,
      "models": [{"model_id": str, "model_version": str,
                  "series": int|null, "flagged": int|null,
@@ -19,7 +20,17 @@ Envelope (``schema`` = :data:`SCHEMA`)::
                  "features": {"<name>": {"kind": "histogram", "edges": [float...],
                                          "counts": [int|null...]}
                                       | {"kind": "categorical",
-                                         "counts": {"<category>": int}}}}]}
+                                         "counts": {"<category>": int}}},
+                 "field": {"active" | "shadow": {
+                     "first_day": "YYYY-MM-DD", "scored": int|null, "flagged": int|null,
+                     "not_analysed": {"<reason code>": int|null},
+                     "score_histogram": {"edges": [float...], "counts": [int|null...]},
+                     "time_to_result_s": {"p50": float|null, "p95": float|null},
+                     "agreement": null | {"both", "shadow_only", "active_only", "neither": int|null},
+                     "feedback": {"flag_agreed", "flag_disagreed", "missed_finding": int|null}}}}]}
+
+``field`` is the model version's evidence per role (:mod:`appliance.drift.evidence`):
+the day's counts, and the agreement and feedback to date.
 
 This module is pure (no I/O) so the hub can copy it verbatim.
 """
@@ -32,9 +43,13 @@ import re
 from typing import Any
 
 from appliance.errors import ReportError
+from appliance.states import ModelState
 
 #: Schema tag of this envelope version.
-SCHEMA = "triage-drift-report/1"
+SCHEMA = "triage-drift-report/2"
+#: The first version (no ``field``), still accepted.
+SCHEMA_V1 = "triage-drift-report/1"
+SCHEMAS = (SCHEMA_V1, SCHEMA)
 
 #: Controlled labels: ids, reason codes, feature names, category labels.
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
@@ -46,6 +61,21 @@ _VERSION_RE = re.compile(
 
 _TOP_KEYS = {"schema", "report_id", "day", "appliance_version", "k", "noise_epsilon", "models"}
 _MODEL_KEYS = {"model_id", "model_version", "series", "flagged", "not_analysed", "features"}
+_MODEL_KEYS_V2 = _MODEL_KEYS | {"field"}
+_ROLES = {ModelState.ACTIVE.value, ModelState.SHADOW.value}
+_FIELD_KEYS = {
+    "first_day",
+    "scored",
+    "flagged",
+    "not_analysed",
+    "score_histogram",
+    "time_to_result_s",
+    "agreement",
+    "feedback",
+}
+_AGREEMENT_KEYS = {"both", "shadow_only", "active_only", "neither"}
+_FEEDBACK_KEYS = {"flag_agreed", "flag_disagreed", "missed_finding"}
+_QUANTILE_KEYS = {"p50", "p95"}
 _HIST_KEYS = {"kind", "edges", "counts"}
 _CAT_KEYS = {"kind", "counts"}
 _MAX_BINS = 512
@@ -66,8 +96,8 @@ def check_report(obj: dict) -> None:
     """
     _require_dict(obj, "report")
     _keys(obj, _TOP_KEYS, _TOP_KEYS, "report")
-    if obj["schema"] != SCHEMA:
-        raise ReportError(f"schema: expected {SCHEMA!r}")
+    if obj["schema"] not in SCHEMAS:
+        raise ReportError(f"schema: expected one of {', '.join(map(repr, SCHEMAS))}")
     _match(obj["report_id"], _UUID_HEX_RE, "report_id", "a uuid4 in lowercase hex (32 digits)")
     _day(obj["day"], "day")
     _match(obj["appliance_version"], _VERSION_RE, "appliance_version", "a version x.y.z")
@@ -82,13 +112,16 @@ def check_report(obj: dict) -> None:
     models = obj["models"]
     if not isinstance(models, list):
         raise ReportError("models: must be a list")
+    keys = _MODEL_KEYS_V2 if obj["schema"] == SCHEMA else _MODEL_KEYS
     for i, model in enumerate(models):
-        _check_model(model, k, f"models[{i}]")
+        _check_model(model, k, f"models[{i}]", keys, obj["day"])
 
 
-def _check_model(m: Any, k: int, path: str) -> None:
+def _check_model(m: Any, k: int, path: str, keys: set, day: str) -> None:
     _require_dict(m, path)
-    _keys(m, _MODEL_KEYS, _MODEL_KEYS, path)
+    _keys(m, keys, keys, path)
+    if "field" in keys:
+        _field(m["field"], k, f"{path}.field", day)
     _match(m["model_id"], LABEL_RE, f"{path}.model_id", "a controlled label")
     _match(m["model_version"], _VERSION_RE, f"{path}.model_version", "a version x.y.z")
     _cell(m["series"], k, f"{path}.series")
@@ -110,6 +143,45 @@ def _check_model(m: Any, k: int, path: str) -> None:
             _label_counts(feat["counts"], k, f"{fpath}.counts", blank_allowed=False)
         else:
             raise ReportError(f"{fpath}.kind: must be 'histogram' or 'categorical'")
+
+
+def _field(d: Any, k: int, path: str, day: str) -> None:
+    _require_dict(d, path)
+    for role, stats in d.items():
+        if role not in _ROLES:
+            raise ReportError(f"{path}.{role}: unknown role (must be one of {', '.join(sorted(_ROLES))})")
+        rpath = f"{path}.{role}"
+        _require_dict(stats, rpath)
+        _keys(stats, _FIELD_KEYS, _FIELD_KEYS, rpath)
+        _day(stats["first_day"], f"{rpath}.first_day")
+        if stats["first_day"] > day:
+            raise ReportError(f"{rpath}.first_day: after the report's day")
+        _cell(stats["scored"], k, f"{rpath}.scored")
+        _cell(stats["flagged"], k, f"{rpath}.flagged")
+        _label_counts(stats["not_analysed"], k, f"{rpath}.not_analysed")
+        histogram = stats["score_histogram"]
+        _require_dict(histogram, f"{rpath}.score_histogram")
+        _keys(histogram, _HIST_KEYS - {"kind"}, _HIST_KEYS - {"kind"}, f"{rpath}.score_histogram")
+        _histogram(histogram, k, f"{rpath}.score_histogram")
+        quantiles = stats["time_to_result_s"]
+        _require_dict(quantiles, f"{rpath}.time_to_result_s")
+        _keys(quantiles, _QUANTILE_KEYS, _QUANTILE_KEYS, f"{rpath}.time_to_result_s")
+        for name in sorted(_QUANTILE_KEYS):
+            q = quantiles[name]
+            if q is not None and (
+                not isinstance(q, (int, float)) or isinstance(q, bool) or not math.isfinite(q) or q < 0
+            ):
+                raise ReportError(f"{rpath}.time_to_result_s.{name}: must be null or a finite number >= 0")
+        if stats["agreement"] is not None:
+            _cells(stats["agreement"], _AGREEMENT_KEYS, k, f"{rpath}.agreement")
+        _cells(stats["feedback"], _FEEDBACK_KEYS, k, f"{rpath}.feedback")
+
+
+def _cells(d: Any, keys: set, k: int, path: str) -> None:
+    _require_dict(d, path)
+    _keys(d, keys, keys, path)
+    for name in sorted(keys):
+        _cell(d[name], k, f"{path}.{name}")
 
 
 def _histogram(feat: dict, k: int, path: str) -> None:

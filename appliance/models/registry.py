@@ -256,6 +256,22 @@ class ModelRegistry:
             )
         return self.get(model_id, version)
 
+    def withdraw(self, model_id: str, version: str, actor: str) -> InstalledModel:
+        """Stop running a shadow (or merely installed) version whose release was withdrawn:
+        it is retired, audited. An active version is left as it is: activation, and
+        so deactivation, stays a person's decision."""
+        model = self.get(model_id, version)
+        if model.state not in (ModelState.SHADOW, ModelState.INSTALLED):
+            return model
+        with transaction(self.db.conn):
+            self._set_state(model_id, version, ModelState.RETIRED, time.time())
+            audit_log.append_in(
+                self.db.conn,
+                "model-withdrawn",
+                {"model_id": model_id, "version": version, "was": model.state.value, "actor": actor},
+            )
+        return self.get(model_id, version)
+
     def rollback_target(self, model_id: str) -> InstalledModel | None:
         """The version a rollback would activate: the newest installed one older than the
         active version (None without an active version or an earlier one)."""

@@ -82,6 +82,10 @@ class Enrolment:
         except FileNotFoundError:
             raise SyncError("this box is not enrolled: run `appliance sync enrol --hub URL --token T`") from None
 
+    def save_ring(self, data_dir: Path) -> None:
+        """Rewrite the enrolment alone (the hub moved this box to another ring); the pinned root stays."""
+        _write_atomically(self.path(data_dir), json.dumps(asdict(self), indent=2).encode())
+
     def save(self, data_dir: Path, pinned_root: bytes) -> None:
         _write_atomically(self.root_path(data_dir), pinned_root)
         _write_atomically(self.path(data_dir), json.dumps(asdict(self), indent=2).encode())

@@ -1,8 +1,11 @@
 """The drift-report queue: anonymised drift reports wait here, in order, until the hub
 holds them. The only writer of ``sync_reports``.
 
-:func:`queue_closed_days` queues each closed day's report once per model version: a day
-is closed when it is before today (UTC, the day the drift tables record); the report id
+:func:`queue_closed_days` queues each closed day's report once per model version (a
+model version with series in the drift tables, or results in any role, that day), with
+its field evidence (:mod:`appliance.drift.evidence`) moving on from the to-date counts of
+the previous report of that model version (:func:`previous_field`). A day is closed when
+it is before today (UTC, the day the drift tables record); the report id
 :func:`appliance.drift.anonymised.stable_report_id` derives from the device id, the day
 and the model version, so asking again finds it queued and builds nothing, and a report
 resent after a lost ledger is a duplicate the hub already holds. Every ``appliance
@@ -17,6 +20,7 @@ of this box's chain that the box cannot rewrite later.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import time
@@ -29,6 +33,7 @@ from appliance.config import DriftSettings
 from appliance.db import transaction
 from appliance.drift import tables
 from appliance.drift.anonymised import daily_report, stable_report_id
+from appliance.drift.evidence import result_days
 from appliance.drift.schema import check_report
 from appliance.states import ReportState
 
@@ -57,14 +62,37 @@ def queue_closed_days(
     holds the day's counts, not the monitor's judgements); return the ids queued now,
     oldest day first."""
     queued = []
-    for model_id, version, day in tables.model_version_days(conn, before=today):
+    days = set(tables.model_version_days(conn, before=today)) | set(result_days(conn, before=today))
+    for model_id, version, day in sorted(days, key=lambda d: (d[2], d[0], d[1])):
         report_id = stable_report_id(device_id, day, model_id, version)
         if is_queued(conn, report_id):
             continue
-        report = daily_report(conn, settings, day, rng, model=(model_id, version), report_id=report_id)
+        report = daily_report(
+            conn,
+            settings,
+            day,
+            rng,
+            model=(model_id, version),
+            report_id=report_id,
+            previous=functools.partial(previous_field, conn, day=day),
+        )
         if enqueue_report(conn, report, now=now):
             queued.append(report_id)
     return queued
+
+
+def previous_field(conn: sqlite3.Connection, model_id: str, version: str, *, day: dt.date) -> dict | None:
+    """The ``field`` of the last report of this model version queued for a day before ``day``:
+    the to-date counts already published, which the next report moves on from."""
+    row = conn.execute(
+        "SELECT body FROM sync_reports WHERE day < ? AND json_extract(body, '$.models[0].model_id') = ? "
+        "AND json_extract(body, '$.models[0].model_version') = ? ORDER BY day DESC, seq DESC LIMIT 1",
+        (day.isoformat(), model_id, version),
+    ).fetchone()
+    if row is None:
+        return None
+    models = json.loads(row[0])["models"]
+    return models[0].get("field") if models else None
 
 
 def enqueue_report(conn: sqlite3.Connection, report: dict, now: float | None = None) -> bool:

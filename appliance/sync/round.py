@@ -24,7 +24,7 @@ from appliance.drift.service import alert_summary, day_of
 from appliance.errors import SyncError
 from appliance.models.registry import ModelRegistry
 from appliance.sync import client as hub
-from appliance.sync import releases, report_queue
+from appliance.sync import releases, report_queue, withdrawals
 from appliance.sync.identity import Enrolment, load_or_create_key, sync_dir
 from appliance.sync.report_queue import queue_closed_days
 
@@ -69,6 +69,7 @@ class RoundResult:
     release_error: str | None = None
     checkin_error: str | None = None
     audit: str | None = None  # the hub's comparison of the audit chain with its anchor
+    withdrawn: list[str] = field(default_factory=list)
 
 
 def push_reports(
@@ -150,6 +151,8 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
                 },
             )
             result.audit = answer.get("audit") if isinstance(answer.get("audit"), str) else None
+            withdrawals.follow_ring(conn, data_dir, enrolment, answer.get("ring"))
+            result.withdrawn = withdrawals.apply(conn, registry, answer.get("withdrawn"))
         except hub.HubError as exc:
             result.checkin_error = str(exc)
     with transaction(conn):
@@ -251,6 +254,7 @@ def summary(conn: sqlite3.Connection, data_dir, now: float | None = None) -> dic
             "age_s": None if refreshed is None else round(now - refreshed, 1),
         },
         "releases": staged,
+        "withdrawn": withdrawals.listed(conn),
     }
 
 

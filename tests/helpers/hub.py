@@ -22,6 +22,7 @@ from training.hub.store import HubDatabase
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "firmware-config" / "models"
 DEMO_KEY = SHIPPED / "demo-signing.pub"
+HEAD_PACKAGE = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 
 #: Hub tests wait longer than the harness default: a hub start publishes and signs.

@@ -12,6 +12,13 @@ python -m training.hub devices --data-dir DIR
     the enrolled devices
 python -m training.hub revoke DEVICE_ID --data-dir DIR
     forget a device's pinned key (lost or leaked); its requests are refused from now on
+python -m training.hub devices set-ring DEVICE_ID pilot|all --data-dir DIR
+    move a device to another ring; it follows at its next check-in
+python -m training.hub withdraw MODEL_ID VERSION --data-dir DIR
+    stop a release: no longer offered, boxes drop it from shadow, active ones are told
+python -m training.hub promote MODEL_ID VERSION --data-dir DIR [--min-boxes 3 ...]
+    move a release to the next ring if the field evidence meets the rule; the rule and its
+    evaluation are printed and kept either way
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "allow-category")
+COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "allow-category", "promote", "withdraw")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +122,9 @@ def admin(argv: list[str]) -> int:
     publish.add_argument("--trusted-key", type=Path, action="append", default=[],
                          help="the package must be signed by one of these (PEM); default: "
                               "only check it is intact")
-    devices = sub.add_parser("devices", help="list enrolled devices")
+    devices = sub.add_parser("devices", help="list enrolled devices, or: devices set-ring DEVICE_ID RING")
     _common(devices)
+    devices.add_argument("action", nargs="*", help="set-ring DEVICE_ID pilot|all")
     revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
     _common(revoke)
     revoke.add_argument("device_id")
@@ -125,9 +133,24 @@ def admin(argv: list[str]) -> int:
     _common(allow)
     allow.add_argument("feature", choices=("kernel", "manufacturer_model", "body_part"))
     allow.add_argument("labels", nargs="+", help="labels as the box sends them (see a box's drift page)")
+    promote = sub.add_parser("promote", help="move a release to the next ring when the field evidence allows")
+    _common(promote)
+    promote.add_argument("model_id")
+    promote.add_argument("version")
+    promote.add_argument("--min-boxes", type=int, default=3)
+    promote.add_argument("--min-days", type=int, default=7)
+    promote.add_argument("--min-agreement", type=float, default=0.95)
+    promote.add_argument("--max-not-analysed", type=float, default=0.05)
+    withdraw = sub.add_parser("withdraw", help="stop a release: boxes drop it from shadow, active ones are told")
+    _common(withdraw)
+    withdraw.add_argument("model_id")
+    withdraw.add_argument("version")
     args = parser.parse_args(argv)
+    if args.command == "devices" and args.action and (args.action[0] != "set-ring" or len(args.action) != 3):
+        parser.error("devices takes no arguments, or: set-ring DEVICE_ID RING")
     db, repository = _open(args)
     now = time.time()
+    code = 0
     if args.command == "token":
         from training.hub.service import create_token
 
@@ -149,10 +172,9 @@ def admin(argv: list[str]) -> int:
         except (PackageError, ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        db.execute("INSERT INTO releases (target, model_id, version, ring, min_appliance_version, sha256, "
-                   "length, published_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (target) DO NOTHING",
-                   (target.path, manifest.id, manifest.version, args.ring, args.min_appliance_version,
-                    target.hashes["sha256"], target.length, now))
+        from training.hub.releases import record_release
+
+        record_release(db, target, manifest, args.ring, args.min_appliance_version, now)
         print(f"published {target.path} (ring {args.ring}, sha256 {target.hashes['sha256']})")
     elif args.command == "allow-category":
         from training.hub.categories import allow
@@ -164,6 +186,34 @@ def admin(argv: list[str]) -> int:
             return 2
         print(f"{args.feature}: allowed now: {', '.join(added) or 'none'}; "
               f"already allowed: {', '.join(sorted(set(args.labels) - set(added))) or 'none'}")
+    elif args.command == "devices" and args.action:
+        from training.hub.service import set_ring
+
+        _, device_id, ring = args.action
+        try:
+            found = set_ring(db, device_id, ring)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        else:
+            if found:
+                print(f"{device_id} moves to ring {ring} at its next check-in")
+            else:
+                print(f"error: no device {device_id}", file=sys.stderr)
+                code = 2
+    elif args.command == "withdraw":
+        from training.hub.releases import withdraw as withdraw_release
+
+        target = withdraw_release(db, args.model_id, args.version, now)
+        if target is None:
+            print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+            code = 2
+        else:
+            repository.remove_target(target, _offline_keys(args))
+            print(f"withdrew {target}: no longer offered; boxes drop it from shadow at their next check-in, "
+                  "boxes where it is active are told (activation stays a person's decision)")
+    elif args.command == "promote":
+        code = _promote(args, db, repository, now)
     elif args.command == "revoke":
         from training.hub.service import revoke_device
 
@@ -178,6 +228,35 @@ def admin(argv: list[str]) -> int:
             seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(last)) if last else "never"
             print(f"{device_id}  {site:<24} {ring:<6} {version or '-':<10} last check-in {seen}")
     db.close()
+    return code
+
+
+def _promote(args: argparse.Namespace, db, repository, now: float) -> int:
+    """Evaluate the rule on the release's field evidence, print and keep it; move the
+    release to the next ring when every check holds. Exit 0 promoted, 3 refused, 2 error."""
+    from training.hub import releases
+
+    rule = releases.Rule(args.min_boxes, args.min_days, args.min_agreement, args.max_not_analysed)
+    found = [r for r in releases.collect(db) if (r.model_id, r.version) == (args.model_id, args.version)]
+    if not found:
+        print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+        return 2
+    release = found[0]
+    to_ring = releases.next_ring(release.ring)
+    if to_ring is None:
+        print(f"error: {release.target} is already in the last ring ({release.ring})", file=sys.stderr)
+        return 2
+    checks = releases.evaluate(release, rule)
+    print(f"rule: {rule.words()}")
+    for check in checks:
+        print(f"  {'holds' if check.holds else 'refused'}: {check.says}")
+    if not all(check.holds for check in checks):
+        releases.record_promotion(db, release, to_ring, checks, rule, now)
+        print(f"refused: {release.target} stays in ring {release.ring}")
+        return 3
+    repository.set_ring(release.target, to_ring, _offline_keys(args))
+    releases.record_promotion(db, release, to_ring, checks, rule, now)
+    print(f"promoted {release.target}: ring {release.ring} -> {to_ring}")
     return 0
 
 

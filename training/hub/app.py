@@ -13,8 +13,9 @@ Public, integrity from TUF signatures rather than the channel::
     GET /tuf/metadata/{role}.json    TUF metadata (root versions, targets, snapshot, timestamp)
     GET /tuf/targets/{name}          model packages, with HTTP range requests
 
-Operators: ``GET /fleet`` (one row per site; an operator token as Bearer, or as the
-password of HTTP Basic), ``GET /healthz``.
+Operators: ``GET /fleet`` (one row per site) and ``GET /releases`` (each release's field
+evidence and its promotion rule, :mod:`training.hub.releases`), an operator token as
+Bearer or as the password of HTTP Basic; ``GET /healthz``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from training.hub import fleet, service
+from training.hub import fleet, releases, service
 from training.hub.repository import Repository
 from training.hub.store import HubDatabase
 
@@ -146,6 +147,15 @@ def create_app(db: HubDatabase, repository: Repository, clock: Callable[[], floa
             return HTMLResponse("operators only: sign in with an operator token", status_code=401,
                                 headers={"WWW-Authenticate": 'Basic realm="hub operators"'})
         return HTMLResponse(fleet.render(fleet.collect(db, clock())))
+
+    @app.get("/releases", response_class=HTMLResponse)
+    def releases_page(request: Request) -> HTMLResponse:
+        if not service.is_operator(db, _operator_token(request.headers.get("authorization", ""))):
+            return HTMLResponse("operators only: sign in with an operator token", status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="hub operators"'})
+        found = releases.collect(db)
+        rule = releases.Rule()
+        return HTMLResponse(releases.render(found, {r.target: releases.evaluate(r, rule) for r in found}, rule))
 
     return app
 

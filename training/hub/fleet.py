@@ -141,7 +141,7 @@ class SiteRow:
     audit_seq: int | None = None
     audit_problem: str | None = None
     feature_psi: dict[str, float] = field(default_factory=dict)
-    box_alerts: list[tuple[str, float | None]] | None = None
+    box_alerts: list[tuple[str, float | None, str]] | None = None  # (label, hub PSI, release target)
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -191,7 +191,8 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
                     row.feature_sparklines.append((f"{model_id}: {name}", points))
         if box_alerts is not None:
             row.box_alerts = [(f"{a['model_id']} {a['version']}: {a['feature']}",
-                               latest_psi.get((a["model_id"], a["version"], a["feature"])))
+                               latest_psi.get((a["model_id"], a["version"], a["feature"])),
+                               f"{a['model_id']}-{a['version']}.tar")
                               for a in json.loads(box_alerts)]
         row.reports = db.one("SELECT COUNT(*) FROM reports WHERE device_id = ?", (device_id,))[0]
         rows.append(row)

@@ -173,6 +173,38 @@ class Repository:
         self._refresh_online(now, force=True)
         return target
 
+    def set_ring(self, name: str, ring: str, offline_keys: Path, now: datetime | None = None) -> None:
+        """Move a published target to another ring (targets re-signed with the offline key),
+        then re-sign snapshot and timestamp."""
+        if ring not in RINGS:
+            raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
+        with self._locked():
+            now = _utc(now)
+            targets_md = self.load("targets")
+            if name not in targets_md.signed.targets:
+                raise ValueError(f"{name} is not published")
+            targets_md.signed.targets[name].unrecognized_fields["custom"]["ring"] = ring
+            targets_md.signed.version += 1
+            targets_md.signed.expires = now + TARGETS_EXPIRY
+            targets_md.signatures.clear()
+            targets_md.sign(self._signer(offline_keys, "targets", create=False))
+            self._write("targets.json", targets_md)
+            self._refresh_online(now, force=True)
+
+    def remove_target(self, name: str, offline_keys: Path, now: datetime | None = None) -> None:
+        """Stop offering a target (a withdrawn release): targets re-signed without it."""
+        with self._locked():
+            now = _utc(now)
+            targets_md = self.load("targets")
+            if targets_md.signed.targets.pop(name, None) is None:
+                return
+            targets_md.signed.version += 1
+            targets_md.signed.expires = now + TARGETS_EXPIRY
+            targets_md.signatures.clear()
+            targets_md.sign(self._signer(offline_keys, "targets", create=False))
+            self._write("targets.json", targets_md)
+            self._refresh_online(now, force=True)
+
     def refresh_online(self, now: datetime | None = None, force: bool = False) -> bool:
         """Re-sign snapshot and timestamp with the online keys when they near expiry (or
         targets changed, or ``force``). Returns True when anything was signed."""

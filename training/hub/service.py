@@ -210,14 +210,35 @@ def take_reports(db: HubDatabase, device: Device, body: dict, now: float) -> lis
                      model["series"], model["flagged"],
                      sum(v for v in model["not_analysed"].values() if v is not None),
                      json.dumps(model["features"], sort_keys=True)))
+            for model in report["models"]:
+                for role, stats in model.get("field", {}).items():
+                    _store_field(db, device, report, model, role, stats)
             _note_report_anchor(db, device.device_id, seq, digest)
             results.append({"report_id": report_id, "status": "accepted"}
                            | ({"withheld": withheld} if withheld else {}))
     return results
 
 
+def _store_field(db: HubDatabase, device: Device, report: dict, model: dict, role: str, stats: dict) -> None:
+    """One role's field evidence of a model version (schema 2), as typed columns."""
+    agreement = stats["agreement"] or {}
+    feedback = stats["feedback"]
+    db.execute(
+        "INSERT INTO report_field (report_id, device_id, day, model_id, model_version, role, k, first_day, scored, "
+        "flagged, not_analysed, ttr_p50, ttr_p95, both_flagged, shadow_only, active_only, neither_flagged, "
+        "flag_agreed, flag_disagreed, missed_finding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (device_id, report_id, model_id, model_version, role) DO NOTHING",
+        (report["report_id"], device.device_id, report["day"], model["model_id"], model["model_version"], role,
+         report["k"], stats["first_day"], stats["scored"], stats["flagged"],
+         sum(v for v in stats["not_analysed"].values() if v is not None),
+         stats["time_to_result_s"]["p50"], stats["time_to_result_s"]["p95"],
+         agreement.get("both"), agreement.get("shadow_only"), agreement.get("active_only"),
+         agreement.get("neither"), feedback["flag_agreed"], feedback["flag_disagreed"], feedback["missed_finding"]))
+
+
 def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
-    """Record what the box runs and how fresh its release metadata is."""
+    """Record what the box runs and how fresh its release metadata is; answer with its ring
+    and the releases withdrawn (the box drops them from shadow)."""
     version = body.get("appliance_version")
     models = body.get("models")
     refreshed = body.get("metadata_refreshed_at")
@@ -243,7 +264,9 @@ def check_in(db: HubDatabase, device: Device, body: dict, now: float) -> dict:
                "metadata_refreshed_at = ?, release_error = ?, drift_alerts = ? WHERE device_id = ?",
                (now, version, json.dumps(models), refreshed, error,
                 None if alerts is None else json.dumps(alerts), device.device_id))
-    return {"device_id": device.device_id, "ring": device.ring, "audit": audit_state}
+    withdrawn = [{"model_id": m, "version": v} for m, v in db.rows(
+        "SELECT model_id, version FROM releases WHERE withdrawn_at IS NOT NULL ORDER BY model_id, version")]
+    return {"device_id": device.device_id, "ring": device.ring, "audit": audit_state, "withdrawn": withdrawn}
 
 
 def audit_anchor(db: HubDatabase, device: Device) -> dict:
@@ -299,6 +322,13 @@ def _note_report_anchor(db: HubDatabase, device_id: str, seq: int, digest: str) 
         "AND (audit_seq IS NULL OR audit_seq < ?)",
         (seq, digest, device_id, seq),
     )
+
+
+def set_ring(db: HubDatabase, device_id: str, ring: str) -> bool:
+    """Move a device to another ring (it follows at its next check-in); False: no such device."""
+    if ring not in RINGS:
+        raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
+    return bool(db.execute("UPDATE devices SET ring = ? WHERE device_id = ?", (ring, device_id)))
 
 
 def _drift_alerts(alerts: object) -> list[dict] | None:

@@ -145,6 +145,47 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE devices ADD COLUMN audit_problem TEXT;
     ALTER TABLE devices ADD COLUMN audit_checked_at DOUBLE PRECISION
     """,
+    # 7: field evidence (reports of schema 2), one row per report, model version and role;
+    # the card's expected flag-rate interval and the withdrawal of each release; every
+    # promotion decision.
+    """
+    CREATE TABLE report_field (
+        report_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        role TEXT NOT NULL,
+        k BIGINT NOT NULL,
+        first_day TEXT NOT NULL,
+        scored BIGINT,
+        flagged BIGINT,
+        not_analysed BIGINT,
+        ttr_p50 DOUBLE PRECISION,
+        ttr_p95 DOUBLE PRECISION,
+        both_flagged BIGINT,
+        shadow_only BIGINT,
+        active_only BIGINT,
+        neither_flagged BIGINT,
+        flag_agreed BIGINT,
+        flag_disagreed BIGINT,
+        missed_finding BIGINT,
+        PRIMARY KEY (device_id, report_id, model_id, model_version, role)
+    );
+    CREATE INDEX report_field_release ON report_field (model_id, model_version, role, device_id, day);
+    ALTER TABLE releases ADD COLUMN expected_flag_low DOUBLE PRECISION;
+    ALTER TABLE releases ADD COLUMN expected_flag_high DOUBLE PRECISION;
+    ALTER TABLE releases ADD COLUMN withdrawn_at DOUBLE PRECISION;
+    CREATE TABLE promotions (
+        id BIGINT PRIMARY KEY,
+        target TEXT NOT NULL,
+        from_ring TEXT NOT NULL,
+        to_ring TEXT NOT NULL,
+        decided_at DOUBLE PRECISION NOT NULL,
+        allowed BIGINT NOT NULL,
+        evaluation TEXT NOT NULL
+    )
+    """,
 )
 
 

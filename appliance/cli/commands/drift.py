@@ -81,8 +81,13 @@ def _source(feature: dict) -> str:
 
 def show_report(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.drift.anonymised import daily_report
+    from appliance.sync.report_queue import previous_field
 
-    print(json.dumps(daily_report(parts.database().conn, parts.settings.drift, args.day), indent=2))
+    conn = parts.database().conn
+    report = daily_report(
+        conn, parts.settings.drift, args.day, previous=lambda m, v: previous_field(conn, m, v, day=args.day)
+    )
+    print(json.dumps(report, indent=2))
     return 0
 
 

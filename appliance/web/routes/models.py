@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse
 
 from appliance.errors import ModelConflict
 from appliance.states import ModelState
+from appliance.sync import withdrawals
 from appliance.web import feedback, model_stats
 from appliance.web.deps import Connection, Now, Registry, SettingsDep
 from appliance.web.routes.common import render, router
@@ -40,11 +41,13 @@ def models_page(request: Request, conn: Connection, models: Registry, settings: 
         for m in installed
         if m.state == ModelState.ACTIVE
     ]
+    active = {(m.id, m.version) for m in installed if m.state == ModelState.ACTIVE}
     return render(
         request,
         "admin_models.html",
         section="models",
         models=installed,
+        withdrawn=[w for w in withdrawals.listed(conn) if (w["model_id"], w["version"]) in active],
         ppv=feedback.local_ppv(conn),
         budgets=budgets,
         agreement=model_stats.shadow_agreement(conn),

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from appliance.drift.schema import SCHEMA, check_report
+from appliance.drift.schema import SCHEMA, SCHEMA_V1, check_report
 from appliance.errors import ApplianceError, ReportError
 
 
@@ -30,9 +30,27 @@ def _valid() -> dict:
                     "hu": {"kind": "histogram", "edges": [-1000.0, 0.0, 1000.0], "counts": [30, None]},
                     "manufacturer_model": {"kind": "categorical", "counts": {"ACME CT 64": 31}},
                 },
+                "field": {"shadow": _role()},
             }
         ],
     }
+
+
+def _role() -> dict:
+    return {
+        "first_day": "2026-11-20",
+        "scored": 42,
+        "flagged": None,
+        "not_analysed": {"timed-out": None},
+        "score_histogram": {"edges": [0.0, 0.5, 1.0], "counts": [35, None]},
+        "time_to_result_s": {"p50": 41.5, "p95": 120.0},
+        "agreement": {"both": None, "shadow_only": None, "active_only": None, "neither": 36},
+        "feedback": {"flag_agreed": 12, "flag_disagreed": None, "missed_finding": None},
+    }
+
+
+def _field(r: dict) -> dict:
+    return r["models"][0]["field"]["shadow"]
 
 
 def test_valid_report_passes():
@@ -69,6 +87,19 @@ def test_valid_report_passes():
         (lambda r: r["models"][0]["features"]["manufacturer_model"].update(kind="text"),
          "models[0].features.manufacturer_model.kind"),
         (lambda r: r["models"][0]["features"].update({"": {"kind": "categorical", "counts": {}}}), "models[0].features: key"),
+        (lambda r: r["models"][0].pop("field"), "models[0].field: missing"),
+        (lambda r: r["models"][0]["field"].update(retired=_role()), "models[0].field.retired: unknown role"),
+        (lambda r: _field(r).update(scored=4), "models[0].field.shadow.scored: 4 is below k=10"),
+        (lambda r: _field(r).update(first_day="2026-11-28"), "models[0].field.shadow.first_day: after"),
+        (lambda r: _field(r).update(site="St Elsewhere"), "models[0].field.shadow.site: unknown key"),
+        (lambda r: _field(r)["feedback"].update(flag_disagreed=2), "models[0].field.shadow.feedback.flag_disagreed: 2"),
+        (lambda r: _field(r)["agreement"].update(both=1), "models[0].field.shadow.agreement.both: 1 is below"),
+        (lambda r: _field(r)["agreement"].pop("neither"), "models[0].field.shadow.agreement.neither: missing"),
+        (lambda r: _field(r)["score_histogram"]["counts"].__setitem__(1, 9),
+         "models[0].field.shadow.score_histogram.counts[1]: 9"),
+        (lambda r: _field(r)["time_to_result_s"].update(p95="slow"), "models[0].field.shadow.time_to_result_s.p95"),
+        (lambda r: _field(r)["time_to_result_s"].update(p99=3.0), "time_to_result_s.p99: unknown key"),
+        (lambda r: r.update(schema=SCHEMA_V1), "models[0].field: unknown key"),
     ],
 )
 def test_each_rule_names_the_field(mutate, path):
@@ -78,6 +109,14 @@ def test_each_rule_names_the_field(mutate, path):
         check_report(r)
     assert path in str(info.value)
     assert isinstance(info.value, ApplianceError)
+
+
+def test_a_first_version_report_still_passes():
+    r = _valid()
+    r["schema"] = SCHEMA_V1
+    del r["models"][0]["field"]
+    check_report(r)
+    assert SCHEMA == "triage-drift-report/2"
 
 
 def test_check_does_not_modify_the_report():

@@ -128,9 +128,11 @@ def test_categories_are_compared_label_by_label_not_by_position():
 
 def test_the_fleet_page_shows_the_box_alerts_beside_the_hub_psi():
     row = SiteRow("dev1", "Site A", "all", 5.0, "0.1.0", [], feature_psi={"m: kernel": 1.5},
-                  box_alerts=[("m 1.0.0: kernel", 1.5), ("m 1.0.0: flag", None)])
+                  box_alerts=[("m 1.0.0: kernel", 1.5, "m-1.0.0.tar"), ("m 1.0.0: flag", None, "m-1.0.0.tar")])
     page = render([row])
     assert '<span class="box-alert">m 1.0.0: kernel</span> <span class="muted">hub PSI 1.50</span>' in page
+    # each alert links to its release's field evidence (issue 25)
+    assert page.count('<a class="release-link" href="/releases#m-1.0.0.tar">release evidence</a>') == 2
     assert '<span class="box-alert">m 1.0.0: flag</span> <span class="muted">hub PSI no figure</span>' in page
     assert "not reported" in render([SiteRow("dev2", "Site B", "all", None, "0.1.0", [])])
     assert "1 site. PSI is the population stability index" in page and "site(s)" not in page  # issue 26
