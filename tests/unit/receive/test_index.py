@@ -71,3 +71,17 @@ def test_priority_is_set_when_the_job_is_queued(index):
     queued = index.queue_complete_series(5, 1, now=106, priority=lambda facts: 10 if facts.calling_ae == "CT" and facts.modality == "CT" else 0)
     assert sorted(queued) == ["1.2.8", "1.2.9"]
     assert {p for (p,) in index.db.conn.execute("SELECT priority FROM jobs")} == {10}
+
+
+def test_a_sender_with_no_release_grace_completes_at_release_others_wait_theirs(index):
+    """``dicom.release_grace_by_ae``: a sender known to send each series in one
+    association is triaged at its release; another sender still gets the grace."""
+    whole = InstanceArrived("1.2.5.1", "1.2.840.10008.5.1.4.1.1.2", "1.2", "1.2.5", "CT", "", "",
+                            "1.2.840.10008.1.2.1", 10, "cc", Path("/y"), "WHOLE_CT", "assoc-2")
+    index.record(whole, now=100)
+    index.record(received("1.2.3.1"), now=100)
+    index.mark_released(["1.2.5", "1.2.3"], now=100.5)
+    grace = {"WHOLE_CT": 0.0}
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=100.5) == ["1.2.5"]
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=101.4) == []
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=101.5) == ["1.2.3"]
