@@ -51,6 +51,7 @@ class Triage:
         self.routing = routing
         self.settings = settings
         self.prepared = PreparedCache(settings.prepare_cache_mb * 1024 * 1024)
+        self._unrouted: dict[str, SeriesFacts] = {}  # arriving series no rule took, as they stood
         self._runtimes: dict[tuple[str, str], Runtime] = {}
 
     def warm_up(self) -> None:
@@ -79,12 +80,14 @@ class Triage:
         many were prepared, or found not to check, read or decode (their job then fails on
         them as it would have)."""
         self.prepared.retain({uid for uid, _, _ in arriving})
+        self._unrouted = {uid: facts for uid, _, facts in arriving if self._unrouted.get(uid) == facts}
         todo: list[tuple[str, str, StoredFile, Manifest]] = []
         for uid, files, facts in arriving:
-            if len(todo) >= budget or not files or self.prepared.complete(uid, files):
+            if len(todo) >= budget or not files or uid in self._unrouted or self.prepared.complete(uid, files):
                 continue  # a job of a complete series checks its model's input key itself
             model = self._arrival_model(uid, files, facts)
             if model is None:
+                self._unrouted[uid] = facts  # routed again when its facts change (another instance)
                 continue
             key = pipeline.input_key(model.manifest.input)
             todo += [
