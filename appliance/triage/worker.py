@@ -108,8 +108,13 @@ class Worker:
         """Prepare a few instances of the series still arriving (as many as there are
         cores, so a job that becomes due waits for one batch at most); how many."""
         conn = self.db.conn  # files may arrive between the reads: each is keyed by its sha256
-        arriving = [(uid, *jobs.series_files(conn, uid)) for uid in jobs.arriving(conn)]
-        return self.triage.prepare_arrivals(arriving, os.cpu_count() or 1)
+        try:
+            arriving = [(uid, *jobs.series_files(conn, uid)) for uid in jobs.arriving(conn)]
+            return self.triage.prepare_arrivals(arriving, os.cpu_count() or 1)
+        except Exception:  # preparing ahead is only a head start: jobs still decide without it
+            LOG.exception("preparing arrived instances failed; their series are prepared when complete")
+            self.triage.prepared.retain(set())
+            return 0
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim and work one job; False when there was none."""

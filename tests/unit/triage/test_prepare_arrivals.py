@@ -81,3 +81,19 @@ def test_arriving_series_are_prepared_a_budget_at_a_time_for_the_routed_model(fi
 
 def _syntax(path: Path) -> str:
     return str(read_file_meta_info(path).TransferSyntaxUID)
+
+
+def test_a_failure_while_preparing_ahead_is_logged_and_the_worker_goes_on(tmp_path, caplog):
+    from appliance.db import open_database
+    from appliance.triage.prepared import PreparedCache
+    from appliance.triage.worker import Worker
+
+    class Broken:
+        prepared = PreparedCache(1024)
+
+        def prepare_arrivals(self, arriving, budget):
+            raise OSError("spool unreadable")
+
+    worker = Worker(open_database(tmp_path / "a.db"), WorkerSettings(), Broken(), None)  # type: ignore[arg-type]
+    assert worker.prepare_arrivals() == 0
+    assert "preparing arrived instances failed" in caplog.text and "spool unreadable" in caplog.text
