@@ -278,14 +278,17 @@ def _with_header(facts: SeriesFacts, first: Path, header: Dataset | None = None)
 
 
 def _prepare_arrived(manifest: Manifest, stored: StoredFile) -> PreparedInstance | None:
-    """One arrived instance checked, read and prepared, or None when any of that fails:
-    its job does the same again and fails with the reason, as without preparation."""
+    """One arrived instance read once, prepared and checked, or None when that fails or
+    the file names another transfer syntax than the one negotiated: its job does it all
+    again (``check_transfer_syntax``, ``read_header``) and fails with the reason, as
+    without preparation. The header is the dataset as decoded, its pixel data dropped."""
     try:
-        check_transfer_syntax(stored.path, stored.transfer_syntax_uid)
-        header = read_header(stored.path)
+        images = pipeline.prepare_instance(manifest, stored.path)
+        header = images[0].header
+        if str(header.file_meta.get("TransferSyntaxUID", "")) != stored.transfer_syntax_uid:
+            return None
         constraints = manifest.input_constraints
         violation = instance_violation(constraints, header) if constraints is not None else None
-        images = pipeline.prepare_instance(manifest, stored.path)
         return PreparedInstance(header, images, constraints_key(constraints), violation)
     except Exception:  # noqa: BLE001 - said by the job, which meets the same failure
         return None

@@ -1,8 +1,8 @@
 """Instances prepared as they arrive: the worker's per-series cache.
 
-While a series is still arriving, the worker checks each stored instance's transfer
-syntax, reads its header and decodes and converts its pixels for the model a routing
-rule would pick (:class:`PreparedInstance`), between jobs and in its own process, never
+While a series is still arriving, the worker reads each stored instance once: its
+transfer syntax checked, its header kept, its pixels decoded and converted for the model
+a routing rule would pick (:class:`PreparedInstance`), between jobs and in its own process, never
 on the listener's path. At completion the job takes the headers from here instead of
 reading every file again, and ``pipeline.prepare`` takes the images as ``ready`` and
 decodes only the rest, so only assembly, inference, the report and the send remain; the
@@ -46,9 +46,10 @@ def file_key(stored: StoredFile) -> FileKey:
 
 @dataclass(frozen=True)
 class PreparedInstance:
-    """One arrived instance, checked and read: in its negotiated transfer syntax, its
-    header (``decode.read_header``), its frames as model input, and what the model's
-    input constraints say of it (``constraints.instance_violation``, under
+    """One arrived instance, read once and checked: in its negotiated transfer syntax,
+    its header (the decoded dataset without its pixel data: what ``decode.read_header``
+    reads, and any element after the pixel data), its frames as model input, and what
+    the model's input constraints say of it (``constraints.instance_violation``, under
     ``constraints.constraints_key``)."""
 
     header: Dataset
