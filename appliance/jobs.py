@@ -279,6 +279,18 @@ def claim(
         return job
 
 
+def claimable(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether :func:`claim` would find a job (queued, or its lease run out): a plain
+    read, so an idle worker's loop does not take the write lock the listener needs."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) LIMIT 1",
+            (JobState.QUEUED, JobState.RUNNING, now),
+        ).fetchone()
+        is not None
+    )
+
+
 def abandoned_reason(attempts: int) -> str:
     """Why a job given up by :func:`claim` failed (pure)."""
     return f"abandoned after {attempts} attempts (worker stopped each time)"

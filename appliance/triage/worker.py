@@ -118,16 +118,12 @@ class Worker:
 
     def run_once(self, now: float | None = None) -> bool:
         """Claim and work one job; False when there was none."""
+        now = time.time() if now is None else now
+        if not jobs.claimable(self.db.conn, now):
+            return False  # between preparation steps too: no write lock taken for nothing
         abandoned: list[jobs.Job] = []
         with transaction(self.db.conn) as conn:
-            job = jobs.claim(
-                conn,
-                self.name,
-                self.settings.lease_s,
-                self.settings.max_attempts,
-                time.time() if now is None else now,
-                abandoned,
-            )
+            job = jobs.claim(conn, self.name, self.settings.lease_s, self.settings.max_attempts, now, abandoned)
         for lost in abandoned:
             if self.outcome.record_abandoned(self.triage.abandoned(lost)).queued:
                 self.on_sent()
