@@ -155,6 +155,9 @@ class DicomSettings(_Section):
     database_wait_s: float = Field(5.0, gt=0, le=300)
     quiet_period_s: float = Field(5.0, gt=0)
     release_grace_s: float = Field(1.0, ge=0)
+    #: ``AE=seconds``: the release grace for series from that calling AE instead of
+    #: ``release_grace_s`` (0 for a sender known to send each series in one association).
+    release_grace_by_ae: tuple[tuple[str, float], ...] = ()
     tls: TlsSettings = TlsSettings()
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
@@ -185,6 +188,28 @@ class DicomSettings(_Section):
     @classmethod
     def _parse_destinations(cls, value: Any) -> Any:
         return tuple(Destination.parse(v) if isinstance(v, str) else v for v in _as_list(value))
+
+    @field_validator("release_grace_by_ae", mode="before")
+    @classmethod
+    def _parse_graces(cls, value: Any) -> Any:
+        return tuple(_ae_seconds(v) if isinstance(v, str) else v for v in _as_list(value))
+
+    def release_grace_for(self, calling_ae: str) -> float:
+        """The release grace for series from ``calling_ae`` (``release_grace_by_ae``, else
+        ``release_grace_s``)."""
+        return dict(self.release_grace_by_ae).get(calling_ae.strip(), self.release_grace_s)
+
+
+def _ae_seconds(text: str) -> tuple[str, float]:
+    """``AE=seconds`` -> (AE title, seconds >= 0)."""
+    ae, sep, seconds = text.partition("=")
+    try:
+        value = float(seconds)
+    except ValueError:
+        value = -1.0
+    if not sep or value < 0 or value != value:
+        raise ValueError(f"{text!r} is not AE=seconds (seconds a number, at least 0)")
+    return _check_ae_title(ae), value
 
 
 class WebTlsSettings(_Section):
@@ -298,6 +323,9 @@ class WorkerSettings(_Section):
     batch_size: int = Field(16, ge=1, le=1024)
     series_timeout_s: float = Field(120.0, gt=0)
     memory_limit_mb: int = Field(4096, ge=256)
+    #: Model inputs of instances prepared as they arrive, kept until their series' job
+    #: (``appliance.triage.prepared``); 0: every series is prepared at completion.
+    prepare_cache_mb: int = Field(512, ge=0)
     summary_interval_s: float = Field(1.0, gt=0)
     drift_interval_s: float = Field(60.0, gt=0)
 
@@ -305,6 +333,8 @@ class WorkerSettings(_Section):
     def _lease_outlasts_a_series(self) -> WorkerSettings:
         if self.lease_s <= self.series_timeout_s:
             raise ValueError("lease_s must exceed series_timeout_s, or a slow series is taken twice")
+        if self.prepare_cache_mb > self.memory_limit_mb // 2:
+            raise ValueError("prepare_cache_mb must be at most half of memory_limit_mb: a series' job needs the rest")
         return self
 
 

@@ -110,6 +110,7 @@ class StoredFile:
 
     path: Path
     transfer_syntax_uid: str
+    sha256: str = ""  # as indexed: a replaced instance has other bytes
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def mark_released(conn: sqlite3.Connection, series_uids: Iterable[str], now: flo
 def queue_complete_series(
     conn: sqlite3.Connection,
     quiet_period_s: float,
-    release_grace_s: float,
+    release_grace_s: float | Callable[[str], float],
     still_sending: set[str],
     now: float,
     priority: Callable[[SeriesFacts], int],
@@ -197,24 +198,27 @@ def queue_complete_series(
     """Queue a job for every series that has finished arriving.
 
     A series is complete when nothing arrived for ``quiet_period_s``, or when the
-    association that carried it was released ``release_grace_s`` ago and no other open
-    association is still sending to it. ``priority(facts)`` (its modality and calling
-    AE) gives the job's priority (higher is taken first).
+    association that carried it was released ``release_grace_s`` ago (a number, or a
+    function of the series' calling AE) and no other open association is still sending
+    to it. ``priority(facts)`` (its modality and calling AE) gives the job's priority
+    (higher is taken first).
 
     Returns
     -------
     list of str
         The series instance UIDs queued by this call.
     """
+    grace = release_grace_s if callable(release_grace_s) else lambda calling_ae: float(release_grace_s)
     rows = conn.execute(
-        "SELECT series_instance_uid, last_received_at, modality, calling_ae FROM series "
-        "WHERE state = ? AND (last_received_at <= ? OR (released_at IS NOT NULL AND released_at <= ?))",
-        (SeriesState.RECEIVING, now - quiet_period_s, now - release_grace_s),
+        "SELECT series_instance_uid, last_received_at, released_at, modality, calling_ae FROM series "
+        "WHERE state = ? AND (last_received_at <= ? OR released_at IS NOT NULL)",
+        (SeriesState.RECEIVING, now - quiet_period_s),
     ).fetchall()
     queued = []
-    for series_uid, last_received_at, modality, calling_ae in rows:
+    for series_uid, last_received_at, released_at, modality, calling_ae in rows:
         quiet = last_received_at <= now - quiet_period_s
-        if not quiet and series_uid in still_sending:
+        released = released_at is not None and released_at <= now - grace(calling_ae)
+        if not quiet and (not released or series_uid in still_sending):
             continue
         conn.execute(
             "UPDATE series SET state = ?, generation = generation + 1, updated_at = ? WHERE series_instance_uid = ?",
@@ -275,6 +279,18 @@ def claim(
         return job
 
 
+def claimable(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether :func:`claim` would find a job (queued, or its lease run out): a plain
+    read, so an idle worker's loop does not take the write lock the listener needs."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) LIMIT 1",
+            (JobState.QUEUED, JobState.RUNNING, now),
+        ).fetchone()
+        is not None
+    )
+
+
 def abandoned_reason(attempts: int) -> str:
     """Why a job given up by :func:`claim` failed (pure)."""
     return f"abandoned after {attempts} attempts (worker stopped each time)"
@@ -283,8 +299,14 @@ def abandoned_reason(attempts: int) -> str:
 def _job(conn: sqlite3.Connection, row: tuple, owner: str, attempts: int) -> Job:
     """The job of a ``jobs`` row, with its series' stored files and indexed facts."""
     job_id, series_uid, study_uid, generation, _, created_at = row
+    files, facts = series_files(conn, series_uid)
+    return Job(job_id, series_uid, study_uid, generation, attempts, created_at, owner, files, facts)
+
+
+def series_files(conn: sqlite3.Connection, series_uid: str) -> tuple[tuple[StoredFile, ...], SeriesFacts]:
+    """A series' stored files (in arrival order) and the facts the index keeps for it."""
     stored = conn.execute(
-        "SELECT path, transfer_syntax_uid, sop_class_uid FROM instances WHERE series_instance_uid = ? "
+        "SELECT path, transfer_syntax_uid, sop_class_uid, sha256 FROM instances WHERE series_instance_uid = ? "
         "ORDER BY received_at",
         (series_uid,),
     ).fetchall()
@@ -300,8 +322,17 @@ def _job(conn: sqlite3.Connection, row: tuple, owner: str, attempts: int) -> Job
         instances=len(stored),
         calling_ae=calling_ae,
     )
-    files = tuple(StoredFile(Path(path), syntax) for path, syntax, _ in stored)
-    return Job(job_id, series_uid, study_uid, generation, attempts, created_at, owner, files, facts)
+    return tuple(StoredFile(Path(path), syntax, sha) for path, syntax, _, sha in stored), facts
+
+
+def arriving(conn: sqlite3.Connection) -> list[str]:
+    """The series still arriving or waiting for a worker (``receiving``, ``queued``),
+    oldest activity first: what the worker prepares ahead of their jobs."""
+    rows = conn.execute(
+        "SELECT series_instance_uid FROM series WHERE state IN (?, ?) ORDER BY last_received_at",
+        (SeriesState.RECEIVING, SeriesState.QUEUED),
+    )
+    return [uid for (uid,) in rows]
 
 
 def expire_leases_of(conn: sqlite3.Connection, is_dead: Callable[[str], bool], now: float) -> list[int]:

@@ -12,6 +12,19 @@ from appliance.send.outbox import Outbox
 from appliance.states import ModelState, SeriesState
 
 
+def senders(conn: Any) -> dict[str, dict[str, int]]:
+    """Per calling AE (the series' first sender): how many series, how many arrived over
+    more than one association, how many were completed more than once (an instance
+    arrived after completion: the series was triaged again). ``release_grace_by_ae``
+    can be 0 for a sender whose series are never split (docs/conformance.md)."""
+    rows = conn.execute(
+        "SELECT s.calling_ae, COUNT(*), SUM(a.associations > 1), SUM(s.generation > 1) FROM series s JOIN "
+        "(SELECT series_instance_uid, COUNT(DISTINCT association_id) AS associations FROM instances "
+        "GROUP BY series_instance_uid) a USING (series_instance_uid) GROUP BY s.calling_ae ORDER BY s.calling_ae"
+    )
+    return {ae: {"series": n, "split": split, "reopened": reopened} for ae, n, split, reopened in rows}
+
+
 def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> dict[str, Any]:
     """Read the current state from the database (no writes); with ``data_dir``, the sync
     state (enrolment, queued reports, last round, release metadata age) too."""
@@ -53,6 +66,9 @@ def collect_status(db: sqlite_utils.Database, data_dir: Path | None = None) -> d
             for item in Outbox(db).alerts()
         ],
         "series": series,
+        # What the release grace buys, per sender: its series, those split across
+        # associations, those reopened by an instance after completion (a re-run).
+        "senders": senders(conn),
         # Drift alerts not yet cleared, per model version and feature.
         "drift": alert_summary(conn),
     }

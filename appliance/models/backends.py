@@ -4,6 +4,10 @@ A :class:`Runtime` wraps one compiled model: a float32 ``(N, C, H, W)`` batch in
 ``score`` ``(N,)`` and ``cam`` ``(N, h, w)`` out. Which devices exist is asked of the
 libraries at run time: ONNX Runtime on the CPU (and its CUDA or OpenVINO execution
 providers when installed), the OpenVINO runtime on the CPU (and a GPU when present).
+A target that does not start as asked (ONNX Runtime's CUDA provider without its CUDA
+libraries falls back to the CPU on its own) is an error, never a CPU run under a GPU's
+name: qualification then records that trial as failed, and the timing among those that
+passed picks the target (``models.qualify``).
 """
 
 from __future__ import annotations
@@ -96,6 +100,9 @@ def load(
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(model), session_options, providers=_ORT_PROVIDERS[target.device])
+        wanted, got = _ORT_PROVIDERS[target.device][0], session.get_providers()[0]
+        if got != wanted:  # ONNX Runtime falls back to the CPU with a warning only
+            raise PackageError(f"{target.label}: ONNX Runtime could not start {wanted} (it fell back to {got})")
         input_name = session.get_inputs()[0].name
 
         def run_ort(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

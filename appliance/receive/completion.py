@@ -1,7 +1,8 @@
 """Series completion: when has a series finished arriving?
 
-A series is complete when its association was released and ``release_grace_s`` passed
-with no other open association still sending to it, or after ``quiet_period_s`` with no
+A series is complete when its association was released and its sender's release grace
+passed (``release_grace_by_ae``, else ``release_grace_s``) with no other open association
+still sending to it, or after ``quiet_period_s`` with no
 new instance (whatever the associations do). :class:`SeriesTracker` knows which open
 association carries which series; :func:`run_completion` checks every
 ``COMPLETION_POLL_S`` and queues what is complete through the index (the state change
@@ -67,7 +68,7 @@ def run_completion(
     while not stop.wait(COMPLETION_POLL_S):
         try:
             queued = index.queue_complete_series(
-                settings.quiet_period_s, settings.release_grace_s, tracker.still_sending(), priority=priority
+                settings.quiet_period_s, settings.release_grace_for, tracker.still_sending(), priority=priority
             )
         except Exception:
             LOG.exception("series completion check failed; retrying")

@@ -106,7 +106,7 @@ class IngestIndex:
     def queue_complete_series(
         self,
         quiet_period_s: float,
-        release_grace_s: float,
+        release_grace_s: float | Callable[[str], float],
         still_sending: set[str] = frozenset(),  # type: ignore[assignment]
         now: float | None = None,
         priority: Callable[[SeriesFacts], int] = lambda facts: 0,

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pydicom.dataset import Dataset
 
 from appliance.models.manifest import InputConstraints, Range
 
 
-def first_violation(constraints: InputConstraints | None, headers: Sequence[Dataset]) -> str | None:
+def first_violation(
+    constraints: InputConstraints | None, headers: Sequence[Dataset], known: Mapping[int, str | None] | None = None
+) -> str | None:
     """The first constraint ``headers`` (one series' instances) break, in words; None if
-    they meet them all or the package has none.
+    they meet them all or the package has none. ``known`` holds what
+    :func:`instance_violation` said already of some of them (by index into ``headers``),
+    as the worker checks instances while they arrive.
 
     Checks, in order: instance count, required tags, excluded image types, patient age,
     view position, contrast, rows, columns, slice thickness, pixel spacing (Pixel
@@ -30,14 +34,21 @@ def first_violation(constraints: InputConstraints | None, headers: Sequence[Data
     c = constraints
     if c.slice_count is not None and not c.slice_count.holds(len(headers)):
         return f"{len(headers)} images outside {c.slice_count} images"
-    for ds in headers:
-        problem = _instance_violation(c, ds)
+    known = known or {}
+    for index, ds in enumerate(headers):
+        problem = known[index] if index in known else instance_violation(c, ds)
         if problem is not None:
             return problem
     return None
 
 
-def _instance_violation(c: InputConstraints, ds: Dataset) -> str | None:
+def constraints_key(constraints: InputConstraints | None) -> str:
+    """What :func:`instance_violation` depends on: the same key, the same answers."""
+    return "" if constraints is None else constraints.model_dump_json()
+
+
+def instance_violation(c: InputConstraints, ds: Dataset) -> str | None:
+    """The first constraint one instance breaks (all but the instance count), or None."""
     for keyword in c.required_tags:
         if ds.get(keyword) in (None, "", []):
             return f"required attribute {keyword} missing"

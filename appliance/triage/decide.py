@@ -13,8 +13,12 @@ after the active model's result is recorded, so it never delays it.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -22,15 +26,17 @@ from pydicom.dataset import Dataset
 from appliance import jobs, report
 from appliance.config import WorkerSettings
 from appliance.errors import ApplianceError, DecodeError, InferenceError, InferenceTimeout, internal_error
-from appliance.jobs import Job, SeriesFacts
+from appliance.jobs import Job, SeriesFacts, StoredFile
 from appliance.models.backends import Runtime
+from appliance.models.manifest import Manifest
 from appliance.models.registry import InstalledModel, ModelRegistry
 from appliance.outcome.decision import Claim, Decision, KeyImage, Run, Verdict
 from appliance.pixels import to_hu
 from appliance.states import ModelState
 from appliance.triage import pipeline
-from appliance.triage.constraints import first_violation
+from appliance.triage.constraints import constraints_key, first_violation, instance_violation
 from appliance.triage.decode import check_transfer_syntax, decode_instance, read_header
+from appliance.triage.prepared import PreparedCache, PreparedInstance
 from appliance.triage.routing import RoutingTable
 
 LOG = logging.getLogger(__name__)
@@ -44,6 +50,8 @@ class Triage:
         self.registry = registry
         self.routing = routing
         self.settings = settings
+        self.prepared = PreparedCache(settings.prepare_cache_mb * 1024 * 1024)
+        self._unrouted: dict[str, SeriesFacts] = {}  # arriving series no rule took, as they stood
         self._runtimes: dict[tuple[str, str], Runtime] = {}
 
     def warm_up(self) -> None:
@@ -58,10 +66,55 @@ class Triage:
         report.warm_up()
 
     def decide(self, job: Job) -> Decision:
-        """How this job ends (never raises)."""
-        claimed_at = time.time()
+        """How this job ends (never raises). The series' prepared instances are used
+        and then dropped."""
         try:
-            facts = self._facts(job)
+            return self._decide(job)
+        finally:
+            self.prepared.drop(job.series_instance_uid)
+
+    def prepare_arrivals(self, arriving: list[tuple[str, tuple[StoredFile, ...], SeriesFacts]], budget: int) -> int:
+        """Prepare up to ``budget`` instances of series still arriving (series UID, files
+        in arrival order, indexed facts) for the active model a routing rule would pick
+        now (``prepared.PreparedInstance``); forget the series not among them. Returns how
+        many were prepared, or found not to check, read or decode (their job then fails on
+        them as it would have)."""
+        self.prepared.retain({uid for uid, _, _ in arriving})
+        self._unrouted = {uid: facts for uid, _, facts in arriving if self._unrouted.get(uid) == facts}
+        todo: list[tuple[str, str, StoredFile, Manifest]] = []
+        for uid, files, facts in arriving:
+            if len(todo) >= budget or not files or uid in self._unrouted or self.prepared.complete(uid, files):
+                continue  # a job of a complete series checks its model's input key itself
+            model = self._arrival_model(uid, files, facts)
+            if model is None:
+                self._unrouted[uid] = facts  # routed again when its facts change (another instance)
+                continue
+            key = pipeline.input_key(model.manifest.input)
+            todo += [
+                (uid, key, f, model.manifest) for f in self.prepared.missing(uid, key, files)[: budget - len(todo)]
+            ]
+        if not todo:
+            return 0
+        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
+            results = list(pool.map(lambda item: _prepare_arrived(item[3], item[2]), todo))
+        for (uid, key, stored, _), prepared in zip(todo, results, strict=True):
+            self.prepared.keep(uid, key, stored, prepared)
+        return len(todo)
+
+    def _arrival_model(self, uid: str, files: tuple[StoredFile, ...], facts: SeriesFacts) -> InstalledModel | None:
+        """The active model a routing rule would take the series to, as it stands."""
+        first = self.prepared.instances(uid, files[:1]).get(files[0].path)
+        try:
+            rule, _ = self.routing.route(_with_header(facts, files[0].path, first.header if first else None))
+        except DecodeError:
+            return None  # its job says why
+        return self._model(rule.model, ModelState.ACTIVE) if rule is not None else None
+
+    def _decide(self, job: Job) -> Decision:
+        claimed_at = time.time()
+        arrived = self.prepared.instances(job.series_instance_uid, job.files)
+        try:
+            facts = self._facts(job, arrived)
         except ApplianceError as exc:  # DecodeError: an unreadable header, a changed transfer syntax
             return self._unreadable(job, str(exc))
         rule, why = self.routing.route(facts)
@@ -70,7 +123,10 @@ class Triage:
         claim = Claim(rule.name, rule.model, rule.procedure_code, self._model(rule.model, ModelState.ACTIVE))
         headers: tuple[Dataset, ...] = ()
         try:
-            headers = tuple(read_header(stored.path) for stored in job.files)
+            headers = tuple(
+                arrived[stored.path].header if stored.path in arrived else read_header(stored.path)
+                for stored in job.files
+            )
             return self._run(job, claim, headers, claimed_at, rule.series_timeout_s)
         except InferenceTimeout as exc:
             return self._failed(job, str(exc), claim, headers, report.ANALYSIS_TIMED_OUT)
@@ -126,11 +182,19 @@ class Triage:
             return self._failed(
                 job, f"no active model for {claim.model_id} (routing rule {claim.rule!r})", claim, headers
             )
-        violation = first_violation(model.manifest.input_constraints, list(headers))
+        constraints = model.manifest.input_constraints
+        arrived = self.prepared.instances(job.series_instance_uid, job.files)
+        known = {
+            index: arrived[stored.path].violation
+            for index, stored in enumerate(job.files)
+            if stored.path in arrived and arrived[stored.path].constraints_key == constraints_key(constraints)
+        }
+        violation = first_violation(constraints, list(headers), known)
         if violation is not None:
             reason = f"outside the model's input constraints: {violation}"
             return Decision.not_eligible(job, reason, claim, headers, report.OUTSIDE_INPUT_CONSTRAINTS)
-        inputs = pipeline.prepare(model.manifest, [stored.path for stored in job.files])
+        ready = self.prepared.ready(job.series_instance_uid, pipeline.input_key(model.manifest.input), job.files)
+        inputs = pipeline.prepare(model.manifest, [stored.path for stored in job.files], ready)
         prepared_at = time.time()
         runtime = self._runtime(model)
         verdict = pipeline.run(
@@ -147,21 +211,18 @@ class Triage:
         run = Run(model, runtime.target.label, runtime.precision, verdict)
         return Decision.triaged(job, claim, headers, inputs, run, key, timings)
 
-    def _facts(self, job: Job) -> SeriesFacts:
+    def _facts(self, job: Job, arrived: Mapping[Path, PreparedInstance] | None = None) -> SeriesFacts:
         """What routing looks at: the indexed facts, with the first file's SOP class and
-        Image Type. Each file must still be in the transfer syntax it was received in."""
+        Image Type. Each file must still be in the transfer syntax it was received in
+        (those in ``arrived`` were checked as they arrived)."""
+        arrived = arrived or {}
         for stored in job.files:
-            check_transfer_syntax(stored.path, stored.transfer_syntax_uid)  # decoded only under what was negotiated
+            if stored.path not in arrived:  # decoded only under what was negotiated
+                check_transfer_syntax(stored.path, stored.transfer_syntax_uid)
         if not job.files:
             raise DecodeError(f"series {job.series_instance_uid} has no stored instance")
-        first = job.files[0].path
-        try:
-            header = read_header(first)
-            image_type = tuple(str(v) for v in getattr(header, "ImageType", []) or [])
-            sop_class_uid = str(header.SOPClassUID)
-        except Exception as exc:  # pydicom reads lazily: a bad element surfaces on access
-            raise DecodeError(f"{first.name}: cannot read the header: {type(exc).__name__}: {exc}") from exc
-        return replace(job.facts, sop_class_uid=sop_class_uid, image_type=image_type)
+        first = arrived.get(job.files[0].path)
+        return _with_header(job.facts, job.files[0].path, first.header if first else None)
 
     def _unreadable(self, job: Job, reason: str) -> Decision:
         """A series whose files could not be read for routing fails; the rule its indexed
@@ -202,6 +263,35 @@ class Triage:
         limit = self.settings.series_timeout_s
         limit = min(limit, timeout_s) if timeout_s is not None else limit
         return time.monotonic() + limit - (time.time() - started)
+
+
+def _with_header(facts: SeriesFacts, first: Path, header: Dataset | None = None) -> SeriesFacts:
+    """The indexed facts with the first file's SOP class and Image Type (from ``header``,
+    its header already read, else read now)."""
+    try:
+        header = read_header(first) if header is None else header
+        image_type = tuple(str(v) for v in getattr(header, "ImageType", []) or [])
+        sop_class_uid = str(header.SOPClassUID)
+    except Exception as exc:  # pydicom reads lazily: a bad element surfaces on access
+        raise DecodeError(f"{first.name}: cannot read the header: {type(exc).__name__}: {exc}") from exc
+    return replace(facts, sop_class_uid=sop_class_uid, image_type=image_type)
+
+
+def _prepare_arrived(manifest: Manifest, stored: StoredFile) -> PreparedInstance | None:
+    """One arrived instance read once, prepared and checked, or None when that fails or
+    the file names another transfer syntax than the one negotiated: its job does it all
+    again (``check_transfer_syntax``, ``read_header``) and fails with the reason, as
+    without preparation. The header is the dataset as decoded, its pixel data dropped."""
+    try:
+        images = pipeline.prepare_instance(manifest, stored.path)
+        header = images[0].header
+        if str(header.file_meta.get("TransferSyntaxUID", "")) != stored.transfer_syntax_uid:
+            return None
+        constraints = manifest.input_constraints
+        violation = instance_violation(constraints, header) if constraints is not None else None
+        return PreparedInstance(header, images, constraints_key(constraints), violation)
+    except Exception:  # noqa: BLE001 - said by the job, which meets the same failure
+        return None
 
 
 def _key_image(model: InstalledModel, verdict: Verdict) -> KeyImage:

@@ -7,8 +7,14 @@ Slices are decoded and turned into model inputs one instance at a time, so memor
 model inputs, not decoded series; :func:`stack_inputs` then applies the package's slab
 and context (:func:`slab_and_context`). The trainer (``training.data.folder``) builds its
 inputs with :func:`decode_in_order`, :func:`model_input` and :func:`slab_and_context`
-too, so the box and the trainer see the same tensor for the same series. The key slice
-(highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure
+too, so the box and the trainer see the same tensor for the same series.
+
+The per-instance part (:func:`prepare_instance`: decode, model input, drift counts) is
+all that depends on one instance alone; :func:`assemble` does the rest (slice order,
+slab, context, hash, drift features) once the series is complete. The worker prepares
+instances as they arrive (``appliance.triage.prepared``) and hands them to
+:func:`prepare` as ``ready``: the series' inputs are the same bytes either way. The key
+slice (highest score) is decoded again for the heat map. NaN or Inf outputs, a decode failure
 or the deadline passing raise :class:`InferenceError`; there is no path to a silent
 negative.
 """
@@ -18,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -128,31 +135,84 @@ def decode_in_order(paths: list[Path], convert: Callable[[Slice], T]) -> list[tu
     return [(path, number, converted) for _, path, number, converted in entries]
 
 
-def prepare(manifest: Manifest, paths: list[Path]) -> SeriesInputs:
-    """Decode and preprocess a series in slice order: the model inputs, where each came
-    from, their hash and the series' drift features from the same decoded pixels (no
-    second read)."""
+@dataclass(frozen=True)
+class PreparedImage:
+    """One decoded frame as a model sees it: the per-image part of :func:`prepare`."""
 
-    def convert(image: Slice) -> tuple[np.ndarray, np.ndarray, Dataset, float]:
-        return model_input(manifest.input, image), drift_counts(manifest, image), image.dataset, image.position
+    position: float  # along the slice normal (see ``decode.Slice``)
+    input: np.ndarray  # :func:`model_input`, (C, S, S) float32
+    counts: np.ndarray  # :func:`drift_counts`
+    header: Dataset  # the instance's header (pixel data dropped)
 
-    try:
-        entries = decode_in_order(paths, convert)
-    except DecodeError as exc:
-        raise InferenceError(f"decode failed: {exc}") from exc
+    @property
+    def nbytes(self) -> int:
+        return self.input.nbytes + self.counts.nbytes
+
+
+def input_key(spec: InputSpec) -> str:
+    """What a :class:`PreparedImage` depends on in the package's input spec: two specs
+    with the same key prepare every image alike (slab and context apply at assembly)."""
+    return spec.model_dump_json(include={"kind", "windows", "size"})
+
+
+def prepare_instance(manifest: Manifest, path: Path) -> list[PreparedImage]:
+    """Decode one stored instance and convert each frame (pure but for the read; a
+    :class:`DecodeError` propagates)."""
+    return [
+        PreparedImage(image.position, model_input(manifest.input, image), drift_counts(manifest, image), image.dataset)
+        for image in decode_instance(path)
+    ]
+
+
+def prepare_instances(manifest: Manifest, paths: list[Path]) -> list[list[PreparedImage]]:
+    """:func:`prepare_instance` for each path, on as many threads as there are cores
+    (decoding and NumPy release the GIL often enough to use them)."""
+    if len(paths) < 2:
+        return [prepare_instance(manifest, path) for path in paths]
+    with ThreadPoolExecutor(max_workers=min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda path: prepare_instance(manifest, path), paths))
+
+
+def assemble(manifest: Manifest, prepared: list[tuple[Path, list[PreparedImage]]]) -> SeriesInputs:
+    """A series' prepared instances (in arrival order) as its :class:`SeriesInputs`: the
+    frames ordered along the slice normal (stable: ties keep arrival, then frame order),
+    then slab and context, the hash and the drift features (pure)."""
+    entries = [
+        (image.position, path, number, image) for path, images in prepared for number, image in enumerate(images)
+    ]
     if not entries:
         raise InferenceError("series has no images")
-    inputs = stack_inputs(
-        manifest.input,
-        [converted[0] for _, _, converted in entries],
-        [converted[3] for _, _, converted in entries],
-        entries[0][2][2],
-    )
+    entries.sort(key=lambda entry: entry[0])
+    header = entries[0][3].header
+    inputs = stack_inputs(manifest.input, [e[3].input for e in entries], [e[3].position for e in entries], header)
     digest = hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
-    features = drift_features.series_features(
-        manifest.input.kind, entries[0][2][2], [converted[1] for _, _, converted in entries], len(entries)
-    )
-    return SeriesInputs(inputs, [(path, number) for path, number, _ in entries], digest, features)
+    features = drift_features.series_features(manifest.input.kind, header, [e[3].counts for e in entries], len(entries))
+    return SeriesInputs(inputs, [(path, number) for _, path, number, _ in entries], digest, features)
+
+
+def prepare(
+    manifest: Manifest,
+    paths: list[Path],
+    ready: Mapping[Path, list[PreparedImage]] | None = None,
+    keep: Callable[[Path, list[PreparedImage]], object] = lambda path, images: None,
+) -> SeriesInputs:
+    """Decode and preprocess a series (``paths`` in arrival order) in slice order: the
+    model inputs, where each came from, their hash and the series' drift features from
+    the same decoded pixels (no second read).
+
+    Instances in ``ready`` (prepared as they arrived) are not decoded again, and the
+    result is the same either way; ``keep(path, images)`` hears each instance this call
+    prepared. A :class:`DecodeError` becomes an :class:`InferenceError`.
+    """
+    ready = ready or {}
+    missing = [path for path in paths if path not in ready]
+    try:
+        done = dict(zip(missing, prepare_instances(manifest, missing), strict=True))
+    except DecodeError as exc:
+        raise InferenceError(f"decode failed: {exc}") from exc
+    for path, images in done.items():
+        keep(path, images)
+    return assemble(manifest, [(path, ready[path] if path in ready else done[path]) for path in paths])
 
 
 def golden_series_inputs(manifest: Manifest, model_dir: Path) -> list[np.ndarray]:

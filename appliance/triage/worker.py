@@ -4,7 +4,9 @@ Each step lives in its stage: the queue in :mod:`appliance.jobs`, the decision i
 :class:`appliance.triage.decide.Triage`, what follows from it (result objects or notice,
 the records, the sends, the drift row) in :class:`appliance.outcome.recorder.Recorder`.
 Between jobs the worker runs the scheduled upkeep it owns (study summaries, drift
-windows: :mod:`appliance.outcome.upkeep`). The shadow model runs after
+windows: :mod:`appliance.outcome.upkeep`), and, with no job waiting, prepares the
+instances of series still arriving (:meth:`Worker.prepare_arrivals`), a few at a time,
+so a job finds them ready. The shadow model runs after
 the active model's outcome is recorded, so it never delays a result.
 """
 
@@ -86,7 +88,7 @@ class Worker:
             watchdog.progressed()
             worked = self.run_once()
             self.upkeep(time.time())  # after the job: a result is never kept waiting for it
-            if not worked:
+            if not worked and not self.prepare_arrivals():
                 self._stop.wait(self.settings.poll_interval_s)
 
     def stop(self) -> None:
@@ -102,18 +104,26 @@ class Worker:
         if expired:
             LOG.warning("took back %d job(s) from a worker process that died: %s", len(expired), expired)
 
+    def prepare_arrivals(self) -> int:
+        """Prepare a few instances of the series still arriving (as many as there are
+        cores, so a job that becomes due waits for one batch at most); how many."""
+        conn = self.db.conn  # files may arrive between the reads: each is keyed by its sha256
+        try:
+            arriving = [(uid, *jobs.series_files(conn, uid)) for uid in jobs.arriving(conn)]
+            return self.triage.prepare_arrivals(arriving, os.cpu_count() or 1)
+        except Exception:  # preparing ahead is only a head start: jobs still decide without it
+            LOG.exception("preparing arrived instances failed; their series are prepared when complete")
+            self.triage.prepared.retain(set())
+            return 0
+
     def run_once(self, now: float | None = None) -> bool:
         """Claim and work one job; False when there was none."""
+        now = time.time() if now is None else now
+        if not jobs.claimable(self.db.conn, now):
+            return False  # between preparation steps too: no write lock taken for nothing
         abandoned: list[jobs.Job] = []
         with transaction(self.db.conn) as conn:
-            job = jobs.claim(
-                conn,
-                self.name,
-                self.settings.lease_s,
-                self.settings.max_attempts,
-                time.time() if now is None else now,
-                abandoned,
-            )
+            job = jobs.claim(conn, self.name, self.settings.lease_s, self.settings.max_attempts, now, abandoned)
         for lost in abandoned:
             if self.outcome.record_abandoned(self.triage.abandoned(lost)).queued:
                 self.on_sent()

@@ -55,12 +55,22 @@ def test_environment_overrides_any_key():
         ({"APPLIANCE_DICOM_PEERS": "nobody"}, "'nobody' is not AE@address"),
         ({"APPLIANCE_DICOM_DESTINATIONS": "PACS@host"}, "'PACS@host' is not AE@host:port"),
         ({"APPLIANCE_DICOM_QUIET_PERIOD_S": "soon"}, "dicom.quiet_period_s"),
+        ({"APPLIANCE_DICOM_RELEASE_GRACE_BY_AE": "CT1=-1"}, "'CT1=-1' is not AE=seconds"),
+        ({"APPLIANCE_DICOM_RELEASE_GRACE_BY_AE": "CT1"}, "'CT1' is not AE=seconds"),
+        ({"APPLIANCE_WORKER_PREPARE_CACHE_MB": "4000"}, "prepare_cache_mb must be at most half"),
         ({"APPLIANCE_DICOM_PRT": "11112"}, "APPLIANCE_DICOM_PRT: no such setting"),
     ],
 )
 def test_a_bad_value_names_its_key(environ, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_settings(environ=environ)
+
+
+def test_release_grace_by_calling_ae():
+    dicom = load_settings(environ={"APPLIANCE_DICOM_RELEASE_GRACE_BY_AE": "CT1=0, MR2=2.5"}).dicom
+    assert dicom.release_grace_by_ae == (("CT1", 0.0), ("MR2", 2.5))
+    assert (dicom.release_grace_for("CT1"), dicom.release_grace_for("MR2 "), dicom.release_grace_for("US3")) == (
+        0.0, 2.5, dicom.release_grace_s)
 
 
 def test_validate_command_names_the_bad_key_in_a_file(tmp_path):

@@ -137,3 +137,13 @@ def test_dead_on_this_host_means_a_gone_process_of_this_host_only():
     assert not dead_on_this_host(f"{host}:{os.getpid()}:9", me)  # ourselves (another thread)
     assert not dead_on_this_host(f"elsewhere:{gone.pid}:7", me)  # another host: its lease decides
     assert not dead_on_this_host("worker-that-died", me)
+
+
+def test_claimable_says_what_claim_would_find_without_a_transaction(conn):
+    arrive(conn, 100)
+    assert not jobs.claimable(conn, 101)  # still receiving: no job yet
+    complete(conn, 106)
+    assert jobs.claimable(conn, 106) and not conn.in_transaction
+    job = claim(conn, "w", 107, lease_s=10)
+    assert not jobs.claimable(conn, 116) and claim(conn, "x", 116) is None  # leased
+    assert jobs.claimable(conn, 117) and claim(conn, "x", 117).id == job.id  # the lease ran out

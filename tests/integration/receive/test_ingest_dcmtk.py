@@ -120,3 +120,19 @@ def test_a_late_instance_reopens_the_series_and_queues_a_new_job(tmp_path, appli
     assert status["series"][0]["instances"] == 5
     # The first job had not started: it is superseded, not erased.
     assert status["jobs"] == {"queued": 1, "superseded": 1}
+
+
+def test_a_sender_with_no_release_grace_is_queued_at_release_and_another_waits(tmp_path, make_appliance):
+    # The default grace is an hour and so is the quiet period: only WHOLE's own 0 can queue.
+    process = make_appliance(dicom_quiet_period_s="3600", dicom_release_grace_s="3600",
+                             dicom_release_grace_by_ae="WHOLE=0")
+    for ae, folder in (("OTHER", "o"), ("WHOLE", "w")):
+        files = write_ct_series(tmp_path / folder, 3)
+        subprocess.run(["storescu", "-aet", ae, "-aec", "TRIAGE", "127.0.0.1", str(process.port),
+                        *map(str, files)], env=tcp_env(), check=True, timeout=60)
+    wait_until(lambda: [s for s in process.status()["series"] if s["state"] == "queued"],
+               what="WHOLE's series queued")
+    states = sorted(s["state"] for s in process.status()["series"])
+    assert states == ["queued", "receiving"]  # OTHER's series was released first and still waits
+    assert process.status()["senders"] == {"OTHER": {"series": 1, "split": 0, "reopened": 0},
+                                           "WHOLE": {"series": 1, "split": 0, "reopened": 0}}

@@ -71,3 +71,33 @@ def test_priority_is_set_when_the_job_is_queued(index):
     queued = index.queue_complete_series(5, 1, now=106, priority=lambda facts: 10 if facts.calling_ae == "CT" and facts.modality == "CT" else 0)
     assert sorted(queued) == ["1.2.8", "1.2.9"]
     assert {p for (p,) in index.db.conn.execute("SELECT priority FROM jobs")} == {10}
+
+
+def test_a_sender_with_no_release_grace_completes_at_release_others_wait_theirs(index):
+    """``dicom.release_grace_by_ae``: a sender known to send each series in one
+    association is triaged at its release; another sender still gets the grace."""
+    whole = InstanceArrived("1.2.5.1", "1.2.840.10008.5.1.4.1.1.2", "1.2", "1.2.5", "CT", "", "",
+                            "1.2.840.10008.1.2.1", 10, "cc", Path("/y"), "WHOLE_CT", "assoc-2")
+    index.record(whole, now=100)
+    index.record(received("1.2.3.1"), now=100)
+    index.mark_released(["1.2.5", "1.2.3"], now=100.5)
+    grace = {"WHOLE_CT": 0.0}
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=100.5) == ["1.2.5"]
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=101.4) == []
+    assert index.queue_complete_series(5, lambda ae: grace.get(ae, 1.0), now=101.5) == ["1.2.3"]
+
+
+def test_status_tells_per_sender_which_series_were_split_or_reopened(index):
+    from dataclasses import replace
+
+    from appliance.status import senders
+
+    index.record(replace(received("1.2.6.1", series="1.2.6"), calling_ae="WHOLE"), now=100)
+    index.record(replace(received("1.2.6.2", series="1.2.6"), calling_ae="WHOLE"), now=100)
+    index.record(replace(received("1.2.7.1", series="1.2.7"), calling_ae="ROUTER"), now=100)
+    index.record(replace(received("1.2.7.2", series="1.2.7"), calling_ae="ROUTER", association_id="assoc-2"), now=101)
+    index.queue_complete_series(5, 1, now=110)
+    index.record(replace(received("1.2.7.3", series="1.2.7"), calling_ae="ROUTER", association_id="assoc-3"), now=111)
+    index.queue_complete_series(5, 1, now=120)
+    assert senders(index.db.conn) == {"ROUTER": {"series": 1, "split": 1, "reopened": 1},
+                                      "WHOLE": {"series": 1, "split": 0, "reopened": 0}}

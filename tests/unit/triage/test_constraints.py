@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from pydicom.dataset import Dataset
 
 from appliance.models.manifest import InputConstraints
-from appliance.triage.constraints import first_violation, patient_age
+from appliance.triage.constraints import constraints_key, first_violation, instance_violation, patient_age
 
 CONSTRAINTS = InputConstraints.model_validate({
     "slice_thickness_mm": {"min": 0.5, "max": 5.0},
@@ -64,6 +64,18 @@ def test_one_odd_instance_makes_the_series_ineligible():
     series = ct()
     series[3].SliceThickness = 0.3
     assert first_violation(CONSTRAINTS, series) == "slice thickness 0.3 mm outside 0.5-5 mm"
+
+
+def test_instances_checked_as_they_arrived_give_the_same_answer_in_the_same_order():
+    series = ct()
+    series[1].Rows, series[3].SliceThickness = 128, 0.3
+    known = {i: instance_violation(CONSTRAINTS, ds) for i, ds in enumerate(series) if i != 1}
+    assert known[3] == "slice thickness 0.3 mm outside 0.5-5 mm"
+    assert first_violation(CONSTRAINTS, series, known) == first_violation(CONSTRAINTS, series) == (
+        "rows 128 outside 256-1024")
+    assert first_violation(CONSTRAINTS, ct(2), {0: None, 1: None}) == "2 images outside 3-400 images"
+    other = InputConstraints.model_validate({**CONSTRAINTS.model_dump(), "rows": {"min": 64}})
+    assert constraints_key(other) != constraints_key(CONSTRAINTS) and constraints_key(None) == ""
 
 
 def test_radiographs_use_imager_pixel_spacing():
