@@ -395,6 +395,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE web_users ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE web_sessions ADD COLUMN credentials_epoch INTEGER NOT NULL DEFAULT 0
     """,
+    # 13: the install's UID epochs: `appliance restore` starts a new one, so a result UID
+    # derived after a restore never repeats one the box issued before it (appliance.installation).
+    """
+    CREATE TABLE uid_epochs (
+        id INTEGER PRIMARY KEY,
+        epoch TEXT NOT NULL UNIQUE,
+        reason TEXT NOT NULL,
+        started_at REAL NOT NULL
+    )
+    """,
 )
 
 
@@ -429,11 +439,20 @@ def dated_backup_path(folder: Path, now: datetime) -> Path:
     return folder / f"appliance-{now:%Y%m%dT%H%M%SZ}.db"
 
 
-def backup_database(conn: sqlite3.Connection, target: Path) -> None:
+#: The table a backup carries that the live database never has: where and by what it was
+#: taken (``data_dir``, ``version``, ``schema``, ``taken_at``, ``install_id``).
+BACKUP_MANIFEST = "backup_manifest"
+
+#: The columns that name a file under the data folder; a restore at another path moves them.
+PATH_COLUMNS = (("instances", "path"), ("outbox", "path"), ("models", "path"))
+
+
+def backup_database(conn: sqlite3.Connection, target: Path, manifest: dict[str, str] | None = None) -> None:
     """Copy the database into the new file ``target`` (0600) with SQLite's online backup
     API: a consistent snapshot of what is committed, taken while the services keep
-    writing. The copy is one self-contained file (no WAL), passes ``integrity_check`` and
-    is fsynced before it takes its name; nothing is left behind when any step fails.
+    writing. The copy is one self-contained file (no WAL), carries ``manifest`` in its
+    ``backup_manifest`` table, passes ``integrity_check`` and is fsynced before it takes
+    its name; nothing is left behind when any step fails.
 
     Raises
     ------
@@ -449,6 +468,9 @@ def backup_database(conn: sqlite3.Connection, target: Path) -> None:
         with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             conn.backup(copy)
             copy.execute("PRAGMA journal_mode=DELETE")
+            if manifest is not None:
+                copy.execute(f"CREATE TABLE {BACKUP_MANIFEST} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                copy.executemany(f"INSERT INTO {BACKUP_MANIFEST} VALUES (?, ?)", sorted(manifest.items()))
             check = copy.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             raise StorageError(f"the copy in {partial} fails integrity_check: {check}")
@@ -467,6 +489,32 @@ def backup_database(conn: sqlite3.Connection, target: Path) -> None:
         raise StorageError(f"backup to {target} failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def backup_manifest(conn: sqlite3.Connection) -> dict[str, str] | None:
+    """The manifest of the backup open on ``conn``; ``None`` when it has none (taken by
+    hand, or by a release before 0.2.1)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (BACKUP_MANIFEST,))
+    if found.fetchone() is None:
+        return None
+    return dict(conn.execute(f"SELECT key, value FROM {BACKUP_MANIFEST}").fetchall())
+
+
+def rebase_paths(conn: sqlite3.Connection, old: list[str], new: Path) -> int:
+    """Move every path under one of the data folders ``old`` to the same place under
+    ``new`` (in the caller's transaction), drop the backup's manifest, and return how many
+    paths moved. Paths under no folder in ``old`` are left as they are."""
+    moved = 0
+    for prefix in dict.fromkeys(p.rstrip("/") + "/" for p in old if p):
+        if prefix == str(new).rstrip("/") + "/":
+            continue
+        for table, column in PATH_COLUMNS:
+            moved += conn.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                (str(new).rstrip("/") + "/", len(prefix) + 1, len(prefix), prefix),
+            ).rowcount
+    conn.execute(f"DROP TABLE IF EXISTS {BACKUP_MANIFEST}")
+    return moved
 
 
 #: Callbacks waiting for the transaction open on a connection (by ``id``) to commit.

@@ -11,6 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from appliance.config import Settings
 from appliance.disk import below_floor
 from appliance.states import JobState, ModelState
+from appliance.status import missing_files, missing_files_words
 from appliance.web.deps import Connection, Metrics, Now, SettingsDep
 from appliance.web.metrics import exposition
 from appliance.web.routes.common import router
@@ -27,6 +28,9 @@ def routers():
 def healthz():
     return {"status": "alive"}
 
+
+#: How many files of each kind (spooled instances in flight, outbox objects) readiness looks for.
+READINESS_FILES = 50
 
 #: How long readiness waits for the database's write lock (ms), not the connection's 30 s.
 DATABASE_WAIT_MS = 2000
@@ -58,6 +62,8 @@ def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[
     active = conn.execute("SELECT COUNT(*) FROM models WHERE state = ?", (ModelState.ACTIVE,)).fetchone()[0]
     checks["model"] = None if active else "no model is active"
     checks["disk"] = below_floor(settings.data_dir, settings.dicom.min_free_disk_bytes)
+    missing = missing_files(conn, READINESS_FILES)
+    checks["files"] = missing_files_words(missing) if missing else None
     return checks
 
 
