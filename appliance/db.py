@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -559,8 +559,10 @@ def database_file(conn: sqlite3.Connection) -> Path | None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema up to date, logging each step; refuse a schema newer than this code
-    (a downgrade without restoring the backup taken before the upgrade)."""
+    """Bring the schema up to date, logging each step, after a backup of the database as
+    it was (:func:`backup_before_migrating`); refuse a schema newer than this code (a
+    downgrade without restoring the backup taken before the upgrade)."""
+    backup_before_migrating(conn)
     with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
@@ -573,3 +575,41 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             LOG.info("database schema migrated to %d", number)
+
+
+def backup_before_migrating(conn: sqlite3.Connection) -> Path | None:
+    """Back the database up before this release migrates it: into
+    ``<data folder>/backups/appliance-schema-<old>-before-<new>-<UTC time>.db``, with the
+    manifest ``appliance restore`` reads. Nothing for a new (empty) or current database,
+    nor one in memory. Two processes starting together may both write one; each is whole.
+
+    Returns
+    -------
+    Path or None
+        The backup written.
+
+    Raises
+    ------
+    StorageError
+        The backup could not be written (the migration does not run without one).
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    database = database_file(conn)
+    if database is None or version == 0 or version >= len(MIGRATIONS):
+        return None
+    data_dir = database.parent
+    now = datetime.now(UTC)
+    target = data_dir / "backups" / f"appliance-schema-{version}-before-{len(MIGRATIONS)}-{now:%Y%m%dT%H%M%S.%fZ}.db"
+    identity = data_dir / "install-id"
+    manifest = {
+        "data_dir": str(data_dir),
+        "data_dir_resolved": str(data_dir.resolve()),
+        "version": __version__,
+        "schema": str(version),
+        "taken_at": now.isoformat(),
+        "install_id": identity.read_text().strip() if identity.exists() else "",
+        "reason": f"before appliance {__version__} migrated schema {version} to {len(MIGRATIONS)}",
+    }
+    backup_database(conn, target, manifest)
+    LOG.info("database backed up to %s before migrating schema %d to %d", target, version, len(MIGRATIONS))
+    return target
