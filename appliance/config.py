@@ -282,6 +282,8 @@ class WorkerSettings(_Section):
     memory_limit_mb: int = Field(4096, ge=256)
     summary_interval_s: float = Field(1.0, gt=0)
     drift_interval_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(60.0, gt=0)
+    hang_restart_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_series(self) -> WorkerSettings:

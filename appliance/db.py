@@ -405,6 +405,17 @@ MIGRATIONS: tuple[str, ...] = (
         started_at REAL NOT NULL
     )
     """,
+    # 14: each running worker's heartbeat: when its loop last advanced and by when it will
+    # again (appliance.triage.heartbeat); /readyz and the supervisor of `appliance serve` read it.
+    """
+    CREATE TABLE worker_heartbeats (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        beat_at REAL NOT NULL,
+        expect_by REAL NOT NULL,
+        job_id INTEGER
+    )
+    """,
 )
 
 

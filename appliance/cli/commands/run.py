@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
+from collections.abc import Callable
 
 from appliance import sd_notify
 from appliance.cli.commands.common import StopRequest, on_stop_signal
@@ -29,7 +31,7 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
 
     stopping = StopRequest()
     dicom = parts.listener()
-    child = WorkerProcess(parts.settings.worker.memory_limit_mb)
+    child = WorkerProcess(parts.settings.worker.memory_limit_mb, hung=hang_check(parts))
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
@@ -52,6 +54,24 @@ def listener(args: argparse.Namespace, parts: Parts) -> int:
     dicom.stop()
     LOG.info("listener: stopped")
     return 0
+
+
+def hang_check(parts: Parts) -> Callable[[int], str | None]:
+    """For the supervisor: why the worker process ``pid`` is hung (its heartbeat overdue by
+    ``worker.hang_restart_s``), or None. Its connection is opened on first use, in the
+    supervisor's thread."""
+    from appliance.triage.heartbeat import hung
+
+    connection: list = []
+
+    def check(pid: int) -> str | None:
+        if not connection:
+            connection.append(parts.database())
+        now = time.time()
+        late = [b for b in hung(connection[0].conn, now, parts.settings.worker.hang_restart_s) if b.pid == pid]
+        return late[0].words(now) if late else None
+
+    return check
 
 
 def worker(args: argparse.Namespace, parts: Parts) -> int:
