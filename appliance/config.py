@@ -262,6 +262,12 @@ class SenderSettings(_Section):
     poll_interval_s: float = Field(0.25, gt=0)
     batch_size: int = Field(50, ge=1, le=1000)
 
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest the sender ever holds an object or a lane: a wait beyond it was set
+        before the wall clock stepped back."""
+        return max(self.retry_max_s, self.breaker_cooldown_s)
+
     @field_validator("retry_max_s")
     @classmethod
     def _at_least_initial(cls, value: float, info: Any) -> float:  # info: ValidationInfo

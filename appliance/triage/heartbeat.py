@@ -102,3 +102,29 @@ def beats(conn: sqlite3.Connection) -> list[Beat]:
 def hung(conn: sqlite3.Connection, now: float, grace_s: float = 0.0) -> list[Beat]:
     """The workers whose promised beat is more than ``grace_s`` overdue (read only)."""
     return [beat for beat in beats(conn) if now > beat.expect_by + grace_s]
+
+
+class ClockWatch:
+    """Notices the wall clock stepping: between two looks, wall time moved more than
+    ``threshold_s`` away from monotonic time (an NTP step, a hand-set clock, a VM resumed).
+
+    The stored times (leases, retries, sessions) are wall-clock because they outlive the
+    process; each reader tolerates a step, and the worker audits one (``clock-stepped``).
+    """
+
+    def __init__(
+        self,
+        threshold_s: float = 60.0,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.threshold_s = threshold_s
+        self.wall, self.monotonic = wall, monotonic
+        self._last = (wall(), monotonic())
+
+    def stepped(self) -> float:
+        """Seconds the wall clock stepped since the last look (negative: back), or 0.0."""
+        wall, mono = self.wall(), self.monotonic()
+        step = (wall - self._last[0]) - (mono - self._last[1])
+        self._last = (wall, mono)
+        return step if abs(step) > self.threshold_s else 0.0

@@ -20,12 +20,13 @@ from collections.abc import Callable
 import sqlite_utils
 
 from appliance import jobs, sd_notify
+from appliance.audit import chain as audit_log
 from appliance.config import WorkerSettings
 from appliance.db import transaction
 from appliance.errors import LeaseLost
 from appliance.outcome.recorder import Recorder
 from appliance.triage.decide import Triage
-from appliance.triage.heartbeat import Heartbeat
+from appliance.triage.heartbeat import ClockWatch, Heartbeat
 
 LOG = logging.getLogger(__name__)
 
@@ -88,9 +89,11 @@ class Worker:
         heartbeat.forget(lambda owner: dead_on_this_host(owner, self.name))
         sd_notify.notify("READY=1")
         watchdog = sd_notify.Watchdog.from_environment()
+        clock = ClockWatch()
         try:
             while not self._stop.is_set():
                 watchdog.progressed()
+                self.audit_clock_step(clock.stepped())
                 heartbeat.beat()
                 worked = self.run_once()
                 self.upkeep(time.time())  # after the job: a result is never kept waiting for it
@@ -101,6 +104,12 @@ class Worker:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def audit_clock_step(self, step_s: float) -> None:
+        """Audit a wall-clock step the loop noticed (``clock-stepped``); nothing for 0."""
+        if step_s:
+            LOG.warning("the wall clock stepped %+.0f s", step_s)
+            audit_log.append(self.db, "clock-stepped", {"by_s": round(step_s, 1), "worker": self.name})
 
     def expire_dead_incarnations(self, now: float | None = None) -> None:
         """End the leases held by workers of this host whose process is gone (a worker

@@ -23,6 +23,8 @@ from appliance.web import accounts
 
 #: A session's last-seen time is written at most this often (seconds), not on every request.
 TOUCH_EVERY_S = 30.0
+#: How far in the future a stored time may lie before it is taken for a wall-clock step back.
+CLOCK_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,17 @@ def sign_in(
     LoginRefused
         Throttled, or wrong name/password, or disabled (the message does not say which).
     """
-    window = now - settings.login_lockout_minutes * 60
+    # Failures dated after now were made before the wall clock stepped back: they do not
+    # lock anyone out for the length of the step.
+    window, latest = now - settings.login_lockout_minutes * 60, now + CLOCK_SLACK_S
     with transaction(conn):  # count and claim an attempt under one write lock: no race past the limit
         user_failures = conn.execute(
-            "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ?", (name, window)
+            "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ? AND at <= ?",
+            (name, window, latest),
         ).fetchone()[0]
         address_failures = conn.execute(
-            "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ?", (address, window)
+            "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ? AND at <= ?",
+            (address, window, latest),
         ).fetchone()[0]
         throttled = (
             user_failures >= settings.login_failures_per_user or address_failures >= settings.login_failures_per_address
@@ -103,7 +109,9 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
         return None
     sha, name, role, csrf, created, last_seen, ended, disabled, credentials_changed = row
     expired = (
-        now - last_seen > settings.session_idle_minutes * 60 or now - created > settings.session_absolute_hours * 3600
+        now - last_seen > settings.session_idle_minutes * 60
+        or now - created > settings.session_absolute_hours * 3600
+        or created > now + CLOCK_SLACK_S  # made before the clock stepped back: its age is unknown
     )
     if ended is not None or disabled:
         return None
