@@ -589,3 +589,23 @@ def with_local_dicom(settings: Settings, local: dict[str, dict[str, list[str]]])
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     """A JSON-friendly view of the settings, for ``appliance config show``."""
     return settings.model_dump(mode="json")
+
+
+def check_private_key(path: Path, setting: str) -> None:
+    """Refuse a TLS private key that other users can read or write: the service reads it
+    as its owner or group (root:appliance 0640, or 0600), nobody else may.
+
+    Raises
+    ------
+    ConfigError
+        The key is missing or unreadable, or its mode gives "other" any access.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path}: {exc.strerror}") from None
+    if mode & 0o007:
+        raise ConfigError(
+            f"{setting} {path} is open to other users (mode {mode:04o}): "
+            f"chmod 0640 (owner root, group appliance) or 0600 before starting"
+        )

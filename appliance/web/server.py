@@ -7,6 +7,7 @@ import threading
 
 import uvicorn
 
+from appliance.config import check_private_key
 from appliance.parts import Parts
 from appliance.web.app import create_app
 
@@ -16,6 +17,8 @@ LOG = logging.getLogger(__name__)
 def build_server(parts: Parts) -> uvicorn.Server:
     settings = parts.settings
     tls = settings.web.tls
+    if tls.private_key is not None:
+        check_private_key(tls.private_key, "web.tls.private_key")
     config = uvicorn.Config(
         create_app(parts),
         host=settings.web.bind_address,
