@@ -61,11 +61,13 @@ class WorkerProcess:
         command: list[str] | None = None,
         hung: Callable[[int], str | None] = lambda pid: None,
         check_s: float = 5.0,
+        killed: Callable[[int, str], None] = lambda pid, reason: None,
     ):
         self.limit_bytes = memory_limit_mb * 1024 * 1024
         self.command = command or [sys.executable, "-m", "appliance.cli", "worker"]
         self.hung = hung
         self.check_s = check_s
+        self.killed = killed
         self.restarts = 0
         self._child: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -108,8 +110,9 @@ class WorkerProcess:
             delay = min(delay * 2, RESTART_DELAY_S[1])
 
     def _wait_or_kill_if_hung(self, child: subprocess.Popen) -> int:
-        """Wait for the child to exit; every ``check_s`` ask :attr:`hung` about it, and
-        kill it (SIGKILL: a stopped process ends too) when it says why it is hung."""
+        """Wait for the child to exit; every ``check_s`` ask :attr:`hung` about it (a read:
+        the child may hold the database's write lock), kill it (SIGKILL: a stopped process
+        ends too) when it says why it is hung, and then tell :attr:`killed`."""
         while True:
             try:
                 return child.wait(timeout=self.check_s)
@@ -125,6 +128,12 @@ class WorkerProcess:
             if reason:
                 LOG.error("worker process %d is hung (%s); killing it", child.pid, reason)
                 child.kill()
+                code = child.wait()
+                try:  # only now: a worker frozen inside a transaction held the write lock till it died
+                    self.killed(child.pid, reason)
+                except Exception:
+                    LOG.exception("worker process %d: recording the hang failed", child.pid)
+                return code
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the child to finish its series and exit (SIGTERM); kill it after ``timeout``."""

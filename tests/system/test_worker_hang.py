@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -46,33 +49,37 @@ def worker_check(box: ApplianceProcess) -> str:
 
 
 def beating(box: ApplianceProcess, pid: int) -> bool:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
-                "print(c.execute('SELECT COUNT(*) FROM worker_heartbeats WHERE pid = ?', (int(sys.argv[2]),)).fetchone()[0])"
-            ),
-            str(box.data_dir / "appliance.db"),
-            str(pid),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip() == "1"
+    return _rows(box, "SELECT COUNT(*) FROM worker_heartbeats WHERE pid = ?", pid) == [(1,)]
+
+
+def freeze_outside_a_transaction(box: ApplianceProcess, pid: int) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no write lock on the database (stop, try the
+    lock, and if it is held let the worker go on and stop it again)."""
+
+    def frozen_unlocked() -> bool:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with closing(sqlite3.connect(box.data_dir / "appliance.db", timeout=0.5, isolation_level=None)) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            os.kill(pid, signal.SIGCONT)
+            return False
+
+    wait_until(frozen_unlocked, what="the worker frozen outside a transaction")
 
 
 def send_series(box: ApplianceProcess, tmp_path: Path) -> str:
     series, files = write_mr_series(tmp_path / "mr", 3)
-    subprocess.run(
+    done = subprocess.run(
         ["storescu", "-aec", "TRIAGE", "127.0.0.1", str(box.port), *map(str, files)],
         env=tcp_env(),
-        check=True,
         timeout=120,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{box.log.read_text()[-3000:]}"
     return series
 
 
@@ -85,7 +92,7 @@ def test_a_frozen_worker_with_a_series_queued_turns_readyz_to_503_naming_it(tmp_
     try:
         first = wait_until(lambda: workers(box.process.pid), timeout=120, what="the worker process")[0]
         wait_until(lambda: beating(box, first), timeout=120, what="the worker's first heartbeat")
-        os.kill(first, signal.SIGSTOP)
+        freeze_outside_a_transaction(box, first)  # else reception waits on its lock: the next test's case
         series = send_series(box, tmp_path)
         problem = wait_until(lambda: (w := worker_check(box)) != "ok" and w, timeout=120, what="readyz to name it")
         assert f"(pid {first}) has not advanced" in problem
@@ -110,6 +117,13 @@ def test_serve_kills_a_hung_worker_and_a_new_one_does_the_work(tmp_path):
         )
         wait_until(lambda: routed(box, series), timeout=120, what="the series to be routed")
         assert not Path(f"/proc/{first}").exists() or _zombie(first)
+        # audited as an alert, which the new worker's upkeep takes into the alerts table
+        alerted = wait_until(
+            lambda: _rows(box, "SELECT payload FROM alerts WHERE kind = 'alert-worker-hung'"),
+            timeout=120,
+            what="the hang alert",
+        )
+        assert json.loads(alerted[0][0])["pid"] == first
     finally:
         box.stop()
     assert f"worker process {first} is hung" in box.log.read_text()
@@ -122,14 +136,27 @@ def test_the_supervisor_kills_a_child_its_check_calls_hung_and_starts_another(tm
         asked.append(pid)
         return "frozen" if pid == asked[0] else None  # the first child only
 
-    child = WorkerProcess(1024, [sys.executable, "-c", "import time; time.sleep(600)"], hung=hung, check_s=0.1)
+    kills: list[tuple[int, str]] = []
+    child = WorkerProcess(
+        1024,
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        hung=hung,
+        check_s=0.1,
+        killed=lambda pid, reason: kills.append((pid, reason)),
+    )
     child.start()
     try:
         second = wait_until(lambda: asked and child.pid not in (None, asked[0]) and child.pid, what="a second child")
         wait_until(lambda: second in asked, what="the second child to be checked")
         assert child.restarts == 1 and child.pid == second  # the second, not hung, is left running
+        assert kills == [(asked[0], "frozen")]
     finally:
         child.stop(timeout=5)
+
+
+def _rows(box: ApplianceProcess, sql: str, *parameters: object) -> list[tuple]:
+    with closing(sqlite3.connect(f"file:{box.data_dir / 'appliance.db'}?mode=ro", uri=True, timeout=30)) as conn:
+        return conn.execute(sql, parameters).fetchall()
 
 
 def _zombie(pid: int) -> bool:

@@ -31,7 +31,8 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
 
     stopping = StopRequest()
     dicom = parts.listener()
-    child = WorkerProcess(parts.settings.worker.memory_limit_mb, hung=hang_check(parts))
+    check, killed = hang_check(parts)
+    child = WorkerProcess(parts.settings.worker.memory_limit_mb, hung=check, killed=killed)
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
@@ -56,22 +57,30 @@ def listener(args: argparse.Namespace, parts: Parts) -> int:
     return 0
 
 
-def hang_check(parts: Parts) -> Callable[[int], str | None]:
+def hang_check(parts: Parts) -> tuple[Callable[[int], str | None], Callable[[int, str], None]]:
     """For the supervisor: why the worker process ``pid`` is hung (its heartbeat overdue by
-    ``worker.hang_restart_s``), or None. Its connection is opened on first use, in the
-    supervisor's thread."""
+    ``worker.hang_restart_s``), or None (read only); and, once it is killed, the audit event
+    ``alert-worker-hung``, which the next worker's upkeep sends out. The connection is
+    opened on first use, in the supervisor's thread."""
+    from appliance.audit.chain import append
     from appliance.triage.heartbeat import hung
 
     connection: list = []
 
-    def check(pid: int) -> str | None:
+    def db():
         if not connection:
             connection.append(parts.database())
+        return connection[0]
+
+    def check(pid: int) -> str | None:
         now = time.time()
-        late = [b for b in hung(connection[0].conn, now, parts.settings.worker.hang_restart_s) if b.pid == pid]
+        late = [b for b in hung(db().conn, now, parts.settings.worker.hang_restart_s) if b.pid == pid]
         return late[0].words(now) if late else None
 
-    return check
+    def killed(pid: int, reason: str) -> None:
+        append(db(), "alert-worker-hung", {"pid": pid, "reason": reason, "action": "killed and restarted"})
+
+    return check, killed
 
 
 def worker(args: argparse.Namespace, parts: Parts) -> int:
