@@ -305,6 +305,12 @@ class SenderSettings(_Section):
     poll_interval_s: float = Field(0.25, gt=0)
     batch_size: int = Field(50, ge=1, le=1000)
 
+    @property
+    def longest_wait_s(self) -> float:
+        """The longest the sender ever holds an object or a lane: a wait beyond it was set
+        before the wall clock stepped back."""
+        return max(self.retry_max_s, self.breaker_cooldown_s)
+
     @field_validator("retry_max_s")
     @classmethod
     def _at_least_initial(cls, value: float, info: Any) -> float:  # info: ValidationInfo
@@ -328,6 +334,8 @@ class WorkerSettings(_Section):
     prepare_cache_mb: int = Field(512, ge=0)
     summary_interval_s: float = Field(1.0, gt=0)
     drift_interval_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(60.0, gt=0)
+    hang_restart_s: float = Field(60.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlasts_a_series(self) -> WorkerSettings:
@@ -629,3 +637,23 @@ def with_local_dicom(settings: Settings, local: dict[str, dict[str, list[str]]])
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     """A JSON-friendly view of the settings, for ``appliance config show``."""
     return settings.model_dump(mode="json")
+
+
+def check_private_key(path: Path, setting: str) -> None:
+    """Refuse a TLS private key that other users can read or write: the service reads it
+    as its owner or group (root:appliance 0640, or 0600), nobody else may.
+
+    Raises
+    ------
+    ConfigError
+        The key is missing or unreadable, or its mode gives "other" any access.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise ConfigError(f"{setting} {path}: {exc.strerror}") from None
+    if mode & 0o007:
+        raise ConfigError(
+            f"{setting} {path} is open to other users (mode {mode:04o}): "
+            f"chmod 0640 (owner root, group appliance) or 0600 before starting"
+        )

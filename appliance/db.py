@@ -11,7 +11,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
@@ -418,6 +418,27 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (model_id, version)
     )
     """,
+    # 15: the install's UID epochs: `appliance restore` starts a new one, so a result UID
+    # derived after a restore never repeats one the box issued before it (appliance.installation).
+    """
+    CREATE TABLE uid_epochs (
+        id INTEGER PRIMARY KEY,
+        epoch TEXT NOT NULL UNIQUE,
+        reason TEXT NOT NULL,
+        started_at REAL NOT NULL
+    )
+    """,
+    # 16: each running worker's heartbeat: when its loop last advanced and by when it will
+    # again (appliance.triage.heartbeat); /readyz and the supervisor of `appliance serve` read it.
+    """
+    CREATE TABLE worker_heartbeats (
+        name TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        beat_at REAL NOT NULL,
+        expect_by REAL NOT NULL,
+        job_id INTEGER
+    )
+    """,
 )
 
 
@@ -452,11 +473,20 @@ def dated_backup_path(folder: Path, now: datetime) -> Path:
     return folder / f"appliance-{now:%Y%m%dT%H%M%SZ}.db"
 
 
-def backup_database(conn: sqlite3.Connection, target: Path) -> None:
+#: The table a backup carries that the live database never has: where and by what it was
+#: taken (``data_dir``, ``version``, ``schema``, ``taken_at``, ``install_id``).
+BACKUP_MANIFEST = "backup_manifest"
+
+#: The columns that name a file under the data folder; a restore at another path moves them.
+PATH_COLUMNS = (("instances", "path"), ("outbox", "path"), ("models", "path"))
+
+
+def backup_database(conn: sqlite3.Connection, target: Path, manifest: dict[str, str] | None = None) -> None:
     """Copy the database into the new file ``target`` (0600) with SQLite's online backup
     API: a consistent snapshot of what is committed, taken while the services keep
-    writing. The copy is one self-contained file (no WAL), passes ``integrity_check`` and
-    is fsynced before it takes its name; nothing is left behind when any step fails.
+    writing. The copy is one self-contained file (no WAL), carries ``manifest`` in its
+    ``backup_manifest`` table, passes ``integrity_check`` and is fsynced before it takes
+    its name; nothing is left behind when any step fails.
 
     Raises
     ------
@@ -472,6 +502,9 @@ def backup_database(conn: sqlite3.Connection, target: Path) -> None:
         with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
             conn.backup(copy)
             copy.execute("PRAGMA journal_mode=DELETE")
+            if manifest is not None:
+                copy.execute(f"CREATE TABLE {BACKUP_MANIFEST} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                copy.executemany(f"INSERT INTO {BACKUP_MANIFEST} VALUES (?, ?)", sorted(manifest.items()))
             check = copy.execute("PRAGMA integrity_check").fetchone()[0]
         if check != "ok":
             raise StorageError(f"the copy in {partial} fails integrity_check: {check}")
@@ -490,6 +523,32 @@ def backup_database(conn: sqlite3.Connection, target: Path) -> None:
         raise StorageError(f"backup to {target} failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def backup_manifest(conn: sqlite3.Connection) -> dict[str, str] | None:
+    """The manifest of the backup open on ``conn``; ``None`` when it has none (taken by
+    hand, or by a release before 0.2.1)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (BACKUP_MANIFEST,))
+    if found.fetchone() is None:
+        return None
+    return dict(conn.execute(f"SELECT key, value FROM {BACKUP_MANIFEST}").fetchall())
+
+
+def rebase_paths(conn: sqlite3.Connection, old: list[str], new: Path) -> int:
+    """Move every path under one of the data folders ``old`` to the same place under
+    ``new`` (in the caller's transaction), drop the backup's manifest, and return how many
+    paths moved. Paths under no folder in ``old`` are left as they are."""
+    moved = 0
+    for prefix in dict.fromkeys(p.rstrip("/") + "/" for p in old if p):
+        if prefix == str(new).rstrip("/") + "/":
+            continue
+        for table, column in PATH_COLUMNS:
+            moved += conn.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                (str(new).rstrip("/") + "/", len(prefix) + 1, len(prefix), prefix),
+            ).rowcount
+    conn.execute(f"DROP TABLE IF EXISTS {BACKUP_MANIFEST}")
+    return moved
 
 
 #: Callbacks waiting for the transaction open on a connection (by ``id``) to commit.
@@ -546,8 +605,10 @@ def database_file(conn: sqlite3.Connection) -> Path | None:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring the schema up to date, logging each step; refuse a schema newer than this code
-    (a downgrade without restoring the backup taken before the upgrade)."""
+    """Bring the schema up to date, logging each step, after a backup of the database as
+    it was (:func:`backup_before_migrating`); refuse a schema newer than this code (a
+    downgrade without restoring the backup taken before the upgrade)."""
+    backup_before_migrating(conn)
     with transaction(conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
@@ -560,3 +621,41 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             LOG.info("database schema migrated to %d", number)
+
+
+def backup_before_migrating(conn: sqlite3.Connection) -> Path | None:
+    """Back the database up before this release migrates it: into
+    ``<data folder>/backups/appliance-schema-<old>-before-<new>-<UTC time>.db``, with the
+    manifest ``appliance restore`` reads. Nothing for a new (empty) or current database,
+    nor one in memory. Two processes starting together may both write one; each is whole.
+
+    Returns
+    -------
+    Path or None
+        The backup written.
+
+    Raises
+    ------
+    StorageError
+        The backup could not be written (the migration does not run without one).
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    database = database_file(conn)
+    if database is None or version == 0 or version >= len(MIGRATIONS):
+        return None
+    data_dir = database.parent
+    now = datetime.now(UTC)
+    target = data_dir / "backups" / f"appliance-schema-{version}-before-{len(MIGRATIONS)}-{now:%Y%m%dT%H%M%S.%fZ}.db"
+    identity = data_dir / "install-id"
+    manifest = {
+        "data_dir": str(data_dir),
+        "data_dir_resolved": str(data_dir.resolve()),
+        "version": __version__,
+        "schema": str(version),
+        "taken_at": now.isoformat(),
+        "install_id": identity.read_text().strip() if identity.exists() else "",
+        "reason": f"before appliance {__version__} migrated schema {version} to {len(MIGRATIONS)}",
+    }
+    backup_database(conn, target, manifest)
+    LOG.info("database backed up to %s before migrating schema %d to %d", target, version, len(MIGRATIONS))
+    return target

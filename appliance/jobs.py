@@ -243,7 +243,9 @@ def claim(
     now: float,
     abandoned: list[Job] | None = None,
 ) -> Job | None:
-    """Take the next job with a lease, or None. Jobs past ``max_attempts`` fail on the way
+    """Take the next job with a lease, or None. A lease that ends more than ``lease_s``
+    from ``now`` was given before the wall clock stepped back: it counts as expired, so a
+    dead worker's series does not wait out the step. Jobs past ``max_attempts`` fail on the way
     (appended to ``abandoned`` when given, so the caller can tell PACS; only those whose
     series took the failure).
 
@@ -252,9 +254,9 @@ def claim(
     while True:
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-            "FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) "
+            "FROM jobs WHERE state = ? OR (state = ? AND (lease_expires_at <= ? OR lease_expires_at > ?)) "
             "ORDER BY priority DESC, id LIMIT 1",
-            (JobState.QUEUED, JobState.RUNNING, now),
+            (JobState.QUEUED, JobState.RUNNING, now, now + lease_s),
         ).fetchone()
         if row is None:
             return None

@@ -80,8 +80,15 @@ class Parts:
         from appliance.outcome.objects import ObjectWriter
         from appliance.outcome.recorder import Recorder
 
-        writer = ObjectWriter(self.settings.results_dir, self.settings.report.uid_root, self.install_id)
-        return Recorder(db or self.database(), writer, self.settings.dicom.destinations)
+        db = db or self.database()
+        conn = db.conn
+        writer = ObjectWriter(
+            self.settings.results_dir,
+            self.settings.report.uid_root,
+            self.install_id,
+            lambda: installation.uid_epoch(conn),
+        )
+        return Recorder(db, writer, self.settings.dicom.destinations)
 
     def upkeep(self, db: sqlite_utils.Database | None = None) -> Upkeep:
         """The scheduled work the worker owns: study summaries, drift windows, retention, alerts."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import sqlite_utils
 
 from appliance.drift.service import alert_summary
 from appliance.send.outbox import Outbox
-from appliance.states import ModelState, SeriesState
+from appliance.states import IN_FLIGHT, ModelState, OutboxState, SeriesState
 
 
 def senders(conn: Any) -> dict[str, dict[str, int]]:
@@ -109,3 +110,41 @@ def _series_entry(
     if reason:
         entry["reason"] = reason
     return entry
+
+
+def missing_files(conn: sqlite3.Connection, limit: int = 200) -> list[str]:
+    """The files the box still needs that are not where the database says (read only).
+
+    Needed: the spooled instances of every series still in flight (arriving, queued or
+    running), the result objects waiting in the outbox, and the files of the models in
+    service. A database restored or moved without its folders, or at another path than
+    the one it names, lists them here; ``/readyz`` and ``appliance restore`` use it.
+    At most ``limit`` of each kind are looked at: a readiness check stays cheap.
+    """
+    in_flight = ", ".join("?" * len(IN_FLIGHT))
+    queries = (
+        (
+            f"SELECT i.path FROM instances i JOIN series s ON s.series_instance_uid = i.series_instance_uid "
+            f"WHERE s.state IN ({in_flight}) ORDER BY i.received_at DESC LIMIT ?",
+            (*sorted(IN_FLIGHT), limit),
+        ),
+        ("SELECT path FROM outbox WHERE state = ? ORDER BY id DESC LIMIT ?", (OutboxState.PENDING, limit)),
+        (
+            "SELECT path FROM models WHERE state IN (?, ?) ORDER BY id",
+            (ModelState.ACTIVE, ModelState.SHADOW),
+        ),
+    )
+    missing: list[str] = []
+    for sql, parameters in queries:
+        missing += [path for (path,) in conn.execute(sql, parameters) if not Path(path).exists()]
+    return missing
+
+
+def missing_files_words(missing: list[str]) -> str:
+    """``missing`` (not empty) as one sentence naming the first (pure)."""
+    many = len(missing) != 1
+    return (
+        f"{len(missing)} file{'s' if many else ''} that series in flight, the outbox or the models need "
+        f"{'are' if many else 'is'} missing (first: {missing[0]}); restore the data folder, or the database "
+        "with `appliance restore` at the path it now has"
+    )

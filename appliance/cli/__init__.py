@@ -29,7 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Bits every file and folder the appliance makes keeps closed, whatever umask the shell
+#: that started it had: files 0640 at most, folders 0750 (the units' UMask=0077 is stricter).
+CLOSED_BITS = 0o027
+
+
 def main(argv: list[str] | None = None) -> int:
+    os.umask(os.umask(CLOSED_BITS) | CLOSED_BITS)  # tighten, never loosen
     args = build_parser().parse_args(argv)
     try:
         if not getattr(args, "needs_settings", True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom import dcmread
@@ -31,10 +32,11 @@ class ObjectWriter:
     """Builds and writes a decision's objects, under ``results_dir/<study>/``, with UIDs
     derived from the install identity (see :class:`appliance.report.ResultUids`)."""
 
-    def __init__(self, results_dir: Path, uid_root: str, install_id: str):
+    def __init__(self, results_dir: Path, uid_root: str, install_id: str, uid_epoch: Callable[[], str] = lambda: ""):
         self.results_dir = results_dir
         self.uid_root = uid_root
         self.install_id = install_id
+        self.uid_epoch = uid_epoch
         self.device_uid = report.device_uid(uid_root, install_id)
 
     def result_objects(self, conn: sqlite3.Connection, decision: Decision, now: float) -> list[OutgoingObject]:
@@ -116,7 +118,11 @@ class ObjectWriter:
         return OutgoingObject.of(path, ds)
 
     def _uids(self, job: Job) -> report.ResultUids:
-        return report.ResultUids.derive(self.uid_root, self.install_id, job.series_instance_uid, job.generation)
+        """The job's UIDs; after a restore (a UID epoch) the epoch joins the identity, so
+        a generation the restored database replays gets UIDs PACS has never seen."""
+        epoch = self.uid_epoch()
+        identity = f"{self.install_id}/{epoch}" if epoch else self.install_id
+        return report.ResultUids.derive(self.uid_root, identity, job.series_instance_uid, job.generation)
 
     def _predecessors(self, conn: sqlite3.Connection, job: Job) -> list[Dataset]:
         """The series' current SR from an earlier generation, which the new one replaces."""

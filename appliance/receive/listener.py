@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from appliance.config import Settings, TlsSettings
+from appliance.config import Settings, TlsSettings, check_private_key
 from appliance.db import open_database
 from appliance.errors import ConfigError
 from appliance.jobs import SeriesFacts
@@ -40,6 +40,7 @@ def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     """A server context: TLS 1.2 or later, client certificates required when configured."""
     if tls.certificate is None or tls.private_key is None:
         raise ConfigError("dicom.tls.certificate and dicom.tls.private_key are required when TLS is enabled")
+    check_private_key(tls.private_key, "dicom.tls.private_key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

@@ -35,7 +35,8 @@ from appliance.disk import below_floor
 
 LOG = logging.getLogger(__name__)
 DISK_LOW, DISK_OK = "alert-disk-below-floor", "disk-above-floor"
-ALERT_KINDS = ("alert-result-dead-lettered", "drift-alert", DISK_LOW)
+#: ``alert-worker-hung``: the supervisor of ``appliance serve`` killed a worker whose heartbeat stopped.
+ALERT_KINDS = ("alert-result-dead-lettered", "drift-alert", DISK_LOW, "alert-worker-hung")
 #: Posts one JSON body to the webhook; raises on failure (httpx.HTTPError).
 Post = Callable[[str, dict[str, Any], float], None]
 

@@ -21,6 +21,7 @@ other processes can show what only the sender's memory holds.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -202,11 +203,16 @@ class Outbox:
             params.append(state)
         return self._select(" AND ".join(where) + " ORDER BY id", tuple(params))
 
-    def due(self, destination: str, now: float, limit: int) -> list[OutboxItem]:
-        """Pending rows of one destination whose time has come, longest waiting first."""
+    def due(self, destination: str, now: float, limit: int, horizon_s: float = math.inf) -> list[OutboxItem]:
+        """Pending rows of one destination whose time has come, longest waiting first.
+
+        A row due more than ``horizon_s`` (the longest wait the sender ever sets) after
+        ``now`` was scheduled before the wall clock stepped back: it is due now, so a 5 s
+        retry never turns into the step's hour."""
         return self._select(
-            "destination = ? AND state = ? AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
-            (destination, OutboxState.PENDING, now, limit),
+            "destination = ? AND state = ? AND (next_attempt_at <= ? OR next_attempt_at > ?) "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (destination, OutboxState.PENDING, now, now + horizon_s, limit),
         )
 
     def next_due_at(self, destination: str) -> float | None:

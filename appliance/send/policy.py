@@ -93,6 +93,8 @@ class Breaker:
     def mode(self, now: float) -> BreakerMode:
         if self.opened_at is None:
             return BreakerMode.CLOSED
+        if now < self.opened_at:  # opened "in the future": the wall clock stepped back since
+            return BreakerMode.HALF_OPEN
         return BreakerMode.OPEN if now < self.opened_at + self.cooldown_s else BreakerMode.HALF_OPEN
 
     def closes_trial_at(self) -> float | None:

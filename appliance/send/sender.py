@@ -300,11 +300,14 @@ class Sender:
 
     def _round(self, lane: _Lane, now: float) -> Round:
         # not_before covers both the backoff between failed associations and an open circuit.
+        if lane.not_before > now + self.policy.longest_wait_s:
+            log.warning("sender %s: the wall clock stepped back %.0f s; trying now", lane.key, lane.not_before - now)
+            lane.not_before = now
         if now < lane.not_before:
             return Round(lane.key, False, None, 0, 0, 0, lane.not_before)
         half_open = lane.breaker.mode(now) is BreakerMode.HALF_OPEN
         limit = 1 if half_open else self.policy.batch_size
-        items = self.outbox.due(lane.key, now, limit)
+        items = self.outbox.due(lane.key, now, limit, self.policy.longest_wait_s)
         if items:
             delivery = deliver(self.ae_title, lane.destination, items, self.policy)
             self._account(lane, delivery, now)

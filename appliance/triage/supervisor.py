@@ -6,7 +6,9 @@ in its own process under ``RLIMIT_DATA`` (heap and private mappings, so a NumPy 
 past the limit raises ``MemoryError`` in the worker and the series fails with that
 reason), and if the worker dies anyway (the kernel's OOM killer, a crash in a native
 library) the supervisor starts a new one, which takes its dead predecessor's jobs back
-at once. The listener, in the parent, never stops receiving.
+at once. A worker that is alive but hung (its heartbeat overdue by
+``worker.hang_restart_s``: stopped, deadlocked) is killed so that a new one starts. The
+listener, in the parent, never stops receiving.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from appliance import sd_notify
 
@@ -52,9 +55,19 @@ class WorkerProcess:
         The child's command line (default: this interpreter running ``appliance worker``).
     """
 
-    def __init__(self, memory_limit_mb: int, command: list[str] | None = None):
+    def __init__(
+        self,
+        memory_limit_mb: int,
+        command: list[str] | None = None,
+        hung: Callable[[int], str | None] = lambda pid: None,
+        check_s: float = 5.0,
+        killed: Callable[[int, str], None] = lambda pid, reason: None,
+    ):
         self.limit_bytes = memory_limit_mb * 1024 * 1024
         self.command = command or [sys.executable, "-m", "appliance.cli", "worker"]
+        self.hung = hung
+        self.check_s = check_s
+        self.killed = killed
         self.restarts = 0
         self._child: subprocess.Popen | None = None
         self._stop = threading.Event()
@@ -85,7 +98,7 @@ class WorkerProcess:
                 child = self._child
             LOG.info("worker process %d started (memory limit %d MiB)", child.pid, self.limit_bytes >> 20)
             started = time.monotonic()
-            code = child.wait()
+            code = self._wait_or_kill_if_hung(child)
             if self._stop.is_set():
                 return
             self.restarts += 1
@@ -95,6 +108,32 @@ class WorkerProcess:
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, RESTART_DELAY_S[1])
+
+    def _wait_or_kill_if_hung(self, child: subprocess.Popen) -> int:
+        """Wait for the child to exit; every ``check_s`` ask :attr:`hung` about it (a read:
+        the child may hold the database's write lock), kill it (SIGKILL: a stopped process
+        ends too) when it says why it is hung, and then tell :attr:`killed`."""
+        while True:
+            try:
+                return child.wait(timeout=self.check_s)
+            except subprocess.TimeoutExpired:
+                pass
+            if self._stop.is_set():
+                return child.wait()
+            try:
+                reason = self.hung(child.pid)
+            except Exception:  # the check must never take the supervisor down
+                LOG.exception("worker process %d: the hang check failed", child.pid)
+                continue
+            if reason:
+                LOG.error("worker process %d is hung (%s); killing it", child.pid, reason)
+                child.kill()
+                code = child.wait()
+                try:  # only now: a worker frozen inside a transaction held the write lock till it died
+                    self.killed(child.pid, reason)
+                except Exception:
+                    LOG.exception("worker process %d: recording the hang failed", child.pid)
+                return code
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the child to finish its series and exit (SIGTERM); kill it after ``timeout``."""

@@ -22,11 +22,13 @@ from collections.abc import Callable
 import sqlite_utils
 
 from appliance import jobs, sd_notify
+from appliance.audit import chain as audit_log
 from appliance.config import WorkerSettings
 from appliance.db import transaction
 from appliance.errors import LeaseLost
 from appliance.outcome.recorder import Recorder
 from appliance.triage.decide import Triage
+from appliance.triage.heartbeat import ClockWatch, Heartbeat
 
 LOG = logging.getLogger(__name__)
 
@@ -75,24 +77,41 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.on_sent = on_sent
         self.upkeep = upkeep
+        self.heartbeat: Heartbeat | None = None  # beats only in :meth:`run`, the process's loop
         self._stop = threading.Event()
 
     def run(self) -> None:
         """Work until stopped. Tells systemd READY=1 once warmed up, and WATCHDOG=1 as the
-        loop advances: a worker stuck in a job or in the database stops the pings."""
+        loop advances: a worker stuck in a job or in the database stops the pings. The
+        loop's heartbeat row (:mod:`appliance.triage.heartbeat`) shows it to ``/readyz``
+        and to the supervisor of ``appliance serve``."""
         self.expire_dead_incarnations()
         self.triage.warm_up()
+        heartbeat = self.heartbeat = Heartbeat(self.db.conn, self.name, self.settings)
+        heartbeat.forget(lambda owner: dead_on_this_host(owner, self.name))
         sd_notify.notify("READY=1")
         watchdog = sd_notify.Watchdog.from_environment()
-        while not self._stop.is_set():
-            watchdog.progressed()
-            worked = self.run_once()
-            self.upkeep(time.time())  # after the job: a result is never kept waiting for it
-            if not worked and not self.prepare_arrivals():
-                self._stop.wait(self.settings.poll_interval_s)
+        clock = ClockWatch()
+        try:
+            while not self._stop.is_set():
+                watchdog.progressed()
+                self.audit_clock_step(clock.stepped())
+                heartbeat.beat()
+                worked = self.run_once()
+                self.upkeep(time.time())  # after the job: a result is never kept waiting for it
+                if not worked and not self.prepare_arrivals():
+                    self._stop.wait(self.settings.poll_interval_s)
+        finally:
+            heartbeat.end()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def audit_clock_step(self, step_s: float) -> None:
+        """Audit a wall-clock step the loop noticed (``clock-stepped``); nothing for 0."""
+        if step_s:
+            LOG.warning("the wall clock stepped %+.0f s", step_s)
+            audit_log.append(self.db, "clock-stepped", {"by_s": round(step_s, 1), "worker": self.name})
 
     def expire_dead_incarnations(self, now: float | None = None) -> None:
         """End the leases held by workers of this host whose process is gone (a worker
@@ -129,6 +148,8 @@ class Worker:
                 self.on_sent()
         if job is None:
             return False
+        if self.heartbeat is not None:
+            self.heartbeat.beat(job.id)
         decision = self.triage.decide(job)
         try:
             if self.outcome.record(decision).queued:

@@ -7,6 +7,7 @@ import threading
 
 import uvicorn
 
+from appliance.config import check_private_key
 from appliance.parts import Parts
 from appliance.web.app import create_app
 from appliance.web.guard import (
@@ -41,6 +42,8 @@ def build_server(parts: Parts, guard: ConnectionGuard | None = None) -> uvicorn.
     tls = settings.web.tls
     guard = guard or connection_guard(parts)
     quiet_accept_errors()
+    if tls.private_key is not None:
+        check_private_key(tls.private_key, "web.tls.private_key")
     config = uvicorn.Config(
         create_app(parts),
         http=protocol_class(guard),

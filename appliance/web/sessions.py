@@ -37,6 +37,8 @@ TOUCH_EVERY_S = 30.0
 TOUCH_WAIT_MS = 200
 #: How long a device cookie vouches for a browser (days).
 DEVICE_DAYS = 180
+#: How far in the future a stored time may lie before it is taken for a wall-clock step back.
+CLOCK_SLACK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,25 +79,27 @@ def sign_in(
     LoginRefused
         Throttled, or wrong name/password, or disabled (the message does not say which).
     """
-    window = now - settings.login_lockout_minutes * 60
+    # Failures dated after now were made before the wall clock stepped back: they do not
+    # lock anyone out for the length of the step.
+    window, latest = now - settings.login_lockout_minutes * 60, now + CLOCK_SLACK_S
     known_device = _device_of(conn, name, device, now)
     with transaction(conn):  # count and claim an attempt under one write lock: no race past the limit
         if known_device is not None:
             device_failures = conn.execute(
-                "SELECT COUNT(*) FROM web_login_attempts WHERE device_sha256 = ? AND ok = 0 AND at > ?",
-                (known_device, window),
+                "SELECT COUNT(*) FROM web_login_attempts WHERE device_sha256 = ? AND ok = 0 AND at > ? AND at <= ?",
+                (known_device, window, latest),
             ).fetchone()[0]
             throttled = device_failures >= settings.login_failures_per_user
         else:
             user_failures = conn.execute(
-                "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ? "
+                "SELECT COUNT(*) FROM web_login_attempts WHERE user_name = ? AND ok = 0 AND at > ? AND at <= ? "
                 "AND device_sha256 IS NULL",
-                (name, window),
+                (name, window, latest),
             ).fetchone()[0]
             address_failures = conn.execute(
-                "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ? "
+                "SELECT COUNT(*) FROM web_login_attempts WHERE address = ? AND ok = 0 AND at > ? AND at <= ? "
                 "AND device_sha256 IS NULL",
-                (address, window),
+                (address, window, latest),
             ).fetchone()[0]
             throttled = (
                 user_failures >= settings.login_failures_per_user
@@ -167,7 +171,9 @@ def session_for(conn: sqlite3.Connection, settings: WebSettings, token: str, now
         return None
     sha, name, role, csrf, created, last_seen, ended, disabled, credentials_changed = row
     expired = (
-        now - last_seen > settings.session_idle_minutes * 60 or now - created > settings.session_absolute_hours * 3600
+        now - last_seen > settings.session_idle_minutes * 60
+        or now - created > settings.session_absolute_hours * 3600
+        or created > now + CLOCK_SLACK_S  # made before the clock stepped back: its age is unknown
     )
     if ended is not None or disabled:
         return None

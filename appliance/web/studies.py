@@ -10,6 +10,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.audit import chain as audit_log
+from appliance.db import transaction
 from appliance.states import ModelState, StudyState
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -173,3 +175,10 @@ def deliveries(conn: sqlite3.Connection, sop_instance_uid: str) -> list[tuple[st
         "SELECT destination, state FROM outbox WHERE sop_instance_uid = ? ORDER BY destination", (sop_instance_uid,)
     )
     return [(destination, state) for destination, state in rows]
+
+
+def record_view(conn: sqlite3.Connection, actor: str, study_uid: str, via: str) -> None:
+    """Audit that ``actor`` opened the study (``study-viewed``: who, which study, the page
+    or the API); the log keeps the study UID only, never the patient's identifiers."""
+    with transaction(conn):
+        audit_log.append_in(conn, "study-viewed", {"actor": actor, "study_instance_uid": study_uid, "via": via})

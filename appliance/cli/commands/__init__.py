@@ -1,5 +1,18 @@
 """The command groups, in the order ``appliance --help`` lists them."""
 
-from appliance.cli.commands import accounts, audit, backup, config, dicom, drift, models, outbox, run, status, sync
+from appliance.cli.commands import (
+    accounts,
+    audit,
+    backup,
+    config,
+    dicom,
+    drift,
+    models,
+    outbox,
+    report,
+    run,
+    status,
+    sync,
+)
 
-COMMANDS = (run, status, config, models, audit, backup, sync, drift, accounts, outbox, dicom)
+COMMANDS = (run, status, config, models, audit, backup, report, sync, drift, accounts, outbox, dicom)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
+from collections.abc import Callable
 
 from appliance import sd_notify
 from appliance.cli.commands.common import StopRequest, on_stop_signal
@@ -29,7 +31,8 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
 
     stopping = StopRequest()
     dicom = parts.listener()
-    child = WorkerProcess(parts.settings.worker.memory_limit_mb)
+    check, killed = hang_check(parts)
+    child = WorkerProcess(parts.settings.worker.memory_limit_mb, hung=check, killed=killed)
     dicom.start()
     child.start()
     server, thread = start_in_thread(parts)
@@ -52,6 +55,32 @@ def listener(args: argparse.Namespace, parts: Parts) -> int:
     dicom.stop()
     LOG.info("listener: stopped")
     return 0
+
+
+def hang_check(parts: Parts) -> tuple[Callable[[int], str | None], Callable[[int, str], None]]:
+    """For the supervisor: why the worker process ``pid`` is hung (its heartbeat overdue by
+    ``worker.hang_restart_s``), or None (read only); and, once it is killed, the audit event
+    ``alert-worker-hung``, which the next worker's upkeep sends out. The connection is
+    opened on first use, in the supervisor's thread."""
+    from appliance.audit.chain import append
+    from appliance.triage.heartbeat import hung
+
+    connection: list = []
+
+    def db():
+        if not connection:
+            connection.append(parts.database())
+        return connection[0]
+
+    def check(pid: int) -> str | None:
+        now = time.time()
+        late = [b for b in hung(db().conn, now, parts.settings.worker.hang_restart_s) if b.pid == pid]
+        return late[0].words(now) if late else None
+
+    def killed(pid: int, reason: str) -> None:
+        append(db(), "alert-worker-hung", {"pid": pid, "reason": reason, "action": "killed and restarted"})
+
+    return check, killed
 
 
 def worker(args: argparse.Namespace, parts: Parts) -> int:

@@ -60,8 +60,9 @@ def api_studies(
 
 
 @clinical.get("/studies/{study_uid}")
-def api_study(conn: Connection, study_uid: str):
+def api_study(conn: Connection, principal: SignedIn, study_uid: str):
     row = study_or_404(conn, study_uid)
+    studies.record_view(conn, principal.actor, study_uid, "api")
     series = [{k: v for k, v in s.items() if k not in ("result_id",)} for s in studies.series_of(conn, study_uid)]
     return {**_study_json(row), "series": series, "feedback": feedback.of_study(conn, study_uid)}
 

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from appliance.audit import chain as audit_log
 from appliance.audit.chain import verify_database
 from appliance.audit.export import export
+from appliance.compliance import as_text, compliance_report, period
 from appliance.db import transaction
 from appliance.web.deps import Database
 from appliance.web.routes.common import render, router
@@ -97,4 +98,36 @@ def audit_export(db: Database, principal: SignedIn, format: str = "csv", kind: s
         out.getvalue(),
         media_type="text/csv" if format == "csv" else "application/json",
         headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+    )
+
+
+@operations.get("/admin/compliance")
+def compliance_download(
+    db: Database,
+    principal: SignedIn,
+    start: str = Query(..., alias="from", max_length=10),
+    end: str = Query(..., alias="to", max_length=10),
+    format: str = "json",
+):
+    """The compliance report of ``from`` to ``to`` (days, UTC) as a file, what
+    ``appliance report compliance`` prints; the download is audited."""
+    if format not in ("json", "text"):
+        raise HTTPException(400, f"format: {format!r} is not json or text")
+    try:
+        first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+        period(first, last)
+    except ValueError as exc:
+        raise HTTPException(400, f"from/to: {exc}") from None
+    report = compliance_report(db, first, last)
+    with transaction(db.conn) as conn:
+        audit_log.append_in(
+            conn, "web-compliance-exported", {"from": start, "to": end, "format": format, "actor": principal.actor}
+        )
+    body, media, suffix = (
+        (report.as_json(), "application/json", "json") if format == "json" else (as_text(report), "text/plain", "txt")
+    )
+    return Response(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="compliance-{start}-{end}.{suffix}"'},
     )

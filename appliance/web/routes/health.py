@@ -12,6 +12,8 @@ from appliance.config import Settings
 from appliance.db import waiting_at_most
 from appliance.disk import below_floor
 from appliance.states import JobState, ModelState
+from appliance.status import missing_files, missing_files_words
+from appliance.triage.heartbeat import beats
 from appliance.web.deps import Connection, Metrics, Now, SettingsDep
 from appliance.web.metrics import exposition
 from appliance.web.routes.common import router
@@ -28,6 +30,9 @@ def routers():
 def healthz():
     return {"status": "alive"}
 
+
+#: How many files of each kind (spooled instances in flight, outbox objects) readiness looks for.
+READINESS_FILES = 50
 
 #: How long readiness waits for the database's write lock (ms), not the connection's 30 s.
 DATABASE_WAIT_MS = 2000
@@ -49,14 +54,29 @@ def readiness(conn: sqlite3.Connection, settings: Settings, now: float) -> dict[
             checks["listener"] = None
     except OSError as exc:
         checks["listener"] = f"DICOM port {settings.dicom.port} not accepting: {exc.strerror or exc}"
-    # The worker keeps no heartbeat row: it is stale when a job has waited longer than a lease.
-    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", (JobState.QUEUED,)).fetchone()[0]
-    waited = now - oldest if oldest is not None else 0.0
-    checks["worker"] = None if waited <= settings.worker.lease_s else f"a job has waited {waited:.0f} s"
+    checks["worker"] = worker_problem(conn, settings, now)
     active = conn.execute("SELECT COUNT(*) FROM models WHERE state = ?", (ModelState.ACTIVE,)).fetchone()[0]
     checks["model"] = None if active else "no model is active"
     checks["disk"] = below_floor(settings.data_dir, settings.dicom.min_free_disk_bytes)
+    missing = missing_files(conn, READINESS_FILES)
+    checks["files"] = missing_files_words(missing) if missing else None
     return checks
+
+
+def worker_problem(conn: sqlite3.Connection, settings: Settings, now: float) -> str | None:
+    """With series queued: every worker past its promised heartbeat (named), or, with no
+    heartbeat at all, a job waiting longer than a lease; else None."""
+    oldest = conn.execute("SELECT MIN(created_at) FROM jobs WHERE state = ?", (JobState.QUEUED,)).fetchone()[0]
+    if oldest is None:
+        return None
+    known = beats(conn)
+    if known:
+        late = [beat for beat in known if now > beat.expect_by]
+        return "; ".join(beat.words(now) for beat in late) if len(late) == len(known) else None
+    waited = now - oldest
+    return (
+        None if waited <= settings.worker.lease_s else f"a job has waited {waited:.0f} s and no worker has a heartbeat"
+    )
 
 
 @public.get("/readyz")

@@ -121,8 +121,11 @@ def worklist_rows(
 
 
 @clinical.get("/studies/{study_uid}")
-def study_page(request: Request, conn: Connection, settings: SettingsDep, now: Now, study_uid: str):
+def study_page(
+    request: Request, conn: Connection, settings: SettingsDep, now: Now, principal: SignedIn, study_uid: str
+):
     summary = study_or_404(conn, study_uid)
+    studies.record_view(conn, principal.actor, study_uid, "page")
     series = studies.series_of(conn, study_uid)
     for entry in series:
         sr = studies.result_file(conn, settings.results_dir, study_uid, entry["sr_instance_uid"] or "")

@@ -38,6 +38,7 @@ def _issue(subject: str, issuer_key, issuer_name, ca: bool, folder: Path, name: 
     (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / f"{name}.key").write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / f"{name}.key").chmod(0o600)  # the listener refuses a key others can read
     return key, cert
 
 

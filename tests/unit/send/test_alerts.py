@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from appliance import db as db_module
 from appliance.audit.chain import append, verify_database
 from appliance.config import AlertSettings, load_settings
-from appliance.db import open_database
+from appliance.db import MIGRATIONS, open_database
 from appliance.errors import ConfigError
 from appliance.outcome.upkeep import ALERTS, Upkeep
 from appliance.send.alerts import Alerts
@@ -104,18 +105,16 @@ def test_a_webhook_that_is_down_gets_the_alert_later_and_syslog_hears_once(tmp_p
     assert len(logged) == 1
 
 
-def test_events_from_before_the_upgrade_are_not_sent(tmp_path, webhook):
+def test_events_from_before_the_upgrade_are_not_sent(tmp_path, webhook, monkeypatch):
     """The migration that made the table counts the existing events as delivered."""
     path = tmp_path / "appliance.db"
-    db = open_database(path)
-    old = append(db, "drift-alert", {"model_id": "head-ct"})
-    with db.conn:  # back to the schema before the alerts migration (11) and the one after it
-        db.conn.execute("DROP TABLE alerts")
-        for table in ("web_users", "web_sessions"):
-            db.conn.execute(f"ALTER TABLE {table} DROP COLUMN credentials_epoch")
-        db.conn.execute("PRAGMA user_version = 10")
-    db.conn.close()
-    db = open_database(path)  # migrates again
+    alerts_migration = next(n for n, script in enumerate(MIGRATIONS) if "CREATE TABLE alerts" in script)
+    with monkeypatch.context() as older:  # the schema of a release before alerts
+        older.setattr(db_module, "MIGRATIONS", MIGRATIONS[:alerts_migration])
+        db = open_database(path)
+        old = append(db, "drift-alert", {"model_id": "head-ct"})
+        db.conn.close()
+    db = open_database(path)  # migrates
     assert alerts_for(webhook.url, []).run(db.conn, NOW) == 0
     assert webhook.bodies == []
     assert db.conn.execute("SELECT delivered_at FROM alerts WHERE seq = ?", (old,)).fetchone()[0] == 0
