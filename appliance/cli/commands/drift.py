@@ -92,6 +92,9 @@ def write_plots(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.drift.plot import write_plots
     from appliance.drift.service import day_of
 
-    for path in write_plots(parts.database().conn, parts.settings.drift, Path(args.out), day_of(time.time())):
+    paths = write_plots(parts.database().conn, parts.settings.drift, Path(args.out), day_of(time.time()))
+    for path in paths:
         print(path)
+    if not paths:
+        print("no plots written: no triaged series has drift features yet")
     return 0

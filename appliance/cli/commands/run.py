@@ -64,6 +64,7 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     if stopping.is_set():  # signalled while the parts were being built
         loop.stop()
     sender.start()
+    LOG.info("worker: taking jobs; the result sender is running")
     loop.run()
     LOG.info("worker: stopping the result sender")
     sender.stop(timeout=30)
