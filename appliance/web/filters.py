@@ -51,7 +51,12 @@ def fields(payload: str) -> list[tuple[str, str]]:
         return [("text", payload)]
     if not isinstance(data, dict):
         return [("value", words("value", data))]
-    return [(name.replace("_", " "), words(name, value)) for name, value in data.items()]
+    return [(label(name), words(name, value)) for name, value in data.items()]
+
+
+def label(name: str) -> str:
+    """A stored key as a label: ``queue_wait_s`` -> ``queue wait`` (the value says ``s``)."""
+    return (name[:-2] if name.endswith("_s") else name).replace("_", " ")
 
 
 def words(name: str, value: object) -> str:
@@ -65,7 +70,7 @@ def words(name: str, value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {words(k, v)}" for k, v in value.items())
+        return ", ".join(f"{label(k)} {words(k, v)}" for k, v in value.items())
     if isinstance(value, list):
         return (
             "\n".join(words(name, v) for v in value)
