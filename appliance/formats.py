@@ -113,7 +113,8 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 
 #: What a key of a stored record holds, by its name: the formatter to show it with.
 _BY_KEY = (
-    (re.compile(r"(^|_)(score_difference|score_diff)$"), score_diff),
+    (re.compile(r"(^|_)score_difference$"), score_diff),  # shadow against active
+    (re.compile(r"_diff$"), number),  # a golden test's differences: tiny, 4 significant digits
     (re.compile(r"(^|_)(score|threshold)$"), score),
     (re.compile(r"(^|_)ms_per_image$"), ms),
     (re.compile(r"(_s|_seconds)$"), seconds),

@@ -49,7 +49,7 @@ def test_each_quantity_has_one_precision(call, text):
     ("threshold", 0.15859444904126, "0.159"), ("score", 0.88183763869612, "0.882"),
     ("score_difference", -0.0123, "-0.012"), ("decode_s", 0.9533, "0.95 s"), ("output_s", 6.234, "6.23 s"),
     ("ms_per_image", 10.771395, "10.77 ms"), ("flag_agreement", 0.75, "75.0 %"), ("iph_volume_ml", 3.25, "3.2 mL"),
-    ("job_id", 6, "6"), ("series_diff", 0.000105330, "0.0001053"),
+    ("job_id", 6, "6"), ("series_diff", 0.000105330, "0.0001053"), ("score_diff", 5.96e-08, "5.96e-08"),
 ])
 def test_a_stored_number_is_written_by_what_its_key_names(key, value, text):
     assert formats.by_key(key, value) == text

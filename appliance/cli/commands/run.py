@@ -74,8 +74,10 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
 
 def web(args: argparse.Namespace, parts: Parts) -> int:
     """The web pages, API, health and metrics alone (for systemd)."""
-    from appliance.web.server import build_server
+    from appliance.web.server import announce, build_server
 
-    build_server(parts).run()
+    server = build_server(parts)
+    announce(parts)  # before run(): uvicorn's own lines are kept to warnings
+    server.run()
     LOG.info("web: stopped")
     return 0

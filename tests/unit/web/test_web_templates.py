@@ -45,6 +45,6 @@ def test_audit_details_read_as_named_fields_not_raw_json():
                '"ms_per_image": 6.329127, "score_diff": 5.96e-08}, {"backend": "openvino", "passed": false}]}')
     assert fields(payload) == [("model id", "head-ct"), ("replaces", "—"), ("ok", "yes"), ("threshold", "0.159"),
                                ("latency", "decode 5.01 s, queue wait 20 s"),
-                               ("trials", "backend onnx, ms per image 6.33 ms, score diff +0.000\n"
+                               ("trials", "backend onnx, ms per image 6.33 ms, score diff 5.96e-08\n"
                                           "backend openvino, passed no")]
     assert fields("not json") == [("text", "not json")]
