@@ -9,6 +9,7 @@ score, threshold         :func:`score`       ``0.159`` (3 decimals)
 score difference         :func:`score_diff`  ``+0.012``
 share, rate, agreement   :func:`percent`     ``12.5 %`` (1 decimal)
 events per hour or day   :func:`rate`        ``3.6`` (1 decimal)
+load average             :func:`load`        ``17.40`` (2 decimals)
 drift statistic          :func:`statistic`   ``0.2008`` (4 significant digits)
 milliseconds per image   :func:`ms`          ``6.33 ms`` (2 decimals)
 seconds                  :func:`seconds`     ``5.01 s`` (2 decimals), ``34 s``
@@ -56,6 +57,11 @@ def percent(fraction: float | None) -> str:
 def rate(value: float | None) -> str:
     """Events per hour or per day: ``3.6``."""
     return f"{value:.1f}" if _finite(value) else DASH
+
+
+def load(value: float | None) -> str:
+    """A load average: ``17.40``."""
+    return f"{value:.2f}" if _finite(value) else DASH
 
 
 def statistic(value: float | None) -> str:

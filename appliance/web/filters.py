@@ -90,6 +90,7 @@ def install(env: jinja2.Environment) -> None:
         score_diff=formats.score_diff,
         percent=formats.percent,
         rate=formats.rate,
+        load=formats.load,
         statistic=formats.statistic,
         ms=formats.ms,
         gib=formats.gib,

@@ -27,6 +27,7 @@ def test_a_score_just_under_its_threshold_does_not_read_as_the_threshold():
     (lambda: formats.percent(0.125), "12.5 %"),
     (lambda: formats.percent(1.0), "100.0 %"),
     (lambda: formats.rate(3.5833), "3.6"),
+    (lambda: formats.load(17.4), "17.40"),
     (lambda: formats.statistic(0.200812), "0.2008"),
     (lambda: formats.statistic(1.23e-5), "1.23e-05"),
     (lambda: formats.ms(6.329127), "6.33 ms"),

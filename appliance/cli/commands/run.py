@@ -73,10 +73,15 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def web(args: argparse.Namespace, parts: Parts) -> int:
-    """The web pages, API, health and metrics alone (for systemd)."""
+    """The web pages, API, health and metrics alone (for systemd). A stop signal sets the
+    server's exit flag, whenever it comes: before uvicorn takes the signals (during a slow
+    start), while it has them, or when it raises the one it caught again after restoring
+    this handler (without it, that second delivery killed the process before it logged
+    that it stopped)."""
     from appliance.web.server import announce, build_server
 
     server = build_server(parts)
+    on_stop_signal(lambda: setattr(server, "should_exit", True))
     announce(parts)  # before run(): uvicorn's own lines are kept to warnings
     server.run()
     LOG.info("web: stopped")
