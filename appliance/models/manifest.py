@@ -196,6 +196,8 @@ class Range(_Strict):
     def __str__(self) -> str:
         low = "" if self.min is None else f"{self.min:g}"
         high = "" if self.max is None else f"{self.max:g}"
+        if low and low == high:
+            return low
         return f"{low}-{high}" if low and high else f">= {low}" if low else f"<= {high}"
 
 

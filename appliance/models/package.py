@@ -133,9 +133,13 @@ def read_package(
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Read an ed25519 public key (PEM, SubjectPublicKeyInfo); PackageError if it is not one."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (OSError, ValueError) as e:
-        raise PackageError(f"trusted key {path}: cannot read an ed25519 public key: {e}") from e
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise PackageError(f"trusted key {path}: cannot read it ({e.strerror or e})") from e
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError as e:
+        raise PackageError(f"trusted key {path}: not a PEM public key ({e})") from e
     if not isinstance(key, Ed25519PublicKey):
         raise PackageError(f"trusted key {path}: not an ed25519 public key")
     return key

@@ -9,6 +9,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, TM
 
+from appliance import formats
 from appliance.report import render
 from appliance.report.content import ResultContent
 from appliance.report.headers import NOT_FOR_DIAGNOSTIC_USE, content_datetime, equipment, source_header, stamp
@@ -112,7 +113,7 @@ def build_heatmap_capture(
     sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(_summary(content))}"
     sc.DerivationDescription = (
         f"Key slice windowed (center {window[0]:g}, width {window[1]:g}), resampled to {out_shape[0]}x{out_shape[1]}; "
-        f"model activation map overlaid where >= {floor:.3g} (the operating point); text burned in"
+        f"model activation map overlaid where >= {formats.score(floor)} (the operating point); text burned in"
     )
     sc.SourceImageSequence = [_source_reference(head)]
     local = content.decided_at.replace(tzinfo=None)
@@ -124,7 +125,7 @@ def build_heatmap_capture(
 def _summary(content: ResultContent) -> list[str]:
     """The burned-in lines: the verdict in the SR's words, then the score against the
     threshold (a score, not a probability) and the model."""
-    finding = content.finding.lower()
+    finding = formats.finding(content.finding.lower())
     if content.flag:
         verdict = f"FLAGGED for priority review: suspected {finding}"
         comparison = ">="
@@ -133,7 +134,8 @@ def _summary(content: ResultContent) -> list[str]:
         comparison = "<"
     return [
         verdict,
-        f"Triage score {content.score:.3f} {comparison} threshold {content.threshold:.3f} (a score, not a probability)",
+        f"Triage score {formats.score(content.score)} {comparison} threshold {formats.score(content.threshold)} "
+        "(a score, not a probability)",
         f"{content.model_id} {content.model_version}",
     ]
 

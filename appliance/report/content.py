@@ -19,7 +19,8 @@ class Code(NamedTuple):
 
 
 #: SNOMED CT codes of the findings the demo models triage.
-INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial hemorrhage")
+#: Meanings are SNOMED CT's en-GB preferred terms: the SR's language is en-GB.
+INTRACRANIAL_HEMORRHAGE = Code("1386000", "SCT", "Intracranial haemorrhage")
 PULMONARY_NODULE = Code("786838002", "SCT", "Pulmonary nodule")
 PNEUMOTHORAX = Code("36118008", "SCT", "Pneumothorax")
 
@@ -44,7 +45,7 @@ class ResultContent:
     task : str
         Routing task, e.g. ``"head-ct-ich"`` or ``"chest-cr-pneumothorax"``.
     finding : str
-        Human name of the finding, e.g. ``"Intracranial hemorrhage"``.
+        Human name of the finding, e.g. ``"Intracranial haemorrhage"``.
     finding_code : tuple of str
         ``(code value, coding scheme designator, code meaning)``, e.g.
         :data:`INTRACRANIAL_HEMORRHAGE`.

@@ -15,7 +15,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from appliance import __version__
+from appliance import __version__, formats
 from appliance.errors import DicomError
 from appliance.report.content import NoticeContent, ResultContent
 from appliance.report.headers import (
@@ -50,6 +50,11 @@ PROCESSING_EQUIPMENT = hd.sr.CodedConcept("109102", "DCM", "Processing Equipment
 #: How the SR references the heat-map capture (the key slice is the measurement group's
 #: source image, highdicom's "Source of Measurement").
 ILLUSTRATION = hd.sr.CodedConcept("121200", "DCM", "Illustration of ROI")
+#: The model package's sha256: which bytes ran, beside the algorithm's name and version
+#: (not one of its parameters).
+PACKAGE_SHA256 = hd.sr.CodedConcept("PKGSHA256", SCHEME, "Model package SHA-256")
+#: Every text the appliance writes is British English ("analysed", "haemorrhage").
+LANGUAGE = hd.sr.LanguageOfContentItemAndDescendants(hd.sr.CodedConcept("en-GB", "RFC5646", "English (United Kingdom)"))
 
 _NO_UNITS = codes.UCUM.NoUnits
 #: Procedure reported when the routing rule names none: CID 100 by source Modality.
@@ -62,15 +67,14 @@ _PROCEDURES = {
 
 def flag_wording(content: ResultContent) -> str:
     """The verdict in words, as the SR and the capture say it (pure)."""
-    finding = content.finding.lower()
+    finding = formats.finding(content.finding.lower())
+    score, threshold = formats.score(content.score), formats.score(content.threshold)
     if content.flag:
         return (
             f"Flagged for priority review; reason for the flag: suspected {finding} "
-            f"(score {content.score:.3f} at or above threshold {content.threshold:.3f})"
+            f"(score {score} at or above threshold {threshold})"
         )
-    return (
-        f"Not flagged; does not exclude {finding} (score {content.score:.3f} below threshold {content.threshold:.3f})"
-    )
+    return f"Not flagged; does not exclude {finding} (score {score} below threshold {threshold})"
 
 
 def build_sr(
@@ -88,8 +92,9 @@ def build_sr(
     """Build the SR that reports ``content`` about the series ``source``.
 
     The report (TID 1500) holds one measurement group (TID 1501): the algorithm
-    identification (model id and version; sha256, threshold and the variant that ran as
-    parameters), the score and the operating point (numeric, no units), "Flagged for
+    identification (model id and version; the threshold and the variant that ran as
+    parameters), the model package's sha256 (a text item of its own), the score and the
+    operating point (numeric, no units), "Flagged for
     priority review" yes or no, and the wording of :func:`flag_wording`. A flagged group
     has the finding as its Finding and as the reason for the flag; an unflagged one names
     no finding. The key slice is the group's source image, and the heat-map capture is
@@ -186,7 +191,7 @@ def build_notice(
             hd.sr.QualitativeEvaluation(NOT_ANALYSED_REASON, hd.sr.CodedConcept(*notice.reason_code)),
         ],
     )
-    assessed = f"; {notice.finding.lower()} was not assessed" if notice.finding else ""
+    assessed = f"; {formats.finding(notice.finding.lower())} was not assessed" if notice.finding else ""
     _comment(
         group, f"NOT ANALYSED by AI triage: {notice.reason}{assessed}. This series was not triaged; read it as usual."
     )
@@ -236,6 +241,7 @@ def _document(
         observation_context=_observation_context(device_uid),
         procedure_reported=procedure_code,
         imaging_measurements=[group],
+        language_of_content_item_and_descendants=LANGUAGE,
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence,
@@ -304,7 +310,7 @@ def _measurement_group(
     content: ResultContent, uids: ResultUids, images: list[hd.sr.SourceImageForMeasurementGroup]
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     finding = hd.sr.CodedConcept(*content.finding_code)
-    parameters = [f"sha256={content.model_sha256}", f"threshold={content.threshold:g}"]
+    parameters = [f"threshold={formats.score(content.threshold)}"]
     if content.variant:
         parameters.append(f"variant={content.variant}")
     algorithm = hd.sr.AlgorithmIdentification(
@@ -326,6 +332,11 @@ def _measurement_group(
         ],
         qualitative_evaluations=evaluations,
         source_images=images or None,
+    )
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=PACKAGE_SHA256, value=content.model_sha256, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
     )
     _comment(
         group,

@@ -79,7 +79,8 @@ def _outside(name: str, allowed: Range | None, value: float | None, unit: str) -
     if value is None:
         return f"{name} missing (must be {allowed}{unit})"
     if not allowed.holds(value):
-        return f"{name} {value:g}{unit} outside {allowed}{unit}"
+        exactly = allowed.min is not None and allowed.min == allowed.max  # "rows 256, not 512", not "outside 512-512"
+        return f"{name} {value:g}{unit}{', not' if exactly else ' outside'} {allowed}{unit}"
     return None
 
 

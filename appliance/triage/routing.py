@@ -1,8 +1,8 @@
 """Routing rules: which model, if any, a received series goes to, and how urgently.
 
 Rules live in ``firmware-config/routing.toml``. A series goes to the model of the first
-rule whose every condition holds; a series no rule takes is ``not-eligible``, with each
-rule's first failed condition as the reason. Priority rules raise a job's priority
+rule whose every condition holds; a series no rule takes is ``not-eligible``, with the
+first failed condition of the rules that got furthest as the reason. Priority rules raise a job's priority
 (the worker takes higher first, then oldest).
 """
 
@@ -65,22 +65,23 @@ class RoutingRule(_Rule):
                 raise ValueError(f"not a regular expression: {exc}") from None
         return value
 
-    def first_mismatch(self, facts: SeriesFacts) -> str | None:
-        """The first condition ``facts`` fail, in words, or None when the rule matches."""
+    def mismatch(self, facts: SeriesFacts) -> tuple[int, str] | None:
+        """How far down its conditions the rule got (0: the modality already differs) and
+        the first one ``facts`` fail, in words; None when the rule matches."""
         upper = lambda values: {v.upper() for v in values}  # noqa: E731
         if facts.modality.upper() not in upper(self.modality):
-            return f"modality {facts.modality or 'missing'}, not {one_of(self.modality)}"
+            return 0, f"modality {facts.modality or 'missing'}, not {one_of(self.modality)}"
         if self.body_part and facts.body_part.upper() not in upper(self.body_part):
-            return f"body part {facts.body_part or 'missing'}, not {one_of(self.body_part)}"
+            return 1, f"body part {facts.body_part or 'missing'}, not {one_of(self.body_part)}"
         if self.sop_class and facts.sop_class_uid not in self.sop_class:
-            return f"SOP class {facts.sop_class_uid} not routed"
+            return 2, f"SOP class {facts.sop_class_uid} not routed"
         if self.series_description and not re.search(self.series_description, facts.series_description):
-            return f"series description does not match /{self.series_description}/"
+            return 3, f"series description does not match /{self.series_description}/"
         missing = upper(self.image_type_includes) - upper(facts.image_type)
         if missing:
-            return f"image type lacks {', '.join(sorted(missing))}"
+            return 4, f"image type lacks {', '.join(sorted(missing))}"
         if not self.min_instances <= facts.instances <= self.max_instances:
-            return f"{facts.instances} instances outside {self.min_instances}-{self.max_instances}"
+            return 5, f"{facts.instances} images; it takes {self.min_instances} to {self.max_instances}"
         return None
 
 
@@ -105,14 +106,24 @@ class RoutingTable(_Rule):
     priority: tuple[PriorityRule, ...] = ()
 
     def route(self, facts: SeriesFacts) -> tuple[RoutingRule | None, str]:
-        """The matching rule and ``""``, or ``None`` and why nothing matched."""
-        reasons = []
+        """The matching rule and ``""``, or ``None`` and why nothing matched: the rules that
+        got furthest, each with the condition it failed ("head CT: body part CHEST, not
+        HEAD, BRAIN or SKULL"), or, when no rule takes the modality, that and the ones
+        they take."""
+        misses = []
         for rule in self.rule:
-            mismatch = rule.first_mismatch(facts)
-            if mismatch is None:
+            miss = rule.mismatch(facts)
+            if miss is None:
                 return rule, ""
-            reasons.append(f"{rule.name}: {mismatch}")
-        return None, "no routing rule matched (" + "; ".join(reasons) + ")" if reasons else "no routing rules"
+            misses.append((miss[0], rule, miss[1]))
+        if not misses:
+            return None, "no routing rules"
+        furthest = max(stage for stage, _, _ in misses)
+        if furthest == 0:
+            taken = list(dict.fromkeys(m for rule in self.rule for m in rule.modality))
+            return None, f"no routing rule takes modality {facts.modality or 'missing'} (they take {one_of(taken)})"
+        closest = "; ".join(f"{rule.name}: {words}" for stage, rule, words in misses if stage == furthest)
+        return None, f"no routing rule matched ({closest})"
 
     def priority_of(self, facts: SeriesFacts) -> int:
         return max((p.priority for p in self.priority if p.matches(facts)), default=0)

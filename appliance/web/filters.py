@@ -7,6 +7,8 @@ import json
 
 import jinja2
 
+from appliance import formats
+
 
 def when(seconds: float | None) -> str:
     """A stored wall-clock time as local ``YYYY-MM-DD HH:MM:SS``."""
@@ -23,32 +25,9 @@ def short_when(seconds: float | None, now: float) -> str:
     return moment.strftime("%H:%M" if moment.date() == today.date() else "%Y-%m-%d %H:%M")
 
 
-def duration(seconds: float | None) -> str:
-    """``45 s``, ``3 min 20 s``, ``2 h 05 min``, ``3 d 4 h``."""
-    if seconds is None:
-        return "—"
-    s = int(round(max(seconds, 0)))
-    if s < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
 def age(seconds: float | None, now: float) -> str:
     """How old a figure computed at ``seconds`` is: ``as of 12 s ago``; ``not computed yet``."""
-    return "not computed yet" if seconds is None else f"as of {duration(now - seconds)} ago"
-
-
-#: Decimals of a score or threshold, on every page: enough that a score just under its
-#: threshold does not read the same as it.
-SCORE_DECIMALS = 3
-
-
-def score(value: float | None) -> str:
-    return "—" if value is None else f"{value:.{SCORE_DECIMALS}f}"
+    return "not computed yet" if seconds is None else f"as of {formats.duration(now - seconds)} ago"
 
 
 def person_name(value: str | None) -> str:
@@ -61,41 +40,62 @@ def person_name(value: str | None) -> str:
     return ", ".join(p for p in (family.strip(), first, suffix.strip()) if p) or value
 
 
-def count(n: int, noun: str, plural: str | None = None) -> str:
-    """``1 site``, ``2 sites``: a number with its noun in the right number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
-
-
 def fields(payload: str) -> list[tuple[str, str]]:
     """An audit row's JSON payload as ``(name, value)`` pairs a person reads: text as it
-    is, nothing as a dash, yes/no, nested values as compact JSON."""
+    is, nothing as a dash, yes/no, numbers with their quantity's precision
+    (:func:`appliance.formats.by_key`), a nested record as ``name value`` pairs and a list
+    of records one per line. The export keeps the exact values."""
     try:
         data = json.loads(payload)
     except ValueError:
         return [("text", payload)]
     if not isinstance(data, dict):
-        return [("value", json.dumps(data))]
+        return [("value", words("value", data))]
+    return [(label(name), words(name, value)) for name, value in data.items()]
 
-    def words(value: object) -> str:
-        if value is None:
-            return "—"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        if isinstance(value, str | int | float):
-            return str(value)
-        return json.dumps(value, separators=(", ", ": "), sort_keys=True)
 
-    return [(name.replace("_", " "), words(value)) for name, value in data.items()]
+def label(name: str) -> str:
+    """A stored key as a label: ``queue_wait_s`` -> ``queue wait`` (the value says ``s``)."""
+    return (name[:-2] if name.endswith("_s") else name).replace("_", " ")
+
+
+def words(name: str, value: object) -> str:
+    """One stored value under ``name`` in words (see :func:`fields`)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float):
+        return formats.by_key(name, value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return ", ".join(f"{label(k)} {words(k, v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return (
+            "\n".join(words(name, v) for v in value)
+            if any(isinstance(v, dict) for v in value)
+            else (", ".join(words(name, v) for v in value))
+        )
+    return json.dumps(value)
 
 
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
         when=when,
         short_when=short_when,
-        duration=duration,
+        duration=formats.duration,
         age=age,
-        score=score,
+        score=formats.score,
+        score_diff=formats.score_diff,
+        percent=formats.percent,
+        rate=formats.rate,
+        load=formats.load,
+        statistic=formats.statistic,
+        ms=formats.ms,
+        gib=formats.gib,
+        finding=formats.finding,
         person_name=person_name,
-        count=count,
+        count=formats.count,
         fields=fields,
     )

@@ -24,7 +24,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass(frozen=True)
 class Window:
-    """What happened in the ``span_s`` seconds before ``now``."""
+    """What happened in the ``span_s`` seconds before ``now``; the rates are over
+    ``covered_s``: the span, or less on a box whose first image is younger (at least an
+    hour), so a box up for minutes does not spread its images over a whole day."""
 
     label: str
     span_s: float
@@ -32,14 +34,15 @@ class Window:
     analysed: int  # series the active model decided on
     to_result_p50: float | None
     to_result_p95: float | None
+    covered_s: float
 
     @property
     def instances_per_hour(self) -> float:
-        return self.instances * 3600.0 / self.span_s
+        return self.instances * 3600.0 / self.covered_s
 
     @property
     def analysed_per_hour(self) -> float:
-        return self.analysed * 3600.0 / self.span_s
+        return self.analysed * 3600.0 / self.covered_s
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,11 @@ def window(conn: sqlite3.Connection, label: str, span_s: float, now: float) -> W
             (ModelState.ACTIVE, since, now),
         )
     ]
-    return Window(label, span_s, instances, len(to_result), percentile(to_result, 0.5), percentile(to_result, 0.95))
+    first = conn.execute("SELECT MIN(received_at) FROM instances").fetchone()[0]
+    covered = span_s if first is None else min(span_s, max(now - first, 3600.0))
+    return Window(
+        label, span_s, instances, len(to_result), percentile(to_result, 0.5), percentile(to_result, 0.95), covered
+    )
 
 
 def windows(conn: sqlite3.Connection, now: float) -> list[Window]:

@@ -97,6 +97,7 @@ def alert_budget(conn: sqlite3.Connection, model_id: str, threshold: float, now:
         "cases": len(rows),
         "days": days,
         "span": days_in_words(span),
+        "age_s": now - first,  # since the first result in the window
         "rows": what_if([r[:3] for r in rows], span, thresholds),
     }
 

@@ -10,6 +10,11 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from appliance import formats
+
+#: Numeric SR items written as a score (:func:`appliance.formats.score`), by concept code.
+_SCORES = {("246262008", "SCT"), ("111071", "DCM")}  # Score, CAD Operating Point
+
 
 def capture_png(path: Path) -> bytes:
     """The heat-map secondary capture (watermark burned in) as PNG bytes."""
@@ -49,9 +54,7 @@ def _value(item) -> str:
     if kind == "CODE":
         return str(item.ConceptCodeSequence[0].CodeMeaning)
     if kind == "NUM":
-        measured = item.MeasuredValueSequence[0]
-        unit = measured.MeasurementUnitsCodeSequence[0].CodeValue if "MeasurementUnitsCodeSequence" in measured else ""
-        return f"{measured.NumericValue} {unit}".strip()
+        return _number(item)
     if kind == "UIDREF":
         return str(item.UID)
     if kind in ("DATETIME", "DATE", "TIME"):
@@ -62,3 +65,16 @@ def _value(item) -> str:
         ref = item.ReferencedSOPSequence[0]
         return f"image {ref.ReferencedSOPInstanceUID}"
     return ""
+
+
+def _number(item) -> str:
+    """A NUM item as a person reads it: a score with the scores' precision, anything else
+    with 4 significant digits; its unit unless it is UCUM ``1`` (no units)."""
+    measured = item.MeasuredValueSequence[0]
+    value = float(measured.NumericValue)
+    name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+    concept = (str(name.CodeValue), str(name.CodingSchemeDesignator)) if name is not None else None
+    text = formats.score(value) if concept in _SCORES else formats.number(value)
+    units = measured.get("MeasurementUnitsCodeSequence")
+    unit = str(units[0].CodeValue) if units else ""
+    return text if unit in ("", "1") else f"{text} {unit}"

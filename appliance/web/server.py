@@ -66,10 +66,14 @@ def build_server(parts: Parts, guard: ConnectionGuard | None = None) -> uvicorn.
 
 def start_in_thread(parts: Parts) -> tuple[uvicorn.Server, threading.Thread]:
     """The web server on a daemon thread (for ``appliance serve``); stop with ``should_exit``."""
-    settings = parts.settings
     server = build_server(parts)
     thread = threading.Thread(target=server.run, name="web", daemon=True)
     thread.start()
-    scheme = "https" if settings.web.tls.enabled else "http"
-    LOG.info("web pages on %s://%s:%d", scheme, settings.web.bind_address, settings.web.port)
+    announce(parts)
     return server, thread
+
+
+def announce(parts: Parts) -> None:
+    """Log where the pages are served (``appliance serve`` and ``appliance web`` alike)."""
+    web = parts.settings.web
+    LOG.info("web pages on %s://%s:%d", "https" if web.tls.enabled else "http", web.bind_address, web.port)

@@ -10,6 +10,9 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
+import pydicom.errors
+
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.states import ModelState, StudyState
@@ -166,6 +169,25 @@ def result_file(conn: sqlite3.Connection, results_dir: Path, study_uid: str, sop
     ).fetchone()
     path = Path(row[0]) if row else results_dir / study_uid / f"{sop_instance_uid}.dcm"
     return path if path.is_file() else None
+
+
+def series_number(conn: sqlite3.Connection, series_uid: str) -> int | None:
+    """The series' SeriesNumber, read from one of its stored instances (the number PACS
+    viewers show); None when no instance is stored any more or it has none."""
+    for (path,) in conn.execute(
+        "SELECT path FROM instances WHERE series_instance_uid = ? ORDER BY received_at LIMIT 3", (series_uid,)
+    ):
+        try:
+            value = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesNumber"]).get("SeriesNumber")
+        except (OSError, pydicom.errors.InvalidDicomError):
+            continue
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+        return None
+    return None
 
 
 def deliveries(conn: sqlite3.Connection, sop_instance_uid: str) -> list[tuple[str, str]]:

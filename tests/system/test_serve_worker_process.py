@@ -65,7 +65,7 @@ def test_a_killed_worker_is_restarted_and_reception_never_stops(tmp_path):
         entry = wait_until(lambda: [s for s in box.status()["series"]
                                   if s["series_instance_uid"] == series and s["state"] == "not-eligible"],
                          timeout=120, what="the series to be routed")[0]
-        assert "no routing rule matched" in entry["reason"]
+        assert "no routing rule takes modality MR" in entry["reason"]
     finally:
         box.stop()
     assert not [p for p in (first, second) if Path(f"/proc/{p}").exists()]

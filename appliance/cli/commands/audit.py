@@ -31,6 +31,7 @@ def verify(args: argparse.Namespace, parts: Parts) -> int:
 
 def export_log(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.audit.export import export, kinds
+    from appliance.formats import count
 
     db = parts.database()
     known = kinds(db)
@@ -40,6 +41,6 @@ def export_log(args: argparse.Namespace, parts: Parts) -> int:
             file=sys.stderr,
         )
         return 2
-    count = export(db, sys.stdout, args.format, args.kind)
-    print(f"exported {count} rows", file=sys.stderr)
+    rows = export(db, sys.stdout, args.format, args.kind)
+    print(f"exported {count(rows, 'row')}", file=sys.stderr)
     return 0

@@ -58,8 +58,6 @@ def change_endpoint(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.web.dicom_endpoints import change
 
     entry = change(parts.database().conn, parts.settings, args.kind, args.action, args.entry, actor())
-    print(
-        f"{args.kind}: {entry} {'added' if args.action == 'add' else 'removed'}; "
-        "the listener and the sender use it after the appliance service restarts"
-    )
+    done, then = ("added", "use it") if args.action == "add" else ("removed", "stop using it")
+    print(f"{args.kind}: {entry} {done}; the listener and the sender {then} after the appliance service restarts")
     return 0

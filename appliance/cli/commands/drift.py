@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from appliance.formats import duration, statistic
 from appliance.parts import Parts
 
 
@@ -46,7 +47,7 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
     closed_at = status["windows_closed_at"]
     print(
         "windows closed by the worker "
-        + (f"{now - closed_at:.0f} s ago" if closed_at is not None else "never yet (is the worker running?)")
+        + (f"{duration(now - closed_at)} ago" if closed_at is not None else "never yet (is the worker running?)")
     )
     for m in status["models"]:
         w = m["window"]
@@ -57,7 +58,8 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
         )
         for name, f in sorted(m["features"].items()):
             if "statistic" in f:
-                stat = f"{f['statistic']} {f['value']:.4g} (threshold {f['threshold']:.4g}, {_source(f)})"
+                value, threshold = statistic(f["value"]), statistic(f["threshold"])
+                stat = f"{f['statistic']} {value} (threshold {threshold}, {_source(f)})"
                 stat += {True: "  EXCEEDS", False: "", None: "  not judged yet"}[f["exceeded"]]
             else:
                 stat = "no reference yet"
@@ -95,6 +97,9 @@ def write_plots(args: argparse.Namespace, parts: Parts) -> int:
     from appliance.drift.plot import write_plots
     from appliance.drift.service import day_of
 
-    for path in write_plots(parts.database().conn, parts.settings.drift, Path(args.out), day_of(time.time())):
+    paths = write_plots(parts.database().conn, parts.settings.drift, Path(args.out), day_of(time.time()))
+    for path in paths:
         print(path)
+    if not paths:
+        print("no plots written: no triaged series has drift features yet")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from appliance import formats
 from appliance.cli.commands.common import actor
 from appliance.parts import Parts
 
@@ -67,9 +68,15 @@ def list_models(args: argparse.Namespace, parts: Parts) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
+    if not models:
+        print("no model installed (appliance models install PKG)")
+        return 0
+    print(f"{'MODEL':<28} {'VERSION':<10} {'STATE':<10} {'BACKEND':<22} {'THRESHOLD':<10} FINDING")
     for m in models:
         chosen = m.selection["chosen"] if m.selection else "-"
-        print(f"{m.id:<28} {m.version:<10} {m.state:<10} {chosen}")
+        threshold = formats.score(m.manifest.operating_point.threshold)
+        finding = formats.finding(m.manifest.finding)
+        print(f"{m.id:<28} {m.version:<10} {m.state:<10} {chosen:<22} {threshold:<10} {finding}")
     return 0
 
 
@@ -93,7 +100,7 @@ def change_state(args: argparse.Namespace, parts: Parts) -> int:
     print(f"{model.label} is {model.state} on {chosen}")
     for trial in (model.selection or {}).get("trials", []):
         speed = (
-            f"{trial['ms_per_image']:.2f} ms/image"
+            f"{formats.ms(trial['ms_per_image'])}/image"
             if trial["ms_per_image"]
             else trial.get("error") or "failed golden test"
         )

@@ -51,6 +51,6 @@ def change_dead_letter(args: argparse.Namespace, parts: Parts) -> int:
     done = outbox.retry(args.id, actor()) if args.action == "retry" else outbox.discard(args.id, actor())
     if not done:
         print(f"error: outbox {args.id} is not a dead letter", file=sys.stderr)
-        return 1
+        return 2  # as every refusal (appliance.cli.main)
     print(f"outbox {args.id}: {'queued again' if args.action == 'retry' else 'discarded'}")
     return 0

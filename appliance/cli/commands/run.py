@@ -93,6 +93,7 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     if stopping.is_set():  # signalled while the parts were being built
         loop.stop()
     sender.start()
+    LOG.info("worker: taking jobs; the result sender is running")
     loop.run()
     LOG.info("worker: stopping the result sender")
     sender.stop(timeout=30)
@@ -101,9 +102,16 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def web(args: argparse.Namespace, parts: Parts) -> int:
-    """The web pages, API, health and metrics alone (for systemd)."""
-    from appliance.web.server import build_server
+    """The web pages, API, health and metrics alone (for systemd). A stop signal sets the
+    server's exit flag, whenever it comes: before uvicorn takes the signals (during a slow
+    start), while it has them, or when it raises the one it caught again after restoring
+    this handler (without it, that second delivery killed the process before it logged
+    that it stopped)."""
+    from appliance.web.server import announce, build_server
 
-    build_server(parts).run()
+    server = build_server(parts)
+    on_stop_signal(lambda: setattr(server, "should_exit", True))
+    announce(parts)  # before run(): uvicorn's own lines are kept to warnings
+    server.run()
     LOG.info("web: stopped")
     return 0

@@ -50,8 +50,8 @@ def show_status(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def queue_reports(args: argparse.Namespace, parts: Parts) -> int:
+    from appliance.formats import count
     from appliance.sync.report_queue import enqueue_report
-    from appliance.web.filters import count
 
     conn = parts.database().conn
     queued = sum(enqueue_report(conn, json.loads(Path(p).read_text())) for p in args.report)

@@ -17,7 +17,6 @@ from appliance.compliance import as_text, compliance_report, period
 from appliance.db import transaction
 from appliance.web.deps import Database
 from appliance.web.routes.common import render, router
-from appliance.web.routes.worklist import day_start
 from appliance.web.security import SignedIn
 
 operations = router("operations")
@@ -76,9 +75,9 @@ def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, l
     if study:
         clauses.append("instr(payload, ?) > 0")
         params.append(study.strip())
-    for text, op, field, shift in ((since, ">=", "since", 0), (until, "<", "until", 86400)):
-        if text:
-            moment = dt.datetime.fromtimestamp(day_start(text, field) + shift, dt.UTC)
+    for text, op, field, shift in ((since, ">=", "since", 0), (until, "<", "until", 1)):
+        if text:  # a UTC day, as the page shows the rows' times
+            moment = utc_day(text, field) + dt.timedelta(days=shift)
             clauses.append(f"at {op} ?")
             params.append(moment.isoformat(timespec="microseconds"))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
@@ -131,3 +130,11 @@ def compliance_download(
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="compliance-{start}-{end}.{suffix}"'},
     )
+
+
+def utc_day(text: str, field: str) -> dt.datetime:
+    """The start of the UTC day ``YYYY-MM-DD``; a clear error naming the field."""
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise HTTPException(400, f"{field}: {text!r} is not a date (YYYY-MM-DD)") from None

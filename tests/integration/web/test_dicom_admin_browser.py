@@ -16,7 +16,7 @@ from appliance.config import load_settings, local_dicom_path
 from appliance.send.outbox import Outbox, lane_states
 from appliance.send.policy import BreakerMode
 from appliance.send.sender import Sender
-from appliance.web.filters import duration
+from appliance.formats import duration
 from appliance.web.health_stats import windows
 from scripts.harness import free_port, wait_until
 from tests.helpers.boxes import SCREENSHOTS, screenshot, session_client, sign_in

@@ -13,7 +13,7 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.drift import tables
 from appliance.web import accounts
-from appliance.web.filters import count
+from appliance.formats import count
 from scripts.harness import free_port
 from tests.helpers.boxes import PASSWORD, SCREENSHOTS, Box, screenshot, sign_in, start_server
 from tests.helpers.drift import record_days

@@ -59,7 +59,7 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     failed = rows[box.studies["failed"]].locator(".chip").inner_text()
     clear = rows[box.studies["not-flagged"]].locator(".chip").inner_text()
     pending = rows[box.studies["pending"]].locator(".chip").inner_text()
-    assert skipped.startswith("⊘ Not analysed") and "modality MR" in skipped
+    assert skipped == "⊘ Not analysed: no routing rule takes modality MR (they take CT, CR or DX)"  # whole (issue 26)
     assert "[" not in skipped and "'" not in skipped  # a sentence, not a Python list (issue 26)
     names = {r: rows[r].locator("td.patient").inner_text() for r in rows}
     assert names[box.studies["not-analysed"]] == "Mr, Brain"  # Mr^Brain as PACS viewers show it
@@ -72,6 +72,9 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     assert "head-ct-ich-demo 1.1.0" in rows[box.studies["not-flagged"]].inner_text()
     assert "head-ct-ich-demo" not in rows[box.studies["not-analysed"]].inner_text()
 
+    # Dates are typed as the box writes them (ISO), not in the browser's locale (mm/dd/yyyy).
+    since = page.locator("input[name=since]")
+    assert (since.get_attribute("type"), since.get_attribute("placeholder")) == ("text", "YYYY-MM-DD")
     page.goto(f"{box.url}/worklist?state=not-analysed")
     assert page.locator("#worklist-table tbody tr").count() == 1
     page.reload()
@@ -82,6 +85,8 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     screenshot(page, "study-failed")
     page.goto(f"{box.url}/studies/{box.studies['not-analysed']}")
     assert "not looked at by the AI" in page.content()
+    # The series has no SeriesNumber: its heading names none rather than its place on the page.
+    assert page.locator("section.series h2").inner_text().startswith("MR ")
     screenshot(page, "study-not-analysed")
 
 

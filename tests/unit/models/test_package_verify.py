@@ -121,8 +121,10 @@ def test_not_a_tar_and_absent_file(tmp_path, keys):
 
 def test_bad_trusted_key_file(package, tmp_path):
     (tmp_path / "k.pub").write_text("not a key")
-    with pytest.raises(PackageError, match="cannot read an ed25519 public key"):
+    with pytest.raises(PackageError, match="k.pub: not a PEM public key"):
         verify_package(package, [tmp_path / "k.pub"])
+    with pytest.raises(PackageError, match=r"absent.pub: cannot read it \(No such file or directory\)"):
+        verify_package(package, [tmp_path / "absent.pub"])
 
 
 def _signed_raw_manifest(package, tmp_path, keys, edit) -> object:

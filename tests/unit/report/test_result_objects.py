@@ -119,7 +119,7 @@ def test_flagged_sr_gives_the_finding_as_the_reason_for_the_flag():
     assert num_value(only(sr, "111071", "DCM")) == pytest.approx(0.5)  # CAD Operating Point
     assert find(sr, "1386000", "SCT") == []  # never "haemorrhage: Present"
     said = " ".join(comments(sr))
-    assert "Flagged for priority review; reason for the flag: suspected intracranial hemorrhage" in said
+    assert "Flagged for priority review; reason for the flag: suspected intracranial haemorrhage" in said
     assert "score 0.870 at or above threshold 0.500" in said and "not a probability" in said
     assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
 
@@ -131,7 +131,7 @@ def test_unflagged_sr_does_not_exclude_the_finding_and_names_no_finding():
     assert find(sr, "121071", "DCM") == [] and find(sr, "FLAGREASON", "99TRIAGE") == []
     codes_used = {tuple(coded_value(i)) for i in content_items(sr) if "ConceptCodeSequence" in i}
     assert ("272519000", "SCT") not in codes_used and ("1386000", "SCT") not in codes_used  # no Absent, no finding
-    assert any("Not flagged; does not exclude intracranial hemorrhage (score 0.120 below threshold 0.500"
+    assert any("Not flagged; does not exclude intracranial haemorrhage (score 0.120 below threshold 0.500"
                in text for text in comments(sr))
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
 
@@ -146,7 +146,10 @@ def test_sr_identifies_the_algorithm_and_the_device():
     assert only(sr, "111001", "DCM").TextValue == "head-ct-ich"
     assert only(sr, "111003", "DCM").TextValue == "1.2.0"
     parameters = {i.TextValue for i in find(sr, "111002", "DCM")}
-    assert parameters == {f"sha256={SHA}", "threshold=0.5"}
+    assert parameters == {"threshold=0.500"}  # the package's sha256 is not a parameter: an item of its own
+    assert only(sr, "PKGSHA256", "99TRIAGE").TextValue == SHA
+    language = only(sr, "121049", "DCM").ConceptCodeSequence[0]
+    assert (language.CodeValue, language.CodingSchemeDesignator) == ("en-GB", "RFC5646")
     assert only(sr, "121012", "DCM").UID == DEVICE_UID
     assert sr.Manufacturer == "Triage Appliance"
     assert list(sr.SoftwareVersions) == [__version__, "head-ct-ich 1.2.0"]

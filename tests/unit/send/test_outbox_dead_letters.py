@@ -72,7 +72,7 @@ def test_the_cli_lists_retries_and_discards_dead_letters(data_dir, capsys):
     assert "0xA900" in listed[0] and "1.2.3.0" not in listed[0]  # ids, not instance UIDs
     assert cli.main(["outbox", "retry", str(first)]) == 0
     assert cli.main(["outbox", "discard", str(second)]) == 0
-    assert cli.main(["outbox", "discard", str(sent)]) == 1
+    assert cli.main(["outbox", "discard", str(sent)]) == 2  # a refusal, as every other
     assert "is not a dead letter" in capsys.readouterr().err
     assert outbox.get(first).state == "pending" and outbox.get(second) is None
     kinds = [(kind, payload["outbox_id"], payload["actor"].startswith("cli:")) for kind, payload in _audit(data_dir)]

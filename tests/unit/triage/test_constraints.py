@@ -195,3 +195,8 @@ def test_the_manifest_schema_refuses_an_unknown_contrast_value_and_an_empty_view
         InputConstraints.model_validate({"contrast": "iodine"})
     with pytest.raises(ValidationError, match="view_positions"):
         InputConstraints.model_validate({"view_positions": []})
+
+
+def test_a_range_of_one_value_reads_as_that_value():
+    exact = InputConstraints.model_validate({"rows": {"min": 512, "max": 512}})
+    assert first_violation(exact, [ct(Rows=256)[0]]) == "rows 256, not 512"  # not "outside 512-512"

@@ -55,6 +55,7 @@ def test_windows_count_ingest_and_inference_and_time_to_result_per_window(conn):
     assert (day.instances, day.analysed) == (5, 3)
     assert (day.to_result_p50, day.to_result_p95) == (30.0, 300.0)
     assert day.analysed_per_hour == pytest.approx(3 / 24)
+    assert day.covered_s == 86_400  # the first image is older than the day
     later = windows(conn, NOW + 7200)[0]
     assert (later.instances, later.analysed, later.to_result_p50) == (0, 0, None)
 
@@ -66,3 +67,13 @@ def test_oldest_pending_is_the_first_arrival_still_waiting(conn):
     _series(conn, "receiving", "receiving", NOW - 60, NOW - 1)
     pending = oldest_pending(conn, NOW)
     assert (pending.state, pending.modality, pending.waited_s) == ("queued", "MR", 600.0)
+
+
+def test_a_box_younger_than_a_window_spreads_its_rate_over_its_age_not_the_window(conn):
+    for n in range(6):
+        _instance(conn, f"young{n}", NOW - 60 * n)  # the first image 5 minutes ago
+    hour, day = windows(conn, NOW)
+    assert day.covered_s == 3600 and day.instances_per_hour == 6.0  # not 6 / 24
+    assert hour.covered_s == 3600 and hour.instances_per_hour == 6.0
+    two_hours_on = windows(conn, NOW + 7200 - 300)[1]
+    assert two_hours_on.covered_s == pytest.approx(7200) and two_hours_on.instances_per_hour == pytest.approx(3.0)

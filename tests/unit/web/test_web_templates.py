@@ -31,7 +31,7 @@ def test_person_names_read_as_pacs_viewers_show_them():
 
 
 def test_counts_read_with_their_noun_in_the_right_number():
-    from appliance.web.filters import count
+    from appliance.formats import count
 
     assert count(1, "drift alert") == "1 drift alert" and count(3, "check") == "3 checks"
     assert count(0, "analysis", "analyses") == "0 analyses"
@@ -40,7 +40,11 @@ def test_counts_read_with_their_noun_in_the_right_number():
 def test_audit_details_read_as_named_fields_not_raw_json():
     from appliance.web.filters import fields
 
-    payload = '{"model_id": "head-ct", "replaces": null, "ok": true, "trials": [{"backend": "onnx"}]}'
-    assert fields(payload) == [("model id", "head-ct"), ("replaces", "—"), ("ok", "yes"),
-                               ("trials", '[{"backend": "onnx"}]')]
+    payload = ('{"model_id": "head-ct", "replaces": null, "ok": true, "threshold": 0.15859444904126, '
+               '"latency": {"decode_s": 5.0102, "queue_wait_s": 20.12}, "trials": [{"backend": "onnx", '
+               '"ms_per_image": 6.329127, "score_diff": 5.96e-08}, {"backend": "openvino", "passed": false}]}')
+    assert fields(payload) == [("model id", "head-ct"), ("replaces", "—"), ("ok", "yes"), ("threshold", "0.159"),
+                               ("latency", "decode 5.01 s, queue wait 20 s"),
+                               ("trials", "backend onnx, ms per image 6.33 ms, score diff 5.96e-08\n"
+                                          "backend openvino, passed no")]
     assert fields("not json") == [("text", "not json")]
