@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -22,9 +23,13 @@ from training.sealed import ledger_lines
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("folder-build")
-    write_folder(root / "dev", seed=1, patients=48)
+    rows = write_folder(root / "dev", seed=1, patients=48)
     write_folder(root / "sealed", seed=2, patients=20)
-    spec = write_spec(root)
+    # Dealt by a split file: patients 0-23 train, 24-29 val, 30-39 calibration, 40-47 gate.
+    deal = ["train"] * 24 + ["val"] * 6 + ["calibration"] * 10 + ["gate"] * 8
+    (root / "splits.csv").write_text("series_instance_uid,split\n" + "".join(
+        f"{r['series_instance_uid']},{split}\n" for r, split in zip(rows, deal)))
+    spec = write_spec(root, splits='file = "splits.csv"')
     uri = f"sqlite:///{root}/mlflow.db"
     argv = ["build", str(spec), "--data", str(root / "dev"), "--out", str(root / "out"), "--work", str(root / "work"),
             "--tracking-uri", uri, "--ledger", str(root / "ledger.tsv"), "--card-dir", str(root / "cards")]
@@ -56,7 +61,9 @@ def test_a_folder_build_signs_a_package_with_the_specs_code_routing_and_the_rang
     assert card["indication"] == {"in-indication": 24, "negative": 24}
     assert card["subgroups"]["site"] == {"north": 32, "south": 16} and card["scanner"] == {"Northwind NW-1": 24,
                                                                                             "Southgate SG-2": 24}
-    assert card["pixel_spacing_mm"] == {"0.5": 48} and sum(card["split"].values()) == 48
+    assert card["pixel_spacing_mm"] == {"0.5": 48}
+    assert card["split"] == {"train": 24, "val": 6, "calibration": 10, "gate": 8, "external": 0}
+    assert f"Splits, disjoint by patient (from the split file `{root / 'splits.csv'}`)" in (dest / "MODEL_CARD.md").read_text()
     assert (dest / "DATASET_CARD.md").read_text() == (root / "work" / "DATASET_CARD.md").read_text()
     assert (root / "cards" / "disc-finder-test.dataset.md").exists() and "| north | 32 |" in (dest / "DATASET_CARD.md").read_text()
 
@@ -110,21 +117,21 @@ def test_the_hub_publishes_the_package_a_tracked_run_logged(built, capsys):
 
 def test_a_folder_sharing_patients_with_the_sealed_set_is_refused_before_training(built, tmp_path, capsys):
     root, _ = built
-    argv = ["build", str(root / "disc.toml"), "--data", str(root / "sealed"), "--out", str(tmp_path / "out"),
+    shutil.copytree(root / "sealed", tmp_path / "sealed")
+    argv = ["build", str(write_spec(tmp_path)), "--data", str(tmp_path / "sealed"), "--out", str(tmp_path / "out"),
             "--work", str(tmp_path / "work"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
             "--ledger", str(tmp_path / "ledger.tsv")]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"build refused: {root / 'sealed'}: 20 series are of patients also in the sealed set" in err
+    assert f"build refused: {tmp_path / 'sealed'}: 20 series are of patients also in the sealed set" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "ledger.tsv").exists()
     assert not (tmp_path / "work" / "model" / "model.pt").exists()
 
 
-def test_a_bad_folder_is_refused_with_every_reason_before_training(built, tmp_path, capsys):
-    root, _ = built
+def test_a_bad_folder_is_refused_with_every_reason_before_training(tmp_path, capsys):
     write_folder(tmp_path / "bad", seed=9, patients=8)
     (tmp_path / "bad" / "P000" / "IM0001.dcm").write_bytes(b"not dicom")
-    argv = ["build", str(root / "disc.toml"), "--data", str(tmp_path / "bad"), "--work", str(tmp_path / "work"),
+    argv = ["build", str(write_spec(tmp_path)), "--data", str(tmp_path / "bad"), "--work", str(tmp_path / "work"),
             "--out", str(tmp_path / "out"), "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
     assert main(argv) == 1
     err = capsys.readouterr().err
