@@ -20,7 +20,7 @@ build-demo head-ct|chest-cr --out DIR --key KEY --work DIR [--card-dir DIR] [--r
                                  build of a demo's spec (training/specs/) from its generator's
                                  folder (generated once into the dataset cache); --release
                                  refuses uncommitted code and an unregistered sealed test set
-experiment head-ct|chest-cr --name NAME [--set KEY=VALUE ...] [--train-share F] [--tracking-uri URI]
+experiment MODEL --name NAME [--data FOLDER] [--set KEY=VALUE ...] [--train-share F] [--tracking-uri URI]
                                  train and evaluate a variant of the spec on its development
                                  splits (never the sealed set) as an MLflow run; KEY is a spec
                                  field, train.FIELD or input.FIELD, VALUE JSON or text
@@ -188,7 +188,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     spec = replace_spec(_spec(args), **parse_settings(args.set or []))
     report = experiment(spec, Path(args.work or f"var/experiments/{spec.id}/{args.name}"), name=args.name,
-                        train_share=args.train_share, tracking_uri=args.tracking_uri,
+                        train_share=args.train_share, tracking_uri=args.tracking_uri, data=args.data,
                         command=shlex.join(["python", "-m", "training", *args.argv]))
     print(json.dumps({"run_id": report["run_id"], "operating_point": report["operating_point"],
                       "misses": len(report["misses"])}, indent=2, default=float))
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--train-share", type=float, default=1.0, help="share of the train patients kept")
             c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
             c.add_argument("--work", type=Path, help="scratch folder (default var/experiments/ID/NAME)")
+            c.add_argument("--data", type=Path, help="the labelled DICOM folder (default: the spec's generator's)")
     return p
 
 

@@ -636,17 +636,19 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, *, rele
 
 
 def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float = 1.0, datasets: Path | None = None,
-               tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print) -> dict:
+               tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print,
+               data: Path | None = None) -> dict:
     """Train and evaluate a variant of a spec on its development splits only, as an MLflow
     run: never the sealed set, no package. ``train_share`` keeps that share of the train
-    patients (a fixed random subset: a learning curve's arm).
+    patients (a fixed random subset: a learning curve's arm). ``data``: the labelled folder,
+    as for :func:`build`.
 
     Returns the metrics of calibration, gate and external at the operating point chosen on
     calibration (FP32), the operating point itself, and the run id.
     """
     spec = replace_spec(spec, variants=(REFERENCE,))
     b = Builder(spec, work_dir, work_dir / "no-key", work_dir, release=False, ledger=Path(os.devnull), datasets=datasets,
-                tracking_uri=tracking_uri, command=command, log=log, run_name=f"experiment {name}")
+                tracking_uri=tracking_uri, command=command, log=log, run_name=f"experiment {name}", data=data)
     ok = False
     try:
         b.data()

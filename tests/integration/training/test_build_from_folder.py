@@ -138,3 +138,17 @@ def test_a_bad_folder_is_refused_with_every_reason_before_training(tmp_path, cap
     assert f"2 problem(s) found before training:\n  {tmp_path / 'bad' / 'P000' / 'IM0001.dcm'}: not a DICOM file" in err
     assert f"{tmp_path / 'bad' / 'labels.csv'}:2: series_instance_uid" in err and "has no DICOM file in the folder" in err
     assert not (tmp_path / "work" / "model" / "model.pt").exists()
+
+
+def test_an_experiment_on_the_folder_is_a_run_without_a_package(built, tmp_path, capsys):
+    root, _ = built
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["experiment", str(root / "disc.toml"), "--name", "one-epoch", "--data", str(root / "dev"),
+                 "--work", str(tmp_path / "work"), "--tracking-uri", uri, "--set", "train.epochs=1"]) == 0
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("disc-finder-test").experiment_id])[0]
+    assert run.info.run_name == "experiment one-epoch" and run.data.params["spec.train.epochs"] == "1"
+    assert run.data.tags["dataset_sha256"] == content_sha256(root / "dev")
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["experiment.json"]
+    assert hub(["publish", "--run", run.info.run_id, "--tracking-uri", uri, "--data-dir", str(tmp_path / "hub")]) == 2
+    assert "logged 0 packages, not one: only a build run is published, never an experiment" in capsys.readouterr().err
