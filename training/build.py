@@ -56,9 +56,9 @@ from training.data.input_cache import cache_dir, cache_inputs
 from training.datasets import Dataset, materialise
 from training.demo import DemoSpec, replace_spec
 from training.drift import reference_thresholds
-from training.evaluate import (choose_operating_point, flip_share, operating_metrics, platt_fit, roc_auc,
-                               subgroup_metrics, variant_agreement)
 from training.errors import BuildError, IntakeError
+from training.evaluate import (choose_operating_point, flip_share, operating_metrics, platt_fit, subgroup_metrics,
+                               variant_agreement)
 from training.indication import Indication
 from training.intake import Intake, intake, patients_of, shared_patients, write_card
 from training.lineage import code_revision, require_clean_tree
