@@ -5,15 +5,22 @@ Commands
 keygen --out KEY                 new ed25519 key pair (KEY private, KEY with .pub public)
 sign PKG --key KEY [--out OUT]   re-sign a package with KEY (in place by default)
 verify PKG [--trusted-key PUB]   verify a package; print its manifest summary
-generate head-ct|chest-cr --out DIR [--seed N] [--quick]
-                                 write a synthetic labelled DICOM folder
+generate MODEL --out DIR [--seed N] [--quick]
+                                 write a spec's synthetic labelled DICOM folder (MODEL:
+                                 head-ct, chest-cr or a spec file with a [generator])
+build SPEC.toml --data FOLDER [--out DIR] [--key KEY] [--work DIR] [--card-dir DIR] [--release]
+           [--tracking-uri URI] [--ledger FILE]
+                                 build a model package from a spec file and a labelled DICOM
+                                 folder: intake checks, training, evaluation, the sealed read,
+                                 model and dataset cards, signature; an MLflow run
 train head-ct|chest-cr --data DIR --out CKPT [--quick] [--epochs N]
                                  train on a labelled folder (also under torchrun)
 build-demo head-ct|chest-cr --out DIR --key KEY --work DIR [--card-dir DIR] [--release]
            [--tracking-uri URI] [--ledger FILE] [--quick]
-                                 rebuild a demo package from its seed; --release refuses
-                                 uncommitted code and an unregistered sealed test set
-experiment head-ct|chest-cr --name NAME [--set KEY=VALUE ...] [--train-share F] [--tracking-uri URI]
+                                 build of a demo's spec (training/specs/) from its generator's
+                                 folder (generated once into the dataset cache); --release
+                                 refuses uncommitted code and an unregistered sealed test set
+experiment MODEL --name NAME [--data FOLDER] [--set KEY=VALUE ...] [--train-share F] [--tracking-uri URI]
                                  train and evaluate a variant of the spec on its development
                                  splits (never the sealed set) as an MLflow run; KEY is a spec
                                  field, train.FIELD or input.FIELD, VALUE JSON or text
@@ -41,9 +48,17 @@ from appliance.models.package import verify_package
 
 
 def _spec(args):
+    """The spec ``args.model`` names: a demo (``head-ct``, ``chest-cr``; ``--quick`` for its
+    test size) or a spec file."""
     from training.demo import DEMOS
+    from training.specfile import load_spec
 
-    spec = DEMOS[args.model](quick=args.quick)
+    if args.model in DEMOS:
+        spec = DEMOS[args.model](quick=args.quick)
+    elif args.quick:
+        raise SystemExit("--quick is for the demos (head-ct, chest-cr), not a spec file")
+    else:
+        spec = load_spec(Path(args.model))
     if getattr(args, "seed", None) is not None:
         spec = replace(spec, generator=replace(spec.generator, seed=args.seed))
     return spec
@@ -80,7 +95,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from training.datasets import generate
 
-    generate(_spec(args).generator, args.out)
+    spec = _spec(args)
+    if spec.generator is None:
+        raise SystemExit(f"{args.model}: the spec has no [generator] table")
+    generate(spec.generator, args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -107,20 +125,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_build_demo(args: argparse.Namespace) -> int:
+def _build(args: argparse.Namespace, spec, data: Path | None) -> int:
+    """``build`` and ``build-demo``: the same build, from a given folder or the generator's."""
     from training.build import build
     from training.errors import BuildError
     from training.sealed import LEDGER
 
     try:
-        info = build(_spec(args), args.out, args.key, args.work, release=args.release, card_dir=args.card_dir,
-                     ledger=args.ledger or LEDGER, tracking_uri=args.tracking_uri,
+        info = build(spec, args.out, args.key, args.work, release=args.release, card_dir=args.card_dir,
+                     ledger=args.ledger or LEDGER, tracking_uri=args.tracking_uri, data=data,
                      command=args.command or shlex.join(["python", "-m", "training", *args.argv]))
     except BuildError as exc:
         print(f"build refused: {exc}", file=sys.stderr)
         return 1
-    print(f"MLflow run {info['run_id']}")
+    print(f"package {info['package']}\nMLflow run {info['run_id']}")
     return 0
+
+
+def cmd_build_demo(args: argparse.Namespace) -> int:
+    return _build(args, _spec(args), None)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from training.errors import SpecError
+    from training.package import generate_keypair
+    from training.specfile import load_spec
+
+    try:
+        spec = load_spec(args.spec)
+    except SpecError as exc:
+        print(f"build refused: {exc}", file=sys.stderr)
+        return 1
+    home = Path("var") / "builds" / f"{spec.id}-{spec.version}"
+    args.out = args.out or home
+    args.work = args.work or home / "work"
+    if args.key is None:
+        args.key = Path(args.work) / "build-signing.key"
+        if not args.key.exists():
+            generate_keypair(args.key)
+        print(f"no --key: signing with a new key {args.key} (a box trusts it only once given "
+              f"{args.key.with_suffix('.pub')})", file=sys.stderr)
+    return _build(args, spec, args.data)
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -143,7 +188,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     spec = replace_spec(_spec(args), **parse_settings(args.set or []))
     report = experiment(spec, Path(args.work or f"var/experiments/{spec.id}/{args.name}"), name=args.name,
-                        train_share=args.train_share, tracking_uri=args.tracking_uri,
+                        train_share=args.train_share, tracking_uri=args.tracking_uri, data=args.data,
                         command=shlex.join(["python", "-m", "training", *args.argv]))
     print(json.dumps({"run_id": report["run_id"], "operating_point": report["operating_point"],
                       "misses": len(report["misses"])}, indent=2, default=float))
@@ -168,6 +213,20 @@ def cmd_sealed_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_options(c: argparse.ArgumentParser, required: bool) -> None:
+    default = "" if required else " (default var/builds/ID-VERSION/...)"
+    c.add_argument("--out", type=Path, required=required, help="package output folder" + default)
+    c.add_argument("--key", type=Path, required=required,
+                   help="ed25519 private key" + ("" if required else " (default: a new one in the work folder)"))
+    c.add_argument("--work", type=Path, required=required, help="scratch folder (model files, cards)" + default)
+    c.add_argument("--card-dir", type=Path, help="also write the model and dataset cards here")
+    c.add_argument("--command", default="", help="the command line to record in the model card")
+    c.add_argument("--release", action="store_true",
+                   help="a release: committed code only, the sealed set registered, the read logged as such")
+    c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
+    c.add_argument("--ledger", type=Path, help="the sealed-read ledger (default: the repository's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -190,10 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--first", type=int, default=0, help="skip this many series (in series UID order)")
     st.add_argument("--limit", type=int, help="score at most this many series")
     st.set_defaults(func=cmd_stability)
+    b = sub.add_parser("build", help="build a model package from a spec file and a labelled DICOM folder")
+    b.add_argument("spec", type=Path, help="the model spec (TOML; see training/specs/ and docs/training.md)")
+    b.add_argument("--data", type=Path, required=True, help="the labelled DICOM folder (DICOM files + labels.csv)")
+    _build_options(b, required=False)
+    b.set_defaults(func=cmd_build)
     for name, func in (("generate", cmd_generate), ("train", cmd_train), ("build-demo", cmd_build_demo),
                        ("sealed-hash", cmd_sealed_hash), ("experiment", cmd_experiment)):
         c = sub.add_parser(name)
-        c.add_argument("model", choices=["head-ct", "chest-cr"])
+        c.add_argument("model", help="head-ct, chest-cr (the demos) or a spec file")
         c.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
         c.add_argument("--seed", type=int)
         c.set_defaults(func=func)
@@ -204,21 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--out", type=Path, required=True, help="checkpoint file")
             c.add_argument("--epochs", type=int)
         if name == "build-demo":
-            c.add_argument("--out", type=Path, required=True, help="package output folder")
-            c.add_argument("--key", type=Path, required=True, help="ed25519 private key")
-            c.add_argument("--work", type=Path, required=True, help="scratch folder (data, model files)")
-            c.add_argument("--card-dir", type=Path, help="also write the model card here")
-            c.add_argument("--command", default="", help="the command line to record in the model card")
-            c.add_argument("--release", action="store_true",
-                           help="a release: committed code only, the sealed set registered, the read logged as such")
-            c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
-            c.add_argument("--ledger", type=Path, help="the sealed-read ledger (default: the repository's)")
+            _build_options(c, required=True)
         if name == "experiment":
             c.add_argument("--name", required=True, help="the run's name (and its folder under var/experiments)")
             c.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a spec setting")
             c.add_argument("--train-share", type=float, default=1.0, help="share of the train patients kept")
             c.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
             c.add_argument("--work", type=Path, help="scratch folder (default var/experiments/ID/NAME)")
+            c.add_argument("--data", type=Path, help="the labelled DICOM folder (default: the spec's generator's)")
     return p
 
 

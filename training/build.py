@@ -56,9 +56,11 @@ from training.data.input_cache import cache_dir, cache_inputs
 from training.datasets import Dataset, materialise
 from training.demo import DemoSpec, replace_spec
 from training.drift import reference_thresholds
-from training.evaluate import (choose_operating_point, flip_share, operating_metrics, platt_fit, roc_auc,
-                               subgroup_metrics, variant_agreement)
+from training.errors import BuildError, IntakeError
+from training.evaluate import (choose_operating_point, flip_share, operating_metrics, platt_fit, subgroup_metrics,
+                               variant_agreement)
 from training.indication import Indication
+from training.intake import Intake, intake, patients_of, shared_patients, write_card
 from training.lineage import code_revision, require_clean_tree
 from training.machine import cpu_flags, machine
 from training.mixed_stream import mixed_stream_through_appliance
@@ -92,11 +94,11 @@ def key(backend: str, precision: str) -> str:
     return f"{backend}/{precision}"
 
 
-def indication_of(row: dict[str, str]) -> str:
-    """A series' class: the ``indication`` column, else ``in-indication`` for label 1 and
+def indication_of(row: dict[str, str], column: str = "indication") -> str:
+    """A series' class: the indication ``column``, else ``in-indication`` for label 1 and
     ``negative`` for 0 (a folder labelled before indications existed)."""
-    if row.get("indication"):
-        return Indication(row["indication"]).value
+    if row.get(column):
+        return Indication(row[column]).value
     return (Indication.IN if row["label"] == "1" else Indication.NEGATIVE).value
 
 
@@ -133,16 +135,21 @@ def verdict(metrics: dict, stability: dict, spec: DemoSpec) -> dict:
     return {"meets": not misses, "misses": misses}
 
 
+def _asdict(config) -> dict | None:
+    return asdict(config) if config is not None else None
+
+
 def _p(p: dict) -> str:
     return f"{p['k']}/{p['n']}" + (f" = {p['value']:.3f} ({p['ci95'][0]:.3f}-{p['ci95'][1]:.3f})" if p["estimable"] else "")
 
 
-def data_summary(rows: list[dict[str, str]], scanners: list[str]) -> dict:
-    """Counts of a dataset's series per class, lesion type, size group, contrast, mimic,
-    acquisition and scanner, computed from its labels (pure): the card quotes these,
-    never the generator's intended shares."""
-    out: dict[str, dict[str, int]] = {"indication": Counter(indication_of(r) for r in rows)}
-    for column in ("lesion_type", "size_group", "contrast", "mimic", "acquisition"):
+def data_summary(rows: list[dict[str, str]], scanners: list[str], column: str = "indication",
+                 subgroups: tuple[str, ...] = ("lesion_type", "size_group", "contrast", "mimic", "acquisition")) -> dict:
+    """Counts of a dataset's series per class (the indication ``column``), per subgroup
+    column and per scanner, computed from its labels (pure): the card quotes these, never
+    the generator's intended shares."""
+    out: dict[str, dict[str, int]] = {"indication": Counter(indication_of(r, column) for r in rows)}
+    for column in (c for c in subgroups if c != "scanner"):
         values = [r.get(column, "") for r in rows]
         if any(values):
             out[column] = Counter(v for v in values if v)
@@ -156,9 +163,10 @@ class Builder:
 
     def __init__(self, spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, *, release: bool,
                  ledger: Path, datasets: Path | None, tracking_uri: str | None, command: str,
-                 log: Callable[[str], None], run_name: str | None = None):
+                 log: Callable[[str], None], run_name: str | None = None, data: Path | None = None):
         self.spec, self.out_dir, self.key_path, self.work_dir = spec, Path(out_dir), Path(key_path), Path(work_dir)
         self.release, self.ledger, self.datasets, self.command, self._log = release, ledger, datasets, command, log
+        self.data_folder = Path(data) if data is not None else None
         self.model_dir = self.work_dir / "model"
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.perf_counter()
@@ -178,20 +186,68 @@ class Builder:
     def data(self) -> None:
         started = time.perf_counter()
         spec = self.spec
-        self.dev: Dataset = materialise(spec.generator, self.datasets, self.log)
+        if self.data_folder is not None:
+            self.dev = Dataset(self.data_folder, "")
+        elif spec.generator is not None:
+            self.dev = materialise(spec.generator, self.datasets, self.log)
+        else:
+            raise BuildError(f"{spec.id}: the spec has no [generator]: give the labelled folder to build from (--data)")
         if self.dev.generated_seconds is not None:
             self.timings["dataset_generation"] = round(self.dev.generated_seconds, 1)
-        self.splits: dict[str, list[SeriesJob]] = split_by_patient(
-            series_jobs(self.dev.path, spec.input), spec.train.seed, spec.fractions, names=DEV_SPLITS,
-            external_scanner=spec.external_scanner)
+        self.intake = self._intake()
+        self.timings["intake"] = round(time.perf_counter() - started, 1)
+        jobs = series_jobs(self.dev.path, spec.input)
+        self.splits: dict[str, list[SeriesJob]]
+        if spec.split_file is not None:
+            self.splits = {name: [j for j in jobs if self.intake.splits[j.series_uid] == name]
+                           for name in (*DEV_SPLITS, "external")}
+        else:
+            self.splits = split_by_patient(jobs, spec.train.seed, spec.fractions, names=DEV_SPLITS,
+                                           external_scanner=spec.external_scanner)
+        self.dataset_card = {**self.intake.card(), "split": {k: len(v) for k, v in self.splits.items()}}
         external = self.splits["external"]
         self.external_total = len(external)
         if spec.external_cap is not None and len(external) > spec.external_cap:
             keep = set(np.random.default_rng(spec.train.seed).permutation(len(external))[:spec.external_cap].tolist())
             self.splits["external"] = [j for i, j in enumerate(external) if i in keep]
-        self.classes = {name: np.array([indication_of(j.row) for j in split]) for name, split in self.splits.items()}
+        self.classes = {name: np.array([self.indication(j.row) for j in split]) for name, split in self.splits.items()}
         self.log("data: " + ", ".join(f"{k} {len(v)} series ({self._class_counts(k)})" for k, v in self.splits.items()))
         self.timed("data", started)
+
+    def _intake(self) -> Intake:
+        """Intake checks on the development folder (and no patient of the sealed folder in
+        it); the development set's content hash comes from here for a folder build. A
+        dataset the spec's generator wrote is not decoded here (:func:`training.intake.inspect_file`):
+        the build decodes its files anyway, and a head-CT set's decode alone takes half an hour
+        on two cores."""
+        spec = self.spec
+        found = intake(self.dev.path, spec.input, indication_column=spec.indication_column, subgroups=spec.subgroups,
+                       split_file=spec.split_file, sha256=self.dev.sha256 or None,
+                       decode=self.data_folder is not None)
+        if not self.dev.sha256:
+            self.dev = Dataset(self.dev.path, found.sha256)
+        if spec.sealed.folder is not None:
+            shared = shared_patients(found, patients_of(spec.sealed.folder))
+            if shared:
+                raise IntakeError(f"{self.dev.path}: {len(shared)} series are of patients also in the sealed set "
+                                  f"{spec.sealed.folder} (first: series {shared[0]}); a patient must be in one of them")
+        card = found.card()
+        self.log(f"intake: {card['series']} series, {card['files']} files, {card['patients']} patients, "
+                 f"classes {card['indication']}, content sha256 {found.sha256}")
+        return found
+
+    def indication(self, row: dict[str, str]) -> str:
+        return indication_of(row, self.spec.indication_column)
+
+    def constraints(self) -> dict | None:
+        """The package's input constraints: the generator's declared ranges when the data
+        came from the spec's generator, else the ranges intake found; none when the spec
+        says so (test fixtures fed with series of other sizes)."""
+        if not self.spec.constrain_inputs:
+            return None
+        if self.data_folder is None and self.spec.generator is not None:
+            return input_constraints(self.spec.generator)
+        return self.intake.input_constraints(self.spec.input)
 
     def _class_counts(self, split: str) -> str:
         c = Counter(self.classes[split])
@@ -202,7 +258,9 @@ class Builder:
         started = time.perf_counter()
         spec = self.spec
         watched = self.splits["train"] + self.splits["val"]
-        cached = cache_inputs(watched, cache_dir(self.dev.path, spec.input, spec.thin_mm), spec.thin_mm, log=self.log)
+        # A given folder is never written to: its inputs are cached in the work folder.
+        where = self.dev.path if self.data_folder is None else self.work_dir
+        cached = cache_inputs(watched, cache_dir(where, spec.input, spec.thin_mm), spec.thin_mm, log=self.log)
         self.timings["input_cache"] = round(time.perf_counter() - started, 1)
         train_cached, val_cached = cached[:len(self.splits["train"])], cached[len(self.splits["train"]):]
         self.train_drift = [c.drift for c in train_cached]
@@ -340,7 +398,8 @@ class Builder:
                 self.log(f"{key(*v)}: {reason}")
         variants = {key(*v): (v[1], self.variants[v][1]) for v in self.kept}
         golden_files, self.golden_cases, self.series_atol, series_report = golden_dicom(
-            loaded, self.dev.path, spec.input, spec.aggregation, self.calibration, self.threshold, variants)
+            loaded, [gate[i].paths for i in chosen], spec.input, spec.aggregation, self.calibration, self.threshold,
+            variants)
         self.golden_report["dicom"] = series_report
         self.files: dict[str, bytes] = {"golden/golden.npz": golden_bytes, **golden_files}
         self.timed("golden", started)
@@ -362,7 +421,7 @@ class Builder:
                          root=self.datasets, log=self.log) as reading:
             self.sealed_sha256 = reading.dataset.sha256
             jobs = series_jobs(reading.dataset.path, spec.input)
-            self.test_classes = np.array([indication_of(j.row) for j in jobs])
+            self.test_classes = np.array([self.indication(j.row) for j in jobs])
             self.test_attributes = [{**j.row, "scanner": j.row.get("scanner") or ""} for j in jobs]
             runners = {key(*v): self.variants[v][1] for v in self.kept}
             scores = score_all(spec.input, spec.aggregation, [j.paths for j in jobs], runners, STABILITY,
@@ -384,8 +443,9 @@ class Builder:
                 f"{'meets' if self.verdicts[name]['meets'] else 'misses'} target"
                 for name, m in self.metrics["test"].items())
         self.subgroups = {name: subgroup_metrics(self.test_classes, self.test_attributes, self.test_scores[name],
-                                                 self.threshold) for name in runners}
-        self.sealed_summary = data_summary(self.test_attributes, [a.get("scanner", "") for a in self.test_attributes])
+                                                 self.threshold, spec.subgroups) for name in runners}
+        self.sealed_summary = data_summary(self.test_attributes, [a.get("scanner", "") for a in self.test_attributes],
+                                           spec.indication_column, spec.subgroups)
         for name, v in self.verdicts.items():
             self.log(f"sealed test, {name}: {'MEETS' if v['meets'] else 'DOES NOT MEET'} its target"
                      + ("" if v["meets"] else ": " + "; ".join(v["misses"])))
@@ -420,11 +480,14 @@ class Builder:
             "aggregation": spec.aggregation.model_dump(exclude_none=True), "calibration": self.calibration.model_dump(),
             "operating_point": operating_point, "variants": variants, "excluded_variants": self.excluded,
             "golden": "golden/golden.npz", "drift_reference": "drift/reference.json", "model_card": "MODEL_CARD.md",
-            **({"input_constraints": input_constraints(spec.generator)} if spec.constrain_inputs else {}),
+            **({"input_constraints": self.constraints()} if spec.constrain_inputs else {}),
+            **({"finding_code": list(spec.finding_code)} if spec.finding_code else {}),
             "golden_series": self.golden_cases, "lineage": self.lineage, "metrics": _finite(self.metrics),
             "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "provenance": {"seed": spec.train.seed, "generator": asdict(spec.generator),
-                           "sealed_generator": asdict(spec.sealed.generator), "train": config_dict(spec.train),
+            "provenance": {"seed": spec.train.seed, "generator": _asdict(spec.generator),
+                           "sealed_generator": _asdict(spec.sealed.generator), "train": config_dict(spec.train),
+                           "dataset_card": self.dataset_card,
+                           "proposed_routing": {**spec.routing, "model": spec.id} if spec.routing else None,
                            "onnx_opset": export.OPSET, "torch": torch.__version__, "parity_max_abs_diff": self.parity,
                            "machine": machine(), "cpu_flags": cpu_flags(), "command": self.command,
                            "targets": asdict(spec.targets), "verdicts": self.verdicts, "stability": self.stability},
@@ -447,11 +510,13 @@ class Builder:
             "metrics": self.metrics, "subgroups": self.subgroups, "box_variant": self.box_variant(),
             "split_counts": {k: self._class_counts(k) for k in self.splits},
             "split_sizes": {k: len(v) for k, v in self.splits.items()}, "external_total": self.external_total,
-            "sealed": {"name": spec.sealed.name, "seed": spec.sealed.generator.seed, "sha256": self.sealed_sha256,
+            "sealed": {"name": spec.sealed.name, "sha256": self.sealed_sha256,
+                       "seed": spec.sealed.generator.seed if spec.sealed.generator is not None else None,
                        "series": len(self.test_classes), "summary": self.sealed_summary,
                        "earlier_reads": self.earlier_reads},
             "dev_summary": data_summary([j.row for v in self.splits.values() for j in v],
-                                        [j.scanner for v in self.splits.values() for j in v]),
+                                        [j.scanner for v in self.splits.values() for j in v], spec.indication_column,
+                                        spec.subgroups),
             "parameters": sum(p.numel() for p in self.model.parameters()), "input_desc": spec.input_desc(),
             "cam_size": spec.input.size // self.model.stride, "aggregation_desc": spec.aggregation_desc(),
             "objective": spec.objective_desc(), "epochs_run": len(self.history), "history": self.history,
@@ -460,9 +525,12 @@ class Builder:
             "gate_min_agreement": GATE_MIN_AGREEMENT,
             "int8_note": INT8_NOTE.format(bound=self.saturation_bound) if self.saturation_bound is not None else "",
             "golden": self.golden_report, "golden_cpus": f"{machine()}; CPU flags {cpu_flags()}",
-            "input_constraints": input_constraints(spec.generator) if spec.constrain_inputs else None,
+            "input_constraints": self.constraints(),
+            "proposed_routing": {**spec.routing, "model": spec.id} if spec.routing else None,
+            "finding_code": spec.finding_code,
             "mixed_stream": getattr(self, "stream", None), "build_seconds": time.perf_counter() - self.t0,
-            "release": self.release,
+            "release": self.release, "synthetic": self.data_folder is None,
+            "split_file": str(spec.split_file) if spec.split_file else None,
         }
 
     def box_variant(self) -> str:
@@ -474,10 +542,15 @@ class Builder:
         return key(*REFERENCE)
 
     def sign(self) -> None:
-        """Write the card and sign the package with it; verify as the box would."""
+        """Write the model card and the dataset card beside it, and sign the package with
+        both; verify as the box would."""
         card = model_card(self.info())
         (self.work_dir / "MODEL_CARD.md").write_text(card)
-        write_package(self.package_path, self.manifest, {**self.files, "MODEL_CARD.md": card.encode()},
+        self.dataset_card_files = write_card(self.work_dir, f"{self.spec.id} {self.spec.version} development data",
+                                             self.dataset_card)
+        write_package(self.package_path, self.manifest,
+                      {**self.files, "MODEL_CARD.md": card.encode(),
+                       "DATASET_CARD.md": self.dataset_card_files[0].read_bytes()},
                       load_private_key(self.key_path))
         verify_package(self.package_path, [self.key_path.with_suffix(".pub")])
 
@@ -501,7 +574,9 @@ class Builder:
                                   "train": config_dict(spec.train), "fractions": list(spec.fractions),
                                   "thin_mm": spec.thin_mm, "targets": asdict(spec.targets),
                                   "variants": [key(*v) for v in spec.variants]},
-                         "generator": asdict(spec.generator), "sealed_generator": asdict(spec.sealed.generator)})
+                         "generator": _asdict(spec.generator), "sealed_generator": _asdict(spec.sealed.generator),
+                         "data_folder": str(self.data_folder) if self.data_folder else None,
+                         "finding_code": spec.finding_code, "routing": spec.routing, "split_file": spec.split_file})
         self.run.tag("dataset_sha256", self.dev.sha256)
         self.run.tag("sealed_test_sha256", self.sealed_sha256)
         self.run.metrics({"metrics": _finite(self.metrics), "operating_point": self.op, "stability": self.stability,
@@ -510,21 +585,26 @@ class Builder:
                                            if k in ("series", "positives", "flagged")}})
         report = self.work_dir / "report.json"
         report.write_text(json.dumps(_finite(info), indent=2, default=float))
-        for path in (self.work_dir / "MODEL_CARD.md", report, self.package_path):
+        for path in (self.work_dir / "MODEL_CARD.md", report, self.package_path, *self.dataset_card_files):
             self.run.artifact(path)
 
 
 def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, *, release: bool = False,
           card_dir: Path | None = None, ledger: Path = LEDGER, datasets: Path | None = None,
-          tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print) -> dict:
+          tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print,
+          data: Path | None = None) -> dict:
     """Build, sign and verify the spec's package; return the build's ``info`` (also written
     as ``report.json`` in ``work_dir`` and logged to MLflow).
+
+    ``data``: the labelled folder to build from; ``None``: the spec's generator's dataset
+    (generated into the cache once). Either way it passes intake (:mod:`training.intake`)
+    before anything is trained, and its dataset card is written beside the model card.
 
     ``release`` refuses uncommitted code and an unregistered sealed set, and records the read
     in the ledger as a release's.
     """
     b = Builder(spec, out_dir, key_path, work_dir, release=release, ledger=ledger, datasets=datasets,
-                tracking_uri=tracking_uri, command=command, log=log)
+                tracking_uri=tracking_uri, command=command, log=log, data=data)
     ok = False
     try:
         b.data()
@@ -543,6 +623,7 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, *, rele
         if card_dir is not None:
             Path(card_dir).mkdir(parents=True, exist_ok=True)
             (Path(card_dir) / f"{spec.id}.md").write_text((b.work_dir / "MODEL_CARD.md").read_text())
+            (Path(card_dir) / f"{spec.id}.dataset.md").write_text((b.work_dir / "DATASET_CARD.md").read_text())
         b.track(info)
         ok = True
         b.log(f"package {b.package_path} verified in {info['total_seconds']:.0f} s; "
@@ -555,17 +636,19 @@ def build(spec: DemoSpec, out_dir: Path, key_path: Path, work_dir: Path, *, rele
 
 
 def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float = 1.0, datasets: Path | None = None,
-               tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print) -> dict:
+               tracking_uri: str | None = None, command: str = "", log: Callable[[str], None] = print,
+               data: Path | None = None) -> dict:
     """Train and evaluate a variant of a spec on its development splits only, as an MLflow
     run: never the sealed set, no package. ``train_share`` keeps that share of the train
-    patients (a fixed random subset: a learning curve's arm).
+    patients (a fixed random subset: a learning curve's arm). ``data``: the labelled folder,
+    as for :func:`build`.
 
     Returns the metrics of calibration, gate and external at the operating point chosen on
     calibration (FP32), the operating point itself, and the run id.
     """
     spec = replace_spec(spec, variants=(REFERENCE,))
     b = Builder(spec, work_dir, work_dir / "no-key", work_dir, release=False, ledger=Path(os.devnull), datasets=datasets,
-                tracking_uri=tracking_uri, command=command, log=log, run_name=f"experiment {name}")
+                tracking_uri=tracking_uri, command=command, log=log, run_name=f"experiment {name}", data=data)
     ok = False
     try:
         b.data()
@@ -573,7 +656,7 @@ def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float 
             patients = sorted({s.patient_id for s in b.splits["train"]})
             keep = set(np.random.default_rng(spec.train.seed).permutation(patients)[:round(train_share * len(patients))])
             b.splits["train"] = [s for s in b.splits["train"] if s.patient_id in keep]
-            b.classes["train"] = np.array([indication_of(j.row) for j in b.splits["train"]])
+            b.classes["train"] = np.array([b.indication(j.row) for j in b.splits["train"]])
         b.fit()
         b.score_dev()
         b.operating_point()
@@ -581,7 +664,7 @@ def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float 
         metrics = b.dev_metrics()
         b.run.params({"spec": {"input": spec.input.model_dump(), "train": config_dict(spec.train), "thin_mm": spec.thin_mm,
                                "fractions": list(spec.fractions)}, "train_share": train_share,
-                      "train_series": len(b.splits["train"]), "generator": asdict(spec.generator)})
+                      "train_series": len(b.splits["train"]), "generator": _asdict(spec.generator)})
         b.run.tag("dataset_sha256", b.dev.sha256)
         b.run.metrics({"metrics": _finite(metrics), "operating_point": b.op, "timings": b.timings})
         misses = [{"split": split, "score": float(score), **{k: j.row.get(k, "") for k in (

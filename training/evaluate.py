@@ -230,7 +230,8 @@ SUBGROUP_ATTRIBUTES = ("lesion_type", "size_group", "contrast", "mimic", "acquis
 _NO_VALUE = ("", "none")
 
 
-def subgroup_metrics(classes, attributes: list[dict[str, str]], scores: np.ndarray, threshold: float) -> dict[str, dict[str, dict]]:
+def subgroup_metrics(classes, attributes: list[dict[str, str]], scores: np.ndarray, threshold: float,
+                     columns: tuple[str, ...] = SUBGROUP_ATTRIBUTES) -> dict[str, dict[str, dict]]:
     """Per value of each label attribute: in-indication sensitivity, specificity and
     sub-indication flags among that value's own series (pure).
 
@@ -241,7 +242,7 @@ def subgroup_metrics(classes, attributes: list[dict[str, str]], scores: np.ndarr
     inside, negative, sub = _classes(classes)
     flag = np.asarray(scores, dtype=np.float64) >= threshold
     out: dict[str, dict[str, dict]] = {}
-    for attr in SUBGROUP_ATTRIBUTES:
+    for attr in columns:
         values = np.array([a.get(attr, "") for a in attributes])
         if (values == "").all():
             continue

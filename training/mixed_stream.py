@@ -129,34 +129,9 @@ def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_d
     config = stream_config(spec.generator, spec.mixed_stream_series, spec.mixed_stream_seed)
     stream = materialise(config, datasets, log)
     _, labels = read_labels(stream.path / "labels.csv")
-    work_dir = Path(work_dir)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    (work_dir / "data").mkdir(parents=True)
-    port = _free_port()
-    env = {**os.environ, "APPLIANCE_DATA_DIR": str(work_dir / "data"), "APPLIANCE_DICOM_PORT": str(port),
-           "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_DICOM_PEERS": "*@127.0.0.1",
-           "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "64", "APPLIANCE_WEB_PORT": str(_free_port()),
-           "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_MODELS_TRUSTED_KEYS": str(public_key)}
-    _appliance("models", "install", str(package), "--activate", env=env)
-    listed = json.loads(_appliance("models", "list", "--json", env=env).stdout)
-    active = next(m for m in listed if m.get("state") == "active" and m.get("id") == spec.id)
-    log_path = work_dir / "serve.log"
-    with open(log_path, "wb") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve"], env=env, cwd=REPOSITORY,
-                                 stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, serve, log_path)
-        patients = sorted(p for p in stream.path.iterdir() if p.is_dir())
-        for folder in patients:
-            _send_series(folder, port, log_path, log)
-        status = _wait_final(env, len(labels), serve, log_path)
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-    series = {s["series_instance_uid"]: s for s in status["series"]}
+    status, active = folder_through_appliance(package, public_key, spec.id, stream.path, len(labels), work_dir,
+                                              log=log)
+    series = status
     uids = sorted(labels)
     flags = np.array([bool(series[u].get("flag")) for u in uids])
     classes = np.array([labels[u].get("indication") or ("in-indication" if labels[u]["label"] == "1" else "negative")
@@ -180,6 +155,47 @@ def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_d
         "metrics": operating_metrics(classes, flags.astype(float), 0.5), "states": states,
         "by_acquisition": dict(sorted(groups.items())), "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def folder_through_appliance(package: Path, public_key: Path, model_id: str, folder: Path, expected: int,
+                             work_dir: Path, routing: dict | None = None,
+                             log: Callable[[str], None] = print) -> tuple[dict[str, dict], dict]:
+    """Install ``package`` on a fresh appliance (``work_dir``), send it every DICOM file of
+    ``folder`` (one association per top-level subfolder), wait until ``expected`` series
+    are final; returns (``status --json``'s series by Series Instance UID, the active model
+    as ``models list`` gives it). ``routing``: a rule (RoutingRule's fields) for the
+    routing file, else the product's shipped one. ``log`` hears an instance sent again."""
+    work_dir = Path(work_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    (work_dir / "data").mkdir(parents=True)
+    port = _free_port()
+    env = {**os.environ, "APPLIANCE_DATA_DIR": str(work_dir / "data"), "APPLIANCE_DICOM_PORT": str(port),
+           "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_DICOM_PEERS": "*@127.0.0.1",
+           "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "64", "APPLIANCE_WEB_PORT": str(_free_port()),
+           "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_MODELS_TRUSTED_KEYS": str(public_key)}
+    if routing is not None:
+        rule = "\n".join(f"{k} = {json.dumps(v)}" for k, v in {**routing, "model": model_id}.items())
+        (work_dir / "routing.toml").write_text(f"[[rule]]\n{rule}\n")
+        env["APPLIANCE_WORKER_ROUTING_FILE"] = str(work_dir / "routing.toml")
+    _appliance("models", "install", str(package), "--activate", env=env)
+    listed = json.loads(_appliance("models", "list", "--json", env=env).stdout)
+    active = next(m for m in listed if m.get("state") == "active" and m.get("id") == model_id)
+    log_path = work_dir / "serve.log"
+    with open(log_path, "wb") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve"], env=env, cwd=REPOSITORY,
+                                 stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_for_port(port, serve, log_path)
+        for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("inputs-")):
+            _send_series(sub, port, log_path, log)
+        status = _wait_final(env, expected, serve, log_path)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+    return {s["series_instance_uid"]: s for s in status["series"]}, active
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:

@@ -113,13 +113,13 @@ def golden(series: list[Series], series_scores: np.ndarray, reference: Runner, t
 GOLDEN_SLICES_EACH_SIDE = 1
 
 
-def golden_dicom(series: list[Series], data_dir: Path, spec_input, aggregation, calibration,
+def golden_dicom(series: list[Series], series_paths: list[list[Path]], spec_input, aggregation, calibration,
                  threshold: float, variants: dict[str, tuple[str, Runner]]) -> tuple[dict[str, bytes], list[dict], dict[str, float], dict]:
     """Golden DICOM cases for the box's end-to-end check (``manifest.golden_series``).
 
     For each golden series (loaded, :func:`golden_series`): its key slice (highest FP32 score) and
     :data:`GOLDEN_SLICES_EACH_SIDE` neighbours either side, copied from the dataset
-    byte for byte. They are decoded and preprocessed exactly as the box does
+    byte for byte (``series_paths``: each series' files). They are decoded and preprocessed exactly as the box does
     (``decode_in_order``, ``model_input``, ``stack_inputs``), scored by every variant, aggregated and
     calibrated. The expected verdict is FP32 ONNX Runtime's (the first entry of
     ``variants``); each variant's ``series_atol`` is its measured largest difference times
@@ -141,11 +141,10 @@ def golden_dicom(series: list[Series], data_dir: Path, spec_input, aggregation, 
 
     reference_key = next(iter(variants))
     files, cases, diffs = {}, [], {key: 0.0 for key in variants}
-    for n, s in enumerate(series):
+    for n, (s, candidates) in enumerate(zip(series, series_paths)):
         key_index = int(np.argmax(variants[reference_key][1](s.model_inputs())[0]))
         keep = set(s.sop_uids[max(0, key_index - GOLDEN_SLICES_EACH_SIDE):key_index + GOLDEN_SLICES_EACH_SIDE + 1])
-        paths = sorted(p for p in (Path(data_dir) / s.patient_id).rglob("*")
-                       if p.is_file() and str(read_header(p).SOPInstanceUID) in keep)
+        paths = sorted(p for p in candidates if str(read_header(p).SOPInstanceUID) in keep)
         name = f"case{n + 1}-{'positive' if s.label else 'negative'}"
         names = [f"golden/series/{name}/{k + 1:02d}.dcm" for k in range(len(paths))]
         files.update({a: p.read_bytes() for a, p in zip(names, paths)})

@@ -14,15 +14,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from training.data.cr_synth import CRConfig
 from training.data.ct_synth import CTConfig
-from training.datasets import Dataset, materialise
+from training.datasets import Dataset, content_sha256, materialise
 from training.errors import SealedSetError
 
 LEDGER = Path(__file__).resolve().parent / "specs" / "sealed-test-ledger.tsv"
@@ -31,12 +30,18 @@ LEDGER_COLUMNS = ("utc", "model", "sealed_set", "sealed_sha256", "code_revision"
 
 @dataclass(frozen=True)
 class SealedSet:
-    """A model's sealed test set: its generator (a seed never used for anything else) and
-    its registered content hash (``None`` until registered; a release refuses that)."""
+    """A model's sealed test set: its generator (a seed never used for anything else) or
+    the labelled folder that holds it, and its registered content hash (``None`` until
+    registered; a release refuses that)."""
 
     name: str
-    generator: CTConfig | CRConfig
+    generator: CTConfig | CRConfig | None
     sha256: str | None = None
+    folder: Path | None = None
+
+    def __post_init__(self):
+        if (self.generator is None) == (self.folder is None):
+            raise ValueError(f"sealed set {self.name}: give either a generator or a folder")
 
 
 @dataclass
@@ -49,8 +54,14 @@ class SealedRead:
 
 def open_sealed(sealed: SealedSet, root: Path | None = None, log: Callable[[str], None] = print) -> Dataset:
     """The sealed set from the dataset cache (generated if absent), checked against its
-    registered hash; :class:`SealedSetError` when it differs."""
-    dataset = materialise(sealed.generator, root, log)
+    registered hash (a folder's hash computed now); :class:`SealedSetError` when it differs."""
+    if sealed.folder is not None:
+        if not (Path(sealed.folder) / "labels.csv").is_file():
+            raise SealedSetError(f"sealed set {sealed.name}: {sealed.folder} has no labels.csv")
+        dataset = Dataset(Path(sealed.folder), content_sha256(sealed.folder))
+    else:
+        assert sealed.generator is not None
+        dataset = materialise(sealed.generator, root, log)
     if sealed.sha256 is not None and dataset.sha256 != sealed.sha256:
         raise SealedSetError(f"sealed set {sealed.name} has content sha256 {dataset.sha256}, not the registered "
                              f"{sealed.sha256}: the generator or its configuration changed, so it is no longer the set "
@@ -70,7 +81,8 @@ def sealed_read(sealed: SealedSet, *, release: bool, model: str, code_revision: 
     """
     if release and sealed.sha256 is None:
         raise SealedSetError(f"sealed set {sealed.name} is not registered: generate it and record its content sha256 "
-                             "in the spec (python -m training sealed-hash MODEL prints it), commit, then build the release")
+                             "in the spec (python -m training sealed-hash MODEL prints it, or sha256 of its folder's "
+                             "content manifest), commit, then build the release")
     reading = SealedRead(open_sealed(sealed, root, log))
     try:
         yield reading
@@ -92,7 +104,7 @@ def append_ledger(ledger: Path, model: str, sealed: SealedSet, sealed_sha256: st
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         if new:
             writer.writerow(LEDGER_COLUMNS)
-        writer.writerow([dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), model, sealed.name,
+        writer.writerow([dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), model, sealed.name,
                          sealed_sha256, code_revision or "unknown", model_sha256, purpose,
                          " ".join(figures.split())])
         f.flush()

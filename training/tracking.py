@@ -109,3 +109,29 @@ class Run:
 
     def end(self, ok: bool = True) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+
+
+def package_of_run(run_id: str, dest: Path, uri: str | None = None) -> Path:
+    """The signed package a finished build run logged, downloaded into ``dest``.
+
+    Raises
+    ------
+    ValueError
+        The run does not exist, did not finish, or logged no package (an experiment).
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri or default_uri())
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"no MLflow run {run_id} in {uri or default_uri()}") from exc
+    if run.info.status != "FINISHED":
+        raise ValueError(f"MLflow run {run_id} is {run.info.status}, not FINISHED: only a completed build is published")
+    packages = [a.path for a in client.list_artifacts(run_id) if a.path.endswith(".tar")]
+    if len(packages) != 1:
+        raise ValueError(f"MLflow run {run_id} ({run.info.run_name}) logged {len(packages)} packages, not one: "
+                         "only a build run is published, never an experiment")
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, packages[0], str(dest)))

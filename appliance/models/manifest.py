@@ -336,6 +336,16 @@ class Manifest(_Strict):
     metrics: dict[str, dict[str, Any]] = {}
     #: Golden DICOM cases (each a folder of slices in the package) checked end to end.
     golden_series: list[GoldenSeries] = []
+    #: The finding's code for the SR (value, scheme designator, meaning), from the model's
+    #: spec; none: the box looks the finding's words up (``appliance.report.finding_code``).
+    finding_code: tuple[str, str, str] | None = None
+
+    @field_validator("finding_code")
+    @classmethod
+    def _code(cls, v: tuple[str, str, str] | None) -> tuple[str, str, str] | None:
+        if v is not None and not all(part.strip() and len(part) <= 64 for part in v):
+            raise ValueError("must be [code value, coding scheme designator, code meaning], none empty")
+        return v
 
     @field_validator("signing_public_key")
     @classmethod

@@ -52,7 +52,7 @@ class ObjectWriter:
         if run is None or run.verdict is None or key is None or claim is None:
             raise ValueError("result objects need a triaged decision")
         model, verdict = run.model, run.verdict
-        code = report.finding_code(model.manifest.finding)
+        code = model.manifest.finding_code or report.finding_code(model.manifest.finding)
         if code is None:
             raise InferenceError(f"no coded finding for {model.manifest.finding!r}")
         content = report.ResultContent(

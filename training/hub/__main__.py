@@ -7,7 +7,9 @@ python -m training.hub --port PORT --data-dir DIR [--database-url postgresql://.
 python -m training.hub token --data-dir DIR [--site NAME] [--ring pilot|all]
     a one-time enrolment token, on the last line
 python -m training.hub publish PACKAGE --data-dir DIR [--ring pilot|all]
-    verify a signed model package and publish it as a TUF target
+python -m training.hub publish --run RUN_ID [--tracking-uri URI] --data-dir DIR [--ring pilot|all]
+    verify a signed model package (or the one an MLflow build run logged) and publish it as
+    a TUF target
 python -m training.hub devices --data-dir DIR
     the enrolled devices
 python -m training.hub revoke DEVICE_ID --data-dir DIR
@@ -116,7 +118,9 @@ def admin(argv: list[str]) -> int:
     operator.add_argument("--name", default="operator", help="whose token it is")
     publish = sub.add_parser("publish", help="publish a signed model package as a release")
     _common(publish)
-    publish.add_argument("package", type=Path)
+    publish.add_argument("package", type=Path, nargs="?", help="the package (or --run)")
+    publish.add_argument("--run", help="publish the package this MLflow build run logged")
+    publish.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite under var/mlflow)")
     publish.add_argument("--ring", choices=("pilot", "all"), default="all")
     publish.add_argument("--min-appliance-version", default=appliance_version)
     publish.add_argument("--trusted-key", type=Path, action="append", default=[],
@@ -162,9 +166,20 @@ def admin(argv: list[str]) -> int:
         print(f"fleet page token for {args.name!r} (HTTP Basic password, any user name, or Bearer):")
         print(create_operator_token(db, args.name, now))
     elif args.command == "publish":
+        import tempfile
+
         from appliance.models.package import verify_package
 
+        if (args.package is None) == (args.run is None):
+            print("error: give a package or --run RUN_ID (one of them)", file=sys.stderr)
+            return 2
+        scratch = tempfile.TemporaryDirectory(prefix="run-package-")
         try:
+            if args.run is not None:
+                from training.tracking import package_of_run
+
+                args.package = package_of_run(args.run, Path(scratch.name), args.tracking_uri)
+                print(f"package {args.package.name} from MLflow run {args.run}")
             manifest = verify_package(args.package, args.trusted_key or None)
             target = repository.publish(args.package, _offline_keys(args), model_id=manifest.id,
                                         version=manifest.version, ring=args.ring,
@@ -172,6 +187,8 @@ def admin(argv: list[str]) -> int:
         except (PackageError, ValueError, FileNotFoundError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        finally:
+            scratch.cleanup()
         from training.hub.releases import record_release
 
         record_release(db, target, manifest, args.ring, args.min_appliance_version, now)
