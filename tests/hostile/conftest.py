@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from scripts.harness import ApplianceProcess
+from tests.helpers.hostile_web import running_web
 
 
 @pytest.fixture(scope="module")
@@ -16,38 +17,10 @@ def listener(tmp_path_factory):
     process.stop()
 
 
-def _running_web(root, **environ: str):
-    """The web app under uvicorn on a free loopback port, on a fresh data folder with a
-    radiologist, a biomed and an admin (password ``PASSWORD``) and a biomed API token."""
-    from appliance.config import load_settings
-    from appliance.db import open_database
-    from appliance.parts import Parts
-    from appliance.web import accounts
-    from appliance.web.app import create_app
-    from scripts.harness import free_port
-    from tests.helpers.boxes import PASSWORD, Box, start_server
-
-    settings = load_settings(environ={
-        "APPLIANCE_DATA_DIR": str(root / "data"),
-        "APPLIANCE_DICOM_PORT": str(free_port()),
-        "APPLIANCE_WEB_PORT": str(free_port()),
-        **environ,
-    })
-    db = open_database(settings.db_path)
-    for name, role in (("rad", "radiologist"), ("bio", "biomed"), ("boss", "admin")):
-        accounts.add_user(db.conn, name, role, PASSWORD, "test")
-    box = Box(settings, "", create_app(Parts(settings)))
-    box.series["biomed-token"] = accounts.create_token(db.conn, "biomed", "hostile-biomed", "test")
-    server, thread, box.url = start_server(settings, box.app)
-    yield box
-    server.should_exit = True
-    thread.join(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def web(tmp_path_factory):
     """The web app with its users (see :func:`_running_web`); no models needed."""
-    yield from _running_web(tmp_path_factory.mktemp("web"))
+    yield from running_web(tmp_path_factory.mktemp("web"))
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +33,16 @@ def models_web(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models-web")
     private, public = generate_keypair(root / "keys" / "trusted.key")
-    for box in _running_web(root, APPLIANCE_MODELS_TRUSTED_KEYS=f"{SHIPPED / 'demo-signing.pub'},{public}"):
+    for box in running_web(root, APPLIANCE_MODELS_TRUSTED_KEYS=f"{SHIPPED / 'demo-signing.pub'},{public}"):
         box.series["private-key"] = str(private)
         yield box
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A running hub process on loopback, on SQLite in its own data folder."""
+    from tests.helpers.hub import HubProcess
+
+    process = HubProcess(tmp_path / "hub", None).start()
+    yield process
+    process.stop()
