@@ -469,6 +469,8 @@ def _as_list(value: Any) -> list[Any]:
         return [part for part in (p.strip() for p in value.split(",")) if part]
     if value is None:
         return []
+    if not isinstance(value, (list, tuple)):  # `peers = 0` in a file: named by its key, not a TypeError
+        raise ValueError(f"must be a list or a comma-separated string, not {type(value).__name__}")
     return list(value)
 
 
