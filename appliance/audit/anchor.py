@@ -66,11 +66,19 @@ def read_anchor(database: Path) -> dict | None:
         return None
 
 
-def record(database: Path, seq: int, head_hash: str) -> None:
-    """Move the anchor to the head ``(seq, head_hash)`` unless it already names a later one.
+def record(database: Path, seq: int, head_hash: str, hash_at: Callable[[int], str | None]) -> None:
+    """Move the anchor to the head ``(seq, head_hash)`` unless it already names a later one,
+    or no longer holds: a row the anchor names that is gone or hashes otherwise (the log cut
+    or re-hashed), or an anchor whose MAC fails. Moving past either would sign the forged
+    chain and hide the edit at the next append; the anchor stays, and verify keeps saying so.
 
     Called after the commit; a failure is logged, not raised: the rows are committed, and
     an anchor that lags still guards what it names.
+
+    Parameters
+    ----------
+    hash_at : callable
+        ``seq -> hash`` of the log's row with that sequence number, ``None`` when there is none.
     """
     try:
         key = key_path(database)
@@ -80,10 +88,19 @@ def record(database: Path, seq: int, head_hash: str) -> None:
             fcntl.flock(key_file, fcntl.LOCK_EX)  # serialises the processes that append
             secret = key_file.read()
             current = read_anchor(database)
-            if current is not None and isinstance(current.get("seq"), int) and current["seq"] >= seq:
-                return
+            if current is not None:
+                held, held_hash = int(current["seq"]), str(current["hash"])
+                if held >= seq:
+                    return
+                if not hmac.compare_digest(str(current["mac"]), mac(secret, held, held_hash)):
+                    LOG.error("audit anchor kept at seq %d: it does not verify against the device key", held)
+                    return
+                if hash_at(held) != held_hash:
+                    LOG.error("audit anchor kept at seq %d: the log no longer holds that row as anchored "
+                              "(cut short or re-hashed)", held)
+                    return
             _write(anchor_path(database), {"seq": seq, "hash": head_hash, "mac": mac(secret, seq, head_hash)})
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         LOG.warning("audit anchor not updated to seq %d: %s", seq, exc)
 
 

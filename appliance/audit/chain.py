@@ -12,7 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +56,18 @@ def append_in(conn: sqlite3.Connection, kind: str, payload: dict[str, Any]) -> i
     )
     database = database_file(conn)
     if database is not None:
-        after_commit(conn, "audit-anchor", lambda: anchor.record(database, seq, digest))
+        after_commit(conn, "audit-anchor", lambda: anchor.record(database, seq, digest, _hash_at(conn)))
     return seq
+
+
+def _hash_at(conn: sqlite3.Connection) -> Callable[[int], str | None]:
+    """``seq -> hash`` of the log's row, read through ``conn`` (None when there is none)."""
+
+    def hash_at(seq: int) -> str | None:
+        row = conn.execute("SELECT hash FROM audit_log WHERE seq = ?", (seq,)).fetchone()
+        return row[0] if row else None
+
+    return hash_at
 
 
 @dataclass(frozen=True)

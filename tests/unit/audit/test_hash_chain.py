@@ -77,6 +77,25 @@ def test_a_log_cut_short_emptied_or_rehashed_is_named_by_its_anchor(tmp_path, ta
     assert any(p.startswith(words) for p in problems), problems
 
 
+@pytest.mark.parametrize(
+    "tamper",
+    ["DELETE FROM audit_log WHERE seq > 4", "DELETE FROM audit_log", "UPDATE audit_log SET payload = 'edited' WHERE seq = 3"],
+    ids=["A4-truncate-tail", "A6-delete-all", "A5-edit-and-rehash"],
+)
+def test_appends_after_tampering_do_not_move_the_anchor_past_it(tmp_path, tamper, caplog):
+    """Issue 24, found by the hostile harness: the next append re-signed the anchor over the
+    forged chain, so one sign-in after the edit made verify say intact again."""
+    db = anchored_log(tmp_path / "appliance.db")
+    db.conn.execute(tamper)
+    if "UPDATE" in tamper:
+        rehash_from(db.conn, 3)
+    for n in range(8):  # past the anchor's seq (6) whatever the tampering left
+        chain.append(db, "web-signed-in", {"n": n})
+    assert json.loads((tmp_path / "appliance.db.audit-anchor").read_text())["seq"] == 6
+    assert chain.verify_database(db), "the tampering no longer shows"
+    assert "audit anchor kept at seq 6" in caplog.text
+
+
 def test_the_anchor_is_keyed_and_cannot_be_moved_without_the_key(tmp_path):
     db = anchored_log(tmp_path / "appliance.db")
     key = tmp_path / ".audit-key"
