@@ -2,4 +2,4 @@
 
 #: The one place the version is set: pyproject.toml reads it, ``appliance --version`` prints it,
 #: every result object carries it in SoftwareVersions and ``/metrics`` in appliance_build_info.
-__version__ = "0.2.0"
+__version__ = "0.3.0"

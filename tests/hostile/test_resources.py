@@ -83,7 +83,10 @@ def slowloris(tmp_path_factory):
 
         threading.Thread(target=trickle, daemon=True).start()
         try:
-            facts["healthz"] = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code
+            # From another host, as a monitor is: the attacker's own address is capped.
+            monitor = httpx.HTTPTransport(local_address="127.0.0.9")
+            with httpx.Client(transport=monitor, timeout=10) as client:
+                facts["healthz"] = client.get(f"http://127.0.0.1:{port}/healthz").status_code
         except httpx.HTTPError as exc:
             facts["healthz"] = repr(exc)
         facts["dicom_echo"] = echo(process.port)

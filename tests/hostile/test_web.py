@@ -184,15 +184,3 @@ def test_over_tls_the_cookie_is_secure_and_hsts_is_sent(tls_web, case_id):
         cookie = answer.headers["set-cookie"]
         assert answer.status_code == 303 and "appliance_session=" in cookie
         assert all(flag in cookie.lower() for flag in ("secure", "httponly", "samesite=strict"))
-
-
-@case("W4-throttle-addr")
-def test_guesses_from_one_address_do_not_lock_a_user_out_elsewhere(web, case_id):
-    """Wrong guesses for a user from one address (an attacker's) must not keep that user,
-    signing in with the right password from another address, out."""
-    attacker = httpx.HTTPTransport(local_address="127.0.0.2")
-    with anonymous(web, transport=attacker) as client:
-        for _ in range(web.settings.web.login_failures_per_user + 1):
-            assert sign_in(client, "bio", "wrong password 12345").status_code in (401, 429)
-    with anonymous(web) as client:
-        assert sign_in(client, "bio").status_code == 303

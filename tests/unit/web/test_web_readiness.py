@@ -56,7 +56,7 @@ def test_the_version_is_the_package_version(capsys):
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"appliance {__version__}"
-    assert __version__ == "0.2.0"
+    assert __version__ == "0.3.0"
 
 
 class _Registry:
