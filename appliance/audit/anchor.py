@@ -96,8 +96,11 @@ def record(database: Path, seq: int, head_hash: str, hash_at: Callable[[int], st
                     LOG.error("audit anchor kept at seq %d: it does not verify against the device key", held)
                     return
                 if hash_at(held) != held_hash:
-                    LOG.error("audit anchor kept at seq %d: the log no longer holds that row as anchored "
-                              "(cut short or re-hashed)", held)
+                    LOG.error(
+                        "audit anchor kept at seq %d: the log no longer holds that row as anchored "
+                        "(cut short or re-hashed)",
+                        held,
+                    )
                     return
             _write(anchor_path(database), {"seq": seq, "hash": head_hash, "mac": mac(secret, seq, head_hash)})
     except (OSError, ValueError, KeyError, TypeError) as exc:
