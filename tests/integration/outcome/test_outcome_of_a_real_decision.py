@@ -63,7 +63,8 @@ def test_result_objects_that_cannot_be_made_fail_the_series_with_the_reason_and_
     parts, db, job = claimed
     decision = parts.triage(db).decide(job)
     assert decision.run is not None
-    odd = decision.run.model.manifest.model_copy(update={"finding": "gremlins"})  # no code the SR could state
+    # No code the SR could state: neither in the package nor from the words.
+    odd = decision.run.model.manifest.model_copy(update={"finding": "gremlins", "finding_code": None})
     decision = replace(decision, run=replace(decision.run, model=replace(decision.run.model, manifest=odd)))
     outcome = parts.recorder(db).record(decision)
     assert outcome.state == SeriesState.FAILED and outcome.current
