@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlite_utils
@@ -180,10 +180,20 @@ def _model(row: sqlite3.Row | tuple) -> dict[str, Any]:
     }
 
 
+def _first_day(report: ComplianceReport) -> str:
+    return datetime.fromisoformat(report.period_start).date().isoformat()
+
+
+def _last_day(report: ComplianceReport) -> str:
+    """The ``--to`` day: ``period_end`` is the start of the day after it."""
+    return (datetime.fromisoformat(report.period_end) - timedelta(days=1)).date().isoformat()
+
+
 def as_text(report: ComplianceReport) -> str:
     """The report for a terminal or a printout (pure)."""
     lines = [
-        f"Compliance report, {report.period_start} to {report.period_end} (appliance {report.appliance_version})",
+        f"Compliance report, {_first_day(report)} to {_last_day(report)} (UTC days, both included; "
+        f"appliance {report.appliance_version})",
         "",
         "Received: " + ", ".join(f"{n} {what}" for what, n in report.received.items()),
         "Series received in the period, as they stand: "

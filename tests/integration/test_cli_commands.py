@@ -165,6 +165,22 @@ def _backup(box, tmp):
     assert "verified" in run(box, "backup", "--out", str(tmp / "backups"))
 
 
+def _restore(box, tmp):
+    # The box is serving: a restore under a running listener is refused before it reads a byte.
+    said = run(box, "restore", str(tmp / "backups" / "none.db"), code=2)
+    assert "is accepting: stop the appliance" in said and "before a restore" in said
+
+
+def _compliance(box, tmp):
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = (today - dt.timedelta(days=1)).isoformat(), today.isoformat()
+    said = run(box, "report", "compliance", "--from", start, "--to", end)
+    assert said.startswith(f"Compliance report, {start} to {end}") and "Flagged (current results): " in said
+    assert f"{MODEL_ID} {VERSION}" in said
+    assert json.loads(run(box, "report", "compliance", "--from", start, "--to", end, "--format", "json", out=True))
+    assert "YYYY-MM-DD" in run(box, "report", "compliance", "--from", "yesterday", "--to", end, code=2)
+
+
 def _version(box, tmp):
     assert re.fullmatch(r"appliance \d+\.\d+\.\d+\s*", run(box, "--version"))
 
@@ -232,6 +248,8 @@ CASES = {
     "`appliance audit verify`": _audit_verify,
     "`appliance audit export [--format csv\\|json] [--kind KIND]`": _audit_export,
     "`appliance backup [--out FILE\\|DIR]`": _backup,
+    "`appliance restore FILE [--replace] [--from-data-dir DIR] [--allow-missing]`": _restore,
+    "`appliance report compliance --from DAY --to DAY [--format text\\|json]`": _compliance,
     "`appliance --version`": _version,
     "`appliance sync enrol --hub URL --token T`": _enrol,
     "`appliance sync`": _sync,
