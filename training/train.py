@@ -126,6 +126,16 @@ def train(
     rank, world = _world()
     torch.manual_seed(cfg.seed)
     torch.set_flush_denormal(True)  # activations that decay to denormals cost a sixth of a step
+    try:
+        return _train(train_set, val_set, cfg, aggregate, log, rank, world)
+    finally:
+        torch.set_flush_denormal(False)  # process-wide state: the rest of the process keeps IEEE floats
+
+
+def _train(
+    train_set: list[Series] | Images, val_set: list[Series] | Images, cfg: TrainConfig,
+    aggregate: Callable[[np.ndarray], float], log: Callable[[dict], None], rank: int, world: int,
+) -> tuple[TriageNet, list[dict]]:
     x_train = train_set if isinstance(train_set, Images) else Images(train_set)
     x_val = val_set if isinstance(val_set, Images) else Images(val_set)
     y_train = x_train.labels

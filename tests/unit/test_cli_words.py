@@ -38,7 +38,7 @@ def test_an_unknown_audit_kind_is_refused_with_the_kinds_there_are(environment, 
     out = capsys.readouterr()
     assert out.out == "" and "no audit row has kind 'bogus'; kinds in the log: dicom-peer-added" in out.err
     assert main(["audit", "export", "--kind", "dicom-peer-added"]) == 0
-    assert "exported 1 rows" in capsys.readouterr().err
+    assert "exported 1 row\n" in capsys.readouterr().err
 
 
 def test_models_verify_without_a_key_says_how_to_give_one(environment, capsys):

@@ -54,7 +54,7 @@ def test_ct_is_triaged_mr_is_not_eligible_and_both_are_audited(box, tmp_path):
     ct, mr_entry = states["CT"], states["MR"]
     assert ct["state"] == "triaged" and isinstance(ct["flag"], bool) and 0 <= ct["score"] <= 1
     assert ct["model"] == "head-ct-ich-demo 1.0.0"
-    assert mr_entry["state"] == "not-eligible" and "modality MR, not CT" in mr_entry["reason"]
+    assert mr_entry["state"] == "not-eligible" and "no routing rule takes modality MR" in mr_entry["reason"]
 
     [(payload,)] = db.conn.execute("SELECT payload FROM audit_log WHERE kind = 'inference'").fetchall()
     row = json.loads(payload)
