@@ -44,15 +44,15 @@ def _breaker_opened_by_a_real_sender(box, tmp_path) -> list[int]:
     the unreadable ones and opens its circuit after five refused connections."""
     sender = Sender(box.settings, box.db())
     path, ds = _result_file(tmp_path / "results")
-    sender.outbox.enqueue(OutgoingObject.of(path, ds), [OLD])
-    dead = [sender.outbox.enqueue(OutgoingObject(tmp_path / f"gone-{n}.dcm", ds.SOPClassUID, generate_uid(),
-                                                 ds.StudyInstanceUID), [OLD])[0] for n in range(2)]
     # Each failed association is tried when the backoff allows, on a clock that starts as
     # far back as the backoffs add up to: the circuit opens at the latest now, never "in the
     # future", which the box would take for a wall clock stepped back (and show half-open).
     cfg = box.settings.sender
     waits = sum(min(cfg.retry_max_s, cfg.retry_initial_s * 2**k) for k in range(cfg.breaker_failures - 1))
     now = next_at = time.time() - waits
+    sender.outbox.enqueue(OutgoingObject.of(path, ds), [OLD], now=now)
+    dead = [sender.outbox.enqueue(OutgoingObject(tmp_path / f"gone-{n}.dcm", ds.SOPClassUID, generate_uid(),
+                                                 ds.StudyInstanceUID), [OLD], now=now)[0] for n in range(2)]
     for _ in range(box.settings.sender.breaker_failures):
         now = max(next_at, now)
         next_at = sender.send_due_once(now)[OLD].next_at
