@@ -106,7 +106,9 @@ def test_a_frozen_worker_with_a_series_queued_turns_readyz_to_503_naming_it(tmp_
 
 
 def test_serve_kills_a_hung_worker_and_a_new_one_does_the_work(tmp_path):
-    box = serve(tmp_path, worker_hang_restart_s="1")
+    # Frozen inside a transaction, the worker holds the write lock until it is killed: the
+    # supervisor looks every 5 s, so reception is let wait longer than its usual 5 s for it.
+    box = serve(tmp_path, worker_hang_restart_s="1", dicom_database_wait_s="60")
     try:
         first = wait_until(lambda: workers(box.process.pid), timeout=120, what="the worker process")[0]
         wait_until(lambda: beating(box, first), timeout=120, what="the worker's first heartbeat")
