@@ -37,7 +37,7 @@ from pydicom.errors import InvalidDicomError
 
 from appliance.errors import DecodeError
 from appliance.models.manifest import InputSpec
-from appliance.triage.constraints import patient_age
+from appliance.triage.constraints import finer_spacing, header_number, patient_age
 from appliance.triage.decode import decode_instance, read_header
 from training.constraints import EXCLUDED_IMAGE_TYPES
 from training.data.folder import scanner_of
@@ -77,25 +77,6 @@ class FileFacts:
     pixels_sha256: str
 
 
-def _number(ds, keyword: str) -> float | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _spacing(ds) -> float | None:
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        try:
-            if value and len(value) == 2:
-                return min(float(v) for v in value)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
 def inspect_file(path: Path, decode: bool = True) -> FileFacts | str:
     """The facts of one file, or what is wrong with it in words (names the file).
 
@@ -128,8 +109,9 @@ def inspect_file(path: Path, decode: bool = True) -> FileFacts | str:
     return FileFacts(
         path=str(path), sop_uid=str(ds.SOPInstanceUID), series_uid=str(ds.SeriesInstanceUID),
         study_uid=str(ds.StudyInstanceUID), patient=str(ds.get("PatientID", "")), modality=str(ds.get("Modality", "")),
-        sop_class=str(ds.get("SOPClassUID", "")), scanner=scanner_of(ds), thickness_mm=_number(ds, "SliceThickness"),
-        spacing_mm=_spacing(ds), rows=int(ds.get("Rows", 0) or 0), columns=int(ds.get("Columns", 0) or 0),
+        sop_class=str(ds.get("SOPClassUID", "")), scanner=scanner_of(ds),
+        thickness_mm=header_number(ds, "SliceThickness"), spacing_mm=finer_spacing(ds),
+        rows=int(ds.get("Rows", 0) or 0), columns=int(ds.get("Columns", 0) or 0),
         age_years=age[0] if age is not None else None, view=str(ds.get("ViewPosition") or "").strip().upper(),
         contrast=bool(agent) and agent not in ("NONE", "NO", "NO CONTRAST"), pixels_sha256=digest.hexdigest())
 

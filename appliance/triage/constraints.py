@@ -61,10 +61,10 @@ def instance_violation(c: InputConstraints, ds: Dataset) -> str | None:
         if problem is not None:
             return problem
     checks = (
-        ("rows", c.rows, _number(ds, "Rows"), ""),
-        ("columns", c.columns, _number(ds, "Columns"), ""),
-        ("slice thickness", c.slice_thickness_mm, _number(ds, "SliceThickness"), " mm"),
-        ("pixel spacing", c.pixel_spacing_mm, _spacing(ds), " mm"),
+        ("rows", c.rows, header_number(ds, "Rows"), ""),
+        ("columns", c.columns, header_number(ds, "Columns"), ""),
+        ("slice thickness", c.slice_thickness_mm, header_number(ds, "SliceThickness"), " mm"),
+        ("pixel spacing", c.pixel_spacing_mm, finer_spacing(ds), " mm"),
     )
     for name, allowed, value, unit in checks:
         problem = _outside(name, allowed, value, unit)
@@ -84,7 +84,8 @@ def _outside(name: str, allowed: Range | None, value: float | None, unit: str) -
     return None
 
 
-def _number(ds: Dataset, keyword: str) -> float | None:
+def header_number(ds: Dataset, keyword: str) -> float | None:
+    """The header value ``keyword`` as a number, or None when it is absent, empty or not one."""
     try:
         value = ds.get(keyword)
         return None if value in (None, "") else float(value)
@@ -92,8 +93,8 @@ def _number(ds: Dataset, keyword: str) -> float | None:
         return None
 
 
-def _spacing(ds: Dataset) -> float | None:
-    """The finer of the row and column spacing."""
+def finer_spacing(ds: Dataset) -> float | None:
+    """The finer of the row and column spacing (Pixel Spacing, else Imager Pixel Spacing)."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         try:

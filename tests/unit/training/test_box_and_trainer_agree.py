@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from appliance.models.manifest import FileEntry, InputSpec, Manifest, public_key_b64
+from appliance.models.manifest import InputSpec
 from appliance.triage import preprocess
 from appliance.triage.pipeline import prepare
+from tests.helpers.inputs import manifest_for
 from training.data.cr_synth import CR_IMAGE_STORAGE
 from training.data.ct_synth import CT_IMAGE_STORAGE
 from training.data.folder import Images, Series, load_folder
@@ -32,24 +32,6 @@ from training.demo import chest_cr, head_ct
 CT = head_ct(quick=True).input
 CR = chest_cr(quick=True).input
 SIZE = 40  # stored matrix; not the model size, so every case resizes
-
-
-def manifest(spec: InputSpec) -> Manifest:
-    """A valid manifest whose input is ``spec`` (the rest is what validation needs)."""
-    listed = ("model.onnx", "golden.npz", "drift.json", "card.md")
-    return Manifest.model_validate({
-        "format_version": 1, "id": "parity", "version": "0.0.1", "task": "binary-triage", "finding": "parity",
-        "labels": ["absent", "present"], "input": spec.model_dump(), "outputs": {"cam_size": 4},
-        "aggregation": {"method": "max"},
-        "operating_point": {"threshold": 0.5, "target_sensitivity": 0.9, "validation_sensitivity": 0.9,
-                            "validation_specificity": 0.9},
-        "variants": [{"backend": "onnxruntime", "precision": "fp32", "files": ["model.onnx"], "test_auc": 0.9,
-                      "tolerance": {"score_atol": 1e-4, "cam_atol": 1e-3}}],
-        "golden": "golden.npz", "drift_reference": "drift.json", "model_card": "card.md",
-        "files": [FileEntry(path=name, size=0, sha256="0" * 64).model_dump() for name in listed],
-        "signing_public_key": public_key_b64(Ed25519PrivateKey.generate().public_key()),
-        "created": "2026-11-28T00:00:00Z",
-    })
 
 
 def image(sop_class: str, series: str, pixels: np.ndarray) -> Dataset:
@@ -89,7 +71,7 @@ def save(folder: Path, datasets: list[Dataset], label: int = 1,
 
 def both(folder: Path, paths: list[Path], spec: InputSpec) -> tuple[np.ndarray, Series]:
     """The appliance's inputs and the trainer's series for the one series in ``folder``."""
-    prepared = prepare(manifest(spec), paths)
+    prepared = prepare(manifest_for(spec), paths)
     box, drift = prepared.inputs, prepared.drift_features
     (trainer,) = load_folder(folder, spec)
     assert trainer.inputs.dtype == box.dtype == np.float32
@@ -221,5 +203,5 @@ def test_compressed_instance_from_pydicom_test_files(tmp_path):
 
     inputs, _ = both(tmp_path, [tmp_path / "mr.dcm"], CT)
 
-    lossless_reference = prepare(manifest(CT), [plain]).inputs
+    lossless_reference = prepare(manifest_for(CT), [plain]).inputs
     assert np.array_equal(inputs, lossless_reference) and inputs.std() > 0
