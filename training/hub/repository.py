@@ -165,12 +165,7 @@ class Repository:
             "model_id": model_id, "version": version, "ring": ring,
             "min_appliance_version": min_appliance_version}
         targets_md.signed.targets[name] = target
-        targets_md.signed.version += 1
-        targets_md.signed.expires = now + TARGETS_EXPIRY
-        targets_md.signatures.clear()
-        targets_md.sign(self._signer(offline_keys, "targets", create=False))
-        self._write("targets.json", targets_md)
-        self._refresh_online(now, force=True)
+        self._publish_targets(targets_md, offline_keys, now)
         return target
 
     def set_ring(self, name: str, ring: str, offline_keys: Path, now: datetime | None = None) -> None:
@@ -184,12 +179,7 @@ class Repository:
             if name not in targets_md.signed.targets:
                 raise ValueError(f"{name} is not published")
             targets_md.signed.targets[name].unrecognized_fields["custom"]["ring"] = ring
-            targets_md.signed.version += 1
-            targets_md.signed.expires = now + TARGETS_EXPIRY
-            targets_md.signatures.clear()
-            targets_md.sign(self._signer(offline_keys, "targets", create=False))
-            self._write("targets.json", targets_md)
-            self._refresh_online(now, force=True)
+            self._publish_targets(targets_md, offline_keys, now)
 
     def remove_target(self, name: str, offline_keys: Path, now: datetime | None = None) -> None:
         """Stop offering a target (a withdrawn release): targets re-signed without it."""
@@ -198,12 +188,17 @@ class Repository:
             targets_md = self.load("targets")
             if targets_md.signed.targets.pop(name, None) is None:
                 return
-            targets_md.signed.version += 1
-            targets_md.signed.expires = now + TARGETS_EXPIRY
-            targets_md.signatures.clear()
-            targets_md.sign(self._signer(offline_keys, "targets", create=False))
-            self._write("targets.json", targets_md)
-            self._refresh_online(now, force=True)
+            self._publish_targets(targets_md, offline_keys, now)
+
+    def _publish_targets(self, targets_md: Metadata, offline_keys: Path, now: datetime) -> None:
+        """Write the changed targets as their next version, signed with the offline key, then
+        re-sign snapshot and timestamp (the caller holds the lock)."""
+        targets_md.signed.version += 1
+        targets_md.signed.expires = now + TARGETS_EXPIRY
+        targets_md.signatures.clear()
+        targets_md.sign(self._signer(offline_keys, "targets", create=False))
+        self._write("targets.json", targets_md)
+        self._refresh_online(now, force=True)
 
     def refresh_online(self, now: datetime | None = None, force: bool = False) -> bool:
         """Re-sign snapshot and timestamp with the online keys when they near expiry (or
