@@ -24,6 +24,7 @@ mimic, for every patient, one of :data:`MIMICS` or ``none``. Deterministic per (
 from __future__ import annotations
 
 import csv
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,6 @@ from itertools import repeat
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydicom.uid import JPEGLSLossless
 from scipy import ndimage
 
@@ -105,7 +105,7 @@ def generate_cr_dataset(cfg: CRConfig, out_dir: Path, workers: int | None = None
     Generated in ``workers`` processes (default: one per CPU); output is independent of it.
     """
     out_dir = Path(out_dir)
-    with ProcessPoolExecutor(workers or os.cpu_count(), initializer=torch.set_num_threads, initargs=(1,)) as ex:
+    with ProcessPoolExecutor(workers or os.cpu_count()) as ex:
         truths = list(ex.map(_generate_patient, repeat(cfg), range(cfg.n_patients), repeat(out_dir)))
     with open(out_dir / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -220,23 +220,46 @@ def _sample_pneumothorax(rng: np.random.Generator) -> dict:
             "line": rng.uniform(0.025, 0.045) if subtle else rng.uniform(0.06, 0.12)}
 
 
-def _detector(density: np.ndarray, render_spacing: float, shape: tuple[int, int], style: DetectorStyle,
+def detector_image(density: np.ndarray, render_spacing: float, shape: tuple[int, int], style: DetectorStyle,
               rng: np.random.Generator) -> np.ndarray:
     """Blur the density map (drawn at ``render_spacing`` mm) and apply the reader's gamma,
     interpolate it to the stored ``shape`` (bilinear), add quantum noise there and store it
-    at the style's bit depth. The full-resolution steps run in torch (a 3000 x 3600 image
-    is ten million pixels); its generator is seeded from ``rng``."""
-    img = ndimage.gaussian_filter(density.astype(np.float32), style.blur_mm / render_spacing)
-    img = np.clip(img, 0, 1) ** style.gamma
-    full = torch.nn.functional.interpolate(torch.from_numpy(img)[None, None], size=shape, mode="bilinear",
-                                           align_corners=False)[0, 0]
-    generator = torch.Generator().manual_seed(int(rng.integers(2 ** 62)))
-    full += torch.randn(shape, generator=generator) * style.noise * torch.sqrt(1.05 - full.clamp(0, 1))
-    full = full.clamp_(0, 1)
+    at the style's bit depth.
+
+    Every step gives the same bits on every x86-64 CPU, so a sealed set registered by its
+    hash on one machine is the same set on the next: float64 throughout, only correctly
+    rounded arithmetic and square roots on the full-size image, and the one transcendental
+    step (the gamma) through the C library's ``pow`` rather than NumPy's SIMD kernels,
+    which differ in the last bit between AVX2 and AVX-512. (Torch's kernels did too.)"""
+    img = ndimage.gaussian_filter(density.astype(np.float64), style.blur_mm / render_spacing)
+    img = _libm_pow(np.clip(img, 0, 1), style.gamma)
+    full = bilinear(img, shape)
+    noise = np.random.default_rng(int(rng.integers(2 ** 62))).standard_normal(shape)
+    full += noise * style.noise * np.sqrt(1.05 - np.clip(full, 0, 1))
+    np.clip(full, 0, 1, out=full)
     if style.photometric == "MONOCHROME1":
         full = 1 - full
     top = 2 ** style.bits - 1
-    return torch.round(full * top).to(torch.int32).numpy().astype(np.uint16)
+    return np.rint(full * top).astype(np.uint16)
+
+
+def _libm_pow(values: np.ndarray, exponent: float) -> np.ndarray:
+    return np.frompyfunc(lambda v: math.pow(v, exponent), 1, 1)(values).astype(np.float64)
+
+
+def bilinear(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``img`` resampled to ``shape`` by bilinear interpolation with pixel centres aligned
+    (torch's ``align_corners=False``; pure, float64)."""
+    out = img
+    for axis, size in enumerate(shape):
+        n = img.shape[axis]
+        centre = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0.0)
+        low = np.minimum(np.floor(centre).astype(np.intp), n - 1)
+        high = np.minimum(low + 1, n - 1)
+        weight = centre - low
+        weight = weight.reshape((-1, 1) if axis == 0 else (1, -1))
+        out = np.take(out, low, axis=axis) * (1 - weight) + np.take(out, high, axis=axis) * weight
+    return out
 
 
 def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
@@ -254,7 +277,7 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     render_cols = min(cols, cfg.render_columns)
     render_spacing = spacing * cols / render_cols
     density = _chest(rng, int(render_cols * row_factor), render_cols, render_spacing, ptx, mimic)
-    pixels = _detector(density, render_spacing, (rows, cols), style, rng)
+    pixels = detector_image(density, render_spacing, (rows, cols), style, rng)
     study_uid, series_uid, sop_uid = (dc.uid(cfg.seed, "cr", index, k) for k in ("study", "series", "sop"))
     ds = dc.new_dataset(CR_IMAGE_STORAGE, sop_uid)
     dc.add_patient_study(ds, patient, study_uid, when, f"SYNCR{index:07d}")

@@ -1,12 +1,22 @@
 import csv
+import hashlib
 import shutil
 import subprocess
 
+import numpy as np
 import pydicom
 import pytest
 
 from appliance.triage.preprocess import normalize_radiograph
-from training.data.cr_synth import CR_IMAGE_STORAGE, CR_STYLES, LABEL_COLUMNS, CRConfig, generate_cr_dataset
+from training.data.cr_synth import (
+    CR_IMAGE_STORAGE,
+    CR_STYLES,
+    LABEL_COLUMNS,
+    CRConfig,
+    bilinear,
+    detector_image,
+    generate_cr_dataset,
+)
 from training.indication import PTX_MIN_RIM_MM
 
 
@@ -61,3 +71,26 @@ def test_dciodvfy_finds_no_errors(cr_dir):
         report = res.stdout + res.stderr
         assert "CRImage" in report and "Error" not in report, report
 
+
+
+def test_the_detector_gives_the_same_bits_on_every_cpu():
+    """The chest sealed set is registered by its content hash, and the machines that
+    regenerate it differ (AVX2, AVX-512, AMX): the detector step, where torch's kernels used
+    to make the bits depend on the instruction set, must not. The pinned digest was taken on
+    a Xeon with AMX and AVX-512; the same code gives it on an AVX2-only EPYC or fails here."""
+    digest = hashlib.sha256()
+    for style in CR_STYLES:
+        stored = detector_image(np.random.default_rng(5).random((48, 40)), 2.0, (300, 250), style,
+                           np.random.default_rng(7))
+        digest.update(stored.tobytes())
+    assert digest.hexdigest() == "f65fea3b21a045664113d0d64904a2b51baf4f135b372d9f774b179ecfdb6466"
+
+
+def test_bilinear_aligns_pixel_centres_and_clamps_at_the_edges():
+    img = np.add.outer(4.0 * np.arange(3), np.arange(4.0))  # 4 * row + column: a plane
+    out = bilinear(img, (6, 8))
+    centre = np.maximum((np.arange(6) + 0.5) * 0.5 - 0.5, 0)  # source coordinates, clamped
+    assert out.shape == (6, 8)
+    assert np.allclose(out, np.add.outer(4 * np.minimum(centre, 2), np.minimum(np.maximum(
+        (np.arange(8) + 0.5) * 0.5 - 0.5, 0), 3)))  # a plane is kept exactly
+    assert out[0, 0] == img[0, 0] and out[-1, -1] == img[-1, -1]
