@@ -356,6 +356,8 @@ class SyncSettings(_Section):
     download_attempts: int = Field(3, ge=1)
     retry_refused_s: float = Field(86400.0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    #: A round that cannot reach the hub when none has for this long alerts (once an episode).
+    alert_after_s: float = Field(86400.0, gt=0)
     ca_certificates: Path | None = None
     client_certificate: Path | None = None
     client_private_key: Path | None = None

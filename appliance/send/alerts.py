@@ -1,10 +1,12 @@
 """Outbound alerts: the audit events that need a person go to syslog and a JSON webhook,
 each once.
 
-The audit log is the source: every event of a kind in :data:`ALERT_KINDS` (a flagged
-result that could not be delivered, a drift alert, the data folder's free space falling
-below the floor) becomes one ``alerts`` row (this module is the table's one writer), keyed
-by the event's audit sequence number. The disk check is made here, each run: falling
+The audit log is the source: every event of a kind in
+:data:`appliance.audit.episodes.ALERT_KINDS` (a flagged result that could not be
+delivered, a drift alert, a hung worker killed, the data folder's free space below the
+floor, the hub out of reach, the hub finding the audit chain altered) becomes one
+``alerts`` row (this module is the table's one writer), keyed by the event's audit
+sequence number. The disk check is made here, each run: falling
 below the floor records ``alert-disk-below-floor``, coming back above it
 ``disk-above-floor`` (no alert), so one episode alerts once. Syslog hears of
 it when it is picked up; the webhook is retried every run until it answers 2xx. Each
@@ -29,14 +31,12 @@ from typing import Any
 import httpx
 
 from appliance.audit.chain import append_in
+from appliance.audit.episodes import ALERT_KINDS, DISK_LOW, DISK_OK, observe
 from appliance.config import AlertSettings
 from appliance.db import transaction
 from appliance.disk import below_floor
 
 LOG = logging.getLogger(__name__)
-DISK_LOW, DISK_OK = "alert-disk-below-floor", "disk-above-floor"
-#: ``alert-worker-hung``: the supervisor of ``appliance serve`` killed a worker whose heartbeat stopped.
-ALERT_KINDS = ("alert-result-dead-lettered", "drift-alert", DISK_LOW, "alert-worker-hung")
 #: Posts one JSON body to the webhook; raises on failure (httpx.HTTPError).
 Post = Callable[[str, dict[str, Any], float], None]
 
@@ -112,14 +112,13 @@ class Alerts:
         falls below the floor, one when it is back above."""
         problem = below_floor(self.data_dir, self.floor_bytes)
         with transaction(conn):
-            last = conn.execute(
-                "SELECT kind FROM audit_log WHERE kind IN (?, ?) ORDER BY seq DESC LIMIT 1", (DISK_LOW, DISK_OK)
-            ).fetchone()
-            low = last is not None and last[0] == DISK_LOW
-            if problem is not None and not low:
-                append_in(conn, DISK_LOW, {"problem": problem})
-            elif problem is None and low:
-                append_in(conn, DISK_OK, {"data_dir": str(self.data_dir)})
+            observe(
+                conn,
+                DISK_LOW,
+                DISK_OK,
+                None if problem is None else {"problem": problem},
+                {"data_dir": str(self.data_dir)},
+            )
 
     def _pick_up(self, conn: sqlite3.Connection, now: float) -> list[Alert]:
         marks = ", ".join("?" * len(ALERT_KINDS))

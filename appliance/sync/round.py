@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 from appliance import __version__
 from appliance.audit import chain as audit_log
+from appliance.audit import episodes
 from appliance.config import Settings
 from appliance.db import open_database, transaction
 from appliance.drift.service import alert_summary, day_of
@@ -106,17 +107,23 @@ def _last_refresh(conn: sqlite3.Connection) -> float | None:
     return conn.execute("SELECT MAX(finished_at) FROM sync_rounds WHERE metadata_refreshed = 1").fetchone()[0]
 
 
-def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[float], None] = time.sleep) -> RoundResult:
+def run_round(
+    settings: Settings,
+    registry: ModelRegistry,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> RoundResult:
     """One round, on the registry's database connection; the outcome is recorded in
-    ``sync_rounds`` and returned. The registry (built by :class:`appliance.parts.Parts`)
-    stages releases in shadow after the same golden tests as an activation."""
+    ``sync_rounds`` and returned, with the episodes it opens or closes (:func:`watch`). The
+    registry (built by :class:`appliance.parts.Parts`) stages releases in shadow after the
+    same golden tests as an activation. ``clock`` dates the round (tests move it)."""
     data_dir = settings.data_dir
     enrolment = Enrolment.load(data_dir)
     pinned_root = Enrolment.root_path(data_dir).read_bytes()
     key = load_or_create_key(data_dir)
     conn = registry.db.conn
     result = RoundResult()
-    started = time.time()
+    started = clock()
     result.queued = len(queue_closed_days(conn, settings.drift, enrolment.device_id, day_of(started)))
     with _http(settings, enrolment.hub_url) as http:
         client = hub.HubClient(http, enrolment.device_id, key)
@@ -137,7 +144,7 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
             result.staged, result.release_error = staged.staged, staged.error
         except SyncError as exc:
             result.release_error = str(exc)
-        refreshed_at = time.time() if result.metadata_refreshed else _last_refresh(conn)
+        refreshed_at = clock() if result.metadata_refreshed else _last_refresh(conn)
         try:
             answer = check_in(
                 client,
@@ -161,7 +168,7 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
             "release_error, staged) VALUES (?,?,?,?,?,?,?)",
             (
                 started,
-                time.time(),
+                clock(),
                 result.pushed,
                 result.push_error,
                 int(result.metadata_refreshed),
@@ -169,7 +176,34 @@ def run_round(settings: Settings, registry: ModelRegistry, sleep: Callable[[floa
                 json.dumps(result.staged),
             ),
         )
+        watch(conn, result, enrolment.hub_url, clock(), settings.sync.alert_after_s)
     return result
+
+
+def watch(conn: sqlite3.Connection, result: RoundResult, hub_url: str, now: float, alert_after_s: float) -> None:
+    """After a round is recorded, inside its transaction: the episodes a person must hear
+    of. ``alert-sync-failing`` when this round did not reach the hub (its release metadata
+    unrefreshed) and no round has for ``alert_after_s`` (counted from the first round when
+    none ever did), ``sync-reached-again`` when one does; ``alert-audit-disagrees`` when the
+    hub says the audit chain does not match its anchor, ``audit-agrees-again`` when it says
+    it is consistent again."""
+    if result.metadata_refreshed:
+        episodes.observe(conn, episodes.SYNC_FAILING, episodes.SYNC_BACK, None, {"hub": hub_url})
+    else:
+        last_contact = _last_refresh(conn)
+        first_round = conn.execute("SELECT MIN(started_at) FROM sync_rounds").fetchone()[0]
+        silent_s = now - (last_contact if last_contact is not None else first_round)
+        if silent_s >= alert_after_s:
+            failing = {
+                "hub": hub_url,
+                "last_reached": utc(last_contact),
+                "hours_without": round(silent_s / 3600, 1),
+                "error": (result.release_error or result.push_error or result.checkin_error or "")[:500],
+            }
+            episodes.observe(conn, episodes.SYNC_FAILING, episodes.SYNC_BACK, failing)
+    if result.audit is not None:
+        problem = None if result.audit == "consistent" else {"hub": hub_url, "problem": result.audit[:500]}
+        episodes.observe(conn, episodes.AUDIT_DISAGREES, episodes.AUDIT_AGREES, problem, {"hub": hub_url})
 
 
 def audit_evidence(conn: sqlite3.Connection, anchor_seq: int | None) -> dict:
