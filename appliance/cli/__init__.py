@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if not getattr(args, "needs_settings", True):
-            return args.func(args)
-        settings = load_settings()
-        _configure_logging(settings.log_level)
-        return args.func(args, Parts(settings))
+            code = args.func(args)
+        else:
+            settings = load_settings()
+            _configure_logging(settings.log_level)
+            code = args.func(args, Parts(settings))
+        sys.stdout.flush()  # here, not at exit, where a reader that has gone is "Exception ignored"
+        return code
     except ApplianceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

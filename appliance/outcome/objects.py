@@ -18,7 +18,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from appliance import report
+from appliance import formats, report
 from appliance.errors import InferenceError
 from appliance.jobs import Job
 from appliance.outcome import results
@@ -55,10 +55,10 @@ class ObjectWriter:
         code = model.manifest.finding_code or report.finding_code(model.manifest.finding)
         if code is None:
             raise InferenceError(f"no coded finding for {model.manifest.finding!r}")
-        content = report.ResultContent(
+        content = report.ResultContent(  # in the appliance's spelling, whatever the package's
             task=model.id,
-            finding=model.manifest.finding[:64],
-            finding_code=code,
+            finding=formats.finding(model.manifest.finding)[:64],
+            finding_code=(code[0], code[1], formats.finding(code[2])),
             flag=verdict.flag,
             score=verdict.score,
             threshold=verdict.threshold,

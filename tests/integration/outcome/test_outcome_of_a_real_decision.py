@@ -75,3 +75,16 @@ def test_result_objects_that_cannot_be_made_fail_the_series_with_the_reason_and_
     assert db.conn.execute("SELECT reason_code FROM notices").fetchall() == [("NA-FAILED",)]
     assert db.conn.execute("SELECT COUNT(*) FROM inference_results").fetchone() == (0,)
     assert db.conn.execute("SELECT outcome FROM drift_series").fetchall() == [("no-finding-code",)]
+
+
+def test_the_sr_spells_the_finding_as_the_pages_do_whatever_the_package_wrote(claimed):
+    parts, db, job = claimed
+    decision = parts.triage(db).decide(job)
+    assert decision.run is not None
+    american = decision.run.model.manifest.model_copy(update={
+        "finding": "intracranial hemorrhage", "finding_code": ("1386000", "SCT", "Intracranial hemorrhage")})
+    decision = replace(decision, run=replace(decision.run, model=replace(decision.run.model, manifest=american)))
+    outcome = parts.recorder(db).record(decision)
+    sr = next(pydicom.dcmread(o.path) for o in outcome.queued if pydicom.dcmread(o.path).Modality == "SR")
+    words = str(sr)
+    assert "Intracranial haemorrhage" in words and "hemorrhage" not in words.lower().replace("haemorrhage", "")
