@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time as clock
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance import __version__
+from appliance import __version__, formats, uptime
 from appliance.audit.chain import verify_database
 from appliance.states import ModelState, OutboxState, SeriesState
 
@@ -38,7 +39,8 @@ class ComplianceReport:
     alerts: dict[str, int] = field(default_factory=dict)
     sign_ins: dict[str, int] = field(default_factory=dict)
     audit: dict[str, Any] = field(default_factory=dict)
-    downtime: str = "not measured: the appliance does not yet record its uptime"
+    #: The DICOM listener's downtime in the measured part of the period (``appliance.uptime``).
+    availability: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -53,8 +55,8 @@ def period(start: date, end: date) -> tuple[float, float]:
     return first.timestamp(), last
 
 
-def compliance_report(db: sqlite_utils.Database, start: date, end: date) -> ComplianceReport:
-    """The report of the days ``start`` to ``end`` (UTC, both included)."""
+def compliance_report(db: sqlite_utils.Database, start: date, end: date, now: float | None = None) -> ComplianceReport:
+    """The report of the days ``start`` to ``end`` (UTC, both included), as of ``now``."""
     t0, t1 = period(start, end)
     iso0 = datetime.fromtimestamp(t0, UTC).isoformat()
     iso1 = datetime.fromtimestamp(t1, UTC).isoformat()
@@ -162,7 +164,25 @@ def compliance_report(db: sqlite_utils.Database, start: date, end: date) -> Comp
         "problems": [f"seq {p.seq}: {p.problem}" for p in problems[:20]],
         "events": dict(sorted(kinds.items())),
     }
+    report.availability = _availability(conn, t0, t1, clock.time() if now is None else now)
     return report
+
+
+def _availability(conn: sqlite3.Connection, t0: float, t1: float, now: float) -> dict[str, Any]:
+    found = uptime.availability(uptime.spans(conn), t0, t1, now)
+
+    def iso(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+    return {
+        "measured_from": iso(found.measured_from) if found.measured_from is not None else None,
+        "measured_to": iso(found.measured_to),
+        "measured_s": round(found.measured_s),
+        "down_s": round(found.down_s),
+        "share_up": found.share_up,
+        "outages": [{"from": iso(a), "to": iso(b), "s": round(b - a)} for a, b in found.outages],
+        "accuracy_s": uptime.EVERY_S,
+    }
 
 
 def _model(row: sqlite3.Row | tuple) -> dict[str, Any]:
@@ -189,6 +209,16 @@ def _last_day(report: ComplianceReport) -> str:
     return (datetime.fromisoformat(report.period_end) - timedelta(days=1)).date().isoformat()
 
 
+def _downtime_words(found: dict[str, Any]) -> str:
+    if found["measured_from"] is None:
+        return "Downtime: not measured (the DICOM listener did not run in the period)"
+    return (
+        f"Downtime of the DICOM listener: {formats.duration(found['down_s'])} of "
+        f"{formats.duration(found['measured_s'])} measured from {found['measured_from']} "
+        f"(up {formats.percent(found['share_up'])}; to within {formats.duration(found['accuracy_s'])})"
+    )
+
+
 def as_text(report: ComplianceReport) -> str:
     """The report for a terminal or a printout (pure)."""
     lines = [
@@ -204,8 +234,9 @@ def as_text(report: ComplianceReport) -> str:
         "Results: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in report.delivered.items()),
         "Models in service:",
         *(
-            f"  {m['model_id']} {m['version']} ({m['state']}): threshold {m['threshold']}, validation sensitivity "
-            f"{m['validation_sensitivity']}, specificity {m['validation_specificity']}"
+            f"  {m['model_id']} {m['version']} ({m['state']}): threshold {formats.score(m['threshold'])}, "
+            f"validation sensitivity {formats.percent(m['validation_sensitivity'])}, "
+            f"specificity {formats.percent(m['validation_specificity'])}"
             for m in report.models_in_service
         ),
         "Model changes:",
@@ -220,6 +251,7 @@ def as_text(report: ComplianceReport) -> str:
         f"Audit log: {report.audit['rows_in_period']} events in the period (seq {report.audit['first_seq']} to "
         f"{report.audit['last_seq']}); chain {'verified' if report.audit['chain_verified'] else 'BROKEN'}",
         *(f"  {p}" for p in report.audit["problems"]),
-        f"Downtime: {report.downtime}",
+        _downtime_words(report.availability),
+        *(f"  down {o['from']} to {o['to']} ({formats.duration(o['s'])})" for o in report.availability["outages"]),
     ]
     return "\n".join(lines) + "\n"

@@ -439,6 +439,20 @@ MIGRATIONS: tuple[str, ...] = (
         job_id INTEGER
     )
     """,
+    # 17: when the DICOM listener's process was up (appliance.uptime): a span per start,
+    # its end moved every every_s, marked stopped on a clean stop; the compliance report's
+    # downtime is the time no span covers.
+    """
+    CREATE TABLE uptime_spans (
+        id INTEGER PRIMARY KEY,
+        component TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        alive_at REAL NOT NULL,
+        every_s REAL NOT NULL,
+        stopped INTEGER NOT NULL DEFAULT 0
+    )
+    """,
 )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from appliance import sd_notify
 from appliance.cli.commands.common import StopRequest, on_stop_signal
 from appliance.parts import Parts
+from appliance.uptime import UptimeRecorder
 
 LOG = logging.getLogger("appliance.run")
 
@@ -34,6 +35,8 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
     check, killed = hang_check(parts)
     child = WorkerProcess(parts.settings.worker.memory_limit_mb, hung=check, killed=killed)
     dicom.start()
+    up = UptimeRecorder(parts.database().conn, "serve")
+    up.start()
     child.start()
     server, thread = start_in_thread(parts)
     sd_notify.notify("READY=1")  # the listener's completion loop feeds the watchdog
@@ -42,6 +45,7 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
     child.stop(timeout=30)
     thread.join(timeout=15)
     dicom.stop()
+    up.stop()
     LOG.info("serve: stopped")
     return 0
 
@@ -50,9 +54,12 @@ def listener(args: argparse.Namespace, parts: Parts) -> int:
     stopping = StopRequest()
     dicom = parts.listener()
     dicom.start()
+    up = UptimeRecorder(parts.database().conn, "listener")
+    up.start()
     sd_notify.notify("READY=1")  # the completion loop feeds the watchdog
     LOG.info("listener: %s received; stopping", stopping.wait())
     dicom.stop()
+    up.stop()
     LOG.info("listener: stopped")
     return 0
 
