@@ -40,13 +40,7 @@ def record_cases(db_path, cases: list[Case], *, at: float, job0: int, model_id: 
                 "INSERT INTO series (series_instance_uid, study_instance_uid, state, generation, first_received_at, "
                 "last_received_at, updated_at) VALUES (?,?,?,?,?,?,?)",
                 (series, study, "triaged", 0, now - case.seconds - 5, now - case.seconds, now))
-            seq = audit_log.append_in(conn, "inference", {"role": "active", "job_id": job})
-            conn.execute(
-                "INSERT INTO inference_results (job_id, role, series_instance_uid, study_instance_uid, generation, "
-                "model_id, model_version, score, threshold, flag, audit_seq, created_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (job, "active", series, study, 0, model_id, active, case.active, threshold,
-                 int(case.active >= threshold), seq, now))
+            _inference(conn, job, "active", series, study, model_id, active, case.active, threshold, now)
             result_id = conn.execute("SELECT id FROM inference_results WHERE job_id = ? AND role = 'active'",
                                      (job,)).fetchone()[0]
             features = series_record(REFERENCE_STYLE, rng)["features"]
@@ -57,13 +51,7 @@ def record_cases(db_path, cases: list[Case], *, at: float, job0: int, model_id: 
                                                         "model_version": shadow,
                                                         "error": "the model run timed out after 30 s"})
             elif case.shadow is not None:
-                seq = audit_log.append_in(conn, "inference", {"role": "shadow", "job_id": job})
-                conn.execute(
-                    "INSERT INTO inference_results (job_id, role, series_instance_uid, study_instance_uid, "
-                    "generation, model_id, model_version, score, threshold, flag, audit_seq, created_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (job, "shadow", series, study, 0, model_id, shadow, case.shadow, threshold,
-                     int(case.shadow >= threshold), seq, now + 1))
+                _inference(conn, job, "shadow", series, study, model_id, shadow, case.shadow, threshold, now + 1)
             if case.verdict is not None:
                 seq = audit_log.append_in(conn, "web-feedback", {"verdict": case.verdict})
                 conn.execute(
@@ -76,3 +64,12 @@ def record_cases(db_path, cases: list[Case], *, at: float, job0: int, model_id: 
     db.close()
     return job
 
+
+def _inference(conn, job: int, role: str, series: str, study: str, model_id: str, version: str, score: float,
+               threshold: float, at: float) -> None:
+    """One audited inference result of ``role``, as the worker records it."""
+    seq = audit_log.append_in(conn, "inference", {"role": role, "job_id": job})
+    conn.execute(
+        "INSERT INTO inference_results (job_id, role, series_instance_uid, study_instance_uid, generation, "
+        "model_id, model_version, score, threshold, flag, audit_seq, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (job, role, series, study, 0, model_id, version, score, threshold, int(score >= threshold), seq, at))

@@ -161,13 +161,18 @@ def answer_to(raw: bytes, port: int, then_close: bool = True) -> bytes:
                 sock.shutdown(socket.SHUT_WR)
         except OSError:  # the listener closed first: what it sent is still readable
             pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-        return received
+        return _read_until_closed(sock)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (or resets) the connection."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
 
 
 def _read_pdu(sock: socket.socket) -> bytes:
@@ -198,10 +203,4 @@ def answer_after_association(rq: bytes, raw: bytes, port: int) -> tuple[bytes, b
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-        return accepted, received
+        return accepted, _read_until_closed(sock)
