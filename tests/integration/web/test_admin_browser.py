@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
+import pytest
+
 from appliance.config import load_settings
+from appliance.db import open_database
+from appliance.models.registry import ModelRegistry
+from appliance.web import accounts
 from scripts.harness import free_port
-from tests.helpers.boxes import screenshot, sign_in, start_server
+from tests.helpers.boxes import PASSWORD, Box, screenshot, sign_in, start_server
 from tests.helpers.packages import rebuilt
 
 SLOW = 300_000  # golden tests on every backend run inside these requests
@@ -160,3 +166,45 @@ def test_a_fresh_box_says_how_to_create_the_first_user(page, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def one_version_box(tmp_path_factory, demo_packages):
+    """A box whose only model has a single version, active: the shipped head-CT package."""
+    root = tmp_path_factory.mktemp("one-version")
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(root / "data"),
+                                      "APPLIANCE_MODELS_TRUSTED_KEYS": str(demo_packages["public_key"]),
+                                      "APPLIANCE_WEB_PORT": str(free_port())})
+    db = open_database(settings.db_path)
+    model = ModelRegistry(db, settings.models_dir, [demo_packages["public_key"]]).install(
+        demo_packages["head-ct"][0], "test")
+    ModelRegistry(db, settings.models_dir, [demo_packages["public_key"]]).activate(model.id, model.version, "test")
+    accounts.add_user(db.conn, "bio", "biomed", PASSWORD, "test")
+    server, thread, url = start_server(settings)
+    yield Box(settings, url), model
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_a_model_with_one_version_offers_no_rollback_and_its_confirm_page_says_why(one_version_box, page):
+    """Issue 26: "Roll back…" was offered with no earlier version to go back to."""
+    box, model = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/models")
+    row = page.locator("table.models tr", has=page.locator(f"td:text-is('{model.version}')"))
+    assert "active" in row.inner_text()
+    assert "no earlier version to roll back to" in row.locator("td.actions").inner_text()
+    assert row.get_by_role("link", name=re.compile("Roll back")).count() == 0
+    assert page.get_by_role("link", name=re.compile("Roll back")).count() == 0
+
+    answer = page.goto(f"{box.url}/admin/models/confirm?action=rollback&model_id={model.id}")
+    assert answer.status == 409
+    assert "conflicts with the models' current state" in page.locator("h1").inner_text()
+    why = page.locator(".message.error").inner_text()
+    assert f"{model.id} has no earlier version installed: there is nothing to roll back to" in why
+    assert page.locator("input[name=confirm]").count() == 0  # nothing to confirm
+    page.get_by_role("link", name="Back to Models").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/admin/models")
+    states = box.db().conn.execute("SELECT version, state FROM models").fetchall()
+    assert [tuple(s) for s in states] == [(model.version, "active")]
