@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 
@@ -264,3 +265,23 @@ def test_a_model_with_one_version_offers_no_rollback_and_its_confirm_page_says_w
     assert page.url.endswith("/admin/models")
     states = box.db().conn.execute("SELECT version, state FROM models").fetchall()
     assert [tuple(s) for s in states] == [(model.version, "active")]
+
+
+def test_the_audit_page_takes_days_as_the_box_writes_them(one_version_box, page):
+    """Issue 26: the date filter read mm/dd/yyyy (the browser's locale) while the log says YYYY-MM-DD."""
+    box, _ = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/audit")
+    for name in ("since", "until"):
+        field = page.locator(f"input[name={name}]")
+        assert (field.get_attribute("type"), field.get_attribute("placeholder")) == ("text", "YYYY-MM-DD")
+    today = dt.datetime.now(dt.UTC).date()
+    page.fill("input[name=since]", today.isoformat())
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert f"since={today.isoformat()}" in page.url
+    assert "model-active" in page.locator("table.audit").inner_text()
+    page.fill("input[name=since]", (today + dt.timedelta(days=1)).isoformat())
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("table.audit tbody").inner_text().strip() == "No rows"
