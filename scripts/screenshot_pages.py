@@ -13,9 +13,30 @@ sys.path.insert(0, str(REPO))
 
 from scripts.demo_box import DEMO_KEY, MODELS, PASSWORD, DemoBox, demo_box  # noqa: E402
 from scripts.harness import free_port, wait_until  # noqa: E402
+from training.package import generate_keypair, load_private_key, resign_package  # noqa: E402
 
 #: name -> (width, height): a laptop, a large monitor, a phone
 SIZES = {"1366x768": (1366, 768), "1920x1080": (1920, 1080), "390x844": (390, 844)}
+#: The appliance's pages as (file name, who signs in, path). ``{what}``/``{study}``: each demo
+#: study; ``{model}``/``{later}``: the head-CT model and a later version installed, not
+#: active (:func:`later_version`); ``{single}``: a model with one version, which has nothing
+#: to roll back to, so its rollback confirmation is the 409 page.
+PAGES = [
+    ("login", None, "/login"),
+    ("worklist", "rad", "/worklist"),
+    ("study-{what}", "rad", "/studies/{study}"),
+    ("admin-health", "bio", "/admin"),
+    ("admin-models", "bio", "/admin/models"),
+    ("admin-models-confirm", "bio", "/admin/models/confirm?action=shadow&model_id={model}&version={later}"),
+    ("admin-models-conflict", "bio", "/admin/models/confirm?action=rollback&model_id={single}"),
+    ("admin-dicom", "bio", "/admin/dicom"),
+    ("admin-drift", "bio", "/admin/drift"),
+    ("admin-audit", "bio", "/admin/audit"),
+    ("admin-users", "boss", "/admin/users"),
+]
+#: The hub's pages, seen by its operator.
+HUB_PAGES = [("hub-fleet", "/fleet"), ("hub-releases", "/releases")]
+HEAD_CT, CHEST = next(MODELS.glob("head-ct-*.tar")), next(MODELS.glob("chest-cr-*.tar"))
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
@@ -51,18 +72,40 @@ def hub(work: Path, box: DemoBox):
     return process, url, operator
 
 
-def shoot(box: DemoBox, hub_url: str, operator: str, out: Path) -> list[Path]:
+def later_version(work: Path, box: DemoBox) -> str:
+    """The head-CT demo package re-signed as its next patch version with a key made here,
+    installed (not activated) with that key trusted for the install: a change the
+    confirmation page can ask about. Its version."""
+    model, version = HEAD_CT.stem.rsplit("-", 1)
+    major, minor, patch = version.split(".")
+    later = f"{major}.{minor}.{int(patch) + 1}"
+    private, public = generate_keypair(work / "later-version.key")
+    package = work / f"{model}-{later}.tar"
+    resign_package(HEAD_CT, package, load_private_key(private), version=later)
+    subprocess.run([sys.executable, "-m", "appliance.cli", "models", "install", str(package)], cwd=REPO,
+                   env={**box.env, "APPLIANCE_MODELS_TRUSTED_KEYS": f"{DEMO_KEY},{public}"},
+                   capture_output=True, text=True, check=True, timeout=600)
+    return later
+
+
+def appliance_pages(box: DemoBox, later: str) -> list[tuple[str, str | None, str]]:
+    """:data:`PAGES` with the demo box's studies and models filled in."""
+    names = {"model": HEAD_CT.stem.rsplit("-", 1)[0], "later": later, "single": CHEST.stem.rsplit("-", 1)[0]}
+    pages = []
+    for name, user, path in PAGES:
+        if "{study}" in path:
+            pages += [(name.format(what=what), user, path.format(study=uid)) for what, uid in box.studies.items()]
+        else:
+            pages.append((name, user, path.format(**names)))
+    return pages
+
+
+def shoot(box: DemoBox, pages: list[tuple[str, str | None, str]], hub_url: str, operator: str,
+          out: Path) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
     taken: list[Path] = []
-    pages = [("login", None, "/login")]
-    pages += [("worklist", "rad", "/worklist")]
-    pages += [(f"study-{what}", "rad", f"/studies/{uid}") for what, uid in box.studies.items()]
-    pages += [(name, "bio", path) for name, path in (("admin-health", "/admin"), ("admin-models", "/admin/models"),
-                                                      ("admin-dicom", "/admin/dicom"), ("admin-drift", "/admin/drift"),
-                                                      ("admin-audit", "/admin/audit"))]
-    pages += [("admin-users", "boss", "/admin/users")]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         for size, (width, height) in SIZES.items():
@@ -90,12 +133,14 @@ def shoot(box: DemoBox, hub_url: str, operator: str, out: Path) -> list[Path]:
                 context.close()
             context = browser.new_context(viewport={"width": width, "height": height},
                                           http_credentials={"username": "operator", "password": operator})
-            page = context.new_page()
-            page.set_default_timeout(300_000)
-            page.goto(f"{hub_url}/fleet")
-            page.wait_for_load_state("networkidle")
-            taken.append(out / f"hub-fleet-{size}.png")
-            page.screenshot(path=str(taken[-1]), full_page=True)
+            for name, path in HUB_PAGES:
+                page = context.new_page()
+                page.set_default_timeout(300_000)
+                page.goto(hub_url + path)
+                page.wait_for_load_state("networkidle")
+                taken.append(out / f"{name}-{size}.png")
+                page.screenshot(path=str(taken[-1]), full_page=True)
+                page.close()
             context.close()
         browser.close()
     return taken
@@ -111,7 +156,8 @@ def main() -> None:
         with demo_box(work) as box:
             process, url, operator = hub(work, box)
             try:
-                for path in shoot(box, url, operator, args.out):
+                pages = appliance_pages(box, later_version(work, box))
+                for path in shoot(box, pages, url, operator, args.out):
                     print(path)
             finally:
                 process.terminate()

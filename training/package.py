@@ -184,14 +184,17 @@ def write_package(out: Path, manifest: dict, files: dict[str, bytes], key: Ed255
     return validated
 
 
-def resign_package(src: Path, out: Path, key: Ed25519PrivateKey) -> Manifest:
-    """Re-sign an existing package with ``key`` (its manifest names the new key)."""
+def resign_package(src: Path, out: Path, key: Ed25519PrivateKey, version: str | None = None) -> Manifest:
+    """Re-sign an existing package with ``key`` (its manifest names the new key); with
+    ``version``, the same model stated as that version."""
     with tarfile.open(src, "r:*") as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar if m.isreg()}
     manifest = json.loads(members.pop(MANIFEST_NAME))
     members.pop(SIGNATURE_NAME, None)
     manifest.pop("files", None)
     manifest.pop("signing_public_key", None)
+    if version is not None:
+        manifest["version"] = version
     return write_package(out, manifest, members, key)
 
 

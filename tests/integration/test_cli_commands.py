@@ -230,6 +230,13 @@ def _dicom(box, tmp):
     assert "added; the listener and the sender use it" in run(box, "dicom", "peers", "add", "CT9@10.1.2.3")
     assert "removed; the listener and the sender stop using it" in run(box, "dicom", "peers", "remove", "CT9@10.1.2.3")
     assert "CT9" not in run(box, "dicom", "peers", "list")
+    added = run(box, "dicom", "destinations", "add", "RIS9@10.1.2.4:11112")
+    assert "destinations: RIS9@10.1.2.4:11112 added; the listener and the sender use it" in added
+    listed = run(box, "dicom", "destinations", "list")
+    assert "RIS9@10.1.2.4:11112" in listed and "added on this appliance" in listed and box.pacs.destination in listed
+    removed = run(box, "dicom", "destinations", "remove", "RIS9@10.1.2.4:11112")
+    assert "destinations: RIS9@10.1.2.4:11112 removed; the listener and the sender stop using it" in removed
+    assert "RIS9" not in run(box, "dicom", "destinations", "list")
 
 
 CASES = {

@@ -3,6 +3,8 @@ reads: each entry the next start uses, where it comes from, and what was removed
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from appliance.cli import main
@@ -44,3 +46,13 @@ def test_an_undone_change_leaves_the_list_as_configured(environment, capsys):
 
 def test_no_destination_says_where_results_go(environment, capsys):
     assert _run(capsys, "dicom", "destinations", "list").strip() == "no destinations: results stay on the appliance"
+
+
+def test_config_show_gives_the_peers_and_destinations_after_the_changes_made_here(environment, capsys):
+    """Issue 26: `config show` is the effective settings, so it includes what was changed on the box."""
+    _run(capsys, "dicom", "peers", "add", "US1@10.0.0.7")
+    _run(capsys, "dicom", "peers", "remove", "MR1@10.0.0.6")
+    _run(capsys, "dicom", "destinations", "add", "PACS@10.0.0.9:104")
+    dicom = json.loads(_run(capsys, "config", "show"))["dicom"]
+    assert [(p["ae_title"], p["address"]) for p in dicom["peers"]] == [("CT1", "10.0.0.5"), ("US1", "10.0.0.7")]
+    assert [(d["ae_title"], d["host"], d["port"]) for d in dicom["destinations"]] == [("PACS", "10.0.0.9", 104)]

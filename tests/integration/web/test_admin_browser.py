@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import shutil
 
+import pytest
+
 from appliance.config import load_settings
+from appliance.db import open_database
+from appliance.models.registry import ModelRegistry
+from appliance.web import accounts
 from scripts.harness import free_port
-from tests.helpers.boxes import screenshot, sign_in, start_server
+from tests.helpers.boxes import PASSWORD, Box, screenshot, sign_in, start_server
 from tests.helpers.packages import rebuilt
+from training.__main__ import main as training_cli
 
 SLOW = 300_000  # golden tests on every backend run inside these requests
 
@@ -160,3 +168,120 @@ def test_a_fresh_box_says_how_to_create_the_first_user(page, tmp_path):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def _models_box(root, keys, active, shadow=None):
+    """A box with no series: ``active`` installed and active, ``shadow`` (if any) installed
+    and in shadow, a biomed "bio"; yields the box and the active model under a server."""
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(root / "data"),
+                                      "APPLIANCE_MODELS_TRUSTED_KEYS": ",".join(map(str, keys)),
+                                      "APPLIANCE_WEB_PORT": str(free_port())})
+    db = open_database(settings.db_path)
+    registry = ModelRegistry(db, settings.models_dir, keys)
+    model = registry.install(active, "test")
+    registry.activate(model.id, model.version, "test")
+    if shadow is not None:
+        staged = registry.install(shadow, "test")
+        registry.shadow(staged.id, staged.version, "test")
+    accounts.add_user(db.conn, "bio", "biomed", PASSWORD, "test")
+    server, thread, url = start_server(settings)
+    yield Box(settings, url), model
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def one_version_box(tmp_path_factory, demo_packages):
+    """A box whose only model has a single version, active: the shipped head-CT package."""
+    yield from _models_box(tmp_path_factory.mktemp("one-version"), [demo_packages["public_key"]],
+                           demo_packages["head-ct"][0])
+
+
+@pytest.fixture(scope="module")
+def unseen_shadow_box(tmp_path_factory, demo_packages):
+    """The shipped head-CT package active and the same model re-signed as 1.9.0 in shadow,
+    before any series has arrived."""
+    root = tmp_path_factory.mktemp("unseen-shadow")
+    key = root / "test.key"
+    assert training_cli(["keygen", "--out", str(key)]) == 0
+    later = rebuilt(demo_packages["head-ct"][0], key, root, "1.9.0")
+    yield from _models_box(root, [demo_packages["public_key"], key.with_suffix(".pub")],
+                           demo_packages["head-ct"][0], later)
+
+
+def _shadow_panel_stands_alone(page) -> None:
+    """With nothing to compare, the Shadow panel runs the full width above the Alert budget
+    instead of a short tile beside its long table (issue 26: a large empty space)."""
+    def panel(heading: str) -> dict:
+        return page.locator("section.panel", has=page.locator(f"h2:text-is('{heading}')")).bounding_box()
+
+    installed, shadow, budget = panel("Installed"), panel("Shadow versus active"), panel("Alert budget (read-only)")
+    assert abs(shadow["width"] - installed["width"]) < 2 and abs(budget["width"] - installed["width"]) < 2
+    assert shadow["y"] + shadow["height"] <= budget["y"]
+
+
+def test_the_shadow_panel_says_what_shadow_is_when_no_model_is_in_shadow(one_version_box, page):
+    box, _ = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/models")
+    says = page.locator("#shadow-empty").inner_text()
+    assert says.startswith("No model is in shadow.")
+    assert "runs beside the active one on the same series, is never shown or sent" in says
+    assert "appliance models shadow ID VERSION" in says
+    assert page.locator("svg.scatter").count() == 0
+    _shadow_panel_stands_alone(page)
+    screenshot(page, "admin-models-no-shadow")
+
+
+def test_the_shadow_panel_names_a_shadow_that_has_seen_no_series(unseen_shadow_box, page):
+    box, model = unseen_shadow_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/models")
+    says = page.locator("#shadow-empty").inner_text()
+    assert says == (f"{model.id} 1.9.0 is in shadow and has not seen a series yet; the comparison with "
+                    "the active model appears here once it reads one.")
+    _shadow_panel_stands_alone(page)
+
+
+def test_a_model_with_one_version_offers_no_rollback_and_its_confirm_page_says_why(one_version_box, page):
+    """Issue 26: "Roll back…" was offered with no earlier version to go back to."""
+    box, model = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/models")
+    row = page.locator("table.models tr", has=page.locator(f"td:text-is('{model.version}')"))
+    assert "active" in row.inner_text()
+    assert "no earlier version to roll back to" in row.locator("td.actions").inner_text()
+    assert row.get_by_role("link", name=re.compile("Roll back")).count() == 0
+    assert page.get_by_role("link", name=re.compile("Roll back")).count() == 0
+
+    answer = page.goto(f"{box.url}/admin/models/confirm?action=rollback&model_id={model.id}")
+    assert answer.status == 409
+    assert "conflicts with the models' current state" in page.locator("h1").inner_text()
+    why = page.locator(".message.error").inner_text()
+    assert f"{model.id} has no earlier version installed: there is nothing to roll back to" in why
+    assert page.locator("input[name=confirm]").count() == 0  # nothing to confirm
+    page.get_by_role("link", name="Back to Models").click()
+    page.wait_for_load_state()
+    assert page.url.endswith("/admin/models")
+    states = box.db().conn.execute("SELECT version, state FROM models").fetchall()
+    assert [tuple(s) for s in states] == [(model.version, "active")]
+
+
+def test_the_audit_page_takes_days_as_the_box_writes_them(one_version_box, page):
+    """Issue 26: the date filter read mm/dd/yyyy (the browser's locale) while the log says YYYY-MM-DD."""
+    box, _ = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/audit")
+    for name in ("since", "until"):
+        field = page.locator(f"input[name={name}]")
+        assert (field.get_attribute("type"), field.get_attribute("placeholder")) == ("text", "YYYY-MM-DD")
+    today = dt.datetime.now(dt.UTC).date()
+    page.fill("input[name=since]", today.isoformat())
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert f"since={today.isoformat()}" in page.url
+    assert "model-active" in page.locator("table.audit").inner_text()
+    page.fill("input[name=since]", (today + dt.timedelta(days=1)).isoformat())
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator("table.audit tbody").inner_text().strip() == "No rows"

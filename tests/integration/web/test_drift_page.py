@@ -5,6 +5,9 @@ dir, same origin), and nobody else may see them."""
 
 from __future__ import annotations
 
+import math
+import re
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.drift import tables
+from appliance.models.registry import ModelRegistry
 from appliance.web import accounts
 from appliance.formats import count
 from scripts.harness import free_port
@@ -104,8 +108,8 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert images.count() >= 20
     sources = [images.nth(i).get_attribute("src") for i in range(images.count())]
     assert all(s.startswith("/admin/drift/plots/") for s in sources)
-    for i in range(images.count()):
-        images.nth(i).scroll_into_view_if_needed()
+    # Every picture loads where it stands, none left blank until scrolled to (issue 26: lazy loading).
+    assert [images.nth(i).get_attribute("loading") for i in range(images.count())] == [None] * images.count()
     page.wait_for_function("[...document.querySelectorAll('.drift-plots img')]"
                            ".every(i => i.complete && i.naturalWidth > 100)", timeout=60_000)
     key = sources[0].split("/")[4]
@@ -141,6 +145,34 @@ def test_a_thin_window_is_not_judged_and_shows_no_finding(page, tmp_path):
         assert model.locator(".bad").count() == 0, "a thin window colours nothing as a finding"
         assert "beyond threshold" not in model.inner_text()
         screenshot(page, "admin-drift-thin-window")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_a_window_smaller_than_the_calibration_is_judged_on_widened_package_thresholds(page, tmp_path, demo_packages):
+    """Issue 26: with ``min_series`` under the package's calibrated window, the package
+    thresholds are widened by the square root of the ratio, and the From column says so."""
+    settings = load_settings(environ={"APPLIANCE_DATA_DIR": str(tmp_path / "data"), "APPLIANCE_DRIFT_MIN_SERIES": "40",
+                                      "APPLIANCE_MODELS_TRUSTED_KEYS": str(demo_packages["public_key"]),
+                                      "APPLIANCE_WEB_PORT": str(free_port())})
+    db = open_database(settings.db_path)
+    registry = ModelRegistry(db, settings.models_dir, [demo_packages["public_key"]])
+    model = registry.install(demo_packages["head-ct"][0], "test")
+    registry.activate(model.id, model.version, "test")
+    record_days(settings.db_path, settings.drift, model.version, range(0, 9), per_day=12, model_id=model.id)
+    accounts.add_user(db.conn, "bio", "biomed", PASSWORD, "test")
+    server, thread, url = start_server(settings)
+    try:
+        sign_in(page, Box(settings, url), "bio")
+        page.goto(f"{url}/admin/drift")
+        section = page.locator("section.drift-model")
+        assert "enough series to judge" in section.locator("p").first.inner_text()
+        hu = section.locator("tr", has=page.get_by_role("link", name="hu", exact=True)).locator("td").all_inner_texts()
+        said = re.fullmatch(r"package, widened ×(\d\.\d\d) for (\d+) series \(calibrated on (\d+)\)", hu[4])
+        assert said, hu
+        factor, series, calibrated = float(said[1]), int(said[2]), int(said[3])
+        assert 40 <= series < calibrated and factor == round(math.sqrt(calibrated / series), 2)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

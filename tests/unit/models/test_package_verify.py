@@ -240,6 +240,14 @@ def test_resign_moves_trust_to_the_new_key(package, tmp_path, keys):
         verify_package(out, [keys["public"]])
 
 
+def test_resign_as_another_version_states_it_and_keeps_the_files(package, tmp_path, keys):
+    out = tmp_path / "later.tar"
+    resign_package(package, out, load_private_key(keys["other_private"]), version="1.2.4")
+    later, first = verify_package(out, [keys["other_public"]]), verify_package(package, [keys["public"]])
+    assert (later.id, later.version) == ("test-model", "1.2.4")
+    assert later.files == first.files
+
+
 def test_extract_package_writes_verified_files(package, tmp_path, keys):
     dest = tmp_path / "installed"
     m = extract_package(package, dest, [keys["public"]])
