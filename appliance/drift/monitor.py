@@ -5,7 +5,8 @@ the reference histogram; the threshold is the package's ``mean + z * std`` of th
 distance over reference sub-windows (see ``training/drift.py``), or the configured
 fallback. A package threshold was drawn on sub-windows of ``window_series`` series (150
 when the reference does not say); a window with fewer series varies more, so its
-threshold is widened by ``sqrt(window_series / n)`` (:func:`widening`).
+threshold is widened by ``sqrt(window_series / n)`` (:func:`widening`); the configured
+fallback distance counts as set for windows of 150 series and is widened the same way.
 
 Every other feature is compared with the *baseline*, the first window of this model
 version that had enough series: an intensity histogram without a reference by its
@@ -141,6 +142,14 @@ def evaluate(
     z = corrected_z(settings.sigma, tests)
     level = tail_probability(settings.sigma) / max(tests, 1)
     out = []
+    fallback_wider = widening(window.series, CALIBRATION_SERIES)
+
+    def fallback(details: dict[str, Any]) -> float:
+        """The configured distance for this window's size (``details`` say by how much)."""
+        if fallback_wider > 1:
+            details.update(widened=fallback_wider, calibrated_series=float(CALIBRATION_SERIES))
+        return settings.fallback_js_distance * fallback_wider
+
     for name in against_reference:
         ref = np.asarray(ref_hists[name]["counts"], np.float64)
         cur = window.histograms[name]
@@ -154,25 +163,16 @@ def evaluate(
             if wider > 1:
                 details.update(widened=wider, calibrated_series=float(calibrated_on))
         else:
-            threshold, source = settings.fallback_js_distance, "config"
+            threshold, source = fallback(details), "config"
         if name in edges:
             details["wasserstein"] = wasserstein_binned(edges[name], ref, cur)
         out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, source, details))
     for name, base in distance_to_baseline:
         cur = window.histograms[name]
         if base.sum() > 0 and cur.sum() > 0:
-            value, threshold = js_distance(base, cur), settings.fallback_js_distance
-            out.append(
-                Evaluation(
-                    name,
-                    "js_distance",
-                    value,
-                    threshold,
-                    value > threshold,
-                    "config",
-                    {"psi": psi(base, cur), "ks": ks_binned(base, cur)},
-                )
-            )
+            details = {"psi": psi(base, cur), "ks": ks_binned(base, cur)}
+            value, threshold = js_distance(base, cur), fallback(details)
+            out.append(Evaluation(name, "js_distance", value, threshold, value > threshold, "config", details))
     for name, base, cur in against_baseline:
         if cur.sum() == 0 or base.sum() == 0:
             continue

@@ -72,3 +72,21 @@ def test_a_histogram_picture_is_fitted_to_the_bins_its_data_fill():
     current[1] = 1  # a 1024-column series
     assert occupied_range(edges, reference, current) == (0.0, 3000.0)
     assert occupied_range(edges, np.zeros(65)) == (0.0, 65000.0)
+
+
+def test_a_small_window_widens_the_configured_distance_too():
+    """Without package thresholds the configured distance judges: it counts as set for
+    windows of 150 series, so a window of 60 has it widened by the same square root."""
+    rng = np.random.default_rng(4)
+    reference = package_reference(rng, series=200)
+    bare = {**reference, "thresholds": {}}
+    settings = DriftSettings(min_series=60)
+    small = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(60))
+    large = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(150))
+    wide = {e.feature: e for e in evaluate(small, bare, None, settings)}
+    narrow = {e.feature: e for e in evaluate(large, bare, None, settings)}
+    for name in ("hu", "slice_count", "slice_thickness_mm"):
+        assert wide[name].source == narrow[name].source == "config"
+        assert narrow[name].threshold == settings.fallback_js_distance and "widened" not in narrow[name].details
+        assert wide[name].threshold == pytest.approx(settings.fallback_js_distance * math.sqrt(150 / 60))
+        assert wide[name].details["calibrated_series"] == 150
