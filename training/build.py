@@ -376,14 +376,21 @@ class Builder:
 
     # 6. golden cases, drift, package ---------------------------------------------------
     def golden(self) -> None:
-        """Golden cases from the gate split (never the sealed set): the series FP32 gets right
+        """Golden cases from the gate split, or the calibration split when FP32 gets no gate
+        series right (a small gate split; never the sealed set): the series FP32 gets right
         by the widest margin on each side, checked on the box end to end."""
         started = time.perf_counter()
         spec = self.spec
-        gate = self.splits["gate"]
-        scores = self.calibrated("gate", key(*REFERENCE))
-        chosen = golden_series(self.classes["gate"], scores, self.threshold, spec.golden_per_class)
-        loaded = [gate[i].load() for i in chosen]
+        for split in ("gate", "calibration"):
+            scores = self.calibrated(split, key(*REFERENCE))
+            chosen = golden_series(self.classes[split], scores, self.threshold, spec.golden_per_class)
+            if chosen:
+                break
+        else:
+            raise BuildError(f"no golden case: at threshold {self.threshold:.4f} the FP32 model gets no gate or "
+                             "calibration series right (no in-indication series flagged, no negative left)")
+        source = self.splits[split]
+        loaded = [source[i].load() for i in chosen]
         variants = {key(*v): (v[1], self.variants[v][1]) for v in self.kept}
         golden_bytes, self.tolerances, self.golden_report = golden(loaded, scores[chosen], self.variants[REFERENCE][1],
                                                                    self.threshold, variants)
@@ -398,7 +405,7 @@ class Builder:
                 self.log(f"{key(*v)}: {reason}")
         variants = {key(*v): (v[1], self.variants[v][1]) for v in self.kept}
         golden_files, self.golden_cases, self.series_atol, series_report = golden_dicom(
-            loaded, [gate[i].paths for i in chosen], spec.input, spec.aggregation, self.calibration, self.threshold,
+            loaded, [source[i].paths for i in chosen], spec.input, spec.aggregation, self.calibration, self.threshold,
             variants)
         self.golden_report["dicom"] = series_report
         self.files: dict[str, bytes] = {"golden/golden.npz": golden_bytes, **golden_files}

@@ -226,11 +226,11 @@ def detector_image(density: np.ndarray, render_spacing: float, shape: tuple[int,
     interpolate it to the stored ``shape`` (bilinear), add quantum noise there and store it
     at the style's bit depth.
 
-    Every step gives the same bits on every x86-64 CPU, so a sealed set registered by its
-    hash on one machine is the same set on the next: float64 throughout, only correctly
+    A sealed set is registered by its hash and regenerated on other machines, so every step
+    is one that gives the same bits on any x86-64 CPU: float64 throughout, only correctly
     rounded arithmetic and square roots on the full-size image, and the one transcendental
     step (the gamma) through the C library's ``pow`` rather than NumPy's SIMD kernels,
-    which differ in the last bit between AVX2 and AVX-512. (Torch's kernels did too.)"""
+    whose last bit may differ between AVX2 and AVX-512 (torch's kernels promise no more)."""
     img = ndimage.gaussian_filter(density.astype(np.float64), style.blur_mm / render_spacing)
     img = _libm_pow(np.clip(img, 0, 1), style.gamma)
     full = bilinear(img, shape)
@@ -298,7 +298,10 @@ def _generate_patient(cfg: CRConfig, index: int, out_dir: Path) -> ImageTruth:
     ds.PhotometricInterpretation = style.photometric
     ds.BurnedInAnnotation = "NO"
     dc.set_pixels(ds, pixels, signed=False, bits_stored=style.bits)
-    ds.compress(JPEGLSLossless)  # as PACS often store radiographs: half the bytes, the same pixels
+    # As PACS often store radiographs: half the bytes, the same pixels. pydicom gives the
+    # compressed instance a new, random SOP Instance UID unless told not to, and a random
+    # UID made every generated set differ from the last: the sealed set's hash with it.
+    ds.compress(JPEGLSLossless, generate_instance_uid=False)
     dc.write(ds, out_dir / patient["PatientID"] / "CR" / "IM0001.dcm")
     return ImageTruth(
         patient_id=patient["PatientID"], series_uid=series_uid, label=int(positive),

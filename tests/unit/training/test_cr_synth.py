@@ -17,6 +17,7 @@ from training.data.cr_synth import (
     detector_image,
     generate_cr_dataset,
 )
+from training.datasets import content_sha256
 from training.indication import PTX_MIN_RIM_MM
 
 
@@ -75,9 +76,9 @@ def test_dciodvfy_finds_no_errors(cr_dir):
 
 def test_the_detector_gives_the_same_bits_on_every_cpu():
     """The chest sealed set is registered by its content hash, and the machines that
-    regenerate it differ (AVX2, AVX-512, AMX): the detector step, where torch's kernels used
-    to make the bits depend on the instruction set, must not. The pinned digest was taken on
-    a Xeon with AMX and AVX-512; the same code gives it on an AVX2-only EPYC or fails here."""
+    regenerate it differ (AVX2, AVX-512, AMX): the detector step must give the same bits on
+    each. The pinned digest was taken on a Xeon with AMX and AVX-512; the same code gives it
+    on an AVX2-only EPYC or fails here."""
     digest = hashlib.sha256()
     for style in CR_STYLES:
         stored = detector_image(np.random.default_rng(5).random((48, 40)), 2.0, (300, 250), style,
@@ -94,3 +95,15 @@ def test_bilinear_aligns_pixel_centres_and_clamps_at_the_edges():
     assert np.allclose(out, np.add.outer(4 * np.minimum(centre, 2), np.minimum(np.maximum(
         (np.arange(8) + 0.5) * 0.5 - 0.5, 0), 3)))  # a plane is kept exactly
     assert out[0, 0] == img[0, 0] and out[-1, -1] == img[-1, -1]
+
+
+def test_a_generated_set_is_the_same_bytes_every_time(tmp_path):
+    """The UIDs are derived from the seed, the compressed instance's too (pydicom would
+    give it a random one), so a regenerated set has the hash it was registered with."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        generate_cr_dataset(CRConfig(n_patients=3, seed=11, columns=(96, 96)), folder, workers=1)
+    assert content_sha256(first) == content_sha256(second)
+    ds = pydicom.dcmread(next(first.rglob("*.dcm")))
+    assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
