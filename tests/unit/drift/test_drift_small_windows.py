@@ -25,14 +25,22 @@ def test_widening_is_the_square_root_of_the_ratio_below_the_calibrated_size():
     assert widening(0, 150) == 1.0
 
 
-def test_a_small_window_widens_the_package_thresholds_and_says_by_how_much():
-    rng = np.random.default_rng(3)
+def judged_at_60_and_150(seed: int, package_thresholds: bool = True) -> tuple[dict, dict]:
+    """Windows of 60 and 150 series of the reference style judged against a package
+    reference (with or without its thresholds) under ``min_series`` 60, by feature."""
+    rng = np.random.default_rng(seed)
     reference = package_reference(rng, series=200)
+    if not package_thresholds:
+        reference = {**reference, "thresholds": {}}
     settings = DriftSettings(min_series=60)
     small = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(60))
     large = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(150))
-    narrow = {e.feature: e for e in evaluate(large, reference, None, settings)}
-    wide = {e.feature: e for e in evaluate(small, reference, None, settings)}
+    return ({e.feature: e for e in evaluate(small, reference, None, settings)},
+            {e.feature: e for e in evaluate(large, reference, None, settings)})
+
+
+def test_a_small_window_widens_the_package_thresholds_and_says_by_how_much():
+    wide, narrow = judged_at_60_and_150(seed=3)
     for name in ("hu", "slice_count", "slice_thickness_mm"):
         assert wide[name].source == narrow[name].source == "package"
         assert wide[name].threshold == pytest.approx(narrow[name].threshold * math.sqrt(150 / 60))
@@ -77,14 +85,8 @@ def test_a_histogram_picture_is_fitted_to_the_bins_its_data_fill():
 def test_a_small_window_widens_the_configured_distance_too():
     """Without package thresholds the configured distance judges: it counts as set for
     windows of 150 series, so a window of 60 has it widened by the same square root."""
-    rng = np.random.default_rng(4)
-    reference = package_reference(rng, series=200)
-    bare = {**reference, "thresholds": {}}
+    wide, narrow = judged_at_60_and_150(seed=4, package_thresholds=False)
     settings = DriftSettings(min_series=60)
-    small = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(60))
-    large = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(150))
-    wide = {e.feature: e for e in evaluate(small, bare, None, settings)}
-    narrow = {e.feature: e for e in evaluate(large, bare, None, settings)}
     for name in ("hu", "slice_count", "slice_thickness_mm"):
         assert wide[name].source == narrow[name].source == "config"
         assert narrow[name].threshold == settings.fallback_js_distance and "widened" not in narrow[name].details
