@@ -129,7 +129,7 @@ def _verify(box, tmp):
 
 def _install(box, tmp):
     said = run(box, "models", "install", str(HEAD_CT))  # installed already: idempotent
-    assert f"{MODEL_ID} {VERSION}" in said
+    assert f"installed {MODEL_ID} {VERSION} (active)" in said and "reads no series" not in said
 
 
 def _list(box, tmp):

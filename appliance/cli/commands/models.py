@@ -9,6 +9,7 @@ from pathlib import Path
 from appliance import formats
 from appliance.cli.commands.common import actor
 from appliance.parts import Parts
+from appliance.states import ModelState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +84,12 @@ def list_models(args: argparse.Namespace, parts: Parts) -> int:
 def install_package(args: argparse.Namespace, parts: Parts) -> int:
     registry = parts.registry()
     model = registry.install(Path(args.package), actor())
-    print(f"installed {model.label}")
+    print(f"installed {model.label} ({model.state})")
+    if not args.activate and model.state == ModelState.INSTALLED:
+        print(
+            f"it reads no series until it is put in shadow (appliance models shadow {model.id} {model.version}) "
+            f"or made active (appliance models activate {model.id} {model.version})"
+        )
     if args.activate:
         model = registry.activate(model.id, model.version, actor())
         print(f"{model.label} is active on {(model.selection or {}).get('chosen', '-')}")

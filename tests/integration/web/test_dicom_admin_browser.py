@@ -75,7 +75,8 @@ def test_biomed_manages_peers_destinations_and_dead_letters_and_a_restart_keeps_
         page.goto(f"{box.url}/admin/dicom")
         row = page.locator("#destinations tbody tr", has=page.locator(f"code:text-is('{OLD}')"))
         breaker = row.locator("td.breaker").inner_text()
-        assert "open" in breaker and "after 5 failed associations" in breaker and "no connection" in breaker
+        # in a hospital IT person's words: "paused", not the breaker's "open" (which reads as working)
+        assert "paused" in breaker and "after 5 failed associations" in breaker and "no connection" in breaker
         letters = page.locator("section.dead-letters")
         assert f"Dead letters for {OLD} (2)" in letters.locator("h2").inner_text()
         assert "cannot read result file" in letters.inner_text()
