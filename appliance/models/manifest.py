@@ -194,8 +194,12 @@ class Range(_Strict):
         return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
 
     def __str__(self) -> str:
-        low = "" if self.min is None else f"{self.min:g}"
-        high = "" if self.max is None else f"{self.max:g}"
+        return self.text()
+
+    def text(self, digits: int = 4) -> str:
+        """``0.3906-0.4883``, ``>= 3``, ``256``: the bounds to ``digits`` significant digits."""
+        low = "" if self.min is None else f"{self.min:.{digits}g}"
+        high = "" if self.max is None else f"{self.max:.{digits}g}"
         if low and low == high:
             return low
         return f"{low}-{high}" if low and high else f">= {low}" if low else f"<= {high}"

@@ -80,8 +80,20 @@ def _outside(name: str, allowed: Range | None, value: float | None, unit: str) -
         return f"{name} missing (must be {allowed}{unit})"
     if not allowed.holds(value):
         exactly = allowed.min is not None and allowed.min == allowed.max  # "rows 256, not 512", not "outside 512-512"
-        return f"{name} {value:g}{unit}{', not' if exactly else ' outside'} {allowed}{unit}"
+        shown, bounds = _apart(value, allowed)
+        return f"{name} {shown}{unit}{', not' if exactly else ' outside'} {bounds}{unit}"
     return None
+
+
+def _apart(value: float, allowed: Range) -> tuple[str, str]:
+    """The value and the range to 4 significant digits, or as many more as it takes for
+    the value not to read as the bound it breaks (0.48830 outside 0.3906-0.4883 would)."""
+    for digits in range(4, 17):
+        shown = f"{value:.{digits}g}"
+        bounds = [f"{b:.{digits}g}" for b in (allowed.min, allowed.max) if b is not None]
+        if shown not in bounds:
+            return shown, allowed.text(digits)
+    return repr(value), allowed.text(17)
 
 
 def header_number(ds: Dataset, keyword: str) -> float | None:

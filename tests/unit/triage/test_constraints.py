@@ -200,3 +200,13 @@ def test_the_manifest_schema_refuses_an_unknown_contrast_value_and_an_empty_view
 def test_a_range_of_one_value_reads_as_that_value():
     exact = InputConstraints.model_validate({"rows": {"min": 512, "max": 512}})
     assert first_violation(exact, [ct(Rows=256)[0]]) == "rows 256, not 512"  # not "outside 512-512"
+
+
+@pytest.mark.parametrize("spacing, expected", [
+    (0.30, "pixel spacing 0.3 mm outside 0.3906-0.4883 mm"),
+    # to four digits the value would read as the bound it breaks: more digits, both sides
+    (0.48830, "pixel spacing 0.4883 mm outside 0.39062-0.48828 mm"),
+])
+def test_a_reason_reads_its_numbers_to_four_digits_unless_that_hides_the_breach(spacing, expected):
+    fine = InputConstraints.model_validate({"pixel_spacing_mm": {"min": 0.390625, "max": 0.48828125}})
+    assert first_violation(fine, ct(PixelSpacing=[spacing, spacing])) == expected
