@@ -188,6 +188,9 @@ def evaluate(
                 {"chi_square": stat, "dof": float(dof), "js_distance": js_distance(base, cur)},
             )
         )
+    for e in out:  # widened for a small window past what a distance can be: it cannot alert
+        if e.statistic == "js_distance" and e.threshold >= 1.0:
+            e.details["unreachable"] = True
     return out
 
 

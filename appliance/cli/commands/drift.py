@@ -75,10 +75,12 @@ def _source(feature: dict) -> str:
     details = feature.get("details", {})
     if "widened" not in details:
         return feature["threshold_source"]
-    return (
-        f"{feature['threshold_source']}, widened x{details['widened']:.2f}: "
-        f"calibrated on {details['calibrated_series']:.0f} series"
-    )
+    basis = "set for" if feature["threshold_source"] == "config" else "calibrated on"
+    widened, series = details["widened"], details["calibrated_series"]
+    said = f"{feature['threshold_source']}, widened x{widened:.2f}: {basis} {series:.0f} series"
+    if details.get("unreachable"):
+        said += "; a distance is at most 1, so it cannot alert in a window this small"
+    return said
 
 
 def show_report(args: argparse.Namespace, parts: Parts) -> int:

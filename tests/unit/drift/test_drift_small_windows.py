@@ -92,3 +92,20 @@ def test_a_small_window_widens_the_configured_distance_too():
         assert narrow[name].threshold == settings.fallback_js_distance and "widened" not in narrow[name].details
         assert wide[name].threshold == pytest.approx(settings.fallback_js_distance * math.sqrt(150 / 60))
         assert wide[name].details["calibrated_series"] == 150
+
+
+def test_a_threshold_widened_past_what_a_distance_can_be_is_said_to_be_unable_to_alert():
+    from appliance.cli.commands.drift import _source
+
+    rng = np.random.default_rng(5)
+    bare = {**package_reference(rng, series=200), "thresholds": {}}
+    settings = DriftSettings(min_series=1)
+    one = {e.feature: e for e in evaluate(aggregate([series_record(REFERENCE_STYLE, rng)]), bare, None, settings)}
+    hu = one["hu"]
+    assert hu.threshold == pytest.approx(settings.fallback_js_distance * math.sqrt(150)) and hu.threshold > 1
+    assert hu.details["unreachable"] is True and not hu.exceeded
+    said = _source({"threshold_source": hu.source, "details": hu.details})
+    assert said == ("config, widened x12.25: set for 150 series; a distance is at most 1, so it cannot alert in a "
+                    "window this small")
+    two_hundred = aggregate(series_record(REFERENCE_STYLE, rng) for _ in range(200))
+    assert "unreachable" not in {e.feature: e for e in evaluate(two_hundred, bare, None, settings)}["hu"].details
