@@ -190,11 +190,14 @@ def _enrol(box, tmp):
 
 
 def _sync(box, tmp):
-    json.loads(run(box, "sync", out=True))  # the round, as JSON
+    said = run(box, "sync")
+    assert "release metadata: refreshed" in said and "check-in: the hub has it" in said
+    assert json.loads(run(box, "sync", "--json", out=True))["metadata_refreshed"] is True
 
 
 def _sync_status_queue(box, tmp):
-    assert json.loads(run(box, "sync", "status", out=True))["enrolled"] is True
+    assert json.loads(run(box, "sync", "status", "--json", out=True))["enrolled"] is True
+    assert "enrolled as device" in run(box, "sync", "status")
     report = tmp / "report.json"
     report.write_text(run(box, "drift", "report", "--day", dt.date.today().isoformat(), out=True))
     assert "queued" in run(box, "sync", "queue", str(report))
@@ -259,8 +262,8 @@ CASES = {
     "`appliance report compliance --from DAY --to DAY [--format text\\|json]`": _compliance,
     "`appliance --version`": _version,
     "`appliance sync enrol --hub URL --token T`": _enrol,
-    "`appliance sync`": _sync,
-    "`appliance sync status` / `sync queue FILE...`": _sync_status_queue,
+    "`appliance sync [--json]`": _sync,
+    "`appliance sync status [--json]` / `sync queue FILE...`": _sync_status_queue,
     "`appliance drift status [--json]`": _drift_status,
     "`appliance drift report --day YYYY-MM-DD`": _drift_report,
     "`appliance drift plot --out DIR`": _drift_plot,

@@ -57,11 +57,11 @@ def test_closed_days_reach_the_hub_once_per_model_version_and_day(hub, tmp_path)
     # allows the kernels of this fleet; the manufacturers stay unnamed.
     assert "allowed now: B70f, FC23" in hub.admin("allow-category", "kernel", "B70f", "FC23").stdout
 
-    first = _cli(settings, "sync")
+    first = _cli(settings, "sync", "--json")
     assert first.returncode == 0, first.stdout + first.stderr
     result = json.loads(first.stdout)
     assert (result["queued"], result["pushed"], result["push_error"]) == (16, 16, None), result
-    again = json.loads(_cli(settings, "sync").stdout)
+    again = json.loads(_cli(settings, "sync", "--json").stdout)
     assert (again["queued"], again["pushed"]) == (0, 0), again  # each closed day is queued once, ever
 
     db = hub.database()
@@ -90,7 +90,7 @@ def test_closed_days_reach_the_hub_once_per_model_version_and_day(hub, tmp_path)
 
     # The box says where it stands: enrolled, what is queued and delivered, the last round,
     # how old its release metadata is, in both status commands.
-    sync_status = json.loads(_cli(settings, "sync", "status").stdout)
+    sync_status = json.loads(_cli(settings, "sync", "status", "--json").stdout)
     full = json.loads(_cli(settings, "status", "--json").stdout)["sync"]
     for shown in (sync_status, full):
         assert shown["enrolled"] is True and shown["enrolment"]["device_id"] == device_id
