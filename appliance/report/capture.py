@@ -78,7 +78,7 @@ def build_heatmap_capture(
     rgb = render.burn_in(
         render.overlay(np.clip(grey, 0.0, 1.0), heat, floor),
         NOT_FOR_DIAGNOSTIC_USE,
-        _summary(content),
+        summary_lines(content),
     )
     sc = hd.sc.SCImage.from_ref_dataset(
         head,
@@ -110,7 +110,7 @@ def build_heatmap_capture(
     sc.BurnedInAnnotation = "YES"
     sc.RecognizableVisualFeatures = "NO"
     sc.LossyImageCompression = "01" if head.get("LossyImageCompression") == "01" else "00"
-    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(_summary(content))}"
+    sc.ImageComments = f"{NOT_FOR_DIAGNOSTIC_USE}. AI triage heat map. {' '.join(summary_lines(content))}"
     sc.DerivationDescription = (
         f"Key slice windowed (center {window[0]:g}, width {window[1]:g}), resampled to {out_shape[0]}x{out_shape[1]}; "
         f"model activation map overlaid where >= {formats.score(floor)} (the operating point); text burned in"
@@ -122,7 +122,7 @@ def build_heatmap_capture(
     return sc
 
 
-def _summary(content: ResultContent) -> list[str]:
+def summary_lines(content: ResultContent) -> list[str]:
     """The burned-in lines: the verdict in the SR's words, then the score against the
     threshold (a score, not a probability) and the model."""
     finding = formats.finding(content.finding.lower())

@@ -81,9 +81,10 @@ def overlay(grey_image: np.ndarray, heat: np.ndarray, floor: float) -> np.ndarra
     return np.round(rgb * 255.0).astype(np.uint8)
 
 
-def _font(
-    draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int
-) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+_Font = ImageFont.ImageFont | ImageFont.FreeTypeFont
+
+
+def _font(draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int) -> _Font:
     # The largest size up to ``size`` at which ``text`` fits in ``max_width``, at least 8.
     font = ImageFont.load_default(size=size)
     length = draw.textlength(text, font=font)
@@ -94,22 +95,39 @@ def _font(
     return font
 
 
-def burn_in(rgb: np.ndarray, banner: str, lines: Sequence[str]) -> np.ndarray:
-    """Write ``banner`` large and yellow across the top and ``lines`` in white at the bottom.
-
-    Text has a black outline so it reads on any background; sizes follow the image
-    width and shrink until each line fits.
-    """
-    image = Image.fromarray(rgb, "RGB")
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
+def _fonts(width: int, banner: str, lines: Sequence[str]) -> tuple[int, _Font, list[_Font]]:
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin = max(2, width // 64)
-    font = _font(draw, banner, max(10, width // 14), width - 2 * margin)
-    x = (width - draw.textlength(banner, font=font)) / 2
-    draw.text((x, margin), banner, font=font, fill=_BANNER, stroke_width=max(1, width // 256), stroke_fill=(0, 0, 0))
-    y: float = height - margin
-    for line in reversed(lines):
-        font = _font(draw, line, max(8, width // 32), width - 2 * margin)
-        y -= font.getbbox(line)[3] + 1
+    banner_font = _font(scratch, banner, max(10, width // 14), width - 2 * margin)
+    line_fonts = [_font(scratch, line, max(8, width // 32), width - 2 * margin) for line in lines]
+    return margin, banner_font, line_fonts
+
+
+def bands(width: int, banner: str, lines: Sequence[str]) -> tuple[int, int]:
+    """The heights of the band above the image (the banner) and below it (the lines) that
+    :func:`burn_in` adds to an image ``width`` wide (pure)."""
+    margin, banner_font, line_fonts = _fonts(width, banner, lines)
+    top = int(banner_font.getbbox(banner)[3]) + 2 * margin
+    bottom = sum(int(f.getbbox(line)[3]) + 1 for f, line in zip(line_fonts, lines, strict=True)) + 2 * margin
+    return top, bottom
+
+
+def burn_in(rgb: np.ndarray, banner: str, lines: Sequence[str]) -> np.ndarray:
+    """The image between two black bands (:func:`bands`): ``banner`` large and yellow in
+    the band above, ``lines`` in white in the band below, so no text covers the anatomy.
+    Sizes follow the image width and shrink until each line fits."""
+    height, width = rgb.shape[:2]
+    margin, banner_font, line_fonts = _fonts(width, banner, lines)
+    top, bottom = bands(width, banner, lines)
+    canvas = np.zeros((top + height + bottom, width, 3), np.uint8)
+    canvas[top : top + height] = rgb
+    image = Image.fromarray(canvas, "RGB")
+    draw = ImageDraw.Draw(image)
+    x = (width - draw.textlength(banner, font=banner_font)) / 2
+    stroke = max(1, width // 256)
+    draw.text((x, margin), banner, font=banner_font, fill=_BANNER, stroke_width=stroke, stroke_fill=(0, 0, 0))
+    y: float = top + height + margin
+    for font, line in zip(line_fonts, lines, strict=True):
         draw.text((margin, y), line, font=font, fill=_TEXT, stroke_width=1, stroke_fill=(0, 0, 0))
+        y += font.getbbox(line)[3] + 1
     return np.asarray(image, dtype=np.uint8).copy()

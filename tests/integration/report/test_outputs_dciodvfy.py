@@ -17,13 +17,16 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
 from appliance.report import (
+    NOT_FOR_DIAGNOSTIC_USE,
     OUTSIDE_INPUT_CONSTRAINTS,
     NoticeContent,
     ResultUids,
     build_heatmap_capture,
     build_notice,
     build_sr,
+    render,
 )
+from appliance.report.capture import summary_lines
 from tests.helpers.series import ct_series, dx_image
 from tests.helpers.sr import (
     ALLOWED_WARNINGS,
@@ -107,12 +110,14 @@ def _capture(tmp_path: Path, source: Dataset, window: tuple[float, float], d, al
 def test_head_ct_capture_passes_dciodvfy(tmp_path):
     sc = _capture(tmp_path, ct_series(1)[0], (40, 80), decision())
     assert (sc.PhotometricInterpretation, sc.BurnedInAnnotation) == ("RGB", "YES")
-    assert sc.pixel_array.shape == (512, 512, 3)
+    top, bottom = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, summary_lines(decision()))
+    assert sc.pixel_array.shape == (top + 512 + bottom, 512, 3)  # the slice between the text bands
 
 
 def test_radiograph_capture_passes_dciodvfy(tmp_path):
     sc = _capture(tmp_path, dx_image(), (2048, 4096), nodule_decision(True))
-    assert sc.pixel_array.shape == (512, 341, 3)
+    top, bottom = render.bands(341, NOT_FOR_DIAGNOSTIC_USE, summary_lines(nodule_decision(True)))
+    assert sc.pixel_array.shape == (top + 512 + bottom, 341, 3)
 
 
 def test_capture_without_body_part_passes_dciodvfy(tmp_path):

@@ -23,6 +23,7 @@ from appliance.report import (
     device_uid,
     render,
 )
+from appliance.report.capture import summary_lines
 from tests.helpers.series import ct_series, dx_image, header_only, pixels
 from tests.helpers.sr import (
     DEVICE_UID,
@@ -278,15 +279,17 @@ def test_overlay_leaves_cool_pixels_grey_and_tints_hot_ones():
     assert r > 200 and g > 200 and b < 64  # yellow at the top
 
 
-def test_burn_in_writes_the_banner_in_yellow_at_the_top_and_the_line_at_the_bottom():
-    plain = np.zeros((512, 512, 3), np.uint8)
-    out = render.burn_in(plain, NOT_FOR_DIAGNOSTIC_USE, ["model 1.0 score 0.90"])
-    top, middle, bottom = out[:64], out[200:300], out[-40:]
-    yellow = (top[..., 0] > 200) & (top[..., 1] > 200) & (top[..., 2] < 80)
-    assert yellow.sum() > 500
-    assert not middle.any()
-    assert (bottom > 200).all(axis=-1).sum() > 50
-    assert not plain.any()
+def test_burn_in_writes_the_banner_above_the_image_and_the_line_below_it_covering_nothing():
+    plain = np.full((512, 512, 3), 90, np.uint8)  # an image grey everywhere, to the edges
+    lines = ["model 1.0 score 0.90"]
+    out = render.burn_in(plain, NOT_FOR_DIAGNOSTIC_USE, lines)
+    top, bottom = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, lines)
+    assert out.shape == (top + 512 + bottom, 512, 3) and top > 20 and bottom > 10
+    assert (out[top:top + 512] == plain).all()  # not one pixel of the image written over
+    banner = out[:top]
+    assert ((banner[..., 0] > 200) & (banner[..., 1] > 200) & (banner[..., 2] < 80)).sum() > 500  # yellow
+    assert (out[top + 512:] > 200).all(axis=-1).sum() > 50  # white text below
+    assert (plain == 90).all()
 
 
 # --- secondary capture ---------------------------------------------------------------------
@@ -304,7 +307,8 @@ def test_capture_is_an_rgb_secondary_capture_in_the_source_study():
     sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), uids)
     assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
     assert (sc.SamplesPerPixel, sc.PhotometricInterpretation, sc.BitsAllocated) == (3, "RGB", 8)
-    assert (sc.Rows, sc.Columns) == (512, 512)
+    top, bottom = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, summary_lines(decision()))
+    assert (sc.Rows, sc.Columns) == (top + 512 + bottom, 512)  # the text in bands above and below the slice
     assert sc.BurnedInAnnotation == "YES"
     assert NOT_FOR_DIAGNOSTIC_USE in sc.SeriesDescription and NOT_FOR_DIAGNOSTIC_USE in sc.ImageComments
     for keyword in ("StudyInstanceUID", "PatientName", "PatientID", "AccessionNumber", "StudyDescription", "PatientAge"):
@@ -319,7 +323,8 @@ def test_capture_is_an_rgb_secondary_capture_in_the_source_study():
 def test_capture_shows_the_heat_where_it_is_and_grey_elsewhere():
     key = ct_series(1)[0]
     sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), _hot_spot(), decision(), ResultUids.from_key("k"))
-    image = sc.pixel_array.astype(int)
+    top, _ = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, summary_lines(decision()))
+    image = sc.pixel_array.astype(int)[top:top + 512]  # the slice, without the text bands
     spot = image[150:230, 150:230]  # inside rows/columns 128..255
     assert (spot[..., 0] - spot[..., 2] > 100).all() and (spot[..., 1] - spot[..., 2] > 100).all()  # yellow
     cold = image[300:400, 300:400]
@@ -331,7 +336,8 @@ def test_capture_of_a_non_square_monochrome1_radiograph():
     heat = np.zeros((32, 32))
     heat[:, 20:24] = 1.0  # padded-square columns 320..383 of 512, minus 85 of padding
     sc = build_heatmap_capture(header_only(dx), pixels(dx), (2048, 4096), heat, nodule_decision(True), ResultUids.from_key("k"))
-    assert (sc.Rows, sc.Columns) == (512, 341)
+    top, bottom = render.bands(341, NOT_FOR_DIAGNOSTIC_USE, summary_lines(nodule_decision(True)))
+    assert (sc.Rows, sc.Columns) == (top + 512 + bottom, 341)
     assert list(sc.PatientOrientation) == ["L", "F"]
     assert "PixelSpacing" not in sc
     image = sc.pixel_array.astype(int)
@@ -405,7 +411,8 @@ def test_capture_of_a_flagged_series_with_a_low_threshold_is_tinted():
     heat[4:8, 4:8] = 0.3  # below the old fixed floor of 0.5, above this model's threshold
     d = decision(True, score=0.31, threshold=0.25)
     sc = build_heatmap_capture(header_only(key), pixels(key), (40, 80), heat, d, ResultUids.from_key("k"))
-    image = sc.pixel_array.astype(int)
+    top, _ = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, summary_lines(d))
+    image = sc.pixel_array.astype(int)[top:top + 512]
     spot = image[150:230, 150:230]
     assert (spot[..., 0] - spot[..., 2] > 60).all()
     assert "FLAGGED for priority review" in sc.ImageComments and "not a probability" in sc.ImageComments
