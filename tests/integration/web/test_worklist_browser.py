@@ -28,7 +28,10 @@ def test_radiologist_sees_the_flagged_study_on_top_opens_its_heat_map_and_gives_
     assert width >= 256  # the secondary capture, decoded and served as PNG
     delivery = page.locator("p.delivery").first.inner_text()
     assert "PACS@127.0.0.1:9" in delivery and "Not sent" not in delivery  # queued for the configured PACS
-    assert page.locator("table.sr").first.inner_text().count("\n") >= 3
+    tree = page.locator("details.sr-tree").first  # the verdict and score are above it; the full SR on request
+    assert tree.get_attribute("open") is None and not tree.locator("table.sr").is_visible()
+    tree.locator("summary").click()
+    assert tree.locator("table.sr").inner_text().count("\n") >= 3
     screenshot(page, "study-flagged")
     with page.context.expect_page() as opened:
         image.click()
