@@ -67,3 +67,26 @@ def associate_rq(calling: str = "STRANGER", called: str = "TRIAGE", syntaxes=(Im
         + _item(0x50, _item(0x51, struct.pack(">I", 16384)))
     )
     return struct.pack(">BBI", 0x01, 0, len(body)) + body
+
+
+def listener_with_head_ct(folder: Path, quick_packages: dict, **environ: str):
+    """A running listener (a 30 s quiet period, so a test queues series itself) with the
+    quick head-CT model installed and active; worker settings for its data (results go to
+    a port nobody listens on), with ``environ`` on top. Returns the listener, the settings,
+    an open database and the active model."""
+    from appliance.config import load_settings
+    from appliance.db import open_database
+    from appliance.models.registry import ModelRegistry
+
+    listener = ApplianceProcess(folder, dicom_quiet_period_s="30").start()
+    settings = load_settings(environ={
+        "APPLIANCE_DATA_DIR": str(listener.data_dir),
+        "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
+        "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
+        **environ,
+    })
+    db = open_database(settings.db_path)
+    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
+    model = registry.install(quick_packages["head-ct"], "test")
+    registry.activate(model.id, model.version, "test")
+    return listener, settings, db, registry.get(model.id, model.version)

@@ -15,24 +15,15 @@ from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.triage import pipeline
 from scripts.harness import ApplianceProcess, wait_until
-from tests.helpers.dimse import queued_series, send
+from tests.helpers.dimse import queued_series, send, listener_with_head_ct
 from tests.helpers.series import head_ct
 
 
 @pytest.fixture
 def box(tmp_path, quick_packages):
     """A running listener, the quick head-CT model active, and worker settings for its data."""
-    listener = ApplianceProcess(tmp_path / "data", dicom_quiet_period_s="30").start()
-    settings = load_settings(environ={
-        "APPLIANCE_DATA_DIR": str(listener.data_dir),
-        "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
-        "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
-    })
-    db = open_database(settings.db_path)
-    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
-    model = registry.install(quick_packages["head-ct"], "test")
-    registry.activate(model.id, model.version, "test")
-    yield listener, settings, db, registry.get(model.id, model.version)
+    listener, settings, db, model = listener_with_head_ct(tmp_path / "data", quick_packages)
+    yield listener, settings, db, model
     listener.stop()
 
 

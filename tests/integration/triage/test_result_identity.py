@@ -12,22 +12,13 @@ from appliance.models.registry import ModelRegistry
 from appliance.report import ResultUids
 from appliance.parts import Parts
 from scripts.harness import ApplianceProcess
-from tests.helpers.dimse import queued_series, send
+from tests.helpers.dimse import queued_series, send, listener_with_head_ct
 from tests.helpers.series import head_ct
 from tests.helpers.sr import only
 
 
 def appliance(folder, quick_packages):
-    listener = ApplianceProcess(folder / "data", dicom_quiet_period_s="30").start()
-    settings = load_settings(environ={
-        "APPLIANCE_DATA_DIR": str(listener.data_dir),
-        "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
-        "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
-    })
-    db = open_database(settings.db_path)
-    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
-    model = registry.install(quick_packages["head-ct"], "test")
-    registry.activate(model.id, model.version, "test")
+    listener, settings, db, _ = listener_with_head_ct(folder / "data", quick_packages)
     return listener, settings, db
 
 

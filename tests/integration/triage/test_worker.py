@@ -18,7 +18,7 @@ from appliance.jobs import claim
 from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from scripts.harness import ApplianceProcess
-from tests.helpers.dimse import queued_series, send
+from tests.helpers.dimse import queued_series, send, listener_with_head_ct
 from tests.helpers.series import head_ct, write_mr_series
 from tests.helpers.sr import coded_value, content_items, only
 
@@ -26,17 +26,7 @@ from tests.helpers.sr import coded_value, content_items, only
 @pytest.fixture
 def box(tmp_path, quick_packages):
     """A running listener, the quick head-CT model active, and worker settings for its data."""
-    listener = ApplianceProcess(tmp_path / "data", dicom_quiet_period_s="30").start()
-    settings = load_settings(environ={
-        "APPLIANCE_DATA_DIR": str(listener.data_dir),
-        "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
-        "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
-        "APPLIANCE_WORKER_LEASE_S": "200",
-    })
-    db = open_database(settings.db_path)
-    registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
-    model = registry.install(quick_packages["head-ct"], "test")
-    registry.activate(model.id, model.version, "test")
+    listener, settings, db, _ = listener_with_head_ct(tmp_path / "data", quick_packages, APPLIANCE_WORKER_LEASE_S="200")
     yield listener, settings, db
     listener.stop()
 
