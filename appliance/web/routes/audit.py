@@ -1,5 +1,5 @@
 """The audit page (biomed, admin): the hash-chained log, filtered and paged, its check,
-and its export (itself an audit event)."""
+its export (itself an audit event), and the compliance report of a period."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from appliance.audit.chain import verify_database
 from appliance.audit.export import export
 from appliance.compliance import as_text, compliance_report, period
 from appliance.db import transaction
-from appliance.web.deps import Database
+from appliance.web.deps import Database, Now
 from appliance.web.routes.common import render, router
 from appliance.web.security import SignedIn
 
@@ -31,6 +31,7 @@ def routers():
 def audit_page(
     request: Request,
     db: Database,
+    now: Now,
     kind: str = "",
     study: str = "",
     since: str = "",
@@ -64,7 +65,17 @@ def audit_page(
         query=query,
         export_query=urlencode(query),
         page_url=lambda n: "/admin/audit?" + urlencode({**query, "page": n}),
+        compliance=_last_days(now, COMPLIANCE_DAYS),
     )
+
+
+#: The compliance form's period when the page opens: the last 30 UTC days, today included.
+COMPLIANCE_DAYS = 30
+
+
+def _last_days(now: float, days: int) -> tuple[str, str]:
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    return (today - dt.timedelta(days=days - 1)).isoformat(), today.isoformat()
 
 
 def _audit_filter(kind: str, study: str, since: str, until: str) -> tuple[str, list]:
