@@ -80,11 +80,15 @@ def test_result_objects_that_cannot_be_made_fail_the_series_with_the_reason_and_
 def test_the_sr_spells_the_finding_as_the_pages_do_whatever_the_package_wrote(claimed):
     parts, db, job = claimed
     decision = parts.triage(db).decide(job)
-    assert decision.run is not None
+    assert decision.run is not None and decision.run.verdict is not None
     american = decision.run.model.manifest.model_copy(update={
         "finding": "intracranial hemorrhage", "finding_code": ("1386000", "SCT", "Intracranial hemorrhage")})
-    decision = replace(decision, run=replace(decision.run, model=replace(decision.run.model, manifest=american)))
-    outcome = parts.recorder(db).record(decision)
+    verdict = decision.run.verdict  # flagged, so the SR states the finding's code as well as its words
+    flagged = replace(verdict, flag=True, score=max(verdict.score, verdict.threshold))
+    run = replace(decision.run, model=replace(decision.run.model, manifest=american), verdict=flagged)
+    outcome = parts.recorder(db).record(replace(decision, run=run))
     sr = next(pydicom.dcmread(o.path) for o in outcome.queued if pydicom.dcmread(o.path).Modality == "SR")
-    words = str(sr)
-    assert "Intracranial haemorrhage" in words and "hemorrhage" not in words.lower().replace("haemorrhage", "")
+    said = [str(e.value) for e in sr.iterall() if e.keyword in ("CodeMeaning", "TextValue")]
+    assert "Intracranial haemorrhage" in said  # the code's meaning
+    assert any("suspected intracranial haemorrhage" in text for text in said)  # the comment's words
+    assert not any("hemorrhage" in text.lower() for text in said)
