@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "firmware-config" / "models"
 DEMO_KEY = SHIPPED / "demo-signing.pub"
 HEAD_PACKAGE = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
+#: The shipped chest package, whichever version ships, and how the registry names it.
+CHEST_PACKAGE = next(SHIPPED.glob("chest-cr-pneumothorax-demo-*.tar"))
+CHEST_VERSION = CHEST_PACKAGE.stem.removeprefix("chest-cr-pneumothorax-demo-")
+CHEST_LABEL = f"chest-cr-pneumothorax-demo {CHEST_VERSION}"
 
 
 #: Hub tests wait longer than the harness default: a hub start publishes and signs.

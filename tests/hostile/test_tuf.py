@@ -11,12 +11,12 @@ from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round
 from tests.helpers.hostile import case
-from tests.helpers.hub import SHIPPED, box_settings
+from tests.helpers.hub import CHEST_PACKAGE, box_settings
 from tests.helpers.packages import members
 from training.hub.repository import Repository
 from training.package import generate_keypair, load_private_key, write_package
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
+CHEST = CHEST_PACKAGE
 
 
 def models(settings) -> list[tuple[str, str, str]]:

@@ -17,10 +17,10 @@ from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-from tests.helpers.hub import SHIPPED, box_settings
+from tests.helpers.hub import SHIPPED, box_settings, CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION
 from training.hub.repository import Repository
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
+CHEST = CHEST_PACKAGE
 HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
 
 
@@ -37,7 +37,7 @@ def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tm
     box = box_settings(tmp_path / "box")
     enrol(box, hub.url, hub.token())
     hub.publish(CHEST)
-    assert _round(box).staged == ["chest-cr-pneumothorax-demo 1.1.1"]
+    assert _round(box).staged == [CHEST_LABEL]
     before = _models(box)
     repository = Repository(hub.data_dir)
     offline = hub.data_dir / "offline-keys"
@@ -172,10 +172,10 @@ def test_a_download_cut_in_the_middle_resumes_with_range_and_verifies(hub, tmp_p
         hub.publish(CHEST)
         result = _round(box)
         assert proxy.cut.is_set(), "the proxy never cut the download"
-        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
+        assert result.staged == [CHEST_LABEL], result
         offsets = [int(r.split("=")[1].split("-")[0]) for r in proxy.ranges]
         assert offsets and 0 < offsets[0] <= 1_000_000  # resumed where it broke, not from zero
-        assert _models(box) == [("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]
+        assert _models(box) == [("chest-cr-pneumothorax-demo", CHEST_VERSION, "shadow")]
         assert not list((box.data_dir / "sync" / "downloads").glob("*.partial"))
     finally:
         proxy.close()

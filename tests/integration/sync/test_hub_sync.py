@@ -21,9 +21,9 @@ from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, key_path, load_or_create_key, public_bytes
 from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-from tests.helpers.hub import REPO, SHIPPED, box_env, box_settings, make_report, wait_for
+from tests.helpers.hub import REPO, SHIPPED, box_env, box_settings, make_report, wait_for, CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
+CHEST = CHEST_PACKAGE
 
 
 def _no_sleep(_: float) -> None:
@@ -203,10 +203,10 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
     assert "published" in hub.publish(CHEST)
     for box in boxes:
         result = run_round(box, Parts(box).registry(), sleep=_no_sleep)
-        assert result.staged == ["chest-cr-pneumothorax-demo 1.1.1"], result
+        assert result.staged == [CHEST_LABEL], result
         registry = ModelRegistry(open_database(box.db_path), box.models_dir, [])
         assert [(m.id, m.version, m.state) for m in registry.models()] == [
-            ("chest-cr-pneumothorax-demo", "1.1.1", "shadow")]  # never active
+            ("chest-cr-pneumothorax-demo", CHEST_VERSION, "shadow")]  # never active
         assert run_round(box, Parts(box).registry(), sleep=_no_sleep).staged == []  # staged once
     page = hub.fleet_page()
-    assert page.count("chest-cr-pneumothorax-demo 1.1.1 (shadow)") == 2
+    assert page.count(f"{CHEST_LABEL} (shadow)") == 2

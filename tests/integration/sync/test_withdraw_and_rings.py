@@ -11,10 +11,10 @@ from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.sync.identity import Enrolment
 from appliance.sync.round import enrol, run_round, status
-from tests.helpers.hub import SHIPPED, box_settings
+from tests.helpers.hub import SHIPPED, box_settings, CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION
 
-CHEST = SHIPPED / "chest-cr-pneumothorax-demo-1.1.1.tar"
-LABEL = "chest-cr-pneumothorax-demo 1.1.1"
+CHEST = CHEST_PACKAGE
+LABEL = CHEST_LABEL
 
 
 def _box(hub, tmp_path, name: str, ring: str = "all"):
@@ -37,15 +37,15 @@ def test_withdraw_drops_shadow_tells_active_and_set_ring_is_followed(hub, tmp_pa
     assert "published" in hub.publish(CHEST)
     for box in (a, b):
         assert _round(box).staged == [LABEL]
-    Parts(b).registry().activate("chest-cr-pneumothorax-demo", "1.1.1", "biomed-b")  # a person's decision
+    Parts(b).registry().activate("chest-cr-pneumothorax-demo", CHEST_VERSION, "biomed-b")  # a person's decision
 
-    told = hub.admin("withdraw", "chest-cr-pneumothorax-demo", "1.1.1")
-    assert "withdrew chest-cr-pneumothorax-demo-1.1.1.tar" in told.stdout
+    told = hub.admin("withdraw", "chest-cr-pneumothorax-demo", CHEST_VERSION)
+    assert f"withdrew {CHEST.name}" in told.stdout
 
     assert _round(a).withdrawn == [LABEL]
-    assert _states(a) == [("chest-cr-pneumothorax-demo", "1.1.1", "retired")]
+    assert _states(a) == [("chest-cr-pneumothorax-demo", CHEST_VERSION, "retired")]
     assert _round(b).withdrawn == []
-    assert _states(b) == [("chest-cr-pneumothorax-demo", "1.1.1", "active")]  # activation stays a person's
+    assert _states(b) == [("chest-cr-pneumothorax-demo", CHEST_VERSION, "active")]  # activation stays a person's
     said = {name: status(box)["withdrawn"] for name, box in (("a", a), ("b", b))}
     assert [w["says"] for w in said["a"]] == [f"{LABEL} was withdrawn by the hub and no longer runs here "
                                               "(it was shadow)"]
@@ -60,7 +60,7 @@ def test_withdraw_drops_shadow_tells_active_and_set_ring_is_followed(hub, tmp_pa
     c = _box(hub, tmp_path, "box-c")
     assert _round(c).staged == [] and _states(c) == []
     page = hub.fleet_page()
-    assert "chest-cr-pneumothorax-demo 1.1.1 (retired)" in page and "chest-cr-pneumothorax-demo 1.1.1 (active)" in page
+    assert f"{CHEST_LABEL} (retired)" in page and f"{CHEST_LABEL} (active)" in page
 
     # An operator moves box A to the pilot ring; it follows at its next check-in.
     device_a = Enrolment.load(a.data_dir).device_id
