@@ -53,7 +53,7 @@ def create_token(db: HubDatabase, site: str, ring: str, ttl_s: float, now: float
         raise ValueError(f"ring {ring!r}: must be one of {', '.join(RINGS)}")
     if not _SITE.match(site):
         raise ValueError(f"site {site!r}: 1-64 letters, digits, spaces or _.,'()-")
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)  # hex: never starts with "-", which a command line reads as an option
     db.execute("INSERT INTO tokens (token_hash, site, ring, created_at, expires_at) VALUES (?,?,?,?,?)",
                (_token_hash(token), site, ring, now, now + ttl_s))
     return token
@@ -63,7 +63,7 @@ def create_operator_token(db: HubDatabase, name: str, now: float) -> str:
     """A new token for an operator of the fleet page (only its hash is stored)."""
     if not _SITE.match(name):
         raise ValueError(f"name {name!r}: 1-64 letters, digits, spaces or _.,'()-")
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)  # hex: never starts with "-", which a command line reads as an option
     db.execute("INSERT INTO operator_tokens (token_hash, name, created_at) VALUES (?,?,?)",
                (_token_hash(token), name, now))
     return token
