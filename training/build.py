@@ -511,7 +511,7 @@ class Builder:
             "id": spec.id, "version": spec.version, "finding": spec.finding, "indication": spec.indication,
             "intended_use": spec.intended_use, "not_for": spec.not_for, "limits": spec.limits,
             "data_desc": spec.data_desc, "external_scanner": spec.external_scanner, "seed": spec.train.seed,
-            "targets": asdict(spec.targets), "verdicts": self.verdicts, "stability": self.stability,
+            "averaged_epochs": spec.train.average_last, "targets": asdict(spec.targets), "verdicts": self.verdicts, "stability": self.stability,
             "operating_point": self.op, "calibration": {"a": self.calibration.a, "b": self.calibration.b,
                                                         "n": int((self.classes["calibration"] != Indication.SUB).sum())},
             "metrics": self.metrics, "subgroups": self.subgroups, "box_variant": self.box_variant(),

@@ -257,6 +257,13 @@ sub-indication flagged {fmt_count(m['sub_indication_flags'])}. Final states: {',
 """
 
 
+def kept_weights(averaged_epochs: int) -> str:
+    """Which weights training kept, as the card's training paragraph says it."""
+    if averaged_epochs > 1:
+        return f"the mean of the last {averaged_epochs} epochs' weights kept (BatchNorm statistics measured on the mean)"
+    return "the last weights kept"
+
+
 def earlier_reads_text(reads: list[dict[str, str]]) -> str:
     """The set's reads by earlier builds, each with what it found: a set read more than once
     is less of a holdout, and the reader should know by how much."""
@@ -373,7 +380,7 @@ A series outside these ranges (those of the training data) is not scored: the bo
 
 ## Training
 {info['objective']}
-Seed {info['seed']}, {info['epochs_run']} epochs on a fixed cosine schedule, the last weights kept. Whole
+Seed {info['seed']}, {info['epochs_run']} epochs on a fixed cosine schedule, {kept_weights(info.get('averaged_epochs', 1))}. Whole
 build {info['build_seconds']:.0f} s ({timings}) on {info['machine']} (CPU flags: {info['cpu_flags']}).
 Rebuild: `{info['command']}`.
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+import training.train
 from training.backends import torch_runner
 from training.data.folder import Images, Series
 from training.evaluate import roc_auc, series_scores
@@ -54,3 +55,38 @@ def test_the_returned_weights_are_the_last_epochs_or_the_best_by_validation_loss
     # The validation AUC comes from the same pass's image scores, as the box would aggregate them.
     auc = roc_auc(np.array([s.label for s in val_set]), series_scores(torch_runner(model), val_set, np.max))
     assert auc == pytest.approx(kept["val_series_auc"], abs=1e-5)
+
+
+def test_averaged_weights_are_the_mean_of_the_last_epochs_with_batchnorm_measured_on_them(monkeypatch):
+    rng = np.random.default_rng(7)
+    train_set = [series(rng, i, i % 2) for i in range(8)]
+    val_set = [series(rng, 100 + i, i % 2) for i in range(4)]
+    snapshots: list[dict[str, torch.Tensor]] = []
+    measure = training.train._recalibrate_batchnorm
+
+    def watched(model, *args, **kwargs):  # called after every epoch, and once more on the mean
+        snapshots.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        measure(model, *args, **kwargs)
+        snapshots[-1].update({k: v.clone() for k, v in model.named_buffers()})
+
+    monkeypatch.setattr(training.train, "_recalibrate_batchnorm", watched)
+    cfg = TrainConfig(seed=3, epochs=4, batch_size=4, widths=(4, 4, 4, 4), negatives_per_positive=1.0, keep_last=True,
+                      average_last=3)
+    model, history = train(train_set, val_set, cfg, np.max)
+    assert len(history) == 4 and len(snapshots) == 5
+    kept = dict(model.named_parameters())
+    for name, value in kept.items():
+        mean = sum(s[name].double() for s in snapshots[1:4]) / 3
+        torch.testing.assert_close(value.detach(), mean.float(), rtol=0, atol=1e-7)
+    assert any(not torch.equal(kept[n].detach(), snapshots[3][n]) for n in kept)  # not the last epoch's
+    for name, value in model.named_buffers():  # statistics measured again, for the mean
+        if name.endswith("running_mean"):
+            torch.testing.assert_close(value, snapshots[4][name])
+            assert not torch.equal(value, snapshots[3][name])
+
+
+def test_averaging_needs_the_fixed_schedule_and_fits_in_it():
+    with pytest.raises(ValueError, match="average_last needs train.keep_last"):
+        TrainConfig(epochs=4, average_last=2)
+    with pytest.raises(ValueError, match=r"average_last must be 1-4 \(the epochs\), got 5"):
+        TrainConfig(epochs=4, keep_last=True, average_last=5)
