@@ -5,6 +5,7 @@ dir, same origin), and nobody else may see them."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 
@@ -124,6 +125,21 @@ def test_biomed_sees_features_thresholds_alerts_and_pictures(drift_box, page):
     assert page.request.get(f"{drift_box.url}/admin/drift/plots/{key}/nothing.png").status == 404
 
 
+@contextlib.contextmanager
+def drift_page_of(page, settings):
+    """A server for ``settings`` with a biomed user signed in on ``page``, at the drift page;
+    the section of its one model."""
+    accounts.add_user(open_database(settings.db_path).conn, "bio", "biomed", PASSWORD, "test")
+    server, thread, url = start_server(settings)
+    try:
+        sign_in(page, Box(settings, url), "bio")
+        page.goto(f"{url}/admin/drift")
+        yield page.locator("section.drift-model")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 def test_a_thin_window_is_not_judged_and_shows_no_finding(page, tmp_path):
     """Issue 26: two series from an unseen scanner after a judged history: the statistics
     are shown, but nothing is coloured as a finding; the page says how far the window is."""
@@ -131,12 +147,7 @@ def test_a_thin_window_is_not_judged_and_shows_no_finding(page, tmp_path):
                                       "APPLIANCE_WEB_PORT": str(free_port())})
     job = record_days(settings.db_path, settings.drift, "1.0.0", range(8, 16), per_day=12)
     record_days(settings.db_path, settings.drift, "1.0.0", range(0, 1), per_day=2, unseen_from=0, job0=job)
-    accounts.add_user(open_database(settings.db_path).conn, "bio", "biomed", PASSWORD, "test")
-    server, thread, url = start_server(settings)
-    try:
-        sign_in(page, Box(settings, url), "bio")
-        page.goto(f"{url}/admin/drift")
-        model = page.locator("section.drift-model")
+    with drift_page_of(page, settings) as model:
         assert "Not judged yet: 2 of 40 series." in model.locator("p").first.inner_text()
         features = model.locator("table.drift-features tbody tr")
         hu = model.locator("tr", has=page.get_by_role("link", name="hu", exact=True)).inner_text()
@@ -145,9 +156,6 @@ def test_a_thin_window_is_not_judged_and_shows_no_finding(page, tmp_path):
         assert model.locator(".bad").count() == 0, "a thin window colours nothing as a finding"
         assert "beyond threshold" not in model.inner_text()
         screenshot(page, "admin-drift-thin-window")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_a_window_smaller_than_the_calibration_is_judged_on_widened_package_thresholds(page, tmp_path, demo_packages):
@@ -161,18 +169,10 @@ def test_a_window_smaller_than_the_calibration_is_judged_on_widened_package_thre
     model = registry.install(demo_packages["head-ct"][0], "test")
     registry.activate(model.id, model.version, "test")
     record_days(settings.db_path, settings.drift, model.version, range(0, 9), per_day=12, model_id=model.id)
-    accounts.add_user(db.conn, "bio", "biomed", PASSWORD, "test")
-    server, thread, url = start_server(settings)
-    try:
-        sign_in(page, Box(settings, url), "bio")
-        page.goto(f"{url}/admin/drift")
-        section = page.locator("section.drift-model")
+    with drift_page_of(page, settings) as section:
         assert "enough series to judge" in section.locator("p").first.inner_text()
         hu = section.locator("tr", has=page.get_by_role("link", name="hu", exact=True)).locator("td").all_inner_texts()
         said = re.fullmatch(r"package, widened ×(\d\.\d\d) for (\d+) series \(calibrated on (\d+)\)", hu[4])
         assert said, hu
         factor, series, calibrated = float(said[1]), int(said[2]), int(said[3])
         assert 40 <= series < calibrated and factor == round(math.sqrt(calibrated / series), 2)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
