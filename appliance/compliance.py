@@ -41,6 +41,8 @@ class ComplianceReport:
     audit: dict[str, Any] = field(default_factory=dict)
     #: The DICOM listener's downtime in the measured part of the period (``appliance.uptime``).
     availability: dict[str, Any] = field(default_factory=dict)
+    #: Components started on a data folder not encrypted at rest (``allow_unencrypted``).
+    unencrypted_starts: int = 0
 
     def as_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -165,6 +167,7 @@ def compliance_report(db: sqlite_utils.Database, start: date, end: date, now: fl
         "events": dict(sorted(kinds.items())),
     }
     report.availability = _availability(conn, t0, t1, clock.time() if now is None else now)
+    report.unencrypted_starts = kinds.get("storage-unencrypted", 0)
     return report
 
 
@@ -253,5 +256,12 @@ def as_text(report: ComplianceReport) -> str:
         *(f"  {p}" for p in report.audit["problems"]),
         _downtime_words(report.availability),
         *(f"  down {o['from']} to {o['to']} ({formats.duration(o['s'])})" for o in report.availability["outages"]),
+        "Data at rest: "
+        + (
+            f"NOT ENCRYPTED at {formats.count(report.unencrypted_starts, 'start')} in the period "
+            "(allow_unencrypted = true)"
+            if report.unencrypted_starts
+            else "no start in the period ran on a data folder not encrypted at rest"
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -429,6 +429,8 @@ class Settings(_Section):
     """Everything the appliance can be told; see ``firmware-config/appliance.toml``."""
 
     data_dir: Path = Path("var/data")
+    #: Start even when the data folder is not encrypted at rest (``appliance.at_rest``).
+    allow_unencrypted: bool = False
     log_level: str = "INFO"
     dicom: DicomSettings = DicomSettings()
     web: WebSettings = WebSettings()

@@ -158,6 +158,8 @@ class ApplianceProcess:
             # `serve` also starts the web server: keep it off 8080 and off the network.
             "APPLIANCE_WEB_PORT": str(free_port()),
             "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1",
+            # A test or benchmark rig's scratch folder is not on an encrypted volume.
+            "APPLIANCE_ALLOW_UNENCRYPTED": "true",
             **{f"APPLIANCE_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from scripts.harness import ApplianceProcess
+
+# The tests' data folders are scratch folders on a plain disk: every appliance process they
+# start inherits this. The refusal itself is tested with it removed (tests/system/test_at_rest.py).
+os.environ.setdefault("APPLIANCE_ALLOW_UNENCRYPTED", "true")
 
 
 @pytest.fixture

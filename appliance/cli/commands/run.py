@@ -7,8 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from appliance import sd_notify
+from appliance import at_rest, sd_notify
+from appliance.audit.chain import append
 from appliance.cli.commands.common import StopRequest, on_stop_signal
+from appliance.errors import StorageError
 from appliance.parts import Parts
 from appliance.uptime import UptimeRecorder
 
@@ -24,12 +26,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("web", help="run the web pages, API, /healthz, /readyz and /metrics").set_defaults(func=web)
 
 
+def require_encrypted_data(parts: Parts, component: str) -> at_rest.AtRest:
+    """Refuse to start on a data folder that is not encrypted at rest, unless
+    ``allow_unencrypted``: then run, with a warning in the log and an audit event."""
+    found = at_rest.inspect(parts.settings.data_dir)
+    if found.encrypted:
+        LOG.info("%s: data folder %s", component, found.words())
+        return found
+    if not parts.settings.allow_unencrypted:
+        raise StorageError(
+            f"{component}: data folder {found.words()}. Put it on an encrypted volume (an fscrypt policy on "
+            "the folder, or LUKS under its file system), or set allow_unencrypted = true "
+            "(APPLIANCE_ALLOW_UNENCRYPTED=true) to run without encryption"
+        )
+    LOG.warning(
+        "%s: THE DATA FOLDER IS NOT ENCRYPTED AT REST: %s; running because allow_unencrypted = true",
+        component,
+        found.words(),
+    )
+    append(
+        parts.database(),
+        "storage-unencrypted",
+        {"component": component, "data_dir": found.path, "mount_point": found.mount_point, "fstype": found.fstype},
+    )
+    return found
+
+
 def serve(args: argparse.Namespace, parts: Parts) -> int:
     """The listener and the web server here; the worker and the sender in a child process
     with a memory limit."""
     from appliance.triage.supervisor import WorkerProcess
     from appliance.web.server import start_in_thread
 
+    require_encrypted_data(parts, "serve")
     stopping = StopRequest()
     dicom = parts.listener()
     check, killed = hang_check(parts)
@@ -51,6 +80,7 @@ def serve(args: argparse.Namespace, parts: Parts) -> int:
 
 
 def listener(args: argparse.Namespace, parts: Parts) -> int:
+    require_encrypted_data(parts, "listener")
     stopping = StopRequest()
     dicom = parts.listener()
     dicom.start()
@@ -69,7 +99,6 @@ def hang_check(parts: Parts) -> tuple[Callable[[int], str | None], Callable[[int
     ``worker.hang_restart_s``), or None (read only); and, once it is killed, the audit event
     ``alert-worker-hung``, which the next worker's upkeep sends out. The connection is
     opened on first use, in the supervisor's thread."""
-    from appliance.audit.chain import append
     from appliance.triage.heartbeat import hung
 
     connection: list = []
@@ -94,6 +123,7 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     """The worker and the result sender (results leave from the process that makes them).
     The worker tells systemd it is ready once warmed up, and feeds the watchdog as its loop
     advances."""
+    require_encrypted_data(parts, "worker")
     stopping = StopRequest()
     loop, sender = parts.worker_and_sender()
     on_stop_signal(loop.stop)
@@ -116,6 +146,7 @@ def web(args: argparse.Namespace, parts: Parts) -> int:
     that it stopped)."""
     from appliance.web.server import announce, build_server
 
+    require_encrypted_data(parts, "web")
     server = build_server(parts)
     on_stop_signal(lambda: setattr(server, "should_exit", True))
     announce(parts)  # before run(): uvicorn's own lines are kept to warnings

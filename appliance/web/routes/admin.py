@@ -1,5 +1,5 @@
-"""The biomed and admin start page: the box's health (disk, memory, load, queues, rates,
-readiness, flagged results PACS never got).
+"""The biomed and admin start page: the box's health (disk and whether it is encrypted at
+rest, memory, load, queues, rates, readiness, flagged results PACS never got).
 
 The other admin pages have their own modules (models, dicom, audit, accounts). Every
 change they make goes through the functions the CLI uses and is audited by them.
@@ -12,6 +12,7 @@ import shutil
 
 from fastapi import Request
 
+from appliance import at_rest
 from appliance.send.outbox import Outbox
 from appliance.web import health_stats
 from appliance.web.deps import Database, Now, SettingsDep
@@ -49,6 +50,7 @@ def health_page(request: Request, db: Database, settings: SettingsDep, now: Now)
         section="health",
         disk=disk,
         floor_bytes=settings.dicom.min_free_disk_bytes,
+        at_rest=at_rest.inspect(settings.data_dir),
         load=os.getloadavg(),
         cpus=os.cpu_count(),
         memory=_memory(),

@@ -40,6 +40,9 @@ def test_biomed_uploads_shadows_activates_and_rolls_back_a_model(box, page, quic
     assert abs(shown - (1 - disk.free / disk.total)) < 0.01
     taken = round(100 * (1 - disk.free / disk.total))
     assert abs(int(page.locator("#disk-shares").inner_text().split(" %")[0]) - taken) <= 1
+    at_rest = page.locator("#at-rest")  # a scratch folder on a plain disk (issue 23)
+    assert at_rest.locator(".bad").inner_text() == "✕ Not encrypted at rest"
+    assert "running only because allow_unencrypted = true" in at_rest.inner_text()
     screenshot(page, "admin-health")
     page.goto(f"{box.url}/admin/models")
     shadow = page.locator("section", has_text="Shadow versus active").inner_text()
