@@ -570,8 +570,12 @@ class Builder:
             self.package_path, self.key_path.with_suffix(".pub"), self.spec, self.work_dir / "stream-box",
             self.datasets, log=self.log)
         self.log(f"mixed stream through the appliance: {self.stream['flagged']} of {self.stream['series']} flagged "
-                 f"({self.stream['positives']} with a finding), variant {self.stream['variant']}")
+                 f"({self.stream['positives']} with a finding), {self.stream['not_analysed']['k']} not analysed, "
+                 f"variant {self.stream['variant']}")
         self.timed("mixed_stream", started)
+        # What the field's rates are held against (the hub's release page and promotion rule).
+        self.manifest["metrics"]["mixed_stream"] = {self.stream["variant"]: {
+            k: self.stream[k] for k in ("series", "flagged", "flag_rate", "not_analysed")}}
         self.sign()
 
     def track(self, info: dict) -> None:

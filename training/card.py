@@ -253,6 +253,8 @@ DICOM (seed {stream['seed']}, every scanner style including the external one{', 
 **{stream['flagged']} flagged: {fmt_proportion(rate)}**, {within} the bound of {targets['max_flag_rate']:g}. On the stream:
 in-indication sensitivity {fmt_proportion(m['sensitivity'])}, specificity {fmt_proportion(m['specificity'])},
 sub-indication flagged {fmt_count(m['sub_indication_flags'])}. Final states: {', '.join(f'{k} {v}' for k, v in stream['states'].items())}.
+Not analysed: {fmt_proportion(stream['not_analysed'])}; before the hub promotes this release, the boxes running it
+in shadow must not exceed the interval's upper end.
 {table}
 """
 

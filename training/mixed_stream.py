@@ -119,7 +119,8 @@ def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_d
     raised, against the stream's truth.
 
     Returns a JSON-able dict: ``seed``, ``prevalence``, ``series``, ``positives`` (series with
-    a finding), ``flagged``, ``flag_rate`` (:func:`training.evaluate.proportion`), ``variant``
+    a finding), ``flagged``, ``flag_rate`` and ``not_analysed`` (series that ended in any
+    state but triaged; both :func:`training.evaluate.proportion`), ``variant``
     (backend/device/precision the appliance chose), ``metrics``
     (:func:`training.evaluate.operating_metrics` on the stream's classes), ``states``
     (series per final state), ``by_acquisition`` (series, findings, flagged per
@@ -152,6 +153,7 @@ def mixed_stream_through_appliance(package: Path, public_key: Path, spec, work_d
         "seed": config.seed, "prevalence": STREAM_PREVALENCE, "series": len(uids),
         "positives": int(sum(labels[u]["label"] == "1" for u in uids)), "flagged": int(flags.sum()),
         "flag_rate": proportion(int(flags.sum()), len(uids), minimum=1), "variant": variant,
+        "not_analysed": proportion(len(uids) - states.get(SeriesState.TRIAGED.value, 0), len(uids), minimum=1),
         "metrics": operating_metrics(classes, flags.astype(float), 0.5), "states": states,
         "by_acquisition": dict(sorted(groups.items())), "seconds": round(time.perf_counter() - started, 1),
     }

@@ -144,7 +144,8 @@ def admin(argv: list[str]) -> int:
     promote.add_argument("--min-boxes", type=int, default=3)
     promote.add_argument("--min-days", type=int, default=7)
     promote.add_argument("--min-agreement", type=float, default=0.95)
-    promote.add_argument("--max-not-analysed", type=float, default=0.05)
+    promote.add_argument("--max-not-analysed", type=float, default=None,
+                         help="bound on the shadow's not-analysed rate (default: the card's, else 0.05)")
     withdraw = sub.add_parser("withdraw", help="stop a release: boxes drop it from shadow, active ones are told")
     _common(withdraw)
     withdraw.add_argument("model_id")

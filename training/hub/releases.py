@@ -137,6 +137,8 @@ class Release:
     published_at: float
     expected_flag: tuple[float, float] | None
     withdrawn_at: float | None = None
+    #: The card's bound on the not-analysed rate (None: the package gives none).
+    expected_not_analysed: float | None = None
     boxes: list[BoxRow] = field(default_factory=list)
     agreement: Proportion | None = None
     roles: dict[str, RoleFigures] = field(default_factory=dict)
@@ -186,11 +188,11 @@ def collect(db: HubDatabase) -> list[Release]:
     """Every published release with its field evidence, newest first."""
     devices = db.rows("SELECT device_id, site, ring, models, drift_alerts FROM devices ORDER BY site, device_id")
     releases = []
-    for target, model_id, version, ring, published_at, low, high, withdrawn_at in db.rows(
+    for target, model_id, version, ring, published_at, low, high, withdrawn_at, not_analysed in db.rows(
             "SELECT target, model_id, version, ring, published_at, expected_flag_low, expected_flag_high, "
-            "withdrawn_at FROM releases ORDER BY published_at DESC, target"):
+            "withdrawn_at, expected_not_analysed_high FROM releases ORDER BY published_at DESC, target"):
         release = Release(target, model_id, version, ring, published_at,
-                          None if low is None or high is None else (low, high), withdrawn_at)
+                          None if low is None or high is None else (low, high), withdrawn_at, not_analysed)
         shadow_rows = _latest(db, model_id, version, ModelState.SHADOW)
         for device_id, site, device_ring, models, alerts in devices:
             held = [m["state"] for m in json.loads(models or "[]")
@@ -236,15 +238,24 @@ def expected_flag_interval(manifest: object) -> tuple[float, float] | None:
     return (float(found[0]), float(found[1])) if found else None
 
 
+def expected_not_analysed(manifest: object) -> float | None:
+    """The upper end of the 95 % interval of the share of the card's mixed stream that a real
+    appliance did not analyse, or None when the package does not carry one."""
+    streams = (getattr(manifest, "metrics", None) or {}).get("mixed_stream") or {}
+    found = next(iter(streams.values()), {}).get("not_analysed", {}).get("ci95") if streams else None
+    return float(found[1]) if found else None
+
+
 def record_release(db: HubDatabase, target: Any, manifest: Any, ring: str, min_appliance_version: str,
                    now: float) -> None:
-    """A published target, with the card's expected flag-rate interval (once per target)."""
+    """A published target, with the card's expected flag-rate interval and not-analysed
+    bound (once per target)."""
     expected = expected_flag_interval(manifest) or (None, None)
     db.execute("INSERT INTO releases (target, model_id, version, ring, min_appliance_version, sha256, length, "
-               "published_at, expected_flag_low, expected_flag_high) VALUES (?,?,?,?,?,?,?,?,?,?) "
-               "ON CONFLICT (target) DO NOTHING",
+               "published_at, expected_flag_low, expected_flag_high, expected_not_analysed_high) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (target) DO NOTHING",
                (target.path, manifest.id, manifest.version, ring, min_appliance_version,
-                target.hashes["sha256"], target.length, now, *expected))
+                target.hashes["sha256"], target.length, now, *expected, expected_not_analysed(manifest)))
 
 
 def withdraw(db: HubDatabase, model_id: str, version: str, now: float) -> str | None:
@@ -260,21 +271,36 @@ def withdraw(db: HubDatabase, model_id: str, version: str, now: float) -> str | 
 # The promotion rule ------------------------------------------------------------------
 
 
+#: The not-analysed bound for a release whose card gives none (and no bound was set).
+DEFAULT_MAX_NOT_ANALYSED = 0.05
+
+
 @dataclass(frozen=True)
 class Rule:
     """When a release may move to the next ring: enough boxes long enough in shadow, the
     shadow agreeing with the active model (at worst, over the suppressed cells), no drift
-    alert on it, and a not-analysed rate no higher than the bound."""
+    alert on it, and a not-analysed rate no higher than the bound: ``max_not_analysed``
+    when set, else the card's (its mixed stream's upper 95 % bound), else
+    :data:`DEFAULT_MAX_NOT_ANALYSED`."""
 
     min_boxes: int = 3
     min_days: int = 7
     min_agreement: float = 0.95
-    max_not_analysed: float = 0.05
+    max_not_analysed: float | None = None
 
     def words(self) -> str:
+        bound = (f"<= {100 * self.max_not_analysed:g} %" if self.max_not_analysed is not None else
+                 f"within the card's bound (<= {100 * DEFAULT_MAX_NOT_ANALYSED:g} % where the card gives none)")
         return (f">= {self.min_boxes} boxes x >= {self.min_days} days in shadow, agreement with the active model "
-                f">= {self.min_agreement:g} (at worst), no drift alert, not-analysed rate <= "
-                f"{100 * self.max_not_analysed:g} %")
+                f">= {self.min_agreement:g} (at worst), no drift alert, not-analysed rate {bound}")
+
+    def not_analysed_bound(self, release: "Release") -> tuple[float, str]:
+        """The bound this release is held to, and where it comes from."""
+        if self.max_not_analysed is not None:
+            return self.max_not_analysed, "the bound set for this promotion"
+        if release.expected_not_analysed is not None:
+            return release.expected_not_analysed, "the card's mixed stream, upper 95 % bound"
+        return DEFAULT_MAX_NOT_ANALYSED, "the default: the card gives no bound"
 
 
 @dataclass(frozen=True)
@@ -316,8 +342,9 @@ def evaluate(release: Release, rule: Rule) -> list[Check]:
     if rate is None:
         checks.append(Check("not-analysed", False, "no not-analysed rate reported yet"))
     else:
-        checks.append(Check("not-analysed", rate <= rule.max_not_analysed,
-                            f"not-analysed rate {100 * rate:.1f} %; needs <= {100 * rule.max_not_analysed:g} %"))
+        bound, source = rule.not_analysed_bound(release)
+        checks.append(Check("not-analysed", rate <= bound,
+                            f"not-analysed rate {100 * rate:.1f} %; needs <= {100 * bound:.3g} % ({source})"))
     return checks
 
 

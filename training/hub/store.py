@@ -186,6 +186,11 @@ MIGRATIONS: tuple[str, ...] = (
         evaluation TEXT NOT NULL
     )
     """,
+    # 8: the card's bound on the not-analysed rate (its mixed stream through a real
+    # appliance: the Wilson interval's upper end), which promotion holds the field to.
+    """
+    ALTER TABLE releases ADD COLUMN expected_not_analysed_high DOUBLE PRECISION
+    """,
 )
 
 

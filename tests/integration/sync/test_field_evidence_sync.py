@@ -21,7 +21,7 @@ from appliance.sync.report_queue import queue_closed_days
 from appliance.sync.round import RoundResult, enrol, push_reports
 from tests.helpers.field import Case, record_cases
 from tests.helpers.hub import HEAD_PACKAGE, box_settings, make_report
-from training.hub.releases import expected_flag_interval, wilson
+from training.hub.releases import expected_flag_interval, expected_not_analysed, wilson
 from training.hub.repository import Repository
 
 DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -125,10 +125,13 @@ def test_a_release_in_shadow_on_two_boxes_is_promoted_on_field_evidence(hub, tmp
     # No missed finding was reported: a null (under k) on each box, shown as what it allows.
     assert _cell(page, "role-shadow", "missed") == "0 to 18"
     assert _cell(page, "role-shadow", "flag-rate") == "20.0 %"
-    assert _cell(page, "role-shadow", "not-analysed") == "0.0 %"
+    shipped = verify_package(HEAD_PACKAGE, None)
+    bound = expected_not_analysed(shipped)  # the card's mixed stream, where the package carries it
+    assert _cell(page, "role-shadow", "not-analysed") == "0.0 %" + (
+        "" if bound is None else f" (card: at most {100 * bound:.1f} %)")
     assert _cell(page, "role-shadow", "ttr") == "21 s / 91 s"
     assert 'class="role-active"' not in page  # 1.2.1 never ran as the active model
-    expected = expected_flag_interval(verify_package(HEAD_PACKAGE, None))
+    expected = expected_flag_interval(shipped)
     flag_expected = _cell(page, "role-shadow", "flag-expected")
     if expected is None:
         assert flag_expected == "the card gives no interval"
@@ -143,6 +146,8 @@ def test_a_release_in_shadow_on_two_boxes_is_promoted_on_field_evidence(hub, tmp
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
     assert "holds: 2 boxes with >= 7 days in shadow (Site A 9 d, Site B 9 d); needs 2" in promoted.stdout
     assert "holds: agreement 0.962 over 1048 series; needs >= 0.95" in promoted.stdout
+    source = "the default: the card gives no bound" if bound is None else "the card's mixed stream, upper 95 % bound"
+    assert f"holds: not-analysed rate 0.0 %; needs <= {100 * (bound or 0.05):.3g} % ({source})" in promoted.stdout
     assert f"promoted {MODEL}-{SHADOW}.tar: ring pilot -> all" in promoted.stdout
     custom = Repository(hub.data_dir).load("targets").signed.targets[f"{MODEL}-{SHADOW}.tar"].custom
     assert custom["ring"] == "all"

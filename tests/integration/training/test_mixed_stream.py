@@ -35,6 +35,7 @@ def test_a_quick_package_on_a_real_appliance_reports_what_it_flagged(tmp_path, q
     assert CT_EXTERNAL_STYLE in scanners and len(scanners) == 4  # the held-out scanner is in the stream
     assert sum(report["states"].values()) == 8 and report["states"].get("triaged") == 8
     assert report["flag_rate"]["k"] == report["flagged"] and report["flag_rate"]["n"] == 8
+    assert (report["not_analysed"]["k"], report["not_analysed"]["n"], report["not_analysed"]["value"]) == (0, 8, 0.0)
     assert report["metrics"]["tp"] + report["metrics"]["fp"] + report["metrics"]["sub_flagged"] == report["flagged"]
     assert sum(g["series"] for g in report["by_acquisition"].values()) == 8
     assert sum(g["flagged"] for g in report["by_acquisition"].values()) == report["flagged"]
@@ -47,12 +48,14 @@ def test_the_card_says_whether_the_stream_stayed_within_the_bound():
                "sub_indication_flags": {"k": 1, "n": 2, "estimable": True, "value": 0.5, "ci95": [0.1, 0.9]}}
     stream = {"variant": "openvino/CPU/int8", "seed": 5, "prevalence": 0.1, "series": 100, "positives": 10,
               "flagged": 40, "flag_rate": {"k": 40, "n": 100, "estimable": True, "value": 0.4, "ci95": [0.31, 0.5]},
-              "metrics": metrics, "states": {"triaged": 100},
+              "metrics": metrics, "states": {"triaged": 98, "not-eligible": 2},
+              "not_analysed": {"k": 2, "n": 100, "estimable": True, "value": 0.02, "ci95": [0.006, 0.070]},
               "by_acquisition": {"thin slices": {"series": 50, "findings": 4, "flagged": 30}}}
     targets = {"max_flag_rate": 0.2}
     text = mixed_stream_text(stream, targets)
     assert "**40 flagged: 0.400 (0.310-0.500) 40/100**, **above** the bound of 0.2" in text
     assert "| thin slices | 50 | 4 | 30 |" in text and "openvino/CPU/int8" in text
+    assert "Final states: triaged 98, not-eligible 2.\nNot analysed: 0.020 (0.006-0.070) 2/100; before the hub" in text
     low = {**stream, "flagged": 12, "flag_rate": {"k": 12, "n": 100, "estimable": True, "value": 0.12, "ci95": [0.07, 0.2]}}
     assert "within the bound of 0.2" in mixed_stream_text(low, targets)
     assert mixed_stream_text(None, targets) == ""

@@ -3,6 +3,8 @@ from suppressed cells, and each refusal saying why."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from training.hub.releases import (
@@ -13,8 +15,10 @@ from training.hub.releases import (
     RoleFigures,
     Rule,
     evaluate,
+    expected_not_analysed,
     flag_verdict,
     next_ring,
+    render,
     share,
     wilson,
 )
@@ -42,10 +46,12 @@ def test_flag_rate_against_the_card():
     assert flag_verdict((0.10, 0.10), None) == "the card gives no interval"
 
 
-def _release(days: list[int], agreement: Proportion | None, alerts: list[str], not_analysed: float | None):
+def _release(days: list[int], agreement: Proportion | None, alerts: list[str], not_analysed: float | None,
+             card_bound: float | None = None):
     boxes = [BoxRow(f"d{i}", f"Site {i}", "pilot", "shadow", days_in_shadow=d) for i, d in enumerate(days)]
     return Release("m-1.1.0.tar", "m", "1.1.0", "pilot", 0.0, None, boxes=boxes, agreement=agreement,
-                   roles={"shadow": RoleFigures(not_analysed_rate=not_analysed)}, drift_alerts=alerts)
+                   roles={"shadow": RoleFigures(not_analysed_rate=not_analysed)}, drift_alerts=alerts,
+                   expected_not_analysed=card_bound)
 
 
 def test_each_refusal_says_why_and_the_rule_allows_when_all_hold():
@@ -58,8 +64,38 @@ def test_each_refusal_says_why_and_the_rule_allows_when_all_hold():
     assert checks["agreement"].says == ("agreement 0.909 over 180 series (2 cells under k counted at worst); "
                                         "needs >= 0.95")
     assert checks["drift"].says == "drift alerts: Site 0: kernel"
-    assert checks["not-analysed"].says == "not-analysed rate 8.0 %; needs <= 5 %"
+    assert checks["not-analysed"].says == "not-analysed rate 8.0 %; needs <= 5 % (the bound set for this promotion)"
     assert not any(c.holds for c in checks.values())
     assert [c.says for c in evaluate(_release([], None, [], None), rule)][1:] == [
         "no agreement counts reported yet", "no drift alert", "no not-analysed rate reported yet"]
     assert next_ring("pilot") == "all" and next_ring("all") is None
+
+
+def test_the_not_analysed_bound_is_the_cards_unless_one_is_set_and_5_percent_without_either():
+    good = Proportion(Count(990, 0, 10), Count(10, 0, 10))
+
+    def check(rule: Rule, rate: float, card_bound: float | None):
+        return next(c for c in evaluate(_release([7, 8, 9], good, [], rate, card_bound), rule) if c.name == "not-analysed")
+
+    card = wilson(0, 100)[1]  # the build's stream: 0 of 100 not analysed
+    held = check(Rule(), 0.045, card)
+    assert not held.holds
+    assert held.says == "not-analysed rate 4.5 %; needs <= 3.7 % (the card's mixed stream, upper 95 % bound)"
+    assert check(Rule(), 0.03, card).holds
+    assert check(Rule(), 0.045, None).says == "not-analysed rate 4.5 %; needs <= 5 % (the default: the card gives no bound)"
+    assert check(Rule(), 0.045, None).holds
+    assert check(Rule(max_not_analysed=0.05), 0.045, card).holds, "a bound set for the decision wins"
+    assert "within the card's bound (<= 5 % where the card gives none)" in Rule().words()
+    assert Rule(max_not_analysed=0.02).words().endswith("not-analysed rate <= 2 %")
+
+
+def test_the_cards_bound_comes_from_the_manifests_mixed_stream_and_the_page_shows_it():
+    manifest = SimpleNamespace(metrics={"test": {}, "mixed_stream": {"onnxruntime/CPU/fp32": {
+        "series": 100, "not_analysed": {"k": 0, "n": 100, "estimable": True, "value": 0.0, "ci95": [0.0, 0.037]}}}})
+    assert expected_not_analysed(manifest) == 0.037
+    assert expected_not_analysed(SimpleNamespace(metrics={"test": {}})) is None
+    assert expected_not_analysed(SimpleNamespace()) is None
+    release = _release([7, 8, 9], None, [], 0.02, card_bound=0.037)
+    page = render([release], {release.target: evaluate(release, Rule())}, Rule())
+    assert '<td class="not-analysed">2.0 % <span class="muted">(card: at most 3.7 %)</span></td>' in page
+    assert "holds: not-analysed rate 2.0 %; needs &lt;= 3.7 % (the card&#39;s mixed stream, upper 95 % bound)" in page
