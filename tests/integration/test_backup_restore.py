@@ -15,6 +15,8 @@ from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
+from appliance.states import ModelState
+from appliance.sync import withdrawals
 from appliance.web.routes.health import readiness
 from scripts.harness import ApplianceProcess, free_port, wait_until
 from tests.helpers.dimse import queued_series, send
@@ -146,3 +148,29 @@ def test_a_backup_restored_at_another_path_triages_again_without_reissuing_a_uid
         restored.stop()
     assert len(results_by_series(db)) == 3
     assert verify_database(db) == []
+
+
+def test_a_release_withdrawn_after_the_backup_does_not_run_again_in_shadow_after_a_restore(
+    tmp_path, demo_packages, monkeypatch, capsys
+):
+    """The backup holds head CT in shadow; the hub withdraws it afterwards. Restored with
+    --replace over the database that knew, it stays out of shadow before any sync round."""
+    settings = use(monkeypatch, environment(tmp_path / "box", demo_packages["public_key"]))
+    db = open_database(settings.db_path)
+    registry = ModelRegistry(db, settings.models_dir, [demo_packages["public_key"]])
+    model = registry.install(demo_packages["head-ct"][0], "test")
+    registry.shadow(model.id, model.version, "test")
+    assert main(["backup", "--out", str(tmp_path / "before.db")]) == 0
+    withdrawn = [{"model_id": model.id, "version": model.version}]
+    assert withdrawals.apply(db.conn, registry, withdrawn) == [model.label]
+    db.conn.close()
+
+    assert main(["restore", str(tmp_path / "before.db"), "--replace"]) == 0
+    said = capsys.readouterr().out
+    assert f"1 release withdrawal(s) the replaced database knew of applied again; no longer in shadow: {model.label}" in said
+    restored = open_database(settings.db_path)
+    again = ModelRegistry(restored, settings.models_dir, [demo_packages["public_key"]]).get(model.id, model.version)
+    assert again.state != ModelState.SHADOW
+    assert [w["says"] for w in withdrawals.listed(restored.conn)] == [
+        f"{model.id} {model.version} was withdrawn by the hub and no longer runs here (it was shadow)"]
+    assert verify_database(restored) == []

@@ -18,6 +18,7 @@ from appliance.cli.commands.common import actor
 from appliance.errors import StorageError
 from appliance.parts import Parts
 from appliance.states import JobState
+from appliance.sync import withdrawals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,6 +129,7 @@ def restore_command(args: argparse.Namespace, parts: Parts) -> int:
             f"{target} exists: stop the services and give --replace to set it aside, or restore elsewhere"
         )
     data_dir = settings.data_dir
+    carried = _withdrawals_known(target)
 
     incoming = target.with_name(target.name + ".restoring")
     incoming.unlink(missing_ok=True)
@@ -169,6 +171,9 @@ def restore_command(args: argparse.Namespace, parts: Parts) -> int:
                 "actor": actor(),
             },
         )
+    # The hub lists every withdrawal at each check-in; until the next round, the replaced
+    # database's list keeps a release withdrawn after the backup from running again in shadow.
+    dropped = withdrawals.apply(db.conn, parts.registry(db), carried) if carried else []
     in_flight = db.conn.execute(
         "SELECT COUNT(*) FROM jobs WHERE state IN (?, ?)", (JobState.QUEUED, JobState.RUNNING)
     ).fetchone()[0]
@@ -179,9 +184,27 @@ def restore_command(args: argparse.Namespace, parts: Parts) -> int:
     )
     for path in set_aside:
         print(f"set aside: {path}")
+    if carried:
+        print(
+            f"{len(carried)} release withdrawal(s) the replaced database knew of applied again"
+            + (f"; no longer in shadow: {', '.join(dropped)}" if dropped else "")
+        )
     if missing:
         print(f"warning: {missing_files_words(missing)}")
     return 0
+
+
+def _withdrawals_known(database: Path) -> list[dict[str, str]]:
+    """The releases the hub had withdrawn, as the database about to be replaced recorded
+    them (none when there is no database, or it predates the table)."""
+    if not database.exists():
+        return []
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        try:
+            rows = conn.execute("SELECT model_id, version FROM sync_withdrawals").fetchall()
+        except sqlite3.DatabaseError:
+            return []
+    return [{"model_id": model_id, "version": version} for model_id, version in rows]
 
 
 def _refuse_while_running(settings) -> None:
