@@ -11,7 +11,7 @@ from appliance.errors import PackageError
 from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.web import feedback, studies, uploads
 from appliance.web.deps import Connection, Database, Registry, SettingsDep
-from appliance.web.routes.common import router, study_or_404
+from appliance.web.routes.common import MAX_PAGE, router, study_or_404
 from appliance.web.routes.worklist import Selected
 from appliance.web.security import SignedIn
 
@@ -46,7 +46,7 @@ def _study_json(row: dict) -> dict:
 def api_studies(
     conn: Connection,
     selected: Selected,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     page_size: int = Query(50, ge=1, le=500),
 ):
     rows, total = studies.page(conn, selected.filters, page, page_size)

@@ -16,7 +16,7 @@ from appliance.audit.export import export
 from appliance.compliance import as_text, compliance_report, period
 from appliance.db import transaction
 from appliance.web.deps import Database, Now
-from appliance.web.routes.common import render, router
+from appliance.web.routes.common import MAX_PAGE, render, router
 from appliance.web.security import SignedIn
 
 operations = router("operations")
@@ -37,7 +37,7 @@ def audit_page(
     since: str = "",
     until: str = "",
     verify: int = 0,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
 ):
     conn = db.conn
     where, params = _audit_filter(kind, study, since, until)

@@ -11,6 +11,10 @@ from starlette.responses import Response
 from appliance.web import deps, studies
 from appliance.web.security import require
 
+#: The highest page number a list takes: past any real history, and its offset in rows
+#: still fits SQLite's 64-bit OFFSET (a larger one was a 500, found by schemathesis).
+MAX_PAGE = 1_000_000
+
 
 def router(area: str, **kwargs: Any) -> APIRouter:
     """A router whose every route needs ``area`` (``public`` ones need nothing)."""

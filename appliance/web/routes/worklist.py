@@ -19,7 +19,7 @@ from appliance.outcome.upkeep import STUDY_SUMMARY, last_ran
 from appliance.states import StudyState
 from appliance.web import feedback, results, studies
 from appliance.web.deps import Connection, Now, SettingsDep
-from appliance.web.routes.common import render, router, study_or_404
+from appliance.web.routes.common import MAX_PAGE, render, router, study_or_404
 from appliance.web.security import SignedIn
 
 clinical = router("clinical")
@@ -100,7 +100,7 @@ def worklist(
     settings: SettingsDep,
     now: Now,
     selected: Selected,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     day: str = "",
 ):
     return render(request, "worklist.html", **_context(conn, settings, now, selected, page, day))
@@ -113,7 +113,7 @@ def worklist_rows(
     settings: SettingsDep,
     now: Now,
     selected: Selected,
-    page: int = Query(1, ge=1),
+    page: int = Query(1, ge=1, le=MAX_PAGE),
     day: str = "",
 ):
     """The ledger and the table body, for the page's poll to swap in."""
