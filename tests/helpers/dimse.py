@@ -28,6 +28,15 @@ def echo(port: int, ae_title: str = "TRIAGE") -> bool:
     return bool(status) and status.Status == 0
 
 
+def echoscu(port: int, ae_title: str = "TRIAGE") -> bool:
+    """C-ECHO from dcmtk's ``echoscu``, a process of its own: for a test that holds more
+    than 1,023 descriptors, where pynetdicom's ``select()`` cannot watch its own socket and
+    aborts the association before a byte is sent."""
+    done = subprocess.run(["echoscu", "-to", "10", "-ta", "10", "-aet", "MONITOR", "-aec", ae_title, "127.0.0.1",
+                           str(port)], env=tcp_env(), capture_output=True, text=True, timeout=60)
+    return done.returncode == 0
+
+
 def fresh(**changes) -> Dataset:
     ds = ct_dataset(generate_uid(), generate_uid(), 0)
     for key, value in changes.items():

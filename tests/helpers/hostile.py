@@ -25,12 +25,7 @@ CATALOGUE = REPO / "docs" / "hostile-cases.md"
 NOT_FIXED_REASON = "issue 24: not fixed yet"
 
 # Cases (or the part of a case) whose fix is not on main: their tests are strict xfails.
-NOT_FIXED: dict[str, str] = {
-    "S1-web-slowloris-nofile1024": NOT_FIXED_REASON + " (with 1,100 trickling sockets from one address and 1024"
-                                   " descriptors the web answers /healthz from another address, but a DICOM echo"
-                                   " is aborted; 300 sockets under 256 descriptors hold:"
-                                   " tests/integration/web/test_slow_connections.py)",
-}
+NOT_FIXED: dict[str, str] = {}
 
 
 def case(*case_ids: str):
