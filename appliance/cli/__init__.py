@@ -59,3 +59,4 @@ def _configure_logging(level: str) -> None:
     # pynetdicom's INFO/DEBUG output echoes request identifiers; keep it to problems.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a dozen INFO lines per result object

@@ -86,6 +86,8 @@ def _serve(box, tmp):
     # The box itself runs `appliance serve`: it received, triaged and sent the head CT.
     status = json.loads(run(box, "status", "--json", out=True))
     assert [s["state"] for s in status["series"]] == ["triaged"]
+    third_party = re.findall(r" INFO (?!appliance)[\w.]+:.*", box.appliance.log.read_text())
+    assert not third_party, f"third-party INFO lines in the box's log: {third_party[:3]}"  # issue 23: quiet by default
     long_running(box, "serve", b"listening as", tmp)
 
 
