@@ -22,8 +22,10 @@ from training.hub.store import HubDatabase
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "firmware-config" / "models"
 DEMO_KEY = SHIPPED / "demo-signing.pub"
-HEAD_PACKAGE = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
-#: The shipped chest package, whichever version ships, and how the registry names it.
+#: The shipped packages, whichever versions ship, and how the registry names them.
+HEAD_PACKAGE = next(SHIPPED.glob("head-ct-ich-demo-*.tar"))
+HEAD_VERSION = HEAD_PACKAGE.stem.removeprefix("head-ct-ich-demo-")
+HEAD_LABEL = f"head-ct-ich-demo {HEAD_VERSION}"
 CHEST_PACKAGE = next(SHIPPED.glob("chest-cr-pneumothorax-demo-*.tar"))
 CHEST_VERSION = CHEST_PACKAGE.stem.removeprefix("chest-cr-pneumothorax-demo-")
 CHEST_LABEL = f"chest-cr-pneumothorax-demo {CHEST_VERSION}"

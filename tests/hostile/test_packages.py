@@ -14,11 +14,11 @@ import httpx
 import pytest
 
 from tests.helpers.hostile import case
-from tests.helpers.hub import SHIPPED
+from tests.helpers.hub import HEAD_PACKAGE
 from tests.helpers.packages import members, rewrite
 from training.package import generate_keypair, load_private_key, write_package
 
-HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
+HEAD = HEAD_PACKAGE
 SCRIPT = "<script>document.title='pwned'</script>"
 IMG = '"><img src=x onerror="document.title=\'pwned\'">'
 

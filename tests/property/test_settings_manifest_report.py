@@ -20,7 +20,7 @@ from appliance.drift.schema import LABEL_RE, check_report
 from appliance.errors import ConfigError, PackageError, ReportError
 from appliance.models.manifest import public_key_b64
 from appliance.models.package import _check_signature_and_schema
-from tests.helpers.hub import SHIPPED, make_report
+from tests.helpers.hub import HEAD_PACKAGE, SHIPPED, make_report
 from tests.helpers.packages import members
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
@@ -63,7 +63,7 @@ class _Path:
     name = "package.tar"
 
 
-SHIPPED_MANIFEST = json.loads(members(SHIPPED / "head-ct-ich-demo-1.2.1.tar")["manifest.json"])
+SHIPPED_MANIFEST = json.loads(members(HEAD_PACKAGE)["manifest.json"])
 
 
 def _valid_manifest() -> dict:

@@ -20,12 +20,12 @@ from appliance.sync.identity import Enrolment, load_or_create_key
 from appliance.sync.report_queue import queue_closed_days
 from appliance.sync.round import RoundResult, enrol, push_reports
 from tests.helpers.field import Case, record_cases
-from tests.helpers.hub import HEAD_PACKAGE, box_settings, make_report
+from tests.helpers.hub import HEAD_PACKAGE, HEAD_VERSION, box_settings, make_report
 from training.hub.releases import expected_flag_interval, expected_not_analysed, wilson
 from training.hub.repository import Repository
 
 DAY0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-MODEL, ACTIVE, SHADOW = "head-ct-ich-demo", "1.0.0", "1.2.1"
+MODEL, ACTIVE, SHADOW = "head-ct-ich-demo", "1.0.0", HEAD_VERSION
 # Each day on each box: 10 flagged by both (5 agreed with), 2 by the active model only (both
 # called false positives), 2 by the shadow only (the radiologist agreed with the active
 # model's negative: the shadow's flags were false), 46 by neither; 4 waited 90 s for their
@@ -130,7 +130,7 @@ def test_a_release_in_shadow_on_two_boxes_is_promoted_on_field_evidence(hub, tmp
     assert _cell(page, "role-shadow", "not-analysed") == "0.0 %" + (
         "" if bound is None else f" (card: at most {100 * bound:.1f} %)")
     assert _cell(page, "role-shadow", "ttr") == "21 s / 91 s"
-    assert 'class="role-active"' not in page  # 1.2.1 never ran as the active model
+    assert 'class="role-active"' not in page  # the shipped version never ran as the active model
     expected = expected_flag_interval(shipped)
     flag_expected = _cell(page, "role-shadow", "flag-expected")
     if expected is None:

@@ -17,11 +17,12 @@ from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-from tests.helpers.hub import SHIPPED, box_settings, CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION
+from tests.helpers.hub import (CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION, HEAD_LABEL, HEAD_PACKAGE, HEAD_VERSION,
+                               box_settings)
 from training.hub.repository import Repository
 
 CHEST = CHEST_PACKAGE
-HEAD = SHIPPED / "head-ct-ich-demo-1.2.1.tar"
+HEAD = HEAD_PACKAGE
 
 
 def _models(settings) -> list[tuple[str, str, str]]:
@@ -100,8 +101,8 @@ def test_bad_metadata_and_a_tampered_package_are_refused_with_the_reason(hub, tm
     served.write_bytes(bytes(data))
     refused("tampered data (length or hash mismatch)")
     shutil.copyfile(HEAD, served)
-    assert _round(box).staged == ["head-ct-ich-demo 1.2.1"]
-    assert ("head-ct-ich-demo", "1.2.1", "shadow") in _models(box)
+    assert _round(box).staged == [HEAD_LABEL]
+    assert ("head-ct-ich-demo", HEAD_VERSION, "shadow") in _models(box)
 
 
 class CuttingProxy:
