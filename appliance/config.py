@@ -158,6 +158,10 @@ class DicomSettings(_Section):
     #: ``AE=seconds``: the release grace for series from that calling AE instead of
     #: ``release_grace_s`` (0 for a sender known to send each series in one association).
     release_grace_by_ae: tuple[tuple[str, float], ...] = ()
+    #: After this many series in a row from one calling AE, each carried by one association
+    #: and never reopened by a late instance, its release grace is 0 until one is split or
+    #: reopened (0: never learn). ``release_grace_by_ae`` always wins.
+    learn_grace_after_series: int = Field(20, ge=0)
     tls: TlsSettings = TlsSettings()
 
     _check_ae = field_validator("ae_title")(_check_ae_title)
@@ -194,10 +198,17 @@ class DicomSettings(_Section):
     def _parse_graces(cls, value: Any) -> Any:
         return tuple(_ae_seconds(v) if isinstance(v, str) else v for v in _as_list(value))
 
-    def release_grace_for(self, calling_ae: str) -> float:
-        """The release grace for series from ``calling_ae`` (``release_grace_by_ae``, else
-        ``release_grace_s``)."""
-        return dict(self.release_grace_by_ae).get(calling_ae.strip(), self.release_grace_s)
+    def release_grace_for(self, calling_ae: str, clean_in_a_row: int = 0) -> float:
+        """The release grace for series from ``calling_ae``: ``release_grace_by_ae`` when it
+        names the AE; else 0 when its last ``clean_in_a_row`` series (each in one
+        association, none reopened) reach ``learn_grace_after_series``; else
+        ``release_grace_s``."""
+        named = dict(self.release_grace_by_ae)
+        if calling_ae.strip() in named:
+            return named[calling_ae.strip()]
+        if self.learn_grace_after_series and clean_in_a_row >= self.learn_grace_after_series:
+            return 0.0
+        return self.release_grace_s
 
 
 def _ae_seconds(text: str) -> tuple[str, float]:

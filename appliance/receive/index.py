@@ -19,6 +19,7 @@ from appliance import jobs
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.jobs import InstanceArrived, SeriesFacts
+from appliance.states import SeriesState
 
 
 class StoreOutcome(Enum):
@@ -27,6 +28,10 @@ class StoreOutcome(Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # same SOP instance, same bytes: acknowledged, nothing written
     REPLACED = "replaced"  # same SOP instance, different bytes: new copy, change recorded
+
+
+#: How many recently ended series :meth:`IngestIndex.clean_runs` looks at, over every sender.
+CLEAN_RUN_WINDOW = 500
 
 
 class IngestIndex:
@@ -103,6 +108,20 @@ class IngestIndex:
         with self._lock, transaction(self.db.conn) as conn:
             jobs.mark_released(conn, uids, now)
 
+    def clean_runs(self, recent: int = CLEAN_RUN_WINDOW) -> dict[str, int]:
+        """Per calling AE, how many of its most recently ended series in a row each came in
+        one association and were never reopened (among the ``recent`` series last changed):
+        what :meth:`appliance.config.DicomSettings.release_grace_for` learns from."""
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT s.calling_ae, s.generation, COUNT(DISTINCT i.association_id) FROM "
+                "(SELECT series_instance_uid, calling_ae, generation, updated_at FROM series WHERE state != ? "
+                "ORDER BY updated_at DESC LIMIT ?) s JOIN instances i ON i.series_instance_uid = s.series_instance_uid "
+                "GROUP BY s.series_instance_uid ORDER BY s.updated_at DESC",
+                (SeriesState.RECEIVING, recent),
+            ).fetchall()
+        return clean_run_lengths(rows)
+
     def queue_complete_series(
         self,
         quiet_period_s: float,
@@ -115,3 +134,21 @@ class IngestIndex:
         now = time.time() if now is None else now
         with self._lock, transaction(self.db.conn) as conn:
             return jobs.queue_complete_series(conn, quiet_period_s, release_grace_s, set(still_sending), now, priority)
+
+
+def clean_run_lengths(rows: Iterable[tuple[str, int, int]]) -> dict[str, int]:
+    """``(calling AE, generation, associations)`` of series, newest first -> per AE, the
+    length of its newest run of series that each came in one association and in their
+    first generation (pure)."""
+    runs: dict[str, int] = {}
+    ended: set[str] = set()
+    for calling_ae, generation, associations in rows:
+        ae = (calling_ae or "").strip()
+        if ae in ended:
+            continue
+        if generation == 1 and associations == 1:
+            runs[ae] = runs.get(ae, 0) + 1
+        else:
+            runs.setdefault(ae, 0)
+            ended.add(ae)
+    return runs

@@ -73,6 +73,16 @@ def test_release_grace_by_calling_ae():
         0.0, 2.5, dicom.release_grace_s)
 
 
+def test_a_learned_grace_is_0_after_the_clean_run_and_a_named_one_always_wins():
+    dicom = load_settings(environ={"APPLIANCE_DICOM_RELEASE_GRACE_BY_AE": "CT1=2.5",
+                                   "APPLIANCE_DICOM_LEARN_GRACE_AFTER_SERIES": "20"}).dicom
+    assert dicom.release_grace_for("CT2", 19) == dicom.release_grace_s == 1.0
+    assert dicom.release_grace_for("CT2", 20) == 0.0
+    assert dicom.release_grace_for("CT1", 500) == 2.5, "release_grace_by_ae wins over what was learned"
+    never = load_settings(environ={"APPLIANCE_DICOM_LEARN_GRACE_AFTER_SERIES": "0"}).dicom
+    assert never.release_grace_for("CT2", 10_000) == 1.0
+
+
 def test_validate_command_names_the_bad_key_in_a_file(tmp_path):
     bad = tmp_path / "appliance.toml"
     bad.write_text('[dicom]\nport = 11112\nmax_associations = 0\ncolour = "blue"\n')

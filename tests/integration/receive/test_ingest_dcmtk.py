@@ -11,6 +11,8 @@ import pydicom
 import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
+from appliance.db import open_database
+from appliance.receive.index import IngestIndex
 from scripts.harness import ApplianceProcess, tcp_env, wait_until
 from tests.helpers.series import write_ct_series
 
@@ -136,3 +138,24 @@ def test_a_sender_with_no_release_grace_is_queued_at_release_and_another_waits(t
     assert states == ["queued", "receiving"]  # OTHER's series was released first and still waits
     assert process.status()["senders"] == {"OTHER": {"series": 1, "split": 0, "reopened": 0},
                                            "WHOLE": {"series": 1, "split": 0, "reopened": 0}}
+
+
+def test_a_sender_that_never_splits_a_series_is_learned_and_queued_at_release(tmp_path, make_appliance):
+    """``dicom.learn_grace_after_series``: after two series from SCANNER, each in one
+    association, its third is queued at its release. The grace and the quiet period are
+    far longer than the test, so nothing else could have queued it."""
+    process = make_appliance(dicom_quiet_period_s="3600", dicom_release_grace_s="3600",
+                             dicom_learn_grace_after_series="2")
+    send = ["storescu", "-aet", "SCANNER", "-aec", "TRIAGE", "127.0.0.1", str(process.port)]
+    # SCANNER's first two series, each in its own association, are queued through the
+    # index's own call (the hour's quiet period, elapsed at once).
+    for n in range(2):
+        subprocess.run(send + [str(p) for p in write_ct_series(tmp_path / f"s{n}", 3)], env=tcp_env(), check=True,
+                       timeout=60)
+    wait_until(lambda: len(process.status()["series"]) == 2, what="two series received")
+    index = IngestIndex(open_database(process.data_dir / "appliance.db"))
+    assert sorted(index.queue_complete_series(0, 0)) == sorted(s["series_instance_uid"]
+                                                               for s in process.status()["series"])
+    subprocess.run(send + [str(p) for p in write_ct_series(tmp_path / "s2", 3)], env=tcp_env(), check=True, timeout=60)
+    wait_until(lambda: [s["state"] for s in process.status()["series"]] == ["queued"] * 3,
+               what="SCANNER's third series queued at its release")

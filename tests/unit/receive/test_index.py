@@ -101,3 +101,53 @@ def test_status_tells_per_sender_which_series_were_split_or_reopened(index):
     index.queue_complete_series(5, 1, now=120)
     assert senders(index.db.conn) == {"ROUTER": {"series": 1, "split": 1, "reopened": 1},
                                       "WHOLE": {"series": 1, "split": 0, "reopened": 0}}
+
+
+def test_each_senders_run_of_clean_series_is_counted_newest_first(index):
+    """``clean_runs``: per calling AE, the newest series in a row that each came in one
+    association and were never reopened; a split or reopened one ends the run, and a series
+    still arriving is not judged yet."""
+    from dataclasses import replace
+
+    def series(ae: str, uid: str, at: float, associations: int = 1) -> None:
+        for n in range(associations):
+            index.record(replace(received(f"{uid}.{n}", series=uid), calling_ae=ae, association_id=f"{uid}-a{n}"), now=at)
+
+    series("ROUTER", "9.1", 100)
+    series("ROUTER", "9.2", 101, associations=2)  # split
+    series("ROUTER", "9.3", 102)
+    series("ROUTER", "9.4", 103)
+    series("CT1", "8.1", 100)
+    series("CT1", "8.2", 101)
+    index.queue_complete_series(5, 1, now=110)
+    assert index.clean_runs() == {"ROUTER": 2, "CT1": 2}
+    index.record(replace(received("8.2.late", series="8.2"), calling_ae="CT1", association_id="late"), now=111)
+    series("CT1", "8.3", 112)  # still arriving: not judged
+    assert index.clean_runs() == {"ROUTER": 2, "CT1": 1}, "8.2 reopened: receiving again, 8.1 is the newest ended"
+    index.queue_complete_series(5, 1, now=120)
+    assert index.clean_runs() == {"ROUTER": 2, "CT1": 1}, "8.3 is clean, then 8.2 (reopened, generation 2) ends the run"
+
+
+def test_a_sender_with_a_long_clean_run_completes_at_release_without_the_grace(index):
+    from dataclasses import replace
+
+    from appliance.config import DicomSettings
+
+    settings = DicomSettings(release_grace_s=1.0, learn_grace_after_series=2)
+
+    def grace(learned: dict[str, int]):  # read before the index takes its lock, as completion does
+        return lambda ae: settings.release_grace_for(ae, learned.get(ae, 0))
+
+    for n, at in enumerate((100, 110)):
+        index.record(replace(received(f"7.{n}.1", series=f"7.{n}"), calling_ae="CT1"), now=at)
+        index.mark_released([f"7.{n}"], now=at + 0.1)
+        assert index.queue_complete_series(5, grace(index.clean_runs()), now=at + 1.0) == [], "still its grace"
+        assert index.queue_complete_series(5, grace(index.clean_runs()), now=at + 1.2) == [f"7.{n}"]
+    index.record(replace(received("7.9.1", series="7.9"), calling_ae="CT1"), now=120)
+    index.record(replace(received("6.9.1", series="6.9"), calling_ae="NEW"), now=120)
+    index.mark_released(["7.9", "6.9"], now=120.1)
+    learned = index.clean_runs()
+    assert learned == {"CT1": 2}
+    assert index.queue_complete_series(5, grace(learned), now=120.1) == ["7.9"], "two clean series learned: no grace"
+    assert index.queue_complete_series(5, grace(learned), now=121.0) == [], "a sender with no record waits its grace"
+    assert index.queue_complete_series(5, grace(learned), now=121.2) == ["6.9"]
