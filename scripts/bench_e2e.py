@@ -27,6 +27,8 @@ from training.data.ct_synth import CTConfig, generate_ct_dataset  # noqa: E402
 
 #: storescu's calling AE title (dcmtk's default).
 SENDER = "STORESCU"
+#: The default ``dicom.learn_grace_after_series``.
+LEARN_AFTER = 20
 #: name -> (what it is, settings). The first is the baseline the ratios divide by.
 CONFIGURATIONS: dict[str, tuple[str, dict[str, str]]] = {
     "before": (
@@ -38,7 +40,14 @@ CONFIGURATIONS: dict[str, tuple[str, dict[str, str]]] = {
         f"prepared on arrival, release grace 0 for the sender (release_grace_by_ae {SENDER}=0)",
         {"dicom_release_grace_by_ae": f"{SENDER}=0"},
     ),
+    "prepared, learned": (
+        f"the default settings after the box has seen {LEARN_AFTER} one-slice series from the sender, each in "
+        "one association: it learned the sender never splits a series (learn_grace_after_series), so its grace is 0",
+        {},
+    ),
 }
+#: Series each sent in one association before a "learned" configuration is measured.
+WARM_UP = {"prepared, learned": LEARN_AFTER}
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -71,6 +80,30 @@ def with_new_uids(source: Path, folder: Path) -> str:
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.save_as(folder / path.name)
     return study
+
+
+def warm_up(boxes: dict[str, ApplianceProcess], work: Path) -> None:
+    """Send each box of a :data:`WARM_UP` configuration its one-slice series, each in its
+    own association, and wait until every one has ended (none is triaged: too few slices)."""
+    for name, count in WARM_UP.items():
+        if name not in boxes:
+            continue
+        source = head_ct_200(work / "warm-up-source", seed=999).parent.parent
+        first = sorted(source.glob("*/CT/*.dcm"))[:1]
+        for n in range(count):
+            one = work / "warm-up" / f"{n}"
+            one.mkdir(parents=True)
+            (one / first[0].name).write_bytes(first[0].read_bytes())
+            folder = work / "warm-up-new" / f"{n}"
+            with_new_uids(one, folder)
+            subprocess.run(["storescu", "-aet", SENDER, "-aec", "TRIAGE", "+sd", "127.0.0.1", str(boxes[name].port),
+                            str(folder)], env=tcp_env(), check=True, capture_output=True)
+        deadline = time.monotonic() + 120
+        while sum(s["state"] != "receiving" for s in boxes[name].status()["series"]) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: the warm-up series did not end: {boxes[name].status()}")
+            time.sleep(0.5)
+        time.sleep(6)  # the listener reads each sender's run every 5 s
 
 
 def sr_arrived(pacs: Orthanc, study_uid: str) -> bool:
@@ -136,6 +169,7 @@ def main() -> None:
                     cli(box.env, "models", "activate", model["id"], model["version"])
                     box.command = "serve"
                     boxes[name] = box.start()
+                warm_up(boxes, work)
                 studies: dict[str, set[str]] = {name: set() for name in names}
                 for run in range(args.runs):
                     source = head_ct_200(work / f"source{run}", seed=1000 + run)
