@@ -16,6 +16,9 @@ python -m training.hub revoke DEVICE_ID --data-dir DIR
     forget a device's pinned key (lost or leaked); its requests are refused from now on
 python -m training.hub devices set-ring DEVICE_ID pilot|all --data-dir DIR
     move a device to another ring; it follows at its next check-in
+python -m training.hub devices clear-audit DEVICE_ID --reason TEXT --data-dir DIR
+    forget a device's audit problem once explained (a restore cuts its log short): the next
+    check-in anchors its chain again; when, why and what was cleared stay on the fleet page
 python -m training.hub withdraw MODEL_ID VERSION --data-dir DIR
     stop a release: no longer offered, boxes drop it from shadow, active ones are told
 python -m training.hub promote MODEL_ID VERSION --data-dir DIR [--min-boxes 3 ...]
@@ -126,9 +129,11 @@ def admin(argv: list[str]) -> int:
     publish.add_argument("--trusted-key", type=Path, action="append", default=[],
                          help="the package must be signed by one of these (PEM); default: "
                               "only check it is intact")
-    devices = sub.add_parser("devices", help="list enrolled devices, or: devices set-ring DEVICE_ID RING")
+    devices = sub.add_parser("devices", help="list enrolled devices, or: devices set-ring DEVICE_ID RING, "
+                                             "or: devices clear-audit DEVICE_ID --reason TEXT")
     _common(devices)
-    devices.add_argument("action", nargs="*", help="set-ring DEVICE_ID pilot|all")
+    devices.add_argument("action", nargs="*", help="set-ring DEVICE_ID pilot|all, or clear-audit DEVICE_ID")
+    devices.add_argument("--reason", help="clear-audit: why the problem is explained (kept on the device)")
     revoke = sub.add_parser("revoke", help="forget a device's key: its requests are refused from now on")
     _common(revoke)
     revoke.add_argument("device_id")
@@ -151,8 +156,10 @@ def admin(argv: list[str]) -> int:
     withdraw.add_argument("model_id")
     withdraw.add_argument("version")
     args = parser.parse_args(argv)
-    if args.command == "devices" and args.action and (args.action[0] != "set-ring" or len(args.action) != 3):
-        parser.error("devices takes no arguments, or: set-ring DEVICE_ID RING")
+    if args.command == "devices" and args.action and not (
+            (args.action[0] == "set-ring" and len(args.action) == 3)
+            or (args.action[0] == "clear-audit" and len(args.action) == 2 and (args.reason or "").strip())):
+        parser.error("devices takes no arguments, or: set-ring DEVICE_ID RING, or: clear-audit DEVICE_ID --reason TEXT")
     db, repository = _open(args)
     now = time.time()
     code = 0
@@ -204,6 +211,21 @@ def admin(argv: list[str]) -> int:
             return 2
         print(f"{args.feature}: allowed now: {', '.join(added) or 'none'}; "
               f"already allowed: {', '.join(sorted(set(args.labels) - set(added))) or 'none'}")
+    elif args.command == "devices" and args.action and args.action[0] == "clear-audit":
+        from training.hub.service import clear_audit_problem
+
+        try:
+            cleared = clear_audit_problem(db, args.action[1], args.reason.strip(), now)
+        except LookupError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        else:
+            if cleared is None:
+                print(f"error: {args.action[1]} has no audit problem to clear", file=sys.stderr)
+                code = 2
+            else:
+                print(f"cleared the audit problem of {args.action[1]} ({cleared}); its next check-in anchors its "
+                      "chain again")
     elif args.command == "devices" and args.action:
         from training.hub.service import set_ring
 

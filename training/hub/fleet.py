@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,8 @@ class SiteRow:
     reports: int = 0
     audit_seq: int | None = None
     audit_problem: str | None = None
+    #: An operator's clearing of the last problem: ``{"at", "reason", "problem"}``.
+    audit_cleared: dict | None = None
     feature_psi: dict[str, float] = field(default_factory=dict)
     box_alerts: list[tuple[str, float | None, str]] | None = None  # (label, hub PSI, release target)
 
@@ -152,14 +155,15 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
     """Everything the fleet page shows, one row per enrolled device."""
     rows = []
     for (device_id, site, ring, last_checkin, version, models, refreshed, error,
-         audit_seq, box_alerts, audit_problem) in db.rows(
+         audit_seq, box_alerts, audit_problem, audit_cleared) in db.rows(
             "SELECT device_id, site, ring, last_checkin, appliance_version, models, "
-            "metadata_refreshed_at, release_error, audit_seq, drift_alerts, audit_problem FROM devices "
-            "ORDER BY site, device_id"):
+            "metadata_refreshed_at, release_error, audit_seq, drift_alerts, audit_problem, audit_cleared "
+            "FROM devices ORDER BY site, device_id"):
         row = SiteRow(device_id, site, ring, now - last_checkin if last_checkin else None,
                       version or "-", json.loads(models) if models else [],
                       metadata_age_s=now - refreshed if refreshed else None, release_error=error,
-                      audit_seq=audit_seq, audit_problem=audit_problem)
+                      audit_seq=audit_seq, audit_problem=audit_problem,
+                      audit_cleared=json.loads(audit_cleared) if audit_cleared else None)
         per_day: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         history: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
         for day, model_id, model_version, series, flagged, not_analysed, features in db.rows(
@@ -216,6 +220,11 @@ def figure(value: float | None) -> str:
     return "no figure" if value is None else f"{value:.2f}"
 
 
+def day(epoch: float) -> str:
+    """A moment as its UTC day and minute (pure)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
 def render(rows: list[SiteRow]) -> str:
     return _TEMPLATES.get_template("fleet.html").render(rows=rows, age=age, percent=percent, figure=figure,
-                                                         psi_alert=PSI_ALERT)
+                                                         psi_alert=PSI_ALERT, day=day)

@@ -324,6 +324,30 @@ def _note_report_anchor(db: HubDatabase, device_id: str, seq: int, digest: str) 
     )
 
 
+def clear_audit_problem(db: HubDatabase, device_id: str, reason: str, now: float) -> str | None:
+    """An operator's word that a device's audit problem is explained (a restore from a
+    backup cuts the log short by design): forget the problem and the hub's anchor, so the
+    next check-in anchors the chain at the box's head again; keep when, why and what was
+    cleared on the device. Returns the problem cleared, or None when there was none.
+
+    Raises
+    ------
+    LookupError
+        No such device.
+    """
+    with db.transaction():
+        row = db.one("SELECT audit_problem FROM devices WHERE device_id = ?", (device_id,))
+        if row is None:
+            raise LookupError(f"no device {device_id}")
+        if row[0] is None:
+            return None
+        cleared = json.dumps({"at": now, "reason": reason, "problem": row[0]})
+        db.execute("UPDATE devices SET audit_problem = NULL, audit_seq = NULL, audit_hash = NULL, audit_cleared = ? "
+                   "WHERE device_id = ?", (cleared, device_id))
+    log.warning("device %s: audit problem cleared by an operator (%s): %s", device_id, reason, row[0])
+    return row[0]
+
+
 def set_ring(db: HubDatabase, device_id: str, ring: str) -> bool:
     """Move a device to another ring (it follows at its next check-in); False: no such device."""
     if ring not in RINGS:

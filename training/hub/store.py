@@ -191,6 +191,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE releases ADD COLUMN expected_not_analysed_high DOUBLE PRECISION
     """,
+    # 9: an operator's clearing of a device's audit problem (JSON: when, why, the problem).
+    """
+    ALTER TABLE devices ADD COLUMN audit_cleared TEXT
+    """,
 )
 
 

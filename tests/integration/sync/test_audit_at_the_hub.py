@@ -147,3 +147,36 @@ def test_a_report_naming_the_anchors_seq_with_another_hash_is_a_problem(setup):
     assert fleet.collect(hub_db, 2.0)[0].audit_problem == (
         f"a report names seq {seq} with another hash than the hub's anchor (rewritten and re-hashed)"
     )
+
+
+def test_an_operator_clears_an_explained_problem_and_the_next_check_in_anchors_again(setup, tmp_path, capsys):
+    """A box restored from a backup shows a chain cut short: the hub names it and keeps
+    naming it until an operator, having checked the restore, clears it with a reason. The
+    next check-in anchors the chain at the box's head; the fleet page keeps what was cleared."""
+    from training.hub.__main__ import main as hub_cli
+
+    client, box, hub_db, device_id = setup
+    with transaction(box.conn) as conn:
+        conn.execute("DELETE FROM audit_log WHERE seq > 15")  # the backup held rows 1-15
+    problem = check_in(client, box.conn, CHECKIN)["audit"]
+    assert "cut short" in problem
+    data_dir = ["--data-dir", str(tmp_path / "hub-cli"), "--database-url", str(tmp_path / "hub.db")]
+    with pytest.raises(SystemExit, match="2"):  # a reason is required
+        hub_cli(["devices", "clear-audit", device_id, *data_dir])
+    assert "clear-audit DEVICE_ID --reason TEXT" in capsys.readouterr().err
+    assert hub_cli(["devices", "clear-audit", "no-such-device", "--reason", "x", *data_dir]) == 2
+    assert "no device no-such-device" in capsys.readouterr().err
+    assert hub_cli(["devices", "clear-audit", device_id, "--reason", "restored from the 1 Dec backup", *data_dir]) == 0
+    assert f"cleared the audit problem of {device_id} ({problem})" in capsys.readouterr().out
+    assert hub_cli(["devices", "clear-audit", device_id, "--reason", "again", *data_dir]) == 2
+    assert "has no audit problem to clear" in capsys.readouterr().err
+
+    chain.append(box, "restore", {"file": "b.db"})
+    assert check_in(client, box.conn, CHECKIN)["audit"] == "consistent"
+    assert hub_db.one("SELECT audit_seq, audit_hash, audit_problem FROM devices") == (*_head(box), None)
+    page = html.unescape(fleet.render(fleet.collect(hub_db, 2.0)))
+    assert "audit log:" not in page
+    assert f"restored from the 1 Dec backup (was: {problem})" in page
+    with transaction(box.conn) as conn:  # and a cut after the new anchor is named again
+        conn.execute("DELETE FROM audit_log WHERE seq > 10")
+    assert "cut short" in check_in(client, box.conn, CHECKIN)["audit"]
