@@ -19,6 +19,8 @@ python -m training.hub devices set-ring DEVICE_ID pilot|all --data-dir DIR
 python -m training.hub devices clear-audit DEVICE_ID --reason TEXT --data-dir DIR
     forget a device's audit problem once explained (a restore cuts its log short): the next
     check-in anchors its chain again; when, why and what was cleared stay on the fleet page
+python -m training.hub demote MODEL_ID VERSION --reason TEXT --data-dir DIR
+    move a release back one ring (all -> pilot); the reason is kept with its decisions
 python -m training.hub withdraw MODEL_ID VERSION --data-dir DIR
     stop a release: no longer offered, boxes drop it from shadow, active ones are told
 python -m training.hub promote MODEL_ID VERSION --data-dir DIR [--min-boxes 3 ...]
@@ -38,7 +40,8 @@ from pathlib import Path
 from appliance import __version__ as appliance_version
 from appliance.errors import PackageError
 
-COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "allow-category", "promote", "withdraw")
+COMMANDS = ("token", "operator-token", "publish", "devices", "revoke", "allow-category", "promote", "demote",
+            "withdraw")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +154,11 @@ def admin(argv: list[str]) -> int:
     promote.add_argument("--min-agreement", type=float, default=0.95)
     promote.add_argument("--max-not-analysed", type=float, default=None,
                          help="bound on the shadow's not-analysed rate (default: the card's, else 0.05)")
+    demote = sub.add_parser("demote", help="move a release back to the previous ring (all -> pilot), with a reason")
+    _common(demote)
+    demote.add_argument("model_id")
+    demote.add_argument("version")
+    demote.add_argument("--reason", required=True, help="why (kept with the release's decisions)")
     withdraw = sub.add_parser("withdraw", help="stop a release: boxes drop it from shadow, active ones are told")
     _common(withdraw)
     withdraw.add_argument("model_id")
@@ -254,6 +262,8 @@ def admin(argv: list[str]) -> int:
                   "boxes where it is active are told (activation stays a person's decision)")
     elif args.command == "promote":
         code = _promote(args, db, repository, now)
+    elif args.command == "demote":
+        code = _demote(args, db, repository, now)
     elif args.command == "revoke":
         from training.hub.service import revoke_device
 
@@ -269,6 +279,26 @@ def admin(argv: list[str]) -> int:
             print(f"{device_id}  {site:<24} {ring:<6} {version or '-':<10} last check-in {seen}")
     db.close()
     return code
+
+
+def _demote(args: argparse.Namespace, db, repository, now: float) -> int:
+    """Move a release back one ring (targets re-signed) and keep the reason. Exit 0 moved, 2 error."""
+    from training.hub import releases
+
+    found = [r for r in releases.collect(db) if (r.model_id, r.version) == (args.model_id, args.version)]
+    if not found or found[0].withdrawn_at is not None:
+        print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+        return 2
+    release = found[0]
+    to_ring = releases.previous_ring(release.ring)
+    if to_ring is None:
+        print(f"error: {release.target} is already in the first ring ({release.ring})", file=sys.stderr)
+        return 2
+    repository.set_ring(release.target, to_ring, _offline_keys(args))
+    releases.record_demotion(db, release, to_ring, args.reason, now)
+    print(f"demoted {release.target}: ring {release.ring} -> {to_ring} ({args.reason}); boxes of ring "
+          f"{release.ring} are no longer offered it, and those that hold it keep it until it is withdrawn")
+    return 0
 
 
 def _promote(args: argparse.Namespace, db, repository, now: float) -> int:

@@ -348,6 +348,22 @@ def evaluate(release: Release, rule: Rule) -> list[Check]:
     return checks
 
 
+def previous_ring(ring: str) -> str | None:
+    index = RINGS.index(ring)
+    return RINGS[index - 1] if index > 0 else None
+
+
+def record_demotion(db: HubDatabase, release: Release, to_ring: str, reason: str, now: float) -> None:
+    """Keep an operator's move of a release back to an earlier ring, with the reason, beside
+    the promotion decisions (an allowed move whose evaluation says ``demoted``)."""
+    with db.transaction():
+        number = (db.one("SELECT MAX(id) FROM promotions")[0] or 0) + 1
+        db.execute("INSERT INTO promotions (id, target, from_ring, to_ring, decided_at, allowed, evaluation) "
+                   "VALUES (?,?,?,?,?,?,?)", (number, release.target, release.ring, to_ring, now, 1,
+                                              json.dumps({"demoted": reason, "checks": []})))
+        db.execute("UPDATE releases SET ring = ? WHERE target = ?", (to_ring, release.target))
+
+
 def record_promotion(db: HubDatabase, release: Release, to_ring: str, checks: list[Check], rule: Rule,
                      now: float) -> bool:
     """Keep the decision (allowed or refused, with the rule and each check); True if allowed."""

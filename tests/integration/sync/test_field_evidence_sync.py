@@ -156,6 +156,18 @@ def test_a_release_in_shadow_on_two_boxes_is_promoted_on_field_evidence(hub, tmp
     decisions = _text(re.search(r'<ul class="decisions">(.*?)</ul>', page, re.S).group(1))
     assert decisions.count("pilot to all: refused") == 2 and "pilot to all: promoted (every check held)" in decisions
 
+    # A problem found later: an operator moves it back to pilot, with the reason kept.
+    demoted = hub.admin("demote", MODEL, SHADOW, "--reason", "flags doubled at Site C", check=False)
+    assert demoted.returncode == 0, demoted.stdout + demoted.stderr
+    assert f"demoted {MODEL}-{SHADOW}.tar: ring all -> pilot (flags doubled at Site C)" in demoted.stdout
+    custom = Repository(hub.data_dir).load("targets").signed.targets[f"{MODEL}-{SHADOW}.tar"].custom
+    assert custom["ring"] == "pilot"
+    page = _section(_page(hub))
+    assert "Ring pilot." in _text(page)
+    assert "all to pilot: demoted by an operator (flags doubled at Site C)" in _text(page)
+    again = hub.admin("demote", MODEL, SHADOW, "--reason", "x", check=False)
+    assert again.returncode == 2 and "already in the first ring (pilot)" in again.stderr
+
     # Nothing under k reached the hub, and an old-schema report is still taken.
     db = hub.database()
     try:
