@@ -92,11 +92,14 @@ def anonymise(
         few = agg.series < k
         edges = feature_edges(agg.kind) if agg.kind else {}
         features: dict[str, Any] = {}
+        series = cell(agg.series)
         for name, counts in sorted(agg.histograms.items()):
+            shown_counts = [cell(c) for c in counts]
             features[name] = {
                 "kind": "histogram",
                 "edges": [float(e) for e in edges[name]],
-                "counts": [cell(c) for c in counts],
+                # A histogram of series sums to the published series count: see complement().
+                "counts": complement(shown_counts, series if sum(counts) == agg.series else None),
             }
         for name, tally in sorted(agg.categories.items()):
             shown = {label: cell(c) for label, c in sorted(tally.items()) if c >= k}
@@ -108,7 +111,7 @@ def anonymise(
             {
                 "model_id": model_id,
                 "model_version": version,
-                "series": cell(agg.series),
+                "series": series,
                 "flagged": cell(agg.flagged),
                 "not_analysed": {code: cell(c) for code, c in sorted(agg.not_analysed.items())},
                 "features": features,
@@ -133,6 +136,18 @@ def anonymise(
     return report
 
 
+def complement(cells: list[int | None], total: int | None) -> list[int | None]:
+    """Cells that add up to a published ``total`` with one of them suppressed would give it
+    away (the total minus the others): suppress the smallest shown cell as well, so the two
+    are known only together (complementary suppression; pure)."""
+    hidden = [i for i, c in enumerate(cells) if c is None]
+    shown = [i for i, c in enumerate(cells) if c is not None]
+    if total is None or len(hidden) != 1 or not shown:
+        return cells
+    smallest = min(shown, key=lambda i: (cells[i], i))
+    return [None if i == smallest else c for i, c in enumerate(cells)]
+
+
 def _role_entry(e: RoleEvidence, k: int, noisy: Callable[[int], int | None], before: dict | None) -> dict:
     """One role's evidence as report cells; ``noisy`` is the report's day cell (pure but for its noise)."""
 
@@ -144,12 +159,16 @@ def _role_entry(e: RoleEvidence, k: int, noisy: Callable[[int], int | None], bef
 
     times = np.asarray(e.times_s, dtype=float)
     shown = len(times) >= k
+    scored = noisy(e.scored)
     return {
         "first_day": e.first_day.isoformat(),
-        "scored": noisy(e.scored),
+        "scored": scored,
         "flagged": noisy(e.flagged),
         "not_analysed": {code: noisy(c) for code, c in e.not_analysed.items()},
-        "score_histogram": {"edges": list(SCORE_EDGES), "counts": [noisy(c) for c in e.score_counts]},
+        "score_histogram": {
+            "edges": list(SCORE_EDGES),
+            "counts": complement([noisy(c) for c in e.score_counts], scored),
+        },
         "time_to_result_s": {
             "p50": round(float(np.percentile(times, 50)), 1) if shown else None,
             "p95": round(float(np.percentile(times, 95)), 1) if shown else None,

@@ -11,9 +11,11 @@ import numpy as np
 
 from appliance.config import DriftSettings
 from appliance.db import open_database
-from appliance.drift.evidence import ratchet, score_counts, truth
+from appliance.drift.anonymised import _role_entry, complement
+from appliance.drift.evidence import RoleEvidence, ratchet, score_counts, truth
 from appliance.drift.schema import SCHEMA
 from appliance.drift.service import day_of
+from appliance.states import ModelState
 from appliance.sync import report_queue
 from appliance.sync.report_queue import queue_closed_days
 from tests.helpers.field import Case, record_cases
@@ -104,3 +106,19 @@ def test_a_day_under_k_shows_no_cell(tmp_path):
     assert s["score_histogram"]["counts"] == [None] * 10
     assert s["time_to_result_s"] == {"p50": None, "p95": None}
     assert set(s["agreement"].values()) == {None} and set(s["feedback"].values()) == {None}
+
+
+def test_a_lone_suppressed_cell_cannot_be_had_from_the_published_total():
+    """Complementary suppression: cells that add up to a published total with exactly one
+    of them null would give it away (the total minus the others), so the smallest shown
+    cell is nulled too; two or more nulls, or no published total, are left as they are."""
+    assert complement([12, None, 30, 15], 60) == [None, None, 30, 15]
+    assert complement([12, None, 30, None], 60) == [12, None, 30, None]
+    assert complement([12, None, 30, 15], None) == [12, None, 30, 15]
+    assert complement([12, 18, 30], 60) == [12, 18, 30]
+    # Through the report: ten score bins of 10-19 results each and one of 3.
+    counts = tuple(range(10, 19)) + (3,)
+    e = RoleEvidence(ModelState.ACTIVE, dt.date(2026, 11, 20), scored=sum(counts), flagged=40, score_counts=counts)
+    entry = _role_entry(e, K, lambda c: c if c >= K else None, None)
+    assert entry["scored"] == sum(counts)
+    assert entry["score_histogram"]["counts"] == [None, 11, 12, 13, 14, 15, 16, 17, 18, None]
