@@ -12,9 +12,11 @@ import time as clock
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from jinja2 import Environment
 
 from appliance import __version__, formats, uptime
 from appliance.audit.chain import verify_database
@@ -265,3 +267,22 @@ def as_text(report: ComplianceReport) -> str:
         ),
     ]
     return "\n".join(lines) + "\n"
+
+
+#: The printable report (:func:`as_html`), beside this module.
+_HTML = Environment(autoescape=True).from_string(Path(__file__).with_name("compliance_report.html").read_text())
+
+
+def as_html(report: ComplianceReport) -> str:
+    """The report as one self-contained HTML document, for a browser or a printer (pure)."""
+    text = as_text(report).splitlines()
+    return _HTML.render(
+        r=report,
+        first=_first_day(report),
+        last=_last_day(report),
+        score=formats.score,
+        percent=formats.percent,
+        duration=formats.duration,
+        downtime=_downtime_words(report.availability),
+        at_rest=next(line for line in text if line.startswith("Data at rest: ")),
+    )

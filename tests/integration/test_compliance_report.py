@@ -89,6 +89,11 @@ def test_the_report_counts_the_period_and_names_models_reasons_and_access(box, c
     text = capsys.readouterr().out
     assert "chain verified" in text and "head-ct-ich-demo" in text and "Secret" not in text
 
+    assert main(["report", "compliance", "--from", start, "--to", end, "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!doctype html>") and "chain verified" in page and "Secret" not in page
+    assert "<td>not-eligible</td>" in page and "head-ct-ich-demo" in page
+
 
 def test_a_broken_chain_fails_the_report_and_a_reversed_period_is_refused(box, capsys):
     settings, start, end = box

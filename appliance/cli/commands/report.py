@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     compliance.add_argument("--from", dest="start", type=_day, required=True, help="first day, YYYY-MM-DD (UTC)")
     compliance.add_argument("--to", dest="end", type=_day, required=True, help="last day, included, YYYY-MM-DD (UTC)")
-    compliance.add_argument("--format", choices=("text", "json"), default="text")
+    compliance.add_argument(
+        "--format", choices=("text", "json", "html"), default="text", help="html: one printable, self-contained page"
+    )
     compliance.set_defaults(func=compliance_command)
 
 
@@ -30,11 +32,12 @@ def _day(text: str) -> date:
 
 
 def compliance_command(args: argparse.Namespace, parts: Parts) -> int:
-    from appliance.compliance import as_text, compliance_report
+    from appliance.compliance import as_html, as_text, compliance_report
     from appliance.errors import ConfigError
 
     if args.end < args.start:
         raise ConfigError(f"--to {args.end} is before --from {args.start}")
     report = compliance_report(parts.database(), args.start, args.end)
-    print(report.as_json() if args.format == "json" else as_text(report), end="" if args.format == "text" else "\n")
+    shown = {"json": report.as_json, "html": lambda: as_html(report), "text": lambda: as_text(report)}[args.format]()
+    print(shown, end="" if args.format == "text" else "\n")
     return 0 if report.audit["chain_verified"] else 1

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from appliance.audit import chain as audit_log
 from appliance.audit.chain import verify_database
 from appliance.audit.export import export
-from appliance.compliance import as_text, compliance_report, period
+from appliance.compliance import as_html, as_text, compliance_report, period
 from appliance.db import transaction
 from appliance.web.deps import Database, Now
 from appliance.web.routes.common import MAX_PAGE, render, router
@@ -121,8 +121,8 @@ def compliance_download(
 ):
     """The compliance report of ``from`` to ``to`` (days, UTC) as a file, what
     ``appliance report compliance`` prints; the download is audited."""
-    if format not in ("json", "text"):
-        raise HTTPException(400, f"format: {format!r} is not json or text")
+    if format not in ("json", "text", "html"):
+        raise HTTPException(400, f"format: {format!r} is not json, text or html")
     try:
         first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
         period(first, last)
@@ -133,9 +133,11 @@ def compliance_download(
         audit_log.append_in(
             conn, "web-compliance-exported", {"from": start, "to": end, "format": format, "actor": principal.actor}
         )
-    body, media, suffix = (
-        (report.as_json(), "application/json", "json") if format == "json" else (as_text(report), "text/plain", "txt")
-    )
+    body, media, suffix = {
+        "json": lambda: (report.as_json(), "application/json", "json"),
+        "text": lambda: (as_text(report), "text/plain", "txt"),
+        "html": lambda: (as_html(report), "text/html", "html"),
+    }[format]()
     return Response(
         body,
         media_type=media,
