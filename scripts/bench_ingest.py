@@ -108,7 +108,8 @@ class Appliance(Receiver):
     def command(self):
         env = {**os.environ, "APPLIANCE_DATA_DIR": str(self.work / "data"),
                "APPLIANCE_DICOM_PORT": str(self.port), "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1",
-               "APPLIANCE_DICOM_PEERS": "*@127.0.0.1", "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "256"}
+               "APPLIANCE_DICOM_PEERS": "*@127.0.0.1", "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "256",
+               "APPLIANCE_ALLOW_UNENCRYPTED": "true"}  # a benchmark's scratch folder
         return [str(REPO / ".venv" / "bin" / "appliance"), "listener"], env
 
     def instances(self) -> int:

@@ -174,7 +174,9 @@ def folder_through_appliance(package: Path, public_key: Path, model_id: str, fol
     env = {**os.environ, "APPLIANCE_DATA_DIR": str(work_dir / "data"), "APPLIANCE_DICOM_PORT": str(port),
            "APPLIANCE_DICOM_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_DICOM_PEERS": "*@127.0.0.1",
            "APPLIANCE_DICOM_MIN_FREE_DISK_MB": "64", "APPLIANCE_WEB_PORT": str(_free_port()),
-           "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_MODELS_TRUSTED_KEYS": str(public_key)}
+           "APPLIANCE_WEB_BIND_ADDRESS": "127.0.0.1", "APPLIANCE_MODELS_TRUSTED_KEYS": str(public_key),
+           # A build's scratch box holds synthetic studies only, in the build's work folder.
+           "APPLIANCE_ALLOW_UNENCRYPTED": "true"}
     if routing is not None:
         rule = "\n".join(f"{k} = {json.dumps(v)}" for k, v in {**routing, "model": model_id}.items())
         (work_dir / "routing.toml").write_text(f"[[rule]]\n{rule}\n")

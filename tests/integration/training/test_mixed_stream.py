@@ -22,7 +22,10 @@ def test_stream_config_keeps_the_generator_but_mixes_every_thickness():
     assert (config.matrix, config.fov_mm, config.coverage_mm) == (generator.matrix, generator.fov_mm, generator.coverage_mm)
 
 
-def test_a_quick_package_on_a_real_appliance_reports_what_it_flagged(tmp_path, quick_packages):
+def test_a_quick_package_on_a_real_appliance_reports_what_it_flagged(tmp_path, quick_packages, monkeypatch):
+    # As scripts/build-demo-models runs it: without the test session's allowance to run on a
+    # plain disk (the build's scratch box brings its own).
+    monkeypatch.delenv("APPLIANCE_ALLOW_UNENCRYPTED", raising=False)
     spec = replace(head_ct(quick=True), mixed_stream_series=8, mixed_stream_seed=99)
     report = mixed_stream_through_appliance(quick_packages["head-ct"], quick_packages["public_key"], spec,
                                             tmp_path / "box", tmp_path / "datasets", log=lambda line: None)
