@@ -8,7 +8,7 @@ import pytest
 from scripts.harness import ApplianceProcess
 
 # The tests' data folders are scratch folders on a plain disk: every appliance process they
-# start inherits this. The refusal itself is tested with it removed (tests/system/test_at_rest.py).
+# start inherits this. The refusal itself is tested with it removed (tests/system/test_at_rest_start.py).
 os.environ.setdefault("APPLIANCE_ALLOW_UNENCRYPTED", "true")
 
 

@@ -2,7 +2,7 @@
 mount table read, the dm-crypt layer found under a file system's device (LUKS directly, LVM
 on LUKS, a partition of a crypt device) and not found under a plain disk. The sysfs trees
 here are laid out as the kernel lays them out; the fscrypt case runs on a real encrypted
-file system in tests/system/test_at_rest.py."""
+file system in tests/system/test_at_rest_start.py."""
 
 from __future__ import annotations
 
