@@ -72,14 +72,18 @@ def drain(sock: socket.socket) -> None:
         sock.setblocking(True)
 
 
+#: How long a process may take to stop on SIGTERM before it counts as ignoring it.
+STOP_DEADLINE_S = 180.0
+
+
 def stop(process: subprocess.Popen, log: Path) -> None:
     """SIGTERM, then SIGKILL if it has not exited within the deadline (and fail then)."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGCONT)  # a frozen process must see the SIGTERM
     process.terminate()
-    try:
-        process.wait(timeout=READY_TIMEOUT_S)
+    try:  # a thawed worker first ends the upkeep it was frozen in: slow on a busy CI machine
+        process.wait(timeout=STOP_DEADLINE_S)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=READY_TIMEOUT_S)
