@@ -281,15 +281,28 @@ def admin(argv: list[str]) -> int:
     return code
 
 
+def _published(db, model_id: str, version: str):
+    """The release of ``model_id`` ``version`` when it is published and not withdrawn; else
+    None, with the error said on stderr (a withdrawn release moves between no rings)."""
+    from training.hub import releases
+
+    found = [r for r in releases.collect(db) if (r.model_id, r.version) == (model_id, version)]
+    if not found:
+        print(f"error: {model_id} {version} is not published", file=sys.stderr)
+        return None
+    if found[0].withdrawn_at is not None:
+        print(f"error: {model_id} {version} was withdrawn: it is in no ring to move", file=sys.stderr)
+        return None
+    return found[0]
+
+
 def _demote(args: argparse.Namespace, db, repository, now: float) -> int:
     """Move a release back one ring (targets re-signed) and keep the reason. Exit 0 moved, 2 error."""
     from training.hub import releases
 
-    found = [r for r in releases.collect(db) if (r.model_id, r.version) == (args.model_id, args.version)]
-    if not found or found[0].withdrawn_at is not None:
-        print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+    release = _published(db, args.model_id, args.version)
+    if release is None:
         return 2
-    release = found[0]
     to_ring = releases.previous_ring(release.ring)
     if to_ring is None:
         print(f"error: {release.target} is already in the first ring ({release.ring})", file=sys.stderr)
@@ -307,11 +320,9 @@ def _promote(args: argparse.Namespace, db, repository, now: float) -> int:
     from training.hub import releases
 
     rule = releases.Rule(args.min_boxes, args.min_days, args.min_agreement, args.max_not_analysed)
-    found = [r for r in releases.collect(db) if (r.model_id, r.version) == (args.model_id, args.version)]
-    if not found:
-        print(f"error: {args.model_id} {args.version} is not published", file=sys.stderr)
+    release = _published(db, args.model_id, args.version)
+    if release is None:
         return 2
-    release = found[0]
     to_ring = releases.next_ring(release.ring)
     if to_ring is None:
         print(f"error: {release.target} is already in the last ring ({release.ring})", file=sys.stderr)

@@ -41,6 +41,10 @@ def test_withdraw_drops_shadow_tells_active_and_set_ring_is_followed(hub, tmp_pa
 
     told = hub.admin("withdraw", "chest-cr-pneumothorax-demo", CHEST_VERSION)
     assert f"withdrew {CHEST.name}" in told.stdout
+    for moved in (hub.admin("promote", "chest-cr-pneumothorax-demo", CHEST_VERSION, check=False),
+                  hub.admin("demote", "chest-cr-pneumothorax-demo", CHEST_VERSION, "--reason", "x", check=False)):
+        assert moved.returncode == 2, moved.stdout + moved.stderr  # a withdrawn release is in no ring to move
+        assert f"{CHEST_VERSION} was withdrawn: it is in no ring to move" in moved.stderr
 
     assert _round(a).withdrawn == [LABEL]
     assert _states(a) == [("chest-cr-pneumothorax-demo", CHEST_VERSION, "retired")]
