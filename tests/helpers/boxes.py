@@ -95,9 +95,12 @@ def queue_and_work(index: IngestIndex, worker: Worker) -> None:
     worker.upkeep(time.time())
 
 
-def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:
-    server = uvicorn.Server(uvicorn.Config(app or create_app(Parts(settings)), host="127.0.0.1", port=settings.web.port,
-                                           log_level="warning", access_log=False))
+def serve(app, port: int, **options) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Run ``app`` under uvicorn on 127.0.0.1:``port`` in a daemon thread and return once it
+    listens: the server, its thread and its base URL (https when ``ssl_certfile`` is given).
+    ``options`` go to ``uvicorn.Config`` (default: warnings only, no access log)."""
+    config = {"log_level": "warning", "access_log": False, **options}
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -105,7 +108,11 @@ def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threadin
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("web server did not start")
         time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{settings.web.port}"
+    return server, thread, f"{'https' if 'ssl_certfile' in options else 'http'}://127.0.0.1:{port}"
+
+
+def start_server(settings: Settings, app=None) -> tuple[uvicorn.Server, threading.Thread, str]:
+    return serve(app or create_app(Parts(settings)), settings.web.port)
 
 
 def sign_in(page, box: Box, name: str) -> None:

@@ -7,12 +7,9 @@ from __future__ import annotations
 import re
 from contextlib import closing
 import subprocess
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from appliance.config import load_settings
 from appliance.db import open_database
@@ -20,7 +17,7 @@ from appliance.parts import Parts
 from appliance.web import accounts
 from appliance.web.app import create_app
 from scripts.harness import free_port
-from tests.helpers.boxes import PASSWORD, session_client
+from tests.helpers.boxes import PASSWORD, serve, session_client
 from tests.helpers.hostile import case
 
 EVIL = "http://evil.example"
@@ -160,16 +157,9 @@ def tls_web(tmp_path_factory):
         "APPLIANCE_WEB_TLS_CERTIFICATE": str(root / "cert.pem"), "APPLIANCE_WEB_TLS_PRIVATE_KEY": str(root / "key.pem"),
     })
     accounts.add_user(open_database(settings.db_path).conn, "rad", "radiologist", PASSWORD, "test")
-    server = uvicorn.Server(uvicorn.Config(create_app(Parts(settings)), host="127.0.0.1", port=settings.web.port,
-                                           ssl_certfile=str(root / "cert.pem"), ssl_keyfile=str(root / "key.pem"),
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the HTTPS server did not start"
-        time.sleep(0.05)
-    yield f"https://127.0.0.1:{settings.web.port}"
+    server, thread, url = serve(create_app(Parts(settings)), settings.web.port, ssl_certfile=str(root / "cert.pem"),
+                                ssl_keyfile=str(root / "key.pem"))
+    yield url
     server.should_exit = True
     thread.join(timeout=30)
 

@@ -11,13 +11,10 @@ conftest.py): a bounded, derandomised set in CI, many more under ``scripts/prove
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from appliance.config import load_settings
@@ -26,6 +23,7 @@ from appliance.parts import Parts
 from appliance.web import accounts
 from appliance.web.app import create_app
 from scripts.harness import free_port
+from tests.helpers.boxes import serve
 from training.hub.app import create_app as create_hub_app
 from training.hub.repository import Repository
 from training.hub.store import HubDatabase
@@ -39,18 +37,6 @@ LEFT_OUT = {
 }
 #: Answers of 500 or more that an operation gives by design.
 MEANT = {"GET /readyz": {503}}  # not ready: no listener runs beside this web server
-
-
-def serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def sender(operation, base_url: str, headers: dict[str, str], examples: int, failures: list[str]) -> Callable[[], None]:
@@ -89,7 +75,7 @@ def box(tmp_path_factory) -> Callable[[], tuple[dict, str, dict[str, str]]]:
     settings_ = load_settings(environ={"APPLIANCE_DATA_DIR": str(data), "APPLIANCE_WEB_PORT": str(free_port())})
     token = accounts.create_token(open_database(settings_.db_path).conn, "biomed", "schemathesis", "test")
     app = create_app(Parts(settings_))
-    server, thread, url = serve(app)
+    server, thread, url = serve(app, free_port(), log_level="critical")
     yield app.openapi(), url, {"Authorization": f"Bearer {token}"}
     server.should_exit = True
     thread.join(timeout=30)
@@ -99,7 +85,7 @@ def box(tmp_path_factory) -> Callable[[], tuple[dict, str, dict[str, str]]]:
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("schema-hub")
     app = create_hub_app(HubDatabase(str(root / "hub.db")), Repository(root))
-    server, thread, url = serve(app)
+    server, thread, url = serve(app, free_port(), log_level="critical")
     yield app.openapi(), url, {}
     server.should_exit = True
     thread.join(timeout=30)
