@@ -288,3 +288,22 @@ def test_the_audit_page_takes_days_as_the_box_writes_them(one_version_box, page)
     page.click("form.filters button[type=submit]")
     page.wait_for_load_state()
     assert page.locator("table.audit tbody").inner_text().strip() == "No rows"
+
+
+def test_audit_details_split_no_label_and_no_short_value(one_version_box, page):
+    """Issue 26 screenshots: with every character a break point the details read
+    "signing ke / y:", "sc instance u / id:" and "version: 1.2. / 0". A label stays on one
+    line; a value breaks only where a long UID or hash must."""
+    box, model = one_version_box
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin/audit")
+    lines = page.eval_on_selector_all(  # (label, value, lines the label takes, lines the value takes)
+        "table.audit dl.fields > div",
+        "divs => { const n = e => new Set(Array.from(e.getClientRects(), r => Math.round(r.top))).size;"
+        " return divs.map(d => { const [t, v] = [d.querySelector('dt'), d.querySelector('dd')];"
+        " return [t.textContent, v.textContent, n(t), n(v)]; }); }")
+    assert any(name == "package sha256" for name, *_ in lines)  # the long rows are there
+    assert [name for name, _, dt_lines, _ in lines if dt_lines != 1] == []
+    short = [(name, value, dd_lines) for name, value, _, dd_lines in lines if " " not in value and len(value) <= 16]
+    assert ("version", model.version, 1) in short
+    assert [s for s in short if s[2] != 1] == []
