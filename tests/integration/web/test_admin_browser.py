@@ -307,3 +307,16 @@ def test_audit_details_split_no_label_and_no_short_value(one_version_box, page):
     short = [(name, value, dd_lines) for name, value, _, dd_lines in lines if " " not in value and len(value) <= 16]
     assert ("version", model.version, 1) in short
     assert [s for s in short if s[2] != 1] == []
+
+
+@pytest.mark.parametrize(("path", "below"), [("/admin", "#throughput"), ("/admin/dicom", "#destinations")])
+def test_a_row_of_tiles_keeps_the_gap_panels_keep_to_the_panel_below(one_version_box, page, path, below):
+    """Issue 26 screenshots: the Health tiles sat flush on "Throughput", the DICOM ones on
+    "Destinations", at 1366 and 1920 alike, where every other panel has a gap."""
+    box, _ = one_version_box
+    sign_in(page, box, "bio")
+    for width, height in ((1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{box.url}{path}")
+        tiles, panel = page.locator("div.tiles").bounding_box(), page.locator(below).bounding_box()
+        assert panel["y"] - (tiles["y"] + tiles["height"]) >= 12, (width, tiles, panel)
