@@ -320,3 +320,21 @@ def test_a_row_of_tiles_keeps_the_gap_panels_keep_to_the_panel_below(one_version
         page.goto(f"{box.url}{path}")
         tiles, panel = page.locator("div.tiles").bounding_box(), page.locator(below).bounding_box()
         assert panel["y"] - (tiles["y"] + tiles["height"]) >= 12, (width, tiles, panel)
+
+
+def test_the_reset_password_field_shows_its_whole_hint(one_version_box, page):
+    """Issue 26 screenshots: the field read "new password, 12+ char" at 1366 and 1920."""
+    box, _ = one_version_box
+    accounts.add_user(box.db().conn, "boss", "admin", PASSWORD, "test")
+    sign_in(page, box, "boss")
+    for width, height in ((1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{box.url}/admin/users")
+        fields = page.locator("input[name=password][placeholder^='new password']")
+        assert fields.count() == 2  # bio and boss
+        for field in fields.all():
+            room, needed = field.evaluate(
+                "e => { const s = getComputedStyle(e), c = document.createElement('canvas').getContext('2d');"
+                " c.font = s.font; return [e.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight),"
+                " c.measureText(e.placeholder).width]; }")
+            assert needed <= room, (width, needed, room)
