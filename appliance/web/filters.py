@@ -40,6 +40,19 @@ def person_name(value: str | None) -> str:
     return ", ".join(p for p in (family.strip(), first, suffix.strip()) if p) or value
 
 
+def series_title(modality: str | None, description: str | None) -> str:
+    """A series heading's modality and description: ``CT HEAD W/O CONTRAST``; the modality
+    is not said twice when the description already starts with it (``MR BRAIN T2``, not
+    ``MR MR BRAIN T2``)."""
+    modality = (modality or "").strip()
+    description = (description or "").strip()
+    if not description:
+        return f"{modality} (no series description)".strip()
+    if not modality or description.upper().split(" ", 1)[0] == modality.upper():
+        return description
+    return f"{modality} {description}"
+
+
 def fields(payload: str) -> list[tuple[str, str]]:
     """An audit row's JSON payload as ``(name, value)`` pairs a person reads: text as it
     is, nothing as a dash, yes/no, numbers with their quantity's precision
@@ -98,4 +111,5 @@ def install(env: jinja2.Environment) -> None:
         person_name=person_name,
         count=formats.count,
         fields=fields,
+        series_title=series_title,
     )

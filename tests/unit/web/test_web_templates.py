@@ -48,3 +48,21 @@ def test_audit_details_read_as_named_fields_not_raw_json():
                                ("trials", "backend onnx, ms per image 6.33 ms, score diff 5.96e-08\n"
                                           "backend openvino, passed no")]
     assert fields("not json") == [("text", "not json")]
+
+
+def test_a_series_heading_names_its_modality_once_and_counts_its_images_in_words():
+    """Issue 26 screenshots: "CT CT CHEST", "MR MR BRAIN T2" and "(1 images)"."""
+    from appliance.web.filters import series_title
+
+    assert series_title("CT", "HEAD W/O CONTRAST") == "CT HEAD W/O CONTRAST"
+    assert series_title("CT", "CT CHEST") == "CT CHEST"
+    assert series_title("MR", "mr brain t2") == "mr brain t2"
+    assert series_title("CT", "CTA NECK") == "CT CTA NECK"  # another word, not the modality
+    assert series_title("CR", None) == "CR (no series description)"
+    assert series_title(None, "") == "(no series description)"
+    study = (HERE / "templates" / "study.html").read_text()
+    assert "series_title(s.series_description)" in study and "s.instances | count('image')" in study
+    env = templates().env
+    heading = env.from_string("{{ 'CR' | series_title('CHEST PA') }} ({{ n | count('image') }})")
+    assert heading.render(n=1) == "CR CHEST PA (1 image)"
+    assert heading.render(n=24) == "CR CHEST PA (24 images)"
