@@ -99,3 +99,13 @@ def test_the_cards_bound_comes_from_the_manifests_mixed_stream_and_the_page_show
     page = render([release], {release.target: evaluate(release, Rule())}, Rule())
     assert '<td class="not-analysed">2.0 % <span class="muted">(card: at most 3.7 %)</span></td>' in page
     assert "holds: not-analysed rate 2.0 %; needs &lt;= 3.7 % (the card&#39;s mixed stream, upper 95 % bound)" in page
+
+
+def test_a_release_no_box_has_reported_on_says_so_under_its_figures_heading():
+    """Issue 26 screenshots: the figures table of a release with no report yet was a bare
+    header row of eight columns with nothing under it."""
+    bare = Release("m-1.0.0.tar", "m", "1.0.0", "all", 0.0, None)
+    page = render([bare], {bare.target: evaluate(bare, Rule())}, Rule())
+    assert '<tr class="no-figures"><td colspan="9" class="muted">no daily report on it yet' in page
+    reported = _release([7, 8, 9], None, [], 0.02)
+    assert "no-figures" not in render([reported], {reported.target: evaluate(reported, Rule())}, Rule())
