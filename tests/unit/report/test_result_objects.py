@@ -292,6 +292,24 @@ def test_burn_in_writes_the_banner_above_the_image_and_the_line_below_it_coverin
     assert (plain == 90).all()
 
 
+def test_a_burned_in_line_too_long_for_the_slice_wraps_at_the_lines_size_instead_of_shrinking():
+    """Issue 26 screenshots: on a 512-wide head CT the verdict "FLAGGED for priority review:
+    suspected intracranial haemorrhage (intraparenchymal or subdural)" was shrunk to about
+    half the size of the score line under it, the smallest text on the capture."""
+    from PIL import ImageFont
+
+    verdict = "FLAGGED for priority review: suspected intracranial haemorrhage (intraparenchymal or subdural)"
+    lines = [verdict, "Triage score 0.882 >= threshold 0.159 (a score, not a probability)", "head-ct-ich-demo 1.2.1"]
+    margin, _, placed = render._layout(512, NOT_FOR_DIAGNOSTIC_USE, lines)
+    base = ImageFont.load_default(size=512 // 32)
+    assert {font.size for font, _ in placed} == {base.size}  # every line at one size, none shrunk
+    assert " ".join(text for _, text in placed[:-2]) == verdict and len(placed) >= 4  # wrapped, not cut
+    assert all(base.getlength(text) <= 512 - 2 * margin for _, text in placed)
+    out = render.burn_in(np.zeros((512, 512, 3), np.uint8), NOT_FOR_DIAGNOSTIC_USE, lines)
+    top, bottom = render.bands(512, NOT_FOR_DIAGNOSTIC_USE, lines)
+    assert out.shape == (top + 512 + bottom, 512, 3)
+
+
 # --- secondary capture ---------------------------------------------------------------------
 
 def _hot_spot(size: int = 16) -> np.ndarray:
