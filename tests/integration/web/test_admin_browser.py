@@ -338,3 +338,13 @@ def test_the_reset_password_field_shows_its_whole_hint(one_version_box, page):
                 " c.font = s.font; return [e.clientWidth - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight),"
                 " c.measureText(e.placeholder).width]; }")
             assert needed <= room, (width, needed, room)
+
+
+def test_a_young_box_says_its_daily_rates_are_over_the_last_hour(box, page):
+    """Issue 26 screenshots: minutes after the first image the Health page said "rates over
+    the 1 h 00 min since the first image" (the rates are floored at an hour)."""
+    sign_in(page, box, "bio")
+    page.goto(f"{box.url}/admin")
+    day = page.locator("#throughput tr", has=page.locator("th", has_text="last day"))
+    assert day.locator(".rates-over").inner_text() == "rates over the last hour: the first image came under an hour ago"
+    assert "since the first image" not in page.locator("#throughput").inner_text()
