@@ -131,7 +131,9 @@ class SiteRow:
     last_checkin_age_s: float | None
     appliance_version: str
     models: list[dict]
-    drift_alerts: list[str] = field(default_factory=list)
+    #: The hub's own alerts: (label, release target), the target being the release whose
+    #: reports moved (its anchor on the releases page), as the box's alerts carry.
+    drift_alerts: list[tuple[str, str]] = field(default_factory=list)
     flag_rate: float | None = None
     not_analysed_rate: float | None = None
     flag_sparkline: str = ""
@@ -145,6 +147,12 @@ class SiteRow:
     audit_cleared: dict | None = None
     feature_psi: dict[str, float] = field(default_factory=dict)
     box_alerts: list[tuple[str, float | None, str]] | None = None  # (label, hub PSI, release target)
+
+
+def release_target(model_id: str, version: str) -> str:
+    """The target name the hub publishes a release under (:mod:`training.hub.repository`),
+    which is also its anchor on the releases page."""
+    return f"{model_id}-{version}.tar"
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -184,7 +192,8 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
         latest_psi: dict[tuple[str, str, str], float] = {}
         for (model_id, model_version), by_day in sorted(history.items()):
             recent = [by_day[d] for d in sorted(by_day)][-HISTORY_DAYS:]
-            row.drift_alerts += [f"{model_id}: {name}" for name in drifting_features(recent)]
+            row.drift_alerts += [(f"{model_id}: {name}", release_target(model_id, model_version))
+                                 for name in drifting_features(recent)]
             for name, values in psi_by_day(recent).items():
                 known = [v for v in values if v is not None]
                 if known:
@@ -196,7 +205,7 @@ def collect(db: HubDatabase, now: float) -> list[SiteRow]:
         if box_alerts is not None:
             row.box_alerts = [(f"{a['model_id']} {a['version']}: {a['feature']}",
                                latest_psi.get((a["model_id"], a["version"], a["feature"])),
-                               f"{a['model_id']}-{a['version']}.tar")
+                               release_target(a["model_id"], a["version"]))
                               for a in json.loads(box_alerts)]
         row.reports = db.one("SELECT COUNT(*) FROM reports WHERE device_id = ?", (device_id,))[0]
         rows.append(row)

@@ -4,6 +4,7 @@ outbox, which releases a box takes, and the fleet page's drift statistic."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,9 +23,16 @@ from training.hub.fleet import (
     merge_features,
     psi,
     psi_by_day,
+    release_target,
     render,
     sparkline,
 )
+from training.hub.fleet import collect as fleet_collect
+from training.hub.releases import Rule, evaluate, record_release
+from training.hub.releases import collect as releases_collect
+from training.hub.releases import render as render_releases
+from training.hub.service import Device, take_reports
+from training.hub.store import HubDatabase
 
 
 def test_a_signature_binds_method_path_body_time_nonce_and_device():
@@ -134,8 +142,45 @@ def test_the_fleet_page_shows_the_box_alerts_beside_the_hub_psi():
     # each alert links to its release's field evidence (issue 25)
     assert page.count('<a class="release-link" href="/releases#m-1.0.0.tar">release evidence</a>') == 2
     assert '<span class="box-alert">m 1.0.0: flag</span> <span class="muted">hub PSI no figure</span>' in page
+    # the hub's own alerts link to their release the same way (issue 25)
+    row.drift_alerts = [("m: kernel", "m-2.0.0.tar")]
+    assert ('<span class="alert">m: kernel</span> <a class="release-link" href="/releases#m-2.0.0.tar">'
+            'release evidence</a>') in render([row])
     assert "not reported" in render([SiteRow("dev2", "Site B", "all", None, "0.1.0", [])])
     assert "1 site. PSI is the population stability index" in page and "site(s)" not in page  # issue 26
+
+
+def test_a_hub_drift_alert_links_to_the_release_whose_reports_moved(tmp_path):
+    """Issue 25: the hub's alert keeps its model version, and its link lands on that
+    release's section of the releases page, not on another version of the model."""
+    db = HubDatabase(str(tmp_path / "hub.db"))
+    db.execute("INSERT INTO devices (device_id, public_key, site, ring, enrolled_at) VALUES (?,?,?,?,?)",
+               ("dev1", "key1", "Site A", "all", 0.0))
+    device = Device("dev1", "Site A", "all")
+    shifted = {"hu_mean": {"kind": "histogram", "edges": [0.0, 40.0, 80.0], "counts": [10, 30]}}
+    steady = make_report()["models"][0]["features"]
+    for day, old, new in (("2026-11-20", steady, steady), ("2026-11-21", steady, steady),
+                          ("2026-11-22", steady, shifted)):
+        report = make_report(day=day)
+        report["models"] = [{**report["models"][0], "model_version": "1.0.0", "features": old},
+                            {**report["models"][0], "model_version": "2.0.0", "features": new}]
+        answer = take_reports(db, device, {"reports": [{"report": report, "audit_head": {"seq": 1, "hash": "0" * 64}}]},
+                              1.0)
+        assert [a["status"] for a in answer] == ["accepted"]
+    for version in ("1.0.0", "2.0.0"):
+        target = SimpleNamespace(path=release_target("head-ct-ich-demo", version), hashes={"sha256": "0" * 64},
+                                 length=1)
+        record_release(db, target, SimpleNamespace(id="head-ct-ich-demo", version=version), "all", "0.1.0", 1.0)
+
+    [row] = fleet_collect(db, 2.0)
+    assert row.drift_alerts == [("head-ct-ich-demo: hu_mean", "head-ct-ich-demo-2.0.0.tar")]
+    page = render([row])
+    link = '<a class="release-link" href="/releases#head-ct-ich-demo-2.0.0.tar">release evidence</a>'
+    assert f'<span class="alert">head-ct-ich-demo: hu_mean</span> {link}' in page
+    found = releases_collect(db)
+    rule = Rule()
+    releases_page = render_releases(found, {r.target: evaluate(r, rule) for r in found}, rule)
+    assert '<section class="release" id="head-ct-ich-demo-2.0.0.tar">' in releases_page
 
 
 def test_the_fleet_page_escapes_what_it_shows():
