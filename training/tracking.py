@@ -11,6 +11,9 @@ and metrics are flattened to dotted names (``metrics.test.openvino/int8.sensitiv
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,19 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 MAX_PARAM_CHARS = 6000
 #: MLflow's limits on one ``log_batch`` call.
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000
+
+
+class Terminated(SystemExit):
+    """SIGTERM while a :class:`Run` is open, raised in the main thread so that the build's
+    ``finally`` ends its run (KILLED) before the process exits, with ``128 + SIGTERM``."""
+
+
+#: What interrupts a run rather than failing it: its end records KILLED, not FAILED.
+INTERRUPTIONS = (KeyboardInterrupt, Terminated)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
 
 
 def default_uri() -> str:
@@ -53,6 +69,10 @@ def numeric(values: dict[str, Any]) -> dict[str, float]:
 class Run:
     """One MLflow run in an experiment; created on construction, ended by :meth:`end`.
 
+    While it is open (in the main thread, where SIGTERM had its default action), SIGTERM
+    raises :class:`Terminated`, so an interrupted build ends its run KILLED instead of
+    leaving it RUNNING.
+
     Parameters
     ----------
     experiment : str
@@ -82,6 +102,13 @@ class Run:
             experiment_id = found.experiment_id
         self.run_id = self.client.create_run(experiment_id, run_name=name,
                                              tags={k: str(v) for k, v in (tags or {}).items()}).info.run_id
+        self._catches_sigterm = False
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            # a SIGTERM would otherwise kill the process before any ``finally``, leaving the
+            # run RUNNING in the store for ever; a handler someone else set is left alone
+            signal.signal(signal.SIGTERM, _terminate)
+            self._catches_sigterm = True
 
     def params(self, values: dict[str, Any]) -> None:
         """Log parameters (flattened; values as text, cut to MLflow's limit)."""
@@ -108,7 +135,15 @@ class Run:
         self.client.log_artifact(self.run_id, str(path), folder)
 
     def end(self, ok: bool = True) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+        """End the run: FINISHED when ``ok``; otherwise KILLED when called while an
+        interruption (Ctrl-C, SIGTERM: :data:`INTERRUPTIONS`) propagates, as from a
+        ``finally`` the interruption passes through, else FAILED."""
+        if (self._catches_sigterm and threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is _terminate):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        self._catches_sigterm = False
+        interrupted = isinstance(sys.exc_info()[1], INTERRUPTIONS)
+        self.client.set_terminated(self.run_id, "FINISHED" if ok else "KILLED" if interrupted else "FAILED")
 
 
 def package_of_run(run_id: str, dest: Path, uri: str | None = None) -> Path:
