@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from appliance.drift.histograms import CT_EDGES, RADIOGRAPH_EDGES
 from appliance.errors import PackageError
@@ -52,6 +53,17 @@ def test_a_quick_build_gives_a_verified_package_whose_card_claims_hold(tmp_path,
     kept = {f"{v.backend}/{v.precision}" for v in manifest.variants}
     assert all(set(by_variant) == kept for by_variant in manifest.metrics.values())
     assert manifest.golden_series and all(f.endswith(".dcm") for c in manifest.golden_series for f in c.files)
+
+    # A demo build is an MLflow run like any other (issue 25): finished, with its test
+    # metrics per variant and its card and package as artefacts.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name(info["id"]).experiment_id])
+    assert [r.info.run_id for r in runs] == [info["run_id"]] and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_name == "build 1.0.0"
+    assert runs[0].data.tags["dataset_sha256"] == manifest.lineage.dataset_manifest_sha256
+    assert runs[0].data.metrics["metrics.test.onnxruntime/fp32.tp"] == manifest.metrics["test"]["onnxruntime/fp32"]["tp"]
+    artefacts = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert {"MODEL_CARD.md", "DATASET_CARD.md", "report.json", pkg.name} <= artefacts
 
     # Lineage: the development set and the sealed set by content hash, the code by revision.
     dev = materialise(spec.generator, tmp_path / "datasets")
