@@ -66,7 +66,7 @@ from training.machine import cpu_flags, machine
 from training.mixed_stream import mixed_stream_through_appliance
 from training.package import CAM_OVERLAP_FLOOR, golden, golden_dicom, golden_series, load_private_key, write_package
 from training.score import STABILITY, SeriesScores, score_all
-from training.sealed import LEDGER, ledger_lines, sealed_read
+from training.sealed import LEDGER, SealedSet, ledger_lines, open_sealed, sealed_read
 from training.tracking import Run
 from training.train import config_dict, save_checkpoint, train
 
@@ -204,7 +204,10 @@ class Builder:
         else:
             self.splits = split_by_patient(jobs, spec.train.seed, spec.fractions, names=DEV_SPLITS,
                                            external_scanner=spec.external_scanner)
-        self.dataset_card = {**self.intake.card(), "split": {k: len(v) for k, v in self.splits.items()}}
+        self.retired_card: list[dict] = []
+        self.retired_sha256 = [self._retire(retired) for retired in spec.retired]
+        self.dataset_card = {**self.intake.card(), "split": {k: len(v) for k, v in self.splits.items()},
+                             **({"retired_sets_in_train": self.retired_card} if spec.retired else {})}
         external = self.splits["external"]
         self.external_total = len(external)
         if spec.external_cap is not None and len(external) > spec.external_cap:
@@ -213,6 +216,19 @@ class Builder:
         self.classes = {name: np.array([self.indication(j.row) for j in split]) for name, split in self.splits.items()}
         self.log("data: " + ", ".join(f"{k} {len(v)} series ({self._class_counts(k)})" for k, v in self.splits.items()))
         self.timed("data", started)
+
+    def _retire(self, retired: SealedSet) -> str:
+        """Add a spent sealed set's series to the train split (the external scanner's stay
+        out); return its content hash, checked against the registered one."""
+        dataset = open_sealed(retired, self.datasets, self.log)
+        jobs = series_jobs(dataset.path, self.spec.input)
+        joined = [j for j in jobs if j.scanner != self.spec.external_scanner]
+        self.splits["train"] = self.splits["train"] + joined
+        self.retired_card.append({"name": retired.name, "sha256": dataset.sha256, "series": len(joined),
+                                  "held_out_external": len(jobs) - len(joined)})
+        self.log(f"retired sealed set {retired.name} (sha256 {dataset.sha256}): {len(joined)} series join the train "
+                 f"split, {len(jobs) - len(joined)} of the external scanner stay out")
+        return dataset.sha256
 
     def _intake(self) -> Intake:
         """Intake checks on the development folder (and no patient of the sealed folder in
@@ -464,7 +480,8 @@ class Builder:
         cam_size = spec.input.size // self.model.stride
         ref = key(*REFERENCE)
         self.lineage = {"parent_version": spec.parent_version, "dataset_manifest_sha256": self.dev.sha256,
-                        "sealed_test_sha256": self.sealed_sha256, "code_revision": self.revision}
+                        "sealed_test_sha256": self.sealed_sha256, "code_revision": self.revision,
+                        "retired_sealed_sha256": self.retired_sha256}
         operating_point = {"threshold": self.threshold, "target_sensitivity": spec.targets.sensitivity,
                            "validation_sensitivity": self.op["sensitivity"],
                            "validation_specificity": self.op["specificity"], "chosen_on": "calibration split",
@@ -517,6 +534,7 @@ class Builder:
             "metrics": self.metrics, "subgroups": self.subgroups, "box_variant": self.box_variant(),
             "split_counts": {k: self._class_counts(k) for k in self.splits},
             "split_sizes": {k: len(v) for k, v in self.splits.items()}, "external_total": self.external_total,
+            "retired": self.retired_card,
             "sealed": {"name": spec.sealed.name, "sha256": self.sealed_sha256,
                        "seed": spec.sealed.generator.seed if spec.sealed.generator is not None else None,
                        "series": len(self.test_classes), "summary": self.sealed_summary,
@@ -587,7 +605,8 @@ class Builder:
                                   "variants": [key(*v) for v in spec.variants]},
                          "generator": _asdict(spec.generator), "sealed_generator": _asdict(spec.sealed.generator),
                          "data_folder": str(self.data_folder) if self.data_folder else None,
-                         "finding_code": spec.finding_code, "routing": spec.routing, "split_file": spec.split_file})
+                         "finding_code": spec.finding_code, "routing": spec.routing, "split_file": spec.split_file,
+                         "retired": [{"name": r.name, "sha256": r.sha256} for r in spec.retired]})
         self.run.tag("dataset_sha256", self.dev.sha256)
         self.run.tag("sealed_test_sha256", self.sealed_sha256)
         self.run.metrics({"metrics": _finite(self.metrics), "operating_point": self.op, "stability": self.stability,
@@ -675,7 +694,8 @@ def experiment(spec: DemoSpec, work_dir: Path, *, name: str, train_share: float 
         metrics = b.dev_metrics()
         b.run.params({"spec": {"input": spec.input.model_dump(), "train": config_dict(spec.train), "thin_mm": spec.thin_mm,
                                "fractions": list(spec.fractions)}, "train_share": train_share,
-                      "train_series": len(b.splits["train"]), "generator": _asdict(spec.generator)})
+                      "train_series": len(b.splits["train"]), "generator": _asdict(spec.generator),
+                      "retired": [{"name": r.name, "sha256": r.sha256} for r in spec.retired]})
         b.run.tag("dataset_sha256", b.dev.sha256)
         b.run.metrics({"metrics": _finite(metrics), "operating_point": b.op, "timings": b.timings})
         misses = [{"split": split, "score": float(score), **{k: j.row.get(k, "") for k in (

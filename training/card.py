@@ -191,6 +191,15 @@ def split_source(info: dict) -> str:
     return f"from the split file `{info['split_file']}`" if info.get("split_file") else f"seed {info['seed']}"
 
 
+def retired_sentence(info: dict) -> str:
+    """Spent sealed sets the train split holds, in a sentence, or nothing (pure)."""
+    return "".join(
+        f" Train holds the {r['series']} series of `{r['name']}` (content sha256 `{r['sha256'][:12]}...`), a sealed "
+        "set that earlier releases read (the ledger lists each read) and that is spent as a test"
+        + (f"; its {r['held_out_external']} series of the external scanner are left out" if r["held_out_external"]
+           else "") + "." for r in info.get("retired", []))
+
+
 def external_sentence(info: dict) -> str:
     """The external split in a sentence, or nothing when none was held out (pure)."""
     if not info["split_sizes"]["external"]:
@@ -358,7 +367,7 @@ Development set, counted from its labels (content sha256 `{lineage['dataset_mani
 
 {counts_text(info['dev_summary'])}
 
-Splits, disjoint by patient ({split_source(info)}): {'; '.join(f"{k} {info['split_sizes'][k]} series ({v})" for k, v in info['split_counts'].items())}.
+Splits, disjoint by patient ({split_source(info)}): {'; '.join(f"{k} {info['split_sizes'][k]} series ({v})" for k, v in info['split_counts'].items())}.{retired_sentence(info)}
 Train fits the weights; val is only watched; calibration fits the calibration and the
 operating point; gate decides which quantised variants ship.{external_sentence(info)}
 

@@ -99,6 +99,10 @@ class DemoSpec:
     #: The routing rule the package proposes (``appliance.triage.routing.RoutingRule``'s
     #: fields but ``model``), written into its provenance and card; ``None``: none proposed.
     routing: dict | None = None
+    #: Sealed test sets that earlier releases read and that are spent now (the ledger shows
+    #: their reads): registered by generator and content hash, their series join the train
+    #: split (but the external scanner's, which stays held out).
+    retired: tuple[SealedSet, ...] = ()
 
     def input_desc(self) -> str:
         """The model's input in words, for the card."""
@@ -144,12 +148,13 @@ def quick_train(seed: int) -> TrainConfig:
 
 def _quick(spec: DemoSpec, generator: CTConfig | CRConfig, sealed: SealedSet) -> DemoSpec:
     """A demo spec at test-fixture size: tiny data and images, a few seconds of training,
-    no input constraints (fixtures feed it series of other sizes), no mixed stream."""
+    no input constraints (fixtures feed it series of other sizes), no mixed stream, no
+    retired sealed sets (full-size data)."""
     from dataclasses import replace
 
     return replace(spec, version="1.0.0", parent_version=None, generator=generator, sealed=sealed,
                    input=spec.input.model_copy(update={"size": 32}), train=quick_train(spec.train.seed), thin_mm=None,
-                   external_cap=None, constrain_inputs=False, mixed_stream_series=0)
+                   external_cap=None, constrain_inputs=False, mixed_stream_series=0, retired=())
 
 
 def head_ct(quick: bool = False) -> DemoSpec:

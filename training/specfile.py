@@ -32,6 +32,10 @@ and for whom, what it reads, how it is trained, split, judged and routed. Tables
 ``[build]``
     ``variants``, ``thin_mm``, ``calibration_images``, ``golden_per_class``,
     ``constrain_inputs``, ``mixed_stream_series``, ``mixed_stream_seed``.
+``[[retired]]``
+    Optional: sealed sets that earlier releases read and that are spent now, each with
+    ``name``, ``sha256`` and a ``[retired.generator]`` table or ``folder``; their series
+    join the train split (the external scanner's stay out). Never the ``[sealed]`` set.
 ``[generator]``
     Optional: a synthetic generator (``kind = "head-ct"`` or ``"chest-cr"`` and its
     configuration) that writes a labelled folder for this spec (``python -m training
@@ -63,7 +67,7 @@ from training.train import TrainConfig
 SPECS = Path(__file__).resolve().parent / "specs"
 GENERATORS = {"head-ct": CTConfig, "chest-cr": CRConfig}
 TABLES = ("model", "input", "aggregation", "train", "labels", "splits", "targets", "sealed", "routing", "build",
-          "generator")
+          "generator", "retired")
 _MODEL_KEYS = ("id", "version", "parent_version", "finding", "finding_code", "labels", "indication", "intended_use",
                "not_for", "data_desc", "limits")
 _BUILD_KEYS = ("variants", "thin_mm", "calibration_images", "golden_per_class", "constrain_inputs",
@@ -101,6 +105,27 @@ def generator_of(table: dict | None, where: str) -> CTConfig | CRConfig | None:
     if kind not in GENERATORS:
         raise SpecError(f"{where}.kind: must be one of {', '.join(GENERATORS)}, got {kind!r}")
     return _dataclass(GENERATORS[kind], table, where)
+
+
+def here_of(path: Path) -> Path:
+    """The folder a spec file's relative paths are read from."""
+    return path.resolve().parent
+
+
+def _retired(table: dict, sealed: dict, here: Path, where: str) -> SealedSet:
+    """One ``[[retired]]`` table: a spent sealed set, registered by hash, never the live one."""
+    table = dict(table)
+    _only(table, ("name", "sha256", "folder", "generator"), where)
+    for key in ("name", "sha256"):
+        if key not in table:
+            raise SpecError(f"{where}: {key} is missing (a retired set is registered by its content hash)")
+    if ("folder" in table) == ("generator" in table):
+        raise SpecError(f"{where}: give either folder or a generator table")
+    if table["name"] == sealed["name"] or table["sha256"] == sealed.get("sha256") or (
+            "generator" in table and table["generator"] == sealed.get("generator")):
+        raise SpecError(f"{where}: {table['name']} is the [sealed] set; a set retires when a new one is registered")
+    return SealedSet(table["name"], generator_of(table.get("generator"), f"{where}.generator"), sha256=table["sha256"],
+                     folder=here / table["folder"] if "folder" in table else None)
 
 
 def load_spec(path: Path) -> DemoSpec:
@@ -161,6 +186,8 @@ def spec_from_dict(data: dict, path: Path) -> DemoSpec:
         raise SpecError(f"{where} [sealed]: name is missing")
     if ("folder" in sealed) == ("generator" in sealed):
         raise SpecError(f"{where} [sealed]: give either folder or a [sealed.generator] table")
+    retired = tuple(_retired(table, sealed, here_of(path), f"{where} [[retired]] {i + 1}")
+                    for i, table in enumerate(data.get("retired", [])))
     routing = data.get("routing")
     if routing is not None:
         try:
@@ -169,7 +196,7 @@ def spec_from_dict(data: dict, path: Path) -> DemoSpec:
             raise SpecError(f"{where} [routing]: {exc}") from exc
     build = dict(data.get("build", {}))
     _only(build, _BUILD_KEYS, f"{where} [build]")
-    here = path.resolve().parent
+    here = here_of(path)
     try:
         return DemoSpec(
             **{k: model[k] for k in _MODEL_KEYS if k in model and k not in ("labels", "finding_code")},
@@ -187,7 +214,7 @@ def spec_from_dict(data: dict, path: Path) -> DemoSpec:
             split_file=here / splits["file"] if "file" in splits else None,
             indication_column=labels.get("indication", "indication"),
             **({"subgroups": tuple(labels["subgroups"])} if "subgroups" in labels else {}),
-            routing=routing,
+            routing=routing, retired=retired,
             **{k: _tuples(v) for k, v in build.items()},
         )
     except TypeError as exc:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import re
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -255,6 +255,8 @@ class Lineage(_Strict):
     #: Content hash of the sealed test set the package's ``metrics.test`` was measured on.
     sealed_test_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     code_revision: str | None = None
+    #: Content hashes of spent sealed sets (read by earlier releases) trained on.
+    retired_sealed_sha256: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = []
 
 
 class Variant(_Strict):

@@ -94,3 +94,37 @@ def test_a_release_is_refused_from_a_dirty_tree_and_names_the_files(tmp_path):
     assert code_revision(repo) == head + "+dirty"
     with pytest.raises(DirtyTreeError, match="not a git checkout"):
         require_clean_tree(tmp_path / "nowhere")
+
+
+def test_a_retired_sealed_set_joins_the_train_split_but_its_external_scanner(tmp_path):
+    """A spent sealed set trains: every series but the held-out scanner's joins train, and
+    its content must still be the registered one."""
+    from training.build import Builder
+    from training.data.folder import series_jobs
+    from training.demo import DEMOS
+
+    spent = replace(SMALL, n_patients=8, seed=5)
+    spent_set = materialise(spent, tmp_path / "datasets", log=lambda line: None)
+    sha = spent_set.sha256
+    quick = DEMOS["head-ct"](quick=True)
+    spec = replace(quick, generator=replace(SMALL, n_patients=8, seed=6), retired=(SealedSet("spent", spent, sha),))
+
+    def builder(spec):
+        return Builder(spec, tmp_path / "out", tmp_path / "key", tmp_path / "work", release=False,
+                       ledger=tmp_path / "ledger.tsv", datasets=tmp_path / "datasets",
+                       tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", command="", log=lambda line: None)
+
+    b = builder(spec)
+    b.data()
+    joined = [j for j in b.splits["train"] if spent_set.path in j.paths[0].parents]
+    every = series_jobs(spent_set.path, spec.input)
+    external = [j for j in every if j.scanner == spec.external_scanner]
+    assert external and len(joined) == len(every) - len(external)
+    assert b.retired_card == [{"name": "spent", "sha256": sha, "series": len(joined),
+                               "held_out_external": len(external)}]
+    assert all(j.scanner != spec.external_scanner for j in b.splits["train"])
+    assert len(b.classes["train"]) == len(b.splits["train"])
+
+    with pytest.raises(SealedSetError, match="sealed set spent has content sha256"):
+        builder(replace(spec, retired=(SealedSet("spent", spent, "0" * 64),))).data()
+

@@ -209,3 +209,14 @@ def test_card_lists_the_input_constraints_the_manifest_carries():
                                  "- `excluded_image_types`: LOCALIZER, DERIVED + SECONDARY",
                                  "- `patient_age_years`: 18-89", "- `view_positions`: PA", "- `contrast`: none"]
     assert "no input constraints" in constraints_text(None)
+
+
+def test_the_card_names_a_retired_sealed_set_the_train_split_holds():
+    from training.card import retired_sentence
+
+    info = {"retired": [{"name": "head-ct-sealed-x", "sha256": "ab" * 32, "series": 300, "held_out_external": 60}]}
+    text = retired_sentence(info)
+    assert text.startswith(" Train holds the 300 series of `head-ct-sealed-x` (content sha256 `abababababab...`)")
+    assert "earlier releases read (the ledger lists each read)" in text
+    assert text.endswith("its 60 series of the external scanner are left out.")
+    assert retired_sentence({"retired": []}) == retired_sentence({}) == ""
