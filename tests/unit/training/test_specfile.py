@@ -11,11 +11,12 @@ import pytest
 from training.demo import DEMOS
 from training.errors import SpecError
 from training.indication import IPH_MIN_ML, PTX_MIN_RIM_MM, SDH_MIN_MM
+from training.sealed import ledger_lines
 from training.specfile import SPECS, load_spec, spec_from_dict
 
 #: What a quick (test-fixture) demo changes of its spec file.
 QUICK_FIELDS = {"version", "parent_version", "generator", "sealed", "input", "train", "thin_mm", "external_cap",
-                "constrain_inputs", "mixed_stream_series"}
+                "constrain_inputs", "mixed_stream_series", "retired"}
 
 
 @pytest.mark.parametrize("model", ["head-ct", "chest-cr"])
@@ -50,6 +51,9 @@ def _demo_data() -> dict:
     (lambda d: d["input"].update(kind="mri"), "[input]/[aggregation]:"),
     (lambda d: d.update(extra={}), "unknown key(s) extra"),
     (lambda d: d["generator"].update(kind="knee-mr"), "[generator].kind: must be one of head-ct, chest-cr"),
+    (lambda d: d.update(retired=[{"name": "old", "generator": d["generator"]}]),
+     "[[retired]] 1: sha256 is missing (a retired set is registered by its content hash)"),
+    (lambda d: d.update(retired=[{**d["sealed"], "name": "again"}]), "[[retired]] 1: again is the [sealed] set"),
 ])
 def test_a_wrong_spec_is_refused_naming_the_file_and_key(change, message):
     data = _demo_data()
@@ -74,3 +78,15 @@ def test_an_unreadable_spec_file_is_named(tmp_path):
     path.write_text("[model\nid = 1")
     with pytest.raises(SpecError, match=f"{path}: cannot read the spec"):
         load_spec(path)
+
+
+def test_the_head_ct_sealed_set_read_by_three_releases_is_retired_into_training():
+    """Three builds read head-ct-sealed-20261206 (the ledger); it trains now, and a set of a
+    seed never used before is the sealed one."""
+    spec = load_spec(SPECS / "head-ct.toml")
+    reads = [line for line in ledger_lines() if line["sealed_set"] == "head-ct-sealed-20261206"]
+    assert len(reads) == 3 and {r["sealed_sha256"] for r in reads} == {spec.retired[0].sha256}
+    assert [r.name for r in spec.retired] == ["head-ct-sealed-20261206"]
+    assert spec.sealed.name != "head-ct-sealed-20261206" and spec.sealed.sha256 != spec.retired[0].sha256
+    assert spec.sealed.generator.seed not in {spec.generator.seed, spec.retired[0].generator.seed}
+    assert DEMOS["head-ct"](quick=True).retired == ()
