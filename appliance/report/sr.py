@@ -278,9 +278,9 @@ def _processing_algorithm(what: ResultContent | NoticeContent, device_uid: str) 
     item.DeviceUID = device_uid
     item.PurposeOfReferenceCodeSequence = [PROCESSING_EQUIPMENT]
     variant = getattr(what, "variant", "")
-    item.ContributionDescription = (
+    item.ContributionDescription = (  # ST: up to 1024 characters, so the variant is never cut
         f"Processing Algorithm: {what.model_id} {what.model_version}" + (f" on {variant}" if variant else "")
-    ).strip()[:64]
+    ).strip()[:1024]
     return item
 
 

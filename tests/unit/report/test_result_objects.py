@@ -434,3 +434,13 @@ def test_capture_of_a_flagged_series_with_a_low_threshold_is_tinted():
     spot = image[150:230, 150:230]
     assert (spot[..., 0] - spot[..., 2] > 60).all()
     assert "FLAGGED for priority review" in sc.ImageComments and "not a probability" in sc.ImageComments
+
+
+def test_sr_names_the_whole_variant_that_ran_among_its_contributing_equipment():
+    """A PACS user reads the processing step in Contributing Equipment: the model, its
+    version and the variant, never cut mid-word (ST holds 1024 characters)."""
+    what = decision(model_id="chest-cr-pneumothorax-demo", variant="onnxruntime/CPU/fp32")
+    sr = build_sr([header_only(ct_series(1)[0])], what, ResultUids.from_key("k"), device_uid=DEVICE_UID)
+    [algorithm] = [i for i in sr.ContributingEquipmentSequence if "DeviceUID" in i]
+    assert algorithm.ContributionDescription == (
+        "Processing Algorithm: chest-cr-pneumothorax-demo 1.2.0 on onnxruntime/CPU/fp32")
