@@ -124,7 +124,8 @@ def ledger(conn: sqlite3.Connection, since: float, until: float) -> dict:
 
 
 def series_of(conn: sqlite3.Connection, study_uid: str) -> list[dict]:
-    """Every series of a study with its state and active, current result (if any)."""
+    """Every series of a study with its state and active, current result (if any), and the
+    "not analysed" notice sent for its current generation (if any)."""
     cols = (
         "series_instance_uid",
         "modality",
@@ -146,11 +147,14 @@ def series_of(conn: sqlite3.Connection, study_uid: str) -> list[dict]:
         "sr_instance_uid",
         "sc_instance_uid",
         "result_at",
+        "notice_instance_uid",
     )
     rows = conn.execute(
         "SELECT s.series_instance_uid, s.modality, s.body_part, s.series_description, s.instances, s.state, "
         "s.reason, s.flag, s.score, s.model, s.first_received_at, s.last_received_at, s.updated_at, r.id, "
-        "r.model_id, r.model_version, r.threshold, r.sr_instance_uid, r.sc_instance_uid, r.created_at "
+        "r.model_id, r.model_version, r.threshold, r.sr_instance_uid, r.sc_instance_uid, r.created_at, "
+        "(SELECT n.sr_instance_uid FROM notices n WHERE n.series_instance_uid = s.series_instance_uid "
+        "AND n.generation = s.generation ORDER BY n.id DESC LIMIT 1) "
         "FROM series s LEFT JOIN inference_results r ON r.id = (SELECT MAX(id) FROM inference_results x "
         "WHERE x.series_instance_uid = s.series_instance_uid AND x.role = ? AND x.superseded = 0 "
         "AND x.generation = s.generation) WHERE s.study_instance_uid = ? ORDER BY s.first_received_at",

@@ -131,6 +131,7 @@ def study_page(
         sr = studies.result_file(conn, settings.results_dir, study_uid, entry["sr_instance_uid"] or "")
         entry["sr_lines"] = results.sr_lines(sr) if sr else None
         entry["deliveries"] = studies.deliveries(conn, entry["sr_instance_uid"] or "")
+        entry["notice_deliveries"] = studies.deliveries(conn, entry["notice_instance_uid"] or "")
         entry["series_number"] = studies.series_number(conn, entry["series_instance_uid"])
         entry["has_capture"] = (
             bool(entry["sc_instance_uid"])

@@ -85,9 +85,14 @@ def test_not_analysed_and_failed_studies_say_why_in_words(box, page):
     screenshot(page, "worklist-filtered-not-analysed")
     page.goto(f"{box.url}/studies/{box.studies['failed']}")
     assert "The analysis did not complete" in page.content()
+    # Its "not analysed" notice says where it went, as a result does (issue 26 review).
+    notice = page.locator("p.notice-delivery").inner_text()
+    assert notice == "“Not analysed” notice: ◐ Waiting to be sent to PACS@127.0.0.1:9", notice
     screenshot(page, "study-failed")
     page.goto(f"{box.url}/studies/{box.studies['not-analysed']}")
     assert "not looked at by the AI" in page.content()
+    notice = page.locator("p.notice-delivery").inner_text()  # no routing rule took the MR series: no notice
+    assert notice.startswith("No “not analysed” notice was made for this series"), notice
     # The series has no SeriesNumber: its heading names none rather than its place on the page.
     assert page.locator("section.series h2").inner_text().startswith("MR ")
     screenshot(page, "study-not-analysed")
