@@ -19,7 +19,7 @@ from appliance.states import JobState, ModelState, OutboxState, SeriesState, Stu
 from appliance.web import filters, uploads
 from appliance.web.bodies import SmallBodies
 from appliance.web.deps import ConnectionPool
-from appliance.web.error_pages import back_link, status_and_title
+from appliance.web.error_pages import back_link, nav_section, status_and_title
 from appliance.web.metrics import registry_for
 from appliance.web.refusals import RefusalTally
 from appliance.web.security import NotSignedIn, Refused, known_host, own_names
@@ -108,7 +108,14 @@ def create_app(parts: Parts, clock: Callable[[], float] = time.time) -> FastAPI:
 
     def error_page(request: Request, title: str, message: str, status: int, principal=None) -> Response:
         href, words = back_link(request.url.path)
-        context = {"title": title, "message": message, "principal": principal, "back": href, "back_words": words}
+        context = {
+            "title": title,
+            "message": message,
+            "principal": principal,
+            "back": href,
+            "back_words": words,
+            "section": nav_section(request.url.path),
+        }
         return app.state.templates.TemplateResponse(request, "error.html", context, status_code=status)
 
     @app.exception_handler(Refused)

@@ -29,6 +29,15 @@ def back_link(path: str) -> tuple[str, str]:
     return href, f"Back to {ADMIN_SECTIONS[section]}"
 
 
+def nav_section(path: str) -> str | None:
+    """The navigation tab an error page on ``path`` highlights: the admin page its back
+    link returns to (``health`` for ``/admin``); none off the admin pages."""
+    href, _ = back_link(path)
+    if not href.startswith("/admin"):
+        return None
+    return href.removeprefix("/admin").strip("/").split("/")[0] or "health"
+
+
 def status_and_title(exc: ApplianceError) -> tuple[int, str]:
     """The HTTP status and the page title of an error raised on purpose."""
     if isinstance(exc, ModelConflict):

@@ -263,6 +263,8 @@ def test_a_model_with_one_version_offers_no_rollback_and_its_confirm_page_says_w
     why = page.locator(".message.error").inner_text()
     assert f"{model.id} has no earlier version installed: there is nothing to roll back to" in why
     assert page.locator("input[name=confirm]").count() == 0  # nothing to confirm
+    # The refusal is a Models page: its tab is highlighted, as on every other admin page (issue 26 review).
+    assert page.locator("nav a[aria-current=page]").all_inner_texts() == ["Models"]
     page.get_by_role("link", name="Back to Models").click()
     page.wait_for_load_state()
     assert page.url.endswith("/admin/models")
