@@ -17,6 +17,14 @@ def when(seconds: float | None) -> str:
     return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def utc_when(seconds: float | None) -> str:
+    """A stored wall-clock time as ``YYYY-MM-DD HH:MM:SS`` in UTC, for a page that says
+    its times are UTC (as the audit log's are)."""
+    if seconds is None:
+        return "—"
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def short_when(seconds: float | None, now: float) -> str:
     """``HH:MM`` for today, ``YYYY-MM-DD HH:MM`` for other days (local time)."""
     if seconds is None:
@@ -96,6 +104,7 @@ def words(name: str, value: object) -> str:
 def install(env: jinja2.Environment) -> None:
     env.filters.update(
         when=when,
+        utc_when=utc_when,
         short_when=short_when,
         duration=formats.duration,
         age=age,

@@ -27,3 +27,34 @@ def test_a_token_in_the_url_is_not_shown_as_a_new_token(tmp_path, monkeypatch):
     page = client.get("/admin/users", params={"token": "tap_call-0800-FAKE"})
     assert page.status_code == 200
     assert "tap_call-0800-FAKE" not in page.text and "New token" not in page.text
+
+
+def test_the_users_page_says_its_times_are_utc_and_shows_them_in_utc(tmp_path, monkeypatch):
+    """Issue 26 review: session times showed with no zone; the audit page says "At (UTC)".
+    On a box whose local zone is not UTC the page still shows UTC, as its headings say."""
+    import datetime as dt
+    import re
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        monkeypatch.setenv("APPLIANCE_DATA_DIR", str(tmp_path))
+        parts = Parts(load_settings())
+        conn = parts.database().conn
+        accounts.add_user(conn, "boss", "admin", PASSWORD, "test")
+        signed_in = time.time() - 120
+        session, _ = sessions.sign_in(conn, parts.settings.web, "boss", PASSWORD, "127.0.0.1", signed_in)
+        accounts.create_token(conn, "biomed", "prometheus", "test")
+        (token_id,) = conn.execute("SELECT id FROM web_tokens").fetchone()
+        accounts.revoke_token(conn, token_id, "test")
+        client = TestClient(create_app(parts), base_url="http://127.0.0.1", cookies={SESSION_COOKIE: session})
+        page = client.get("/admin/users").text
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    headings = re.findall(r'<th scope="col">([^<]*)</th>', page)
+    assert {"Created (UTC)", "Since (UTC)", "Last seen (UTC)"} <= set(headings)
+    assert not {"Created", "Since", "Last seen"} & set(headings)
+    utc = dt.datetime.fromtimestamp(signed_in, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"<td>{utc}</td>" in page  # the session's start, in UTC, not New York's time
+    assert re.search(r"revoked \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
