@@ -280,8 +280,7 @@ class Builder:
         self.timings["input_cache"] = round(time.perf_counter() - started, 1)
         train_cached, val_cached = cached[:len(self.splits["train"])], cached[len(self.splits["train"]):]
         self.train_drift = [c.drift for c in train_cached]
-        train_images = Images.from_arrays([c.load() for c in train_cached], [c.label for c in train_cached])
-        val_images = Images.from_arrays([c.load() for c in val_cached], [c.label for c in val_cached])
+        train_images, val_images = Images.from_cached(train_cached), Images.from_cached(val_cached)
         started = time.perf_counter()
         self.log(f"training on {len(train_images)} images ({int(train_images.labels.sum())} positive), "
                  f"{len(val_images)} validation images")

@@ -28,6 +28,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydicom.errors import InvalidDicomError
@@ -38,6 +39,9 @@ from appliance.pixels import to_hu
 from appliance.triage import preprocess
 from appliance.triage.decode import Slice, read_header
 from appliance.triage.pipeline import decode_in_order, model_input, over_slab, slab_and_context
+
+if TYPE_CHECKING:
+    from training.data.input_cache import CachedSeries
 
 
 @dataclass
@@ -73,22 +77,33 @@ class Images:
     """
 
     def __init__(self, series: list[Series]):
-        self._build([s.inputs for s in series], [s.context for s in series], [s.image_labels for s in series],
-                    [s.masks for s in series], [s.label for s in series])
+        self._build(np.concatenate([s.inputs for s in series]), [s.context for s in series],
+                    [s.image_labels for s in series], [s.masks for s in series], [s.label for s in series])
 
     @classmethod
-    def from_arrays(cls, arrays: list[dict[str, np.ndarray]], labels: list[int]) -> "Images":
-        """Images from per-series arrays (``inputs``, ``context``, ``image_labels`` and
-        optionally ``masks``, as :meth:`training.data.input_cache.CachedSeries.load` gives them)."""
+    def from_cached(cls, cached: list["CachedSeries"]) -> "Images":
+        """Images from the input cache, read one series at a time into an array allocated
+        once: the loaded series and their concatenation would hold every image twice (a
+        648-series head-CT train split is 13 GB of float16)."""
+        first = cached[0].load()["inputs"]
+        slices = np.empty((sum(c.images for c in cached), *first.shape[1:]), dtype=first.dtype)
+        contexts, image_labels, masks, at = [], [], [], 0
+        for c in cached:
+            arrays = c.load()
+            n = len(arrays["inputs"])
+            slices[at:at + n] = arrays["inputs"]
+            contexts.append(arrays["context"])
+            image_labels.append(arrays["image_labels"])
+            masks.append(arrays.get("masks"))
+            at += n
         images = cls.__new__(cls)
-        images._build([a["inputs"] for a in arrays], [a["context"] for a in arrays],
-                      [a["image_labels"] for a in arrays], [a.get("masks") for a in arrays], labels)
+        images._build(slices, contexts, image_labels, masks, [c.label for c in cached])
         return images
 
-    def _build(self, inputs: list[np.ndarray], contexts: list[np.ndarray], image_labels: list[np.ndarray],
+    def _build(self, slices: np.ndarray, contexts: list[np.ndarray], image_labels: list[np.ndarray],
                masks: list[np.ndarray | None], labels: list[int]) -> None:
-        self.slices = np.concatenate(inputs)
-        offsets = np.cumsum([0] + [len(x) for x in inputs[:-1]])
+        self.slices = slices
+        offsets = np.cumsum([0] + [len(c) for c in contexts[:-1]])
         self.context = np.concatenate([c + offset for c, offset in zip(contexts, offsets)])
         self.labels = np.concatenate(image_labels).astype(np.int64)
         self.masks = np.concatenate(masks) if all(m is not None for m in masks) else None

@@ -63,10 +63,16 @@ def test_only_the_series_asked_for_are_cached_and_a_second_call_keeps_them(datas
     assert cache_dir(dataset, SPEC.model_copy(update={"size": 24})) != cache_dir(dataset, SPEC)
 
 
-def test_images_from_cached_arrays_give_float32_batches(dataset):
+def test_images_from_the_cache_are_the_series_in_one_array_and_give_float32_batches(dataset):
     cached = cache_inputs(series_jobs(dataset, SPEC), cache_dir(dataset, SPEC), workers=1, log=lambda line: None)
-    images = Images.from_arrays([c.load() for c in cached], [c.label for c in cached])
+    images = Images.from_cached(cached)
     assert images.slices.dtype == np.float16 and images.series_sizes.tolist() == [c.images for c in cached]
+    loaded = [c.load() for c in cached]
+    assert np.array_equal(images.slices, np.concatenate([a["inputs"] for a in loaded]))
+    assert np.array_equal(images.labels, np.concatenate([a["image_labels"] for a in loaded]))
+    assert images.series_labels.tolist() == [c.label for c in cached]
+    second = images.context[cached[0].images:cached[0].images + cached[1].images]
+    assert np.array_equal(second, loaded[1]["context"] + cached[0].images)  # contexts index the one array
     batch = images.take(np.array([0, 3]))
     assert batch.dtype == np.float32 and batch.shape == (2, 3, 16, 16)
     assert images.take_masks(np.array([1])).dtype == np.float32
