@@ -350,3 +350,17 @@ def test_a_young_box_says_its_daily_rates_are_over_the_last_hour(box, page):
     day = page.locator("#throughput tr", has=page.locator("th", has_text="last day"))
     assert day.locator(".rates-over").inner_text() == "rates over the last hour: the first image came under an hour ago"
     assert "since the first image" not in page.locator("#throughput").inner_text()
+
+
+def test_the_dicom_page_add_buttons_look_like_the_other_admin_pages_buttons(one_version_box, page):
+    """Issue 26 review: "Add peer" and "Add destination" were plain buttons beside the
+    primary "Upload and verify", "Add user" and "Create token" of the other admin pages."""
+    box, _ = one_version_box
+    sign_in(page, box, "bio")
+    look = ("e => { const s = getComputedStyle(e);"
+            " return [e.className, s.backgroundColor, s.color, s.borderColor, s.fontWeight]; }")
+    page.goto(f"{box.url}/admin/models")
+    upload = page.get_by_role("button", name="Upload and verify").evaluate(look)
+    page.goto(f"{box.url}/admin/dicom")
+    for name in ("Add peer", "Add destination"):
+        assert page.get_by_role("button", name=name, exact=True).evaluate(look) == upload, name

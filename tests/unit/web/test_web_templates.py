@@ -66,3 +66,10 @@ def test_a_series_heading_names_its_modality_once_and_counts_its_images_in_words
     heading = env.from_string("{{ 'CR' | series_title('CHEST PA') }} ({{ n | count('image') }})")
     assert heading.render(n=1) == "CR CHEST PA (1 image)"
     assert heading.render(n=24) == "CR CHEST PA (24 images)"
+
+
+def test_admin_buttons_are_primary_or_quiet():
+    """Issue 26 review: the DICOM page's add buttons were a third, plain style."""
+    for path in (HERE / "templates").glob("admin_*.html"):
+        for cls in re.findall(r'<button[^>]*class="([^"]*)"', path.read_text()):
+            assert cls in ("button primary", "button quiet"), (path.name, cls)
