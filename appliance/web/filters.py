@@ -11,10 +11,11 @@ from appliance import formats
 
 
 def when(seconds: float | None) -> str:
-    """A stored wall-clock time as local ``YYYY-MM-DD HH:MM:SS``."""
+    """A stored wall-clock time as local ``YYYY-MM-DD HH:MM:SS`` with the zone's name, so
+    a reader never has to guess whether it is the box's local time or UTC."""
     if seconds is None:
         return "—"
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    return dt.datetime.fromtimestamp(seconds).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def utc_when(seconds: float | None) -> str:

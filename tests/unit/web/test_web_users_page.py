@@ -58,3 +58,26 @@ def test_the_users_page_says_its_times_are_utc_and_shows_them_in_utc(tmp_path, m
     utc = dt.datetime.fromtimestamp(signed_in, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     assert f"<td>{utc}</td>" in page  # the session's start, in UTC, not New York's time
     assert re.search(r"revoked \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", page)
+
+
+def test_a_local_time_on_any_page_names_its_zone(monkeypatch):
+    """Issue 26 review: study, DICOM and worklist times were local with no zone; a reader
+    could not tell them from the UTC the audit and users pages show."""
+    from appliance.web.filters import when
+
+    moment = 1_796_000_000.0  # 2026-11-30 00:53:20 UTC
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert when(moment) == "2026-11-29 19:53:20 EST"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    try:
+        assert when(moment) == "2026-11-30 00:53:20 UTC"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert when(None) == "—"
