@@ -76,8 +76,14 @@ def free_port() -> int:
 
 def tcp_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for dcmtk tools (and Orthanc, which embeds DCMTK): Nagle off, or
-    loopback transfers crawl."""
-    return {**(os.environ if base is None else base), "TCP_NODELAY": "1"}
+    loopback transfers crawl; and a PATH without this interpreter's own ``bin``, where
+    pynetdicom installs apps of dcmtk's names (``echoscu``, ``storescu``) with other
+    options: a shell with the virtual environment activated would run those."""
+    env = dict(os.environ if base is None else base)
+    own = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", os.defpath).split(os.pathsep)
+                                  if p and os.path.realpath(p) != own)
+    return {**env, "TCP_NODELAY": "1"}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = READY_TIMEOUT_S, what: str = "",
