@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from appliance import failpoints
 from appliance.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -498,8 +499,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     }
     overrides: dict[str, Any] = {}
     for var, value in environ.items():
-        if not var.startswith(ENV_PREFIX) or var == "APPLIANCE_CONFIG":
-            continue
+        if not var.startswith(ENV_PREFIX) or var in ("APPLIANCE_CONFIG", failpoints.VARIABLE):
+            continue  # not settings: where the file is; a crash test's armed crash point
         key = var[len(ENV_PREFIX) :].lower()
         if key in Settings.model_fields and key not in sections:
             overrides[key] = value
