@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from appliance import failpoints
 from appliance.audit import chain as audit_log
 from appliance.db import transaction
 from appliance.errors import ModelConflict, PackageError
@@ -150,6 +151,7 @@ class ModelRegistry:
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
             copy.unlink(missing_ok=True)
+        failpoints.hit("mid-install")  # the files are in place; the registry has no row yet
         now = time.time()
         with transaction(self.db.conn):
             self.db.conn.execute(

@@ -35,7 +35,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext
 
-from appliance import dimse
+from appliance import dimse, failpoints
 from appliance.config import DicomSettings
 from appliance.disk import free_bytes
 from appliance.errors import MalformedMessage, RejectedInstance, StorageError
@@ -392,6 +392,7 @@ class AssociationSession:
         finally:
             if incoming is not None:
                 incoming.discard()  # a no-op once committed: the file was renamed away
+        failpoints.hit("after-file-before-response")
         self._respond(
             pending.context,
             pending.response_field,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from appliance import dimse
+from appliance import dimse, failpoints
 from appliance.config import DicomSettings
 from appliance.errors import IndexBusy, RejectedInstance, StorageError
 from appliance.jobs import InstanceArrived
@@ -170,6 +170,7 @@ class StoreService:
             header.sop_instance_uid,
         )
         spool.commit_file(received.path, final)
+        failpoints.hit("after-file-before-index")
         try:
             self._record(received, header, transfer_syntax, final)
         except sqlite3.Error as exc:  # busy past its timeout, say: the sender is to retry

@@ -28,6 +28,7 @@ from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
+from appliance import failpoints
 from appliance.config import Destination, SenderSettings, Settings
 from appliance.send.outbox import Outbox, OutboxItem, destination_key
 from appliance.send.policy import (
@@ -192,6 +193,7 @@ def deliver(ae_title: str, destination: Destination, items: Sequence[OutboxItem]
     try:
         for item, dataset in loaded[:fitted]:
             results.append(_store_one(assoc, item, dataset))
+            failpoints.hit("mid-send")  # the peer answered; the outbox row is still pending
             if not assoc.is_established:
                 break
     finally:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from appliance import __version__
+from appliance import __version__, failpoints
 from appliance.audit import chain as audit_log
 from appliance.audit import episodes
 from appliance.config import Settings
@@ -87,6 +87,7 @@ def push_reports(
     while batch := report_queue.pending(conn, s.batch_size):
         try:
             answer = client.post("/v1/reports", {"reports": [r.as_upload() for r in batch]})
+            failpoints.hit("mid-sync")  # the hub holds the batch; the queue still says pending
             delivered, rejected = report_queue.record_results(conn, batch, answer.get("results", []))
         except (hub.HubError, ValueError) as exc:
             report_queue.record_failure(conn, batch, str(exc))
