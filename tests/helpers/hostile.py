@@ -61,6 +61,7 @@ SESSIONS = "tests/unit/web/test_web_sessions.py::"
 ACCESS = "tests/integration/web/test_access.py::"
 UPLOADS = "tests/unit/web/test_web_uploads.py::"
 HUB_BODIES = "tests/unit/training/test_hub_bodies.py::"
+CRASH = "tests/system/test_crash_points.py::"
 
 PROOFS: dict[str, tuple[str, ...]] = {
     # DICOM ingest
@@ -95,6 +96,15 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "P1-L8-charset": ("tests/integration/triage/test_worker.py::test_an_undecodable_series_fails_with_the_reason",),
     "P1-t5-kill9": ("tests/system/test_kill9_ingest.py::"
                     "test_kill9_mid_send_then_resend_gives_a_complete_study_without_duplicates",),
+    # crash points (kill -9 where appliance.failpoints is armed)
+    "C1-crash-after-file": (CRASH + "test_a_listener_killed_between_the_spool_and_the_answer_loses_and_duplicates_"
+                            "nothing[after-file-before-index]",),
+    "C2-crash-before-response": (CRASH + "test_a_listener_killed_between_the_spool_and_the_answer_loses_and_"
+                                 "duplicates_nothing[after-file-before-response]",),
+    "C3-crash-mid-send": (CRASH + "test_a_worker_killed_after_the_pacs_acknowledged_delivers_the_same_object_again",),
+    "C4-crash-mid-sync": (CRASH + "test_a_sync_killed_after_the_hub_answered_leaves_each_report_at_the_hub_once",),
+    "C5-crash-mid-install": (CRASH + "test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_"
+                             "installs_again",),
     # config
     "P1-L11-config": (H + "test_config.py::test_bad_dicom_settings_are_refused_naming_the_key[P1-L11-config]",),
     # packages and uploads
