@@ -63,10 +63,9 @@ def cli(env: dict[str, str], *args: str) -> str:
 
 def head_ct(folder: Path, positive: bool) -> list[Path]:
     """A synthetic 5 mm head CT from the generator: seed 4's patient 1 has a large
-    subdural haemorrhage (calibrated score 0.90 with every variant of the shipped 1.2.1
-    model), seed 5's patient 1 none (0.13 with FP32 and INT8 alike, below the 0.16
-    threshold: a model whose specificity at its operating point is low needs a clear
-    negative)."""
+    subdural haemorrhage (calibrated score 1.00 with the shipped 1.4.0's FP32), seed 5's
+    patient 1 none (0.03, far below the 0.278 threshold: a clear negative, so the test
+    does not hang on a score next to the operating point)."""
     seed, index = (4, 1) if positive else (5, 1)
     truths = generate_ct_dataset(CTConfig(n_patients=index + 1, seed=seed, thicknesses_mm=(5.0,)), folder, workers=1)
     truth = truths[index]
