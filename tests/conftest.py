@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,15 @@ from scripts.harness import ApplianceProcess
 # The tests' data folders are scratch folders on a plain disk: every appliance process they
 # start inherits this. The refusal itself is tested with it removed (tests/system/test_at_rest_start.py).
 os.environ.setdefault("APPLIANCE_ALLOW_UNENCRYPTED", "true")
+
+
+@pytest.fixture(autouse=True)
+def _sigterm_left_as_found():
+    """A test that leaves SIGTERM handled (an MLflow run never ended keeps its handler)
+    fails itself, instead of a later test that expects the default action."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    assert signal.getsignal(signal.SIGTERM) is before, "this test left a SIGTERM handler installed"
 
 
 @pytest.fixture

@@ -115,7 +115,10 @@ def test_a_retired_sealed_set_joins_the_train_split_but_its_external_scanner(tmp
                        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", command="", log=lambda line: None)
 
     b = builder(spec)
-    b.data()
+    try:
+        b.data()
+    finally:
+        b.run.end()  # an open run keeps its SIGTERM handler: other tests expect the default
     joined = [j for j in b.splits["train"] if spent_set.path in j.paths[0].parents]
     every = series_jobs(spent_set.path, spec.input)
     external = [j for j in every if j.scanner == spec.external_scanner]
@@ -125,6 +128,10 @@ def test_a_retired_sealed_set_joins_the_train_split_but_its_external_scanner(tmp
     assert all(j.scanner != spec.external_scanner for j in b.splits["train"])
     assert len(b.classes["train"]) == len(b.splits["train"])
 
+    tampered = builder(replace(spec, retired=(SealedSet("spent", spent, "0" * 64),)))
     with pytest.raises(SealedSetError, match="sealed set spent has content sha256"):
-        builder(replace(spec, retired=(SealedSet("spent", spent, "0" * 64),))).data()
+        try:
+            tampered.data()
+        finally:
+            tampered.run.end(False)
 
