@@ -10,13 +10,15 @@ refused and the active one stays.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,8 +135,39 @@ class ModelRegistry:
     def install(self, package: Path, actor: str) -> InstalledModel:
         """Verify and unpack a package (one read of the file, which is kept beside what it
         unpacks as ``package.tar``); refuse one older than what is installed, or a version
-        installed before with other contents."""
+        installed before with other contents.
+
+        Installs are serialised across processes (the web, ``models install``, sync); each
+        first removes what a killed install left behind (:meth:`_remove_leftovers`)."""
+        with self._install_lock():
+            self._remove_leftovers()
+            return self._install(package, actor)
+
+    @contextmanager
+    def _install_lock(self) -> Iterator[None]:
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.models_dir / ".install.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _remove_leftovers(self) -> list[Path]:
+        """Remove a killed install's files (call with the install lock held): unpacking
+        folders and copies (``.incoming-*``) and version folders the registry has no row
+        for (unpacked, killed before the row). Returns what was removed."""
+        registered = {(m.id, m.version) for m in self.models()}
+        leftovers = list(self.models_dir.glob(".incoming-*"))
+        leftovers += [version for model in self.models_dir.iterdir()
+                      if model.is_dir() and not model.name.startswith(".")
+                      for version in model.iterdir()
+                      if version.is_dir() and (model.name, version.name) not in registered]
+        for path in leftovers:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return leftovers
+
+    def _install(self, package: Path, actor: str) -> InstalledModel:
         incoming = self.models_dir / f".incoming-{uuid.uuid4().hex}"
         copy = incoming.with_name(incoming.name + ".tar")
         try:

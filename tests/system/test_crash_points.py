@@ -272,6 +272,10 @@ def test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_i
     listed = cli(env, "models", "list").stdout
     assert "head-ct-ich-demo" not in listed and "chest-cr-pneumothorax-demo" in listed
     assert not list((data / "models").glob(".incoming-*"))
+    [orphan] = (data / "models" / "head-ct-ich-demo").iterdir()  # unpacked, no row: removed by the next install
+
+    cli(env, "models", "install", str(CHEST_PACKAGE))  # installed already: changes nothing but the leftovers
+    assert not orphan.exists() and registry_rows(data) == before
 
     cli(env, "models", "install", str(HEAD_PACKAGE))
     after = registry_rows(data)

@@ -139,3 +139,26 @@ def test_golden_series_the_box_cannot_decode_refuse_the_model(tmp_path, quick_pa
     with pytest.raises(PackageError, match="golden series cannot be decoded"):
         registry.activate(model.id, model.version, "test")
     assert registry.get(model.id, model.version).state == "installed"
+
+
+def test_an_install_first_removes_what_a_killed_install_left_and_keeps_every_installed_model(
+        registry, quick_packages, tmp_path):
+    """A kill -9 mid-install skips its clean-up: the unpacking folder and the package copy
+    (killed while reading), or a whole version folder with no registry row (killed before
+    the row). The next install removes those and nothing that has a row."""
+    kept = registry.install(quick_packages["head-ct"], "test")
+    models = registry.models_dir
+    (models / ".incoming-dead").mkdir()
+    (models / ".incoming-dead" / "model.onnx").write_bytes(b"half")
+    (models / ".incoming-dead.tar").write_bytes(b"half a package")
+    (models / kept.id / "9.9.9").mkdir()
+    (models / kept.id / "9.9.9" / "model.onnx").write_bytes(b"unpacked, never registered")
+    (models / "another-model" / "1.0.0").mkdir(parents=True)
+
+    newer = registry.install(rebuilt(quick_packages["head-ct"], quick_packages["private_key"], tmp_path, "1.1.0"),
+                             "test")
+    assert sorted(p.relative_to(models).as_posix() for p in models.glob("*/*")) == [
+        f"{kept.id}/1.0.0", f"{kept.id}/1.1.0"]
+    assert not list(models.glob(".incoming-*"))
+    assert (kept.path / "package.tar").is_file() and (newer.path / "package.tar").is_file()
+    assert [(m.version, m.state) for m in registry.models()] == [("1.0.0", "installed"), ("1.1.0", "installed")]
