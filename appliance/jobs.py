@@ -209,6 +209,16 @@ def queue_complete_series(
         The series instance UIDs queued by this call.
     """
     grace = release_grace_s if callable(release_grace_s) else lambda calling_ae: float(release_grace_s)
+    # A time after ``now`` was written before the wall clock stepped back: count the wait
+    # from now, so a series received before the step waits its quiet period or grace, not
+    # the length of the step.
+    conn.execute(
+        "UPDATE series SET last_received_at = ? WHERE state = ? AND last_received_at > ?",
+        (now, SeriesState.RECEIVING, now),
+    )
+    conn.execute(
+        "UPDATE series SET released_at = ? WHERE state = ? AND released_at > ?", (now, SeriesState.RECEIVING, now)
+    )
     rows = conn.execute(
         "SELECT series_instance_uid, last_received_at, released_at, modality, calling_ae FROM series "
         "WHERE state = ? AND (last_received_at <= ? OR released_at IS NOT NULL)",
@@ -281,13 +291,15 @@ def claim(
         return job
 
 
-def claimable(conn: sqlite3.Connection, now: float) -> bool:
-    """Whether :func:`claim` would find a job (queued, or its lease run out): a plain
-    read, so an idle worker's loop does not take the write lock the listener needs."""
+def claimable(conn: sqlite3.Connection, now: float, lease_s: float) -> bool:
+    """Whether :func:`claim` would find a job (queued, or its lease run out or given before
+    the clock stepped back): a plain read, so an idle worker's loop does not take the write
+    lock the listener needs."""
     return (
         conn.execute(
-            "SELECT 1 FROM jobs WHERE state = ? OR (state = ? AND lease_expires_at <= ?) LIMIT 1",
-            (JobState.QUEUED, JobState.RUNNING, now),
+            "SELECT 1 FROM jobs WHERE state = ? OR (state = ? AND (lease_expires_at <= ? OR lease_expires_at > ?)) "
+            "LIMIT 1",
+            (JobState.QUEUED, JobState.RUNNING, now, now + lease_s),
         ).fetchone()
         is not None
     )

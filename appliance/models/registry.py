@@ -156,10 +156,13 @@ class ModelRegistry:
         for (unpacked, killed before the row). Returns what was removed."""
         registered = {(m.id, m.version) for m in self.models()}
         leftovers = list(self.models_dir.glob(".incoming-*"))
-        leftovers += [version for model in self.models_dir.iterdir()
-                      if model.is_dir() and not model.name.startswith(".")
-                      for version in model.iterdir()
-                      if version.is_dir() and (model.name, version.name) not in registered]
+        leftovers += [
+            version
+            for model in self.models_dir.iterdir()
+            if model.is_dir() and not model.name.startswith(".")
+            for version in model.iterdir()
+            if version.is_dir() and (model.name, version.name) not in registered
+        ]
         for path in leftovers:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)

@@ -12,6 +12,7 @@ import json
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -87,14 +88,17 @@ def enrol(client: httpx.Client, token: str, key: Ed25519PrivateKey, appliance_ve
 class HubClient:
     """Signed requests from one enrolled device."""
 
-    def __init__(self, client: httpx.Client, device_id: str, key: Ed25519PrivateKey):
+    def __init__(
+        self, client: httpx.Client, device_id: str, key: Ed25519PrivateKey, clock: Callable[[], float] = time.time
+    ):
         self.http = client
         self.device_id = device_id
         self.key = key
+        self.clock = clock
 
     def post(self, path: str, payload: dict, now: float | None = None) -> dict:
         body = json.dumps(payload, separators=(",", ":")).encode()
-        timestamp = int(time.time() if now is None else now)
+        timestamp = int(self.clock() if now is None else now)
         nonce = secrets.token_hex(16)
         message = signing.signing_string("POST", path, body, timestamp, nonce, self.device_id)
         headers = {

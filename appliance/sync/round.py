@@ -127,7 +127,7 @@ def run_round(
     started = clock()
     result.queued = len(queue_closed_days(conn, settings.drift, enrolment.device_id, day_of(started)))
     with _http(settings, enrolment.hub_url) as http:
-        client = hub.HubClient(http, enrolment.device_id, key)
+        client = hub.HubClient(http, enrolment.device_id, key, clock)
         push_reports(conn, client, settings, result, sleep)
         try:
             staged = releases.refresh_and_stage(

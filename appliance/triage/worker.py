@@ -138,7 +138,7 @@ class Worker:
     def run_once(self, now: float | None = None) -> bool:
         """Claim and work one job; False when there was none."""
         now = time.time() if now is None else now
-        if not jobs.claimable(self.db.conn, now):
+        if not jobs.claimable(self.db.conn, now, self.settings.lease_s):
             return False  # between preparation steps too: no write lock taken for nothing
         abandoned: list[jobs.Job] = []
         with transaction(self.db.conn) as conn:

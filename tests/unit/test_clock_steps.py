@@ -5,6 +5,7 @@ made before it ends; the worker notices and audits the step."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +84,41 @@ def test_a_lease_taken_before_the_step_can_be_taken_again(db):
         assert jobs.claim(conn, "host:2:1", 300, 3, T0 + 10) is None  # held, no step
         again = jobs.claim(conn, "host:2:1", 300, 3, T0 - HOUR)
     assert again is not None and (again.owner, again.attempts) == ("host:2:1", 2)
+
+
+def test_an_idle_worker_sees_a_lease_given_before_the_step_as_claimable(db):
+    """The worker reads :func:`jobs.claimable` before it takes the write lock: it must agree
+    with :func:`jobs.claim`, or a dead worker's series waits out the step after all."""
+    queue(db.conn, T0)
+    with transaction(db.conn) as conn:
+        jobs.claim(conn, "host:1:1", 300, 3, T0)
+    assert not jobs.claimable(db.conn, T0 + 10, 300)  # held, no step
+    assert jobs.claimable(db.conn, T0 - HOUR, 300)
+
+
+def received(conn, now: float, released: bool) -> None:
+    arrival = jobs.InstanceArrived("1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", "1.2", "1.2.3", "CT", "HEAD", "Head",
+                                   "1.2.840.10008.1.2.1", 10, "aa", Path("/x"), "CT1", "assoc-1")
+    with transaction(conn):
+        jobs.instance_arrived(conn, arrival, 1, now)
+        if released:
+            jobs.mark_released(conn, ["1.2.3"], now)
+
+
+def completed(conn, now: float) -> list[str]:
+    with transaction(conn):
+        return jobs.queue_complete_series(conn, quiet_period_s=30, release_grace_s=1, still_sending=set(), now=now,
+                                          priority=lambda facts: 0)
+
+
+@pytest.mark.parametrize("released", [True, False], ids=["released", "left-open"])
+def test_a_series_received_before_the_step_back_waits_its_grace_or_quiet_period_not_the_hour(db, released):
+    received(db.conn, T0, released)
+    wait = 1 if released else 30  # the grace after a release; the quiet period otherwise
+    assert completed(db.conn, T0 + wait - 0.5) == []  # no step: it waits as configured
+    assert completed(db.conn, T0 - HOUR) == []  # the step is noticed: the wait starts again
+    assert completed(db.conn, T0 - HOUR + wait - 0.5) == []
+    assert completed(db.conn, T0 - HOUR + wait) == ["1.2.3"]
 
 
 @pytest.fixture

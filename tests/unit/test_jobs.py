@@ -141,9 +141,9 @@ def test_dead_on_this_host_means_a_gone_process_of_this_host_only():
 
 def test_claimable_says_what_claim_would_find_without_a_transaction(conn):
     arrive(conn, 100)
-    assert not jobs.claimable(conn, 101)  # still receiving: no job yet
+    assert not jobs.claimable(conn, 101, 10)  # still receiving: no job yet
     complete(conn, 106)
-    assert jobs.claimable(conn, 106) and not conn.in_transaction
+    assert jobs.claimable(conn, 106, 10) and not conn.in_transaction
     job = claim(conn, "w", 107, lease_s=10)
-    assert not jobs.claimable(conn, 116) and claim(conn, "x", 116) is None  # leased
-    assert jobs.claimable(conn, 117) and claim(conn, "x", 117).id == job.id  # the lease ran out
+    assert not jobs.claimable(conn, 116, 10) and claim(conn, "x", 116, lease_s=10) is None  # leased
+    assert jobs.claimable(conn, 117, 10) and claim(conn, "x", 117, lease_s=10).id == job.id  # the lease ran out

@@ -16,14 +16,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
+from appliance.parts import Parts
 from appliance.sync import report_queue, signing
 from appliance.sync.client import HubClient, HubError, http_client
 from appliance.sync.identity import Enrolment, key_path, load_or_create_key, public_bytes
-from appliance.parts import Parts
 from appliance.sync.round import enrol, run_round, status
-from tests.helpers.hub import REPO, SHIPPED, box_env, box_settings, make_report, wait_for, CHEST_LABEL, CHEST_PACKAGE, CHEST_VERSION
+from tests.helpers.hub import (
+    CHEST_LABEL,
+    CHEST_PACKAGE,
+    CHEST_VERSION,
+    REPO,
+    box_env,
+    box_settings,
+    make_report,
+    wait_for,
+)
 
 CHEST = CHEST_PACKAGE
+HOUR = 3600.0
 
 
 def _no_sleep(_: float) -> None:
@@ -210,3 +220,22 @@ def test_a_published_release_ends_in_shadow_on_both_boxes(hub, tmp_path):
         assert run_round(box, Parts(box).registry(), sleep=_no_sleep).staged == []  # staged once
     page = hub.fleet_page()
     assert page.count(f"{CHEST_LABEL} (shadow)") == 2
+
+
+def test_a_box_clock_stepped_an_hour_is_refused_by_name_and_its_reports_wait_for_the_clock(hub, tmp_path):
+    """Issue 24's clock steps during sync: the hub refuses every request signed an hour off
+    its clock, saying so; nothing is lost or marked delivered, and the round after the
+    clock is put right delivers each report once."""
+    settings = _enrolled(hub, tmp_path, "box-a")
+    sent = _queue(settings, 3)
+    for step in (-HOUR, +HOUR):
+        stepped = run_round(settings, Parts(settings).registry(), sleep=_no_sleep,
+                            clock=lambda step=step: time.time() + step)
+        assert stepped.pushed == 0
+        assert "X-Timestamp: outside the 300 s window of the hub's clock" in stepped.push_error
+        assert "outside the 300 s window" in stepped.checkin_error
+        assert status(settings)["reports"]["pending"] == 3 and hub.report_ids() == []
+    right = run_round(settings, Parts(settings).registry(), sleep=_no_sleep)
+    assert (right.pushed, right.push_error, right.checkin_error) == (3, None, None)
+    assert sorted(hub.report_ids()) == sorted(sent)
+
