@@ -213,11 +213,9 @@ def queue_complete_series(
     # from now, so a series received before the step waits its quiet period or grace, not
     # the length of the step.
     conn.execute(
-        "UPDATE series SET last_received_at = ? WHERE state = ? AND last_received_at > ?",
-        (now, SeriesState.RECEIVING, now),
-    )
-    conn.execute(
-        "UPDATE series SET released_at = ? WHERE state = ? AND released_at > ?", (now, SeriesState.RECEIVING, now)
+        "UPDATE series SET last_received_at = MIN(last_received_at, ?), released_at = MIN(released_at, ?) "
+        "WHERE state = ? AND (last_received_at > ? OR released_at > ?)",
+        (now, now, SeriesState.RECEIVING, now, now),
     )
     rows = conn.execute(
         "SELECT series_instance_uid, last_received_at, released_at, modality, calling_ae FROM series "
@@ -264,9 +262,8 @@ def claim(
     while True:
         row = conn.execute(
             "SELECT id, series_instance_uid, study_instance_uid, generation, attempts, created_at "
-            "FROM jobs WHERE state = ? OR (state = ? AND (lease_expires_at <= ? OR lease_expires_at > ?)) "
-            "ORDER BY priority DESC, id LIMIT 1",
-            (JobState.QUEUED, JobState.RUNNING, now, now + lease_s),
+            f"FROM jobs WHERE {_CLAIMABLE} ORDER BY priority DESC, id LIMIT 1",
+            _claimable_values(now, lease_s),
         ).fetchone()
         if row is None:
             return None
@@ -296,13 +293,19 @@ def claimable(conn: sqlite3.Connection, now: float, lease_s: float) -> bool:
     the clock stepped back): a plain read, so an idle worker's loop does not take the write
     lock the listener needs."""
     return (
-        conn.execute(
-            "SELECT 1 FROM jobs WHERE state = ? OR (state = ? AND (lease_expires_at <= ? OR lease_expires_at > ?)) "
-            "LIMIT 1",
-            (JobState.QUEUED, JobState.RUNNING, now, now + lease_s),
-        ).fetchone()
+        conn.execute(f"SELECT 1 FROM jobs WHERE {_CLAIMABLE} LIMIT 1", _claimable_values(now, lease_s)).fetchone()
         is not None
     )
+
+
+#: The jobs :func:`claim` may take (one condition for it and :func:`claimable`): queued, or
+#: running with a lease that ran out or that ends further ahead than a lease lasts (given
+#: before the wall clock stepped back).
+_CLAIMABLE = "state = ? OR (state = ? AND (lease_expires_at <= ? OR lease_expires_at > ?))"
+
+
+def _claimable_values(now: float, lease_s: float) -> tuple:
+    return JobState.QUEUED, JobState.RUNNING, now, now + lease_s
 
 
 def abandoned_reason(attempts: int) -> str:

@@ -150,10 +150,10 @@ class ModelRegistry:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    def _remove_leftovers(self) -> list[Path]:
+    def _remove_leftovers(self) -> None:
         """Remove a killed install's files (call with the install lock held): unpacking
         folders and copies (``.incoming-*``) and version folders the registry has no row
-        for (unpacked, killed before the row). Returns what was removed."""
+        for (unpacked, killed before the row)."""
         registered = {(m.id, m.version) for m in self.models()}
         leftovers = list(self.models_dir.glob(".incoming-*"))
         leftovers += [
@@ -168,7 +168,6 @@ class ModelRegistry:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-        return leftovers
 
     def _install(self, package: Path, actor: str) -> InstalledModel:
         incoming = self.models_dir / f".incoming-{uuid.uuid4().hex}"
