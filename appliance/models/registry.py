@@ -174,6 +174,7 @@ class ModelRegistry:
         copy = incoming.with_name(incoming.name + ".tar")
         try:
             read = read_package(package, self.trusted_keys, into=incoming, copy_to=copy)
+            failpoints.hit("mid-unpack")  # unpacked and copied under .incoming-*; nothing in place yet
             manifest, sha = read.manifest, read.sha256
             already = self._check_new(manifest, sha)
             if already is not None:

@@ -105,6 +105,8 @@ PROOFS: dict[str, tuple[str, ...]] = {
     "C4-crash-mid-sync": (CRASH + "test_a_sync_killed_after_the_hub_answered_leaves_each_report_at_the_hub_once",),
     "C5-crash-mid-install": (CRASH + "test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_"
                              "installs_again",),
+    "C6-crash-mid-unpack": (CRASH + "test_an_install_killed_while_unpacking_leaves_nothing_the_next_install_does_"
+                            "not_remove",),
     # config
     "P1-L11-config": (H + "test_config.py::test_bad_dicom_settings_are_refused_naming_the_key[P1-L11-config]",),
     # packages and uploads

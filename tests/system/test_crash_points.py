@@ -30,7 +30,7 @@ from appliance.sync import report_queue
 from appliance.sync.round import enrol
 from scripts.harness import READY_TIMEOUT_S, REPO, ApplianceProcess, free_port, stop_process, tcp_env, wait_until
 from tests.helpers.dimse import echo
-from tests.helpers.hub import CHEST_PACKAGE, DEMO_KEY, HEAD_PACKAGE, HubProcess, box_env, box_settings, make_report
+from tests.helpers.hub import CHEST_PACKAGE, DEMO_KEY, HEAD_PACKAGE, HEAD_VERSION, HubProcess, box_env, box_settings, make_report
 from tests.helpers.series import ct_series, header_only, write_mr_series
 from tests.helpers.sr import DEVICE_UID, decision
 
@@ -287,6 +287,35 @@ def test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_i
         installs = [json.loads(p)["model_id"] for (p,) in
                     db.execute("SELECT payload FROM audit_log WHERE kind = 'model-installed'")]
     assert sorted(installs) == ["chest-cr-pneumothorax-demo", "head-ct-ich-demo"]  # each once
+    assert_audit_verifies(env)
+
+
+def test_an_install_killed_while_unpacking_leaves_nothing_the_next_install_does_not_remove(tmp_path):
+    """C6, found by trying C5 as an attacker: a kill -9 while the package is unpacked left a
+    half-unpacked ``.incoming-*`` folder and the package copy (21 MB for the head-CT
+    package) under a random name that no later install would ever replace."""
+    data = tmp_path / "data"
+    env = {**ApplianceProcess(data).env, "APPLIANCE_MODELS_TRUSTED_KEYS": str(DEMO_KEY)}
+    cli(env, "models", "install", str(CHEST_PACKAGE), "--activate")
+    before = registry_rows(data)
+
+    install = subprocess.Popen([sys.executable, "-m", "appliance.cli", "models", "install", str(HEAD_PACKAGE)],
+                               env=armed(env, "mid-unpack"), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        killed_by_its_failpoint(install, timeout=300)
+    finally:
+        install.kill()
+        install.wait()
+    left = sorted(p.name for p in (data / "models").glob(".incoming-*"))
+    assert len(left) == 2 and left[1] == left[0] + ".tar"  # the unpacked folder and the package copy
+    assert registry_rows(data) == before and not (data / "models" / "head-ct-ich-demo").exists()
+
+    cli(env, "models", "install", str(CHEST_PACKAGE))  # installed already: removes the leftovers only
+    assert not list((data / "models").glob(".incoming-*")) and registry_rows(data) == before
+    cli(env, "models", "install", str(HEAD_PACKAGE))
+    assert [row[:3] for row in registry_rows(data)] == [
+        *[row[:3] for row in before], ("head-ct-ich-demo", HEAD_VERSION, "installed")]
     assert_audit_verifies(env)
 
 
