@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 
 from appliance import at_rest, sd_notify
+from appliance.allocator import keep_freed_memory
 from appliance.audit.chain import append
 from appliance.cli.commands.common import StopRequest, on_stop_signal
 from appliance.errors import StorageError
@@ -124,6 +125,8 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     The worker tells systemd it is ready once warmed up, and feeds the watchdog as its loop
     advances."""
     require_encrypted_data(parts, "worker")
+    if not keep_freed_memory():
+        LOG.info("worker: the C library has no mallopt; image temporaries are mapped afresh for each image")
     stopping = StopRequest()
     loop, sender = parts.worker_and_sender()
     on_stop_signal(loop.stop)
