@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.errors import DecodeError
 from appliance.receive.negotiation import ACCEPTED_TRANSFER_SYNTAXES
-from appliance.triage.decode import check_transfer_syntax, decode_instance
+from appliance.triage.decode import DECODING_PLUGINS, check_transfer_syntax, decode_instance
 from tests.helpers.series import ct_dataset
 
 FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -96,3 +97,13 @@ def test_a_file_whose_dataset_overrides_its_transfer_syntax_is_refused(tmp_path)
     (tmp_path / "tampered.dcm").write_bytes(data[:start] + override + data[start:])
     with pytest.raises(DecodeError, match="file says transfer syntax 1.2.840.10008.1.2.2, negotiated"):
         check_transfer_syntax(tmp_path / "tampered.dcm", ExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize("syntax", sorted(DECODING_PLUGINS))
+def test_jpeg_ls_is_decoded_by_charls_and_gives_what_pydicom_s_own_pick_gives(syntax):
+    """CharLS (pyjpegls) is the chosen decoder, installed and taking this syntax; its
+    pixels are those of the decoder pydicom would take by itself."""
+    assert DECODING_PLUGINS[syntax] in get_decoder(syntax).available_plugins
+    path = FILES / SAMPLES[str(syntax)]
+    [image] = decode_instance(path)
+    assert np.array_equal(image.pixels, pydicom.dcmread(path).pixel_array)
