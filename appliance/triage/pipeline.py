@@ -173,19 +173,10 @@ def prepare_instances(manifest: Manifest, paths: list[Path]) -> list[list[Prepar
         return list(pool.map(lambda path: prepare_instance(manifest, path), paths))
 
 
-#: Hashes each series' inputs while the model runs on them (hashlib lets go of the GIL).
-_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-sha256")
-
-
-def _sha256(inputs: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
-
-
 def assemble(manifest: Manifest, prepared: list[tuple[Path, list[PreparedImage]]]) -> SeriesInputs:
     """A series' prepared instances (in arrival order) as its :class:`SeriesInputs`: the
     frames ordered along the slice normal (stable: ties keep arrival, then frame order),
-    then slab and context, the drift features, and the hash, begun on a thread of its own
-    (:attr:`SeriesInputs.input_sha256` waits for it)."""
+    then slab and context, the hash and the drift features (pure)."""
     entries = [
         (image.position, path, number, image) for path, images in prepared for number, image in enumerate(images)
     ]
@@ -194,7 +185,7 @@ def assemble(manifest: Manifest, prepared: list[tuple[Path, list[PreparedImage]]
     entries.sort(key=lambda entry: entry[0])
     header = entries[0][3].header
     inputs = stack_inputs(manifest.input, [e[3].input for e in entries], [e[3].position for e in entries], header)
-    digest = _HASHER.submit(_sha256, inputs)
+    digest = hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
     features = drift_features.series_features(manifest.input.kind, header, [e[3].counts for e in entries], len(entries))
     return SeriesInputs(inputs, [(path, number) for _, path, number, _ in entries], digest, features)
 
