@@ -126,7 +126,8 @@ def _regular_band(n_in: int, n_out: int) -> tuple[int, int, int]:
 
 
 def _resample_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """One axis resampled: the tap sums in tap order, so both ways below give the same bits."""
+    """One axis resampled. The outputs of a regular band add their taps in tap order, as
+    the gathering ``einsum`` does at the sizes the models use (a test compares the bytes)."""
     index, weights = _resample_taps(image.shape[axis], size)
     lo, hi, step = _regular_band(image.shape[axis], size)
     moved = np.moveaxis(image, axis, -1)

@@ -126,7 +126,7 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     advances."""
     require_encrypted_data(parts, "worker")
     if not keep_freed_memory():
-        LOG.info("worker: the C library has no mallopt; image temporaries are mapped afresh for each image")
+        LOG.info("worker: the C library did not take the mallopt settings; each image's temporaries are mapped afresh")
     stopping = StopRequest()
     loop, sender = parts.worker_and_sender()
     on_stop_signal(loop.stop)
