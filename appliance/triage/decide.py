@@ -35,7 +35,7 @@ from appliance.pixels import to_hu
 from appliance.states import ModelState
 from appliance.triage import pipeline
 from appliance.triage.constraints import constraints_key, first_violation, instance_violation
-from appliance.triage.decode import check_transfer_syntax, decode_instance, read_header
+from appliance.triage.decode import Slice, check_transfer_syntax, decode_instance, read_header
 from appliance.triage.prepared import PreparedCache, PreparedInstance
 from appliance.triage.routing import RoutingTable
 
@@ -194,14 +194,20 @@ class Triage:
             reason = f"outside the model's input constraints: {violation}"
             return Decision.not_eligible(job, reason, claim, headers, report.OUTSIDE_INPUT_CONSTRAINTS)
         ready = self.prepared.ready(job.series_instance_uid, pipeline.input_key(model.manifest.input), job.files)
-        inputs = pipeline.prepare(model.manifest, [stored.path for stored in job.files], ready)
+        decoded = pipeline.kept_decoded(ready)
+        inputs = pipeline.prepare(
+            model.manifest,
+            [stored.path for stored in job.files],
+            ready,
+            lambda path, images: decoded.update(pipeline.kept_decoded({path: images})),
+        )
         prepared_at = time.time()
         runtime = self._runtime(model)
         verdict = pipeline.run(
             runtime, model.manifest, inputs, self.settings.batch_size, self._deadline(claimed_at, timeout_s)
         )
         inferred_at = time.time()
-        key = _key_image(model, verdict)
+        key = _key_image(model, verdict, decoded.get((verdict.key_path, verdict.key_frame)))
         timings = {
             "queue_wait_s": round(claimed_at - job.created_at, 4),
             "decode_s": round(prepared_at - claimed_at, 4),
@@ -294,9 +300,10 @@ def _prepare_arrived(manifest: Manifest, stored: StoredFile) -> PreparedInstance
         return None
 
 
-def _key_image(model: InstalledModel, verdict: Verdict) -> KeyImage:
-    """The key slice decoded again, in display units, with the heat map over it."""
-    key = decode_instance(verdict.key_path)[verdict.key_frame]
+def _key_image(model: InstalledModel, verdict: Verdict, decoded: Slice | None) -> KeyImage:
+    """The key slice in display units with the heat map over it: as preparation kept it
+    decoded, else decoded again."""
+    key = decoded if decoded is not None else decode_instance(verdict.key_path)[verdict.key_frame]
     windows = tuple((w.center, w.width) for w in model.manifest.input.windows)
     pixels = to_hu(key.pixels, key.slope, key.intercept)
     return KeyImage(key.dataset, verdict.key_frame, pixels, pipeline.heat_map(verdict.key_cam), windows)
