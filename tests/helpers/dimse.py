@@ -79,10 +79,15 @@ def associate_rq(calling: str = "STRANGER", called: str = "TRIAGE", syntaxes=(Im
 
 
 def listener_with_head_ct(folder: Path, quick_packages: dict, **environ: str):
+    """:func:`listener_with_model` with the quick head-CT model."""
+    return listener_with_model(folder, quick_packages, "head-ct", **environ)
+
+
+def listener_with_model(folder: Path, quick_packages: dict, model_name: str, **environ: str):
     """A running listener (a 30 s quiet period, so a test queues series itself) with the
-    quick head-CT model installed and active; worker settings for its data (results go to
-    a port nobody listens on), with ``environ`` on top. Returns the listener, the settings,
-    an open database and the active model."""
+    quick ``model_name`` model (``head-ct``, ``chest-cr``) installed and active; worker
+    settings for its data (results go to a port nobody listens on), with ``environ`` on
+    top. Returns the listener, the settings, an open database and the active model."""
     from appliance.config import load_settings
     from appliance.db import open_database
     from appliance.models.registry import ModelRegistry
@@ -96,6 +101,6 @@ def listener_with_head_ct(folder: Path, quick_packages: dict, **environ: str):
     })
     db = open_database(settings.db_path)
     registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
-    model = registry.install(quick_packages["head-ct"], "test")
+    model = registry.install(quick_packages[model_name], "test")
     registry.activate(model.id, model.version, "test")
     return listener, settings, db, registry.get(model.id, model.version)

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from appliance.config import load_settings
 from appliance.db import open_database
 from appliance.models.registry import ModelRegistry
 from appliance.parts import Parts
 from appliance.triage import decide, pipeline
 from appliance.triage.decode import decode_instance
-from scripts.harness import ApplianceProcess, tcp_env
-from tests.helpers.dimse import queued_series
+from scripts.harness import tcp_env
+from tests.helpers.dimse import listener_with_model, queued_series
 from tests.helpers.series import ct_dataset
 from training.data.cr_synth import CRConfig, generate_cr_dataset
 
@@ -46,17 +45,8 @@ def test_a_radiograph_keeps_its_decoded_pixels_and_a_ct_slice_does_not(tmp_path,
 
 
 def test_a_radiographs_job_draws_its_key_image_without_decoding_it_again(tmp_path, quick_packages, monkeypatch):
-    listener = ApplianceProcess(tmp_path / "data", dicom_quiet_period_s="30").start()
+    listener, settings, db, _ = listener_with_model(tmp_path / "data", quick_packages, "chest-cr")
     try:
-        settings = load_settings(environ={
-            "APPLIANCE_DATA_DIR": str(listener.data_dir),
-            "APPLIANCE_MODELS_TRUSTED_KEYS": str(quick_packages["public_key"]),
-            "APPLIANCE_DICOM_DESTINATIONS": "PACS@127.0.0.1:9",
-        })
-        db = open_database(settings.db_path)
-        registry = ModelRegistry(db, settings.models_dir, [quick_packages["public_key"]])
-        model = registry.install(quick_packages["chest-cr"], "test")
-        registry.activate(model.id, model.version, "test")
         generate_cr_dataset(CRConfig(n_patients=1, seed=8), tmp_path / "cr", workers=1)
         [radiograph] = sorted((tmp_path / "cr").rglob("*.dcm"))
         subprocess.run(["storescu", "-xt", "-aec", "TRIAGE", "127.0.0.1", str(listener.port), str(radiograph)],
