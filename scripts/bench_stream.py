@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_e2e import cli, head_ct_200, percentile95  # noqa: E402
+from scripts.bench_e2e import cli, completion_waits, head_ct_200, percentile95  # noqa: E402
 from scripts.bench_ingest import machine, write_section  # noqa: E402
 from scripts.harness import ApplianceProcess, Orthanc, free_port, tcp_env  # noqa: E402
 from training.data.cr_synth import CRConfig, generate_cr_dataset  # noqa: E402
@@ -142,8 +142,6 @@ def phases(box: ApplianceProcess) -> dict[str, dict[str, float]]:
     """Study UID -> where its time went: the wait from the association's release to its
     job (grace and completion poll, the box's database) and the active inference's audited
     phases (queue wait, decode, inference, output)."""
-    from scripts.bench_e2e import completion_waits
-
     waits = completion_waits(box)
     rows = json.loads(cli(box.env, "audit", "export", "--format", "json", "--kind", "inference"))
     found = {}

@@ -252,6 +252,18 @@ def report_states(db_path: Path) -> dict[str, int]:
 
 
 # --- models: the files are in place, the registry has no row --------------------------------
+def install_killed_at(env: dict[str, str], failpoint: str, package: Path) -> None:
+    """``appliance models install package``, killed -9 at ``failpoint``."""
+    install = subprocess.Popen([sys.executable, "-m", "appliance.cli", "models", "install", str(package)],
+                               env=armed(env, failpoint), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        killed_by_its_failpoint(install, timeout=300)
+    finally:
+        install.kill()
+        install.wait()
+
+
 def test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_installs_again(tmp_path):
     data = tmp_path / "data"
     env = {**ApplianceProcess(data).env, "APPLIANCE_MODELS_TRUSTED_KEYS": str(DEMO_KEY)}
@@ -260,14 +272,7 @@ def test_an_install_killed_before_its_registry_row_leaves_the_model_absent_and_i
     before = registry_rows(data)
     assert [(model_id, state) for model_id, _, state, _ in before] == [("chest-cr-pneumothorax-demo", "active")]
 
-    install = subprocess.Popen([sys.executable, "-m", "appliance.cli", "models", "install", str(HEAD_PACKAGE)],
-                               env=armed(env, "mid-install"), cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        killed_by_its_failpoint(install, timeout=300)
-    finally:
-        install.kill()
-        install.wait()
+    install_killed_at(env, "mid-install", HEAD_PACKAGE)
     assert registry_rows(data) == before  # absent, not half installed; the active model unchanged
     listed = cli(env, "models", "list").stdout
     assert "head-ct-ich-demo" not in listed and "chest-cr-pneumothorax-demo" in listed
@@ -299,14 +304,7 @@ def test_an_install_killed_while_unpacking_leaves_nothing_the_next_install_does_
     cli(env, "models", "install", str(CHEST_PACKAGE), "--activate")
     before = registry_rows(data)
 
-    install = subprocess.Popen([sys.executable, "-m", "appliance.cli", "models", "install", str(HEAD_PACKAGE)],
-                               env=armed(env, "mid-unpack"), cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        killed_by_its_failpoint(install, timeout=300)
-    finally:
-        install.kill()
-        install.wait()
+    install_killed_at(env, "mid-unpack", HEAD_PACKAGE)
     left = sorted(p.name for p in (data / "models").glob(".incoming-*"))
     assert len(left) == 2 and left[1] == left[0] + ".tar"  # the unpacked folder and the package copy
     assert registry_rows(data) == before and not (data / "models" / "head-ct-ich-demo").exists()
