@@ -88,70 +88,47 @@ def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-@lru_cache(maxsize=64)
-def _resample_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """The non-zero band of :func:`_resample_matrix` as (indices, weights), each
-    ``(n_out, taps)``: the same filter, applied by gathering a few neighbours instead of
-    multiplying by a mostly-zero matrix (a 512 -> 128 resize touches 8 inputs per output,
-    not 512). Each row is normalised over its own band, so two outputs with the same
-    taps get the same weights to the bit (:func:`_regular_band` relies on it)."""
-    raw = _triangle(n_in, n_out)
-    nonzero = raw != 0
-    first = nonzero.argmax(axis=1)
-    taps = int((nonzero.shape[1] - nonzero[:, ::-1].argmax(axis=1) - first).max())
-    index = np.minimum(first[:, None] + np.arange(taps)[None, :], n_in - 1)
-    weights = np.take_along_axis(raw, index, axis=1)
-    weights[first[:, None] + np.arange(taps)[None, :] > n_in - 1] = 0.0
-    return index, (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+#: Outputs per block of the banded products below. Measured on a 512 -> 256 resize of
+#: four channels (2-core Xeon and EPYC): eight rows and 32 columns at a time were fastest,
+#: about four times faster than gathering each output's taps, and the whole matrix at once
+#: slower still (mostly zeros).
+ROW_BLOCK, COLUMN_BLOCK = 8, 32
 
 
-@lru_cache(maxsize=64)
-def _regular_band(n_in: int, n_out: int) -> tuple[int, int, int]:
-    """The outputs ``lo:hi`` whose taps are the middle output's, shifted by ``step`` inputs
-    per output (an integer scale factor away from the borders), as ``(lo, hi, step)``;
-    ``hi - lo < 2`` when there are none. Those outputs read strided views, no gather."""
-    index, weights = _resample_taps(n_in, n_out)
-    mid = n_out // 2
-    step = int(index[mid, 0] - index[mid - 1, 0]) if n_out >= 3 else 0
-    if step < 1:  # fewer than three outputs, or enlarging a single input
-        return mid, mid, 0
-    shifted = index[mid][None, :] + (np.arange(n_out) - mid)[:, None] * step
-    same = (weights == weights[mid]).all(axis=1) & (index == shifted).all(axis=1)
-    lo, hi = mid, mid
-    while lo > 0 and same[lo - 1]:
-        lo -= 1
-    while hi < n_out and same[hi]:
-        hi += 1
-    return lo, hi, step
+def bands(weights: np.ndarray, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    """A mostly-zero ``(n_out, n_in)`` weight matrix cut into blocks of ``block`` rows, each
+    with the columns its non-zero weights reach, as ``(row_lo, row_hi, col_lo, col_hi,
+    weights[row_lo:row_hi, col_lo:col_hi])`` (float32) (pure). A row of zeros reaches none."""
+    out = []
+    for lo in range(0, weights.shape[0], block):
+        hi = min(lo + block, weights.shape[0])
+        reached = np.flatnonzero(weights[lo:hi].any(axis=0))
+        first, last = (int(reached[0]), int(reached[-1]) + 1) if reached.size else (0, 0)
+        out.append((lo, hi, first, last, np.ascontiguousarray(weights[lo:hi, first:last], dtype=np.float32)))
+    return tuple(out)
 
 
-def _resample_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """One axis resampled. The outputs of a regular band add their taps in tap order, as
-    the gathering ``einsum`` does at the sizes the models use (a test compares the bytes)."""
-    index, weights = _resample_taps(image.shape[axis], size)
-    lo, hi, step = _regular_band(image.shape[axis], size)
-    moved = np.moveaxis(image, axis, -1)
-    if hi - lo < 2:
-        return np.moveaxis(np.einsum("...ot,ot->...o", moved[..., index], weights, optimize=False), -1, axis)
-    shape = list(image.shape)
-    shape[axis] = size
-    out = np.empty(shape, np.float32)
-    for edge in (slice(0, lo), slice(hi, size)):
-        edges = np.einsum("...ot,ot->...o", moved[..., index[edge]], weights[edge], optimize=False)
-        np.moveaxis(out, axis, -1)[..., edge] = edges
-    along = (slice(None),) * (axis % image.ndim)
-    band = out[(*along, slice(lo, hi))]
-    first, count = int(index[lo, 0]), hi - lo
-
-    def tap_view(tap: int) -> np.ndarray:  # input ``first + tap + step * k`` for output ``lo + k``
-        start = first + tap
-        return image[(*along, slice(start, start + step * (count - 1) + 1, step))]
-
-    np.multiply(tap_view(0), weights[lo, 0], out=band)
-    term = np.empty_like(band)
-    for tap in range(1, weights.shape[1]):
-        band += np.multiply(tap_view(tap), weights[lo, tap], out=term)
+def banded_rows(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x: np.ndarray) -> np.ndarray:
+    """``weights @ x`` over ``x``'s axis -2 (its rows; any leading axes are a batch), for
+    ``weights`` cut by :func:`bands`: each block multiplies only the rows it reaches (pure)."""
+    out = np.empty((*x.shape[:-2], blocks[-1][1], x.shape[-1]), np.float32)
+    for lo, hi, first, last, weights in blocks:
+        np.matmul(weights, x[..., first:last, :], out=out[..., lo:hi, :])
     return out
+
+
+def banded_columns(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x: np.ndarray) -> np.ndarray:
+    """``x @ weights.T`` over ``x``'s last axis, for ``weights`` cut by :func:`bands` (pure)."""
+    flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
+    out = np.empty((flat.shape[0], blocks[-1][1]), np.float32)
+    for lo, hi, first, last, weights in blocks:
+        np.matmul(flat[:, first:last], weights.T, out=out[:, lo:hi])
+    return out.reshape(*x.shape[:-1], blocks[-1][1])
+
+
+@lru_cache(maxsize=64)
+def _resample_bands(n_in: int, n_out: int, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+    return bands(_resample_matrix(n_in, n_out), block)
 
 
 def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -159,8 +136,9 @@ def resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if image.shape[-2:] == tuple(shape):
         return image.astype(np.float32)
     image = np.asarray(image, dtype=np.float32)  # no copy: the filter writes a new array
-    rows = _resample_axis(image, shape[0], -2)
-    return np.ascontiguousarray(_resample_axis(rows, shape[1], -1), dtype=np.float32)  # stacks without reordering
+    h, w = image.shape[-2:]
+    rows = image if h == shape[0] else banded_rows(_resample_bands(h, shape[0], ROW_BLOCK), image)
+    return rows if w == shape[1] else banded_columns(_resample_bands(w, shape[1], COLUMN_BLOCK), rows)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from appliance.pixels import multi_window, pad_to_square, resize, to_hu
+from appliance.pixels import ROW_BLOCK, banded_rows, bands, multi_window, pad_to_square, resize, to_hu
 
 #: The three CT windows of the head model, as (name, centre HU, width HU).
 HEAD_CT_WINDOWS: tuple[tuple, ...] = (
@@ -69,7 +69,7 @@ def slab_average(inputs: np.ndarray, positions: np.ndarray, thickness_mm: float,
     weights = np.clip(overlap, 0.0, None)
     weights /= weights.sum(axis=1, keepdims=True)  # a slice always overlaps itself
     flat = inputs.reshape(len(z), -1)
-    return (weights.astype(np.float32) @ flat).reshape(inputs.shape)
+    return banded_rows(bands(weights, ROW_BLOCK), flat).reshape(inputs.shape)
 
 
 def context_index(positions: np.ndarray, step_mm: float, each_side: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The banded resize and in-place windows compute what the plain definitions compute."""
+"""The banded resize and products and the in-place windows compute what the plain definitions compute."""
 
 from __future__ import annotations
 
@@ -19,20 +19,24 @@ def test_banded_resize_equals_the_dense_filter(shape, size):
     np.testing.assert_allclose(pixels.resize(image, size), dense, atol=1e-6)
 
 
-@pytest.mark.parametrize(("n_in", "n_out", "band"), [(512, 256, (1, 255, 2)), (512, 128, (1, 127, 4)),
-                                                     (768, 256, (1, 255, 3)), (300, 128, None),
-                                                     (1, 5, None)])
-def test_an_integer_shrink_reads_strided_views_and_gives_the_gathering_sums_bit_for_bit(n_in, n_out, band):
-    lo, hi, step = pixels._regular_band(n_in, n_out)
-    assert (lo, hi, step) == band if band else hi - lo < 2  # no band: every output gathers
-    image = np.random.default_rng(2).normal(size=(4, 3, n_in)).astype(np.float32)
-    index, weights = pixels._resample_taps(n_in, n_out)
-    gathered = image[..., index[:, 0]] * weights[:, 0]
-    for tap in range(1, weights.shape[1]):
-        gathered = gathered + image[..., index[:, tap]] * weights[:, tap]
-    assert pixels._resample_axis(image, n_out, -1).tobytes() == gathered.tobytes()
-    across = pixels._resample_axis(np.ascontiguousarray(image.swapaxes(-1, -2)), n_out, -2)
-    assert across.swapaxes(-1, -2).tobytes() == gathered.tobytes()
+@pytest.mark.parametrize(("n_in", "n_out", "span"), [(512, 256, 18), (512, 128, 36), (768, 256, 26), (128, 512, 4)])
+def test_resampling_bands_reach_only_the_inputs_their_filter_weights(n_in, n_out, span):
+    blocks = pixels.bands(pixels._resample_matrix(n_in, n_out), pixels.ROW_BLOCK)
+    assert [(lo, hi) for lo, hi, *_ in blocks] == [(lo, min(lo + 8, n_out)) for lo in range(0, n_out, 8)]
+    middle = blocks[len(blocks) // 2]
+    assert middle[3] - middle[2] == span == middle[4].shape[1]  # 8 outputs' taps, not all n_in inputs
+
+
+def test_banded_products_equal_the_dense_products_over_rows_columns_and_a_batch():
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(37, 60)) * (np.abs(np.arange(37)[:, None] * 1.6 - np.arange(60)[None, :]) < 4)
+    weights[5] = 0.0  # a row that reaches nothing
+    x = rng.normal(size=(3, 60, 11)).astype(np.float32)
+    rows = pixels.banded_rows(pixels.bands(weights, 8), x)
+    np.testing.assert_allclose(rows, weights.astype(np.float32) @ x, atol=1e-5)
+    columns = pixels.banded_columns(pixels.bands(weights, 32), x.swapaxes(-1, -2))
+    np.testing.assert_allclose(columns, x.swapaxes(-1, -2) @ weights.T.astype(np.float32), atol=1e-5)
+    assert rows.dtype == columns.dtype == np.float32 and not rows[:, 5].any()
 
 
 def test_multi_window_is_the_stack_of_single_windows_with_dense_pixels_zeroed_where_asked():
