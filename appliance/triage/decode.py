@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
+from pydicom.pixels import pixel_array
 from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless
 
 from appliance.errors import DecodeError
@@ -77,8 +78,7 @@ def decode_instance(path: Path) -> list[Slice]:
     try:
         ds = pydicom.dcmread(path)
         plugin = DECODING_PLUGINS.get(ds.file_meta.get("TransferSyntaxUID", ""), "")
-        ds.pixel_array_options(decoding_plugin=plugin)
-        pixels = ds.pixel_array
+        pixels = pixel_array(ds, decoding_plugin=plugin)  # Dataset.pixel_array adds 0.5 ms of bookkeeping
     except Exception as exc:
         raise DecodeError(f"{path.name}: cannot decode pixels: {type(exc).__name__}: {exc}") from exc
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
