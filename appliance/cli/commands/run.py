@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 from appliance import at_rest, sd_notify
-from appliance.allocator import keep_freed_memory
 from appliance.audit.chain import append
+from appliance.blas import one_blas_thread
 from appliance.cli.commands.common import StopRequest, on_stop_signal
 from appliance.errors import StorageError
 from appliance.parts import Parts
@@ -125,8 +125,7 @@ def worker(args: argparse.Namespace, parts: Parts) -> int:
     The worker tells systemd it is ready once warmed up, and feeds the watchdog as its loop
     advances."""
     require_encrypted_data(parts, "worker")
-    if not keep_freed_memory():
-        LOG.info("worker: the C library did not take the mallopt settings; each image's temporaries are mapped afresh")
+    one_blas_thread()  # the worker's threads each run their own small products
     stopping = StopRequest()
     loop, sender = parts.worker_and_sender()
     on_stop_signal(loop.stop)
