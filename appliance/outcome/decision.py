@@ -28,7 +28,7 @@ class SeriesInputs:
 
     inputs: np.ndarray  # (N, C, S, S) float32
     origins: list[tuple[Path, int]]  # where each input came from: (file, frame)
-    input_sha256: str  # of the inputs, for the audit trail
+    input_sha256: str  # ``pipeline.input_sha256``: what the model read, for the audit trail
     drift_features: dict  # appliance.drift.features.series_features, from the same decoded pixels
 
 

@@ -150,6 +150,7 @@ class PreparedImage:
     input: np.ndarray  # :func:`model_input`, (C, S, S) float32
     counts: np.ndarray  # :func:`drift_counts`
     header: Dataset  # the instance's header (pixel data dropped)
+    digest: bytes  # SHA-256 of ``input``'s bytes (:func:`input_sha256` chains them)
     decoded: Slice | None = None  # the decoded image itself, when it is large (KEEP_DECODED_PIXELS)
 
     @property
@@ -166,16 +167,20 @@ def input_key(spec: InputSpec) -> str:
 def prepare_instance(manifest: Manifest, path: Path) -> list[PreparedImage]:
     """Decode one stored instance and convert each frame (pure but for the read; a
     :class:`DecodeError` propagates)."""
-    return [
-        PreparedImage(
-            image.position,
-            model_input(manifest.input, image),
-            drift_counts(manifest, image),
-            image.dataset,
-            image if image.pixels.size >= KEEP_DECODED_PIXELS else None,
+    prepared = []
+    for image in decode_instance(path):
+        converted = model_input(manifest.input, image)
+        prepared.append(
+            PreparedImage(
+                image.position,
+                converted,
+                drift_counts(manifest, image),
+                image.dataset,
+                hashlib.sha256(np.ascontiguousarray(converted).data.cast("B")).digest(),  # no copy
+                image if image.pixels.size >= KEEP_DECODED_PIXELS else None,
+            )
         )
-        for image in decode_instance(path)
-    ]
+    return prepared
 
 
 def kept_decoded(prepared: Mapping[Path, list[PreparedImage]]) -> dict[tuple[Path, int], Slice]:
@@ -208,10 +213,28 @@ def assemble(manifest: Manifest, prepared: list[tuple[Path, list[PreparedImage]]
         raise InferenceError("series has no images")
     entries.sort(key=lambda entry: entry[0])
     header = entries[0][3].header
-    inputs = stack_inputs(manifest.input, [e[3].input for e in entries], [e[3].position for e in entries], header)
-    digest = hashlib.sha256(np.ascontiguousarray(inputs).data.cast("B")).hexdigest()  # no copy
-    features = drift_features.series_features(manifest.input.kind, header, [e[3].counts for e in entries], len(entries))
-    return SeriesInputs(inputs, [(path, number) for _, path, number, _ in entries], digest, features)
+    images = [image for *_, image in entries]
+    positions = [image.position for image in images]
+    inputs = stack_inputs(manifest.input, [image.input for image in images], positions, header)
+    features = drift_features.series_features(
+        manifest.input.kind, header, [image.counts for image in images], len(images)
+    )
+    return SeriesInputs(
+        inputs, [(path, number) for _, path, number, _ in entries], input_sha256(images, header), features
+    )
+
+
+def input_sha256(images: list[PreparedImage], header: Dataset) -> str:
+    """The audit trail's hash of what a model saw: SHA-256 over each image's input digest
+    in slice order, then the slice positions and the slice thickness (float64). With the
+    package, whose slab and context depend on nothing else, these fix the tensor the model
+    read; hashing the images as they are prepared keeps 200 MB of hashing off the time
+    after a series' last image (pure)."""
+    positions = np.asarray([image.position for image in images], dtype=np.float64)
+    chain = hashlib.sha256(b"".join(image.digest for image in images))
+    chain.update(positions.tobytes())
+    chain.update(np.float64(slice_thickness(header, positions) if len(images) > 1 else 0.0).tobytes())
+    return chain.hexdigest()
 
 
 def prepare(

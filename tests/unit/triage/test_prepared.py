@@ -8,9 +8,12 @@ slab and context (so assembly depends on the whole series); arrival orders are s
 
 from __future__ import annotations
 
+import hashlib
 import random
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from appliance.jobs import StoredFile
@@ -132,3 +135,28 @@ def test_an_unreadable_instance_is_not_tried_again_and_retain_forgets_the_rest(s
 def test_a_zero_bound_prepares_nothing_ahead(series):
     assert PreparedCache(0).missing(SERIES, "k", stored(series)) == []
     assert PreparedCache(0).complete(SERIES, stored(series))
+
+
+def test_the_audit_hash_follows_every_input_byte_slice_position_and_the_thickness(series):
+    m = manifest_for(SLICE)
+    prepared = [(path, pipeline.prepare_instance(m, path)) for path in series]
+    base = pipeline.assemble(m, prepared)
+    assert pipeline.assemble(m, prepared[::-1]).input_sha256 == base.input_sha256  # arrival order is no input
+    images = sorted((image for _, frames in prepared for image in frames), key=lambda image: image.position)
+    header = images[0].header
+    assert pipeline.input_sha256(images, header) == base.input_sha256
+
+    touched = images[0].input.copy()
+    touched[0, 5, 7] = np.nextafter(touched[0, 5, 7], np.float32(2))  # one bit of one pixel
+    thicker = header.copy()
+    thicker.SliceThickness = 9.0
+    hashes = {
+        base.input_sha256,
+        pipeline.input_sha256([replace(images[0], digest=hashlib.sha256(touched.tobytes()).digest()), *images[1:]],
+                              header),
+        pipeline.input_sha256([replace(images[0], position=images[0].position - 0.01), *images[1:]], header),
+        pipeline.input_sha256(images, thicker),
+    }
+    assert len(hashes) == 4
+    assert images[0].digest == hashlib.sha256(images[0].input.tobytes()).digest() != hashlib.sha256(
+        touched.tobytes()).digest()
