@@ -13,10 +13,8 @@ after the active model's result is recorded, so it never delays it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,10 +93,8 @@ class Triage:
             ]
         if not todo:
             return 0
-        with ThreadPoolExecutor(max_workers=min(len(todo), os.cpu_count() or 1)) as pool:
-            results = list(pool.map(lambda item: _prepare_arrived(item[3], item[2]), todo))
-        for (uid, key, stored, _), prepared in zip(todo, results, strict=True):
-            self.prepared.keep(uid, key, stored, prepared)
+        for uid, key, stored, manifest in todo:
+            self.prepared.keep(uid, key, stored, _prepare_arrived(manifest, stored))
         return len(todo)
 
     def _arrival_model(self, uid: str, files: tuple[StoredFile, ...], facts: SeriesFacts) -> InstalledModel | None:

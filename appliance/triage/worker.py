@@ -32,6 +32,12 @@ from appliance.triage.heartbeat import ClockWatch, Heartbeat
 
 LOG = logging.getLogger(__name__)
 
+#: Instances of arriving series prepared per step of the loop, one after the other on the
+#: loop's own thread: a job that becomes due waits for four slices at most (about 30 ms),
+#: and the listener keeps the other core. Two threads taking turns on the GIL spent half
+#: again the CPU time per slice while the listener stored (``docs/benchmarks.md``).
+ARRIVALS_PER_STEP = 4
+
 
 def dead_on_this_host(owner: str, me: str) -> bool:
     """Whether a lease owner ``host:pid:thread`` is a process of this host that no longer
@@ -124,12 +130,12 @@ class Worker:
             LOG.warning("took back %d job(s) from a worker process that died: %s", len(expired), expired)
 
     def prepare_arrivals(self) -> int:
-        """Prepare a few instances of the series still arriving (as many as there are
-        cores, so a job that becomes due waits for one batch at most); how many."""
+        """Prepare a few instances of the series still arriving (:data:`ARRIVALS_PER_STEP`);
+        how many."""
         conn = self.db.conn  # files may arrive between the reads: each is keyed by its sha256
         try:
             arriving = [(uid, *jobs.series_files(conn, uid)) for uid in jobs.arriving(conn)]
-            return self.triage.prepare_arrivals(arriving, os.cpu_count() or 1)
+            return self.triage.prepare_arrivals(arriving, ARRIVALS_PER_STEP)
         except Exception:  # preparing ahead is only a head start: jobs still decide without it
             LOG.exception("preparing arrived instances failed; their series are prepared when complete")
             self.triage.prepared.retain(set())
