@@ -228,15 +228,16 @@ def main() -> None:
 
 
 def write_section(path: Path, heading: str, body: str) -> None:
-    """Replace (or append) one ``## `` section of a Markdown file."""
+    """Replace (or append) the lead of one ``## `` section of a Markdown file: its text up
+    to the next heading. Its ``### `` subsections (earlier runs, written by hand) stay."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     start = text.find(heading + "\n")
     section = f"{heading}\n\n{body}\n\n"
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(heading))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        ends = [i for i in (text.find("\n## ", start + len(heading)), text.find("\n### ", start + len(heading))) if i >= 0]
+        text = text[:start] + section + (text[min(ends) + 1:] if ends else "")
     path.write_text(text.rstrip("\n") + "\n")
 
 
