@@ -69,22 +69,16 @@ def pad_to_square(image: np.ndarray, fill: float = 0.0) -> np.ndarray:
     return np.pad(image.astype(np.float32), pad, constant_values=fill)
 
 
-def _triangle(n_in: int, n_out: int) -> np.ndarray:
-    """Triangle-filter weights mapping ``n_in`` samples to ``n_out``, not yet normalised
-    (float64, ``(n_out, n_in)``). The filter support widens by the scale factor when
-    shrinking (anti-aliasing), so downscaling averages like an area filter and upscaling
-    is bilinear."""
+def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Row-normalised triangle-filter weights mapping ``n_in`` samples to ``n_out``, as a
+    dense ``(n_out, n_in)`` matrix: the resampler's definition. The filter support widens
+    by the scale factor when shrinking (anti-aliasing), so downscaling averages like an
+    area filter and upscaling is bilinear."""
     scale = n_in / n_out
     support = max(scale, 1.0)
     centers = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
     src = np.arange(n_in, dtype=np.float64)
-    return np.clip(1.0 - np.abs(src[None, :] - centers[:, None]) / support, 0.0, None)
-
-
-def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Row-normalised triangle-filter weights mapping ``n_in`` samples to ``n_out``: the
-    resampler's definition, as a dense matrix."""
-    weights = _triangle(n_in, n_out)
+    weights = np.clip(1.0 - np.abs(src[None, :] - centers[:, None]) / support, 0.0, None)
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -94,8 +88,11 @@ def _resample_matrix(n_in: int, n_out: int) -> np.ndarray:
 #: slower still (mostly zeros).
 ROW_BLOCK, COLUMN_BLOCK = 8, 32
 
+#: A weight matrix cut by :func:`bands`.
+Bands = tuple[tuple[int, int, int, int, np.ndarray], ...]
 
-def bands(weights: np.ndarray, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+
+def bands(weights: np.ndarray, block: int) -> Bands:
     """A mostly-zero ``(n_out, n_in)`` weight matrix cut into blocks of ``block`` rows, each
     with the columns its non-zero weights reach, as ``(row_lo, row_hi, col_lo, col_hi,
     weights[row_lo:row_hi, col_lo:col_hi])`` (float32) (pure). A row of zeros reaches none."""
@@ -108,7 +105,7 @@ def bands(weights: np.ndarray, block: int) -> tuple[tuple[int, int, int, int, np
     return tuple(out)
 
 
-def banded_rows(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x: np.ndarray) -> np.ndarray:
+def banded_rows(blocks: Bands, x: np.ndarray) -> np.ndarray:
     """``weights @ x`` over ``x``'s axis -2 (its rows; any leading axes are a batch), for
     ``weights`` cut by :func:`bands`: each block multiplies only the rows it reaches (pure)."""
     out = np.empty((*x.shape[:-2], blocks[-1][1], x.shape[-1]), np.float32)
@@ -117,7 +114,7 @@ def banded_rows(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x: np
     return out
 
 
-def banded_columns(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x: np.ndarray) -> np.ndarray:
+def banded_columns(blocks: Bands, x: np.ndarray) -> np.ndarray:
     """``x @ weights.T`` over ``x``'s last axis, for ``weights`` cut by :func:`bands` (pure)."""
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, x.shape[-1])
     out = np.empty((flat.shape[0], blocks[-1][1]), np.float32)
@@ -127,7 +124,7 @@ def banded_columns(blocks: tuple[tuple[int, int, int, int, np.ndarray], ...], x:
 
 
 @lru_cache(maxsize=64)
-def _resample_bands(n_in: int, n_out: int, block: int) -> tuple[tuple[int, int, int, int, np.ndarray], ...]:
+def _resample_bands(n_in: int, n_out: int, block: int) -> Bands:
     return bands(_resample_matrix(n_in, n_out), block)
 
 
