@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.bench_ingest import machine, write_section  # noqa: E402
-from scripts.harness import ApplianceProcess, Orthanc, free_port, tcp_env  # noqa: E402
+from scripts.harness import ApplianceProcess, Orthanc, free_port, storescu  # noqa: E402
 from training.data.ct_synth import CTConfig, generate_ct_dataset  # noqa: E402
 
 #: storescu's calling AE title (dcmtk's default).
@@ -96,8 +96,7 @@ def warm_up(boxes: dict[str, ApplianceProcess], work: Path) -> None:
             (one / first[0].name).write_bytes(first[0].read_bytes())
             folder = work / "warm-up-new" / f"{n}"
             with_new_uids(one, folder)
-            subprocess.run(["storescu", "-aet", SENDER, "-aec", "TRIAGE", "+sd", "127.0.0.1", str(boxes[name].port),
-                            str(folder)], env=tcp_env(), check=True, capture_output=True)
+            storescu(boxes[name].port, folder, SENDER).check_returncode()
         deadline = time.monotonic() + 120
         while sum(s["state"] != "receiving" for s in boxes[name].status()["series"]) < count:
             if time.monotonic() > deadline:
@@ -178,22 +177,7 @@ def main() -> None:
                         folder = work / f"run{run}" / name.replace(" ", "").replace(",", "-")
                         study_uid = with_new_uids(source, folder)
                         studies[name].add(study_uid)
-                        subprocess.run(
-                            [
-                                "storescu",
-                                "-aet",
-                                SENDER,
-                                "-aec",
-                                "TRIAGE",
-                                "+sd",
-                                "127.0.0.1",
-                                str(box.port),
-                                str(folder),
-                            ],
-                            env=tcp_env(),
-                            check=True,
-                            capture_output=True,
-                        )
+                        storescu(box.port, folder, SENDER).check_returncode()
                         released = time.perf_counter()  # storescu exits after its A-RELEASE
                         while not sr_arrived(pacs, study_uid):
                             if time.perf_counter() - released > 120:

@@ -19,7 +19,6 @@ import json
 import random
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.bench_e2e import cli, completion_waits, head_ct_200, percentile95  # noqa: E402
 from scripts.bench_ingest import machine, write_section  # noqa: E402
-from scripts.harness import ApplianceProcess, Orthanc, free_port, tcp_env  # noqa: E402
+from scripts.harness import ApplianceProcess, Orthanc, free_port, storescu  # noqa: E402
 from training.data.cr_synth import CRConfig, generate_cr_dataset  # noqa: E402
 
 #: Studies per hour at a large hospital's peak (the issue's mix).
@@ -198,23 +197,7 @@ def main() -> None:
                 time.sleep(max(0.0, began + start - time.time()))
                 with lock:
                     late.append(time.time() - began - start)
-                done = subprocess.run(
-                    [
-                        "storescu",
-                        "-xt",
-                        "-aet",
-                        f"{kind}SCANNER",
-                        "-aec",
-                        "TRIAGE",
-                        "+sd",
-                        "127.0.0.1",
-                        str(box.port),
-                        str(folder),
-                    ],
-                    env=tcp_env(),
-                    capture_output=True,
-                    text=True,
-                )
+                done = storescu(box.port, folder, f"{kind}SCANNER", "-xt")
                 with lock:
                     released[uid] = time.time()
                     if done.returncode:

@@ -86,6 +86,16 @@ def tcp_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return {**env, "TCP_NODELAY": "1"}
 
 
+def storescu(port: int, folder: Path, calling_ae: str, *options: str) -> subprocess.CompletedProcess:
+    """dcmtk's ``storescu`` sending every file in ``folder`` to ``TRIAGE`` on this host in
+    one association (TCP_NODELAY=1, see :func:`tcp_env`); its output captured as text, its
+    exit status left to the caller."""
+    return subprocess.run(
+        ["storescu", *options, "-aet", calling_ae, "-aec", "TRIAGE", "+sd", "127.0.0.1", str(port), str(folder)],
+        env=tcp_env(), capture_output=True, text=True,
+    )
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = READY_TIMEOUT_S, what: str = "",
                interval: float = 0.05) -> Any:
     """Poll ``condition`` until it returns something true (returned) or ``timeout`` passes
